@@ -1,0 +1,122 @@
+//! Suite `threads`: the seedcore thread pool against rayon and tokio.
+//!
+//! Metrics:
+//! - `tiny_task_ns` (subjects `seedcore`, `rayon_spawn`, `tokio_spawn`,
+//!   `tokio_spawn_blocking`): the tiny-task workload of [`super::tiny`]; seedcore
+//!   submits with `submit_thread` and default options, keeps every `TaskFuture`
+//!   and waits on each in order.
+//! - `priority_latency_us` (subject `seedcore`): the queue holds a backlog of
+//!   low-priority tasks that each spin about 10 µs; one high-priority task is then
+//!   submitted and records when it starts. Latency = start − submit. With a strict
+//!   priority queue this is at most one backlog task's length plus the wake-up,
+//!   whatever the backlog; a FIFO pool would need backlog × 10 µs / cores.
+
+use super::report::median;
+use super::tiny::{self, task, timed};
+use super::{note, peers, Measurement, Scale};
+use anyhow::Context;
+use seedcore::{ConcurrentSystem, Priority, ShutdownMode, TaskContext, TaskOptions};
+use std::time::{Duration, Instant};
+
+/// Runs every subject of the suite, peers first, seedcore last.
+pub(crate) fn run(scale: Scale) -> anyhow::Result<Vec<Measurement>> {
+    let mut out = vec![
+        peers::rayon_spawn(scale)?,
+        peers::tokio_spawn(scale)?,
+        peers::tokio_spawn_blocking(scale)?,
+    ];
+    out.insert(0, seedcore_tiny(scale)?);
+    out.push(seedcore_priority_latency(scale)?);
+    Ok(out)
+}
+
+/// A seedcore system whose thread pool has exactly `cores` threads.
+fn system(scale: Scale) -> anyhow::Result<ConcurrentSystem> {
+    ConcurrentSystem::builder()
+        .core_threads(scale.workers)
+        .max_threads(scale.workers)
+        .build()
+        .context("building the seedcore system")
+}
+
+/// Tiny-task throughput of `submit_thread` + `TaskFuture::wait`.
+fn seedcore_tiny(scale: Scale) -> anyhow::Result<Measurement> {
+    let sys = system(scale)?;
+    let m = tiny::measure("seedcore", scale, |n| {
+        timed(|| {
+            let mut fs = Vec::with_capacity(n);
+            for i in 0..n as u64 {
+                fs.push(sys.submit_thread(TaskOptions::new(), move |_: &TaskContext| task(i))?);
+            }
+            let mut s = 0u64;
+            for f in fs {
+                s += f.wait()?;
+            }
+            Ok(s)
+        })
+    })?;
+    sys.shutdown(ShutdownMode::Graceful);
+    Ok(m)
+}
+
+/// How long each backlog task spins.
+const SPIN: Duration = Duration::from_micros(10);
+
+/// Busy-waits for `d` (a CPU-bound task of known length).
+fn spin(d: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// Start latency of one high-priority task behind a low-priority backlog.
+fn seedcore_priority_latency(scale: Scale) -> anyhow::Result<Measurement> {
+    let (backlog, reps) = if scale.quick {
+        (10_000, 3)
+    } else {
+        (100_000, 3)
+    };
+    note(&format!(
+        "priority_latency_us: seedcore: backlog {backlog} x {} us spin, {} workers, {reps} reps",
+        SPIN.as_micros(),
+        scale.workers
+    ));
+    let sys = system(scale)?;
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let low = TaskOptions::new().priority(Priority::LOW);
+        let mut fs = Vec::with_capacity(backlog);
+        for _ in 0..backlog {
+            fs.push(sys.submit_thread(low.clone(), |_: &TaskContext| spin(SPIN))?);
+        }
+        let submitted = Instant::now();
+        let high = sys.submit_thread(
+            TaskOptions::new().priority(Priority::HIGH),
+            |_: &TaskContext| Instant::now(),
+        )?;
+        let started = high.wait()?;
+        let latency = started.saturating_duration_since(submitted);
+        let mut left_behind = 0usize;
+        for f in fs {
+            // Cancel what has not started: its run time is not what we measure.
+            if !f.cancel() {
+                left_behind += 1;
+            }
+            let _ = f.wait();
+        }
+        if left_behind == backlog {
+            note("priority_latency_us: the whole backlog had run before the high-priority task: this repetition measured no queue");
+        }
+        samples.push(latency.as_secs_f64() * 1e6);
+    }
+    sys.shutdown(ShutdownMode::Graceful);
+    Ok(Measurement {
+        suite: "threads",
+        metric: "priority_latency_us",
+        subject: "seedcore",
+        value: median(&samples),
+        unit: "us",
+        samples,
+    })
+}

@@ -1,0 +1,97 @@
+//! The command-line grammar (clap derive). Parsing only: validation into library
+//! objects happens in each command's module.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// seedcore: a concurrent task system with priorities, timeouts, retries, named
+/// locks and callbacks.
+#[derive(Debug, Parser)]
+#[command(name = "seedcore", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run side-by-side benchmarks against peers (rayon, tokio, ...) in one process.
+    Bench(BenchArgs),
+    /// Run a mixed workload that shows priorities, timeouts, retries, panics,
+    /// locks, callbacks and async tasks, then check every outcome.
+    Demo(DemoArgs),
+}
+
+/// Flags of `seedcore bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Which suite to run.
+    #[arg(value_enum)]
+    pub(crate) suite: Suite,
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Smaller workloads and fewer repetitions (a smoke run, not a measurement).
+    #[arg(long)]
+    pub(crate) quick: bool,
+}
+
+/// A benchmark suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Suite {
+    /// Thread pool: tiny-task throughput and priority latency.
+    Threads,
+    /// Process pool (not built yet).
+    Process,
+    /// Data-parallel helpers (not built yet).
+    Parallel,
+    /// Load balancer (not built yet).
+    Balance,
+    /// `seedcore exec` against GNU parallel (not built yet).
+    Exec,
+    /// GPU executor (not built yet).
+    Gpu,
+    /// Distributed mode over Redis (not built yet).
+    Remote,
+    /// Every suite that is built.
+    All,
+}
+
+impl Suite {
+    /// Every concrete suite, in the order `all` runs them.
+    pub(crate) const CONCRETE: [Suite; 7] = [
+        Suite::Threads,
+        Suite::Process,
+        Suite::Parallel,
+        Suite::Balance,
+        Suite::Exec,
+        Suite::Gpu,
+        Suite::Remote,
+    ];
+
+    /// The suite's name as typed on the command line and printed in reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Suite::Threads => "threads",
+            Suite::Process => "process",
+            Suite::Parallel => "parallel",
+            Suite::Balance => "balance",
+            Suite::Exec => "exec",
+            Suite::Gpu => "gpu",
+            Suite::Remote => "remote",
+            Suite::All => "all",
+        }
+    }
+}
+
+/// Flags of `seedcore demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Number of low-priority backlog tasks in the priority scenario.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) tasks: Option<u32>,
+    /// A smaller, faster run (used by the tests).
+    #[arg(long)]
+    pub(crate) quick: bool,
+}

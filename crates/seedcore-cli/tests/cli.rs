@@ -1,0 +1,158 @@
+//! Integration tests that run the real `seedcore` binary.
+//!
+//! None of them asserts on timing: the benchmark is run in its quick form and
+//! only the shape of its output is checked.
+
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_seedcore");
+
+/// The tests start CPU-heavy runs of the binary; one at a time keeps the demo
+/// from competing with the benchmark for the machine's cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs the binary with `args` and returns its output.
+fn seedcore(args: &[&str]) -> Output {
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the seedcore binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn demo_quick_passes_every_scenario() {
+    let out = seedcore(&["demo", "--quick"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for scenario in [
+        "priorities",
+        "timeout",
+        "retry",
+        "retry-exhausted",
+        "panic",
+        "cancel",
+        "lock",
+        "limit",
+        "callbacks",
+        "async",
+        "stats",
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(scenario))
+            .unwrap_or_else(|| panic!("no summary row for {scenario}:\n{stdout}"));
+        assert!(
+            row.trim_end().ends_with("OK"),
+            "scenario {scenario} not OK: {row}\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("MISMATCH"), "{stdout}");
+    for stat in ["submitted", "completed", "queue wait p99", "run time p50"] {
+        assert!(stdout.contains(stat), "no {stat} in the stats:\n{stdout}");
+    }
+    assert!(
+        !stderr.contains("panicked at"),
+        "a panic leaked to stderr:\n{stderr}"
+    );
+}
+
+#[test]
+fn demo_rejects_zero_tasks() {
+    let out = seedcore(&["demo", "--tasks", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--tasks"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn bench_threads_quick_json_has_every_subject() {
+    let out = seedcore(&["bench", "threads", "--quick", "--json"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bench failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let mut seen = Vec::new();
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+        let obj = v.as_object().expect("each line is a JSON object");
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["metric", "subject", "suite", "unit", "value"],
+            "{line}"
+        );
+        assert_eq!(v["suite"], "threads", "{line}");
+        let value = v["value"].as_f64().expect("value is a number");
+        assert!(
+            value > 0.0 && value.is_finite(),
+            "non-positive value: {line}"
+        );
+        seen.push((
+            v["metric"].as_str().unwrap().to_string(),
+            v["subject"].as_str().unwrap().to_string(),
+            v["unit"].as_str().unwrap().to_string(),
+        ));
+    }
+    for (metric, subject, unit) in [
+        ("tiny_task_ns", "seedcore", "ns"),
+        ("tiny_task_ns", "rayon_spawn", "ns"),
+        ("tiny_task_ns", "tokio_spawn", "ns"),
+        ("tiny_task_ns", "tokio_spawn_blocking", "ns"),
+        ("priority_latency_us", "seedcore", "us"),
+    ] {
+        assert!(
+            seen.iter()
+                .any(|(m, s, u)| m == metric && s == subject && u == unit),
+            "missing {metric}/{subject} ({unit}) in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn bench_rejects_unknown_suite() {
+    let out = seedcore(&["bench", "nonsense"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("invalid value 'nonsense'") && stderr.contains("threads"),
+        "unclear message:\n{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bench_unbuilt_suite_says_so() {
+    let out = seedcore(&["bench", "gpu", "--json"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("suite gpu: not built yet"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn unknown_command_fails_with_usage() {
+    let out = seedcore(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("Usage"), "{}", text(&out.stderr));
+}

@@ -1,0 +1,157 @@
+//! `TaskFuture`, the handle of one task's result, and `TaskHandle`, its
+//! result-less twin.
+
+use crate::error::TaskError;
+use crate::task::{Job, TaskId, TaskRef, TaskStatus};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// The result of one task, to block on, poll, `.await` on any runtime, or
+/// hand to a callback.
+///
+/// It resolves exactly once, to the task's value or a [`TaskError`], also
+/// when a worker dies, a callback panics or the system shuts down.
+///
+/// Dropping a `TaskFuture` detaches the task: it still runs (with its
+/// retries) and its result is discarded. Use [`cancel`](Self::cancel) to
+/// stop it.
+#[must_use = "dropping a TaskFuture detaches the task; its result is lost"]
+pub struct TaskFuture<T> {
+    task: Arc<dyn TaskRef<T>>,
+}
+
+impl<T: Send + 'static> TaskFuture<T> {
+    pub(crate) fn new(task: Arc<dyn TaskRef<T>>) -> Self {
+        TaskFuture { task }
+    }
+
+    /// Blocks until the task resolves.
+    pub fn wait(self) -> Result<T, TaskError> {
+        self.task.completion().wait()
+    }
+
+    /// Blocks until the task resolves or `timeout` passes; on timeout the
+    /// future is handed back, still valid.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, TaskFuture<T>> {
+        self.wait_deadline(Instant::now() + timeout)
+    }
+
+    /// Blocks until the task resolves or `deadline` passes; on timeout the
+    /// future is handed back, still valid.
+    pub fn wait_deadline(self, deadline: Instant) -> Result<Result<T, TaskError>, TaskFuture<T>> {
+        match self.task.completion().wait_deadline(deadline) {
+            Some(r) => Ok(r),
+            None => Err(self),
+        }
+    }
+
+    /// The result if the task has resolved; otherwise the future back.
+    pub fn try_get(self) -> Result<Result<T, TaskError>, TaskFuture<T>> {
+        match self.task.completion().try_take() {
+            Some(r) => Ok(r),
+            None => Err(self),
+        }
+    }
+
+    /// Hands the result to `callback`, run on the system's callback
+    /// executor (also when the task has already resolved). Returns a handle
+    /// that can still cancel the task or read its status.
+    pub fn on_complete<F>(self, callback: F) -> TaskHandle
+    where
+        F: FnOnce(Result<T, TaskError>) + Send + 'static,
+    {
+        let job: Arc<dyn Job> = self.task.clone();
+        let shared = job.header().shared.clone();
+        self.task.completion().on_complete(Box::new(move |r| {
+            shared.callbacks.dispatch(Box::new(move || callback(r)));
+        }));
+        TaskHandle { job }
+    }
+}
+
+impl<T: 'static> TaskFuture<T> {
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.task.header().id
+    }
+
+    /// Where the task stands.
+    pub fn status(&self) -> TaskStatus {
+        self.task.header().status()
+    }
+
+    /// Whether the task has resolved.
+    pub fn is_done(&self) -> bool {
+        self.task.is_resolved()
+    }
+
+    /// Cancels the task: it resolves [`TaskError::Cancelled`] now unless it
+    /// already resolved (then this returns `false`). A queued task never
+    /// starts; a running async task is dropped; a running thread task sees
+    /// [`TaskContext::is_cancelled`](crate::TaskContext::is_cancelled).
+    pub fn cancel(&self) -> bool {
+        self.task.fail(TaskError::Cancelled)
+    }
+}
+
+impl<T: Send + 'static> Future for TaskFuture<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.task.completion().poll_take(cx.waker()) {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T: 'static> fmt::Debug for TaskFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskFuture")
+            .field("id", &self.id())
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// A task whose result goes to a callback: it can still be cancelled and
+/// watched. Dropping it changes nothing.
+#[derive(Clone)]
+pub struct TaskHandle {
+    job: Arc<dyn Job>,
+}
+
+impl TaskHandle {
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.job.header().id
+    }
+
+    /// Where the task stands.
+    pub fn status(&self) -> TaskStatus {
+        self.job.header().status()
+    }
+
+    /// Whether the task has resolved.
+    pub fn is_done(&self) -> bool {
+        self.job.is_resolved()
+    }
+
+    /// Cancels the task; see [`TaskFuture::cancel`].
+    pub fn cancel(&self) -> bool {
+        self.job.fail(TaskError::Cancelled)
+    }
+}
+
+impl fmt::Debug for TaskHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id())
+            .field("status", &self.status())
+            .finish()
+    }
+}

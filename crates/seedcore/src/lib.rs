@@ -1,0 +1,82 @@
+//! seedcore runs work on a thread pool, as async tasks and on service
+//! threads, every task with a priority, a timeout, retries, named locks and
+//! a [`TaskFuture`] to block on, `.await`, or hand to a callback.
+//!
+//! ```
+//! use seedcore::{ConcurrentSystem, Priority, RetryPolicy, TaskError, TaskOptions};
+//! use std::time::Duration;
+//!
+//! let system = ConcurrentSystem::builder().core_threads(2).build()?;
+//!
+//! // A thread task with a priority and a timeout.
+//! let urgent = system.submit_thread(
+//!     TaskOptions::new().priority(Priority::HIGH).timeout(Duration::from_secs(5)),
+//!     |_ctx| (1..=10u64).product::<u64>(),
+//! )?;
+//!
+//! // A task that fails on its first attempt and succeeds on the retry.
+//! let flaky = system.submit_thread_fallible(
+//!     TaskOptions::new().retry(RetryPolicy::retries(2)),
+//!     |ctx| if ctx.attempt() < 2 { Err("not yet") } else { Ok(ctx.attempt()) },
+//! )?;
+//!
+//! // A panic is caught and reported; the pool goes on.
+//! let broken = system.submit_thread(TaskOptions::new(), |_| -> u8 { panic!("bad input") })?;
+//!
+//! // An async task, awaited from a thread that is not in any runtime.
+//! let fetched = system.submit_async(TaskOptions::new(), |_ctx| async { "page".len() })?;
+//!
+//! assert_eq!(urgent.wait()?, 3_628_800);
+//! assert_eq!(flaky.wait()?, 2);
+//! assert!(matches!(broken.wait(), Err(TaskError::Panicked(m)) if m == "bad input"));
+//! assert_eq!(futures_executor_block_on(fetched)?, 4);
+//!
+//! let stats = system.stats();
+//! assert_eq!((stats.completed, stats.panicked, stats.retried), (3, 1, 1));
+//! # fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The semantics every executor shares:
+//!
+//! * Submitting returns a [`TaskFuture`] at once, or a [`SubmitError`] at
+//!   once; every accepted task resolves exactly once, to its value or a
+//!   [`TaskError`].
+//! * [`Priority`]: 0 (most urgent) to 10; FIFO within a level.
+//! * Timeouts are measured from the start of each attempt. A thread task
+//!   past its deadline resolves [`TaskError::TimedOut`] at the deadline,
+//!   its [`TaskContext::is_cancelled`] turns true, and if it keeps running,
+//!   its thread is replaced so the pool keeps its capacity. An async task
+//!   is dropped at its deadline.
+//! * Locks and limits are held by the scheduler, never by a worker.
+//! * Callbacks run on the [`CallbackExecutor`] chosen at build time.
+
+mod async_exec;
+mod callback;
+mod completion;
+mod config;
+mod context;
+mod error;
+mod future;
+mod idle;
+mod locks;
+mod options;
+mod queue;
+mod stats;
+mod sync;
+mod system;
+mod task;
+mod thread_pool;
+mod timer;
+
+pub use callback::{CallbackExecutor, CallbackQueue};
+pub use config::{Config, ShutdownMode};
+pub use context::{CancellationToken, TaskContext};
+pub use error::{BoxError, ConfigError, SubmitError, TaskError, TaskErrorKind};
+pub use future::{TaskFuture, TaskHandle};
+pub use options::{Backoff, Priority, RetryOn, RetryPolicy, TaskOptions};
+pub use stats::{Histogram, Stats};
+pub use system::{ConcurrentSystem, ShutdownReport, SystemBuilder};
+pub use task::{TaskId, TaskStatus};

@@ -1,0 +1,305 @@
+//! Counters and histograms of the scheduler, sharded so that the hot path
+//! never bounces one cache line between the submitter and the workers.
+
+use crate::error::TaskErrorKind;
+use crate::options::LEVELS;
+use crossbeam_utils::CachePadded;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+const SHARDS: usize = 16;
+/// Histogram buckets: bucket `i` counts durations in `[2^(i-1), 2^i)` µs
+/// (bucket 0: under 1 µs); the last one is open-ended.
+const BUCKETS: usize = 32;
+
+#[derive(Default)]
+struct Shard {
+    submitted: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    timed_out: AtomicU64,
+    cancelled: AtomicU64,
+    lock_timeouts: AtomicU64,
+    shutdown: AtomicU64,
+    retried: AtomicU64,
+    attempts_started: AtomicU64,
+    attempts_ended: AtomicU64,
+    thread_attempts_started: AtomicU64,
+    thread_attempts_ended: AtomicU64,
+    callback_panics: AtomicU64,
+    queue_wait: [AtomicU64; BUCKETS],
+    run_time: [AtomicU64; BUCKETS],
+}
+
+/// The live counters of one system.
+pub(crate) struct Counters {
+    shards: Box<[CachePadded<Shard>]>,
+}
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+fn shard_index() -> usize {
+    SHARD.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            s.set(i);
+        }
+        i
+    })
+}
+
+fn bucket(d: Duration) -> usize {
+    let us = d.as_micros() as u64;
+    ((64 - us.leading_zeros()) as usize).min(BUCKETS - 1)
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Which executor an attempt ran on, for the busy-thread gauge.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    Thread,
+    Other,
+}
+
+impl Counters {
+    pub(crate) fn new() -> Self {
+        Counters {
+            shards: (0..SHARDS)
+                .map(|_| CachePadded::new(Shard::default()))
+                .collect(),
+        }
+    }
+
+    fn local(&self) -> &Shard {
+        &self.shards[shard_index()]
+    }
+
+    pub(crate) fn submitted(&self) {
+        bump(&self.local().submitted);
+    }
+
+    pub(crate) fn retried(&self) {
+        bump(&self.local().retried);
+    }
+
+    pub(crate) fn callback_panicked(&self) {
+        bump(&self.local().callback_panics);
+    }
+
+    pub(crate) fn attempt_started(&self, lane: Lane, queue_wait: Option<Duration>) {
+        let s = self.local();
+        bump(&s.attempts_started);
+        if lane == Lane::Thread {
+            bump(&s.thread_attempts_started);
+        }
+        if let Some(w) = queue_wait {
+            bump(&s.queue_wait[bucket(w)]);
+        }
+    }
+
+    pub(crate) fn attempt_ended(&self, lane: Lane, ran: Duration) {
+        let s = self.local();
+        bump(&s.attempts_ended);
+        if lane == Lane::Thread {
+            bump(&s.thread_attempts_ended);
+        }
+        bump(&s.run_time[bucket(ran)]);
+    }
+
+    /// Counts a task's final outcome (called once per task, by the winner
+    /// of its completion).
+    pub(crate) fn resolved(&self, outcome: Result<(), TaskErrorKind>) {
+        let s = self.local();
+        bump(match outcome {
+            Ok(()) => &s.succeeded,
+            Err(TaskErrorKind::Failed) => &s.failed,
+            Err(TaskErrorKind::Panicked) => &s.panicked,
+            Err(TaskErrorKind::TimedOut) => &s.timed_out,
+            Err(TaskErrorKind::Cancelled) => &s.cancelled,
+            Err(TaskErrorKind::LockTimeout) => &s.lock_timeouts,
+            Err(TaskErrorKind::SystemShutdown) => &s.shutdown,
+        });
+    }
+
+    /// Tasks accepted and not yet resolved.
+    pub(crate) fn pending(&self) -> u64 {
+        let mut submitted = 0u64;
+        let mut resolved = 0u64;
+        for s in self.shards.iter() {
+            submitted += s.submitted.load(Ordering::Acquire);
+            resolved += [
+                &s.succeeded,
+                &s.failed,
+                &s.panicked,
+                &s.timed_out,
+                &s.cancelled,
+                &s.lock_timeouts,
+                &s.shutdown,
+            ]
+            .iter()
+            .map(|a| a.load(Ordering::Acquire))
+            .sum::<u64>();
+        }
+        submitted.saturating_sub(resolved)
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let mut st = Stats::default();
+        let mut qw = [0u64; BUCKETS];
+        let mut rt = [0u64; BUCKETS];
+        let (mut a_start, mut a_end, mut t_start, mut t_end) = (0u64, 0u64, 0u64, 0u64);
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for s in self.shards.iter() {
+            st.submitted += ld(&s.submitted);
+            st.completed += ld(&s.succeeded);
+            st.failed += ld(&s.failed);
+            st.panicked += ld(&s.panicked);
+            st.timed_out += ld(&s.timed_out);
+            st.cancelled += ld(&s.cancelled);
+            st.lock_timeouts += ld(&s.lock_timeouts);
+            st.shutdown += ld(&s.shutdown);
+            st.retried += ld(&s.retried);
+            st.callback_panics += ld(&s.callback_panics);
+            a_start += ld(&s.attempts_started);
+            a_end += ld(&s.attempts_ended);
+            t_start += ld(&s.thread_attempts_started);
+            t_end += ld(&s.thread_attempts_ended);
+            for i in 0..BUCKETS {
+                qw[i] += ld(&s.queue_wait[i]);
+                rt[i] += ld(&s.run_time[i]);
+            }
+        }
+        st.attempts = a_start;
+        st.running = a_start.saturating_sub(a_end);
+        st.threads_busy = t_start.saturating_sub(t_end) as usize;
+        st.queue_wait = Histogram { buckets: qw };
+        st.run_time = Histogram { buckets: rt };
+        st
+    }
+}
+
+/// A histogram of durations with power-of-two microsecond buckets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    buckets: [u64; BUCKETS],
+}
+
+impl Histogram {
+    /// The number of recorded durations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0..=1), or zero
+    /// when nothing was recorded. Accurate to a factor of two.
+    pub fn percentile(&self, q: f64) -> Duration {
+        let total = self.count();
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Self::upper(i);
+            }
+        }
+        Self::upper(BUCKETS - 1)
+    }
+
+    /// `(upper bound, count)` for every non-empty bucket.
+    pub fn buckets(&self) -> Vec<(Duration, u64)> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, &n)| (Self::upper(i), n))
+            .collect()
+    }
+
+    fn upper(i: usize) -> Duration {
+        Duration::from_micros(1u64 << i)
+    }
+}
+
+/// A snapshot of a system's counters, from [`ConcurrentSystem::stats`].
+///
+/// Every accepted task is either pending or counted in exactly one of
+/// `completed`, `failed`, `panicked`, `timed_out`, `cancelled`,
+/// `lock_timeouts` and `shutdown`; see [`Stats::resolved`].
+///
+/// [`ConcurrentSystem::stats`]: crate::ConcurrentSystem::stats
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Tasks accepted.
+    pub submitted: u64,
+    /// Tasks resolved with a value.
+    pub completed: u64,
+    /// Tasks resolved with their own error.
+    pub failed: u64,
+    /// Tasks resolved because they panicked.
+    pub panicked: u64,
+    /// Tasks resolved because their last attempt timed out.
+    pub timed_out: u64,
+    /// Tasks cancelled.
+    pub cancelled: u64,
+    /// Tasks that gave up waiting for a lock.
+    pub lock_timeouts: u64,
+    /// Tasks resolved because the system shut down.
+    pub shutdown: u64,
+    /// Retries scheduled (attempts after the first).
+    pub retried: u64,
+    /// Attempts started.
+    pub attempts: u64,
+    /// Attempts running now, on any executor.
+    pub running: u64,
+    /// Callbacks that panicked (caught and logged).
+    pub callback_panics: u64,
+    /// Queued thread tasks per priority level (index = level). Cancelled
+    /// tasks count until a worker skips them.
+    pub queue_depth: [usize; LEVELS],
+    /// Queued async tasks waiting for a free slot.
+    pub async_queued: usize,
+    /// Pool threads alive (replacements of stuck threads included).
+    pub threads_alive: usize,
+    /// Pool threads running a task.
+    pub threads_busy: usize,
+    /// Time from submission to the start of the first attempt.
+    pub queue_wait: Histogram,
+    /// Duration of each attempt.
+    pub run_time: Histogram,
+}
+
+impl Stats {
+    /// Tasks resolved, whatever the outcome.
+    pub fn resolved(&self) -> u64 {
+        self.completed
+            + self.failed
+            + self.panicked
+            + self.timed_out
+            + self.cancelled
+            + self.lock_timeouts
+            + self.shutdown
+    }
+
+    /// Tasks accepted and not yet resolved.
+    pub fn pending(&self) -> u64 {
+        self.submitted.saturating_sub(self.resolved())
+    }
+
+    /// Thread tasks queued, all levels together.
+    pub fn queued(&self) -> usize {
+        self.queue_depth.iter().sum()
+    }
+}

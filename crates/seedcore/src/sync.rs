@@ -1,0 +1,16 @@
+//! The synchronisation primitives the scheduler core is written against.
+//!
+//! `completion.rs` and `idle.rs` name their primitives only through this
+//! module, so the model-checking tests can compile those same files against
+//! loom's versions (see `tests/loom_core.rs`).
+
+pub(crate) use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
+pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
+pub(crate) use std::thread;
+
+/// Locks `m`, ignoring poisoning: user code never runs under these locks, so a
+/// poisoned lock can only come from a bug in the scheduler itself, and the
+/// data it guards is still consistent at every unlock point.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

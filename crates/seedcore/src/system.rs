@@ -1,0 +1,512 @@
+//! `ConcurrentSystem`: the owner of the pools, and its builder.
+//!
+//! # Shutdown steps
+//!
+//! 1. `closed` is set: submissions fail with [`SubmitError::SystemClosed`].
+//!    A submission racing with this re-checks `closed` after queueing
+//!    (behind the queue's `SeqCst` fence) and resolves its own task
+//!    [`TaskError::SystemShutdown`] if it lost, so no accepted task is left
+//!    behind in a queue nobody drains.
+//! 2. Services are signalled to stop (their cancellation token is set).
+//! 3. Graceful: wait until every accepted task has resolved, up to the
+//!    shutdown timeout. Immediate (or out of time): `cancel_all` is set —
+//!    running tasks see their token set, retries are not scheduled — and
+//!    queued, lock-waiting and back-off tasks resolve `Cancelled`.
+//! 4. The thread pool, the async runtime, the timer and the callback
+//!    thread stop, in that order (callbacks of the last results still run).
+
+use crate::async_exec::AsyncExec;
+use crate::callback::{CallbackExecutor, CallbackQueue, Dispatcher};
+use crate::config::{Config, ShutdownMode};
+use crate::context::TaskContext;
+use crate::error::{BoxError, ConfigError, SubmitError, TaskError};
+use crate::future::TaskFuture;
+use crate::locks::LockTable;
+use crate::options::TaskOptions;
+use crate::stats::{Counters, Lane, Stats};
+use crate::task::{AsyncBody, Header, Job, TaskCell, TaskId, TaskRef, ThreadBody};
+use crate::thread_pool::{PoolConfig, ThreadPool};
+use crate::timer::Timer;
+use futures_util::FutureExt;
+use parking_lot::Mutex;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// State shared by the system handle, its threads and its tasks.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) pool: Arc<ThreadPool>,
+    pub(crate) async_exec: AsyncExec,
+    pub(crate) timer: Timer,
+    pub(crate) locks: LockTable,
+    pub(crate) stats: Arc<Counters>,
+    pub(crate) callbacks: Dispatcher,
+    pub(crate) closed: AtomicBool,
+    /// Set by an immediate shutdown: every attempt is cancelled and no
+    /// retry is scheduled.
+    pub(crate) cancel_all: AtomicBool,
+    next_id: AtomicU64,
+    services: Mutex<Vec<(Arc<dyn Job>, JoinHandle<()>)>>,
+    shutdown_done: Mutex<Option<ShutdownReport>>,
+}
+
+impl Shared {
+    pub(crate) fn is_cancelling(&self) -> bool {
+        self.cancel_all.load(Ordering::Acquire)
+    }
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// The mode that was asked for.
+    pub mode: ShutdownMode,
+    /// Whether a graceful shutdown ran out of time and cancelled the rest.
+    pub timed_out: bool,
+    /// Tasks resolved `Cancelled` by the shutdown.
+    pub cancelled: usize,
+    /// Threads still running user code at the deadline, left to finish on
+    /// their own (thread code cannot be stopped from outside).
+    pub detached_threads: usize,
+    /// How long the shutdown took.
+    pub took: Duration,
+}
+
+/// Builds a [`ConcurrentSystem`]; see [`Config`] for the meaning and the
+/// defaults of each setting.
+#[derive(Debug, Clone, Default)]
+pub struct SystemBuilder {
+    config: Config,
+}
+
+impl SystemBuilder {
+    /// Replaces every setting with `config`.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Pool threads kept running.
+    pub fn core_threads(mut self, n: usize) -> Self {
+        self.config.core_threads = n;
+        self
+    }
+
+    /// Upper bound of pool threads.
+    pub fn max_threads(mut self, n: usize) -> Self {
+        self.config.max_threads = n;
+        self
+    }
+
+    /// Idle time after which threads above core exit.
+    pub fn thread_keep_alive(mut self, d: Duration) -> Self {
+        self.config.thread_keep_alive = d;
+        self
+    }
+
+    /// Stack size of pool threads.
+    pub fn thread_stack_size(mut self, bytes: usize) -> Self {
+        self.config.thread_stack_size = Some(bytes);
+        self
+    }
+
+    /// Worker threads of the async runtime.
+    pub fn async_threads(mut self, n: usize) -> Self {
+        self.config.async_threads = n;
+        self
+    }
+
+    /// Async attempts running at once.
+    pub fn max_async_tasks(mut self, n: usize) -> Self {
+        self.config.max_async_tasks = n;
+        self
+    }
+
+    /// Where completion callbacks run.
+    pub fn callback_executor(mut self, e: CallbackExecutor) -> Self {
+        self.config.callback_executor = e;
+        self
+    }
+
+    /// What dropping the system does.
+    pub fn shutdown_mode(mut self, m: ShutdownMode) -> Self {
+        self.config.shutdown_mode = m;
+        self
+    }
+
+    /// How long a shutdown waits.
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.config.shutdown_timeout = d;
+        self
+    }
+
+    /// Prefix of thread names.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Validates the settings and starts the system's threads.
+    pub fn build(self) -> Result<ConcurrentSystem, ConfigError> {
+        let config = self.config;
+        config.validate()?;
+        let os = |field: &str, e: std::io::Error| {
+            ConfigError::new(field, format!("the OS refused to start a thread: {e}"))
+        };
+        let stats = Arc::new(Counters::new());
+        let pool = ThreadPool::start(PoolConfig {
+            core: config.core_threads,
+            max: config.max_threads,
+            keep_alive: config.thread_keep_alive,
+            name: config.name.clone(),
+            stack_size: config.thread_stack_size,
+        })
+        .map_err(|e| os("core_threads", e))?;
+        let timer = Timer::start(&config.name).map_err(|e| os("name", e))?;
+        let callbacks = Dispatcher::start(
+            config.callback_executor.clone(),
+            &config.name,
+            stats.clone(),
+        )
+        .map_err(|e| os("callback_executor", e))?;
+        let async_exec = AsyncExec::new(
+            config.async_threads,
+            config.max_async_tasks,
+            config.name.clone(),
+        );
+        let shared = Arc::new(Shared {
+            config,
+            pool,
+            async_exec,
+            timer,
+            locks: LockTable::new(),
+            stats,
+            callbacks,
+            closed: AtomicBool::new(false),
+            cancel_all: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            services: Mutex::new(Vec::new()),
+            shutdown_done: Mutex::new(None),
+        });
+        Ok(ConcurrentSystem { shared })
+    }
+}
+
+/// Runs tasks on a thread pool, on an async runtime and on service threads,
+/// each with a priority, a timeout, retries, locks and a [`TaskFuture`].
+///
+/// Dropping the system shuts it down with its configured
+/// [`ShutdownMode`] and waits for that to finish (see
+/// [`shutdown`](Self::shutdown)).
+///
+/// ```
+/// use seedcore::{ConcurrentSystem, Priority, TaskOptions};
+///
+/// let system = ConcurrentSystem::builder().core_threads(2).build()?;
+/// let answer = system.submit_thread(TaskOptions::new().priority(Priority::HIGH), |_| 6 * 7)?;
+/// assert_eq!(answer.wait()?, 42);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ConcurrentSystem {
+    shared: Arc<Shared>,
+}
+
+impl ConcurrentSystem {
+    /// A builder with the defaults of [`Config::default`].
+    pub fn builder() -> SystemBuilder {
+        SystemBuilder::default()
+    }
+
+    /// A system with the default configuration.
+    pub fn new() -> Result<ConcurrentSystem, ConfigError> {
+        Self::builder().build()
+    }
+
+    /// The configuration the system runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The callback queue, when the callback executor is
+    /// [`CallbackExecutor::Queue`].
+    pub fn callback_queue(&self) -> Option<CallbackQueue> {
+        match &self.shared.config.callback_executor {
+            CallbackExecutor::Queue(q) => Some(q.clone()),
+            _ => None,
+        }
+    }
+
+    fn accept<T, B>(
+        &self,
+        opts: TaskOptions,
+        lane: Lane,
+        body: B,
+    ) -> Result<Arc<TaskCell<T, B>>, SubmitError>
+    where
+        T: Send + 'static,
+        B: Send + Sync + 'static,
+        TaskCell<T, B>: TaskRef<T>,
+    {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(SubmitError::SystemClosed);
+        }
+        opts.validate()?;
+        if !opts.locks.is_empty() {
+            shared
+                .locks
+                .check(&opts.locks)
+                .map_err(SubmitError::InvalidOptions)?;
+        }
+        let id = TaskId(shared.next_id.fetch_add(1, Ordering::Relaxed));
+        let header = Header::new(id, opts, shared.clone(), lane);
+        shared.stats.submitted();
+        Ok(Arc::new(TaskCell::new(header, body)))
+    }
+
+    /// Queues `cell`, then closes the race with a concurrent shutdown.
+    fn enqueue<T, B>(&self, cell: Arc<TaskCell<T, B>>) -> TaskFuture<T>
+    where
+        T: Send + 'static,
+        B: Send + Sync + 'static,
+        TaskCell<T, B>: TaskRef<T>,
+    {
+        let job: Arc<dyn Job> = cell.clone();
+        job.schedule();
+        if self.shared.closed.load(Ordering::SeqCst) {
+            cell.resolve(Err(TaskError::SystemShutdown));
+        }
+        TaskFuture::new(cell)
+    }
+
+    /// Runs `f` on the thread pool and returns its future at once.
+    ///
+    /// `f` is `Fn` because a retry calls it again (and a timed-out attempt
+    /// may still be running when the next one starts). A panic resolves the
+    /// task [`TaskError::Panicked`]; the thread survives.
+    pub fn submit_thread<T, F>(&self, opts: TaskOptions, f: F) -> Result<TaskFuture<T>, SubmitError>
+    where
+        T: Send + 'static,
+        F: Fn(&TaskContext) -> T + Send + Sync + 'static,
+    {
+        let cell = self.accept(
+            opts,
+            Lane::Thread,
+            ThreadBody(move |cx: &TaskContext| Ok(f(cx))),
+        )?;
+        Ok(self.enqueue(cell))
+    }
+
+    /// Like [`submit_thread`](Self::submit_thread) for code that returns
+    /// its own errors: `Err(e)` resolves [`TaskError::Failed`] (or is
+    /// retried, by the policy).
+    pub fn submit_thread_fallible<T, E, F>(
+        &self,
+        opts: TaskOptions,
+        f: F,
+    ) -> Result<TaskFuture<T>, SubmitError>
+    where
+        T: Send + 'static,
+        E: Into<BoxError>,
+        F: Fn(&TaskContext) -> Result<T, E> + Send + Sync + 'static,
+    {
+        let body = ThreadBody(move |cx: &TaskContext| f(cx).map_err(TaskError::failed));
+        let cell = self.accept(opts, Lane::Thread, body)?;
+        Ok(self.enqueue(cell))
+    }
+
+    /// Runs the future made by `factory` on the system's async runtime. The
+    /// factory is called once per attempt, so a retry gets a fresh future.
+    /// A timeout or a cancel drops the future at once.
+    pub fn submit_async<T, Fut, F>(
+        &self,
+        opts: TaskOptions,
+        factory: F,
+    ) -> Result<TaskFuture<T>, SubmitError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+        F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+    {
+        let body = AsyncBody::new(move |cx: TaskContext| factory(cx).map(Ok).boxed());
+        let cell = self.accept(opts, Lane::Other, body)?;
+        Ok(self.enqueue(cell))
+    }
+
+    /// Like [`submit_async`](Self::submit_async) for futures that return
+    /// their own errors.
+    pub fn submit_async_fallible<T, E, Fut, F>(
+        &self,
+        opts: TaskOptions,
+        factory: F,
+    ) -> Result<TaskFuture<T>, SubmitError>
+    where
+        T: Send + 'static,
+        E: Into<BoxError>,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+    {
+        let body = AsyncBody::new(move |cx: TaskContext| {
+            factory(cx).map(|r| r.map_err(TaskError::failed)).boxed()
+        });
+        let cell = self.accept(opts, Lane::Other, body)?;
+        Ok(self.enqueue(cell))
+    }
+
+    /// Runs a long-lived service on a dedicated thread named `name`,
+    /// outside the pool's capacity (the pool's threads stay free for
+    /// tasks). Its future resolves when `f` returns; at shutdown its
+    /// [`TaskContext::is_cancelled`] turns true and the shutdown waits for
+    /// it (up to the shutdown timeout).
+    pub fn spawn_service<T, F>(&self, name: &str, f: F) -> Result<TaskFuture<T>, SubmitError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&TaskContext) -> T + Send + 'static,
+    {
+        let once = Mutex::new(Some(f));
+        let body = ThreadBody(move |cx: &TaskContext| match once.lock().take() {
+            Some(f) => Ok(f(cx)),
+            None => Err(TaskError::failed("a service runs once")),
+        });
+        let cell = self.accept(TaskOptions::new().name(name), Lane::Other, body)?;
+        let job: Arc<dyn Job> = cell.clone();
+        let runner = job.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-service-{name}", self.shared.config.name))
+            .spawn(move || {
+                runner.run(None);
+            });
+        match spawned {
+            Ok(h) => {
+                self.shared.services.lock().push((job, h));
+                if self.shared.closed.load(Ordering::SeqCst) {
+                    // Lost a race with shutdown: tell the service to stop.
+                    cell.header.cancel_all_attempts();
+                }
+            }
+            Err(e) => {
+                cell.resolve(Err(TaskError::failed(format!(
+                    "the OS refused to start the service thread: {e}"
+                ))));
+            }
+        }
+        Ok(TaskFuture::new(cell))
+    }
+
+    /// A snapshot of the counters, queue depths and histograms.
+    pub fn stats(&self) -> Stats {
+        let s = &self.shared;
+        let mut st = s.stats.snapshot();
+        st.queue_depth = s.pool.depths();
+        st.async_queued = s.async_exec.queued();
+        st.threads_alive = s.pool.alive();
+        st
+    }
+
+    /// Whether the system has stopped accepting tasks.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Shuts the system down (see the module docs for the steps) and waits
+    /// for it. Calling it again returns the first report.
+    pub fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
+        let s = &self.shared;
+        if s.closed.swap(true, Ordering::SeqCst) {
+            // Someone else is shutting down: wait for their report.
+            loop {
+                if let Some(r) = s.shutdown_done.lock().clone() {
+                    return r;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let start = Instant::now();
+        let deadline = start + s.config.shutdown_timeout;
+        let services: Vec<(Arc<dyn Job>, JoinHandle<()>)> = std::mem::take(&mut *s.services.lock());
+        for (job, _) in &services {
+            job.header().cancel_all_attempts();
+        }
+        let mut timed_out = false;
+        if mode == ShutdownMode::Graceful {
+            let mut nap = Duration::from_micros(50);
+            while s.stats.pending()
+                > services.iter().filter(|(j, _)| !j.is_resolved()).count() as u64
+            {
+                if Instant::now() >= deadline {
+                    timed_out = true;
+                    break;
+                }
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(5));
+            }
+        }
+        let mut cancelled = 0;
+        if mode == ShutdownMode::Immediate || timed_out {
+            s.cancel_all.store(true, Ordering::SeqCst);
+            s.timer.fire_backoffs();
+            let queued = s
+                .pool
+                .drain()
+                .into_iter()
+                .chain(s.async_exec.drain())
+                .chain(s.locks.drain_waiters());
+            for job in queued {
+                cancelled += usize::from(job.fail(TaskError::Cancelled));
+            }
+        }
+        let mut detached = s.pool.stop(deadline);
+        // Tasks that slipped in during the drain, if any.
+        for job in s.pool.drain() {
+            cancelled += usize::from(job.fail(TaskError::Cancelled));
+        }
+        s.async_exec.stop(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10)),
+        );
+        for (job, h) in services {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                detached += 1;
+                job.fail(TaskError::SystemShutdown);
+            }
+        }
+        s.timer.stop();
+        s.callbacks.stop();
+        let report = ShutdownReport {
+            mode,
+            timed_out,
+            cancelled,
+            detached_threads: detached,
+            took: start.elapsed(),
+        };
+        *s.shutdown_done.lock() = Some(report.clone());
+        report
+    }
+}
+
+impl Drop for ConcurrentSystem {
+    fn drop(&mut self) {
+        let mode = self.shared.config.shutdown_mode;
+        self.shutdown(mode);
+    }
+}
+
+impl fmt::Debug for ConcurrentSystem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcurrentSystem")
+            .field("name", &self.shared.config.name)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
