@@ -39,6 +39,9 @@ impl Idle {
     /// Step 1: announce that this thread is about to sleep.
     pub(crate) fn prepare(&self) {
         self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `notify_one`: the caller's second look at
+        // the queue comes after this in the single order of SeqCst fences.
+        fence(Ordering::SeqCst);
     }
 
     /// Step 1, work found after all: withdraw the announcement.

@@ -54,7 +54,7 @@ impl LockTable {
     /// Takes every lock of `job`, or parks `job` on the first one that is
     /// not free.
     pub(crate) fn acquire(&self, job: &Arc<dyn Job>) -> Acquire {
-        let specs = &job.header().opts.locks;
+        let specs = job.header().opts.locks();
         let mut map = self.locks.lock();
         for s in specs {
             let l = map.entry(s.name.clone()).or_insert_with(|| LockState {

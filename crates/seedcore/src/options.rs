@@ -242,6 +242,18 @@ pub(crate) struct LockSpec {
     pub(crate) permits: usize,
 }
 
+/// The options most tasks leave at their defaults, kept out of line so
+/// that a plain task carries one pointer for them.
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    retry: RetryPolicy,
+    locks: Vec<LockSpec>,
+    lock_timeout: Option<Duration>,
+    name: Option<Arc<str>>,
+}
+
+static NO_RETRY: RetryPolicy = RetryPolicy::none();
+
 /// Options of one task. Every executor honours all of them.
 ///
 /// ```
@@ -262,16 +274,17 @@ pub(crate) struct LockSpec {
 pub struct TaskOptions {
     pub(crate) priority: Priority,
     pub(crate) timeout: Option<Duration>,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) locks: Vec<LockSpec>,
-    pub(crate) lock_timeout: Option<Duration>,
-    pub(crate) name: Option<Arc<str>>,
+    extra: Option<Box<Extra>>,
 }
 
 impl TaskOptions {
     /// Default options: [`Priority::NORMAL`], no timeout, no retry, no lock.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
     }
 
     /// Sets the priority.
@@ -288,7 +301,7 @@ impl TaskOptions {
 
     /// Sets the retry policy.
     pub fn retry(mut self, r: RetryPolicy) -> Self {
-        self.retry = r;
+        self.extra_mut().retry = r;
         self
     }
 
@@ -305,8 +318,9 @@ impl TaskOptions {
     /// number.
     pub fn limit(mut self, name: impl Into<Arc<str>>, permits: usize) -> Self {
         let name = name.into();
-        self.locks.retain(|l| l.name != name);
-        self.locks.push(LockSpec { name, permits });
+        let locks = &mut self.extra_mut().locks;
+        locks.retain(|l| l.name != name);
+        locks.push(LockSpec { name, permits });
         self
     }
 
@@ -314,13 +328,13 @@ impl TaskOptions {
     /// resolves [`TaskError::LockTimeout`]. Without it, it waits as long as
     /// it takes.
     pub fn lock_timeout(mut self, d: Duration) -> Self {
-        self.lock_timeout = Some(d);
+        self.extra_mut().lock_timeout = Some(d);
         self
     }
 
     /// A name for logs and stats.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = Some(name.into());
+        self.extra_mut().name = Some(name.into());
         self
     }
 
@@ -336,12 +350,21 @@ impl TaskOptions {
 
     /// The retry policy.
     pub fn get_retry(&self) -> &RetryPolicy {
-        &self.retry
+        self.extra.as_ref().map_or(&NO_RETRY, |e| &e.retry)
+    }
+
+    /// The lock timeout, if any.
+    pub fn get_lock_timeout(&self) -> Option<Duration> {
+        self.extra.as_ref().and_then(|e| e.lock_timeout)
     }
 
     /// The name, if any.
     pub fn get_name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.extra.as_ref().and_then(|e| e.name.as_deref())
+    }
+
+    pub(crate) fn locks(&self) -> &[LockSpec] {
+        self.extra.as_ref().map_or(&[], |e| &e.locks)
     }
 
     pub(crate) fn validate(&self) -> Result<(), SubmitError> {
@@ -350,7 +373,7 @@ impl TaskOptions {
                 "timeout must be greater than zero".into(),
             ));
         }
-        for l in &self.locks {
+        for l in self.locks() {
             if l.permits == 0 {
                 return Err(SubmitError::InvalidOptions(format!(
                     "limit `{}` must allow at least one task",
@@ -363,6 +386,6 @@ impl TaskOptions {
                 ));
             }
         }
-        self.retry.validate()
+        self.get_retry().validate()
     }
 }

@@ -257,10 +257,10 @@ impl ConcurrentSystem {
             return Err(SubmitError::SystemClosed);
         }
         opts.validate()?;
-        if !opts.locks.is_empty() {
+        if !opts.locks().is_empty() {
             shared
                 .locks
-                .check(&opts.locks)
+                .check(opts.locks())
                 .map_err(SubmitError::InvalidOptions)?;
         }
         let id = TaskId(shared.next_id.fetch_add(1, Ordering::Relaxed));

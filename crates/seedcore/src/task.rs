@@ -349,14 +349,14 @@ where
     /// Takes the task's locks, or parks it. `false`: do not run now.
     fn take_locks(self: &Arc<Self>) -> bool {
         let h = &self.header;
-        if h.opts.locks.is_empty() {
+        if h.opts.locks().is_empty() {
             return true;
         }
         let me: Arc<dyn Job> = self.clone();
         match h.shared.locks.acquire(&me) {
             Acquire::Taken => true,
             Acquire::Waiting(lock) => {
-                if let (Some(w), Some(lt)) = (h.enter_lock_wait(), h.opts.lock_timeout) {
+                if let (Some(w), Some(lt)) = (h.enter_lock_wait(), h.opts.get_lock_timeout()) {
                     let weak = Arc::downgrade(&me);
                     h.shared.timer.schedule(Instant::now() + lt, move || {
                         if let Some(j) = weak.upgrade() {
@@ -391,8 +391,8 @@ where
 
     fn release_locks(&self) {
         let h = &self.header;
-        if !h.opts.locks.is_empty() {
-            h.shared.locks.release(&h.opts.locks);
+        if !h.opts.locks().is_empty() {
+            h.shared.locks.release(h.opts.locks());
         }
     }
 
@@ -418,7 +418,7 @@ where
             Err(e) => e,
         };
         let h = &self.header;
-        let retry = &h.opts.retry;
+        let retry = h.opts.get_retry();
         if !retry.should_retry(n, &e) || h.is_resolved() || h.shared.is_cancelling() {
             self.resolve(Err(e));
             return;
