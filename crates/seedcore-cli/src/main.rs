@@ -17,6 +17,13 @@ mod table;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// The binary allocates with mimalloc: task records are allocated on the
+/// submitting thread and freed elsewhere, a pattern glibc's arenas serve
+/// with lock contention. Every subject of `seedcore bench` runs in this
+/// process, so peers and seedcore measure with the same allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = cli::Cli::parse();

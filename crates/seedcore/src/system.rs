@@ -27,6 +27,7 @@ use crate::stats::{Counters, Lane, Stats};
 use crate::task::{AsyncBody, Header, Job, TaskCell, TaskId, TaskRef, ThreadBody};
 use crate::thread_pool::{PoolConfig, ThreadPool};
 use crate::timer::Timer;
+use crossbeam_utils::CachePadded;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 use std::fmt;
@@ -36,7 +37,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// A service task and the thread that runs it.
+type Service = (Arc<dyn Job>, JoinHandle<()>);
+
 /// State shared by the system handle, its threads and its tasks.
+///
+/// Aligned to two cache lines so that the `Arc`'s reference counts, bumped
+/// by every submission, do not share a line with the fields the pool
+/// threads read for every task.
+#[repr(align(128))]
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) pool: Arc<ThreadPool>,
@@ -49,8 +58,9 @@ pub(crate) struct Shared {
     /// Set by an immediate shutdown: every attempt is cancelled and no
     /// retry is scheduled.
     pub(crate) cancel_all: AtomicBool,
-    next_id: AtomicU64,
-    services: Mutex<Vec<(Arc<dyn Job>, JoinHandle<()>)>>,
+    /// Written by every submission: kept on a line of its own.
+    next_id: CachePadded<AtomicU64>,
+    services: Mutex<Vec<Service>>,
     shutdown_done: Mutex<Option<ShutdownReport>>,
 }
 
@@ -189,7 +199,7 @@ impl SystemBuilder {
             callbacks,
             closed: AtomicBool::new(false),
             cancel_all: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
+            next_id: CachePadded::new(AtomicU64::new(1)),
             services: Mutex::new(Vec::new()),
             shutdown_done: Mutex::new(None),
         });
@@ -277,7 +287,12 @@ impl ConcurrentSystem {
         TaskCell<T, B>: TaskRef<T>,
     {
         let job: Arc<dyn Job> = cell.clone();
-        job.schedule();
+        match job.header().lane {
+            // A fresh thread task goes straight to the pool's queue: no
+            // back-off state to leave, and no reference count to bump.
+            Lane::Thread => self.shared.pool.push(job),
+            Lane::Other => job.schedule(),
+        }
         if self.shared.closed.load(Ordering::SeqCst) {
             cell.resolve(Err(TaskError::SystemShutdown));
         }
@@ -428,7 +443,7 @@ impl ConcurrentSystem {
         }
         let start = Instant::now();
         let deadline = start + s.config.shutdown_timeout;
-        let services: Vec<(Arc<dyn Job>, JoinHandle<()>)> = std::mem::take(&mut *s.services.lock());
+        let services: Vec<Service> = std::mem::take(&mut *s.services.lock());
         for (job, _) in &services {
             job.header().cancel_all_attempts();
         }

@@ -18,16 +18,15 @@ use anyhow::Context;
 use seedcore::{ConcurrentSystem, Priority, ShutdownMode, TaskContext, TaskOptions};
 use std::time::{Duration, Instant};
 
-/// Runs every subject of the suite, peers first, seedcore last.
+/// Runs every subject of the suite, in the order of the report.
 pub(crate) fn run(scale: Scale) -> anyhow::Result<Vec<Measurement>> {
-    let mut out = vec![
+    Ok(vec![
+        seedcore_tiny(scale)?,
         peers::rayon_spawn(scale)?,
         peers::tokio_spawn(scale)?,
         peers::tokio_spawn_blocking(scale)?,
-    ];
-    out.insert(0, seedcore_tiny(scale)?);
-    out.push(seedcore_priority_latency(scale)?);
-    Ok(out)
+        seedcore_priority_latency(scale)?,
+    ])
 }
 
 /// A seedcore system whose thread pool has exactly `cores` threads.

@@ -56,7 +56,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let backlog = args
         .tasks
         .map(|n| n as usize)
-        .unwrap_or(if args.quick { 200 } else { 1_000 });
+        .unwrap_or(if args.quick { 200 } else { 2_000 });
     let started = Instant::now();
     scenarios::quiet_expected_panics();
     let sys = ConcurrentSystem::builder()
@@ -128,7 +128,8 @@ fn summary(outcomes: &[Outcome], stats: &Stats, backlog: usize, elapsed: Duratio
         &[],
     ));
     s.push('\n');
-    let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
+    // Histogram percentiles are bucket upper bounds, hence the `<=`.
+    let ms = |d: Duration| format!("<= {}", human(d));
     let stat_rows: Vec<Vec<String>> = [
         ("submitted", stats.submitted.to_string()),
         ("completed", stats.completed.to_string()),
@@ -147,6 +148,18 @@ fn summary(outcomes: &[Outcome], stats: &Stats, backlog: usize, elapsed: Duratio
     .map(|(k, v)| vec![k.to_string(), v])
     .collect();
     s.push_str(&crate::table::render(&["stat", "value"], &stat_rows, &[1]));
-    s.push_str("(percentiles are histogram bucket bounds: accurate to a factor of two)\n\n");
+    s.push_str("(percentiles are histogram bucket bounds, accurate to a factor of two)\n\n");
     s
+}
+
+/// A duration in the unit that suits its size.
+fn human(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1_000.0 {
+        format!("{us:.0} us")
+    } else if us < 1_000_000.0 {
+        format!("{:.1} ms", us / 1e3)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
 }

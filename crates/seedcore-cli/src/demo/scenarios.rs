@@ -3,7 +3,7 @@
 //! Each submits real tasks to the shared system, waits for every one of them,
 //! and compares what happened with what the library promises.
 
-use super::{Demo, Outcome, MAX_THREADS};
+use super::{Demo, Outcome, CORE_THREADS, MAX_THREADS};
 use anyhow::{anyhow, Context};
 use seedcore::{
     Backoff, Priority, RetryOn, RetryPolicy, Stats, TaskContext, TaskError, TaskOptions,
@@ -56,6 +56,11 @@ fn describe<T: std::fmt::Debug>(r: &Result<T, TaskError>) -> String {
         Ok(v) => format!("Ok({v:?})"),
         Err(TaskError::Panicked(m)) => format!("Panicked({m:?})"),
         Err(TaskError::TimedOut(d)) => format!("TimedOut({d:?})"),
+        Err(TaskError::Failed(e)) => format!("Failed({:?})", e.to_string()),
+        Err(TaskError::Cancelled) => "Cancelled".to_string(),
+        Err(TaskError::LockTimeout { lock, waited }) => {
+            format!("LockTimeout({lock:?} after {waited:?})")
+        }
         Err(e) => format!("{e}"),
     }
 }
@@ -65,25 +70,20 @@ fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
 }
 
-/// Busy-waits for `d`.
-fn spin(d: Duration) {
-    let t = Instant::now();
-    while t.elapsed() < d {
-        std::hint::spin_loop();
-    }
-}
-
 /// Priorities: a backlog of LOW tasks is queued, then a few HIGH ones; the HIGH
 /// ones must start before every LOW task that had not started yet.
 ///
 /// To make the order visible and deterministic, the pool's threads are first
 /// held by "gate" tasks, so the whole backlog is still queued when the HIGH
-/// tasks arrive. The check allows for LOW tasks that the pool had already taken
-/// (threads added by the pool while the gates held the first ones).
+/// tasks arrive. The check counts the LOW tasks that started after every HIGH
+/// task was queued and before the last HIGH task started, allowing one per
+/// thread for a LOW task a worker took just before the HIGH ones arrived.
 fn priorities(d: &Demo<'_>) -> anyhow::Result<Outcome> {
     let highs = 5usize;
-    let gates = 2usize;
-    let spin_for = Duration::from_micros(if d.quick { 200 } else { 500 });
+    let gates = CORE_THREADS;
+    // Sleeping (not spinning) tasks: a busy 2-core machine preempting a
+    // spinning task would scramble the completion order shown below.
+    let work = Duration::from_micros(if d.quick { 200 } else { 500 });
     d.bar.inc_length((d.backlog + highs + gates) as u64);
 
     let order = Arc::new(Mutex::new(Vec::<char>::with_capacity(d.backlog + highs)));
@@ -94,11 +94,11 @@ fn priorities(d: &Demo<'_>) -> anyhow::Result<Outcome> {
     // 1. Gates: hold the core threads until the queue is set up.
     let mut gate_fs = Vec::new();
     for _ in 0..gates {
-        let (tx, open) = (Mutex::new(started_tx.clone()), open.clone());
+        let (tx, open) = (started_tx.clone(), open.clone());
         gate_fs.push(d.sys.submit_thread(
             TaskOptions::new().priority(Priority::CRITICAL).name("gate"),
             move |_: &TaskContext| {
-                let _ = tx.lock().map(|tx| tx.send(()));
+                let _ = tx.send(());
                 let (lock, cv) = &*open;
                 let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
                 let deadline = Instant::now() + Duration::from_secs(10);
@@ -125,7 +125,7 @@ fn priorities(d: &Demo<'_>) -> anyhow::Result<Outcome> {
             TaskOptions::new().priority(Priority::LOW),
             move |_: &TaskContext| {
                 low_started.fetch_add(1, Ordering::SeqCst);
-                spin(spin_for);
+                thread::sleep(work);
                 order.lock().unwrap_or_else(|e| e.into_inner()).push('L');
                 bar.inc(1);
             },
@@ -138,7 +138,7 @@ fn priorities(d: &Demo<'_>) -> anyhow::Result<Outcome> {
             TaskOptions::new().priority(Priority::HIGH),
             move |_: &TaskContext| {
                 let lows_before = low_started.load(Ordering::SeqCst);
-                spin(spin_for);
+                thread::sleep(work);
                 order.lock().unwrap_or_else(|e| e.into_inner()).push('H');
                 bar.inc(1);
                 lows_before
@@ -181,7 +181,7 @@ fn priorities(d: &Demo<'_>) -> anyhow::Result<Outcome> {
     // queued, at most one per thread.
     let overtaken = last_high_start.saturating_sub(lows_when_queued);
     let ok = overtaken <= MAX_THREADS && low_errors == 0 && positions.len() == highs;
-    let head: String = order.iter().take(16).collect::<Vec<_>>().iter().collect();
+    let head: String = order.iter().take(16).collect();
     Ok(Outcome {
         scenario: "priorities",
         expected: format!("{highs} HIGH run before the {} queued LOW", d.backlog),
@@ -306,11 +306,10 @@ fn panic(d: &Demo<'_>) -> anyhow::Result<Outcome> {
 fn cancel(d: &Demo<'_>) -> anyhow::Result<Outcome> {
     d.bar.inc_length(1);
     let (tx, rx) = mpsc::channel::<()>();
-    let tx = Mutex::new(tx);
     let f = d.sys.submit_thread(
         TaskOptions::new().name("long-poll"),
         move |ctx: &TaskContext| {
-            let _ = tx.lock().map(|tx| tx.send(()));
+            let _ = tx.send(());
             let deadline = Instant::now() + Duration::from_secs(10);
             while !ctx.is_cancelled() && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(1));
@@ -427,12 +426,10 @@ fn callbacks(d: &Demo<'_>) -> anyhow::Result<Outcome> {
                     .insert(thread::current().id());
                 i * i
             })?;
-        let tx = Mutex::new(tx.clone());
+        let tx = tx.clone();
         handles.push(f.on_complete(move |r: Result<u64, TaskError>| {
             let me = thread::current();
-            let _ = tx
-                .lock()
-                .map(|tx| tx.send((me.id(), me.name().map(String::from), r.unwrap_or(u64::MAX))));
+            let _ = tx.send((me.id(), me.name().map(String::from), r.unwrap_or(u64::MAX)));
         }));
     }
     drop(tx);
