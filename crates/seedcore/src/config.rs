@@ -4,7 +4,9 @@
 
 use crate::callback::{CallbackExecutor, CallbackQueue};
 use crate::error::ConfigError;
-use std::path::Path;
+use crate::process::{ProcessPriority, WorkerOutput};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// What dropping the system, or a graceful shutdown that runs out of time,
@@ -64,6 +66,40 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Prefix of thread names.
     pub name: String,
+    /// Worker processes kept running once process tasks are used (default:
+    /// the number of logical cores).
+    pub core_processes: usize,
+    /// Upper bound of worker processes (default: twice `core_processes`).
+    pub max_processes: usize,
+    /// The program worker processes run (default: this executable, which
+    /// must call [`init`](crate::init) first thing in `main`).
+    pub worker_program: Option<PathBuf>,
+    /// Arguments for `worker_program`.
+    pub worker_args: Vec<OsString>,
+    /// Sync tasks sent ahead to one worker (it runs the most urgent first).
+    /// 1 sends a task only to an idle worker.
+    pub worker_prefetch: usize,
+    /// Async process tasks one worker runs at once.
+    pub worker_concurrency: usize,
+    /// Recycle a worker after this many tasks.
+    pub max_tasks_per_worker: Option<u64>,
+    /// Kill a worker whose resident memory passes this many bytes while it
+    /// runs a task (the task resolves `MemoryLimit`).
+    pub max_memory_per_worker: Option<u64>,
+    /// Stop workers above `core_processes` idle this long.
+    pub worker_idle_timeout: Option<Duration>,
+    /// OS scheduling priority of worker processes.
+    pub worker_priority: ProcessPriority,
+    /// A registered process task (`fn()`) each worker runs when it starts.
+    pub worker_initializer: Option<String>,
+    /// A registered process task (`fn()`) each worker runs before it exits.
+    pub worker_finalizer: Option<String>,
+    /// Largest IPC frame, in bytes; larger arguments are refused at submit.
+    pub max_frame_bytes: usize,
+    /// Where worker stdout and stderr go.
+    pub worker_output: WorkerOutput,
+    /// How long a new worker may take to say hello.
+    pub worker_start_timeout: Duration,
 }
 
 impl Default for Config {
@@ -80,6 +116,21 @@ impl Default for Config {
             shutdown_mode: ShutdownMode::Graceful,
             shutdown_timeout: Duration::from_secs(30),
             name: "seedcore".to_owned(),
+            core_processes: cores,
+            max_processes: cores * 2,
+            worker_program: None,
+            worker_args: Vec::new(),
+            worker_prefetch: 16,
+            worker_concurrency: 16,
+            max_tasks_per_worker: None,
+            max_memory_per_worker: None,
+            worker_idle_timeout: None,
+            worker_priority: ProcessPriority::Normal,
+            worker_initializer: None,
+            worker_finalizer: None,
+            max_frame_bytes: 64 << 20,
+            worker_output: WorkerOutput::Forward,
+            worker_start_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -95,6 +146,20 @@ const KEYS: &[&str] = &[
     "shutdown_mode",
     "shutdown_timeout",
     "name",
+    "core_processes",
+    "max_processes",
+    "worker_program",
+    "worker_prefetch",
+    "worker_concurrency",
+    "max_tasks_per_worker",
+    "max_memory_per_worker",
+    "worker_idle_timeout",
+    "worker_priority",
+    "worker_initializer",
+    "worker_finalizer",
+    "max_frame_bytes",
+    "worker_output",
+    "worker_start_timeout",
 ];
 
 /// One raw value, from TOML or from the environment.
@@ -125,6 +190,37 @@ impl Raw<'_> {
             Raw::Env(s) => Ok((*s).to_owned()),
             Raw::Toml(v) => Err(ConfigError::new(key, format!("expected a string, got {v}"))),
         }
+    }
+
+    /// A byte count: an integer, or a string like "512MiB" / "2 GB".
+    fn bytes(&self, key: &str) -> Result<u64, ConfigError> {
+        if let Raw::Toml(toml::Value::Integer(_)) = self {
+            return self.count(key).map(|n| n as u64);
+        }
+        let s = self.text(key)?;
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| {
+            ConfigError::new(key, format!("expected a size like 512MiB, got `{s}`"))
+        })?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            other => {
+                return Err(ConfigError::new(
+                    key,
+                    format!("unknown size unit `{other}` in `{s}`"),
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .ok_or_else(|| ConfigError::new(key, format!("`{s}` is too large")))
     }
 
     fn duration(&self, key: &str) -> Result<Duration, ConfigError> {
@@ -237,6 +333,47 @@ impl Config {
             }
             "shutdown_timeout" => self.shutdown_timeout = v.duration(key)?,
             "name" => self.name = v.text(key)?,
+            "core_processes" => self.core_processes = v.count(key)?,
+            "max_processes" => self.max_processes = v.count(key)?,
+            "worker_program" => self.worker_program = Some(PathBuf::from(v.text(key)?)),
+            "worker_prefetch" => self.worker_prefetch = v.count(key)?,
+            "worker_concurrency" => self.worker_concurrency = v.count(key)?,
+            "max_tasks_per_worker" => self.max_tasks_per_worker = Some(v.count(key)? as u64),
+            "max_memory_per_worker" => self.max_memory_per_worker = Some(v.bytes(key)?),
+            "worker_idle_timeout" => self.worker_idle_timeout = Some(v.duration(key)?),
+            "worker_priority" => {
+                self.worker_priority = match v.text(key)?.as_str() {
+                    "idle" => ProcessPriority::Idle,
+                    "below_normal" => ProcessPriority::BelowNormal,
+                    "normal" => ProcessPriority::Normal,
+                    "above_normal" => ProcessPriority::AboveNormal,
+                    "high" => ProcessPriority::High,
+                    "realtime" => ProcessPriority::Realtime,
+                    other => {
+                        return Err(ConfigError::new(
+                            key,
+                            format!("unknown priority `{other}` (expected idle, below_normal, normal, above_normal, high or realtime)"),
+                        ))
+                    }
+                }
+            }
+            "worker_initializer" => self.worker_initializer = Some(v.text(key)?),
+            "worker_finalizer" => self.worker_finalizer = Some(v.text(key)?),
+            "max_frame_bytes" => self.max_frame_bytes = v.bytes(key)? as usize,
+            "worker_output" => {
+                self.worker_output = match v.text(key)?.as_str() {
+                    "forward" => WorkerOutput::Forward,
+                    "inherit" => WorkerOutput::Inherit,
+                    "discard" => WorkerOutput::Discard,
+                    other => {
+                        return Err(ConfigError::new(
+                            key,
+                            format!("unknown output `{other}` (expected forward, inherit or discard)"),
+                        ))
+                    }
+                }
+            }
+            "worker_start_timeout" => self.worker_start_timeout = v.duration(key)?,
             other => {
                 return Err(ConfigError::new(
                     other,
@@ -289,6 +426,74 @@ impl Config {
         }
         if self.name.trim().is_empty() {
             return Err(ConfigError::new("name", "must not be empty"));
+        }
+        if self.core_processes == 0 {
+            return Err(ConfigError::new("core_processes", "must be at least 1"));
+        }
+        if self.max_processes < self.core_processes {
+            return Err(ConfigError::new(
+                "max_processes",
+                format!(
+                    "must be at least core_processes ({}), got {}",
+                    self.core_processes, self.max_processes
+                ),
+            ));
+        }
+        for (field, v) in [
+            ("worker_prefetch", self.worker_prefetch),
+            ("worker_concurrency", self.worker_concurrency),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(field, "must be at least 1"));
+            }
+        }
+        if self.max_tasks_per_worker == Some(0) {
+            return Err(ConfigError::new(
+                "max_tasks_per_worker",
+                "must be at least 1",
+            ));
+        }
+        if self.max_memory_per_worker.is_some_and(|m| m < 1 << 20) {
+            return Err(ConfigError::new(
+                "max_memory_per_worker",
+                "must be at least 1 MiB (a process needs more than that to run)",
+            ));
+        }
+        if self.worker_idle_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new(
+                "worker_idle_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.max_frame_bytes < 4096 || self.max_frame_bytes > u32::MAX as usize {
+            return Err(ConfigError::new(
+                "max_frame_bytes",
+                format!(
+                    "must be within 4096..=4294967295, got {}",
+                    self.max_frame_bytes
+                ),
+            ));
+        }
+        if self.worker_start_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "worker_start_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.worker_program.is_none() {
+            for (field, hook) in [
+                ("worker_initializer", &self.worker_initializer),
+                ("worker_finalizer", &self.worker_finalizer),
+            ] {
+                if let Some(h) = hook {
+                    if crate::process::find(h).is_none() {
+                        return Err(ConfigError::new(
+                            field,
+                            format!("`{h}` is not a registered process task"),
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }

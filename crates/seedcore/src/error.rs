@@ -33,6 +33,24 @@ pub enum TaskError {
     },
     /// The system shut down before the task could run.
     SystemShutdown,
+    /// The worker process running the task died (crash, abort, signal, OOM
+    /// kill), or worker processes could not be started.
+    WorkerDied {
+        /// The worker's exit code, if it exited.
+        exit_code: Option<i32>,
+        /// The signal that ended it, if one did.
+        signal: Option<i32>,
+        /// What happened, for people.
+        detail: String,
+    },
+    /// The worker process grew past the pool's memory limit while running
+    /// the task and was killed.
+    MemoryLimit {
+        /// The limit, in bytes.
+        limit: u64,
+        /// The worker's resident memory when it was seen over the limit.
+        rss: u64,
+    },
 }
 
 /// The kind of a [`TaskError`], without its payload.
@@ -51,6 +69,10 @@ pub enum TaskErrorKind {
     LockTimeout,
     /// See [`TaskError::SystemShutdown`].
     SystemShutdown,
+    /// See [`TaskError::WorkerDied`].
+    WorkerDied,
+    /// See [`TaskError::MemoryLimit`].
+    MemoryLimit,
 }
 
 impl TaskError {
@@ -68,6 +90,8 @@ impl TaskError {
             TaskError::Cancelled => TaskErrorKind::Cancelled,
             TaskError::LockTimeout { .. } => TaskErrorKind::LockTimeout,
             TaskError::SystemShutdown => TaskErrorKind::SystemShutdown,
+            TaskError::WorkerDied { .. } => TaskErrorKind::WorkerDied,
+            TaskError::MemoryLimit { .. } => TaskErrorKind::MemoryLimit,
         }
     }
 
@@ -89,6 +113,16 @@ impl TaskError {
     /// Whether the task was cancelled.
     pub fn is_cancelled(&self) -> bool {
         matches!(self, TaskError::Cancelled)
+    }
+
+    /// Whether the task's worker process died.
+    pub fn is_worker_died(&self) -> bool {
+        matches!(self, TaskError::WorkerDied { .. })
+    }
+
+    /// Whether the task's worker went over its memory limit.
+    pub fn is_memory_limit(&self) -> bool {
+        matches!(self, TaskError::MemoryLimit { .. })
     }
 
     /// Whether the task gave up waiting for a lock.
@@ -116,6 +150,22 @@ impl fmt::Display for TaskError {
                 write!(f, "task waited {waited:?} for lock `{lock}` and gave up")
             }
             TaskError::SystemShutdown => f.write_str("the system shut down before the task ran"),
+            TaskError::WorkerDied {
+                exit_code,
+                signal,
+                detail,
+            } => {
+                write!(f, "{detail}")?;
+                match (exit_code, signal) {
+                    (_, Some(sig)) => write!(f, " (killed by signal {sig})"),
+                    (Some(code), None) => write!(f, " (exit code {code})"),
+                    (None, None) => Ok(()),
+                }
+            }
+            TaskError::MemoryLimit { limit, rss } => write!(
+                f,
+                "the worker used {rss} bytes, over its limit of {limit}, and was killed"
+            ),
         }
     }
 }
@@ -139,6 +189,24 @@ pub enum SubmitError {
     /// The task's options are inconsistent.
     #[error("invalid task options: {0}")]
     InvalidOptions(String),
+    /// No process task of this name is registered (or served by the worker
+    /// program).
+    #[error("unknown process task `{0}`")]
+    UnknownTask(String),
+    /// The arguments could not be serialized.
+    #[error("the arguments could not be serialized: {0}")]
+    Serialize(String),
+    /// The encoded arguments are larger than the frame limit.
+    #[error("the arguments take {size} bytes, over the {limit} byte frame limit (pass large buffers as SharedBytes)")]
+    PayloadTooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit (`max_frame_bytes`).
+        limit: usize,
+    },
+    /// Process tasks cannot be submitted from inside a worker process.
+    #[error("process tasks cannot be submitted from a worker process")]
+    InsideWorker,
 }
 
 /// An invalid configuration value; names the field.

@@ -63,7 +63,9 @@ mod future;
 mod idle;
 mod locks;
 mod options;
+mod process;
 mod queue;
+mod shm;
 mod stats;
 mod sync;
 mod system;
@@ -77,6 +79,16 @@ pub use context::{CancellationToken, TaskContext};
 pub use error::{BoxError, ConfigError, SubmitError, TaskError, TaskErrorKind};
 pub use future::{TaskFuture, TaskHandle};
 pub use options::{Backoff, Priority, RetryOn, RetryPolicy, TaskOptions};
+pub use process::{init, is_worker, ProcessPriority, ProcessTask, TaskEntry, WorkerOutput};
+pub use shm::SharedBytes;
 pub use stats::{Histogram, Stats};
 pub use system::{ConcurrentSystem, ShutdownReport, SystemBuilder};
 pub use task::{TaskId, TaskStatus};
+
+/// What the macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::process::{run_async, run_sync, PROCESS_TASKS};
+    pub use ctor;
+    pub use linkme;
+}

@@ -93,8 +93,10 @@ impl RetryOn {
     pub const PANIC: RetryOn = RetryOn(2);
     /// Retry when an attempt times out.
     pub const TIMEOUT: RetryOn = RetryOn(4);
+    /// Retry when the worker process dies or hits its memory limit.
+    pub const CRASH: RetryOn = RetryOn(8);
     /// Retry on every failure above.
-    pub const ALL: RetryOn = RetryOn(7);
+    pub const ALL: RetryOn = RetryOn(15);
 
     /// Whether `self` includes every kind in `other`.
     pub const fn contains(self, other: RetryOn) -> bool {
@@ -106,6 +108,7 @@ impl RetryOn {
             TaskErrorKind::Failed => self.contains(RetryOn::ERROR),
             TaskErrorKind::Panicked => self.contains(RetryOn::PANIC),
             TaskErrorKind::TimedOut => self.contains(RetryOn::TIMEOUT),
+            TaskErrorKind::WorkerDied | TaskErrorKind::MemoryLimit => self.contains(RetryOn::CRASH),
             _ => false,
         }
     }
@@ -121,7 +124,7 @@ impl std::ops::BitOr for RetryOn {
 impl fmt::Debug for RetryOn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
-        for (bit, name) in [(1, "ERROR"), (2, "PANIC"), (4, "TIMEOUT")] {
+        for (bit, name) in [(1, "ERROR"), (2, "PANIC"), (4, "TIMEOUT"), (8, "CRASH")] {
             if self.0 & bit != 0 {
                 parts.push(name);
             }

@@ -23,7 +23,10 @@ struct Shard {
     cancelled: AtomicU64,
     lock_timeouts: AtomicU64,
     shutdown: AtomicU64,
+    worker_died: AtomicU64,
+    memory_limit: AtomicU64,
     retried: AtomicU64,
+    attempts_undone: AtomicU64,
     attempts_started: AtomicU64,
     attempts_ended: AtomicU64,
     thread_attempts_started: AtomicU64,
@@ -91,6 +94,14 @@ impl Counters {
         bump(&self.local().retried);
     }
 
+    /// An attempt was begun for a worker that died before starting it; it
+    /// does not count.
+    pub(crate) fn attempt_undone(&self) {
+        let s = self.local();
+        bump(&s.attempts_undone);
+        bump(&s.attempts_ended);
+    }
+
     pub(crate) fn callback_panicked(&self) {
         bump(&self.local().callback_panics);
     }
@@ -127,6 +138,8 @@ impl Counters {
             Err(TaskErrorKind::Cancelled) => &s.cancelled,
             Err(TaskErrorKind::LockTimeout) => &s.lock_timeouts,
             Err(TaskErrorKind::SystemShutdown) => &s.shutdown,
+            Err(TaskErrorKind::WorkerDied) => &s.worker_died,
+            Err(TaskErrorKind::MemoryLimit) => &s.memory_limit,
         });
     }
 
@@ -144,6 +157,8 @@ impl Counters {
                 &s.cancelled,
                 &s.lock_timeouts,
                 &s.shutdown,
+                &s.worker_died,
+                &s.memory_limit,
             ]
             .iter()
             .map(|a| a.load(Ordering::Acquire))
@@ -156,7 +171,8 @@ impl Counters {
         let mut st = Stats::default();
         let mut qw = [0u64; BUCKETS];
         let mut rt = [0u64; BUCKETS];
-        let (mut a_start, mut a_end, mut t_start, mut t_end) = (0u64, 0u64, 0u64, 0u64);
+        let (mut a_start, mut a_end, mut t_start, mut t_end, mut undone) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         for s in self.shards.iter() {
             st.submitted += ld(&s.submitted);
@@ -167,6 +183,9 @@ impl Counters {
             st.cancelled += ld(&s.cancelled);
             st.lock_timeouts += ld(&s.lock_timeouts);
             st.shutdown += ld(&s.shutdown);
+            st.worker_died += ld(&s.worker_died);
+            st.memory_limit += ld(&s.memory_limit);
+            undone += ld(&s.attempts_undone);
             st.retried += ld(&s.retried);
             st.callback_panics += ld(&s.callback_panics);
             a_start += ld(&s.attempts_started);
@@ -178,7 +197,7 @@ impl Counters {
                 rt[i] += ld(&s.run_time[i]);
             }
         }
-        st.attempts = a_start;
+        st.attempts = a_start - undone;
         st.running = a_start.saturating_sub(a_end);
         st.threads_busy = t_start.saturating_sub(t_end) as usize;
         st.queue_wait = Histogram { buckets: qw };
@@ -236,7 +255,8 @@ impl Histogram {
 ///
 /// Every accepted task is either pending or counted in exactly one of
 /// `completed`, `failed`, `panicked`, `timed_out`, `cancelled`,
-/// `lock_timeouts` and `shutdown`; see [`Stats::resolved`].
+/// `lock_timeouts`, `shutdown`, `worker_died` and `memory_limit`; see
+/// [`Stats::resolved`].
 ///
 /// [`ConcurrentSystem::stats`]: crate::ConcurrentSystem::stats
 #[derive(Debug, Clone, Default)]
@@ -258,6 +278,10 @@ pub struct Stats {
     pub lock_timeouts: u64,
     /// Tasks resolved because the system shut down.
     pub shutdown: u64,
+    /// Tasks resolved because their worker process died.
+    pub worker_died: u64,
+    /// Tasks resolved because their worker went over its memory limit.
+    pub memory_limit: u64,
     /// Retries scheduled (attempts after the first).
     pub retried: u64,
     /// Attempts started.
@@ -271,6 +295,10 @@ pub struct Stats {
     pub queue_depth: [usize; LEVELS],
     /// Queued async tasks waiting for a free slot.
     pub async_queued: usize,
+    /// Process tasks waiting for a worker.
+    pub process_queued: usize,
+    /// Pids of the live worker processes.
+    pub worker_pids: Vec<u32>,
     /// Pool threads alive (replacements of stuck threads included).
     pub threads_alive: usize,
     /// Pool threads running a task.
@@ -291,6 +319,8 @@ impl Stats {
             + self.cancelled
             + self.lock_timeouts
             + self.shutdown
+            + self.worker_died
+            + self.memory_limit
     }
 
     /// Tasks accepted and not yet resolved.

@@ -23,7 +23,9 @@ use crate::error::{BoxError, ConfigError, SubmitError, TaskError};
 use crate::future::TaskFuture;
 use crate::locks::LockTable;
 use crate::options::TaskOptions;
+use crate::process::{ProcessConfig, ProcessPool, ProcessTask};
 use crate::stats::{Counters, Lane, Stats};
+use crate::task::ProcessBody;
 use crate::task::{AsyncBody, Header, Job, TaskCell, TaskId, TaskRef, ThreadBody};
 use crate::thread_pool::{PoolConfig, ThreadPool};
 use crate::timer::Timer;
@@ -50,7 +52,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) pool: Arc<ThreadPool>,
     pub(crate) async_exec: AsyncExec,
-    pub(crate) timer: Timer,
+    pub(crate) timer: Arc<Timer>,
+    pub(crate) process: Arc<ProcessPool>,
     pub(crate) locks: LockTable,
     pub(crate) stats: Arc<Counters>,
     pub(crate) callbacks: Dispatcher,
@@ -161,6 +164,95 @@ impl SystemBuilder {
         self
     }
 
+    /// Worker processes kept running once process tasks are used.
+    pub fn core_processes(mut self, n: usize) -> Self {
+        self.config.core_processes = n;
+        self
+    }
+
+    /// Upper bound of worker processes.
+    pub fn max_processes(mut self, n: usize) -> Self {
+        self.config.max_processes = n;
+        self
+    }
+
+    /// The program worker processes run, instead of this executable.
+    pub fn worker_program(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.worker_program = Some(path.into());
+        self
+    }
+
+    /// Arguments for the worker program.
+    pub fn worker_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        self.config.worker_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sync tasks sent ahead to one worker.
+    pub fn worker_prefetch(mut self, n: usize) -> Self {
+        self.config.worker_prefetch = n;
+        self
+    }
+
+    /// Async process tasks one worker runs at once.
+    pub fn worker_concurrency(mut self, n: usize) -> Self {
+        self.config.worker_concurrency = n;
+        self
+    }
+
+    /// Recycle a worker after `n` tasks.
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
+        self.config.max_tasks_per_worker = Some(n);
+        self
+    }
+
+    /// Kill a worker whose resident memory passes `bytes` while it runs a
+    /// task.
+    pub fn max_memory_per_worker(mut self, bytes: u64) -> Self {
+        self.config.max_memory_per_worker = Some(bytes);
+        self
+    }
+
+    /// Stop workers above core idle for `d`.
+    pub fn worker_idle_timeout(mut self, d: Duration) -> Self {
+        self.config.worker_idle_timeout = Some(d);
+        self
+    }
+
+    /// OS scheduling priority of worker processes.
+    pub fn worker_priority(mut self, p: crate::ProcessPriority) -> Self {
+        self.config.worker_priority = p;
+        self
+    }
+
+    /// A registered process task each worker runs when it starts.
+    pub fn worker_initializer<A, R>(mut self, hook: ProcessTask<A, R>) -> Self {
+        self.config.worker_initializer = Some(hook.name().to_owned());
+        self
+    }
+
+    /// A registered process task each worker runs before it exits.
+    pub fn worker_finalizer<A, R>(mut self, hook: ProcessTask<A, R>) -> Self {
+        self.config.worker_finalizer = Some(hook.name().to_owned());
+        self
+    }
+
+    /// Largest IPC frame in bytes.
+    pub fn max_frame_bytes(mut self, n: usize) -> Self {
+        self.config.max_frame_bytes = n;
+        self
+    }
+
+    /// Where worker stdout and stderr go.
+    pub fn worker_output(mut self, o: crate::WorkerOutput) -> Self {
+        self.config.worker_output = o;
+        self
+    }
+
     /// Validates the settings and starts the system's threads.
     pub fn build(self) -> Result<ConcurrentSystem, ConfigError> {
         let config = self.config;
@@ -177,7 +269,27 @@ impl SystemBuilder {
             stack_size: config.thread_stack_size,
         })
         .map_err(|e| os("core_threads", e))?;
-        let timer = Timer::start(&config.name).map_err(|e| os("name", e))?;
+        let timer = Arc::new(Timer::start(&config.name).map_err(|e| os("name", e))?);
+        let process = ProcessPool::new(
+            ProcessConfig {
+                core: config.core_processes,
+                program: config.worker_program.clone(),
+                args: config.worker_args.clone(),
+                prefetch: config.worker_prefetch,
+                concurrency: config.worker_concurrency,
+                max_tasks_per_worker: config.max_tasks_per_worker,
+                max_memory: config.max_memory_per_worker,
+                idle_timeout: config.worker_idle_timeout,
+                priority: config.worker_priority,
+                init: config.worker_initializer.clone(),
+                fini: config.worker_finalizer.clone(),
+                max_frame: config.max_frame_bytes,
+                output: config.worker_output,
+                start_timeout: config.worker_start_timeout,
+                name: config.name.clone(),
+            },
+            Arc::downgrade(&timer),
+        );
         let callbacks = Dispatcher::start(
             config.callback_executor.clone(),
             &config.name,
@@ -194,6 +306,7 @@ impl SystemBuilder {
             pool,
             async_exec,
             timer,
+            process,
             locks: LockTable::new(),
             stats,
             callbacks,
@@ -373,6 +486,50 @@ impl ConcurrentSystem {
         Ok(self.enqueue(cell))
     }
 
+    /// Runs the process task `task` with `args` in a worker process.
+    ///
+    /// Fails at once if the task is not registered, the arguments do not
+    /// serialize or are larger than the frame limit, or this process is
+    /// itself a worker. A timeout kills the worker (and so stops the task);
+    /// a worker that dies resolves its running task
+    /// [`TaskError::WorkerDied`] (or retries it, with [`RetryOn::CRASH`]).
+    ///
+    /// [`RetryOn::CRASH`]: crate::RetryOn::CRASH
+    pub fn submit_process<A, R>(
+        &self,
+        opts: TaskOptions,
+        task: ProcessTask<A, R>,
+        args: A,
+    ) -> Result<TaskFuture<R>, SubmitError>
+    where
+        A: serde::Serialize,
+        R: serde::de::DeserializeOwned + Send + 'static,
+    {
+        if crate::process::is_worker() {
+            return Err(SubmitError::InsideWorker);
+        }
+        let Some(is_async) = self.shared.process.serves(task.name()) else {
+            return Err(SubmitError::UnknownTask(task.name().to_owned()));
+        };
+        let (encoded, fds) = crate::shm::collect_fds(|| postcard::to_allocvec(&args));
+        let bytes = encoded.map_err(|e| SubmitError::Serialize(e.to_string()))?;
+        let limit = self.shared.config.max_frame_bytes;
+        // The frame also holds the task's name and a few numbers.
+        let size = bytes.len() + task.name().len() + 32;
+        if size > limit {
+            return Err(SubmitError::PayloadTooLarge { size, limit });
+        }
+        let body = ProcessBody {
+            task: task.name(),
+            args: bytes,
+            fds,
+            is_async,
+            decode: decode_result::<R>,
+        };
+        let cell = self.accept(opts, Lane::Other, body)?;
+        Ok(self.enqueue(cell))
+    }
+
     /// Runs a long-lived service on a dedicated thread named `name`,
     /// outside the pool's capacity (the pool's threads stay free for
     /// tasks). Its future resolves when `f` returns; at shutdown its
@@ -420,6 +577,8 @@ impl ConcurrentSystem {
         st.queue_depth = s.pool.depths();
         st.async_queued = s.async_exec.queued();
         st.threads_alive = s.pool.alive();
+        st.process_queued = s.process.queued();
+        st.worker_pids = s.process.worker_pids();
         st
     }
 
@@ -470,6 +629,7 @@ impl ConcurrentSystem {
                 .drain()
                 .into_iter()
                 .chain(s.async_exec.drain())
+                .chain(s.process.drain())
                 .chain(s.locks.drain_waiters());
             for job in queued {
                 cancelled += usize::from(job.fail(TaskError::Cancelled));
@@ -480,6 +640,7 @@ impl ConcurrentSystem {
         for job in s.pool.drain() {
             cancelled += usize::from(job.fail(TaskError::Cancelled));
         }
+        s.process.stop(deadline);
         s.async_exec.stop(
             deadline
                 .saturating_duration_since(Instant::now())
@@ -524,4 +685,13 @@ impl fmt::Debug for ConcurrentSystem {
             .field("closed", &self.is_closed())
             .finish()
     }
+}
+
+/// Decodes a process task's result in the parent.
+fn decode_result<R: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<std::os::fd::OwnedFd>,
+) -> Result<R, TaskError> {
+    crate::shm::with_fds(fds, || postcard::from_bytes::<R>(bytes))
+        .map_err(|e| TaskError::failed(format!("the result could not be decoded: {e}")))
 }

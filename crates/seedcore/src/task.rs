@@ -83,6 +83,8 @@ fn outcome_code(o: Result<(), TaskErrorKind>) -> u8 {
         Err(TaskErrorKind::Cancelled) => 5,
         Err(TaskErrorKind::LockTimeout) => 6,
         Err(TaskErrorKind::SystemShutdown) => 7,
+        Err(TaskErrorKind::WorkerDied) => 8,
+        Err(TaskErrorKind::MemoryLimit) => 9,
     }
 }
 
@@ -154,7 +156,7 @@ impl Header {
             || self.shared.cancel_all.load(Ordering::Acquire)
     }
 
-    fn cancel_through(&self, attempt: u32) {
+    pub(crate) fn cancel_through(&self, attempt: u32) {
         self.cancel_epoch.fetch_max(attempt, Ordering::AcqRel);
     }
 
@@ -243,7 +245,9 @@ impl Header {
             4 => TaskStatus::Failed(TaskErrorKind::TimedOut),
             5 => TaskStatus::Failed(TaskErrorKind::Cancelled),
             6 => TaskStatus::Failed(TaskErrorKind::LockTimeout),
-            _ => TaskStatus::Failed(TaskErrorKind::SystemShutdown),
+            7 => TaskStatus::Failed(TaskErrorKind::SystemShutdown),
+            8 => TaskStatus::Failed(TaskErrorKind::WorkerDied),
+            _ => TaskStatus::Failed(TaskErrorKind::MemoryLimit),
         }
     }
 }
@@ -673,5 +677,139 @@ where
 {
     fn completion(&self) -> &Completion<Result<T, TaskError>> {
         &self.completion
+    }
+}
+
+/// Decodes a process task's result bytes.
+pub(crate) type Decode<T> = fn(&[u8], Vec<std::os::fd::OwnedFd>) -> Result<T, TaskError>;
+
+/// The body of a process task: its registered name and its encoded
+/// arguments (kept for retries), with the shared buffers they refer to.
+pub(crate) struct ProcessBody<T> {
+    pub(crate) task: &'static str,
+    pub(crate) args: Vec<u8>,
+    pub(crate) fds: Vec<std::os::fd::OwnedFd>,
+    pub(crate) is_async: bool,
+    pub(crate) decode: Decode<T>,
+}
+
+impl<T: Send + 'static> TaskCell<T, ProcessBody<T>>
+where
+    TaskCell<T, ProcessBody<T>>: Job,
+{
+    /// Ends attempt `n` if nobody has yet: stats, locks, then `out`.
+    fn end_process_attempt(
+        self: &Arc<Self>,
+        n: u32,
+        started: Instant,
+        out: Result<T, TaskError>,
+    ) -> bool {
+        let h = &self.header;
+        if !h.try_end_attempt(n) {
+            return false;
+        }
+        h.shared.stats.attempt_ended(h.lane, started.elapsed());
+        self.release_locks();
+        self.settle(n, out);
+        true
+    }
+}
+
+impl<T: Send + 'static> Job for TaskCell<T, ProcessBody<T>> {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn run(self: Arc<Self>, _slot: Option<&Arc<WorkerSlot>>) -> bool {
+        // The process pool starts attempts through `begin_process`.
+        false
+    }
+
+    fn schedule(self: Arc<Self>) {
+        if self.requeue() {
+            let pool = self.header.shared.process.clone();
+            pool.push(self);
+        }
+    }
+
+    fn fail(&self, e: TaskError) -> bool {
+        let won = self.resolve(Err(e));
+        if won {
+            self.header
+                .shared
+                .process
+                .cancel(self.header.id.0, self.body.is_async);
+        }
+        won
+    }
+
+    fn deadline_passed(self: Arc<Self>, _n: u32) {}
+
+    fn lock_deadline(&self, w: u64, lock: Arc<str>) {
+        self.lock_timed_out(w, lock);
+    }
+}
+
+impl<T: Send + 'static> TaskRef<T> for TaskCell<T, ProcessBody<T>> {
+    fn completion(&self) -> &Completion<Result<T, TaskError>> {
+        &self.completion
+    }
+}
+
+impl<T: Send + 'static> crate::process::ProcessJob for TaskCell<T, ProcessBody<T>> {
+    fn begin_process(self: Arc<Self>) -> Option<(u32, Instant)> {
+        self.begin()
+    }
+
+    fn task_name(&self) -> &'static str {
+        self.body.task
+    }
+
+    fn payload(&self) -> (&[u8], &[std::os::fd::OwnedFd]) {
+        (&self.body.args, &self.body.fds)
+    }
+
+    fn is_async(&self) -> bool {
+        self.body.is_async
+    }
+
+    fn finish_process(
+        self: Arc<Self>,
+        n: u32,
+        started: Instant,
+        outcome: Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>), TaskError>,
+    ) {
+        let out = outcome.and_then(|(bytes, fds)| (self.body.decode)(&bytes, fds));
+        self.end_process_attempt(n, started, out);
+    }
+
+    fn expire(self: Arc<Self>, n: u32) -> bool {
+        let d = self.header.opts.timeout.unwrap_or_default();
+        // Started-at is only for the run-time histogram; the worker's own
+        // clock decided the deadline.
+        let started = Instant::now().checked_sub(d).unwrap_or_else(Instant::now);
+        self.header.cancel_through(n);
+        self.end_process_attempt(n, started, Err(TaskError::TimedOut(d)))
+    }
+
+    fn unstart(self: Arc<Self>, n: u32) {
+        let h = &self.header;
+        if h.phase
+            .compare_exchange(
+                word(n, RUNNING),
+                word(n - 1, QUEUED),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return;
+        }
+        h.shared.stats.attempt_undone();
+        self.release_locks();
+        if !h.is_resolved() {
+            let pool = h.shared.process.clone();
+            pool.push(self);
+        }
     }
 }

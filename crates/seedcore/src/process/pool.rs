@@ -1,0 +1,945 @@
+//! The parent side of the process pool: worker processes, what each one has
+//! been sent, and what happens when one dies.
+//!
+//! # Workers
+//!
+//! Each worker is a process of the pool's program in its own process group,
+//! with a socket pair for frames, a status page (`status.rs`), and one pipe
+//! for its stdout and stderr. One reader thread per worker takes its frames
+//! and, at the end of the stream, reaps the process, so no zombie is left.
+//!
+//! # Dispatch
+//!
+//! Tasks wait in the pool's queue (priority, then FIFO) under the pool
+//! lock. A worker takes up to `prefetch` sync tasks at a time (it runs the
+//! most urgent first) or up to `concurrency` async ones; it never mixes the
+//! two. Whoever frees capacity — a submitter, a reader thread, a respawn —
+//! runs [`ProcessPool::pump`], which hands queued tasks to workers and
+//! writes each worker's batch in one write.
+//!
+//! # Death
+//!
+//! A worker is killed (its whole group, SIGKILL) when its running task
+//! passes its deadline, is cancelled, or grows past the memory limit; it
+//! may also crash by itself. Its reader then settles what it had: the task
+//! it was running (from the status page) ends `TimedOut`, `MemoryLimit` or
+//! `WorkerDied` as the cause says (or is retried, by its policy); tasks it
+//! had been sent but had not started go back to the queue as they were; a
+//! replacement starts if the pool is below its core size.
+
+use super::frame::{write_frames, FrameError, FrameReader, OutFrame};
+use super::proto::{FromWorker, ToWorkerRef};
+use super::registry::Outcome;
+use super::status::{now_ns, StatusPage};
+use super::worker::{FINI_ENV, INIT_ENV, MAX_FRAME_ENV};
+use super::{INDEX_ENV, STATUS_ENV, WORKER_ENV};
+use crate::error::TaskError;
+use crate::options::Priority;
+use crate::task::Job;
+use crate::timer::Timer;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{BinaryHeap, HashMap};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// OS scheduling priority of worker processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProcessPriority {
+    /// Runs only when nothing else wants the CPU (nice 19).
+    Idle,
+    /// nice 10.
+    BelowNormal,
+    /// The parent's priority (nice 0).
+    #[default]
+    Normal,
+    /// nice -5 (needs privileges on most systems).
+    AboveNormal,
+    /// nice -10 (needs privileges on most systems).
+    High,
+    /// Real-time FIFO scheduling, where the OS allows it.
+    Realtime,
+}
+
+/// Where worker processes' stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerOutput {
+    /// Line by line to this process's stderr, each line prefixed with the
+    /// worker's index and pid and the task it was running.
+    #[default]
+    Forward,
+    /// Straight to this process's stdout and stderr.
+    Inherit,
+    /// Dropped.
+    Discard,
+}
+
+/// The process pool's part of [`Config`](crate::Config).
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessConfig {
+    pub(crate) core: usize,
+    pub(crate) program: Option<PathBuf>,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) prefetch: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) max_tasks_per_worker: Option<u64>,
+    pub(crate) max_memory: Option<u64>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) priority: ProcessPriority,
+    pub(crate) init: Option<String>,
+    pub(crate) fini: Option<String>,
+    pub(crate) max_frame: usize,
+    pub(crate) output: WorkerOutput,
+    pub(crate) start_timeout: Duration,
+    pub(crate) name: String,
+}
+
+/// A task as the process pool sees it.
+pub(crate) trait ProcessJob: Job {
+    /// Takes the locks and begins an attempt; `None`: not now.
+    fn begin_process(self: Arc<Self>) -> Option<(u32, Instant)>;
+    fn task_name(&self) -> &'static str;
+    fn payload(&self) -> (&[u8], &[OwnedFd]);
+    fn is_async(&self) -> bool;
+    /// The worker reported `outcome` for attempt `n`.
+    fn finish_process(
+        self: Arc<Self>,
+        n: u32,
+        started: Instant,
+        outcome: Result<(Vec<u8>, Vec<OwnedFd>), TaskError>,
+    );
+    /// Attempt `n` passed its deadline: end it `TimedOut` if nobody ended
+    /// it yet; `true` if this call did.
+    fn expire(self: Arc<Self>, n: u32) -> bool;
+    /// Attempt `n` was sent but never started: undo it and queue the task
+    /// again.
+    fn unstart(self: Arc<Self>, n: u32);
+}
+
+/// Why the pool killed a worker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kill {
+    Timeout,
+    Cancel,
+    Memory { rss: u64 },
+    StartTimeout,
+    Shutdown,
+}
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const RETIRING: u8 = 2;
+const DEAD: u8 = 3;
+
+/// One task sent to a worker, under its run id (one per sending, so a
+/// late report of an earlier attempt can never be taken for a later one).
+struct InFlight {
+    job: Arc<dyn ProcessJob>,
+    attempt: u32,
+    started: Instant,
+}
+
+/// One worker process, as the parent sees it.
+pub(crate) struct Worker {
+    index: usize,
+    pid: u32,
+    tx: Mutex<UnixStream>,
+    status: StatusPage,
+    state: AtomicU8,
+    /// Tasks sent and not yet reported.
+    load: AtomicUsize,
+    /// Whether what it holds now is async work.
+    holds_async: AtomicBool,
+    inflight: Mutex<HashMap<u64, InFlight>>,
+    killed: Mutex<Option<Kill>>,
+    child: Mutex<Option<Child>>,
+    idle_since: Mutex<Instant>,
+    done: AtomicUsize,
+}
+
+impl Worker {
+    fn kill(&self, why: Kill) {
+        let mut k = self.killed.lock();
+        if k.is_none() {
+            *k = Some(why);
+        }
+        drop(k);
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+
+    fn send(&self, frames: &[OutFrame<'_>]) -> bool {
+        let tx = self.tx.lock();
+        write_frames(&tx, frames).is_ok()
+    }
+
+    /// The pid of the worker process.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// Tasks picked for one worker, sent in one write.
+type Batch = (Arc<Worker>, Vec<Arc<dyn ProcessJob>>);
+
+struct Queued {
+    priority: Priority,
+    seq: u64,
+    job: Arc<dyn ProcessJob>,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.priority, self.seq) == (o.priority, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.priority, o.seq).cmp(&(self.priority, self.seq))
+    }
+}
+
+struct PoolState {
+    queue: BinaryHeap<Queued>,
+    seq: u64,
+    workers: Vec<Arc<Worker>>,
+    next_index: usize,
+    started: bool,
+    start_failures: u32,
+    broken: Option<String>,
+    /// Tasks each worker program says it serves (from its Hello).
+    known: Option<HashMap<String, bool>>,
+}
+
+/// The process pool of one system.
+pub(crate) struct ProcessPool {
+    cfg: ProcessConfig,
+    state: Mutex<PoolState>,
+    changed: Condvar,
+    stopping: AtomicBool,
+    timer: Weak<Timer>,
+    me: Weak<ProcessPool>,
+    monitor: Mutex<Option<std::thread::JoinHandle<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    next_run: std::sync::atomic::AtomicU64,
+}
+
+impl ProcessPool {
+    pub(crate) fn new(cfg: ProcessConfig, timer: Weak<Timer>) -> Arc<ProcessPool> {
+        Arc::new_cyclic(|me| ProcessPool {
+            cfg,
+            state: Mutex::new(PoolState {
+                queue: BinaryHeap::new(),
+                seq: 0,
+                workers: Vec::new(),
+                next_index: 0,
+                started: false,
+                start_failures: 0,
+                broken: None,
+                known: None,
+            }),
+            changed: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            timer,
+            me: me.clone(),
+            monitor: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            next_run: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    fn arc(&self) -> Arc<ProcessPool> {
+        self.me.upgrade().expect("the pool is alive while it runs")
+    }
+
+    /// Whether the pool's workers serve `name` (once one has said hello;
+    /// before that, the pool's own registry answers). `None`: unknown.
+    pub(crate) fn serves(&self, name: &str) -> Option<bool> {
+        let st = self.state.lock();
+        match &st.known {
+            Some(k) => k.get(name).copied(),
+            None if self.cfg.program.is_none() => {
+                super::find(name).map(|e| matches!(e.kind, super::registry::EntryKind::Async(_)))
+            }
+            // A separate program that has not said hello yet: trust the
+            // caller until it does.
+            None => Some(false),
+        }
+    }
+
+    /// Starts the core workers (first use).
+    fn ensure_started(&self, st: &mut PoolState) {
+        if st.started {
+            return;
+        }
+        st.started = true;
+        for _ in 0..self.cfg.core {
+            self.spawn_locked(st);
+        }
+        if self.cfg.max_memory.is_some() || self.cfg.idle_timeout.is_some() {
+            let me = self.me.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("{}-procmon", self.cfg.name))
+                .spawn(move || monitor(me));
+            match h {
+                Ok(h) => *self.monitor.lock() = Some(h),
+                Err(e) => log::error!("seedcore: cannot start the process monitor: {e}"),
+            }
+        }
+    }
+
+    /// Queues `job` and dispatches what can be dispatched.
+    pub(crate) fn push(&self, job: Arc<dyn ProcessJob>) {
+        {
+            let mut st = self.state.lock();
+            if let Some(why) = &st.broken {
+                let why = why.clone();
+                drop(st);
+                job.fail(TaskError::WorkerDied {
+                    exit_code: None,
+                    signal: None,
+                    detail: why,
+                });
+                return;
+            }
+            self.ensure_started(&mut st);
+            st.seq += 1;
+            let seq = st.seq;
+            st.queue.push(Queued {
+                priority: job.header().opts.priority,
+                seq,
+                job,
+            });
+        }
+        self.pump();
+    }
+
+    /// Hands queued tasks to workers with room for them.
+    pub(crate) fn pump(&self) {
+        let mut batches: Vec<Batch> = Vec::new();
+        {
+            let mut st = self.state.lock();
+            while let Some(top) = st.queue.peek() {
+                let is_async = top.job.is_async();
+                let cap = if is_async {
+                    self.cfg.concurrency
+                } else {
+                    self.cfg.prefetch
+                };
+                let pick = st
+                    .workers
+                    .iter()
+                    .filter(|w| w.state.load(Ordering::Acquire) == READY)
+                    .filter(|w| {
+                        let load = w.load.load(Ordering::Acquire);
+                        load < cap
+                            && (load == 0 || w.holds_async.load(Ordering::Acquire) == is_async)
+                    })
+                    .min_by_key(|w| w.load.load(Ordering::Acquire))
+                    .cloned();
+                let Some(w) = pick else { break };
+                let q = st.queue.pop().expect("peeked");
+                w.load.fetch_add(1, Ordering::AcqRel);
+                w.holds_async.store(is_async, Ordering::Release);
+                match batches.iter_mut().find(|(b, _)| Arc::ptr_eq(b, &w)) {
+                    Some((_, jobs)) => jobs.push(q.job),
+                    None => batches.push((w, vec![q.job])),
+                }
+            }
+        }
+        for (w, jobs) in batches {
+            self.send_batch(&w, jobs);
+        }
+    }
+
+    fn send_batch(&self, w: &Arc<Worker>, jobs: Vec<Arc<dyn ProcessJob>>) {
+        let mut sent: Vec<(Arc<dyn ProcessJob>, u32, Vec<u8>)> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let Some((n, started)) = job.clone().begin_process() else {
+                w.load.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            };
+            let id = self.next_run.fetch_add(1, Ordering::Relaxed);
+            let (args, _) = job.payload();
+            let msg = ToWorkerRef::Run {
+                id,
+                priority: job.header().opts.priority.level(),
+                task: job.task_name(),
+                args,
+            };
+            let bytes = postcard::to_allocvec(&msg).expect("run messages encode");
+            w.inflight.lock().insert(
+                id,
+                InFlight {
+                    job: job.clone(),
+                    attempt: n,
+                    started,
+                },
+            );
+            if let Some(t) = job.header().opts.timeout {
+                self.arm_deadline(w, &job, id, n, t, t);
+            }
+            sent.push((job, n, bytes));
+        }
+        if sent.is_empty() {
+            return;
+        }
+        let frames: Vec<OutFrame<'_>> = sent
+            .iter()
+            .map(|(job, _, bytes)| OutFrame {
+                payload: bytes,
+                fds: job.payload().1.iter().map(|f| f.as_fd()).collect(),
+            })
+            .collect();
+        if !w.send(&frames) {
+            // The worker is gone: its reader settles everything in flight.
+            log::debug!("seedcore: worker {} did not take its tasks", w.index);
+        }
+    }
+
+    /// Checks attempt `n` of `job` on `w` after `after`; `limit` is its
+    /// timeout.
+    fn arm_deadline(
+        &self,
+        w: &Arc<Worker>,
+        job: &Arc<dyn ProcessJob>,
+        run: u64,
+        n: u32,
+        after: Duration,
+        limit: Duration,
+    ) {
+        let Some(timer) = self.timer.upgrade() else {
+            return;
+        };
+        let (pool, w, job) = (self.me.clone(), Arc::downgrade(w), Arc::downgrade(job));
+        timer.schedule(Instant::now() + after, move || {
+            let (Some(pool), Some(w), Some(job)) = (pool.upgrade(), w.upgrade(), job.upgrade())
+            else {
+                return;
+            };
+            pool.deadline(&w, job, run, n, limit);
+        });
+    }
+
+    fn deadline(
+        &self,
+        w: &Arc<Worker>,
+        job: Arc<dyn ProcessJob>,
+        id: u64,
+        n: u32,
+        limit: Duration,
+    ) {
+        if job.is_resolved() || w.state.load(Ordering::Acquire) == DEAD {
+            return;
+        }
+        if !w.inflight.lock().contains_key(&id) {
+            return;
+        }
+        if job.is_async() {
+            // Async tasks start as soon as they arrive: time them from then,
+            // and stop just this one.
+            if job.clone().expire(n) {
+                let b = postcard::to_allocvec(&ToWorkerRef::Cancel { id }).expect("encodes");
+                w.send(&[OutFrame {
+                    payload: &b,
+                    fds: Vec::new(),
+                }]);
+            }
+            return;
+        }
+        match w.status.running() {
+            Some((running, started_ns)) if running == id => {
+                let ran = Duration::from_nanos(now_ns().saturating_sub(started_ns));
+                if ran >= limit {
+                    if job.expire(n) {
+                        w.kill(Kill::Timeout);
+                    }
+                } else {
+                    self.arm_deadline(w, &job, id, n, limit - ran, limit);
+                }
+            }
+            // Not started yet (it waits in the worker's queue): its clock
+            // has not begun.
+            _ => self.arm_deadline(w, &job, id, n, limit, limit),
+        }
+    }
+
+    /// Task `id` was cancelled: stop it where it is. A sync task that is
+    /// running costs its worker; one that waits in a worker's queue is
+    /// dropped from it; an async one is aborted there.
+    pub(crate) fn cancel(&self, task: u64, is_async: bool) {
+        let holder = {
+            let st = self.state.lock();
+            st.workers.iter().find_map(|w| {
+                let run = w
+                    .inflight
+                    .lock()
+                    .iter()
+                    .find(|(_, f)| f.job.header().id.0 == task)
+                    .map(|(run, _)| *run)?;
+                Some((w.clone(), run))
+            })
+        };
+        let Some((w, id)) = holder else { return };
+        if !is_async && w.status.running().is_some_and(|(r, _)| r == id) {
+            w.kill(Kill::Cancel);
+        } else {
+            let b = postcard::to_allocvec(&ToWorkerRef::Cancel { id }).expect("encodes");
+            w.send(&[OutFrame {
+                payload: &b,
+                fds: Vec::new(),
+            }]);
+        }
+    }
+
+    fn spawn_locked(&self, st: &mut PoolState) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let index = st.next_index;
+        st.next_index += 1;
+        match self.spawn(index) {
+            Ok(w) => st.workers.push(w),
+            Err(e) => {
+                log::error!("seedcore: cannot start worker process {index}: {e}");
+                self.start_failed(st, format!("cannot start a worker process: {e}"));
+            }
+        }
+    }
+
+    fn start_failed(&self, st: &mut PoolState, why: String) {
+        st.start_failures += 1;
+        if st.start_failures >= 3 && st.broken.is_none() {
+            log::error!(
+                "seedcore: worker processes keep failing to start; failing process tasks: {why}"
+            );
+            st.broken = Some(why.clone());
+            let queued: Vec<Queued> = st.queue.drain().collect();
+            for q in queued {
+                q.job.fail(TaskError::WorkerDied {
+                    exit_code: None,
+                    signal: None,
+                    detail: why.clone(),
+                });
+            }
+        }
+    }
+
+    fn spawn(&self, index: usize) -> std::io::Result<Arc<Worker>> {
+        let cfg = &self.cfg;
+        let program = match &cfg.program {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?,
+        };
+        let (parent, child_sock) = UnixStream::pair()?;
+        let status = StatusPage::create()?;
+        let mut cmd = Command::new(&program);
+        cmd.args(&cfg.args)
+            .env(WORKER_ENV, "3")
+            .env(STATUS_ENV, "4")
+            .env(INDEX_ENV, index.to_string())
+            .env(MAX_FRAME_ENV, cfg.max_frame.to_string())
+            .stdin(Stdio::null())
+            .process_group(0);
+        if let Some(h) = &cfg.init {
+            cmd.env(INIT_ENV, h);
+        }
+        if let Some(h) = &cfg.fini {
+            cmd.env(FINI_ENV, h);
+        }
+        let out_read = match cfg.output {
+            WorkerOutput::Inherit => None,
+            WorkerOutput::Discard => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+                None
+            }
+            WorkerOutput::Forward => {
+                let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+                cmd.stdout(Stdio::from(w.try_clone()?))
+                    .stderr(Stdio::from(w));
+                Some(r)
+            }
+        };
+        let sock_fd = child_sock.as_raw_fd();
+        let status_fd = status.fd().as_raw_fd();
+        let nice = match cfg.priority {
+            ProcessPriority::Idle => Some(19),
+            ProcessPriority::BelowNormal => Some(10),
+            ProcessPriority::Normal => None,
+            ProcessPriority::AboveNormal => Some(-5),
+            ProcessPriority::High => Some(-10),
+            ProcessPriority::Realtime => None,
+        };
+        let realtime = cfg.priority == ProcessPriority::Realtime;
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only async-signal-safe functions (fcntl, dup2, close,
+        // setpriority, sched_setscheduler) on descriptors that are open in
+        // the parent and so in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Move both descriptors out of the way first, so that the
+                // dup2 to 3 cannot clobber the status page (or the reverse).
+                let a = libc::fcntl(sock_fd, libc::F_DUPFD, 10);
+                let b = libc::fcntl(status_fd, libc::F_DUPFD, 10);
+                if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(a);
+                libc::close(b);
+                if let Some(n) = nice {
+                    if libc::setpriority(libc::PRIO_PROCESS, 0, n) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if realtime {
+                    let p = libc::sched_param { sched_priority: 1 };
+                    if libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(child_sock);
+        let w = Arc::new(Worker {
+            index,
+            pid: child.id(),
+            tx: Mutex::new(parent.try_clone()?),
+            status,
+            state: AtomicU8::new(STARTING),
+            load: AtomicUsize::new(0),
+            holds_async: AtomicBool::new(false),
+            inflight: Mutex::new(HashMap::new()),
+            killed: Mutex::new(None),
+            child: Mutex::new(Some(child)),
+            idle_since: Mutex::new(Instant::now()),
+            done: AtomicUsize::new(0),
+        });
+        if let Some(r) = out_read {
+            let (wk, name) = (Arc::downgrade(&w), cfg.name.clone());
+            let h = std::thread::Builder::new()
+                .name(format!("{name}-out-{index}"))
+                .spawn(move || forward_output(r, wk, index))?;
+            self.threads.lock().push(h);
+        }
+        let reader = FrameReader::new(parent, cfg.max_frame);
+        let (pool, wr) = (self.arc(), w.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("{}-proc-{index}", cfg.name))
+            .spawn(move || pool.read_loop(wr, reader))?;
+        self.threads.lock().push(h);
+        if let Some(timer) = self.timer.upgrade() {
+            let wk = Arc::downgrade(&w);
+            timer.schedule(Instant::now() + cfg.start_timeout, move || {
+                if let Some(w) = wk.upgrade() {
+                    if w.state.load(Ordering::Acquire) == STARTING {
+                        w.kill(Kill::StartTimeout);
+                    }
+                }
+            });
+        }
+        Ok(w)
+    }
+
+    fn read_loop(self: Arc<Self>, w: Arc<Worker>, mut reader: FrameReader) {
+        let broke = loop {
+            match reader.next() {
+                Ok((payload, fds)) => match postcard::from_bytes::<FromWorker>(&payload) {
+                    Ok(FromWorker::Hello { pid, tasks }) => {
+                        if pid != w.pid {
+                            break Some(format!("said hello as pid {pid}, started as {}", w.pid));
+                        }
+                        {
+                            let mut st = self.state.lock();
+                            st.start_failures = 0;
+                            st.known.get_or_insert_with(|| tasks.into_iter().collect());
+                        }
+                        w.state.store(READY, Ordering::Release);
+                        self.changed.notify_all();
+                        self.pump();
+                    }
+                    Ok(FromWorker::Done { id, outcome }) => self.done(&w, id, outcome, fds),
+                    Err(e) => break Some(format!("undecodable message: {e}")),
+                },
+                Err(FrameError::Closed) => break None,
+                Err(FrameError::Io(e)) => break Some(format!("i/o error: {e}")),
+                Err(FrameError::Malformed(m)) => break Some(m),
+            }
+        };
+        if let Some(why) = &broke {
+            log::error!(
+                "seedcore: worker {} broke the protocol ({why}); killing it",
+                w.index
+            );
+        }
+        self.bury(&w);
+    }
+
+    fn done(&self, w: &Arc<Worker>, id: u64, outcome: Outcome, fds: Vec<OwnedFd>) {
+        let Some(f) = w.inflight.lock().remove(&id) else {
+            return;
+        };
+        let left = w.load.fetch_sub(1, Ordering::AcqRel) - 1;
+        let n = w.done.fetch_add(1, Ordering::AcqRel) + 1;
+        let result = match outcome {
+            Outcome::Ok(bytes) => Ok((bytes, fds)),
+            Outcome::Panicked(m) => Err(TaskError::Panicked(m)),
+            Outcome::Failed(m) => Err(TaskError::failed(m)),
+            Outcome::BadArgs(m) => Err(TaskError::failed(format!(
+                "the worker could not decode the arguments of `{}`: {m}",
+                f.job.task_name()
+            ))),
+            Outcome::Unknown(name) => Err(TaskError::failed(format!(
+                "the worker has no process task `{name}`"
+            ))),
+            Outcome::Cancelled => Err(TaskError::Cancelled),
+        };
+        if matches!(&result, Err(TaskError::Cancelled)) {
+            // Dropped from the worker's queue before it started.
+            f.job.clone().unstart(f.attempt);
+        } else {
+            f.job.finish_process(f.attempt, f.started, result);
+        }
+        if left == 0 {
+            *w.idle_since.lock() = Instant::now();
+            if self
+                .cfg
+                .max_tasks_per_worker
+                .is_some_and(|max| n as u64 >= max)
+            {
+                self.retire(w);
+            }
+        }
+        self.pump();
+    }
+
+    /// Asks an idle worker to exit; its reader starts a replacement.
+    fn retire(&self, w: &Arc<Worker>) {
+        if w.state
+            .compare_exchange(READY, RETIRING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let b = postcard::to_allocvec(&ToWorkerRef::Exit).expect("encodes");
+        w.send(&[OutFrame {
+            payload: &b,
+            fds: Vec::new(),
+        }]);
+    }
+
+    /// The worker's stream ended: reap it, settle what it held, replace it.
+    fn bury(&self, w: &Arc<Worker>) {
+        let was = w.state.swap(DEAD, Ordering::AcqRel);
+        // Make sure it is gone, then reap it: no zombie is left.
+        if let Some(pid) = rustix::process::Pid::from_raw(w.pid as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+        let status = w.child.lock().take().and_then(|mut c| c.wait().ok());
+        let killed = *w.killed.lock();
+        let (code, signal) = status.map_or((None, None), |s| (s.code(), s.signal()));
+        let running = w.status.running().map(|(id, _)| id);
+        let held: Vec<(u64, InFlight)> = w.inflight.lock().drain().collect();
+        w.load.store(0, Ordering::Release);
+        for (id, f) in held {
+            let ran = f.job.is_async() || running == Some(id);
+            if !ran {
+                f.job.clone().unstart(f.attempt);
+                continue;
+            }
+            let err = match killed {
+                Some(Kill::Memory { rss }) => TaskError::MemoryLimit {
+                    limit: self.cfg.max_memory.unwrap_or(0),
+                    rss,
+                },
+                Some(Kill::Shutdown) => TaskError::SystemShutdown,
+                // Ended (and resolved) by whoever killed it.
+                Some(Kill::Timeout | Kill::Cancel) => TaskError::Cancelled,
+                Some(Kill::StartTimeout) | None => TaskError::WorkerDied {
+                    exit_code: code,
+                    signal,
+                    detail: format!("worker {} (pid {}) died", w.index, w.pid),
+                },
+            };
+            f.job.finish_process(f.attempt, f.started, Err(err));
+        }
+        let mut st = self.state.lock();
+        st.workers.retain(|x| !Arc::ptr_eq(x, w));
+        if was == STARTING && killed != Some(Kill::Shutdown) {
+            let why = match killed {
+                Some(Kill::StartTimeout) => format!(
+                    "worker {} did not start within {:?} (does the program call seedcore::init()?)",
+                    w.index, self.cfg.start_timeout
+                ),
+                _ => format!(
+                    "worker {} exited before it was ready (exit code {code:?}, signal {signal:?})",
+                    w.index
+                ),
+            };
+            log::error!("seedcore: {why}");
+            self.start_failed(&mut st, why);
+        }
+        let live = st
+            .workers
+            .iter()
+            .filter(|x| x.state.load(Ordering::Acquire) != DEAD)
+            .count();
+        let wanted = if st.queue.is_empty() {
+            self.cfg.core
+        } else {
+            self.cfg.core.max(1)
+        };
+        if live < wanted && st.broken.is_none() && !self.stopping.load(Ordering::Acquire) {
+            self.spawn_locked(&mut st);
+        }
+        drop(st);
+        self.changed.notify_all();
+        self.pump();
+    }
+
+    /// Pids of the live workers (for stats and tests).
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        self.state
+            .lock()
+            .workers
+            .iter()
+            .filter(|w| w.state.load(Ordering::Acquire) != DEAD)
+            .map(|w| w.pid())
+            .collect()
+    }
+
+    /// Queued process tasks.
+    pub(crate) fn queued(&self) -> usize {
+        self.state.lock().queue.len()
+    }
+
+    /// Removes every queued task (immediate shutdown).
+    pub(crate) fn drain(&self) -> Vec<Arc<dyn Job>> {
+        let mut st = self.state.lock();
+        st.queue.drain().map(|q| q.job as Arc<dyn Job>).collect()
+    }
+
+    /// Stops every worker: idle ones are asked to exit, then whatever is
+    /// left at `deadline` is killed. Waits for every reader and reaps every
+    /// process.
+    pub(crate) fn stop(&self, deadline: Instant) {
+        self.stopping.store(true, Ordering::Release);
+        let workers: Vec<Arc<Worker>> = self.state.lock().workers.clone();
+        for w in &workers {
+            if w.load.load(Ordering::Acquire) == 0 {
+                self.retire(w);
+            }
+        }
+        let mut st = self.state.lock();
+        while !st.workers.is_empty() {
+            if self.changed.wait_until(&mut st, deadline).timed_out() {
+                for w in &st.workers {
+                    w.kill(Kill::Shutdown);
+                }
+                // The kill ends their streams; the readers bury them.
+                let _ = self.changed.wait_for(&mut st, Duration::from_secs(5));
+                break;
+            }
+            // Workers that became idle meanwhile may exit too.
+            for w in st.workers.clone() {
+                if w.load.load(Ordering::Acquire) == 0 {
+                    self.retire(&w);
+                }
+            }
+        }
+        drop(st);
+        if let Some(h) = self.monitor.lock().take() {
+            let _ = h.join();
+        }
+        let me = std::thread::current().id();
+        for h in std::mem::take(&mut *self.threads.lock()) {
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// Forwards a worker's output, a line at a time, with who wrote it.
+fn forward_output(r: OwnedFd, w: Weak<Worker>, index: usize) {
+    let reader = BufReader::new(std::fs::File::from(r));
+    for line in reader.split(b'\n') {
+        let Ok(line) = line else { break };
+        let (pid, task) = match w.upgrade() {
+            Some(w) => (w.pid, w.status.running().map(|(id, _)| id)),
+            None => (0, None),
+        };
+        let text = String::from_utf8_lossy(&line);
+        match task {
+            Some(t) => eprintln!("[seedcore worker {index} pid {pid} task #{t}] {text}"),
+            None => eprintln!("[seedcore worker {index} pid {pid}] {text}"),
+        }
+    }
+}
+
+/// Samples worker memory and retires idle workers, while the pool lives.
+fn monitor(pool: Weak<ProcessPool>) {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let mut sys = System::new();
+    loop {
+        let Some(p) = pool.upgrade() else { return };
+        if p.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let workers: Vec<Arc<Worker>> = p.state.lock().workers.clone();
+        if let Some(limit) = p.cfg.max_memory {
+            let busy: Vec<Pid> = workers
+                .iter()
+                .filter(|w| w.load.load(Ordering::Acquire) > 0)
+                .map(|w| Pid::from_u32(w.pid))
+                .collect();
+            if !busy.is_empty() {
+                sys.refresh_processes_specifics(
+                    ProcessesToUpdate::Some(&busy),
+                    true,
+                    ProcessRefreshKind::nothing().with_memory(),
+                );
+                for w in &workers {
+                    if let Some(pr) = sys.process(Pid::from_u32(w.pid)) {
+                        if pr.memory() > limit && w.state.load(Ordering::Acquire) != DEAD {
+                            w.kill(Kill::Memory { rss: pr.memory() });
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(idle) = p.cfg.idle_timeout {
+            let live = workers
+                .iter()
+                .filter(|w| w.state.load(Ordering::Acquire) == READY)
+                .count();
+            let mut spare = live.saturating_sub(p.cfg.core);
+            for w in &workers {
+                if spare == 0 {
+                    break;
+                }
+                if w.load.load(Ordering::Acquire) == 0 && w.idle_since.lock().elapsed() >= idle {
+                    p.retire(w);
+                    spare -= 1;
+                }
+            }
+        }
+        drop(p);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

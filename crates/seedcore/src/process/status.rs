@@ -1,0 +1,113 @@
+//! A page of shared memory per worker where the worker records which task
+//! it is running and since when, without a message per task.
+//!
+//! The parent reads it to time out the task a worker actually runs (tasks
+//! sent ahead wait in the worker's queue and have not started), to tell
+//! which task a dead worker was running (the others never started and go
+//! back to the queue), and to decide whether cancelling a task means
+//! killing its worker.
+//!
+//! Layout: two `u64`s, written only by the worker, read by the parent:
+//! the running task's id (0: none) and its start on `CLOCK_MONOTONIC` in
+//! nanoseconds (one clock for every process of the machine). The id is written last on start and first on finish, so a reader
+//! that sees an id sees that task's start time.
+
+use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
+use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const SIZE: usize = 4096;
+
+/// One mapping of a worker's status page.
+pub(crate) struct StatusPage {
+    ptr: NonNull<AtomicU64>,
+    fd: OwnedFd,
+}
+
+// SAFETY: the page holds only atomics, which may be shared between threads
+// (and processes); the mapping lives as long as the `StatusPage`.
+unsafe impl Send for StatusPage {}
+// SAFETY: as above: every access goes through `AtomicU64`.
+unsafe impl Sync for StatusPage {}
+
+/// The monotonic clock, in nanoseconds, as every process on the machine
+/// reads it.
+pub(crate) fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+impl StatusPage {
+    /// A fresh page (parent side).
+    pub(crate) fn create() -> io::Result<StatusPage> {
+        let fd = memfd_create("seedcore-worker-status", MemfdFlags::CLOEXEC)?;
+        ftruncate(&fd, SIZE as u64)?;
+        Self::map(fd)
+    }
+
+    /// Maps the page received from the parent (worker side).
+    pub(crate) fn map(fd: OwnedFd) -> io::Result<StatusPage> {
+        // SAFETY: a fresh shared mapping of a descriptor we own, at an
+        // address of the kernel's choosing; it aliases no Rust object.
+        let p = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                SIZE,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &fd,
+                0,
+            )?
+        };
+        let ptr = NonNull::new(p.cast::<AtomicU64>())
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(StatusPage { ptr, fd })
+    }
+
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn word(&self, i: usize) -> &AtomicU64 {
+        debug_assert!(i < 2);
+        // SAFETY: the mapping is page-aligned, SIZE bytes long and lives as
+        // long as `self`; `i < 2` stays inside it; AtomicU64 has the layout
+        // of u64 and the page was zero-filled by ftruncate.
+        unsafe { &*self.ptr.as_ptr().add(i) }
+    }
+
+    /// Worker: task `id` starts now.
+    pub(crate) fn start(&self, id: u64) {
+        self.word(1).store(now_ns(), Ordering::Release);
+        self.word(0).store(id, Ordering::Release);
+    }
+
+    /// Worker: the running task is done.
+    pub(crate) fn finish(&self) {
+        self.word(0).store(0, Ordering::Release);
+    }
+
+    /// Parent: the running task and its start, if any.
+    pub(crate) fn running(&self) -> Option<(u64, u64)> {
+        let id = self.word(0).load(Ordering::Acquire);
+        if id == 0 {
+            return None;
+        }
+        let started = self.word(1).load(Ordering::Acquire);
+        // The id may have changed while we read the time: read it again.
+        (self.word(0).load(Ordering::Acquire) == id).then_some((id, started))
+    }
+}
+
+impl Drop for StatusPage {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; no reference
+        // into it outlives `self`.
+        unsafe {
+            let _ = munmap(self.ptr.as_ptr().cast(), SIZE);
+        }
+    }
+}

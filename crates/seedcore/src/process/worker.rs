@@ -1,0 +1,330 @@
+//! The worker side: what a process started by a pool runs instead of its
+//! `main`.
+//!
+//! # Loop
+//!
+//! 1. Say `Hello` with the pid and the registered task names.
+//! 2. Take every frame already received into a local queue ordered by
+//!    priority, then FIFO; block for the next frame only when there is
+//!    nothing to run.
+//! 3. Run the most urgent sync task on this thread, recording it in the
+//!    status page; async tasks go to a runtime thread and run concurrently.
+//! 4. Results are batched: they are flushed when the queue runs dry, and
+//!    at the latest `FLUSH_AFTER` after the first unflushed one, so a long
+//!    queue of tiny tasks costs few writes and a long task delays no result.
+//!
+//! If the parent goes away (end of stream) the worker exits; on Linux it is
+//! also killed by the kernel when the parent dies (`PR_SET_PDEATHSIG`).
+
+use super::frame::{write_frames, FrameError, FrameReader, OutFrame};
+use super::proto::{FromWorker, ToWorker};
+use super::registry::{self, EntryKind, Outcome};
+use super::status::StatusPage;
+use super::{INDEX_ENV, STATUS_ENV, WORKER_ENV};
+use parking_lot::Mutex;
+use std::collections::{BinaryHeap, HashMap};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The environment variables naming the worker's hooks.
+pub(crate) const INIT_ENV: &str = "SEEDCORE_WORKER_INIT";
+pub(crate) const FINI_ENV: &str = "SEEDCORE_WORKER_FINI";
+pub(crate) const MAX_FRAME_ENV: &str = "SEEDCORE_WORKER_MAX_FRAME";
+
+const FLUSH_AFTER: Duration = Duration::from_micros(200);
+
+struct Pending {
+    priority: u8,
+    seq: u64,
+    id: u64,
+    task: String,
+    args: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        (self.priority, self.seq) == (o.priority, o.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    // Max-heap: the lowest level, then the lowest sequence, comes first.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.priority, o.seq).cmp(&(self.priority, self.seq))
+    }
+}
+
+/// Results waiting to be written, and the socket they go to.
+struct Outbox {
+    sock: UnixStream,
+    frames: Vec<(Vec<u8>, Vec<OwnedFd>)>,
+    since: Option<Instant>,
+}
+
+impl Outbox {
+    fn push(&mut self, id: u64, outcome: Outcome, fds: Vec<OwnedFd>) {
+        let msg = FromWorker::Done { id, outcome };
+        let bytes = postcard::to_allocvec(&msg).expect("results encode");
+        self.frames.push((bytes, fds));
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.frames.is_empty() {
+            return Ok(());
+        }
+        let out: Vec<OutFrame<'_>> = self
+            .frames
+            .iter()
+            .map(|(p, fds)| OutFrame {
+                payload: p,
+                fds: fds.iter().map(|f| f.as_fd()).collect(),
+            })
+            .collect();
+        let r = write_frames(&self.sock, &out);
+        drop(out);
+        self.frames.clear();
+        self.since = None;
+        r
+    }
+
+    fn due(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER) || self.frames.len() >= 64
+    }
+}
+
+/// Runs the worker if this process is one; returns its exit code.
+pub(crate) fn run_if_worker() -> Option<i32> {
+    let fd: i32 = std::env::var(WORKER_ENV).ok()?.parse().ok()?;
+    super::mark_worker();
+    let status_fd: Option<i32> = std::env::var(STATUS_ENV).ok().and_then(|v| v.parse().ok());
+    let index = std::env::var(INDEX_ENV).unwrap_or_default();
+    let max_frame: usize = std::env::var(MAX_FRAME_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64 << 20);
+    let init = std::env::var(INIT_ENV).ok();
+    let fini = std::env::var(FINI_ENV).ok();
+    // Children of this worker are not workers.
+    for v in [
+        WORKER_ENV,
+        STATUS_ENV,
+        INDEX_ENV,
+        INIT_ENV,
+        FINI_ENV,
+        MAX_FRAME_ENV,
+    ] {
+        std::env::remove_var(v);
+    }
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // SAFETY: the pool placed the worker's end of its socket at this
+    // descriptor number for this process alone; nothing else owns it.
+    let sock = unsafe { UnixStream::from_raw_fd(fd) };
+    let status = match status_fd {
+        // SAFETY: as above, for the status page's memfd.
+        Some(fd) => match StatusPage::map(unsafe { OwnedFd::from_raw_fd(fd) }) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("seedcore worker {index}: cannot map the status page: {e}");
+                return Some(3);
+            }
+        },
+        None => {
+            eprintln!("seedcore worker {index}: started without a status page");
+            return Some(3);
+        }
+    };
+    Some(serve(sock, status, max_frame, init, fini, &index))
+}
+
+fn run_hook(name: &str, index: &str, what: &str) -> bool {
+    let Some(entry) = registry::find(name) else {
+        eprintln!("seedcore worker {index}: {what} `{name}` is not a registered process task");
+        return false;
+    };
+    let EntryKind::Sync(f) = entry.kind else {
+        eprintln!("seedcore worker {index}: {what} `{name}` must not be async");
+        return false;
+    };
+    let args = postcard::to_allocvec(&()).expect("unit encodes");
+    match f(&args, Vec::new()).0 {
+        Outcome::Ok(_) => true,
+        other => {
+            eprintln!("seedcore worker {index}: {what} `{name}` failed: {other:?}");
+            false
+        }
+    }
+}
+
+fn serve(
+    sock: UnixStream,
+    status: StatusPage,
+    max_frame: usize,
+    init: Option<String>,
+    fini: Option<String>,
+    index: &str,
+) -> i32 {
+    if let Some(name) = &init {
+        if !run_hook(name, index, "initializer") {
+            return 3;
+        }
+    }
+    let read_half = match sock.try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("seedcore worker {index}: {e}");
+            return 3;
+        }
+    };
+    let outbox = Arc::new(Mutex::new(Outbox {
+        sock,
+        frames: Vec::new(),
+        since: None,
+    }));
+    let hello = FromWorker::Hello {
+        pid: std::process::id(),
+        tasks: registry::names(),
+    };
+    {
+        let mut o = outbox.lock();
+        o.frames.push((
+            postcard::to_allocvec(&hello).expect("hello encodes"),
+            Vec::new(),
+        ));
+        if o.flush().is_err() {
+            return 0;
+        }
+    }
+    let mut reader = FrameReader::new(read_half, max_frame);
+    let mut queue: BinaryHeap<Pending> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut runtime: Option<tokio::runtime::Runtime> = None;
+    let running_async: Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>> = Arc::default();
+    let code = loop {
+        // Take in what has arrived; block only with nothing to do.
+        let mut exit: Option<i32> = None;
+        loop {
+            let buffered = reader.has_frame();
+            if !buffered && !queue.is_empty() && !readable(&reader) {
+                break;
+            }
+            if !buffered && queue.is_empty() && outbox.lock().flush().is_err() {
+                exit = Some(0);
+                break;
+            }
+            match reader.next() {
+                Ok((payload, fds)) => match postcard::from_bytes::<ToWorker>(&payload) {
+                    Ok(ToWorker::Run {
+                        id,
+                        priority,
+                        task,
+                        args,
+                    }) => {
+                        seq += 1;
+                        queue.push(Pending {
+                            priority,
+                            seq,
+                            id,
+                            task,
+                            args,
+                            fds,
+                        });
+                    }
+                    Ok(ToWorker::Cancel { id }) => {
+                        let before = queue.len();
+                        queue.retain(|p| p.id != id);
+                        let aborted = running_async.lock().remove(&id).map(|h| h.abort());
+                        if queue.len() < before || aborted.is_some() {
+                            outbox.lock().push(id, Outcome::Cancelled, Vec::new());
+                        }
+                    }
+                    Ok(ToWorker::Exit) => {
+                        exit = Some(0);
+                        break;
+                    }
+                    Err(e) => {
+                        eprintln!("seedcore worker {index}: undecodable message: {e}");
+                        exit = Some(3);
+                        break;
+                    }
+                },
+                Err(FrameError::Closed) => {
+                    exit = Some(0);
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("seedcore worker {index}: {e}");
+                    exit = Some(3);
+                    break;
+                }
+            }
+        }
+        if let Some(code) = exit {
+            break code;
+        }
+        let Some(p) = queue.pop() else { continue };
+        match registry::find(&p.task).map(|e| e.kind) {
+            None => outbox
+                .lock()
+                .push(p.id, Outcome::Unknown(p.task.clone()), Vec::new()),
+            Some(EntryKind::Sync(f)) => {
+                status.start(p.id);
+                let (outcome, fds) = f(&p.args, p.fds);
+                status.finish();
+                outbox.lock().push(p.id, outcome, fds);
+            }
+            Some(EntryKind::Async(f)) => {
+                let rt = runtime.get_or_insert_with(|| {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .thread_name("seedcore-worker-async")
+                        .enable_all()
+                        .build()
+                        .expect("the worker's async runtime starts")
+                });
+                let fut = f(&p.args, p.fds);
+                let (out, running) = (outbox.clone(), running_async.clone());
+                let id = p.id;
+                let h = rt.spawn(async move {
+                    let (outcome, fds) = fut.await;
+                    if running.lock().remove(&id).is_none() {
+                        return; // cancelled meanwhile; the parent was told
+                    }
+                    let mut o = out.lock();
+                    o.push(id, outcome, fds);
+                    // Nothing else flushes while the main loop blocks.
+                    let _ = o.flush();
+                });
+                running_async.lock().insert(id, h.abort_handle());
+            }
+        }
+        let mut o = outbox.lock();
+        if o.due() && o.flush().is_err() {
+            break 0;
+        }
+    };
+    let _ = outbox.lock().flush();
+    if let Some(rt) = runtime.take() {
+        rt.shutdown_timeout(Duration::from_secs(1));
+    }
+    if let Some(name) = &fini {
+        if !run_hook(name, index, "finalizer") {
+            return 3;
+        }
+    }
+    code
+}
+
+/// Whether the socket has bytes to read now.
+fn readable(reader: &FrameReader) -> bool {
+    reader.poll_readable()
+}
