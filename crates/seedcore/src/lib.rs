@@ -92,3 +92,8 @@ pub mod __private {
     pub use ctor;
     pub use linkme;
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
