@@ -15,7 +15,7 @@
 //! This file names its primitives only through `crate::sync`, so that the
 //! model-checking tests can compile it against loom.
 
-use crate::sync::{lock, thread, AtomicU8, Mutex, Ordering};
+use crate::sync::{lock, thread, AtomicU8, Mutex, Ordering, SPIN_POLLS};
 use std::task::Waker;
 use std::time::Instant;
 
@@ -105,7 +105,20 @@ impl<R> Completion<R> {
     }
 
     /// Blocks the calling thread until the result is there and takes it.
+    ///
+    /// It first polls for a short while: a result that arrives within a
+    /// few microseconds then costs no sleep and wake-up on either side.
     pub(crate) fn wait(&self) -> R {
+        for i in 0..SPIN_POLLS {
+            if self.state.load(Ordering::Acquire) == COMPLETE {
+                break;
+            }
+            if i < SPIN_POLLS / 4 {
+                core::hint::spin_loop();
+            } else {
+                thread::yield_now();
+            }
+        }
         loop {
             {
                 let mut g = lock(&self.inner);

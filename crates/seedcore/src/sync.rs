@@ -8,6 +8,9 @@ pub(crate) use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 pub(crate) use std::thread;
 
+/// Polls of a task's state before a blocking wait parks.
+pub(crate) const SPIN_POLLS: u32 = 64;
+
 /// Locks `m`, ignoring poisoning: user code never runs under these locks, so a
 /// poisoned lock can only come from a bug in the scheduler itself, and the
 /// data it guards is still consistent at every unlock point.

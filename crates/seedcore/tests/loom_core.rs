@@ -13,13 +13,17 @@ mod sync {
     pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 
     pub(crate) mod thread {
-        pub(crate) use loom::thread::{current, park, Thread};
+        pub(crate) use loom::thread::{current, park, yield_now, Thread};
 
         /// loom has no clock: a timed park is a plain park in the model.
         pub(crate) fn park_timeout(_: std::time::Duration) {
             park()
         }
     }
+
+    /// One poll before parking keeps the model small; it still covers the
+    /// path where the spin finds the result and the one where it parks.
+    pub(crate) const SPIN_POLLS: u32 = 1;
 
     pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|e| e.into_inner())
@@ -98,11 +102,9 @@ fn an_async_waiter_is_woken_with_the_value() {
         let c = Arc::new(Completion::<u32>::new());
         let c2 = c.clone();
         let t = thread::spawn(move || assert!(c2.complete(9).won()));
-        let v = loom::future::block_on(std::future::poll_fn(|cx| {
-            match c.poll_take(cx.waker()) {
-                Some(v) => std::task::Poll::Ready(v),
-                None => std::task::Poll::Pending,
-            }
+        let v = loom::future::block_on(std::future::poll_fn(|cx| match c.poll_take(cx.waker()) {
+            Some(v) => std::task::Poll::Ready(v),
+            None => std::task::Poll::Pending,
         }));
         assert_eq!(v, 9);
         t.join().unwrap();

@@ -212,11 +212,15 @@ fn serve(
     let code = loop {
         // Take in what has arrived; block only with nothing to do.
         let mut exit: Option<i32> = None;
+        // Right after a read, what the socket held is in the buffer: no
+        // need to ask the kernel again before running.
+        let mut just_read = false;
         loop {
             let buffered = reader.has_frame();
-            if !buffered && !queue.is_empty() && !readable(&reader) {
+            if !buffered && !queue.is_empty() && (just_read || !readable(&reader)) {
                 break;
             }
+            just_read = true;
             if !buffered && queue.is_empty() && outbox.lock().flush().is_err() {
                 exit = Some(0);
                 break;
