@@ -70,6 +70,11 @@ impl AsyncExec {
         let p = job.header().opts.priority;
         self.queue.push(p, job);
         self.pump();
+        if self.stopped.load(Ordering::SeqCst) {
+            for job in self.drain() {
+                job.fail(crate::TaskError::SystemShutdown);
+            }
+        }
     }
 
     /// Starts queued attempts while there are free slots.
@@ -119,7 +124,10 @@ impl AsyncExec {
     /// Stops the runtime; attempts still running are dropped (each resolves
     /// through its attempt guard).
     pub(crate) fn stop(&self, timeout: Duration) {
-        self.stopped.store(true, Ordering::Release);
+        self.stopped.store(true, Ordering::SeqCst);
+        for job in self.drain() {
+            job.fail(crate::TaskError::SystemShutdown);
+        }
         let Some(rt) = self.runtime.lock().take() else {
             return;
         };

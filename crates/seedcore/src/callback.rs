@@ -207,15 +207,28 @@ impl Dispatcher {
         }
     }
 
-    /// Lets queued callbacks run, then stops the callback thread.
-    pub(crate) fn stop(&self) {
+    /// Lets queued callbacks run until `deadline`, then stops the callback
+    /// thread; returns `false` if it was still busy then (it is detached:
+    /// a callback cannot be stopped from outside).
+    pub(crate) fn stop(&self, deadline: Instant) -> bool {
         if let Dispatcher::Thread { tx, thread } = self {
             drop(tx.lock().take());
             if let Some(t) = thread.lock().take() {
-                if t.thread().id() != std::thread::current().id() {
-                    let _ = t.join();
+                if t.thread().id() == std::thread::current().id() {
+                    return true;
                 }
+                while !t.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if !t.is_finished() {
+                    log::warn!(
+                        "seedcore: the callback thread was still busy at shutdown and was detached"
+                    );
+                    return false;
+                }
+                let _ = t.join();
             }
         }
+        true
     }
 }

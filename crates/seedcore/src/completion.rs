@@ -113,10 +113,10 @@ impl<R> Completion<R> {
             if self.state.load(Ordering::Acquire) == COMPLETE {
                 break;
             }
-            if i < SPIN_POLLS / 4 {
-                core::hint::spin_loop();
-            } else {
+            if i % 4 == 3 {
                 thread::yield_now();
+            } else {
+                core::hint::spin_loop();
             }
         }
         loop {
@@ -157,6 +157,12 @@ impl<R> Completion<R> {
     pub(crate) fn try_take(&self) -> Option<R> {
         if !self.is_resolved() {
             return None;
+        }
+        // Decided but not yet stored: the completer is between its CAS and
+        // its store, a few instructions away.
+        while self.state.load(Ordering::Acquire) == COMPLETING {
+            core::hint::spin_loop();
+            thread::yield_now();
         }
         let mut g = lock(&self.inner);
         let r = g.result.take();

@@ -51,6 +51,10 @@ impl<T: Send + 'static> TaskFuture<T> {
 
     /// The result if the task has resolved; otherwise the future back.
     pub fn try_get(self) -> Result<Result<T, TaskError>, TaskFuture<T>> {
+        if self.task.is_resolved() {
+            // Decided: the result is being stored right now.
+            return Ok(self.task.completion().wait());
+        }
         match self.task.completion().try_take() {
             Some(r) => Ok(r),
             None => Err(self),

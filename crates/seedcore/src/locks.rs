@@ -38,9 +38,11 @@ impl LockTable {
         }
     }
 
-    /// Checks that `specs` agree with the permit counts in use.
+    /// Checks that `specs` agree with the permit counts in use, and
+    /// registers the names it has not seen, so that the first task to name
+    /// a limit fixes its count from the moment it is accepted.
     pub(crate) fn check(&self, specs: &[LockSpec]) -> Result<(), String> {
-        let map = self.locks.lock();
+        let mut map = self.locks.lock();
         for s in specs {
             if let Some(l) = map.get(&s.name) {
                 if l.permits != s.permits {
@@ -48,7 +50,25 @@ impl LockTable {
                 }
             }
         }
+        for s in specs {
+            map.entry(s.name.clone()).or_insert_with(|| LockState {
+                permits: s.permits,
+                held: 0,
+                waiters: Vec::new(),
+            });
+        }
         Ok(())
+    }
+
+    /// Drops a resolved task from the waiters of its locks.
+    pub(crate) fn forget(&self, job: &dyn Job) {
+        let id = job.header().id;
+        let mut map = self.locks.lock();
+        for s in job.header().opts.locks() {
+            if let Some(l) = map.get_mut(&s.name) {
+                l.waiters.retain(|w| w.header().id != id);
+            }
+        }
     }
 
     /// Takes every lock of `job`, or parks `job` on the first one that is

@@ -303,6 +303,11 @@ pub struct Stats {
     pub threads_alive: usize,
     /// Pool threads running a task.
     pub threads_busy: usize,
+    /// Pool threads still running a task past its deadline (replaced).
+    pub threads_stuck: usize,
+    /// The number of pool threads the pool keeps (see
+    /// [`ConcurrentSystem::resize_threads`](crate::ConcurrentSystem::resize_threads)).
+    pub threads_target: usize,
     /// Time from submission to the start of the first attempt.
     pub queue_wait: Histogram,
     /// Duration of each attempt.

@@ -39,6 +39,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// How long cancelled work gets to notice its token once a shutdown has
+/// used its timeout, and the callback thread to run the last callbacks.
+const STOP_GRACE: Duration = Duration::from_millis(100);
+
 /// A service task and the thread that runs it.
 type Service = (Arc<dyn Job>, JoinHandle<()>);
 
@@ -576,10 +580,21 @@ impl ConcurrentSystem {
         let mut st = s.stats.snapshot();
         st.queue_depth = s.pool.depths();
         st.async_queued = s.async_exec.queued();
-        st.threads_alive = s.pool.alive();
+        let sizes = s.pool.sizes();
+        st.threads_alive = sizes.alive;
+        st.threads_stuck = sizes.stuck;
+        st.threads_target = sizes.target;
         st.process_queued = s.process.queued();
         st.worker_pids = s.process.worker_pids();
         st
+    }
+
+    /// Sets how many pool threads to keep, within `core_threads..=max_threads`
+    /// (clamped), and returns the value set. Threads start at once to reach
+    /// it; idle threads above it exit now. The balancer does this by
+    /// itself under its expand and shrink policies; this is the manual form.
+    pub fn resize_threads(&self, target: usize) -> usize {
+        self.shared.pool.resize(target)
     }
 
     /// Whether the system has stopped accepting tasks.
@@ -602,6 +617,10 @@ impl ConcurrentSystem {
         }
         let start = Instant::now();
         let deadline = start + s.config.shutdown_timeout;
+        let cancelled_before = s.stats.snapshot().cancelled;
+        // Shut down from inside a task: that task is pending, and stays so
+        // until this returns.
+        let own = u64::from(crate::thread_pool::in_pool_thread());
         let services: Vec<Service> = std::mem::take(&mut *s.services.lock());
         for (job, _) in &services {
             job.header().cancel_all_attempts();
@@ -610,7 +629,7 @@ impl ConcurrentSystem {
         if mode == ShutdownMode::Graceful {
             let mut nap = Duration::from_micros(50);
             while s.stats.pending()
-                > services.iter().filter(|(j, _)| !j.is_resolved()).count() as u64
+                > own + services.iter().filter(|(j, _)| !j.is_resolved()).count() as u64
             {
                 if Instant::now() >= deadline {
                     timed_out = true;
@@ -620,27 +639,37 @@ impl ConcurrentSystem {
                 nap = (nap * 2).min(Duration::from_millis(5));
             }
         }
-        let mut cancelled = 0;
+        let mut stop_by = deadline;
         if mode == ShutdownMode::Immediate || timed_out {
+            let cancel_queued = || {
+                let queued = s
+                    .pool
+                    .drain()
+                    .into_iter()
+                    .chain(s.async_exec.drain())
+                    .chain(s.process.drain())
+                    .chain(s.locks.drain_waiters());
+                for job in queued {
+                    job.fail(TaskError::Cancelled);
+                }
+            };
+            // Queued work first, so that no pool thread freed by the
+            // cancellation below picks it up; then the running work and
+            // the retries; then whatever those put back meanwhile.
+            cancel_queued();
             s.cancel_all.store(true, Ordering::SeqCst);
             s.timer.fire_backoffs();
-            let queued = s
-                .pool
-                .drain()
-                .into_iter()
-                .chain(s.async_exec.drain())
-                .chain(s.process.drain())
-                .chain(s.locks.drain_waiters());
-            for job in queued {
-                cancelled += usize::from(job.fail(TaskError::Cancelled));
-            }
+            cancel_queued();
+            // Running tasks get a moment to see their token, even when the
+            // graceful part used the whole timeout.
+            stop_by = deadline.max(Instant::now() + STOP_GRACE);
         }
-        let mut detached = s.pool.stop(deadline);
+        let mut detached = s.pool.stop(stop_by);
         // Tasks that slipped in during the drain, if any.
         for job in s.pool.drain() {
-            cancelled += usize::from(job.fail(TaskError::Cancelled));
+            job.fail(TaskError::Cancelled);
         }
-        s.process.stop(deadline);
+        s.process.stop(stop_by);
         s.async_exec.stop(
             deadline
                 .saturating_duration_since(Instant::now())
@@ -658,7 +687,10 @@ impl ConcurrentSystem {
             }
         }
         s.timer.stop();
-        s.callbacks.stop();
+        if !s.callbacks.stop(stop_by.max(Instant::now() + STOP_GRACE)) {
+            detached += 1;
+        }
+        let cancelled = (s.stats.snapshot().cancelled - cancelled_before) as usize;
         let report = ShutdownReport {
             mode,
             timed_out,

@@ -343,6 +343,11 @@ where
             // A still-running attempt (a timed-out thread, a cancelled
             // task) sees its token set.
             h.cancel_through(u32::MAX);
+            if !h.opts.locks().is_empty()
+                && split(h.phase.load(Ordering::Acquire)).1 == WAITING_LOCK
+            {
+                h.shared.locks.forget(self);
+            }
         }
         h.shared.stats.resolved(kind);
         let won = self.completion.complete(r).won();
@@ -482,6 +487,7 @@ where
             return;
         }
         let waited = h.lock_wait.lock().map(|t| t.elapsed()).unwrap_or_default();
+        h.shared.locks.forget(self);
         self.resolve(Err(TaskError::LockTimeout {
             lock: lock.to_string(),
             waited,
@@ -609,8 +615,6 @@ where
             return false;
         };
         let h = &self.header;
-        let ctx = TaskContext::new(self.clone(), n);
-        let fut = catch_unwind(AssertUnwindSafe(|| (self.body.factory)(ctx)));
         let timeout = h.opts.timeout;
         let mut guard = AttemptGuard {
             cell: self.clone(),
@@ -623,6 +627,11 @@ where
             return true;
         };
         let task = rt.spawn(async move {
+            // The factory runs here, inside the runtime: it may build timers
+            // and I/O, and a slow one stalls no scheduler thread.
+            let cell = guard.cell.clone();
+            let ctx = TaskContext::new(cell.clone(), n);
+            let fut = catch_unwind(AssertUnwindSafe(|| (cell.body.factory)(ctx)));
             let out = match fut {
                 Err(p) => Err(TaskError::Panicked(panic_message(&*p))),
                 Ok(fut) => {

@@ -22,7 +22,7 @@ use crate::idle::Idle;
 use crate::queue::PriorityQueue;
 use crate::task::Job;
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,9 +31,34 @@ use std::time::{Duration, Instant};
 /// gaps in a stream of tasks are shorter than a futex wake-up.
 const SPIN_ROUNDS: u32 = 64;
 
-/// One pool thread, as the timer sees it when the thread's task overruns.
+/// The sizes of the thread pool, for stats and the balancer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PoolSizes {
+    pub(crate) alive: usize,
+    pub(crate) stuck: usize,
+    pub(crate) core: usize,
+    pub(crate) max: usize,
+    pub(crate) target: usize,
+}
+
+/// One pool thread, as the timer sees it when the thread's task overruns
+/// and as the shutdown sees it when the thread does not stop.
 pub(crate) struct WorkerSlot {
     abandoned: AtomicBool,
+    thread: std::thread::ThreadId,
+    /// The task this thread runs now.
+    current: Mutex<Option<Arc<dyn Job>>>,
+}
+
+thread_local! {
+    /// Whether this thread is a pool thread (a shutdown started from a task
+    /// must not wait for that task, nor for its own thread).
+    static IN_POOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is a pool thread running a task.
+pub(crate) fn in_pool_thread() -> bool {
+    IN_POOL.with(|c| c.get())
 }
 
 struct PoolState {
@@ -43,6 +68,8 @@ struct PoolState {
     handles: Vec<JoinHandle<()>>,
     /// Threads that left `work` and only have to be joined.
     exited: Vec<std::thread::ThreadId>,
+    /// The slots of the threads in `work`.
+    slots: Vec<Arc<WorkerSlot>>,
 }
 
 pub(crate) struct ThreadPool {
@@ -53,6 +80,10 @@ pub(crate) struct ThreadPool {
     stopping: AtomicBool,
     core: usize,
     max: usize,
+    /// The capacity the pool keeps, within `core..=max` (see `resize`).
+    target: AtomicUsize,
+    /// Idle threads asked to exit by a shrink and not yet gone.
+    shrink: AtomicUsize,
     keep_alive: Duration,
     name: String,
     stack_size: Option<usize>,
@@ -77,11 +108,14 @@ impl ThreadPool {
                 next_index: 0,
                 handles: Vec::new(),
                 exited: Vec::new(),
+                slots: Vec::new(),
             }),
             exited: Condvar::new(),
             stopping: AtomicBool::new(false),
             core: cfg.core,
             max: cfg.max,
+            target: AtomicUsize::new(cfg.core),
+            shrink: AtomicUsize::new(0),
             keep_alive: cfg.keep_alive,
             name: cfg.name,
             stack_size: cfg.stack_size,
@@ -115,6 +149,13 @@ impl ThreadPool {
         let p = job.header().opts.priority;
         self.queue.push(p, job);
         self.idle.notify_one();
+        // After the SeqCst fence in `notify_one`: either the shutdown's last
+        // drain sees this task, or this sees the shutdown and drains.
+        if self.stopping.load(Ordering::SeqCst) {
+            for job in self.drain() {
+                job.fail(crate::TaskError::SystemShutdown);
+            }
+        }
     }
 
     /// Removes every queued task (shutdown).
@@ -124,10 +165,6 @@ impl ThreadPool {
 
     pub(crate) fn depths(&self) -> [usize; crate::options::LEVELS] {
         self.queue.depths()
-    }
-
-    pub(crate) fn alive(&self) -> usize {
-        self.state.lock().alive
     }
 
     /// `slot`'s thread is stuck in a task past its deadline: count it out
@@ -141,7 +178,7 @@ impl ThreadPool {
             return;
         }
         st.abandoned += 1;
-        if st.alive - st.abandoned < self.core && st.alive < self.max {
+        if st.alive - st.abandoned < self.target() && st.alive < self.max {
             if let Err(e) = self.spawn_locked(&mut st) {
                 log::error!("seedcore: could not start a replacement thread: {e}");
             }
@@ -153,22 +190,89 @@ impl ThreadPool {
         let mut st = self.state.lock();
         slot.abandoned.store(false, Ordering::Release);
         st.abandoned -= 1;
-        st.alive - st.abandoned > self.core
+        st.alive - st.abandoned > self.target()
     }
 
     /// A thread idle for `keep_alive` above core; `true` if it should exit.
     fn may_retire(&self) -> bool {
         let st = self.state.lock();
-        st.alive - st.abandoned > self.core
+        st.alive - st.abandoned > self.target()
+    }
+
+    fn target(&self) -> usize {
+        self.target.load(Ordering::Acquire)
+    }
+
+    /// Sets the capacity to keep (clamped to `core..=max`): threads start
+    /// at once to reach it; idle threads above it exit now rather than
+    /// after `keep_alive`. Returns the new target.
+    pub(crate) fn resize(self: &Arc<Self>, target: usize) -> usize {
+        let target = target.clamp(self.core, self.max);
+        self.target.store(target, Ordering::Release);
+        let mut st = self.state.lock();
+        let capacity = st.alive - st.abandoned;
+        if capacity < target {
+            for _ in capacity..target {
+                if st.alive >= self.max {
+                    break;
+                }
+                if let Err(e) = self.spawn_locked(&mut st) {
+                    log::error!("seedcore: could not start a pool thread: {e}");
+                    break;
+                }
+            }
+        } else if capacity > target {
+            self.shrink.store(capacity - target, Ordering::Release);
+            drop(st);
+            self.idle.notify_all();
+        }
+        target
+    }
+
+    /// The pool's sizes.
+    pub(crate) fn sizes(&self) -> PoolSizes {
+        let st = self.state.lock();
+        PoolSizes {
+            alive: st.alive,
+            stuck: st.abandoned,
+            core: self.core,
+            max: self.max,
+            target: self.target(),
+        }
+    }
+
+    /// Takes one pending shrink request, if this thread may exit for it.
+    fn take_shrink(&self) -> bool {
+        let mut n = self.shrink.load(Ordering::Acquire);
+        while n > 0 {
+            if !self.may_retire() {
+                self.shrink.store(0, Ordering::Release);
+                return false;
+            }
+            match self
+                .shrink
+                .compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+        false
     }
 
     fn work(self: Arc<Self>) {
+        IN_POOL.with(|c| c.set(true));
         let slot = Arc::new(WorkerSlot {
             abandoned: AtomicBool::new(false),
+            thread: std::thread::current().id(),
+            current: Mutex::new(None),
         });
+        self.state.lock().slots.push(slot.clone());
         'outer: loop {
             if let Some(job) = self.queue.pop() {
+                *slot.current.lock() = Some(job.clone());
                 job.run(Some(&slot));
+                slot.current.lock().take();
                 if slot.abandoned.load(Ordering::Acquire) && self.rejoin(&slot) {
                     break;
                 }
@@ -194,12 +298,20 @@ impl ThreadPool {
                 self.idle.cancel();
                 continue;
             }
-            let above_core = {
+            let above_target = {
                 let st = self.state.lock();
-                st.alive - st.abandoned > self.core
+                st.alive - st.abandoned > self.target()
             };
-            let timeout = above_core.then_some(self.keep_alive);
-            if !self.idle.sleep(timeout) && self.may_retire() {
+            let timeout = above_target.then_some(self.keep_alive);
+            let notified = self.idle.sleep(timeout);
+            if !notified && self.may_retire() {
+                break;
+            }
+            if self.take_shrink() {
+                if notified {
+                    // The wake-up may have been meant for work: pass it on.
+                    self.idle.notify_one();
+                }
                 break;
             }
         }
@@ -209,16 +321,19 @@ impl ThreadPool {
             st.abandoned -= 1;
         }
         st.exited.push(std::thread::current().id());
+        st.slots.retain(|s| !Arc::ptr_eq(s, &slot));
         self.exited.notify_all();
     }
 
     /// Steps 2 and 3 of shutdown; returns how many threads were detached
     /// because they were still running at `deadline`.
     pub(crate) fn stop(&self, deadline: Instant) -> usize {
-        self.stopping.store(true, Ordering::Release);
+        self.stopping.store(true, Ordering::SeqCst);
         self.idle.notify_all();
+        // A shutdown started by a task does not wait for its own thread.
+        let own = usize::from(in_pool_thread());
         let mut st = self.state.lock();
-        while st.alive > 0 {
+        while st.alive > own {
             if self.exited.wait_until(&mut st, deadline).timed_out() {
                 break;
             }
@@ -229,8 +344,19 @@ impl ThreadPool {
         let current = std::thread::current().id();
         let handles = std::mem::take(&mut st.handles);
         let exited = std::mem::take(&mut st.exited);
-        let detached = st.alive;
+        let detached = st.alive - own;
+        let stuck: Vec<Arc<dyn Job>> = st
+            .slots
+            .iter()
+            .filter(|s| s.thread != current)
+            .filter_map(|s| s.current.lock().clone())
+            .collect();
         drop(st);
+        // Tasks still running on detached threads resolve now; their
+        // threads finish on their own.
+        for job in stuck {
+            job.fail(crate::TaskError::SystemShutdown);
+        }
         for h in handles {
             let id = h.thread().id();
             if exited.contains(&id) && id != current {

@@ -91,6 +91,12 @@ impl Timer {
     fn push(&self, at: Instant, backoff: bool, action: Action) {
         let mut st = self.inner.state.lock();
         if st.stopped {
+            drop(st);
+            // A retry that raced with the stop still has to resolve: run it
+            // now (the system is closed, so it resolves at once).
+            if backoff {
+                action();
+            }
             return;
         }
         st.seq += 1;
@@ -123,12 +129,19 @@ impl Timer {
         }
     }
 
-    /// Stops the thread; pending actions are dropped.
+    /// Stops the thread: pending back-offs run now (their tasks resolve),
+    /// deadlines are dropped.
     pub(crate) fn stop(&self) {
-        {
+        let backoffs: Vec<Entry> = {
             let mut st = self.inner.state.lock();
             st.stopped = true;
-            st.heap.clear();
+            std::mem::take(&mut st.heap)
+                .into_iter()
+                .filter(|e| e.backoff)
+                .collect()
+        };
+        for e in backoffs {
+            (e.action)();
         }
         self.inner.cv.notify_all();
         if let Some(t) = self.thread.lock().take() {

@@ -306,6 +306,11 @@ impl ProcessPool {
     pub(crate) fn push(&self, job: Arc<dyn ProcessJob>) {
         {
             let mut st = self.state.lock();
+            if self.stopping.load(Ordering::Acquire) {
+                drop(st);
+                job.fail(TaskError::SystemShutdown);
+                return;
+            }
             if let Some(why) = &st.broken {
                 let why = why.clone();
                 drop(st);
@@ -838,8 +843,15 @@ impl ProcessPool {
     /// left at `deadline` is killed. Waits for every reader and reaps every
     /// process.
     pub(crate) fn stop(&self, deadline: Instant) {
-        self.stopping.store(true, Ordering::Release);
-        let workers: Vec<Arc<Worker>> = self.state.lock().workers.clone();
+        let (workers, queued) = {
+            let mut st = self.state.lock();
+            self.stopping.store(true, Ordering::Release);
+            let queued: Vec<Queued> = st.queue.drain().collect();
+            (st.workers.clone(), queued)
+        };
+        for q in queued {
+            q.job.fail(TaskError::SystemShutdown);
+        }
         for w in &workers {
             if w.load.load(Ordering::Acquire) == 0 {
                 self.retire(w);
