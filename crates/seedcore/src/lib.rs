@@ -79,7 +79,10 @@ pub use context::{CancellationToken, TaskContext};
 pub use error::{BoxError, ConfigError, SubmitError, TaskError, TaskErrorKind};
 pub use future::{TaskFuture, TaskHandle};
 pub use options::{Backoff, Priority, RetryOn, RetryPolicy, TaskOptions};
-pub use process::{init, is_worker, ProcessPriority, ProcessTask, TaskEntry, WorkerOutput};
+pub use process::{
+    init, is_worker, BatchItemError, BatchTask, ProcessPriority, ProcessTask, TaskEntry,
+    WorkerOutput,
+};
 pub use shm::SharedBytes;
 pub use stats::{Histogram, Stats};
 pub use system::{ConcurrentSystem, ShutdownReport, SystemBuilder};
@@ -88,7 +91,7 @@ pub use task::{TaskId, TaskStatus};
 /// What the macros expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::process::{run_async, run_sync, PROCESS_TASKS};
+    pub use crate::process::{run_async, run_batch, run_sync, PROCESS_TASKS};
     pub use ctor;
     pub use linkme;
 }

@@ -299,6 +299,13 @@ pub struct Stats {
     pub process_queued: usize,
     /// Pids of the live worker processes.
     pub worker_pids: Vec<u32>,
+    /// Worker processes started and not dead.
+    pub processes_alive: usize,
+    /// Worker processes holding tasks.
+    pub processes_busy: usize,
+    /// Worker processes the pool keeps (see
+    /// [`ConcurrentSystem::resize_processes`](crate::ConcurrentSystem::resize_processes)).
+    pub processes_target: usize,
     /// Pool threads alive (replacements of stuck threads included).
     pub threads_alive: usize,
     /// Pool threads running a task.

@@ -277,6 +277,7 @@ impl SystemBuilder {
         let process = ProcessPool::new(
             ProcessConfig {
                 core: config.core_processes,
+                max: config.max_processes,
                 program: config.worker_program.clone(),
                 args: config.worker_args.clone(),
                 prefetch: config.worker_prefetch,
@@ -586,6 +587,10 @@ impl ConcurrentSystem {
         st.threads_target = sizes.target;
         st.process_queued = s.process.queued();
         st.worker_pids = s.process.worker_pids();
+        let ps = s.process.sizes();
+        st.processes_alive = ps.live;
+        st.processes_busy = ps.busy;
+        st.processes_target = ps.target;
         st
     }
 
@@ -595,6 +600,14 @@ impl ConcurrentSystem {
     /// itself under its expand and shrink policies; this is the manual form.
     pub fn resize_threads(&self, target: usize) -> usize {
         self.shared.pool.resize(target)
+    }
+
+    /// Sets how many worker processes to keep, within
+    /// `core_processes..=max_processes` (clamped), and returns the value
+    /// set; like [`resize_threads`](Self::resize_threads) for the process
+    /// pool. Starts the pool if it has not started yet.
+    pub fn resize_processes(&self, target: usize) -> usize {
+        self.shared.process.resize(target)
     }
 
     /// Whether the system has stopped accepting tasks.

@@ -28,8 +28,8 @@ pub(crate) use pool::{ProcessConfig, ProcessJob, ProcessPool};
 pub use pool::{ProcessPriority, WorkerOutput};
 pub(crate) use registry::find;
 #[doc(hidden)]
-pub use registry::{run_async, run_sync, PROCESS_TASKS};
-pub use registry::{ProcessTask, TaskEntry};
+pub use registry::{run_async, run_batch, run_sync, PROCESS_TASKS};
+pub use registry::{BatchItemError, BatchTask, ProcessTask, TaskEntry};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -91,6 +91,8 @@ macro_rules! enable_test_workers {
 ///   resolves [`TaskError::Failed`](crate::TaskError::Failed) with
 ///   `e.to_string()` (which must therefore exist).
 /// * `async fn` declares an async task; a worker runs several at once.
+/// * A sync task also gets a batch form ([`ProcessTask::batch`]): one call
+///   runs it over a `Vec` of arguments, for chunked parallel maps.
 ///
 /// Arguments and results are serde types; large byte buffers should be
 /// [`SharedBytes`](crate::SharedBytes), which cross through shared memory.
@@ -135,6 +137,12 @@ macro_rules! __process_task_impl {
             ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name)),
             |args, fds| $crate::__private::run_sync(args, fds, __call),
         );
+        #[$crate::__private::linkme::distributed_slice($crate::__private::PROCESS_TASKS)]
+        #[linkme(crate = $crate::__private::linkme)]
+        static __BATCH: $crate::TaskEntry = $crate::TaskEntry::__sync(
+            ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name), "#batch"),
+            |args, fds| $crate::__private::run_batch(args, fds, __call),
+        );
     };
     (@entry async $name:ident ($($arg:ident : $ty:ty),*) -> $ok:ty, $mode:ident $ret:ty, $body:block) => {
         #[allow(unused_parens)]
@@ -155,7 +163,10 @@ macro_rules! __process_task_impl {
         #[allow(non_upper_case_globals)]
         $vis const $name: $crate::ProcessTask<$crate::__process_task_impl!(@args $($arg : $ty),*), $ok> = {
             $crate::__process_task_impl!(@entry $kind $name ($($arg : $ty),*) -> $ok, $mode $ret, $body);
-            $crate::ProcessTask::__new(::std::concat!(::std::module_path!(), "::", ::std::stringify!($name)))
+            $crate::ProcessTask::__new(
+                ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name)),
+                ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name), "#batch"),
+            )
         };
     };
 }

@@ -85,6 +85,7 @@ pub enum WorkerOutput {
 #[derive(Debug, Clone)]
 pub(crate) struct ProcessConfig {
     pub(crate) core: usize,
+    pub(crate) max: usize,
     pub(crate) program: Option<PathBuf>,
     pub(crate) args: Vec<OsString>,
     pub(crate) prefetch: usize,
@@ -236,6 +237,20 @@ pub(crate) struct ProcessPool {
     monitor: Mutex<Option<std::thread::JoinHandle<()>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     next_run: std::sync::atomic::AtomicU64,
+    /// Workers to keep, within `core..=max` (see `resize`).
+    target: AtomicUsize,
+}
+
+/// The sizes of the process pool, for stats and the balancer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ProcSizes {
+    /// Workers started and not dead (starting ones included).
+    pub(crate) live: usize,
+    /// Workers running or holding tasks.
+    pub(crate) busy: usize,
+    pub(crate) core: usize,
+    pub(crate) max: usize,
+    pub(crate) target: usize,
 }
 
 impl ProcessPool {
@@ -259,6 +274,7 @@ impl ProcessPool {
             monitor: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
             next_run: std::sync::atomic::AtomicU64::new(1),
+            target: AtomicUsize::new(0),
         })
     }
 
@@ -287,7 +303,8 @@ impl ProcessPool {
             return;
         }
         st.started = true;
-        for _ in 0..self.cfg.core {
+        self.target.fetch_max(self.cfg.core, Ordering::AcqRel);
+        for _ in 0..self.target.load(Ordering::Acquire) {
             self.spawn_locked(st);
         }
         if self.cfg.max_memory.is_some() || self.cfg.idle_timeout.is_some() {
@@ -728,6 +745,8 @@ impl ProcessPool {
                 .is_some_and(|max| n as u64 >= max)
             {
                 self.retire(w);
+            } else {
+                self.trim();
             }
         }
         self.pump();
@@ -804,17 +823,80 @@ impl ProcessPool {
             .iter()
             .filter(|x| x.state.load(Ordering::Acquire) != DEAD)
             .count();
-        let wanted = if st.queue.is_empty() {
-            self.cfg.core
-        } else {
-            self.cfg.core.max(1)
-        };
+        let wanted = self.target.load(Ordering::Acquire).max(self.cfg.core);
         if live < wanted && st.broken.is_none() && !self.stopping.load(Ordering::Acquire) {
             self.spawn_locked(&mut st);
         }
         drop(st);
         self.changed.notify_all();
         self.pump();
+    }
+
+    /// Sets how many workers to keep (clamped to `core..=max`): workers
+    /// start at once to reach it; idle workers above it exit now, busy ones
+    /// when they become idle. Returns the value set.
+    pub(crate) fn resize(&self, target: usize) -> usize {
+        let target = target.clamp(self.cfg.core, self.cfg.max);
+        self.target.store(target, Ordering::Release);
+        let mut st = self.state.lock();
+        if !st.started {
+            self.ensure_started(&mut st);
+            return target;
+        }
+        let live = st
+            .workers
+            .iter()
+            .filter(|w| matches!(w.state.load(Ordering::Acquire), STARTING | READY))
+            .count();
+        if live < target {
+            for _ in live..target {
+                self.spawn_locked(&mut st);
+            }
+        } else {
+            drop(st);
+            self.trim();
+        }
+        target
+    }
+
+    /// Retires idle workers above the target.
+    fn trim(&self) {
+        let workers: Vec<Arc<Worker>> = self.state.lock().workers.clone();
+        let live = workers
+            .iter()
+            .filter(|w| matches!(w.state.load(Ordering::Acquire), STARTING | READY))
+            .count();
+        let keep = self.target.load(Ordering::Acquire).max(self.cfg.core);
+        let mut extra = live.saturating_sub(keep);
+        for w in &workers {
+            if extra == 0 {
+                break;
+            }
+            if w.load.load(Ordering::Acquire) == 0 && w.state.load(Ordering::Acquire) == READY {
+                self.retire(w);
+                extra -= 1;
+            }
+        }
+    }
+
+    /// The pool's sizes.
+    pub(crate) fn sizes(&self) -> ProcSizes {
+        let st = self.state.lock();
+        let live: Vec<&Arc<Worker>> = st
+            .workers
+            .iter()
+            .filter(|w| w.state.load(Ordering::Acquire) != DEAD)
+            .collect();
+        ProcSizes {
+            live: live.len(),
+            busy: live
+                .iter()
+                .filter(|w| w.load.load(Ordering::Acquire) > 0)
+                .count(),
+            core: self.cfg.core,
+            max: self.cfg.max,
+            target: self.target.load(Ordering::Acquire).max(self.cfg.core),
+        }
     }
 
     /// Pids of the live workers (for stats and tests).

@@ -95,14 +95,39 @@ pub(crate) fn names() -> Vec<(String, bool)> {
 /// the types, its argument and result.
 pub struct ProcessTask<A, R> {
     name: &'static str,
+    batch: Option<&'static str>,
     _types: PhantomData<fn(A) -> R>,
 }
 
+/// The batch form of a [`ProcessTask`]; see [`ProcessTask::batch`].
+pub type BatchTask<A, R> = ProcessTask<Vec<A>, Vec<Result<R, BatchItemError>>>;
+
+/// Why one item of a batch call failed (the others are unaffected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchItemError {
+    /// The item's call panicked, with this message.
+    Panicked(String),
+    /// The item's call returned this error.
+    Failed(String),
+}
+
+impl std::fmt::Display for BatchItemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchItemError::Panicked(m) => write!(f, "panicked: {m}"),
+            BatchItemError::Failed(m) => write!(f, "failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for BatchItemError {}
+
 impl<A, R> ProcessTask<A, R> {
     #[doc(hidden)]
-    pub const fn __new(name: &'static str) -> Self {
+    pub const fn __new(name: &'static str, batch: &'static str) -> Self {
         ProcessTask {
             name,
+            batch: Some(batch),
             _types: PhantomData,
         }
     }
@@ -112,7 +137,25 @@ impl<A, R> ProcessTask<A, R> {
     /// when the pool starts, and a mismatch of types surfaces as a decode
     /// error of the task.
     pub const fn external(name: &'static str) -> Self {
-        Self::__new(name)
+        ProcessTask {
+            name,
+            batch: None,
+            _types: PhantomData,
+        }
+    }
+
+    /// The batch form: one call runs the task over every argument of a
+    /// `Vec`, in the worker, each item's failure kept apart. `None` for
+    /// async and external tasks.
+    pub const fn batch(&self) -> Option<BatchTask<A, R>> {
+        match self.batch {
+            Some(name) => Some(ProcessTask {
+                name,
+                batch: None,
+                _types: PhantomData,
+            }),
+            None => None,
+        }
     }
 
     /// The registered name.
@@ -197,5 +240,32 @@ where
             Err(p) => std::future::ready(finish::<R>(Err(p))).boxed(),
         },
         Err(o) => std::future::ready((o, Vec::new())).boxed(),
+    }
+}
+
+/// Runs a sync task body over a batch of arguments in a worker.
+#[doc(hidden)]
+pub fn run_batch<A, R>(
+    args: &[u8],
+    fds: Vec<OwnedFd>,
+    f: fn(A) -> Result<R, String>,
+) -> (Outcome, Vec<OwnedFd>)
+where
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    match decode::<Vec<A>>(args, fds) {
+        Ok(items) => {
+            let out: Vec<Result<R, BatchItemError>> = items
+                .into_iter()
+                .map(|a| match catch_unwind(AssertUnwindSafe(|| f(a))) {
+                    Ok(Ok(r)) => Ok(r),
+                    Ok(Err(e)) => Err(BatchItemError::Failed(e)),
+                    Err(p) => Err(BatchItemError::Panicked(crate::error::panic_message(&*p))),
+                })
+                .collect();
+            encode(&out)
+        }
+        Err(o) => (o, Vec::new()),
     }
 }
