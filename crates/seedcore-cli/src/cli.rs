@@ -16,7 +16,8 @@ pub(crate) struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run side-by-side benchmarks against peers (rayon, tokio, ...) in one process.
+    /// Run side-by-side benchmarks against peers (rayon, tokio, Python pools, ...)
+    /// in one run.
     Bench(BenchArgs),
     /// Run a mixed workload that shows priorities, timeouts, retries, panics,
     /// locks, callbacks and async tasks, then check every outcome.
@@ -42,7 +43,8 @@ pub(crate) struct BenchArgs {
 pub(crate) enum Suite {
     /// Thread pool: tiny-task throughput and priority latency.
     Threads,
-    /// Process pool (not built yet).
+    /// Process pool: tiny tasks, round trips and a 64 MiB payload, against
+    /// Python's process pools (ProcessPoolExecutor, multiprocessing.Pool, pebble).
     Process,
     /// Data-parallel helpers (not built yet).
     Parallel,

@@ -25,6 +25,12 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // First: in a worker process of a seedcore pool (this executable started
+    // again by the pool) this serves tasks and never returns.
+    seedcore::init();
+    if let Some(code) = bench::helper_child() {
+        return code;
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = cli::Cli::parse();
     match run(cli) {

@@ -120,6 +120,13 @@ impl SharedBytes {
     ///
     /// As for [`new`](SharedBytes::new).
     pub fn from_slice(data: &[u8]) -> io::Result<SharedBytes> {
+        #[cfg(target_os = "linux")]
+        if !data.is_empty() {
+            let mapping = memfd::Mapping::with_data(data)?;
+            return Ok(SharedBytes {
+                repr: Repr::Shared(Arc::new(mapping)),
+            });
+        }
         let mut bytes = SharedBytes::new(data.len())?;
         // A fresh buffer is unique and writable: no copy-on-write here.
         bytes.make_mut().copy_from_slice(data);
@@ -498,6 +505,16 @@ mod memfd {
             let fd = new_memfd()?;
             fs::ftruncate(&fd, len as u64)?;
             Mapping::map(fd, len, true)
+        }
+
+        /// A writable memfd mapping holding a copy of `data` (non-empty).
+        /// The bytes go in with `write`, which fills the page cache
+        /// directly: much cheaper than faulting in a fresh mapping page by
+        /// page and copying into it.
+        pub(super) fn with_data(data: &[u8]) -> io::Result<Mapping> {
+            let mut file = File::from(new_memfd()?);
+            file.write_all(data)?;
+            Mapping::map(OwnedFd::from(file), data.len(), true)
         }
 
         /// Maps a received descriptor after checking that it is a memfd

@@ -1,12 +1,14 @@
 //! `seedcore bench <suite>`: side-by-side benchmarks against peers, both sides of
 //! every ratio measured in the same process run, on the same pool size.
 //!
-//! Each suite returns [`Measurement`]s; [`report`] prints them as a table or, with
-//! `--json`, as one JSON object per line. Progress notes go to stderr so stdout
+//! Each suite returns [`Measurement`]s (and, for peers that could not run,
+//! [`Skipped`] lines); [`report`] prints them as a table or, with `--json`, as
+//! one JSON object per line. Progress notes go to stderr so stdout
 //! holds only the results. Benchmarks are never timed tests: the test suite runs
 //! them with `--quick` and checks only the shape of the output.
 
 mod peers;
+mod process;
 mod report;
 mod threads;
 mod tiny;
@@ -32,6 +34,31 @@ pub(crate) struct Measurement {
     pub(crate) samples: Vec<f64>,
 }
 
+/// A subject that was not measured in this run, and why (a peer that is not
+/// installed, or that failed). Reported as such, never replaced by a figure.
+#[derive(Debug, Clone)]
+pub(crate) struct Skipped {
+    /// The suite that would have measured it.
+    pub(crate) suite: &'static str,
+    /// The metric it would have reported.
+    pub(crate) metric: &'static str,
+    /// The peer's name.
+    pub(crate) subject: &'static str,
+    /// Unit the metric would have had.
+    pub(crate) unit: &'static str,
+    /// Why it was not measured.
+    pub(crate) reason: String,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone)]
+pub(crate) enum Entry {
+    /// A measured figure.
+    Measured(Measurement),
+    /// A subject that was not measured.
+    Skipped(Skipped),
+}
+
 /// How big a run is: the full measurement or a quick smoke run.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Scale {
@@ -54,20 +81,33 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         one => vec![one],
     };
     let mut results = Vec::new();
+    let mut notes = Vec::new();
     for suite in suites {
         match suite {
-            Suite::Threads => results.extend(threads::run(scale)?),
+            Suite::Threads => results.extend(threads::run(scale)?.into_iter().map(Entry::Measured)),
+            Suite::Process => {
+                let (entries, suite_notes) = process::run(scale)?;
+                results.extend(entries);
+                notes.extend(suite_notes);
+            }
             other if args.suite == Suite::All => {
                 eprintln!("suite {}: not built yet", other.name());
             }
             other => bail!(
-                "suite {}: not built yet (built suites: threads, all)",
+                "suite {}: not built yet (built suites: threads, process, all)",
                 other.name()
             ),
         }
     }
-    report::print(&results, args.json)?;
+    report::print(&results, &notes, args.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The entry point of helper processes this binary starts for its benchmarks
+/// (the `process` suite's pipe-echo child): `Some(exit code)` when this process
+/// is one of them and has done its work, `None` otherwise.
+pub(crate) fn helper_child() -> Option<ExitCode> {
+    process::pipe_echo_child()
 }
 
 /// Prints a progress note on stderr (never on stdout, which carries results).

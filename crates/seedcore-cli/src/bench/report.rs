@@ -2,10 +2,15 @@
 //!
 //! JSON: one object per line, exactly
 //! `{"suite": "threads", "metric": "tiny_task_ns", "subject": "seedcore", "value": 412.0, "unit": "ns"}`.
+//! A subject that was not measured gets `"value": null` and a `"skipped"` key
+//! with the reason:
+//! `{"suite": "process", "metric": "tiny_task_ns", "subject": "pebble", "value": null, "unit": "ns", "skipped": "..."}`.
 //! Table: one row per measurement with the ratio of its value to seedcore's value
-//! for the same metric (above 1 means the subject took longer than seedcore).
+//! for the same metric (above 1 means the subject took longer than seedcore, or,
+//! for a rate such as GB/s, moved more), then the skip reasons and the suites'
+//! notes.
 
-use super::Measurement;
+use super::{Entry, Measurement, Skipped};
 use std::io::Write;
 
 /// Median of the samples (mean of the middle two for an even count).
@@ -21,16 +26,21 @@ pub(crate) fn median(samples: &[f64]) -> f64 {
     }
 }
 
-/// Prints every measurement to stdout, as JSON lines or as a table.
-pub(crate) fn print(results: &[Measurement], json: bool) -> anyhow::Result<()> {
+/// Prints every entry to stdout, as JSON lines or as a table followed by
+/// `notes` (the notes are not part of the JSON output).
+pub(crate) fn print(results: &[Entry], notes: &[String], json: bool) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if json {
-        for m in results {
-            writeln!(out, "{}", json_line(m)?)?;
+        for e in results {
+            let line = match e {
+                Entry::Measured(m) => json_line(m)?,
+                Entry::Skipped(s) => skip_line(s)?,
+            };
+            writeln!(out, "{line}")?;
         }
     } else {
-        write!(out, "{}", table(results))?;
+        write!(out, "{}", table(results, notes))?;
     }
     out.flush()?;
     Ok(())
@@ -54,21 +64,36 @@ fn json_line(m: &Measurement) -> anyhow::Result<String> {
     Ok(format!("{{{}}}", body.join(", ")))
 }
 
+/// A skipped subject as a JSON object: the documented keys with a `null`
+/// value, then `"skipped"` with the reason.
+fn skip_line(s: &Skipped) -> anyhow::Result<String> {
+    Ok(format!(
+        "{{\"suite\": {}, \"metric\": {}, \"subject\": {}, \"value\": null, \"unit\": {}, \"skipped\": {}}}",
+        serde_json::to_string(s.suite)?,
+        serde_json::to_string(s.metric)?,
+        serde_json::to_string(s.subject)?,
+        serde_json::to_string(s.unit)?,
+        serde_json::to_string(&s.reason)?,
+    ))
+}
+
 /// Rounds to one decimal place (always printed as a float, e.g. `412.0`).
 fn round(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
 /// The seedcore value of a metric in this run, if it was measured.
-fn seedcore_value(results: &[Measurement], metric: &str) -> Option<f64> {
-    results
-        .iter()
-        .find(|m| m.metric == metric && m.subject == "seedcore")
-        .map(|m| m.value)
+fn seedcore_value(results: &[Entry], suite: &str, metric: &str) -> Option<f64> {
+    results.iter().find_map(|e| match e {
+        Entry::Measured(m) if m.suite == suite && m.metric == metric && m.subject == "seedcore" => {
+            Some(m.value)
+        }
+        _ => None,
+    })
 }
 
-/// Renders the human table.
-fn table(results: &[Measurement]) -> String {
+/// Renders the human table, the skip reasons and `notes`.
+fn table(results: &[Entry], notes: &[String]) -> String {
     let header = [
         "suite",
         "metric",
@@ -80,8 +105,22 @@ fn table(results: &[Measurement]) -> String {
     ];
     let rows: Vec<Vec<String>> = results
         .iter()
-        .map(|m| {
-            let ratio = match seedcore_value(results, m.metric) {
+        .map(|e| {
+            let m = match e {
+                Entry::Measured(m) => m,
+                Entry::Skipped(s) => {
+                    return vec![
+                        s.suite.to_string(),
+                        s.metric.to_string(),
+                        s.subject.to_string(),
+                        "skipped".to_string(),
+                        s.unit.to_string(),
+                        "-".to_string(),
+                        "-".to_string(),
+                    ]
+                }
+            };
+            let ratio = match seedcore_value(results, m.suite, m.metric) {
                 Some(base) if base > 0.0 => format!("{:.2}x", m.value / base),
                 _ => "-".to_string(),
             };
@@ -104,11 +143,31 @@ fn table(results: &[Measurement]) -> String {
         })
         .collect();
     let mut s = crate::table::render(&header, &rows, &[3, 5, 6]);
-    if results.iter().any(|m| m.subject != "seedcore") {
+    if results
+        .iter()
+        .any(|e| matches!(e, Entry::Measured(m) if m.subject != "seedcore"))
+    {
         s.push_str(
             "\nvs seedcore = subject's median / seedcore's median for the same metric \
-             (above 1: slower than seedcore).\n",
+             (above 1: slower than seedcore; for a rate such as GB/s, faster).\n",
         );
+    }
+    let mut reasons: Vec<String> = Vec::new();
+    for e in results {
+        if let Entry::Skipped(k) = e {
+            let line = format!("{}/{} skipped: {}", k.suite, k.subject, k.reason);
+            if !reasons.contains(&line) {
+                reasons.push(line);
+            }
+        }
+    }
+    if !reasons.is_empty() || !notes.is_empty() {
+        s.push('\n');
+    }
+    for line in reasons.iter().chain(notes) {
+        s.push_str("- ");
+        s.push_str(line);
+        s.push('\n');
     }
     s
 }
@@ -128,7 +187,7 @@ fn fmt_value(v: f64) -> String {
 mod tests {
     use super::*;
 
-    fn m(subject: &'static str, value: f64) -> Measurement {
+    fn measurement(subject: &'static str, value: f64) -> Measurement {
         Measurement {
             suite: "threads",
             metric: "tiny_task_ns",
@@ -139,6 +198,20 @@ mod tests {
         }
     }
 
+    fn m(subject: &'static str, value: f64) -> Entry {
+        Entry::Measured(measurement(subject, value))
+    }
+
+    fn skipped(subject: &'static str, reason: &str) -> Entry {
+        Entry::Skipped(Skipped {
+            suite: "process",
+            metric: "tiny_task_ns",
+            subject,
+            unit: "ns",
+            reason: reason.to_string(),
+        })
+    }
+
     #[test]
     fn median_odd_and_even() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
@@ -147,7 +220,7 @@ mod tests {
 
     #[test]
     fn json_line_has_documented_shape() {
-        let line = json_line(&m("seedcore", 412.04)).unwrap();
+        let line = json_line(&measurement("seedcore", 412.04)).unwrap();
         assert_eq!(
             line,
             r#"{"suite": "threads", "metric": "tiny_task_ns", "subject": "seedcore", "value": 412.0, "unit": "ns"}"#
@@ -158,8 +231,40 @@ mod tests {
 
     #[test]
     fn table_shows_ratio_against_seedcore() {
-        let t = table(&[m("seedcore", 100.0), m("rayon_spawn", 250.0)]);
+        let t = table(&[m("seedcore", 100.0), m("rayon_spawn", 250.0)], &[]);
         assert!(t.contains("2.50x"), "{t}");
         assert!(t.contains("1.00x"), "{t}");
+    }
+
+    #[test]
+    fn skip_line_has_reason_and_null_value() {
+        let Entry::Skipped(s) = skipped("pebble", "not \"installed\"") else {
+            unreachable!()
+        };
+        let line = skip_line(&s).unwrap();
+        assert_eq!(
+            line,
+            r#"{"suite": "process", "metric": "tiny_task_ns", "subject": "pebble", "value": null, "unit": "ns", "skipped": "not \"installed\""}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(v["value"].is_null());
+    }
+
+    #[test]
+    fn table_lists_skips_once_and_notes() {
+        let t = table(
+            &[
+                skipped("pebble", "not installed"),
+                skipped("pebble", "not installed"),
+            ],
+            &["a note".to_string()],
+        );
+        assert_eq!(
+            t.matches("process/pebble skipped: not installed").count(),
+            1,
+            "{t}"
+        );
+        assert!(t.contains("- a note"), "{t}");
+        assert!(t.contains("skipped"), "{t}");
     }
 }

@@ -1,0 +1,137 @@
+//! Runs `seedcore bench process --quick --json` and checks the shape of its
+//! output: every required (metric, subject) pair is there, with a positive
+//! value, or (for a Python peer) as a skip line with a reason. Timings are
+//! never compared.
+
+use std::process::Command;
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_seedcore");
+
+/// Subjects that are part of this binary and must always be measured.
+const OWN: [(&str, &[&str]); 3] = [
+    (
+        "seedcore",
+        &[
+            "tiny_task_ns",
+            "round_trip_p50_us",
+            "round_trip_p99_us",
+            "payload_64mib_gbps",
+        ],
+    ),
+    ("pipe_floor", &["round_trip_p50_us"]),
+    ("memcpy", &["payload_64mib_gbps"]),
+];
+
+/// Python peers: measured, or skipped with a reason (Python or pebble missing).
+const PEERS: [&str; 4] = [
+    "python_ppe",
+    "mp_pool_apply_async",
+    "mp_pool_map_chunk1",
+    "pebble",
+];
+
+/// The metrics every Python peer reports.
+const PEER_METRICS: [&str; 4] = [
+    "tiny_task_ns",
+    "round_trip_p50_us",
+    "round_trip_p99_us",
+    "payload_64mib_gbps",
+];
+
+fn unit(metric: &str) -> &'static str {
+    match metric {
+        "tiny_task_ns" => "ns",
+        "payload_64mib_gbps" => "GB/s",
+        _ => "us",
+    }
+}
+
+#[test]
+fn bench_process_quick_json_has_every_subject() {
+    let out = Command::new(BIN)
+        .args(["bench", "process", "--quick", "--json"])
+        .env_remove("RUST_LOG")
+        // No network from a test: pebble is used if already there, else skipped.
+        .env("SEEDCORE_BENCH_NO_PIP", "1")
+        .output()
+        .expect("the seedcore binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        !stderr.contains("panicked at"),
+        "a panic leaked to stderr:\n{stderr}"
+    );
+
+    // (metric, subject) -> Some(value) or None (skipped).
+    let mut seen: Vec<(String, String, Option<f64>)> = Vec::new();
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+        let obj = v.as_object().expect("each line is a JSON object");
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(v["suite"], "process", "{line}");
+        let metric = v["metric"].as_str().expect("metric is a string");
+        assert_eq!(v["unit"], unit(metric), "{line}");
+        let value = if obj.contains_key("skipped") {
+            assert_eq!(
+                keys,
+                ["metric", "skipped", "subject", "suite", "unit", "value"],
+                "{line}"
+            );
+            assert!(v["value"].is_null(), "{line}");
+            let reason = v["skipped"].as_str().expect("the reason is a string");
+            assert!(
+                !reason.trim().is_empty(),
+                "skipped without a reason: {line}"
+            );
+            None
+        } else {
+            assert_eq!(
+                keys,
+                ["metric", "subject", "suite", "unit", "value"],
+                "{line}"
+            );
+            let value = v["value"].as_f64().expect("value is a number");
+            assert!(
+                value > 0.0 && value.is_finite(),
+                "non-positive value: {line}"
+            );
+            Some(value)
+        };
+        let subject = v["subject"].as_str().expect("subject is a string");
+        assert!(
+            !seen.iter().any(|(m, s, _)| m == metric && s == subject),
+            "{metric}/{subject} reported twice:\n{stdout}"
+        );
+        seen.push((metric.to_string(), subject.to_string(), value));
+    }
+    let find = |metric: &str, subject: &str| {
+        seen.iter()
+            .find(|(m, s, _)| m == metric && s == subject)
+            .map(|(_, _, v)| *v)
+    };
+    for (subject, metrics) in OWN {
+        for metric in metrics {
+            match find(metric, subject) {
+                Some(Some(_)) => {}
+                Some(None) => panic!("{metric}/{subject} was skipped:\n{stdout}"),
+                None => panic!("missing {metric}/{subject} in:\n{stdout}"),
+            }
+        }
+    }
+    for subject in PEERS {
+        for metric in PEER_METRICS {
+            assert!(
+                find(metric, subject).is_some(),
+                "missing {metric}/{subject} (neither measured nor skipped) in:\n{stdout}"
+            );
+        }
+    }
+}
