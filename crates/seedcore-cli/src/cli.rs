@@ -22,6 +22,9 @@ pub(crate) enum Command {
     /// Run a mixed workload that shows priorities, timeouts, retries, panics,
     /// locks, callbacks and async tasks, then check every outcome.
     Demo(DemoArgs),
+    /// Live dashboard of a running system, read from its metrics endpoint
+    /// (`seedcore demo --serve ADDR`, or `ConcurrentSystem::serve_metrics`).
+    Top(TopArgs),
 }
 
 /// Flags of `seedcore bench`.
@@ -48,7 +51,8 @@ pub(crate) enum Suite {
     Process,
     /// Data-parallel helpers (not built yet).
     Parallel,
-    /// Load balancer (not built yet).
+    /// Load balancer: AutoExpand/AutoShrink against fixed pools of core and
+    /// max size on a bursty workload, threads and processes.
     Balance,
     /// `seedcore exec` against GNU parallel (not built yet).
     Exec,
@@ -96,4 +100,29 @@ pub(crate) struct DemoArgs {
     /// A smaller, faster run (used by the tests).
     #[arg(long)]
     pub(crate) quick: bool,
+    /// Serve the demo system's metrics on ADDR (e.g. 127.0.0.1:9400) and,
+    /// after the scenarios, keep a bursty load running until Ctrl-C, so that
+    /// `seedcore top --url http://ADDR` has something to show.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) serve: Option<String>,
+}
+
+/// Flags of `seedcore top`.
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    /// The metrics endpoint: http://HOST:PORT (reads /stats.json there).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9400")]
+    pub(crate) url: String,
+    /// How often to poll, like 500ms or 2s.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub(crate) interval: String,
+    /// Print one frame as text (after two polls) and exit.
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// Width of the `--once` frame.
+    #[arg(long, default_value_t = 120, requires = "once")]
+    pub(crate) width: u16,
+    /// Height of the `--once` frame.
+    #[arg(long, default_value_t = 40, requires = "once")]
+    pub(crate) height: u16,
 }

@@ -13,6 +13,7 @@ mod bench;
 mod cli;
 mod demo;
 mod table;
+mod top;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -47,5 +48,6 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         cli::Command::Bench(args) => bench::run(&args),
         cli::Command::Demo(args) => demo::run(&args),
+        cli::Command::Top(args) => top::run(&args),
     }
 }

@@ -2,6 +2,7 @@
 //! `SEEDCORE_*` environment variables, or the builder. Every invalid value
 //! is an error naming its field; nothing falls back to a default silently.
 
+use crate::balance::{ExpandPolicy, QueueFull, ShrinkPolicy};
 use crate::callback::{CallbackExecutor, CallbackQueue};
 use crate::error::ConfigError;
 use crate::process::{ProcessPriority, WorkerOutput};
@@ -100,6 +101,35 @@ pub struct Config {
     pub worker_output: WorkerOutput,
     /// How long a new worker may take to say hello.
     pub worker_start_timeout: Duration,
+
+    // The balancer (balance.rs): keys `expand_policy`, `shrink_policy`,
+    // `shrink_timeout`, `balance_interval`, `max_pending_tasks`,
+    // `on_queue_full`, `queue_full_timeout`, `expand_threshold`,
+    // `min_free_memory`, `max_cpu_load`.
+    /// When the pools grow (`"none"`, `"auto"`, `"beforehand"`).
+    pub expand_policy: ExpandPolicy,
+    /// When the pools shrink (`"none"`, `"auto"`, `"timeout"`).
+    pub shrink_policy: ShrinkPolicy,
+    /// Idle time after which `"timeout"` shrinking retires a worker.
+    pub shrink_timeout: Duration,
+    /// How often the balancer samples the pools.
+    pub balance_interval: Duration,
+    /// The global task limit: tasks accepted and not yet resolved (default:
+    /// none).
+    pub max_pending_tasks: Option<u64>,
+    /// What a submission does at the limit (`"fail"` or `"wait"`).
+    pub on_queue_full: QueueFull,
+    /// How long a `"wait"` submission waits for room before it fails.
+    pub queue_full_timeout: Duration,
+    /// Fraction of `max_pending_tasks` (0 to 1) at which `"beforehand"`
+    /// expansion grows the pools ahead of the backlog.
+    pub expand_threshold: f64,
+    /// No pool grows while the machine's available memory is below this
+    /// many bytes (like GNU parallel's `--memfree`; default: no floor).
+    pub min_free_memory: Option<u64>,
+    /// No pool grows while the machine's CPU load is above this fraction
+    /// (0 to 1; like GNU parallel's `--load`; default: no ceiling).
+    pub max_cpu_load: Option<f64>,
 }
 
 impl Default for Config {
@@ -131,6 +161,16 @@ impl Default for Config {
             max_frame_bytes: 64 << 20,
             worker_output: WorkerOutput::Forward,
             worker_start_timeout: Duration::from_secs(10),
+            expand_policy: ExpandPolicy::AutoExpand,
+            shrink_policy: ShrinkPolicy::AutoShrink,
+            shrink_timeout: Duration::from_secs(30),
+            balance_interval: Duration::from_millis(20),
+            max_pending_tasks: None,
+            on_queue_full: QueueFull::Fail,
+            queue_full_timeout: Duration::from_secs(30),
+            expand_threshold: 0.5,
+            min_free_memory: None,
+            max_cpu_load: None,
         }
     }
 }
@@ -160,6 +200,16 @@ const KEYS: &[&str] = &[
     "max_frame_bytes",
     "worker_output",
     "worker_start_timeout",
+    "expand_policy",
+    "shrink_policy",
+    "shrink_timeout",
+    "balance_interval",
+    "max_pending_tasks",
+    "on_queue_full",
+    "queue_full_timeout",
+    "expand_threshold",
+    "min_free_memory",
+    "max_cpu_load",
 ];
 
 /// One raw value, from TOML or from the environment.
@@ -221,6 +271,28 @@ impl Raw<'_> {
         };
         n.checked_mul(mult)
             .ok_or_else(|| ConfigError::new(key, format!("`{s}` is too large")))
+    }
+
+    /// A fraction: a number like 0.8, or a string like "0.8" or "80%".
+    fn fraction(&self, key: &str) -> Result<f64, ConfigError> {
+        match self {
+            Raw::Toml(toml::Value::Float(f)) => Ok(*f),
+            Raw::Toml(toml::Value::Integer(i)) => Ok(*i as f64),
+            _ => {
+                let s = self.text(key)?;
+                let t = s.trim();
+                match t.strip_suffix('%') {
+                    Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+                    None => t.parse::<f64>(),
+                }
+                .map_err(|_| {
+                    ConfigError::new(
+                        key,
+                        format!("expected a fraction like 0.8 or \"80%\", got `{s}`"),
+                    )
+                })
+            }
+        }
     }
 
     fn duration(&self, key: &str) -> Result<Duration, ConfigError> {
@@ -374,6 +446,25 @@ impl Config {
                 }
             }
             "worker_start_timeout" => self.worker_start_timeout = v.duration(key)?,
+            "expand_policy" => {
+                self.expand_policy =
+                    ExpandPolicy::parse(&v.text(key)?).map_err(|e| ConfigError::new(key, e))?
+            }
+            "shrink_policy" => {
+                self.shrink_policy =
+                    ShrinkPolicy::parse(&v.text(key)?).map_err(|e| ConfigError::new(key, e))?
+            }
+            "shrink_timeout" => self.shrink_timeout = v.duration(key)?,
+            "balance_interval" => self.balance_interval = v.duration(key)?,
+            "max_pending_tasks" => self.max_pending_tasks = Some(v.count(key)? as u64),
+            "on_queue_full" => {
+                self.on_queue_full =
+                    QueueFull::parse(&v.text(key)?).map_err(|e| ConfigError::new(key, e))?
+            }
+            "queue_full_timeout" => self.queue_full_timeout = v.duration(key)?,
+            "expand_threshold" => self.expand_threshold = v.fraction(key)?,
+            "min_free_memory" => self.min_free_memory = Some(v.bytes(key)?),
+            "max_cpu_load" => self.max_cpu_load = Some(v.fraction(key)?),
             other => {
                 return Err(ConfigError::new(
                     other,
@@ -479,6 +570,37 @@ impl Config {
                 "worker_start_timeout",
                 "must be greater than zero",
             ));
+        }
+        for (field, d) in [
+            ("shrink_timeout", self.shrink_timeout),
+            ("queue_full_timeout", self.queue_full_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(field, "must be greater than zero"));
+            }
+        }
+        if self.balance_interval < Duration::from_millis(1) {
+            return Err(ConfigError::new(
+                "balance_interval",
+                format!("must be at least 1ms, got {:?}", self.balance_interval),
+            ));
+        }
+        if self.max_pending_tasks == Some(0) {
+            return Err(ConfigError::new("max_pending_tasks", "must be at least 1"));
+        }
+        if !(self.expand_threshold > 0.0 && self.expand_threshold <= 1.0) {
+            return Err(ConfigError::new(
+                "expand_threshold",
+                format!("must be within (0, 1], got {}", self.expand_threshold),
+            ));
+        }
+        if let Some(l) = self.max_cpu_load {
+            if !(l > 0.0 && l <= 1.0) {
+                return Err(ConfigError::new(
+                    "max_cpu_load",
+                    format!("must be within (0, 1] (a fraction of all cores), got {l}"),
+                ));
+            }
         }
         if self.worker_program.is_none() {
             for (field, hook) in [

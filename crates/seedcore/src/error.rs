@@ -207,6 +207,14 @@ pub enum SubmitError {
     /// Process tasks cannot be submitted from inside a worker process.
     #[error("process tasks cannot be submitted from a worker process")]
     InsideWorker,
+    /// The global task limit was reached: `limit` tasks are accepted and
+    /// not yet resolved (and, with `on_queue_full = "wait"`, none resolved
+    /// within `queue_full_timeout`).
+    #[error("the queue is full: {limit} tasks are pending, the limit set by max_pending_tasks; submit again once some finish, or raise the limit")]
+    QueueFull {
+        /// The limit (`max_pending_tasks`).
+        limit: u64,
+    },
 }
 
 /// An invalid configuration value; names the field.

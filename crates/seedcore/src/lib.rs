@@ -54,6 +54,7 @@
 //! * Callbacks run on the [`CallbackExecutor`] chosen at build time.
 
 mod async_exec;
+mod balance;
 mod callback;
 mod completion;
 mod config;
@@ -62,7 +63,10 @@ mod error;
 mod future;
 mod idle;
 mod locks;
+mod metrics;
+mod monitor;
 mod options;
+mod parallel;
 mod process;
 mod queue;
 mod shm;
@@ -73,12 +77,24 @@ mod task;
 mod thread_pool;
 mod timer;
 
+pub use balance::{
+    BalanceEvent, BalanceSettings, Balancer, Decision, EventKind, ExpandPolicy, LoadReading,
+    PoolKind, PoolReading, QueueFull, Readings, ShrinkPolicy,
+};
 pub use callback::{CallbackExecutor, CallbackQueue};
 pub use config::{Config, ShutdownMode};
 pub use context::{CancellationToken, TaskContext};
 pub use error::{BoxError, ConfigError, SubmitError, TaskError, TaskErrorKind};
 pub use future::{TaskFuture, TaskHandle};
+#[cfg(feature = "http")]
+pub use metrics::MetricsServer;
+pub use monitor::{MonitorSnapshot, WorkerReading};
 pub use options::{Backoff, Priority, RetryOn, RetryPolicy, TaskOptions};
+pub use parallel::{
+    bounded, ChunkSize, Folded, MapBuilder, MapIter, MapStream, Pipeline, PipelineError,
+    PipelineIter, PipelineStream, Receiver, RecvError, RecvTimeoutError, SendError,
+    SendTimeoutError, Sender, Stage, StarFn, TryRecvError, TrySendError,
+};
 pub use process::{
     init, is_worker, BatchItemError, BatchTask, ProcessPriority, ProcessTask, TaskEntry,
     WorkerOutput,

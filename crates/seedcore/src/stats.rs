@@ -1,8 +1,9 @@
 //! Counters and histograms of the scheduler, sharded so that the hot path
 //! never bounces one cache line between the submitter and the workers.
 
+use crate::balance::BalanceEvent;
 use crate::error::TaskErrorKind;
-use crate::options::LEVELS;
+use crate::options::{Priority, LEVELS};
 use crossbeam_utils::CachePadded;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,6 +13,9 @@ const SHARDS: usize = 16;
 /// Histogram buckets: bucket `i` counts durations in `[2^(i-1), 2^i)` µs
 /// (bucket 0: under 1 µs); the last one is open-ended.
 const BUCKETS: usize = 32;
+/// Histogram rows: one per priority level, and a last one for attempts
+/// recorded without their priority.
+const ROWS: usize = LEVELS + 1;
 
 #[derive(Default)]
 struct Shard {
@@ -32,8 +36,8 @@ struct Shard {
     thread_attempts_started: AtomicU64,
     thread_attempts_ended: AtomicU64,
     callback_panics: AtomicU64,
-    queue_wait: [AtomicU64; BUCKETS],
-    run_time: [AtomicU64; BUCKETS],
+    queue_wait: [[AtomicU64; BUCKETS]; ROWS],
+    run_time: [[AtomicU64; BUCKETS]; ROWS],
 }
 
 /// The live counters of one system.
@@ -106,24 +110,45 @@ impl Counters {
         bump(&self.local().callback_panics);
     }
 
-    pub(crate) fn attempt_started(&self, lane: Lane, queue_wait: Option<Duration>) {
+    /// An attempt started; `p` picks the per-priority histogram row.
+    pub(crate) fn attempt_started(&self, lane: Lane, p: Priority, queue_wait: Option<Duration>) {
+        self.start_row(lane, p.level() as usize, queue_wait);
+    }
+
+    fn start_row(&self, lane: Lane, row: usize, queue_wait: Option<Duration>) {
         let s = self.local();
         bump(&s.attempts_started);
         if lane == Lane::Thread {
             bump(&s.thread_attempts_started);
         }
         if let Some(w) = queue_wait {
-            bump(&s.queue_wait[bucket(w)]);
+            bump(&s.queue_wait[row][bucket(w)]);
         }
     }
 
-    pub(crate) fn attempt_ended(&self, lane: Lane, ran: Duration) {
+    /// An attempt ended after running `ran`.
+    pub(crate) fn attempt_ended(&self, lane: Lane, p: Priority, ran: Duration) {
+        self.end_row(lane, p.level() as usize, ran);
+    }
+
+    fn end_row(&self, lane: Lane, row: usize, ran: Duration) {
         let s = self.local();
         bump(&s.attempts_ended);
         if lane == Lane::Thread {
             bump(&s.thread_attempts_ended);
         }
-        bump(&s.run_time[bucket(ran)]);
+        bump(&s.run_time[row][bucket(ran)]);
+    }
+
+    /// Pool threads running an attempt (the balancer reads it every sample;
+    /// cheaper than a snapshot).
+    pub(crate) fn threads_busy(&self) -> usize {
+        let (mut started, mut ended) = (0u64, 0u64);
+        for s in self.shards.iter() {
+            started += s.thread_attempts_started.load(Ordering::Relaxed);
+            ended += s.thread_attempts_ended.load(Ordering::Relaxed);
+        }
+        started.saturating_sub(ended) as usize
     }
 
     /// Counts a task's final outcome (called once per task, by the winner
@@ -169,8 +194,8 @@ impl Counters {
 
     pub(crate) fn snapshot(&self) -> Stats {
         let mut st = Stats::default();
-        let mut qw = [0u64; BUCKETS];
-        let mut rt = [0u64; BUCKETS];
+        let mut qw = [[0u64; BUCKETS]; ROWS];
+        let mut rt = [[0u64; BUCKETS]; ROWS];
         let (mut a_start, mut a_end, mut t_start, mut t_end, mut undone) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -192,16 +217,29 @@ impl Counters {
             a_end += ld(&s.attempts_ended);
             t_start += ld(&s.thread_attempts_started);
             t_end += ld(&s.thread_attempts_ended);
-            for i in 0..BUCKETS {
-                qw[i] += ld(&s.queue_wait[i]);
-                rt[i] += ld(&s.run_time[i]);
+            for r in 0..ROWS {
+                for i in 0..BUCKETS {
+                    qw[r][i] += ld(&s.queue_wait[r][i]);
+                    rt[r][i] += ld(&s.run_time[r][i]);
+                }
             }
         }
         st.attempts = a_start - undone;
         st.running = a_start.saturating_sub(a_end);
         st.threads_busy = t_start.saturating_sub(t_end) as usize;
-        st.queue_wait = Histogram { buckets: qw };
-        st.run_time = Histogram { buckets: rt };
+        let total = |rows: &[[u64; BUCKETS]; ROWS]| Histogram {
+            buckets: std::array::from_fn(|i| rows.iter().map(|r| r[i]).sum()),
+        };
+        st.queue_wait = total(&qw);
+        st.run_time = total(&rt);
+        st.queue_wait_by_priority = qw[..LEVELS]
+            .iter()
+            .map(|&buckets| Histogram { buckets })
+            .collect();
+        st.run_time_by_priority = rt[..LEVELS]
+            .iter()
+            .map(|&buckets| Histogram { buckets })
+            .collect();
         st
     }
 }
@@ -319,6 +357,19 @@ pub struct Stats {
     pub queue_wait: Histogram,
     /// Duration of each attempt.
     pub run_time: Histogram,
+    /// [`queue_wait`](Self::queue_wait) per priority level (index = level).
+    pub queue_wait_by_priority: Vec<Histogram>,
+    /// [`run_time`](Self::run_time) per priority level (index = level).
+    pub run_time_by_priority: Vec<Histogram>,
+    /// Times the balancer grew a pool.
+    pub expansions: u64,
+    /// Times the balancer shrank a pool.
+    pub shrinks: u64,
+    /// The balancer's last events (expansions, shrinks, holds), oldest
+    /// first; at most 64.
+    pub balance_events: Vec<BalanceEvent>,
+    /// Submissions refused because the global task limit was reached.
+    pub queue_full_rejections: u64,
 }
 
 impl Stats {

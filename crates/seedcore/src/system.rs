@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     next_id: CachePadded<AtomicU64>,
     services: Mutex<Vec<Service>>,
     shutdown_done: Mutex<Option<ShutdownReport>>,
+    /// The balancer thread, its events, and the monitor (balance.rs).
+    pub(crate) balance: crate::balance::BalanceState,
 }
 
 impl Shared {
@@ -102,6 +104,12 @@ pub struct SystemBuilder {
 }
 
 impl SystemBuilder {
+    /// The settings, for builder methods defined next to their feature
+    /// (the balancer's are in balance.rs).
+    pub(crate) fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
     /// Replaces every setting with `config`.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -320,7 +328,9 @@ impl SystemBuilder {
             next_id: CachePadded::new(AtomicU64::new(1)),
             services: Mutex::new(Vec::new()),
             shutdown_done: Mutex::new(None),
+            balance: crate::balance::BalanceState::new(),
         });
+        crate::balance::BalanceState::start(&shared).map_err(|e| os("balance_interval", e))?;
         Ok(ConcurrentSystem { shared })
     }
 }
@@ -360,6 +370,12 @@ impl ConcurrentSystem {
         &self.shared.config
     }
 
+    /// The shared state, for methods defined next to their feature
+    /// (monitor.rs, metrics.rs).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The callback queue, when the callback executor is
     /// [`CallbackExecutor::Queue`].
     pub fn callback_queue(&self) -> Option<CallbackQueue> {
@@ -385,6 +401,9 @@ impl ConcurrentSystem {
             return Err(SubmitError::SystemClosed);
         }
         opts.validate()?;
+        if let Some(limit) = shared.config.max_pending_tasks {
+            crate::balance::admit(shared, limit)?;
+        }
         if !opts.locks().is_empty() {
             shared
                 .locks
@@ -577,21 +596,7 @@ impl ConcurrentSystem {
 
     /// A snapshot of the counters, queue depths and histograms.
     pub fn stats(&self) -> Stats {
-        let s = &self.shared;
-        let mut st = s.stats.snapshot();
-        st.queue_depth = s.pool.depths();
-        st.async_queued = s.async_exec.queued();
-        let sizes = s.pool.sizes();
-        st.threads_alive = sizes.alive;
-        st.threads_stuck = sizes.stuck;
-        st.threads_target = sizes.target;
-        st.process_queued = s.process.queued();
-        st.worker_pids = s.process.worker_pids();
-        let ps = s.process.sizes();
-        st.processes_alive = ps.live;
-        st.processes_busy = ps.busy;
-        st.processes_target = ps.target;
-        st
+        stats_of(&self.shared)
     }
 
     /// Sets how many pool threads to keep, within `core_threads..=max_threads`
@@ -599,7 +604,10 @@ impl ConcurrentSystem {
     /// it; idle threads above it exit now. The balancer does this by
     /// itself under its expand and shrink policies; this is the manual form.
     pub fn resize_threads(&self, target: usize) -> usize {
-        self.shared.pool.resize(target)
+        let set = self.shared.pool.resize(target);
+        let threads = crate::balance::PoolKind::Threads;
+        self.shared.balance.set_floor(threads, set);
+        set
     }
 
     /// Sets how many worker processes to keep, within
@@ -607,7 +615,10 @@ impl ConcurrentSystem {
     /// set; like [`resize_threads`](Self::resize_threads) for the process
     /// pool. Starts the pool if it has not started yet.
     pub fn resize_processes(&self, target: usize) -> usize {
-        self.shared.process.resize(target)
+        let set = self.shared.process.resize(target);
+        let processes = crate::balance::PoolKind::Processes;
+        self.shared.balance.set_floor(processes, set);
+        set
     }
 
     /// Whether the system has stopped accepting tasks.
@@ -628,6 +639,8 @@ impl ConcurrentSystem {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+        // Step 0: the balancer stops resizing the pools.
+        s.balance.stop();
         let start = Instant::now();
         let deadline = start + s.config.shutdown_timeout;
         let cancelled_before = s.stats.snapshot().cancelled;
@@ -682,7 +695,8 @@ impl ConcurrentSystem {
         for job in s.pool.drain() {
             job.fail(TaskError::Cancelled);
         }
-        s.process.stop(stop_by);
+        s.process
+            .stop(stop_by, mode == ShutdownMode::Immediate || timed_out);
         s.async_exec.stop(
             deadline
                 .saturating_duration_since(Instant::now())
@@ -730,6 +744,26 @@ impl fmt::Debug for ConcurrentSystem {
             .field("closed", &self.is_closed())
             .finish()
     }
+}
+
+/// A snapshot of the counters, queue depths, pool sizes and balancer
+/// events of `s` (for [`ConcurrentSystem::stats`] and the metrics server).
+pub(crate) fn stats_of(s: &Shared) -> Stats {
+    let mut st = s.stats.snapshot();
+    st.queue_depth = s.pool.depths();
+    st.async_queued = s.async_exec.queued();
+    let sizes = s.pool.sizes();
+    st.threads_alive = sizes.alive;
+    st.threads_stuck = sizes.stuck;
+    st.threads_target = sizes.target;
+    st.process_queued = s.process.queued();
+    st.worker_pids = s.process.worker_pids();
+    let ps = s.process.sizes();
+    st.processes_alive = ps.live;
+    st.processes_busy = ps.busy;
+    st.processes_target = ps.target;
+    s.balance.fill_stats(&mut st);
+    st
 }
 
 /// Decodes a process task's result in the parent.

@@ -394,7 +394,9 @@ where
         };
         let started = Instant::now();
         let waited = (n == 1).then(|| started.saturating_duration_since(h.submitted_at));
-        h.shared.stats.attempt_started(h.lane, waited);
+        h.shared
+            .stats
+            .attempt_started(h.lane, h.opts.priority, waited);
         Some((n, started))
     }
 
@@ -409,7 +411,9 @@ where
     /// attempt still owns its outcome.
     fn end_attempt(self: &Arc<Self>, n: u32, started: Instant, out: Result<T, TaskError>) {
         let h = &self.header;
-        h.shared.stats.attempt_ended(h.lane, started.elapsed());
+        h.shared
+            .stats
+            .attempt_ended(h.lane, h.opts.priority, started.elapsed());
         self.release_locks();
         if h.try_end_attempt(n) {
             self.settle(n, out);
@@ -717,7 +721,9 @@ where
         if !h.try_end_attempt(n) {
             return false;
         }
-        h.shared.stats.attempt_ended(h.lane, started.elapsed());
+        h.shared
+            .stats
+            .attempt_ended(h.lane, h.opts.priority, started.elapsed());
         self.release_locks();
         self.settle(n, out);
         true

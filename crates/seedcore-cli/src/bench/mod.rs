@@ -7,6 +7,7 @@
 //! holds only the results. Benchmarks are never timed tests: the test suite runs
 //! them with `--quick` and checks only the shape of the output.
 
+mod balance;
 mod peers;
 mod process;
 mod report;
@@ -90,11 +91,16 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 results.extend(entries);
                 notes.extend(suite_notes);
             }
+            Suite::Balance => {
+                let (entries, suite_notes) = balance::run(scale)?;
+                results.extend(entries);
+                notes.extend(suite_notes);
+            }
             other if args.suite == Suite::All => {
                 eprintln!("suite {}: not built yet", other.name());
             }
             other => bail!(
-                "suite {}: not built yet (built suites: threads, process, all)",
+                "suite {}: not built yet (built suites: threads, process, balance, all)",
                 other.name()
             ),
         }

@@ -11,6 +11,7 @@
 //! a loaded machine; times are shown for information only.
 
 mod scenarios;
+mod serve;
 
 use crate::cli::DemoArgs;
 use anyhow::Context;
@@ -64,6 +65,20 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .max_threads(MAX_THREADS)
         .build()
         .context("building the demo system")?;
+    // `--serve`: the metrics endpoint, and a bursty load after the scenarios.
+    let server = match &args.serve {
+        Some(addr) => {
+            let server = sys
+                .serve_metrics(addr.as_str())
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            eprintln!(
+                "seedcore demo: metrics at http://{}/metrics",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        None => None,
+    };
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} {msg:<12} [{bar:32}] {pos}/{len} tasks")
             .context("progress bar template")?
@@ -88,6 +103,9 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         outcomes.push(outcome);
     }
     bar.finish_and_clear();
+    if let Some(server) = &server {
+        serve::keep_running(&sys, server.local_addr())?;
+    }
     sys.shutdown(ShutdownMode::Graceful);
     let stats = sys.stats();
     outcomes.push(scenarios::stats_agree(&stats));

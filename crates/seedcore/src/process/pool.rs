@@ -163,6 +163,8 @@ pub(crate) struct Worker {
     child: Mutex<Option<Child>>,
     idle_since: Mutex<Instant>,
     done: AtomicUsize,
+    /// Tasks handed to it so far (recycling counts these).
+    sent: AtomicUsize,
 }
 
 impl Worker {
@@ -356,26 +358,67 @@ impl ProcessPool {
         {
             let mut st = self.state.lock();
             while let Some(top) = st.queue.peek() {
+                if top.job.is_resolved() {
+                    // Cancelled while queued: it takes no worker's slot.
+                    st.queue.pop();
+                    continue;
+                }
                 let is_async = top.job.is_async();
+                let level = top.priority.level();
                 let cap = if is_async {
                     self.cfg.concurrency
                 } else {
                     self.cfg.prefetch
                 };
+                let max_tasks = self.cfg.max_tasks_per_worker.unwrap_or(u64::MAX) as usize;
+                // A worker that has been handed its share of tasks before
+                // recycling takes no more.
+                let ready = |w: &&Arc<Worker>| {
+                    w.state.load(Ordering::Acquire) == READY
+                        && w.sent.load(Ordering::Acquire) < max_tasks
+                };
                 let pick = st
                     .workers
                     .iter()
-                    .filter(|w| w.state.load(Ordering::Acquire) == READY)
+                    .filter(ready)
                     .filter(|w| {
                         let load = w.load.load(Ordering::Acquire);
                         load < cap
                             && (load == 0 || w.holds_async.load(Ordering::Acquire) == is_async)
                     })
                     .min_by_key(|w| w.load.load(Ordering::Acquire))
-                    .cloned();
+                    .cloned()
+                    .or_else(|| {
+                        // Every worker is full. A sync task more urgent than
+                        // one sent ahead to a worker goes to that worker
+                        // anyway: its queue is ordered by priority, so the
+                        // urgent task runs next there instead of waiting
+                        // here behind work that has not started.
+                        if is_async {
+                            return None;
+                        }
+                        st.workers
+                            .iter()
+                            .filter(ready)
+                            .filter(|w| {
+                                if w.holds_async.load(Ordering::Acquire)
+                                    || w.load.load(Ordering::Acquire) >= 2 * cap
+                                {
+                                    return false;
+                                }
+                                let running = w.status.running().map(|(id, _)| id);
+                                w.inflight.lock().iter().any(|(id, f)| {
+                                    Some(*id) != running
+                                        && f.job.header().opts.priority.level() > level
+                                })
+                            })
+                            .min_by_key(|w| w.load.load(Ordering::Acquire))
+                            .cloned()
+                    });
                 let Some(w) = pick else { break };
                 let q = st.queue.pop().expect("peeked");
                 w.load.fetch_add(1, Ordering::AcqRel);
+                w.sent.fetch_add(1, Ordering::AcqRel);
                 w.holds_async.store(is_async, Ordering::Release);
                 match batches.iter_mut().find(|(b, _)| Arc::ptr_eq(b, &w)) {
                     Some((_, jobs)) => jobs.push(q.job),
@@ -383,16 +426,27 @@ impl ProcessPool {
                 }
             }
         }
+        let mut skipped = false;
         for (w, jobs) in batches {
-            self.send_batch(&w, jobs);
+            skipped |= self.send_batch(&w, jobs);
+        }
+        if skipped {
+            // Slots reserved for tasks that turned out not to run are free
+            // again: hand them out.
+            self.pump();
         }
     }
 
-    fn send_batch(&self, w: &Arc<Worker>, jobs: Vec<Arc<dyn ProcessJob>>) {
+    /// Sends `jobs` to `w`; `true` if some of them did not start (their
+    /// slots were given back).
+    fn send_batch(&self, w: &Arc<Worker>, jobs: Vec<Arc<dyn ProcessJob>>) -> bool {
+        let mut skipped = false;
         let mut sent: Vec<(Arc<dyn ProcessJob>, u32, Vec<u8>)> = Vec::with_capacity(jobs.len());
         for job in jobs {
             let Some((n, started)) = job.clone().begin_process() else {
                 w.load.fetch_sub(1, Ordering::AcqRel);
+                w.sent.fetch_sub(1, Ordering::AcqRel);
+                skipped = true;
                 continue;
             };
             let id = self.next_run.fetch_add(1, Ordering::Relaxed);
@@ -418,7 +472,7 @@ impl ProcessPool {
             sent.push((job, n, bytes));
         }
         if sent.is_empty() {
-            return;
+            return skipped;
         }
         let frames: Vec<OutFrame<'_>> = sent
             .iter()
@@ -431,6 +485,7 @@ impl ProcessPool {
             // The worker is gone: its reader settles everything in flight.
             log::debug!("seedcore: worker {} did not take its tasks", w.index);
         }
+        skipped
     }
 
     /// Checks attempt `n` of `job` on `w` after `after`; `limit` is its
@@ -651,6 +706,7 @@ impl ProcessPool {
             child: Mutex::new(Some(child)),
             idle_since: Mutex::new(Instant::now()),
             done: AtomicUsize::new(0),
+            sent: AtomicUsize::new(0),
         });
         if let Some(r) = out_read {
             let (wk, name) = (Arc::downgrade(&w), cfg.name.clone());
@@ -699,6 +755,11 @@ impl ProcessPool {
                     Err(e) => break Some(format!("undecodable message: {e}")),
                 },
                 Err(FrameError::Closed) => break None,
+                // A worker that dies mid-write resets the connection: that
+                // is its death, not a protocol breach.
+                Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    break None
+                }
                 Err(FrameError::Io(e)) => break Some(format!("i/o error: {e}")),
                 Err(FrameError::Malformed(m)) => break Some(m),
             }
@@ -731,40 +792,57 @@ impl ProcessPool {
             ))),
             Outcome::Cancelled => Err(TaskError::Cancelled),
         };
+        // Recycle before the result is out, so that no task submitted in
+        // reaction to it can reach this worker.
+        let recycle = self
+            .cfg
+            .max_tasks_per_worker
+            .is_some_and(|max| n as u64 >= max);
+        if left == 0 {
+            *w.idle_since.lock() = Instant::now();
+            if recycle {
+                // Nothing new can have been sent: it takes no more tasks.
+                self.retire(w);
+            }
+        }
         if matches!(&result, Err(TaskError::Cancelled)) {
             // Dropped from the worker's queue before it started.
             f.job.clone().unstart(f.attempt);
         } else {
             f.job.finish_process(f.attempt, f.started, result);
         }
-        if left == 0 {
-            *w.idle_since.lock() = Instant::now();
-            if self
-                .cfg
-                .max_tasks_per_worker
-                .is_some_and(|max| n as u64 >= max)
-            {
-                self.retire(w);
-            } else {
-                self.trim();
-            }
+        if left == 0 && !recycle {
+            self.trim();
         }
         self.pump();
     }
 
     /// Asks an idle worker to exit; its reader starts a replacement.
-    fn retire(&self, w: &Arc<Worker>) {
-        if w.state
-            .compare_exchange(READY, RETIRING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
+    ///
+    /// The check that it holds nothing and the switch out of READY happen
+    /// under the pool lock, where `pump` reserves slots: a task picked for
+    /// it can never arrive behind its `Exit`.
+    fn retire(&self, w: &Arc<Worker>) -> bool {
+        let st = self.state.lock();
+        let retired = self.retire_locked(&st, w);
+        drop(st);
+        retired
+    }
+
+    fn retire_locked(&self, _held: &PoolState, w: &Arc<Worker>) -> bool {
+        if w.load.load(Ordering::Acquire) != 0
+            || w.state
+                .compare_exchange(READY, RETIRING, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
         {
-            return;
+            return false;
         }
         let b = postcard::to_allocvec(&ToWorkerRef::Exit).expect("encodes");
         w.send(&[OutFrame {
             payload: &b,
             fds: Vec::new(),
         }]);
+        true
     }
 
     /// The worker's stream ended: reap it, settle what it held, replace it.
@@ -780,10 +858,17 @@ impl ProcessPool {
         let running = w.status.running().map(|(id, _)| id);
         let held: Vec<(u64, InFlight)> = w.inflight.lock().drain().collect();
         w.load.store(0, Ordering::Release);
+        let stopping = self.stopping.load(Ordering::Acquire);
         for (id, f) in held {
             let ran = f.job.is_async() || running == Some(id);
             if !ran {
-                f.job.clone().unstart(f.attempt);
+                if stopping {
+                    // Sent ahead but never started, and the pool is going
+                    // away: it will not run.
+                    f.job.fail(TaskError::Cancelled);
+                } else {
+                    f.job.clone().unstart(f.attempt);
+                }
                 continue;
             }
             let err = match killed {
@@ -791,7 +876,7 @@ impl ProcessPool {
                     limit: self.cfg.max_memory.unwrap_or(0),
                     rss,
                 },
-                Some(Kill::Shutdown) => TaskError::SystemShutdown,
+                Some(Kill::Shutdown) => TaskError::Cancelled,
                 // Ended (and resolved) by whoever killed it.
                 Some(Kill::Timeout | Kill::Cancel) => TaskError::Cancelled,
                 Some(Kill::StartTimeout) | None => TaskError::WorkerDied {
@@ -872,8 +957,10 @@ impl ProcessPool {
             if extra == 0 {
                 break;
             }
-            if w.load.load(Ordering::Acquire) == 0 && w.state.load(Ordering::Acquire) == READY {
-                self.retire(w);
+            if w.load.load(Ordering::Acquire) == 0
+                && w.state.load(Ordering::Acquire) == READY
+                && self.retire(w)
+            {
                 extra -= 1;
             }
         }
@@ -921,39 +1008,45 @@ impl ProcessPool {
         st.queue.drain().map(|q| q.job as Arc<dyn Job>).collect()
     }
 
-    /// Stops every worker: idle ones are asked to exit, then whatever is
-    /// left at `deadline` is killed. Waits for every reader and reaps every
-    /// process.
-    pub(crate) fn stop(&self, deadline: Instant) {
-        let (workers, queued) = {
+    /// Stops every worker: queued tasks resolve `SystemShutdown`; with
+    /// `immediate`, every worker is killed at once (its running task
+    /// resolves `Cancelled`); otherwise idle workers are asked to exit as
+    /// they become idle and whatever is left at `deadline` is killed. Waits
+    /// for every reader and reaps every process.
+    pub(crate) fn stop(&self, deadline: Instant, immediate: bool) {
+        let queued = {
             let mut st = self.state.lock();
             self.stopping.store(true, Ordering::Release);
-            let queued: Vec<Queued> = st.queue.drain().collect();
-            (st.workers.clone(), queued)
+            st.queue.drain().collect::<Vec<Queued>>()
         };
         for q in queued {
             q.job.fail(TaskError::SystemShutdown);
         }
-        for w in &workers {
-            if w.load.load(Ordering::Acquire) == 0 {
-                self.retire(w);
-            }
-        }
         let mut st = self.state.lock();
+        let mut killed: Option<Instant> = None;
         while !st.workers.is_empty() {
-            if self.changed.wait_until(&mut st, deadline).timed_out() {
+            let now = Instant::now();
+            if (immediate || now >= deadline) && killed.is_none() {
                 for w in &st.workers {
                     w.kill(Kill::Shutdown);
                 }
-                // The kill ends their streams; the readers bury them.
-                let _ = self.changed.wait_for(&mut st, Duration::from_secs(5));
-                break;
+                killed = Some(now);
             }
-            // Workers that became idle meanwhile may exit too.
-            for w in st.workers.clone() {
-                if w.load.load(Ordering::Acquire) == 0 {
-                    self.retire(&w);
+            if killed.is_none() {
+                // Workers that are (or just became) idle exit now.
+                for w in st.workers.clone() {
+                    self.retire_locked(&st, &w);
                 }
+            }
+            // Short waits: a worker that becomes ready or idle without a
+            // notification is still seen promptly.
+            let _ = self.changed.wait_until(
+                &mut st,
+                deadline.max(now).min(now + Duration::from_millis(20)),
+            );
+            if killed.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+                log::error!("seedcore: worker processes did not go away after SIGKILL");
+                break;
             }
         }
         drop(st);

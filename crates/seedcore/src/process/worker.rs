@@ -9,12 +9,12 @@
 //!    nothing to run.
 //! 3. Run the most urgent sync task on this thread, recording it in the
 //!    status page; async tasks go to a runtime thread and run concurrently.
-//! 4. Results are batched: they are flushed when the queue runs dry, and
-//!    at the latest `FLUSH_AFTER` after the first unflushed one, so a long
-//!    queue of tiny tasks costs few writes and a long task delays no result.
+//! 4. Results are written before the next sync task starts (so a long task
+//!    delays no result, and a crash loses none), when the queue runs dry,
+//!    and from async tasks as they finish.
 //!
-//! If the parent goes away (end of stream) the worker exits; on Linux it is
-//! also killed by the kernel when the parent dies (`PR_SET_PDEATHSIG`).
+//! If the parent goes away (end of stream) the worker exits; a watcher
+//! thread also ends it when the parent process dies while a task runs.
 
 use super::frame::{write_frames, FrameError, FrameReader, OutFrame};
 use super::proto::{FromWorker, ToWorker};
@@ -67,12 +67,29 @@ struct Outbox {
     sock: UnixStream,
     frames: Vec<(Vec<u8>, Vec<OwnedFd>)>,
     since: Option<Instant>,
+    max_frame: usize,
 }
 
 impl Outbox {
     fn push(&mut self, id: u64, outcome: Outcome, fds: Vec<OwnedFd>) {
         let msg = FromWorker::Done { id, outcome };
-        let bytes = postcard::to_allocvec(&msg).expect("results encode");
+        let mut bytes = postcard::to_allocvec(&msg).expect("results encode");
+        let mut fds = fds;
+        if bytes.len() > self.max_frame {
+            // The parent would refuse the frame and lose the result: say
+            // why instead.
+            let why = format!(
+                "the result takes {} bytes, over the {} byte frame limit (return large buffers as SharedBytes)",
+                bytes.len(),
+                self.max_frame
+            );
+            let msg = FromWorker::Done {
+                id,
+                outcome: Outcome::Failed(why),
+            };
+            bytes = postcard::to_allocvec(&msg).expect("results encode");
+            fds = Vec::new();
+        }
         self.frames.push((bytes, fds));
         self.since.get_or_insert_with(Instant::now);
     }
@@ -124,8 +141,7 @@ pub(crate) fn run_if_worker() -> Option<i32> {
     ] {
         std::env::remove_var(v);
     }
-    #[cfg(target_os = "linux")]
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    watch_parent();
     // SAFETY: the pool placed the worker's end of its socket at this
     // descriptor number for this process alone; nothing else owns it.
     let sock = unsafe { UnixStream::from_raw_fd(fd) };
@@ -189,6 +205,7 @@ fn serve(
         sock,
         frames: Vec::new(),
         since: None,
+        max_frame,
     }));
     let hello = FromWorker::Hello {
         pid: std::process::id(),
@@ -281,6 +298,13 @@ fn serve(
                 .lock()
                 .push(p.id, Outcome::Unknown(p.task.clone()), Vec::new()),
             Some(EntryKind::Sync(f)) => {
+                // Results of earlier tasks go out before this one starts: a
+                // long task must not hold them back, and if it crashes they
+                // must already be with the parent (or they would be taken
+                // for never started and run again).
+                if outbox.lock().flush().is_err() {
+                    break 0;
+                }
                 status.start(p.id);
                 let (outcome, fds) = f(&p.args, p.fds);
                 status.finish();
@@ -326,6 +350,22 @@ fn serve(
         }
     }
     code
+}
+
+/// Exits this worker when its parent process goes away, even while a task
+/// runs (the end of the stream is only seen between tasks). A thread polls
+/// the parent pid: the kernel's parent-death signal would fire when the
+/// parent *thread* that started the worker exits, not the process.
+fn watch_parent() {
+    let parent = rustix::process::getppid();
+    let _ = std::thread::Builder::new()
+        .name("seedcore-worker-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(100));
+            if rustix::process::getppid() != parent {
+                std::process::exit(0);
+            }
+        });
 }
 
 /// Whether the socket has bytes to read now.

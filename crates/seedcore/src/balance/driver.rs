@@ -1,0 +1,357 @@
+//! The balancer's thread (sample, decide, resize), its part of the
+//! system's state (events, counters, floors, the monitor), the global task
+//! limit's check, and the balancer's builder settings.
+
+use super::decide::{BalanceSettings, Balancer, LoadReading, PoolReading, Readings};
+use super::{BalanceEvent, EventKind, ExpandPolicy, PoolKind, QueueFull, ShrinkPolicy};
+use crate::error::SubmitError;
+use crate::system::{Shared, SystemBuilder};
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The last events kept for [`Stats::balance_events`](crate::Stats::balance_events).
+const EVENTS_KEPT: usize = 64;
+/// How often the balancer thread reads the machine's load and the worker
+/// processes' CPU (sysinfo needs 200 ms between CPU readings).
+const LOAD_EVERY: Duration = Duration::from_millis(250);
+
+/// Stop flag of the balancer thread, shared with it.
+#[derive(Default)]
+struct Control {
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// The balancer's part of the system: its thread, its events and counters,
+/// the floors set by manual resizes, and the monitor.
+pub(crate) struct BalanceState {
+    started: Instant,
+    control: Arc<Control>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    events: Mutex<VecDeque<BalanceEvent>>,
+    expansions: AtomicU64,
+    shrinks: AtomicU64,
+    rejected: AtomicU64,
+    /// Sizes set by hand (0: none), per pool.
+    floors: [AtomicUsize; 2],
+    pub(crate) monitor: crate::monitor::Monitor,
+}
+
+impl BalanceState {
+    pub(crate) fn new() -> Self {
+        BalanceState {
+            started: Instant::now(),
+            control: Arc::new(Control::default()),
+            thread: Mutex::new(None),
+            events: Mutex::new(VecDeque::with_capacity(EVENTS_KEPT)),
+            expansions: AtomicU64::new(0),
+            shrinks: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            floors: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            monitor: crate::monitor::Monitor::new(),
+        }
+    }
+
+    /// When the system was built.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Starts the balancer thread, if a pool can change size.
+    pub(crate) fn start(shared: &Arc<Shared>) -> std::io::Result<()> {
+        let c = &shared.config;
+        let sizes = shared.pool.sizes();
+        let policies =
+            c.expand_policy != ExpandPolicy::NoExpand || c.shrink_policy != ShrinkPolicy::NoShrink;
+        let resizable = sizes.core < sizes.max || c.core_processes < c.max_processes;
+        if !policies || !resizable {
+            return Ok(());
+        }
+        let balancer = Balancer::new(BalanceSettings::from_config(c), shared.balance.started);
+        let (weak, control, interval) = (
+            Arc::downgrade(shared),
+            shared.balance.control.clone(),
+            c.balance_interval,
+        );
+        let h = std::thread::Builder::new()
+            .name(format!("{}-balance", c.name))
+            .spawn(move || run(weak, control, balancer, interval))?;
+        *shared.balance.thread.lock() = Some(h);
+        Ok(())
+    }
+
+    /// Stops the balancer thread and waits for it (shutdown, step 0).
+    pub(crate) fn stop(&self) {
+        *self.control.stop.lock() = true;
+        self.control.wake.notify_all();
+        if let Some(h) = self.thread.lock().take() {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// A manual resize of `pool` to `n`: the balancer's floor from now on.
+    pub(crate) fn set_floor(&self, pool: PoolKind, n: usize) {
+        self.floors[pool as usize].store(n, Ordering::Release);
+    }
+
+    fn floor(&self, pool: PoolKind) -> usize {
+        self.floors[pool as usize].load(Ordering::Acquire)
+    }
+
+    fn record(&self, events: Vec<BalanceEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut kept = self.events.lock();
+        for e in events {
+            match e.kind {
+                EventKind::Expand => self.expansions.fetch_add(1, Ordering::Relaxed),
+                EventKind::Shrink => self.shrinks.fetch_add(1, Ordering::Relaxed),
+                EventKind::Hold => 0,
+            };
+            log::debug!(
+                "seedcore: balancer: {} {} {} -> {} ({})",
+                e.pool,
+                e.kind,
+                e.from,
+                e.to,
+                e.reason
+            );
+            if kept.len() == EVENTS_KEPT {
+                kept.pop_front();
+            }
+            kept.push_back(e);
+        }
+    }
+
+    /// Adds the balancer's counters and events to a stats snapshot.
+    pub(crate) fn fill_stats(&self, st: &mut crate::Stats) {
+        st.expansions = self.expansions.load(Ordering::Relaxed);
+        st.shrinks = self.shrinks.load(Ordering::Relaxed);
+        st.queue_full_rejections = self.rejected.load(Ordering::Relaxed);
+        st.balance_events = self.events.lock().iter().cloned().collect();
+    }
+}
+
+/// The global task limit's check, on the submit path: called only when
+/// `max_pending_tasks` is set.
+pub(crate) fn admit(shared: &Shared, limit: u64) -> Result<(), SubmitError> {
+    if shared.stats.pending() < limit {
+        return Ok(());
+    }
+    let c = &shared.config;
+    if c.on_queue_full == QueueFull::Wait && !crate::thread_pool::in_pool_thread() {
+        let deadline = Instant::now() + c.queue_full_timeout;
+        let mut nap = Duration::from_micros(50);
+        loop {
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(5));
+            if shared.closed.load(Ordering::Acquire) {
+                return Err(SubmitError::SystemClosed);
+            }
+            if shared.stats.pending() < limit {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+    }
+    shared.balance.rejected.fetch_add(1, Ordering::Relaxed);
+    Err(SubmitError::QueueFull { limit })
+}
+
+/// Takes the readings the balancer needs.
+struct Sampler {
+    /// This process's CPU time at the recent samples, oldest first.
+    cpu_times: VecDeque<(Instant, Duration)>,
+    /// The span the thread pool's CPU use is measured over: as long as a
+    /// backlog must last, so the figure covers the backlog itself.
+    cpu_window: Duration,
+    last_load: Option<Instant>,
+    load: Option<LoadReading>,
+    process_cpu: Option<f64>,
+}
+
+/// CPU time this process has used, all threads together.
+fn process_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+impl Sampler {
+    fn new(cpu_window: Duration) -> Self {
+        Sampler {
+            cpu_times: VecDeque::new(),
+            cpu_window,
+            last_load: None,
+            load: None,
+            process_cpu: None,
+        }
+    }
+
+    fn read(&mut self, shared: &Shared, now: Instant) -> Readings {
+        let c = &shared.config;
+        let bs = &shared.balance;
+        // This process's CPU use over the last window stands for the thread
+        // pool's (the pool threads are most of what runs here).
+        let cpu = process_cpu_time();
+        while self.cpu_times.len() > 1
+            && now.saturating_duration_since(self.cpu_times[1].0) >= self.cpu_window
+        {
+            self.cpu_times.pop_front();
+        }
+        let thread_cpu = self.cpu_times.front().and_then(|&(then, was)| {
+            let wall = now.saturating_duration_since(then).as_secs_f64();
+            (wall > 0.0).then(|| cpu.saturating_sub(was).as_secs_f64() / wall)
+        });
+        self.cpu_times.push_back((now, cpu));
+        let sizes = shared.pool.sizes();
+        let alive = sizes.alive.saturating_sub(sizes.stuck);
+        let threads = PoolReading {
+            alive,
+            busy: shared
+                .stats
+                .threads_busy()
+                .saturating_sub(sizes.stuck)
+                .min(alive),
+            queued: shared.pool.depths().iter().sum(),
+            target: sizes.target,
+            core: sizes.core.max(bs.floor(PoolKind::Threads)).min(sizes.max),
+            max: sizes.max,
+            cpu: thread_cpu,
+        };
+        let ps = shared.process.sizes();
+        let due = match self.last_load {
+            Some(t) => now.saturating_duration_since(t) >= LOAD_EVERY,
+            None => true,
+        };
+        if due {
+            self.last_load = Some(now);
+            self.load = bs.monitor.load();
+            self.process_cpu = if ps.live > 0 {
+                bs.monitor.workers_cpu(&shared.process.worker_pids())
+            } else {
+                None
+            };
+        }
+        let processes = (ps.live > 0).then(|| PoolReading {
+            alive: ps.live,
+            busy: ps.busy,
+            queued: shared.process.queued(),
+            target: ps.target,
+            core: ps.core.max(bs.floor(PoolKind::Processes)).min(ps.max),
+            max: ps.max,
+            cpu: self.process_cpu,
+        });
+        let pending = match (c.expand_policy, c.max_pending_tasks) {
+            (ExpandPolicy::BeforehandExpand, Some(_)) => shared.stats.pending(),
+            _ => 0,
+        };
+        Readings {
+            now,
+            threads: (sizes.core < sizes.max).then_some(threads),
+            processes,
+            pending,
+            load: self.load,
+        }
+    }
+}
+
+/// The balancer thread: sample, decide, resize, until stopped.
+fn run(weak: Weak<Shared>, control: Arc<Control>, mut balancer: Balancer, interval: Duration) {
+    let mut sampler = Sampler::new(balancer.settings().expand_after);
+    loop {
+        {
+            let mut stop = control.stop.lock();
+            if !*stop {
+                control.wake.wait_for(&mut stop, interval);
+            }
+            if *stop {
+                return;
+            }
+        }
+        let Some(shared) = weak.upgrade() else { return };
+        let readings = sampler.read(&shared, Instant::now());
+        let d = balancer.step(&readings);
+        if let Some(t) = d.threads {
+            shared.pool.resize(t);
+        }
+        if let Some(t) = d.processes {
+            shared.process.resize(t);
+        }
+        shared.balance.record(d.events);
+    }
+}
+
+/// The balancer's settings on the builder.
+impl SystemBuilder {
+    /// When the pools grow (default [`ExpandPolicy::AutoExpand`]).
+    pub fn expand_policy(mut self, p: ExpandPolicy) -> Self {
+        self.config_mut().expand_policy = p;
+        self
+    }
+
+    /// When the pools shrink (default [`ShrinkPolicy::AutoShrink`]).
+    pub fn shrink_policy(mut self, p: ShrinkPolicy) -> Self {
+        self.config_mut().shrink_policy = p;
+        self
+    }
+
+    /// How long a worker stays idle before [`ShrinkPolicy::TimeoutShrink`]
+    /// retires it.
+    pub fn shrink_timeout(mut self, d: Duration) -> Self {
+        self.config_mut().shrink_timeout = d;
+        self
+    }
+
+    /// How often the balancer samples the pools.
+    pub fn balance_interval(mut self, d: Duration) -> Self {
+        self.config_mut().balance_interval = d;
+        self
+    }
+
+    /// The global task limit: at most `n` tasks accepted and not yet
+    /// resolved; past it, submissions follow [`on_queue_full`](Self::on_queue_full).
+    pub fn max_pending_tasks(mut self, n: u64) -> Self {
+        self.config_mut().max_pending_tasks = Some(n);
+        self
+    }
+
+    /// What a submission does at the global task limit; `timeout` bounds a
+    /// [`QueueFull::Wait`].
+    pub fn on_queue_full(mut self, mode: QueueFull, timeout: Duration) -> Self {
+        let c = self.config_mut();
+        c.on_queue_full = mode;
+        c.queue_full_timeout = timeout;
+        self
+    }
+
+    /// The fraction of the task limit at which
+    /// [`ExpandPolicy::BeforehandExpand`] grows ahead.
+    pub fn expand_threshold(mut self, fraction: f64) -> Self {
+        self.config_mut().expand_threshold = fraction;
+        self
+    }
+
+    /// No pool grows while the machine's available memory is below `bytes`.
+    pub fn min_free_memory(mut self, bytes: u64) -> Self {
+        self.config_mut().min_free_memory = Some(bytes);
+        self
+    }
+
+    /// No pool grows while the machine's CPU load (0..=1) is above `load`.
+    pub fn max_cpu_load(mut self, load: f64) -> Self {
+        self.config_mut().max_cpu_load = Some(load);
+        self
+    }
+}

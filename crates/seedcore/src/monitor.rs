@@ -1,0 +1,335 @@
+//! The monitor: the machine (cores, memory, CPU load) and the workers (CPU
+//! and resident memory of each pool thread and worker process), read
+//! through `sysinfo`.
+//!
+//! The balancer thread reads the machine every 250 ms ([`Monitor::load`],
+//! two small files on Linux) and the worker processes' CPU while the
+//! process pool runs ([`Monitor::workers_cpu`]). The per-worker listing
+//! ([`ConcurrentSystem::monitor`]) walks `/proc` and is taken only when
+//! asked for.
+//!
+//! CPU percentages are computed here, from each process's (or thread's)
+//! accumulated CPU time between two readings at least 100 ms apart; the
+//! first reading of a worker shows 0. Pool threads are found by their name
+//! (`{name}-{index}`, as the thread pool names them; the OS keeps 15 bytes
+//! of a thread name, so a system whose name is longer than 9 bytes lists
+//! none). A thread has no memory of its own: threads show the process's
+//! resident memory at the top of the snapshot, not per thread.
+
+use crate::balance::LoadReading;
+use crate::system::ConcurrentSystem;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+/// sysinfo's shortest interval between two CPU-load readings.
+const CPU_EVERY: Duration = Duration::from_millis(200);
+/// Shortest interval between two CPU-time readings of one worker.
+const WORKER_CPU_EVERY: Duration = Duration::from_millis(100);
+
+/// One worker (a pool thread or a worker process) as the monitor sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct WorkerReading {
+    /// The OS thread id (threads) or process id (processes).
+    pub id: u32,
+    /// The thread's name, or the process's.
+    pub name: String,
+    /// The OS state: `running`, `sleeping`, `disk-sleep`, `zombie`, ...
+    pub state: String,
+    /// CPU use since the previous reading, in percent of one core.
+    pub cpu_percent: f64,
+    /// Resident memory in bytes (worker processes; `None` for threads,
+    /// which share the process's memory).
+    pub rss: Option<u64>,
+    /// Tasks the worker has finished, where the pool reports it.
+    pub tasks_done: Option<u64>,
+    /// The task it runs now, where the pool reports it.
+    pub current_task: Option<u64>,
+}
+
+/// The machine and the workers at one moment, from
+/// [`ConcurrentSystem::monitor`].
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct MonitorSnapshot {
+    /// Physical cores (`None` where the OS does not say).
+    pub physical_cores: Option<usize>,
+    /// Logical cores (hardware threads).
+    pub logical_cores: usize,
+    /// Total memory in bytes.
+    pub memory_total: u64,
+    /// Memory available to new work, in bytes.
+    pub memory_available: u64,
+    /// Whole-machine CPU use, 0..=1 (`None` on the very first reading).
+    pub cpu_load: Option<f64>,
+    /// This process's id.
+    pub pid: u32,
+    /// This process's resident memory in bytes (pool threads included).
+    pub rss: u64,
+    /// This process's CPU use, in percent of one core.
+    pub cpu_percent: f64,
+    /// The pool threads.
+    pub threads: Vec<WorkerReading>,
+    /// The worker processes.
+    pub processes: Vec<WorkerReading>,
+}
+
+struct Inner {
+    sys: System,
+    physical: Option<Option<usize>>,
+    cpu_at: Option<Instant>,
+    cpu_load: Option<f64>,
+    /// Last CPU time per pid/tid: when, how much (ms), and the last percent.
+    cpu_time: HashMap<u32, (Instant, u64, f64)>,
+}
+
+/// The system's sysinfo reader (one per system, behind a lock).
+pub(crate) struct Monitor {
+    inner: Mutex<Option<Inner>>,
+}
+
+impl Monitor {
+    pub(crate) fn new() -> Self {
+        Monitor {
+            inner: Mutex::new(None),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut g = self.inner.lock();
+        let inner = g.get_or_insert_with(|| Inner {
+            sys: System::new(),
+            physical: None,
+            cpu_at: None,
+            cpu_load: None,
+            cpu_time: HashMap::new(),
+        });
+        f(inner)
+    }
+
+    /// The machine's load, for the balancer; `None` until two CPU readings
+    /// exist.
+    pub(crate) fn load(&self) -> Option<LoadReading> {
+        self.with(|m| {
+            m.refresh_machine();
+            let cpu = m.cpu_load?;
+            Some(LoadReading::new(
+                cpu,
+                m.sys.cpus().len().max(1),
+                m.sys.available_memory(),
+                m.sys.total_memory(),
+            ))
+        })
+    }
+
+    /// CPU the worker processes `pids` use, in cores; `None` while none of
+    /// them has two readings yet.
+    pub(crate) fn workers_cpu(&self, pids: &[u32]) -> Option<f64> {
+        if pids.is_empty() {
+            return None;
+        }
+        self.with(|m| {
+            let list: Vec<Pid> = pids.iter().map(|&p| Pid::from_u32(p)).collect();
+            m.sys.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&list),
+                true,
+                ProcessRefreshKind::nothing().with_cpu(),
+            );
+            let now = Instant::now();
+            let mut known = false;
+            let mut total = 0.0;
+            for pid in list {
+                let Some(acc) = m.sys.process(pid).map(|p| p.accumulated_cpu_time()) else {
+                    continue;
+                };
+                if let Some(pct) = m.cpu_percent(pid.as_u32(), acc, now) {
+                    known = true;
+                    total += pct / 100.0;
+                }
+            }
+            known.then_some(total)
+        })
+    }
+
+    /// A full snapshot: the machine, this process, its pool threads (named
+    /// `{name}-{index}`) and the worker processes `pids`.
+    pub(crate) fn snapshot(&self, name: &str, pids: &[u32]) -> MonitorSnapshot {
+        self.with(|m| {
+            m.refresh_machine();
+            let physical = *m.physical.get_or_insert_with(System::physical_core_count);
+            let own = Pid::from_u32(std::process::id());
+            let kind = ProcessRefreshKind::nothing()
+                .with_cpu()
+                .with_memory()
+                .with_tasks();
+            let mut list: Vec<Pid> = vec![own];
+            list.extend(pids.iter().map(|&p| Pid::from_u32(p)));
+            let known_tids: Vec<Pid> = m
+                .sys
+                .process(own)
+                .and_then(|p| p.tasks())
+                .map(|t| t.iter().copied().collect())
+                .unwrap_or_default();
+            let had_tids = !known_tids.is_empty();
+            list.extend(known_tids);
+            m.sys
+                .refresh_processes_specifics(ProcessesToUpdate::Some(&list), true, kind);
+            if !had_tids {
+                // First snapshot: the threads are known only now.
+                let tids: Vec<Pid> = m
+                    .sys
+                    .process(own)
+                    .and_then(|p| p.tasks())
+                    .map(|t| t.iter().copied().collect())
+                    .unwrap_or_default();
+                m.sys
+                    .refresh_processes_specifics(ProcessesToUpdate::Some(&tids), true, kind);
+            }
+            let now = Instant::now();
+            let mut snap = MonitorSnapshot {
+                physical_cores: physical,
+                logical_cores: m.sys.cpus().len().max(1),
+                memory_total: m.sys.total_memory(),
+                memory_available: m.sys.available_memory(),
+                cpu_load: m.cpu_load,
+                pid: own.as_u32(),
+                ..MonitorSnapshot::default()
+            };
+            let own_acc = m
+                .sys
+                .process(own)
+                .map(|p| (p.memory(), p.accumulated_cpu_time()));
+            if let Some((rss, acc)) = own_acc {
+                snap.rss = rss;
+                snap.cpu_percent = m.cpu_percent(own.as_u32(), acc, now).unwrap_or(0.0);
+            }
+            let prefix = format!("{name}-");
+            let tids: Vec<Pid> = m
+                .sys
+                .process(own)
+                .and_then(|p| p.tasks())
+                .map(|t| t.iter().copied().collect())
+                .unwrap_or_default();
+            for tid in tids {
+                let Some(t) = m.sys.process(tid) else {
+                    continue;
+                };
+                let tname = t.name().to_string_lossy().into_owned();
+                let is_pool = tname
+                    .strip_prefix(&prefix)
+                    .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
+                if !is_pool {
+                    continue;
+                }
+                let (state, acc) = (state_name(t.status()), t.accumulated_cpu_time());
+                snap.threads.push(WorkerReading {
+                    id: tid.as_u32(),
+                    name: tname,
+                    state,
+                    cpu_percent: m.cpu_percent(tid.as_u32(), acc, now).unwrap_or(0.0),
+                    ..WorkerReading::default()
+                });
+            }
+            snap.threads.sort_by_key(|w| w.id);
+            for &pid in pids {
+                let Some(p) = m.sys.process(Pid::from_u32(pid)) else {
+                    continue;
+                };
+                let (state, acc, rss) =
+                    (state_name(p.status()), p.accumulated_cpu_time(), p.memory());
+                let name = p.name().to_string_lossy().into_owned();
+                snap.processes.push(WorkerReading {
+                    id: pid,
+                    name,
+                    state,
+                    cpu_percent: m.cpu_percent(pid, acc, now).unwrap_or(0.0),
+                    rss: Some(rss),
+                    ..WorkerReading::default()
+                });
+            }
+            // Forget the CPU times of threads and processes that are gone.
+            let live: std::collections::HashSet<u32> = std::iter::once(own.as_u32())
+                .chain(snap.threads.iter().map(|w| w.id))
+                .chain(pids.iter().copied())
+                .collect();
+            m.cpu_time.retain(|id, _| live.contains(id));
+            snap
+        })
+    }
+}
+
+impl Inner {
+    /// Refreshes memory, and the CPU load when sysinfo allows.
+    fn refresh_machine(&mut self) {
+        let now = Instant::now();
+        let due = match self.cpu_at {
+            Some(t) => now.saturating_duration_since(t) >= CPU_EVERY,
+            None => true,
+        };
+        if due {
+            let first = self.cpu_at.is_none();
+            self.sys.refresh_cpu_usage();
+            self.sys.refresh_memory();
+            self.cpu_at = Some(now);
+            if !first {
+                self.cpu_load =
+                    Some((f64::from(self.sys.global_cpu_usage()) / 100.0).clamp(0.0, 1.0));
+            }
+        }
+    }
+
+    /// CPU percent of `id` from its accumulated CPU time `acc_ms`.
+    fn cpu_percent(&mut self, id: u32, acc_ms: u64, now: Instant) -> Option<f64> {
+        match self.cpu_time.get(&id).copied() {
+            Some((then, was, pct)) => {
+                let wall = now.saturating_duration_since(then);
+                if wall < WORKER_CPU_EVERY {
+                    return (pct >= 0.0).then_some(pct);
+                }
+                let pct = acc_ms.saturating_sub(was) as f64 / wall.as_secs_f64() / 10.0;
+                self.cpu_time.insert(id, (now, acc_ms, pct));
+                Some(pct)
+            }
+            None => {
+                self.cpu_time.insert(id, (now, acc_ms, -1.0));
+                None
+            }
+        }
+    }
+}
+
+fn state_name(s: sysinfo::ProcessStatus) -> String {
+    use sysinfo::ProcessStatus as S;
+    match s {
+        S::Run => "running",
+        S::Sleep => "sleeping",
+        S::Idle => "idle",
+        S::Stop => "stopped",
+        S::Zombie => "zombie",
+        S::Dead => "dead",
+        S::UninterruptibleDiskSleep => "disk-sleep",
+        S::Tracing => "tracing",
+        S::Waking => "waking",
+        S::Parked => "parked",
+        _ => "unknown",
+    }
+    .to_owned()
+}
+
+impl ConcurrentSystem {
+    /// Reads the machine (cores, memory, CPU load), this process, its pool
+    /// threads and its worker processes (CPU and resident memory of each).
+    ///
+    /// It walks `/proc` (on Linux), so it costs milliseconds: call it for a
+    /// dashboard or a log line, not per task. CPU percentages cover the time
+    /// since the previous call (the first call shows 0).
+    pub fn monitor(&self) -> MonitorSnapshot {
+        let shared = self.shared();
+        shared
+            .balance
+            .monitor
+            .snapshot(&shared.config.name, &shared.process.worker_pids())
+    }
+}

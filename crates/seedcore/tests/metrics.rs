@@ -1,0 +1,350 @@
+//! The metrics export: Prometheus text that a strict reader accepts, JSON
+//! that parses and agrees with the stats, and the HTTP endpoint (feature
+//! `http`).
+
+mod common;
+
+use seedcore::{ConcurrentSystem, Priority, TaskOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// One sample line: name, labels, value.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses the Prometheus text format strictly enough to catch mistakes:
+/// every sample belongs to a family declared by `# TYPE` before it, names
+/// and labels are well formed, values are numbers.
+fn parse_prometheus(text: &str) -> (HashMap<String, String>, Vec<Sample>) {
+    let mut types = HashMap::new();
+    let mut samples = Vec::new();
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kw, name, tail) = (parts.next(), parts.next(), parts.next());
+            match kw {
+                Some("HELP") => assert!(tail.is_some_and(|t| !t.is_empty()), "{line}"),
+                Some("TYPE") => {
+                    let name = name.unwrap();
+                    let kind = tail.unwrap();
+                    assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+                    assert!(
+                        types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                        "family declared twice: {name}"
+                    );
+                }
+                _ => panic!("unexpected comment: {line}"),
+            }
+            continue;
+        }
+        let (head, value) = line.rsplit_once(' ').expect("a value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        let (name, labels) = match head.split_once('{') {
+            Some((n, l)) => (n, l.strip_suffix('}').expect("closing brace")),
+            None => (head, ""),
+        };
+        assert!(valid_name(name), "bad name: {line}");
+        let mut map = BTreeMap::new();
+        let mut rest = labels;
+        while !rest.is_empty() {
+            let (k, after) = rest.split_once("=\"").expect("label=\"value\"");
+            assert!(valid_name(k), "bad label name: {line}");
+            // The value runs to the first unescaped quote.
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in after.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '"' if !escaped => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            let end = end.expect("closing quote");
+            map.insert(k.to_owned(), after[..end].to_owned());
+            rest = after[end + 1..]
+                .strip_prefix(',')
+                .unwrap_or(&after[end + 1..]);
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|k| k == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "sample before its TYPE: {line}");
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels: map,
+            value,
+        });
+    }
+    (types, samples)
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+        .value
+}
+
+/// A system that ran some work at two priorities, one failure and one
+/// panic.
+fn busy_system(name: &str) -> ConcurrentSystem {
+    let system = common::builder(name).build().unwrap();
+    let mut fs = Vec::new();
+    for i in 0..30u64 {
+        let p = if i % 3 == 0 {
+            Priority::HIGH
+        } else {
+            Priority::LOW
+        };
+        fs.push(
+            system
+                .submit_thread(TaskOptions::new().priority(p), move |_| {
+                    std::thread::sleep(Duration::from_millis(1));
+                    i
+                })
+                .unwrap(),
+        );
+    }
+    for f in fs {
+        f.wait().unwrap();
+    }
+    let failed = system
+        .submit_thread_fallible(TaskOptions::new(), |_| Err::<(), _>("no"))
+        .unwrap();
+    assert!(failed.wait().is_err());
+    let panicked = system
+        .submit_thread(TaskOptions::new(), |_| -> () {
+            panic!("{}: metrics", common::PANIC_MARKER)
+        })
+        .unwrap();
+    assert!(panicked.wait().is_err());
+    system
+}
+
+#[test]
+fn prometheus_text_parses_and_agrees_with_the_stats() {
+    let system = busy_system("met-prom");
+    let text = system.metrics_prometheus();
+    let (types, samples) = parse_prometheus(&text);
+    let st = system.stats();
+
+    assert_eq!(types["seedcore_tasks_submitted_total"], "counter");
+    assert_eq!(types["seedcore_queue_wait_seconds"], "histogram");
+    let sys = [("system", "met-prom")];
+    assert_eq!(
+        value(&samples, "seedcore_tasks_submitted_total", &sys),
+        st.submitted as f64
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "seedcore_tasks_resolved_total",
+            &[("outcome", "completed")]
+        ),
+        30.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "seedcore_tasks_resolved_total",
+            &[("outcome", "failed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "seedcore_tasks_resolved_total",
+            &[("outcome", "panicked")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "seedcore_threads", &[("state", "alive")]),
+        st.threads_alive as f64
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "seedcore_pool_bound",
+            &[("pool", "threads"), ("bound", "max")]
+        ),
+        4.0
+    );
+    for level in 0..=10 {
+        let l = level.to_string();
+        value(&samples, "seedcore_queue_depth", &[("priority", &l)]);
+    }
+    assert!(
+        value(
+            &samples,
+            "seedcore_machine_memory_bytes",
+            &[("kind", "total")]
+        ) > 0.0
+    );
+    assert!(value(&samples, "seedcore_process_rss_bytes", &[]) > 0.0);
+
+    // Every histogram: cumulative buckets that never fall, `+Inf` equal to
+    // `_count`, and the count equal to the stats'.
+    let mut series: BTreeMap<String, Vec<&Sample>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.name.ends_with("_bucket")) {
+        let mut key = s.name.clone();
+        for (k, v) in &s.labels {
+            if k != "le" {
+                key.push_str(&format!(",{k}={v}"));
+            }
+        }
+        series.entry(key).or_default().push(s);
+    }
+    assert!(!series.is_empty());
+    for (key, buckets) in &series {
+        let mut last = (0.0f64, 0.0f64);
+        for b in buckets {
+            let le: f64 = match b.labels["le"].as_str() {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().unwrap(),
+            };
+            assert!(
+                le > last.0 && b.value >= last.1,
+                "{key}: buckets out of order"
+            );
+            last = (le, b.value);
+        }
+        assert!(last.0.is_infinite(), "{key}: no +Inf bucket");
+        let base = buckets[0].name.trim_end_matches("_bucket");
+        let labels: Vec<(&str, &str)> = buckets[0]
+            .labels
+            .iter()
+            .filter(|(k, _)| *k != "le")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(value(&samples, &format!("{base}_count"), &labels), last.1);
+    }
+    let queue_wait_count = samples
+        .iter()
+        .find(|s| s.name == "seedcore_queue_wait_seconds_count")
+        .unwrap()
+        .value;
+    assert_eq!(queue_wait_count, st.queue_wait.count() as f64);
+    assert_eq!(st.queue_wait_by_priority.len(), 11);
+    assert_eq!(st.run_time_by_priority.len(), 11);
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let system = common::builder("met\"odd\\name").build().unwrap();
+    let (_, samples) = parse_prometheus(&system.metrics_prometheus());
+    assert_eq!(samples[0].labels["system"], "met\\\"odd\\\\name");
+}
+
+#[test]
+fn json_parses_and_agrees_with_the_stats() {
+    let system = busy_system("met-json");
+    let doc: serde_json::Value = serde_json::from_str(&system.metrics_json()).unwrap();
+    let st = system.stats();
+    assert_eq!(doc["name"], "met-json");
+    assert_eq!(doc["closed"], false);
+    assert!(doc["uptime_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(doc["config"]["core_threads"], 2);
+    assert_eq!(doc["config"]["max_threads"], 4);
+    assert_eq!(doc["config"]["expand_policy"], "auto");
+    assert_eq!(doc["config"]["shrink_policy"], "auto");
+    let s = &doc["stats"];
+    assert_eq!(s["submitted"], st.submitted);
+    assert_eq!(s["completed"], 30);
+    assert_eq!(s["failed"], 1);
+    assert_eq!(s["panicked"], 1);
+    assert_eq!(s["pending"], 0);
+    assert_eq!(s["queue_depth"].as_array().unwrap().len(), 11);
+    assert_eq!(s["threads"]["alive"], st.threads_alive);
+    assert_eq!(s["queue_wait"]["count"], st.queue_wait.count());
+    assert_eq!(s["run_time"]["count"], st.run_time.count());
+    let buckets = s["run_time"]["buckets"].as_array().unwrap();
+    let total: u64 = buckets.iter().map(|b| b[1].as_u64().unwrap()).sum();
+    assert_eq!(total, st.run_time.count());
+    assert_eq!(s["queue_wait_by_priority"].as_array().unwrap().len(), 11);
+    assert!(s["balance_events"].is_array());
+    let m = &doc["monitor"];
+    assert!(m["logical_cores"].as_u64().unwrap() >= 1);
+    assert!(m["memory_total"].as_u64().unwrap() > 0);
+    assert_eq!(m["pid"], std::process::id());
+    let threads = m["threads"].as_array().unwrap();
+    assert_eq!(threads.len(), 2, "{threads:?}");
+    assert!(threads[0]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("met-json-"));
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn the_http_endpoint_serves_both_formats() {
+    use std::io::{Read, Write};
+
+    fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        (head.to_owned(), body.to_owned())
+    }
+
+    let system = busy_system("met-http");
+    let server = system.serve_metrics("127.0.0.1:0").unwrap();
+    let addr = server.local_addr();
+    let (head, body) = get(addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let (_, samples) = parse_prometheus(&body);
+    assert_eq!(
+        value(
+            &samples,
+            "seedcore_tasks_resolved_total",
+            &[("outcome", "completed")]
+        ),
+        30.0
+    );
+    let (head, body) = get(addr, "/stats.json");
+    assert!(head.contains("application/json"), "{head}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["stats"]["completed"], 30);
+    let (head, _) = get(addr, "/nope");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    server.stop();
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the port is closed once the server stops"
+    );
+}
