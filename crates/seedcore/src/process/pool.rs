@@ -458,14 +458,28 @@ impl ProcessPool {
                 args,
             };
             let bytes = postcard::to_allocvec(&msg).expect("run messages encode");
-            w.inflight.lock().insert(
-                id,
-                InFlight {
-                    job: job.clone(),
-                    attempt: n,
-                    started,
-                },
-            );
+            {
+                // DEAD is set under this lock before the worker's tasks are
+                // taken out: a task is either settled by `bury` or never
+                // entered for a dead worker.
+                let mut inflight = w.inflight.lock();
+                if w.state.load(Ordering::Acquire) == DEAD {
+                    drop(inflight);
+                    w.load.fetch_sub(1, Ordering::AcqRel);
+                    w.sent.fetch_sub(1, Ordering::AcqRel);
+                    job.clone().unstart(n);
+                    skipped = true;
+                    continue;
+                }
+                inflight.insert(
+                    id,
+                    InFlight {
+                        job: job.clone(),
+                        attempt: n,
+                        started,
+                    },
+                );
+            }
             if let Some(t) = job.header().opts.timeout {
                 self.arm_deadline(w, &job, id, n, t, t);
             }
@@ -792,6 +806,7 @@ impl ProcessPool {
             ))),
             Outcome::Cancelled => Err(TaskError::Cancelled),
         };
+        let was_async = f.job.is_async();
         // Recycle before the result is out, so that no task submitted in
         // reaction to it can reach this worker.
         let recycle = self
@@ -814,7 +829,17 @@ impl ProcessPool {
         if left == 0 && !recycle {
             self.trim();
         }
-        self.pump();
+        // Refill a worker in batches (one write for several tasks) rather
+        // than one task per result; an idle or half-empty worker is
+        // refilled at once.
+        let cap = if was_async {
+            self.cfg.concurrency
+        } else {
+            self.cfg.prefetch
+        };
+        if left * 2 <= cap {
+            self.pump();
+        }
     }
 
     /// Asks an idle worker to exit; its reader starts a replacement.
@@ -847,7 +872,10 @@ impl ProcessPool {
 
     /// The worker's stream ended: reap it, settle what it held, replace it.
     fn bury(&self, w: &Arc<Worker>) {
-        let was = w.state.swap(DEAD, Ordering::AcqRel);
+        let was = {
+            let _inflight = w.inflight.lock();
+            w.state.swap(DEAD, Ordering::AcqRel)
+        };
         // Make sure it is gone, then reap it: no zombie is left.
         if let Some(pid) = rustix::process::Pid::from_raw(w.pid as i32) {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
@@ -856,10 +884,29 @@ impl ProcessPool {
         let killed = *w.killed.lock();
         let (code, signal) = status.map_or((None, None), |s| (s.code(), s.signal()));
         let running = w.status.running().map(|(id, _)| id);
+        let finished = w.status.finished();
         let held: Vec<(u64, InFlight)> = w.inflight.lock().drain().collect();
         w.load.store(0, Ordering::Release);
         let stopping = self.stopping.load(Ordering::Acquire);
         for (id, f) in held {
+            if finished.contains(&id) {
+                // It ran to the end, but its result died with the worker.
+                // Running it again could repeat its effects: it is reported
+                // as a crash (which a CRASH retry policy may re-run).
+                f.job.finish_process(
+                    f.attempt,
+                    f.started,
+                    Err(TaskError::WorkerDied {
+                        exit_code: code,
+                        signal,
+                        detail: format!(
+                            "worker {} (pid {}) died after the task finished, before it reported the result",
+                            w.index, w.pid
+                        ),
+                    }),
+                );
+                continue;
+            }
             let ran = f.job.is_async() || running == Some(id);
             if !ran {
                 if stopping {

@@ -7,9 +7,12 @@
 //! back to the queue), and to decide whether cancelling a task means
 //! killing its worker.
 //!
-//! Layout: two `u64`s, written only by the worker, read by the parent:
-//! the running task's id (0: none) and its start on `CLOCK_MONOTONIC` in
-//! nanoseconds (one clock for every process of the machine). The id is written last on start and first on finish, so a reader
+//! Layout: `u64`s written only by the worker, read by the parent: the
+//! running task's id (0: none); its start on `CLOCK_MONOTONIC` in
+//! nanoseconds (one clock for every process of the machine); then a count
+//! and a ring of the ids of the last `RING` tasks finished, so that when a
+//! worker dies the parent can tell a task that finished (whose result may
+//! not have been sent) from one that never started. The id is written last on start and first on finish, so a reader
 //! that sees an id sees that task's start time.
 
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
@@ -20,6 +23,10 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const SIZE: usize = 4096;
+/// Finished ids remembered (more than a worker is ever sent ahead).
+const RING: usize = 256;
+const WORDS: usize = 3 + RING;
+const _: () = assert!(WORDS * 8 <= SIZE);
 
 /// One mapping of a worker's status page.
 pub(crate) struct StatusPage {
@@ -72,9 +79,9 @@ impl StatusPage {
     }
 
     fn word(&self, i: usize) -> &AtomicU64 {
-        debug_assert!(i < 2);
+        debug_assert!(i < WORDS);
         // SAFETY: the mapping is page-aligned, SIZE bytes long and lives as
-        // long as `self`; `i < 2` stays inside it; AtomicU64 has the layout
+        // long as `self`; `i < WORDS` (WORDS * 8 <= SIZE) stays inside it; AtomicU64 has the layout
         // of u64 and the page was zero-filled by ftruncate.
         unsafe { &*self.ptr.as_ptr().add(i) }
     }
@@ -87,7 +94,21 @@ impl StatusPage {
 
     /// Worker: the running task is done.
     pub(crate) fn finish(&self) {
+        let id = self.word(0).load(Ordering::Relaxed);
+        let n = self.word(2).load(Ordering::Relaxed);
+        self.word(3 + (n as usize % RING))
+            .store(id, Ordering::Release);
+        self.word(2).store(n + 1, Ordering::Release);
         self.word(0).store(0, Ordering::Release);
+    }
+
+    /// Parent: the ids of the last tasks the worker finished (read after
+    /// the worker is gone, so nothing moves meanwhile).
+    pub(crate) fn finished(&self) -> Vec<u64> {
+        let n = self.word(2).load(Ordering::Acquire) as usize;
+        (n.saturating_sub(RING)..n)
+            .map(|i| self.word(3 + i % RING).load(Ordering::Acquire))
+            .collect()
     }
 
     /// Parent: the running task and its start, if any.

@@ -10,8 +10,8 @@
 //! 3. Run the most urgent sync task on this thread, recording it in the
 //!    status page; async tasks go to a runtime thread and run concurrently.
 //! 4. Results are written before the next sync task starts (so a long task
-//!    delays no result, and a crash loses none), when the queue runs dry,
-//!    and from async tasks as they finish.
+//!    delays none, and a crash loses none), when the queue runs dry, and
+//!    from async tasks as they finish.
 //!
 //! If the parent goes away (end of stream) the worker exits; a watcher
 //! thread also ends it when the parent process dies while a task runs.
@@ -299,9 +299,9 @@ fn serve(
                 .push(p.id, Outcome::Unknown(p.task.clone()), Vec::new()),
             Some(EntryKind::Sync(f)) => {
                 // Results of earlier tasks go out before this one starts: a
-                // long task must not hold them back, and if it crashes they
-                // must already be with the parent (or they would be taken
-                // for never started and run again).
+                // long task must not hold them back, and if this one
+                // crashes they are already in the socket, not lost with the
+                // process.
                 if outbox.lock().flush().is_err() {
                     break 0;
                 }
