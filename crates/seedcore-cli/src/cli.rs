@@ -49,7 +49,8 @@ pub(crate) enum Suite {
     /// Process pool: tiny tasks, round trips and a 64 MiB payload, against
     /// Python's process pools (ProcessPoolExecutor, multiprocessing.Pool, pebble).
     Process,
-    /// Data-parallel helpers (not built yet).
+    /// Parallel maps: a thread map against rayon's par_iter, a process map
+    /// against multiprocessing.Pool, and CPU speedup over one worker.
     Parallel,
     /// Load balancer: AutoExpand/AutoShrink against fixed pools of core and
     /// max size on a bursty workload, threads and processes.

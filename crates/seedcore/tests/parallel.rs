@@ -56,6 +56,32 @@ fn ordered_map_with_fixed_chunks_and_small_window() {
 }
 
 #[test]
+fn collect_vec_keeps_order_and_stops_at_the_first_error() {
+    let sys = system("par-collect", 2, 4);
+    let all = sys.map(0..50_000u64, work).collect_vec().unwrap();
+    assert_eq!(all, (0..50_000u64).map(|i| i * 2).collect::<Vec<_>>());
+    let small = sys
+        .map(vec![3u8, 1, 2], |x| x)
+        .chunk_size(ChunkSize::Fixed(1))
+        .collect_vec()
+        .unwrap();
+    assert_eq!(small, [3, 1, 2]);
+    let e = sys
+        .try_map(0..10_000u64, |i| {
+            if i == 7_000 || i == 9_000 {
+                Err(format!("bad {i}"))
+            } else {
+                Ok(i)
+            }
+        })
+        .chunk_size(ChunkSize::Fixed(100))
+        .collect_vec()
+        .unwrap_err();
+    assert_eq!(e.to_string(), "task failed: bad 7000");
+    assert!(sys.map(0..0u64, |x| x).collect_vec().unwrap().is_empty());
+}
+
+#[test]
 fn empty_input_ends_at_once() {
     let sys = system("par-empty", 2, 4);
     let mut it = sys.map(Vec::<u64>::new(), |x| x).ordered();
@@ -539,10 +565,11 @@ fn a_pipeline_pulls_its_input_only_as_far_as_its_buffers() {
     for _ in 0..100 {
         out.next().unwrap().unwrap();
     }
-    // Each stage holds at most concurrency + buffer one-item chunks and one
-    // being handed on; the output reads batches of up to 256.
+    // Consumed, plus what the output holds (it takes up to 64 at a time),
+    // plus per stage at most concurrency + buffer one-item chunks and one
+    // being handed on.
     let n = pulled.load(Ordering::Relaxed);
-    assert!(n <= 256 + 2 * (4 + 1) + 2, "pulled {n}");
+    assert!(n <= 100 + 64 + 2 * (4 + 1), "pulled {n}");
     out.cancel();
     assert!(out.next().is_none());
 }

@@ -197,7 +197,6 @@ fn a_process_chunk_timeout_kills_and_fails_that_chunk() {
 }
 
 #[test]
-#[ignore = "async process tasks stop resolving after a few calls (process pool bug, reported)"]
 fn async_tasks_run_one_task_per_item() {
     let sys = system("pp-async");
     let words: Vec<String> = (0..100).map(|i| "x".repeat(i)).collect();

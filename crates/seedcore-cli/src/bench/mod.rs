@@ -8,6 +8,7 @@
 //! them with `--quick` and checks only the shape of the output.
 
 mod balance;
+mod parallel;
 mod peers;
 mod process;
 mod report;
@@ -91,6 +92,11 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 results.extend(entries);
                 notes.extend(suite_notes);
             }
+            Suite::Parallel => {
+                let (entries, suite_notes) = parallel::run(scale)?;
+                results.extend(entries);
+                notes.extend(suite_notes);
+            }
             Suite::Balance => {
                 let (entries, suite_notes) = balance::run(scale)?;
                 results.extend(entries);
@@ -100,7 +106,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("suite {}: not built yet", other.name());
             }
             other => bail!(
-                "suite {}: not built yet (built suites: threads, process, balance, all)",
+                "suite {}: not built yet (built suites: threads, process, parallel, balance, all)",
                 other.name()
             ),
         }

@@ -231,7 +231,8 @@ pub(crate) struct Profile {
 /// between completions times the pool's width over the items completed
 /// (processes: this counts the IPC overhead too, so the chunks grow until
 /// it is amortised). The estimate is smoothed, and the size moves toward
-/// `target / cost` by at most ×4 (or ÷4) per finished chunk.
+/// `target / cost` by at most ÷4 and ×4 (×16 for a throughput estimate,
+/// which cannot overshoot) per finished chunk.
 #[derive(Debug)]
 pub(crate) struct Sizer {
     fixed: Option<usize>,
@@ -285,19 +286,23 @@ impl Sizer {
         if self.fixed.is_some() || items == 0 {
             return;
         }
-        let per_item = match run_ns {
-            Some(ns) => ns as f64 / items as f64,
+        // A measured run time can be noisy on the first small chunks: grow
+        // by at most x4 per chunk. A throughput estimate counts the per-chunk
+        // overhead too, so it overstates an item's cost while chunks are
+        // small and can never overshoot: let it grow x16.
+        let (per_item, step) = match run_ns {
+            Some(ns) => (ns as f64 / items as f64, 4),
             None => {
                 let (start, n) = &mut self.window;
                 *n += items;
                 let elapsed = start.elapsed().as_nanos() as f64;
                 // Wait for a window long enough to mean something.
-                if elapsed < self.target_ns / 4.0 && self.est_ns.is_some() {
+                if elapsed < self.target_ns / 8.0 && self.est_ns.is_some() {
                     return;
                 }
                 let per = elapsed * self.width / *n as f64;
                 self.window = (Instant::now(), 0);
-                per
+                (per, 16)
             }
         };
         let est = match self.est_ns {
@@ -312,7 +317,7 @@ impl Sizer {
             want as usize
         };
         let lo = (self.current / 4).max(self.min);
-        let hi = self.current.saturating_mul(4).min(self.max);
+        let hi = self.current.saturating_mul(step).min(self.max);
         self.current = want.clamp(lo.min(hi), hi).clamp(self.min, self.max);
     }
 }

@@ -325,13 +325,17 @@ where
         self
     }
 
-    /// Results in input order. A slow chunk holds back the ones after it
-    /// (they keep running, up to `max_in_flight`).
+    /// Results in input order, lazily (Python's `imap`; collect it for
+    /// `map`). A slow chunk holds back the ones after it (they keep
+    /// running, up to `max_in_flight`).
+    #[doc(alias = "imap")]
     pub fn ordered(self) -> MapIter<'a, R> {
         self.start(true)
     }
 
-    /// Results as chunks complete; within a chunk, in input order.
+    /// Results as chunks complete, lazily (Python's `imap_unordered`);
+    /// within a chunk, in input order.
+    #[doc(alias = "imap_unordered")]
     pub fn unordered(self) -> MapIter<'a, R> {
         self.start(false)
     }
@@ -345,7 +349,8 @@ where
             .max_in_flight
             .unwrap_or(IN_FLIGHT_PER_WORKER * width)
             .max(1);
-        let progress = Progress::new(self.progress, self.source.len_hint(), self.label);
+        let len_hint = self.source.len_hint();
+        let progress = Progress::new(self.progress, len_hint, self.label);
         let core = Core::new(
             self.system,
             self.runner,
@@ -366,6 +371,7 @@ where
                     core,
                     source: self.source,
                 }),
+                len_hint,
                 cursor: None,
                 stop_on_error: self.stop_on_error,
                 done: false,
@@ -418,6 +424,8 @@ impl<T: Send, R: Send> Driver<R> for MapDriver<'_, T, R> {
 /// The consumer's state, shared by the iterator and the stream.
 struct Flow<'a, R> {
     driver: Box<dyn Driver<R> + 'a>,
+    /// Input items, if known at the start.
+    len_hint: Option<u64>,
     cursor: Option<ChunkCursor<R>>,
     stop_on_error: bool,
     done: bool,
@@ -442,20 +450,31 @@ impl<R> Flow<'_, R> {
             if let Some(r) = self.next_ready() {
                 return Poll::Ready(Some(r));
             }
-            if self.done {
-                return Poll::Ready(None);
-            }
-            match self.driver.poll_chunk(cx) {
-                Poll::Ready(Some(out)) => {
-                    self.progress.inc(out.len as u64, out.errors.len() as u64);
-                    self.cursor = Some(out.into_cursor());
-                }
-                Poll::Ready(None) => {
-                    self.done = true;
-                    self.progress.finish();
-                }
+            match self.poll_chunk(cx) {
+                Poll::Ready(Some(out)) => self.cursor = Some(out.into_cursor()),
+                Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
+        }
+    }
+
+    /// The next finished chunk as a whole (for the folds); the cursor must
+    /// be empty.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<ChunkOut<R>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.driver.poll_chunk(cx) {
+            Poll::Ready(Some(out)) => {
+                self.progress.inc(out.len as u64, out.errors.len() as u64);
+                Poll::Ready(Some(out))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                self.progress.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -486,6 +505,24 @@ pub struct MapIter<'a, R> {
 }
 
 impl<'a, R> MapIter<'a, R> {
+    /// The next finished chunk as a whole, blocking; `None` at the end.
+    /// Only for a fresh iterator, before any item was read.
+    pub(crate) fn next_chunk(&mut self) -> Option<ChunkOut<R>> {
+        debug_assert!(self.flow.cursor.is_none(), "items were read one by one");
+        let flow = &mut self.flow;
+        self.blocker.block_on(|cx| flow.poll_chunk(cx))
+    }
+
+    /// The number of input items, when the input knew it at the start.
+    pub(crate) fn len_hint(&self) -> Option<u64> {
+        self.flow.len_hint
+    }
+
+    /// Ends the map after a failure seen chunk-wise.
+    pub(crate) fn stop_after_error(&mut self) {
+        self.flow.stop(true);
+    }
+
     /// Cancels every outstanding chunk: the iterator ends (results already
     /// received are dropped too).
     pub fn cancel(&mut self) {

@@ -26,8 +26,9 @@ use std::task::{Context, Poll};
 /// One item between stages: a value, or the error of an earlier stage.
 type Item<T> = Result<T, PipelineError>;
 
-/// Items a pipeline's output takes from its last stage at a time.
-const OUTPUT_BATCH: usize = 256;
+/// Items a pipeline's output takes from its last stage at a time (and so
+/// holds at most, beyond the stages' buffers).
+const OUTPUT_BATCH: usize = 64;
 
 /// An item that failed in a pipeline stage.
 #[derive(Debug)]

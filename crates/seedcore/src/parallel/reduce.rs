@@ -57,11 +57,60 @@ where
     where
         F: FnMut(A, R) -> A,
     {
+        let mut it = self.stop_on_error(true).unordered();
         let mut acc = init;
-        for r in self.stop_on_error(true).unordered() {
-            acc = f(acc, r?);
+        while let Some(out) = it.next_chunk() {
+            if out.errors.is_empty() {
+                acc = out.values.into_iter().fold(acc, &mut f);
+                continue;
+            }
+            // Fold up to the first failed item, then stop.
+            for r in out.into_cursor() {
+                match r {
+                    Ok(v) => acc = f(acc, v),
+                    Err(e) => {
+                        it.stop_after_error();
+                        return Err(e);
+                    }
+                }
+            }
         }
         Ok(acc)
+    }
+
+    /// The results in input order, in one `Vec` (Python's `Pool.map`,
+    /// rayon's `collect`); stops at the first failed item (in input order)
+    /// and returns its error. Moves each finished chunk's values at once
+    /// rather than item by item.
+    ///
+    /// ```
+    /// use seedcore::ConcurrentSystem;
+    ///
+    /// let system = ConcurrentSystem::builder().core_threads(2).build()?;
+    /// let cubes = system.map(0..1000u64, |x| x * x * x).collect_vec()?;
+    /// assert_eq!(cubes[10], 1000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn collect_vec(self) -> Result<Vec<R>, TaskError> {
+        let mut it = self.stop_on_error(true).ordered();
+        let mut all: Vec<R> = Vec::new();
+        if let Some(n) = it.len_hint() {
+            all.reserve_exact(usize::try_from(n).unwrap_or(0));
+        }
+        while let Some(mut out) = it.next_chunk() {
+            if !out.errors.is_empty() {
+                // Chunks come in order and their errors sorted: this is the
+                // first failure of the map.
+                it.stop_after_error();
+                return Err(out.errors.swap_remove(0).1);
+            }
+            if all.is_empty() && all.capacity() < out.values.len() {
+                all = out.values;
+            } else {
+                all.append(&mut out.values);
+            }
+        }
+        Ok(all)
     }
 
     /// Combines the results with `op` as they arrive: `None` for an empty

@@ -10,7 +10,8 @@
 //!
 //! A thread chunk keeps its items in a mutex that an attempt holds while it
 //! runs them, one after the other, checking its cancellation token between
-//! items. An attempt that stops (cancelled, timed out) publishes the
+//! items (each item of a small chunk, about 64 times in a large one). An
+//! attempt that stops (cancelled, timed out) publishes the
 //! outcomes it has *before* it lets go of the items, so a retry attempt,
 //! which waits for the items, goes on from the first item not run, and when
 //! the last attempt returns every outcome is published.
@@ -62,6 +63,8 @@ const THREAD_TARGET: Duration = Duration::from_micros(500);
 const PROCESS_TARGET: Duration = Duration::from_millis(1);
 /// Most items in an automatic chunk.
 const AUTO_MAX: usize = 65_536;
+/// How often a thread chunk looks at its cancellation token, per chunk.
+const CHECKS_PER_CHUNK: usize = 64;
 
 /// Runs each chunk as a thread task calling `f` on each item.
 pub(crate) struct ThreadRunner<F> {
@@ -139,26 +142,50 @@ where
         let start = Instant::now();
         let mut values = Vec::with_capacity(items.len());
         let mut errors = Vec::new();
-        let first = self.out.lock().settled();
-        let mut index = first;
-        for item in items.by_ref() {
-            let failed = match catch_unwind(AssertUnwindSafe(|| (self.f)(item))) {
-                Ok(Ok(v)) => {
-                    values.push(v);
-                    false
+        let mut index = self.out.lock().settled();
+        // The token is checked about CHECKS_PER_CHUNK times per chunk, so
+        // that cheap items do not pay for it each.
+        let stride = (items.len() / CHECKS_PER_CHUNK).max(1);
+        let mut since_check = 0;
+        loop {
+            // Panics are caught once per run of items rather than once per
+            // item: a panic leaves `index` at the item that panicked, which
+            // is recorded, and the loop resumes after it.
+            let run = catch_unwind(AssertUnwindSafe(|| {
+                for item in items.by_ref() {
+                    let failed = match (self.f)(item) {
+                        Ok(v) => {
+                            values.push(v);
+                            false
+                        }
+                        Err(e) => {
+                            errors.push((index, e));
+                            true
+                        }
+                    };
+                    index += 1;
+                    if failed && self.stop_on_error {
+                        return true;
+                    }
+                    since_check += 1;
+                    if since_check >= stride {
+                        since_check = 0;
+                        if ctx.is_cancelled() {
+                            return true;
+                        }
+                    }
                 }
-                Ok(Err(e)) => {
-                    errors.push((index, e));
-                    true
-                }
+                true
+            }));
+            match run {
+                Ok(_) => break,
                 Err(p) => {
                     errors.push((index, TaskError::Panicked(panic_message(&*p))));
-                    true
+                    index += 1;
+                    if self.stop_on_error || ctx.is_cancelled() {
+                        break;
+                    }
                 }
-            };
-            index += 1;
-            if (failed && self.stop_on_error) || ctx.is_cancelled() {
-                break;
             }
         }
         let ns = start.elapsed().as_nanos() as u64;

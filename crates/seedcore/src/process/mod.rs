@@ -124,6 +124,19 @@ macro_rules! __process_task_impl {
     (@pat $($arg:ident),*) => { ($($arg,)*) };
     (@wrap plain $v:expr) => { ::std::result::Result::<_, ::std::string::String>::Ok($v) };
     (@wrap fallible $v:expr) => { $v.map_err(|e| ::std::string::ToString::to_string(&e)) };
+    (@handle sync $name:ident) => {
+        $crate::ProcessTask::__new(
+            ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name)),
+            ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name), "#batch"),
+        )
+    };
+    (@handle async $name:ident) => {
+        $crate::ProcessTask::external(::std::concat!(
+            ::std::module_path!(),
+            "::",
+            ::std::stringify!($name)
+        ))
+    };
     (@entry sync $name:ident ($($arg:ident : $ty:ty),*) -> $ok:ty, $mode:ident $ret:ty, $body:block) => {
         #[allow(unused_parens)]
         fn __call(__args: $crate::__process_task_impl!(@args $($arg : $ty),*)) -> ::std::result::Result<$ok, ::std::string::String> {
@@ -163,10 +176,7 @@ macro_rules! __process_task_impl {
         #[allow(non_upper_case_globals)]
         $vis const $name: $crate::ProcessTask<$crate::__process_task_impl!(@args $($arg : $ty),*), $ok> = {
             $crate::__process_task_impl!(@entry $kind $name ($($arg : $ty),*) -> $ok, $mode $ret, $body);
-            $crate::ProcessTask::__new(
-                ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name)),
-                ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name), "#batch"),
-            )
+            $crate::__process_task_impl!(@handle $kind $name)
         };
     };
 }

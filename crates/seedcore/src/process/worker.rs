@@ -225,7 +225,8 @@ fn serve(
     let mut queue: BinaryHeap<Pending> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut runtime: Option<tokio::runtime::Runtime> = None;
-    let running_async: Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>> = Arc::default();
+    // Async tasks running, by id; the handle aborts one that is cancelled.
+    let running_async: Arc<Mutex<HashMap<u64, Option<tokio::task::AbortHandle>>>> = Arc::default();
     let code = loop {
         // Take in what has arrived; block only with nothing to do.
         let mut exit: Option<i32> = None;
@@ -263,7 +264,10 @@ fn serve(
                     Ok(ToWorker::Cancel { id }) => {
                         let before = queue.len();
                         queue.retain(|p| p.id != id);
-                        let aborted = running_async.lock().remove(&id).map(|h| h.abort());
+                        let aborted = running_async
+                            .lock()
+                            .remove(&id)
+                            .map(|h| h.map(|h| h.abort()));
                         if queue.len() < before || aborted.is_some() {
                             outbox.lock().push(id, Outcome::Cancelled, Vec::new());
                         }
@@ -322,6 +326,9 @@ fn serve(
                 let fut = f(&p.args, p.fds);
                 let (out, running) = (outbox.clone(), running_async.clone());
                 let id = p.id;
+                // Registered before it is spawned: it may finish before
+                // `spawn` even returns.
+                running_async.lock().insert(id, None);
                 let h = rt.spawn(async move {
                     let (outcome, fds) = fut.await;
                     if running.lock().remove(&id).is_none() {
@@ -332,7 +339,9 @@ fn serve(
                     // Nothing else flushes while the main loop blocks.
                     let _ = o.flush();
                 });
-                running_async.lock().insert(id, h.abort_handle());
+                if let Some(slot) = running_async.lock().get_mut(&id) {
+                    *slot = Some(h.abort_handle());
+                }
             }
         }
         let mut o = outbox.lock();
