@@ -270,9 +270,12 @@ impl ThreadPool {
         self.state.lock().slots.push(slot.clone());
         'outer: loop {
             if let Some(job) = self.queue.pop() {
+                // The slot keeps the task until the next one replaces it, or
+                // until the thread goes idle: one lock per task, not two. A
+                // finished task found there at shutdown is already resolved,
+                // and failing it again is a no-op.
                 *slot.current.lock() = Some(job.clone());
                 job.run(Some(&slot));
-                slot.current.lock().take();
                 if slot.abandoned.load(Ordering::Acquire) && self.rejoin(&slot) {
                     break;
                 }
@@ -293,6 +296,7 @@ impl ThreadPool {
                     std::thread::yield_now();
                 }
             }
+            slot.current.lock().take();
             self.idle.prepare();
             if !self.queue.is_empty() || self.stopping.load(Ordering::Acquire) {
                 self.idle.cancel();
