@@ -190,12 +190,16 @@ impl ThreadPool {
         let mut st = self.state.lock();
         slot.abandoned.store(false, Ordering::Release);
         st.abandoned -= 1;
-        st.alive - st.abandoned > self.target()
+        self.above_target(&st)
     }
 
     /// A thread idle for `keep_alive` above core; `true` if it should exit.
     fn may_retire(&self) -> bool {
-        let st = self.state.lock();
+        self.above_target(&self.state.lock())
+    }
+
+    /// Whether the pool's capacity (threads not stuck) is above its target.
+    fn above_target(&self, st: &PoolState) -> bool {
         st.alive - st.abandoned > self.target()
     }
 
@@ -302,10 +306,7 @@ impl ThreadPool {
                 self.idle.cancel();
                 continue;
             }
-            let above_target = {
-                let st = self.state.lock();
-                st.alive - st.abandoned > self.target()
-            };
+            let above_target = self.above_target(&self.state.lock());
             let timeout = above_target.then_some(self.keep_alive);
             let notified = self.idle.sleep(timeout);
             if !notified && self.may_retire() {

@@ -116,12 +116,21 @@ impl Timer {
     /// Runs every pending back-off now (an immediate shutdown, so that
     /// tasks waiting to retry resolve); deadlines stay.
     pub(crate) fn fire_backoffs(&self) {
+        self.run_backoffs(false);
+    }
+
+    /// Takes the back-offs out of the heap (with `stop`, also marks the
+    /// timer stopped and drops the deadlines), then runs them unlocked.
+    fn run_backoffs(&self, stop: bool) {
         let due: Vec<Entry> = {
             let mut st = self.inner.state.lock();
+            st.stopped |= stop;
             let (due, keep): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut st.heap)
                 .into_iter()
                 .partition(|e| e.backoff);
-            st.heap = keep.into();
+            if !stop {
+                st.heap = keep.into();
+            }
             due
         };
         for e in due {
@@ -132,17 +141,7 @@ impl Timer {
     /// Stops the thread: pending back-offs run now (their tasks resolve),
     /// deadlines are dropped.
     pub(crate) fn stop(&self) {
-        let backoffs: Vec<Entry> = {
-            let mut st = self.inner.state.lock();
-            st.stopped = true;
-            std::mem::take(&mut st.heap)
-                .into_iter()
-                .filter(|e| e.backoff)
-                .collect()
-        };
-        for e in backoffs {
-            (e.action)();
-        }
+        self.run_backoffs(true);
         self.inner.cv.notify_all();
         if let Some(t) = self.thread.lock().take() {
             if t.thread().id() != std::thread::current().id() {

@@ -115,6 +115,8 @@ pub(crate) struct FrameReader {
     end: usize,
     fds: VecDeque<OwnedFd>,
     max_frame: usize,
+    /// Room for the descriptors of one read, reused by every read.
+    cmsg: Vec<MaybeUninit<u8>>,
     /// How long to poll (yielding the CPU between polls) before a read
     /// blocks. A blocked reader on an idle core can take tens of
     /// microseconds to wake; a reply that comes within this window costs
@@ -131,6 +133,7 @@ impl FrameReader {
             end: 0,
             fds: VecDeque::new(),
             max_frame,
+            cmsg: vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))],
             spin: std::time::Duration::from_micros(50),
         }
     }
@@ -198,10 +201,9 @@ impl FrameReader {
         if self.buf.len() < need {
             self.buf.resize(need.max(READ_CHUNK), 0);
         }
-        let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let spin_until = std::time::Instant::now() + self.spin;
         while self.end < need {
-            let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+            let mut cmsg = RecvAncillaryBuffer::new(&mut self.cmsg);
             let spinning = std::time::Instant::now() < spin_until;
             let flags = if spinning {
                 RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT

@@ -184,6 +184,15 @@ impl Worker {
         write_frames(&tx, frames).is_ok()
     }
 
+    /// Sends one control message (no shared buffers).
+    fn send_msg(&self, msg: &ToWorkerRef<'_>) -> bool {
+        let payload = postcard::to_allocvec(msg).expect("control messages encode");
+        self.send(&[OutFrame {
+            payload: &payload,
+            fds: Vec::new(),
+        }])
+    }
+
     /// The pid of the worker process.
     pub(crate) fn pid(&self) -> u32 {
         self.pid
@@ -544,11 +553,7 @@ impl ProcessPool {
             // Async tasks start as soon as they arrive: time them from then,
             // and stop just this one.
             if job.clone().expire(n) {
-                let b = postcard::to_allocvec(&ToWorkerRef::Cancel { id }).expect("encodes");
-                w.send(&[OutFrame {
-                    payload: &b,
-                    fds: Vec::new(),
-                }]);
+                w.send_msg(&ToWorkerRef::Cancel { id });
             }
             return;
         }
@@ -589,11 +594,7 @@ impl ProcessPool {
         if !is_async && w.status.running().is_some_and(|(r, _)| r == id) {
             w.kill(Kill::Cancel);
         } else {
-            let b = postcard::to_allocvec(&ToWorkerRef::Cancel { id }).expect("encodes");
-            w.send(&[OutFrame {
-                payload: &b,
-                fds: Vec::new(),
-            }]);
+            w.send_msg(&ToWorkerRef::Cancel { id });
         }
     }
 
@@ -862,11 +863,7 @@ impl ProcessPool {
         {
             return false;
         }
-        let b = postcard::to_allocvec(&ToWorkerRef::Exit).expect("encodes");
-        w.send(&[OutFrame {
-            payload: &b,
-            fds: Vec::new(),
-        }]);
+        w.send_msg(&ToWorkerRef::Exit);
         true
     }
 
