@@ -9,12 +9,13 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_seedcore");
 
 /// Pairs measured in this binary: always there, with a value.
-const OWN: [(&str, &str, &str); 5] = [
+const OWN: [(&str, &str, &str); 6] = [
     ("map_hash_ns", "seedcore_threads", "ns"),
     ("map_hash_ns", "rayon_par_iter", "ns"),
     ("map_tiny_ns", "seedcore_processes", "ns"),
     ("cpu_speedup", "seedcore_threads", "x"),
     ("cpu_speedup", "seedcore_processes", "x"),
+    ("cpu_speedup", "rayon_par_iter", "x"),
 ];
 
 /// Python peers: measured, or skipped with a reason.

@@ -56,6 +56,7 @@
 mod async_exec;
 mod balance;
 mod callback;
+mod codec;
 mod completion;
 mod config;
 mod context;
@@ -96,8 +97,8 @@ pub use parallel::{
     SendTimeoutError, Sender, Stage, StarFn, TryRecvError, TrySendError,
 };
 pub use process::{
-    init, is_worker, BatchItemError, BatchTask, ProcessPriority, ProcessTask, TaskEntry,
-    WorkerOutput,
+    init, is_worker, BatchIntoIter, BatchItemError, BatchResults, BatchTask, ProcessPriority,
+    ProcessTask, TaskEntry, WorkerOutput,
 };
 pub use shm::SharedBytes;
 pub use stats::{Histogram, Stats};

@@ -535,7 +535,7 @@ impl ConcurrentSystem {
         let Some(is_async) = self.shared.process.serves(task.name()) else {
             return Err(SubmitError::UnknownTask(task.name().to_owned()));
         };
-        let (encoded, fds) = crate::shm::collect_fds(|| postcard::to_allocvec(&args));
+        let (encoded, fds) = crate::shm::collect_fds(|| crate::codec::to_vec(&args, 64));
         let bytes = encoded.map_err(|e| SubmitError::Serialize(e.to_string()))?;
         let limit = self.shared.config.max_frame_bytes;
         // The frame also holds the task's name and a few numbers.

@@ -6,8 +6,8 @@
 seedcore::enable_test_workers!();
 
 use seedcore::{
-    ChunkSize, ConcurrentSystem, SharedBytes, Stage, SystemBuilder, TaskError, TaskOptions,
-    WorkerOutput,
+    BatchItemError, ChunkSize, ConcurrentSystem, SharedBytes, Stage, SystemBuilder, TaskError,
+    TaskOptions, WorkerOutput,
 };
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -141,6 +141,36 @@ fn process_item_errors_and_panics_stay_in_place() {
             Err(e) => panic!("item {i}: unexpected {e}"),
         }
     }
+}
+
+#[test]
+fn the_batch_form_submitted_directly_keeps_each_outcome_in_place() {
+    let sys = system("pp-batch");
+    let batch = picky.batch().expect("a sync task has a batch form");
+    let results = sys
+        .submit_process(TaskOptions::new(), batch, (0..30u64).collect())
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(results.len(), 30);
+    assert_eq!(results.failed(), 6);
+    let all: Vec<_> = results.into_iter().collect();
+    for (i, r) in all.iter().enumerate() {
+        let i = i as u64;
+        match (i % 10, r) {
+            (7, Err(BatchItemError::Panicked(m))) => assert!(m.contains(&format!("seven: {i}"))),
+            (0, Err(BatchItemError::Failed(m))) => assert_eq!(m, &format!("round: {i}")),
+            (_, Ok(v)) => assert_eq!(*v, i),
+            (_, other) => panic!("item {i}: unexpected {other:?}"),
+        }
+    }
+    // An empty batch is a call too.
+    let none = sys
+        .submit_process(TaskOptions::new(), batch, Vec::new())
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(none.is_empty());
 }
 
 #[test]

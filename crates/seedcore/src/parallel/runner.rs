@@ -18,7 +18,7 @@
 
 use super::chunk::{submit_error, ChunkOut, PendingChunk, Profile, ReadyChunk};
 use crate::error::{panic_message, TaskError};
-use crate::process::{BatchItemError, BatchTask, ProcessTask};
+use crate::process::{BatchItemError, BatchResults, BatchTask, ProcessTask};
 use crate::{ConcurrentSystem, TaskContext, TaskFuture, TaskOptions};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -288,7 +288,7 @@ where
 
 /// A submitted batch call.
 struct BatchPending<R> {
-    fut: TaskFuture<Vec<Result<R, BatchItemError>>>,
+    fut: TaskFuture<BatchResults<R>>,
     len: usize,
 }
 
@@ -302,16 +302,16 @@ impl<R: Send + 'static> PendingChunk<R> for BatchPending<R> {
             Ok(b) => b,
             Err(e) => return Poll::Ready(ChunkOut::failed(self.len, e)),
         };
-        let mut out = ChunkOut::new(self.len);
-        out.values.reserve_exact(batch.len());
         let got = batch.len();
-        for (i, item) in batch.into_iter().enumerate().take(self.len) {
-            match item {
-                Ok(v) => out.values.push(v),
-                Err(e) => out.errors.push((i, batch_error(e))),
-            }
-        }
-        if got != self.len {
+        let (values, errors) = batch.into_parts();
+        let mut out = ChunkOut::new(self.len);
+        if got == self.len {
+            out.values = values;
+            out.errors = errors
+                .into_iter()
+                .map(|(i, e)| (i, batch_error(e)))
+                .collect();
+        } else {
             out.fill_missing(TaskError::failed(format!(
                 "the batch call returned {got} results for {} items",
                 self.len

@@ -17,6 +17,7 @@
 //! }
 //! ```
 
+mod batch;
 mod frame;
 mod pool;
 mod proto;
@@ -24,12 +25,13 @@ mod registry;
 mod status;
 mod worker;
 
+pub use batch::{BatchIntoIter, BatchItemError, BatchResults};
 pub(crate) use pool::{ProcessConfig, ProcessJob, ProcessPool};
 pub use pool::{ProcessPriority, WorkerOutput};
 pub(crate) use registry::find;
 #[doc(hidden)]
 pub use registry::{run_async, run_batch, run_sync, PROCESS_TASKS};
-pub use registry::{BatchItemError, BatchTask, ProcessTask, TaskEntry};
+pub use registry::{BatchTask, ProcessTask, TaskEntry};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

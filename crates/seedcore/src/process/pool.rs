@@ -466,7 +466,7 @@ impl ProcessPool {
                 task: job.task_name(),
                 args,
             };
-            let bytes = postcard::to_allocvec(&msg).expect("run messages encode");
+            let bytes = crate::codec::to_vec(&msg, args.len() + 64).expect("run messages encode");
             {
                 // DEAD is set under this lock before the worker's tasks are
                 // taken out: a task is either settled by `bury` or never

@@ -2,6 +2,7 @@
 //! registration, so it is complete in a worker before `init` runs), and
 //! the typed handle the parent submits with.
 
+use super::batch::{BatchItemError, BatchResults};
 use crate::shm;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -100,27 +101,7 @@ pub struct ProcessTask<A, R> {
 }
 
 /// The batch form of a [`ProcessTask`]; see [`ProcessTask::batch`].
-pub type BatchTask<A, R> = ProcessTask<Vec<A>, Vec<Result<R, BatchItemError>>>;
-
-/// Why one item of a batch call failed (the others are unaffected).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BatchItemError {
-    /// The item's call panicked, with this message.
-    Panicked(String),
-    /// The item's call returned this error.
-    Failed(String),
-}
-
-impl std::fmt::Display for BatchItemError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BatchItemError::Panicked(m) => write!(f, "panicked: {m}"),
-            BatchItemError::Failed(m) => write!(f, "failed: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for BatchItemError {}
+pub type BatchTask<A, R> = ProcessTask<Vec<A>, BatchResults<R>>;
 
 impl<A, R> ProcessTask<A, R> {
     #[doc(hidden)]
@@ -183,7 +164,7 @@ fn decode<A: DeserializeOwned>(args: &[u8], fds: Vec<OwnedFd>) -> Result<A, Outc
 }
 
 fn encode<R: Serialize>(r: &R) -> (Outcome, Vec<OwnedFd>) {
-    match shm::collect_fds(|| postcard::to_allocvec(r)) {
+    match shm::collect_fds(|| crate::codec::to_vec(r, 64)) {
         (Ok(bytes), fds) => (Outcome::Ok(bytes), fds),
         (Err(e), _) => (
             Outcome::Failed(format!("the result could not be encoded: {e}")),
@@ -256,7 +237,7 @@ where
 {
     match decode::<Vec<A>>(args, fds) {
         Ok(items) => {
-            let out: Vec<Result<R, BatchItemError>> = items
+            let out: BatchResults<R> = items
                 .into_iter()
                 .map(|a| match catch_unwind(AssertUnwindSafe(|| f(a))) {
                     Ok(Ok(r)) => Ok(r),

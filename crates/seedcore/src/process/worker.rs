@@ -72,8 +72,12 @@ struct Outbox {
 
 impl Outbox {
     fn push(&mut self, id: u64, outcome: Outcome, fds: Vec<OwnedFd>) {
+        let hint = match &outcome {
+            Outcome::Ok(b) => b.len() + 32,
+            _ => 256,
+        };
         let msg = FromWorker::Done { id, outcome };
-        let mut bytes = postcard::to_allocvec(&msg).expect("results encode");
+        let mut bytes = crate::codec::to_vec(&msg, hint).expect("results encode");
         let mut fds = fds;
         if bytes.len() > self.max_frame {
             // The parent would refuse the frame and lose the result: say
