@@ -77,8 +77,12 @@ pub struct Config {
     pub worker_program: Option<PathBuf>,
     /// Arguments for `worker_program`.
     pub worker_args: Vec<OsString>,
-    /// Sync tasks sent ahead to one worker (it runs the most urgent first).
-    /// 1 sends a task only to an idle worker.
+    /// Most sync tasks one worker holds: the one it runs and those sent
+    /// ahead (it runs the most urgent first). Fewer are sent when tasks are
+    /// long: a worker holds at most about 5 ms of work it has not started,
+    /// by the measured mean task time, so that long tasks do not queue in
+    /// one worker while another is idle. 1 sends a task only to an idle
+    /// worker.
     pub worker_prefetch: usize,
     /// Async process tasks one worker runs at once.
     pub worker_concurrency: usize,

@@ -204,7 +204,8 @@ impl SystemBuilder {
         self
     }
 
-    /// Sync tasks sent ahead to one worker.
+    /// Most sync tasks one worker holds, running and sent ahead; fewer
+    /// when tasks are long (see [`Config::worker_prefetch`]).
     pub fn worker_prefetch(mut self, n: usize) -> Self {
         self.config.worker_prefetch = n;
         self

@@ -1149,6 +1149,51 @@ fn an_urgent_task_does_not_wait_behind_less_urgent_tasks_sent_ahead() {
     );
 }
 
+#[test]
+fn long_tasks_are_not_sent_ahead_to_a_busy_worker_while_another_is_idle() {
+    let dir = temp_dir("no-ahead");
+    // The default prefetch (16), two workers.
+    let sys = builder("pt-no-ahead")
+        .core_processes(2)
+        .max_processes(2)
+        .build()
+        .unwrap();
+    // Tasks of tens of milliseconds: the pool learns they are long.
+    let warm: Vec<_> = (0..4)
+        .map(|_| {
+            sys.submit_process(TaskOptions::new(), sleep_then, (String::new(), 30))
+                .unwrap()
+        })
+        .collect();
+    for f in warm {
+        wait(f).unwrap();
+    }
+    let (started, flag) = (dir.join("started"), dir.join("flag"));
+    let blocker = sys
+        .submit_process(
+            TaskOptions::new(),
+            wait_flag,
+            (path_string(&started), path_string(&flag)),
+        )
+        .unwrap();
+    let busy = read_pid_file(&started);
+    let rest: Vec<_> = (0..6)
+        .map(|_| {
+            sys.submit_process(TaskOptions::new(), sleep_then, (String::new(), 20))
+                .unwrap()
+        })
+        .collect();
+    // Each runs on the other worker, one after another; none waits in the
+    // blocked worker's queue.
+    for f in rest {
+        let pid = wait(f).expect("a task behind the blocked worker");
+        assert_ne!(pid, busy, "a long task was sent ahead to the busy worker");
+    }
+    assert!(!blocker.is_done());
+    std::fs::write(&flag, "go").unwrap();
+    assert_eq!(wait(blocker).unwrap(), busy);
+}
+
 // ---------------------------------------------------------------------------
 // Result delivery within one worker
 // ---------------------------------------------------------------------------

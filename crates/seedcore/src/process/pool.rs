@@ -13,7 +13,11 @@
 //! Tasks wait in the pool's queue (priority, then FIFO) under the pool
 //! lock. A worker takes up to `prefetch` sync tasks at a time (it runs the
 //! most urgent first) or up to `concurrency` async ones; it never mixes the
-//! two. Whoever frees capacity — a submitter, a reader thread, a respawn —
+//! two. Tasks sent ahead hide the round trip between short tasks, but a
+//! long task sent ahead waits behind another while a worker elsewhere may
+//! sit idle: so a worker is sent no more than about [`AHEAD`] of work it
+//! has not started, by the pool's measured time per sync task (at least
+//! the task it runs, at most `prefetch`). Whoever frees capacity — a submitter, a reader thread, a respawn —
 //! runs [`ProcessPool::pump`], which hands queued tasks to workers and
 //! writes each worker's batch in one write.
 //!
@@ -46,9 +50,13 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+
+/// How much not-yet-started work (by the measured mean task time) a
+/// worker is sent ahead of the task it runs.
+const AHEAD: Duration = Duration::from_millis(5);
 
 /// OS scheduling priority of worker processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -162,6 +170,8 @@ pub(crate) struct Worker {
     killed: Mutex<Option<Kill>>,
     child: Mutex<Option<Child>>,
     idle_since: Mutex<Instant>,
+    /// When it last reported a sync task.
+    last_done: Mutex<Instant>,
     done: AtomicUsize,
     /// Tasks handed to it so far (recycling counts these).
     sent: AtomicUsize,
@@ -250,6 +260,9 @@ pub(crate) struct ProcessPool {
     next_run: std::sync::atomic::AtomicU64,
     /// Workers to keep, within `core..=max` (see `resize`).
     target: AtomicUsize,
+    /// Mean time a worker spends on one sync task (moving average, ns; 0
+    /// before the first): bounds what is sent ahead.
+    task_ns: AtomicU64,
 }
 
 /// The sizes of the process pool, for stats and the balancer.
@@ -286,7 +299,35 @@ impl ProcessPool {
             threads: Mutex::new(Vec::new()),
             next_run: std::sync::atomic::AtomicU64::new(1),
             target: AtomicUsize::new(0),
+            task_ns: AtomicU64::new(0),
         })
+    }
+
+    /// How many sync tasks a worker may hold (running and sent ahead).
+    fn sync_cap(&self) -> usize {
+        let per_task = self.task_ns.load(Ordering::Relaxed);
+        let ahead = AHEAD.as_nanos() as u64;
+        let fits = if per_task == 0 {
+            u64::MAX
+        } else {
+            ahead / per_task
+        };
+        usize::try_from(fits.saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .clamp(1, self.cfg.prefetch.max(1))
+    }
+
+    /// Adds one sync task's time in a worker to the moving average.
+    fn observe_task(&self, ns: u64) {
+        let old = self.task_ns.load(Ordering::Relaxed);
+        // The first sample stands alone; later ones weigh 1/8. Concurrent
+        // readers may lose an update to each other: an estimate is enough.
+        let new = if old == 0 {
+            ns.max(1)
+        } else {
+            (old - old / 8 + ns / 8).max(1)
+        };
+        self.task_ns.store(new, Ordering::Relaxed);
     }
 
     fn arc(&self) -> Arc<ProcessPool> {
@@ -377,7 +418,7 @@ impl ProcessPool {
                 let cap = if is_async {
                     self.cfg.concurrency
                 } else {
-                    self.cfg.prefetch
+                    self.sync_cap()
                 };
                 let max_tasks = self.cfg.max_tasks_per_worker.unwrap_or(u64::MAX) as usize;
                 // A worker that has been handed its share of tasks before
@@ -720,6 +761,7 @@ impl ProcessPool {
             killed: Mutex::new(None),
             child: Mutex::new(Some(child)),
             idle_since: Mutex::new(Instant::now()),
+            last_done: Mutex::new(Instant::now()),
             done: AtomicUsize::new(0),
             sent: AtomicUsize::new(0),
         });
@@ -794,6 +836,13 @@ impl ProcessPool {
         };
         let left = w.load.fetch_sub(1, Ordering::AcqRel) - 1;
         let n = w.done.fetch_add(1, Ordering::AcqRel) + 1;
+        if !f.job.is_async() {
+            // A worker runs its sync tasks one after another: this one began
+            // when it arrived or when the one before it ended, if later.
+            let now = Instant::now();
+            let since = std::mem::replace(&mut *w.last_done.lock(), now).max(f.started);
+            self.observe_task(now.saturating_duration_since(since).as_nanos() as u64);
+        }
         let result = match outcome {
             Outcome::Ok(bytes) => Ok((bytes, fds)),
             Outcome::Panicked(m) => Err(TaskError::Panicked(m)),
@@ -836,7 +885,7 @@ impl ProcessPool {
         let cap = if was_async {
             self.cfg.concurrency
         } else {
-            self.cfg.prefetch
+            self.sync_cap()
         };
         if left * 2 <= cap {
             self.pump();
