@@ -307,11 +307,8 @@ impl ProcessPool {
     fn sync_cap(&self) -> usize {
         let per_task = self.task_ns.load(Ordering::Relaxed);
         let ahead = AHEAD.as_nanos() as u64;
-        let fits = if per_task == 0 {
-            u64::MAX
-        } else {
-            ahead / per_task
-        };
+        // 0: nothing measured yet.
+        let fits = ahead.checked_div(per_task).unwrap_or(u64::MAX);
         usize::try_from(fits.saturating_add(1))
             .unwrap_or(usize::MAX)
             .clamp(1, self.cfg.prefetch.max(1))
