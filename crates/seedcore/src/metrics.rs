@@ -47,19 +47,13 @@ impl ConcurrentSystem {
 
 pub(crate) fn render_prometheus(shared: &Shared) -> String {
     let st = stats_of(shared);
-    let mon = shared
-        .balance
-        .monitor
-        .snapshot(&shared.config.name, &st.worker_pids);
+    let mon = crate::monitor::snapshot_of(shared);
     prometheus(&shared.config.name, shared, &st, &mon)
 }
 
 pub(crate) fn render_json(shared: &Shared) -> String {
     let st = stats_of(shared);
-    let mon = shared
-        .balance
-        .monitor
-        .snapshot(&shared.config.name, &st.worker_pids);
+    let mon = crate::monitor::snapshot_of(shared);
     json(shared, &st, &mon)
 }
 

@@ -10,14 +10,16 @@
 //!
 //! CPU percentages are computed here, from each process's (or thread's)
 //! accumulated CPU time between two readings at least 100 ms apart; the
-//! first reading of a worker shows 0. Pool threads are found by their name
-//! (`{name}-{index}`, as the thread pool names them; the OS keeps 15 bytes
-//! of a thread name, so a system whose name is longer than 9 bytes lists
-//! none). A thread has no memory of its own: threads show the process's
+//! first reading of a worker shows 0. Pool threads are found by the OS
+//! thread id each records when it starts (Linux; elsewhere the OS gives
+//! no per-thread readings and they are listed without them). A thread has
+//! no memory of its own: threads show the process's
 //! resident memory at the top of the snapshot, not per thread.
 
 use crate::balance::LoadReading;
-use crate::system::ConcurrentSystem;
+use crate::process::WorkerView;
+use crate::system::{ConcurrentSystem, Shared};
+use crate::thread_pool::ThreadView;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -153,9 +155,10 @@ impl Monitor {
         })
     }
 
-    /// A full snapshot: the machine, this process, its pool threads (named
-    /// `{name}-{index}`) and the worker processes `pids`.
-    pub(crate) fn snapshot(&self, name: &str, pids: &[u32]) -> MonitorSnapshot {
+    /// A full snapshot: the machine, this process, its pool threads and
+    /// its worker processes.
+    pub(crate) fn snapshot(&self, threads: &[ThreadView], procs: &[WorkerView]) -> MonitorSnapshot {
+        let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
         self.with(|m| {
             m.refresh_machine();
             let physical = *m.physical.get_or_insert_with(System::physical_core_count);
@@ -205,48 +208,37 @@ impl Monitor {
                 snap.rss = rss;
                 snap.cpu_percent = m.cpu_percent(own.as_u32(), acc, now).unwrap_or(0.0);
             }
-            let prefix = format!("{name}-");
-            let tids: Vec<Pid> = m
-                .sys
-                .process(own)
-                .and_then(|p| p.tasks())
-                .map(|t| t.iter().copied().collect())
-                .unwrap_or_default();
-            for tid in tids {
-                let Some(t) = m.sys.process(tid) else {
-                    continue;
-                };
-                let tname = t.name().to_string_lossy().into_owned();
-                let is_pool = tname
-                    .strip_prefix(&prefix)
-                    .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
-                if !is_pool {
-                    continue;
-                }
-                let (state, acc) = (state_name(t.status()), t.accumulated_cpu_time());
-                snap.threads.push(WorkerReading {
-                    id: tid.as_u32(),
-                    name: tname,
-                    state,
-                    cpu_percent: m.cpu_percent(tid.as_u32(), acc, now).unwrap_or(0.0),
+            for t in threads {
+                let mut r = WorkerReading {
+                    id: t.tid,
+                    name: t.name.clone(),
+                    tasks_done: Some(t.done),
+                    current_task: t.current,
                     ..WorkerReading::default()
-                });
+                };
+                if let Some(os) = m.sys.process(Pid::from_u32(t.tid)).filter(|_| t.tid != 0) {
+                    r.state = state_name(os.status());
+                    let acc = os.accumulated_cpu_time();
+                    r.cpu_percent = m.cpu_percent(t.tid, acc, now).unwrap_or(0.0);
+                }
+                snap.threads.push(r);
             }
             snap.threads.sort_by_key(|w| w.id);
-            for &pid in pids {
-                let Some(p) = m.sys.process(Pid::from_u32(pid)) else {
+            for w in procs {
+                let Some(p) = m.sys.process(Pid::from_u32(w.pid)) else {
                     continue;
                 };
                 let (state, acc, rss) =
                     (state_name(p.status()), p.accumulated_cpu_time(), p.memory());
                 let name = p.name().to_string_lossy().into_owned();
                 snap.processes.push(WorkerReading {
-                    id: pid,
+                    id: w.pid,
                     name,
                     state,
-                    cpu_percent: m.cpu_percent(pid, acc, now).unwrap_or(0.0),
+                    cpu_percent: m.cpu_percent(w.pid, acc, now).unwrap_or(0.0),
                     rss: Some(rss),
-                    ..WorkerReading::default()
+                    tasks_done: Some(w.done),
+                    current_task: w.current,
                 });
             }
             // Forget the CPU times of threads and processes that are gone.
@@ -318,6 +310,14 @@ fn state_name(s: sysinfo::ProcessStatus) -> String {
     .to_owned()
 }
 
+/// A monitor snapshot of the system behind `shared`.
+pub(crate) fn snapshot_of(shared: &Shared) -> MonitorSnapshot {
+    shared
+        .balance
+        .monitor
+        .snapshot(&shared.pool.thread_views(), &shared.process.worker_views())
+}
+
 impl ConcurrentSystem {
     /// Reads the machine (cores, memory, CPU load), this process, its pool
     /// threads and its worker processes (CPU and resident memory of each).
@@ -327,9 +327,6 @@ impl ConcurrentSystem {
     /// since the previous call (the first call shows 0).
     pub fn monitor(&self) -> MonitorSnapshot {
         let shared = self.shared();
-        shared
-            .balance
-            .monitor
-            .snapshot(&shared.config.name, &shared.process.worker_pids())
+        snapshot_of(shared)
     }
 }

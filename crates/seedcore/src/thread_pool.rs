@@ -22,7 +22,7 @@ use crate::idle::Idle;
 use crate::queue::PriorityQueue;
 use crate::task::Job;
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,14 +46,45 @@ pub(crate) struct PoolSizes {
 pub(crate) struct WorkerSlot {
     abandoned: AtomicBool,
     thread: std::thread::ThreadId,
+    /// The OS thread id (0 where the OS has none to give).
+    tid: u32,
+    /// The thread's name (`{system}-{index}`).
+    name: String,
     /// The task this thread runs now.
     current: Mutex<Option<Arc<dyn Job>>>,
+    /// Tasks this thread has run.
+    done: AtomicU64,
+}
+
+/// A pool thread as the monitor shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ThreadView {
+    /// The OS thread id (0 where the OS has none to give).
+    pub(crate) tid: u32,
+    /// The thread's name.
+    pub(crate) name: String,
+    /// Tasks it has run.
+    pub(crate) done: u64,
+    /// The task it runs now.
+    pub(crate) current: Option<u64>,
 }
 
 thread_local! {
     /// Whether this thread is a pool thread (a shutdown started from a task
     /// must not wait for that task, nor for its own thread).
     static IN_POOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The calling thread's OS id, for the monitor.
+fn os_thread_id() -> u32 {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::thread::gettid().as_raw_nonzero().get() as u32
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
 }
 
 /// Whether the calling thread is a pool thread running a task.
@@ -76,6 +107,8 @@ pub(crate) struct ThreadPool {
     queue: PriorityQueue<Arc<dyn Job>>,
     idle: Idle,
     state: Mutex<PoolState>,
+    /// A thread entered `work`.
+    started: Condvar,
     exited: Condvar,
     stopping: AtomicBool,
     core: usize,
@@ -110,6 +143,7 @@ impl ThreadPool {
                 exited: Vec::new(),
                 slots: Vec::new(),
             }),
+            started: Condvar::new(),
             exited: Condvar::new(),
             stopping: AtomicBool::new(false),
             core: cfg.core,
@@ -125,6 +159,12 @@ impl ThreadPool {
             for _ in 0..pool.core {
                 pool.spawn_locked(&mut st)?;
             }
+            // The core threads are ready (and visible to the monitor) when
+            // the system is; a thread takes well under a millisecond to start.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while st.slots.len() < pool.core
+                && !pool.started.wait_until(&mut st, deadline).timed_out()
+            {}
         }
         Ok(pool)
     }
@@ -269,9 +309,13 @@ impl ThreadPool {
         let slot = Arc::new(WorkerSlot {
             abandoned: AtomicBool::new(false),
             thread: std::thread::current().id(),
+            tid: os_thread_id(),
+            name: std::thread::current().name().unwrap_or_default().to_owned(),
             current: Mutex::new(None),
+            done: AtomicU64::new(0),
         });
         self.state.lock().slots.push(slot.clone());
+        self.started.notify_all();
         'outer: loop {
             if let Some(job) = self.queue.pop() {
                 // The slot keeps the task until the next one replaces it, or
@@ -280,6 +324,7 @@ impl ThreadPool {
                 // and failing it again is a no-op.
                 *slot.current.lock() = Some(job.clone());
                 job.run(Some(&slot));
+                slot.done.fetch_add(1, Ordering::Relaxed);
                 if slot.abandoned.load(Ordering::Acquire) && self.rejoin(&slot) {
                     break;
                 }
@@ -328,6 +373,27 @@ impl ThreadPool {
         st.exited.push(std::thread::current().id());
         st.slots.retain(|s| !Arc::ptr_eq(s, &slot));
         self.exited.notify_all();
+    }
+
+    /// The threads working for the pool (not those detached with a stuck
+    /// task): what each has run and runs now.
+    pub(crate) fn thread_views(&self) -> Vec<ThreadView> {
+        let slots = self.state.lock().slots.clone();
+        slots
+            .iter()
+            .filter(|s| !s.abandoned.load(Ordering::Acquire))
+            .map(|s| ThreadView {
+                tid: s.tid,
+                name: s.name.clone(),
+                done: s.done.load(Ordering::Relaxed),
+                current: s
+                    .current
+                    .lock()
+                    .as_ref()
+                    .filter(|j| !j.is_resolved())
+                    .map(|j| j.header().id.as_u64()),
+            })
+            .collect()
     }
 
     /// Steps 2 and 3 of shutdown; returns how many threads were detached

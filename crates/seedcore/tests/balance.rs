@@ -608,6 +608,62 @@ fn the_monitor_reads_the_machine_and_the_pool_threads() {
 }
 
 #[test]
+fn the_monitor_shows_each_workers_current_task_and_count_under_a_long_system_name() {
+    // Longer than the 15 bytes the OS keeps of a thread name.
+    let system = common::builder("monitor-with-a-long-name")
+        .core_threads(2)
+        .max_threads(2)
+        .core_processes(1)
+        .max_processes(1)
+        .worker_output(seedcore::WorkerOutput::Discard)
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        system
+            .submit_thread(TaskOptions::new(), |_| ())
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let gate = Gate::new();
+    let g = gate.clone();
+    let held = system
+        .submit_thread(TaskOptions::new(), move |_| g.wait())
+        .unwrap();
+    let napping = system
+        .submit_process(TaskOptions::new(), nap, 3_000)
+        .unwrap();
+    let (tid, pid) = (held.id().as_u64(), napping.id().as_u64());
+    let mut mon = system.monitor();
+    assert!(
+        eventually(LONG, || {
+            mon = system.monitor();
+            mon.threads.iter().any(|w| w.current_task == Some(tid))
+                && mon.processes.iter().any(|w| w.current_task == Some(pid))
+        }),
+        "threads {:?}\nprocesses {:?}",
+        mon.threads,
+        mon.processes
+    );
+    assert_eq!(mon.threads.len(), 2, "{:?}", mon.threads);
+    assert!(mon.threads.iter().all(|w| w.id != 0
+        && !w.state.is_empty()
+        && w.name.starts_with("monitor-with-a-long-name-")));
+    let done: u64 = mon.threads.iter().filter_map(|w| w.tasks_done).sum();
+    assert_eq!(done, 5, "{:?}", mon.threads);
+    gate.open();
+    held.wait().unwrap();
+    napping.wait().unwrap();
+    assert!(eventually(LONG, || {
+        let m = system.monitor();
+        m.threads.iter().all(|w| w.current_task.is_none())
+            && m.threads.iter().filter_map(|w| w.tasks_done).sum::<u64>() == 6
+            && m.processes.iter().all(|w| w.current_task.is_none())
+            && m.processes.iter().filter_map(|w| w.tasks_done).sum::<u64>() == 1
+    }));
+}
+
+#[test]
 fn a_burst_of_blocking_process_tasks_grows_the_process_pool_and_it_shrinks_back() {
     let system = balanced("bal-proc")
         .core_processes(1)

@@ -265,6 +265,16 @@ pub(crate) struct ProcessPool {
     task_ns: AtomicU64,
 }
 
+/// A worker process as the monitor shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WorkerView {
+    pub(crate) pid: u32,
+    /// Tasks it has reported.
+    pub(crate) done: u64,
+    /// The task it runs now.
+    pub(crate) current: Option<u64>,
+}
+
 /// The sizes of the process pool, for stats and the balancer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ProcSizes {
@@ -1084,6 +1094,29 @@ impl ProcessPool {
             .iter()
             .filter(|w| w.state.load(Ordering::Acquire) != DEAD)
             .map(|w| w.pid())
+            .collect()
+    }
+
+    /// The live workers as the monitor shows them: what each has run and
+    /// runs now.
+    pub(crate) fn worker_views(&self) -> Vec<WorkerView> {
+        let workers = self.state.lock().workers.clone();
+        workers
+            .iter()
+            .filter(|w| w.state.load(Ordering::Acquire) != DEAD)
+            .map(|w| {
+                let running = w.status.running().map(|(id, _)| id);
+                WorkerView {
+                    pid: w.pid(),
+                    done: w.done.load(Ordering::Acquire) as u64,
+                    current: running.and_then(|id| {
+                        w.inflight
+                            .lock()
+                            .get(&id)
+                            .map(|f| f.job.header().id.as_u64())
+                    }),
+                }
+            })
             .collect()
     }
 
