@@ -100,7 +100,7 @@ impl Sizes {
                 imap_n: 100_000,
                 imap_reps: 3,
                 cpu_total: 400_000_000,
-                cpu_reps: 7,
+                cpu_reps: 9,
             }
         }
     }
