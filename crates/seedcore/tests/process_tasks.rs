@@ -118,6 +118,35 @@ fn read_pid_file(path: &Path) -> u32 {
     pid.expect("checked")
 }
 
+/// A `wait_flag` task holding a worker until it is released.
+struct Blocker {
+    future: TaskFuture<u32>,
+    /// The worker it holds.
+    pid: u32,
+    flag: PathBuf,
+}
+
+impl Blocker {
+    /// Submits it and waits until it runs.
+    fn start(sys: &ConcurrentSystem, dir: &Path) -> Blocker {
+        let (started, flag) = (dir.join("started"), dir.join("flag"));
+        let future = sys
+            .submit_process(
+                TaskOptions::new(),
+                wait_flag,
+                (path_string(&started), path_string(&flag)),
+            )
+            .unwrap();
+        let pid = read_pid_file(&started);
+        Blocker { future, pid, flag }
+    }
+
+    /// Lets it finish.
+    fn release(&self) {
+        std::fs::write(&self.flag, "go").unwrap();
+    }
+}
+
 /// Runs `whoami` until the pool answers: the worker(s) are up.
 fn warm_up(sys: &ConcurrentSystem) -> u32 {
     wait(sys.submit_process(TaskOptions::new(), whoami, ()).unwrap()).expect("warm-up task")
@@ -900,15 +929,8 @@ fn cancel_queued(prefetch: usize) {
         .worker_prefetch(prefetch)
         .build()
         .unwrap();
-    let (started, flag) = (dir.join("started"), dir.join("flag"));
-    let blocker = sys
-        .submit_process(
-            TaskOptions::new(),
-            wait_flag,
-            (path_string(&started), path_string(&flag)),
-        )
-        .unwrap();
-    let pid = read_pid_file(&started);
+    let blocker = Blocker::start(&sys, &dir);
+    let pid = blocker.pid;
     let side_effect = dir.join("side-effect");
     let victim = sys
         .submit_process(TaskOptions::new(), touch, path_string(&side_effect))
@@ -919,8 +941,8 @@ fn cancel_queued(prefetch: usize) {
         .unwrap();
     assert!(victim.cancel());
     assert!(matches!(wait(victim), Err(TaskError::Cancelled)));
-    std::fs::write(&flag, "go").unwrap();
-    assert_eq!(wait(blocker).unwrap(), pid);
+    blocker.release();
+    assert_eq!(wait(blocker.future).unwrap(), pid);
     assert_eq!(wait(next).unwrap(), pid, "the worker survived the cancel");
     assert!(after.exists());
     assert!(
@@ -1056,15 +1078,8 @@ fn priority_run(name: &str, prefetch: usize, n: u32, seed: u64) -> (Vec<u32>, Ve
     use rand::{Rng, SeedableRng};
     let dir = temp_dir(name);
     let sys = builder(name).worker_prefetch(prefetch).build().unwrap();
-    let (started, flag, log) = (dir.join("started"), dir.join("flag"), dir.join("log"));
-    let blocker = sys
-        .submit_process(
-            TaskOptions::new(),
-            wait_flag,
-            (path_string(&started), path_string(&flag)),
-        )
-        .unwrap();
-    read_pid_file(&started);
+    let log = dir.join("log");
+    let blocker = Blocker::start(&sys, &dir);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut queued = Vec::new();
     let mut futs = Vec::new();
@@ -1077,8 +1092,8 @@ fn priority_run(name: &str, prefetch: usize, n: u32, seed: u64) -> (Vec<u32>, Ve
         );
         queued.push((level, tag));
     }
-    std::fs::write(&flag, "go").unwrap();
-    wait(blocker).unwrap();
+    blocker.release();
+    wait(blocker.future).unwrap();
     for f in futs {
         wait(f).unwrap();
     }
@@ -1111,15 +1126,8 @@ fn an_urgent_task_does_not_wait_behind_less_urgent_tasks_sent_ahead() {
     let dir = temp_dir("prio-prefetch");
     // The default prefetch (16): a worker holds tasks that have not started.
     let sys = builder("pt-prio-pf").build().unwrap();
-    let (started, flag, log) = (dir.join("started"), dir.join("flag"), dir.join("log"));
-    let blocker = sys
-        .submit_process(
-            TaskOptions::new(),
-            wait_flag,
-            (path_string(&started), path_string(&flag)),
-        )
-        .unwrap();
-    read_pid_file(&started);
+    let log = dir.join("log");
+    let blocker = Blocker::start(&sys, &dir);
     let mut futs = Vec::new();
     for tag in 0..24 {
         let opts = TaskOptions::new().priority(Priority::IDLE);
@@ -1135,8 +1143,8 @@ fn an_urgent_task_does_not_wait_behind_less_urgent_tasks_sent_ahead() {
             (path_string(&log), 999),
         )
         .unwrap();
-    std::fs::write(&flag, "go").unwrap();
-    wait(blocker).unwrap();
+    blocker.release();
+    wait(blocker.future).unwrap();
     wait(urgent).unwrap();
     for f in futs {
         wait(f).unwrap();
@@ -1168,15 +1176,8 @@ fn long_tasks_are_not_sent_ahead_to_a_busy_worker_while_another_is_idle() {
     for f in warm {
         wait(f).unwrap();
     }
-    let (started, flag) = (dir.join("started"), dir.join("flag"));
-    let blocker = sys
-        .submit_process(
-            TaskOptions::new(),
-            wait_flag,
-            (path_string(&started), path_string(&flag)),
-        )
-        .unwrap();
-    let busy = read_pid_file(&started);
+    let blocker = Blocker::start(&sys, &dir);
+    let busy = blocker.pid;
     let rest: Vec<_> = (0..6)
         .map(|_| {
             sys.submit_process(TaskOptions::new(), sleep_then, (String::new(), 20))
@@ -1189,9 +1190,9 @@ fn long_tasks_are_not_sent_ahead_to_a_busy_worker_while_another_is_idle() {
         let pid = wait(f).expect("a task behind the blocked worker");
         assert_ne!(pid, busy, "a long task was sent ahead to the busy worker");
     }
-    assert!(!blocker.is_done());
-    std::fs::write(&flag, "go").unwrap();
-    assert_eq!(wait(blocker).unwrap(), busy);
+    assert!(!blocker.future.is_done());
+    blocker.release();
+    assert_eq!(wait(blocker.future).unwrap(), busy);
 }
 
 // ---------------------------------------------------------------------------
@@ -1202,26 +1203,18 @@ fn long_tasks_are_not_sent_ahead_to_a_busy_worker_while_another_is_idle() {
 fn a_result_is_not_held_back_by_the_next_long_task() {
     let dir = temp_dir("held-back");
     let sys = builder("pt-held").worker_prefetch(4).build().unwrap();
-    let (started, flag) = (dir.join("started"), dir.join("flag"));
-    let blocker = sys
-        .submit_process(
-            TaskOptions::new(),
-            wait_flag,
-            (path_string(&started), path_string(&flag)),
-        )
-        .unwrap();
-    read_pid_file(&started);
+    let blocker = Blocker::start(&sys, &dir);
     let quick = sys.submit_process(TaskOptions::new(), square, 9).unwrap();
     let slow = sys
         .submit_process(TaskOptions::new(), sleep_then, (String::new(), 6_000))
         .unwrap();
-    std::fs::write(&flag, "go").unwrap();
+    blocker.release();
     // The quick task is done long before the slow one ends.
     match quick.wait_timeout(Duration::from_secs(3)) {
         Ok(r) => assert_eq!(r.unwrap(), 81),
         Err(_) => panic!("the quick task's result waited for the slow task"),
     }
-    assert!(blocker.is_done(), "the blocker's result waited too");
+    assert!(blocker.future.is_done(), "the blocker's result waited too");
     assert!(wait(slow).is_ok());
 }
 
@@ -1229,23 +1222,16 @@ fn a_result_is_not_held_back_by_the_next_long_task() {
 fn a_finished_task_does_not_run_again_when_its_worker_dies_next() {
     let dir = temp_dir("rerun");
     let sys = builder("pt-rerun").worker_prefetch(4).build().unwrap();
-    let (started, flag, log) = (dir.join("started"), dir.join("flag"), dir.join("log"));
-    let blocker = sys
-        .submit_process(
-            TaskOptions::new(),
-            wait_flag,
-            (path_string(&started), path_string(&flag)),
-        )
-        .unwrap();
-    read_pid_file(&started);
+    let log = dir.join("log");
+    let blocker = Blocker::start(&sys, &dir);
     let once = sys
         .submit_process(TaskOptions::new(), log_start, (path_string(&log), 1))
         .unwrap();
     let crash = sys.submit_process(TaskOptions::new(), do_abort, 1).unwrap();
-    std::fs::write(&flag, "go").unwrap();
+    blocker.release();
     assert!(matches!(wait(crash), Err(TaskError::WorkerDied { .. })));
     assert_eq!(wait(once).unwrap(), 1);
-    assert!(wait(blocker).is_ok());
+    assert!(wait(blocker.future).is_ok());
     let runs = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         runs.lines().count(),
