@@ -204,6 +204,15 @@ pub enum SubmitError {
         /// The limit (`max_frame_bytes`).
         limit: usize,
     },
+    /// The arguments hold more shared-memory buffers than one frame
+    /// carries (each crosses as a descriptor).
+    #[error("the arguments hold {count} shared buffers, over the {limit} one task may carry")]
+    TooManySharedBuffers {
+        /// Shared buffers in the arguments.
+        count: usize,
+        /// The most one frame carries.
+        limit: usize,
+    },
     /// Process tasks cannot be submitted from inside a worker process.
     #[error("process tasks cannot be submitted from a worker process")]
     InsideWorker,

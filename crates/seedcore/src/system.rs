@@ -514,8 +514,9 @@ impl ConcurrentSystem {
     /// Runs the process task `task` with `args` in a worker process.
     ///
     /// Fails at once if the task is not registered, the arguments do not
-    /// serialize or are larger than the frame limit, or this process is
-    /// itself a worker. A timeout kills the worker (and so stops the task);
+    /// serialize, are larger than the frame limit or hold more than 253
+    /// shared buffers (one descriptor each), or this process is itself a
+    /// worker. A timeout kills the worker (and so stops the task);
     /// a worker that dies resolves its running task
     /// [`TaskError::WorkerDied`] (or retries it, with [`RetryOn::CRASH`]).
     ///
@@ -530,24 +531,65 @@ impl ConcurrentSystem {
         A: serde::Serialize,
         R: serde::de::DeserializeOwned + Send + 'static,
     {
+        let is_async = self.process_target(task.name())?;
+        self.enqueue_process(opts, task, is_async, encode_args(&args)?)
+    }
+
+    /// [`submit_process`](Self::submit_process) with the arguments
+    /// already encoded (by [`encode_args`]).
+    pub(crate) fn submit_encoded<A, R>(
+        &self,
+        opts: TaskOptions,
+        task: ProcessTask<A, R>,
+        args: EncodedArgs,
+    ) -> Result<TaskFuture<R>, SubmitError>
+    where
+        R: serde::de::DeserializeOwned + Send + 'static,
+    {
+        let is_async = self.process_target(task.name())?;
+        self.enqueue_process(opts, task, is_async, args)
+    }
+
+    /// Whether a process task may be submitted from here; whether it is
+    /// async.
+    fn process_target(&self, name: &str) -> Result<bool, SubmitError> {
         if crate::process::is_worker() {
             return Err(SubmitError::InsideWorker);
         }
-        let Some(is_async) = self.shared.process.serves(task.name()) else {
-            return Err(SubmitError::UnknownTask(task.name().to_owned()));
-        };
-        let (encoded, fds) = crate::shm::collect_fds(|| crate::codec::to_vec(&args, 64));
-        let bytes = encoded.map_err(|e| SubmitError::Serialize(e.to_string()))?;
+        self.shared
+            .process
+            .serves(name)
+            .ok_or_else(|| SubmitError::UnknownTask(name.to_owned()))
+    }
+
+    /// Checks the encoded arguments against what one frame carries, then
+    /// queues the task.
+    fn enqueue_process<A, R>(
+        &self,
+        opts: TaskOptions,
+        task: ProcessTask<A, R>,
+        is_async: bool,
+        args: EncodedArgs,
+    ) -> Result<TaskFuture<R>, SubmitError>
+    where
+        R: serde::de::DeserializeOwned + Send + 'static,
+    {
         let limit = self.shared.config.max_frame_bytes;
         // The frame also holds the task's name and a few numbers.
-        let size = bytes.len() + task.name().len() + 32;
+        let size = args.bytes.len() + task.name().len() + 32;
         if size > limit {
             return Err(SubmitError::PayloadTooLarge { size, limit });
         }
+        if args.fds.len() > crate::process::MAX_FDS {
+            return Err(SubmitError::TooManySharedBuffers {
+                count: args.fds.len(),
+                limit: crate::process::MAX_FDS,
+            });
+        }
         let body = ProcessBody {
             task: task.name(),
-            args: bytes,
-            fds,
+            args: args.bytes,
+            fds: args.fds,
             is_async,
             decode: decode_result::<R>,
         };
@@ -765,6 +807,23 @@ pub(crate) fn stats_of(s: &Shared) -> Stats {
     st.processes_target = ps.target;
     s.balance.fill_stats(&mut st);
     st
+}
+
+/// A process task's arguments encoded for its frame.
+pub(crate) struct EncodedArgs {
+    pub(crate) bytes: Vec<u8>,
+    /// The descriptors of the shared-memory buffers among them.
+    pub(crate) fds: Vec<std::os::fd::OwnedFd>,
+}
+
+/// Encodes process-task arguments; shared-memory buffers among them are
+/// collected as descriptors.
+pub(crate) fn encode_args<A: serde::Serialize + ?Sized>(
+    args: &A,
+) -> Result<EncodedArgs, SubmitError> {
+    let (bytes, fds) = crate::shm::collect_fds(|| crate::codec::to_vec(args, 64));
+    let bytes = bytes.map_err(|e| SubmitError::Serialize(e.to_string()))?;
+    Ok(EncodedArgs { bytes, fds })
 }
 
 /// Decodes a process task's result in the parent.

@@ -65,6 +65,13 @@ seedcore::process_task! {
 }
 
 seedcore::process_task! {
+    /// The sum of a shared buffer's bytes.
+    fn shared_sum(b: SharedBytes) -> u64 {
+        b.iter().map(|&x| u64::from(x)).sum()
+    }
+}
+
+seedcore::process_task! {
     /// Box-filters 2x2 blocks of a shared RGB image of `w` x `h`.
     fn halve(img: SharedBytes, w: u32, h: u32) -> SharedBytes {
         let (w, h) = (w as usize, h as usize);
@@ -257,6 +264,26 @@ fn chunks_are_split_to_fit_the_frame_limit() {
         .collect::<Result<_, _>>()
         .unwrap();
     let want: Vec<u64> = (0..300u64).map(|i| (i % 251) * (10 << 10)).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn chunks_are_split_to_carry_at_most_one_frame_of_shared_buffers() {
+    let sys = system("pp-fds");
+    // A chunk of 1,000 shared buffers would need 1,000 descriptors in one
+    // frame; the map splits it.
+    let items: Vec<SharedBytes> = (0..1_000u32)
+        .map(|i| SharedBytes::from_slice(&i.to_le_bytes()).unwrap())
+        .collect();
+    let got: Vec<u64> = sys
+        .map_process(items, shared_sum)
+        .chunk_size(ChunkSize::Fixed(1_000))
+        .ordered()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let want: Vec<u64> = (0..1_000u32)
+        .map(|i| i.to_le_bytes().iter().map(|&b| u64::from(b)).sum())
+        .collect();
     assert_eq!(got, want);
 }
 

@@ -1262,6 +1262,62 @@ fn worker_stdout_does_not_corrupt_the_channel() {
     }
 }
 
+seedcore::process_task! {
+    /// How many of the buffers arrived as shared memory.
+    fn count_shared(v: Vec<SharedBytes>) -> usize {
+        v.iter().filter(|b| b.is_shared_memory()).count()
+    }
+}
+
+seedcore::process_task! {
+    /// `n` one-byte buffers in shared memory.
+    fn make_shared(n: usize) -> Vec<SharedBytes> {
+        (0..n).map(|i| SharedBytes::from_slice(&[i as u8]).unwrap()).collect()
+    }
+}
+
+#[test]
+fn more_shared_buffers_than_one_frame_carries_is_an_error_not_a_hang() {
+    let sys = builder("pt-fds").build().unwrap();
+    let bufs = |n: usize| -> Vec<SharedBytes> {
+        (0..n)
+            .map(|i| SharedBytes::from_slice(&[i as u8]).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        wait(
+            sys.submit_process(TaskOptions::new(), count_shared, bufs(200))
+                .unwrap()
+        )
+        .unwrap(),
+        200
+    );
+    match sys.submit_process(TaskOptions::new(), count_shared, bufs(300)) {
+        Err(SubmitError::TooManySharedBuffers { count, limit }) => {
+            assert_eq!((count, limit), (300, 253));
+        }
+        other => panic!("expected TooManySharedBuffers, got {:?}", other.map(|_| ())),
+    }
+    // A result with too many: the task fails and says why.
+    match wait(
+        sys.submit_process(TaskOptions::new(), make_shared, 300)
+            .unwrap(),
+    ) {
+        Err(TaskError::Failed(e)) => assert!(e.to_string().contains("253"), "{e}"),
+        other => panic!("expected a failure, got {:?}", other.map(|v| v.len())),
+    }
+    // The worker and the pool carry on.
+    assert_eq!(
+        wait(
+            sys.submit_process(TaskOptions::new(), make_shared, 10)
+                .unwrap()
+        )
+        .unwrap()
+        .len(),
+        10
+    );
+}
+
 #[test]
 fn shared_bytes_round_trip_through_shared_memory() {
     let sys = builder("pt-shm").build().unwrap();

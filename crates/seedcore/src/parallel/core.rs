@@ -200,17 +200,12 @@ impl<'a, T, R> Core<'a, T, R> {
             if self.carry.is_empty() {
                 return;
             }
-            let mut items = if self.carry.len() > want {
+            let items = if self.carry.len() > want {
                 let tail = self.carry.split_off(want);
                 std::mem::replace(&mut self.carry, tail)
             } else {
                 std::mem::take(&mut self.carry)
             };
-            if let Some(mut rest) = self.runner.fit(self.system, &mut items) {
-                self.sizer.cap(items.len());
-                rest.append(&mut self.carry);
-                self.carry = rest;
-            }
             self.submit(items, cx);
             if starved {
                 // The input has nothing more for now; it will wake us.
@@ -220,14 +215,21 @@ impl<'a, T, R> Core<'a, T, R> {
     }
 
     /// Submits one chunk and polls it once, so that its completion wakes
-    /// the consumer.
-    fn submit(&mut self, items: Vec<T>, cx: &mut Context<'_>) {
+    /// the consumer. Items that did not fit in the chunk go back first in
+    /// line, and later chunks are no larger than this one.
+    fn submit(&mut self, mut items: Vec<T>, cx: &mut Context<'_>) {
         let spawn = SpawnCx {
             system: self.system,
             opts: &self.opts,
             stop_on_error: self.stop_on_error,
         };
-        let mut chunk = self.runner.spawn(&spawn, items);
+        let len = items.len();
+        let mut chunk = self.runner.spawn(&spawn, &mut items);
+        if !items.is_empty() {
+            self.sizer.cap(len - items.len());
+            items.append(&mut self.carry);
+            self.carry = items;
+        }
         match chunk.poll(cx) {
             Poll::Ready(out) => self.slots.push_back(Slot::Done(out)),
             Poll::Pending => {

@@ -18,7 +18,8 @@
 
 use super::chunk::{submit_error, ChunkOut, PendingChunk, Profile, ReadyChunk};
 use crate::error::{panic_message, TaskError};
-use crate::process::{BatchItemError, BatchResults, BatchTask, ProcessTask};
+use crate::process::{BatchItemError, BatchResults, BatchTask, ProcessTask, MAX_FDS};
+use crate::system::encode_args;
 use crate::{ConcurrentSystem, TaskContext, TaskFuture, TaskOptions};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -46,15 +47,11 @@ pub(crate) trait ChunkRunner<T>: Send {
     /// How the sizer should treat this pool.
     fn profile(&self, system: &ConcurrentSystem) -> Profile;
 
-    /// Makes `items` fit in one task; returns the items that did not fit,
-    /// to go first in the next chunk.
-    fn fit(&self, _system: &ConcurrentSystem, _items: &mut Vec<T>) -> Option<Vec<T>> {
-        None
-    }
-
-    /// Submits one chunk. A chunk that cannot be submitted comes back
-    /// already finished, each item failed with the reason.
-    fn spawn(&self, cx: &SpawnCx<'_>, items: Vec<T>) -> Box<dyn PendingChunk<Self::Output>>;
+    /// Submits one chunk of the first items of `items` (all of them,
+    /// unless they do not fit in one task) and leaves the others, which
+    /// go first in the next chunk. A chunk that cannot be submitted comes
+    /// back already finished, each item failed with the reason.
+    fn spawn(&self, cx: &SpawnCx<'_>, items: &mut Vec<T>) -> Box<dyn PendingChunk<Self::Output>>;
 }
 
 /// Automatic chunks on threads aim at this run time.
@@ -93,7 +90,8 @@ where
         }
     }
 
-    fn spawn(&self, cx: &SpawnCx<'_>, items: Vec<T>) -> Box<dyn PendingChunk<R>> {
+    fn spawn(&self, cx: &SpawnCx<'_>, items: &mut Vec<T>) -> Box<dyn PendingChunk<R>> {
+        let items = std::mem::take(items);
         let len = items.len();
         let state = Arc::new(ThreadChunk {
             f: self.f.clone(),
@@ -264,22 +262,37 @@ where
         }
     }
 
-    /// Keeps the encoded arguments within half the frame limit (the
-    /// results need room too). Shared-memory buffers are counted at their
-    /// full length here, although they cross as descriptors.
-    fn fit(&self, system: &ConcurrentSystem, items: &mut Vec<A>) -> Option<Vec<A>> {
-        let budget = system.config().max_frame_bytes / 2;
-        let size = postcard::experimental::serialized_size(items).ok()?;
-        if size <= budget || items.len() <= 1 {
-            return None;
-        }
-        let keep = ((items.len() as u128 * budget as u128 / size as u128) as usize * 9 / 10).max(1);
-        Some(items.split_off(keep))
-    }
-
-    fn spawn(&self, cx: &SpawnCx<'_>, items: Vec<A>) -> Box<dyn PendingChunk<R>> {
-        let len = items.len();
-        match cx.system.submit_process(cx.opts.clone(), self.task, items) {
+    /// Encodes the items once; if they take more than half the frame
+    /// limit (the results need room too) or more shared buffers than a
+    /// frame carries, submits a prefix that fits instead.
+    fn spawn(&self, cx: &SpawnCx<'_>, items: &mut Vec<A>) -> Box<dyn PendingChunk<R>> {
+        let budget = cx.system.config().max_frame_bytes / 2;
+        let mut take = items.len();
+        let encoded = loop {
+            let enc = match encode_args(&items[..take]) {
+                Ok(enc) => enc,
+                Err(e) => {
+                    let failed = std::mem::take(items);
+                    return Box::new(ReadyChunk(Some(ChunkOut::failed(
+                        failed.len(),
+                        submit_error(e),
+                    ))));
+                }
+            };
+            let (size, fds) = (enc.bytes.len().max(1), enc.fds.len().max(1));
+            if (size <= budget && fds <= MAX_FDS) || take <= 1 {
+                break enc;
+            }
+            let fit =
+                |limit: usize, used: usize| (take as u128 * limit as u128 / used as u128) as usize;
+            take = (fit(budget, size).min(fit(MAX_FDS, fds)) * 9 / 10).clamp(1, take - 1);
+        };
+        let rest = items.split_off(take);
+        let len = std::mem::replace(items, rest).len();
+        match cx
+            .system
+            .submit_encoded(cx.opts.clone(), self.task, encoded)
+        {
             Ok(fut) => Box::new(BatchPending { fut, len }),
             Err(e) => Box::new(ReadyChunk(Some(ChunkOut::failed(len, submit_error(e))))),
         }
@@ -361,8 +374,8 @@ where
         }
     }
 
-    fn spawn(&self, cx: &SpawnCx<'_>, items: Vec<A>) -> Box<dyn PendingChunk<R>> {
-        let tasks = items
+    fn spawn(&self, cx: &SpawnCx<'_>, items: &mut Vec<A>) -> Box<dyn PendingChunk<R>> {
+        let tasks = std::mem::take(items)
             .into_iter()
             .map(
                 |a| match cx.system.submit_process(cx.opts.clone(), self.task, a) {

@@ -23,7 +23,7 @@ use std::os::unix::net::UnixStream;
 
 const HEADER: usize = 8;
 /// The most descriptors one `sendmsg` may carry (Linux's SCM_MAX_FD).
-const MAX_FDS: usize = 253;
+pub(crate) const MAX_FDS: usize = 253;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Why the stream cannot be read further.

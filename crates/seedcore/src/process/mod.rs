@@ -26,6 +26,7 @@ mod status;
 mod worker;
 
 pub use batch::{BatchIntoIter, BatchItemError, BatchResults};
+pub(crate) use frame::MAX_FDS;
 pub(crate) use pool::{ProcessConfig, ProcessJob, ProcessPool, WorkerView};
 pub use pool::{ProcessPriority, WorkerOutput};
 pub(crate) use registry::find;

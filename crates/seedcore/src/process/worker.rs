@@ -16,7 +16,7 @@
 //! If the parent goes away (end of stream) the worker exits; a watcher
 //! thread also ends it when the parent process dies while a task runs.
 
-use super::frame::{write_frames, FrameError, FrameReader, OutFrame};
+use super::frame::{write_frames, FrameError, FrameReader, OutFrame, MAX_FDS};
 use super::proto::{FromWorker, ToWorker};
 use super::registry::{self, EntryKind, Outcome};
 use super::status::StatusPage;
@@ -79,14 +79,22 @@ impl Outbox {
         let msg = FromWorker::Done { id, outcome };
         let mut bytes = crate::codec::to_vec(&msg, hint).expect("results encode");
         let mut fds = fds;
-        if bytes.len() > self.max_frame {
-            // The parent would refuse the frame and lose the result: say
-            // why instead.
-            let why = format!(
-                "the result takes {} bytes, over the {} byte frame limit (return large buffers as SharedBytes)",
-                bytes.len(),
-                self.max_frame
-            );
+        let too_large = bytes.len() > self.max_frame;
+        if too_large || fds.len() > MAX_FDS {
+            // The parent would refuse the frame, or the socket the
+            // descriptors, and the result would be lost: say why instead.
+            let why = if too_large {
+                format!(
+                    "the result takes {} bytes, over the {} byte frame limit (return large buffers as SharedBytes)",
+                    bytes.len(),
+                    self.max_frame
+                )
+            } else {
+                format!(
+                    "the result holds {} shared buffers, over the {MAX_FDS} one frame carries",
+                    fds.len()
+                )
+            };
             let msg = FromWorker::Done {
                 id,
                 outcome: Outcome::Failed(why),
