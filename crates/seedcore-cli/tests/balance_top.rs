@@ -8,23 +8,13 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The binary under test.
-const BIN: &str = env!("CARGO_BIN_EXE_seedcore");
+mod common;
+
+use common::BIN;
 
 #[test]
 fn bench_balance_quick_json_has_every_subject_and_metric() {
-    let out = Command::new(BIN)
-        .args(["bench", "balance", "--quick", "--json"])
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the seedcore binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let (stdout, lines) = common::bench_json("balance", &[]);
     for subject in ["auto", "fixed_core", "fixed_max"] {
         for (metric, unit) in [
             ("total_s", "s"),

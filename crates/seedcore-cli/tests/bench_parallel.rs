@@ -3,10 +3,7 @@
 //! value, or (for a Python peer) as a skip line with a reason. Timings are
 //! never compared.
 
-use std::process::Command;
-
-/// The binary under test.
-const BIN: &str = env!("CARGO_BIN_EXE_seedcore");
+mod common;
 
 /// Pairs measured in this binary: always there, with a value.
 const OWN: [(&str, &str, &str); 6] = [
@@ -23,39 +20,21 @@ const PEERS: [&str; 2] = ["mp_pool_map", "mp_pool_imap_unordered"];
 
 #[test]
 fn bench_parallel_quick_json_has_every_subject() {
-    let out = Command::new(BIN)
-        .args(["bench", "parallel", "--quick", "--json"])
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the seedcore binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    assert!(
-        !stderr.contains("panicked at"),
-        "a panic leaked to stderr:\n{stderr}"
-    );
+    let (stdout, lines) = common::bench_json("parallel", &[]);
     let mut seen: Vec<(String, String, String, Option<f64>)> = Vec::new();
-    for line in stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
-        assert_eq!(v["suite"], "parallel", "{line}");
+    for v in &lines {
         let field = |k: &str| {
             v[k].as_str()
-                .unwrap_or_else(|| panic!("{k} is a string: {line}"))
+                .unwrap_or_else(|| panic!("{k} is a string: {v}"))
                 .to_string()
         };
         let value = if v["value"].is_null() {
             let why = v["skipped"].as_str().unwrap_or_default();
-            assert!(!why.is_empty(), "a skip says why: {line}");
+            assert!(!why.is_empty(), "a skip says why: {v}");
             None
         } else {
             let x = v["value"].as_f64().expect("value is a number");
-            assert!(x > 0.0 && x.is_finite(), "{line}");
+            assert!(x > 0.0 && x.is_finite(), "{v}");
             Some(x)
         };
         seen.push((field("metric"), field("subject"), field("unit"), value));

@@ -3,10 +3,7 @@
 //! value, or (for a Python peer) as a skip line with a reason. Timings are
 //! never compared.
 
-use std::process::Command;
-
-/// The binary under test.
-const BIN: &str = env!("CARGO_BIN_EXE_seedcore");
+mod common;
 
 /// Subjects that are part of this binary and must always be measured.
 const OWN: [(&str, &[&str]); 3] = [
@@ -49,60 +46,31 @@ fn unit(metric: &str) -> &'static str {
 
 #[test]
 fn bench_process_quick_json_has_every_subject() {
-    let out = Command::new(BIN)
-        .args(["bench", "process", "--quick", "--json"])
-        .env_remove("RUST_LOG")
-        // No network from a test: pebble is used if already there, else skipped.
-        .env("SEEDCORE_BENCH_NO_PIP", "1")
-        .output()
-        .expect("the seedcore binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    assert!(
-        !stderr.contains("panicked at"),
-        "a panic leaked to stderr:\n{stderr}"
-    );
+    // No network from a test: pebble is used if already there, else skipped.
+    let (stdout, lines) = common::bench_json("process", &[("SEEDCORE_BENCH_NO_PIP", "1")]);
 
     // (metric, subject) -> Some(value) or None (skipped).
     let mut seen: Vec<(String, String, Option<f64>)> = Vec::new();
-    for line in stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+    for v in &lines {
         let obj = v.as_object().expect("each line is a JSON object");
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(v["suite"], "process", "{line}");
         let metric = v["metric"].as_str().expect("metric is a string");
-        assert_eq!(v["unit"], unit(metric), "{line}");
+        assert_eq!(v["unit"], unit(metric), "{v}");
         let value = if obj.contains_key("skipped") {
             assert_eq!(
                 keys,
                 ["metric", "skipped", "subject", "suite", "unit", "value"],
-                "{line}"
+                "{v}"
             );
-            assert!(v["value"].is_null(), "{line}");
+            assert!(v["value"].is_null(), "{v}");
             let reason = v["skipped"].as_str().expect("the reason is a string");
-            assert!(
-                !reason.trim().is_empty(),
-                "skipped without a reason: {line}"
-            );
+            assert!(!reason.trim().is_empty(), "skipped without a reason: {v}");
             None
         } else {
-            assert_eq!(
-                keys,
-                ["metric", "subject", "suite", "unit", "value"],
-                "{line}"
-            );
+            assert_eq!(keys, ["metric", "subject", "suite", "unit", "value"], "{v}");
             let value = v["value"].as_f64().expect("value is a number");
-            assert!(
-                value > 0.0 && value.is_finite(),
-                "non-positive value: {line}"
-            );
+            assert!(value > 0.0 && value.is_finite(), "non-positive value: {v}");
             Some(value)
         };
         let subject = v["subject"].as_str().expect("subject is a string");

@@ -6,8 +6,9 @@
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-/// The binary under test.
-const BIN: &str = env!("CARGO_BIN_EXE_seedcore");
+mod common;
+
+use common::BIN;
 
 /// The tests start CPU-heavy runs of the binary; one at a time keeps the demo
 /// from competing with the benchmark for the machine's cores.
@@ -81,31 +82,18 @@ fn demo_rejects_zero_tasks() {
 
 #[test]
 fn bench_threads_quick_json_has_every_subject() {
-    let out = seedcore(&["bench", "threads", "--quick", "--json"]);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(
-        out.status.success(),
-        "bench failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    let (stdout, lines) = {
+        let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        common::bench_json("threads", &[])
+    };
     let mut seen = Vec::new();
-    for line in stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+    for v in &lines {
         let obj = v.as_object().expect("each line is a JSON object");
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(
-            keys,
-            ["metric", "subject", "suite", "unit", "value"],
-            "{line}"
-        );
-        assert_eq!(v["suite"], "threads", "{line}");
+        assert_eq!(keys, ["metric", "subject", "suite", "unit", "value"], "{v}");
         let value = v["value"].as_f64().expect("value is a number");
-        assert!(
-            value > 0.0 && value.is_finite(),
-            "non-positive value: {line}"
-        );
+        assert!(value > 0.0 && value.is_finite(), "non-positive value: {v}");
         seen.push((
             v["metric"].as_str().unwrap().to_string(),
             v["subject"].as_str().unwrap().to_string(),
