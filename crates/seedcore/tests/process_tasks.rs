@@ -118,6 +118,22 @@ fn read_pid_file(path: &Path) -> u32 {
     pid.expect("checked")
 }
 
+/// Submits `sleep_then` for `ms` milliseconds with `opts`, its pid file
+/// `dir/name`; returns its future and, once it runs, its worker's pid.
+fn start_sleeper(
+    sys: &ConcurrentSystem,
+    dir: &Path,
+    name: &str,
+    opts: TaskOptions,
+    ms: u64,
+) -> (TaskFuture<u32>, u32) {
+    let pid_file = dir.join(name);
+    let f = sys
+        .submit_process(opts, sleep_then, (path_string(&pid_file), ms))
+        .unwrap();
+    (f, read_pid_file(&pid_file))
+}
+
 /// A `wait_flag` task holding a worker until it is released.
 struct Blocker {
     future: TaskFuture<u32>,
@@ -649,27 +665,17 @@ fn a_timeout_kills_the_worker_and_spares_the_other_one() {
         .worker_prefetch(1)
         .build()
         .unwrap();
-    let hang_pid_file = dir.join("hang.pid");
     let t = Instant::now();
-    let hang = sys
-        .submit_process(
-            TaskOptions::new().timeout(Duration::from_millis(800)),
-            sleep_then,
-            (path_string(&hang_pid_file), 30_000),
-        )
-        .unwrap();
-    let hang_pid = read_pid_file(&hang_pid_file);
+    let (hang, hang_pid) = start_sleeper(
+        &sys,
+        &dir,
+        "hang.pid",
+        TaskOptions::new().timeout(Duration::from_millis(800)),
+        30_000,
+    );
     // With prefetch 1 the busy worker takes nothing more: this one runs on
     // the other worker, concurrently, and must be untouched by the kill.
-    let slow_pid_file = dir.join("slow.pid");
-    let slow = sys
-        .submit_process(
-            TaskOptions::new(),
-            sleep_then,
-            (path_string(&slow_pid_file), 2_500),
-        )
-        .unwrap();
-    let slow_pid = read_pid_file(&slow_pid_file);
+    let (slow, slow_pid) = start_sleeper(&sys, &dir, "slow.pid", TaskOptions::new(), 2_500);
     assert_ne!(slow_pid, hang_pid);
     match wait(hang) {
         Err(TaskError::TimedOut(d)) => assert_eq!(d, Duration::from_millis(800)),
@@ -793,15 +799,7 @@ fn an_externally_killed_worker_fails_its_task_and_is_replaced() {
     }));
     assert_ne!(warm_up(&sys), idle_pid);
     // Killed while busy: its task resolves WorkerDied with SIGKILL.
-    let pid_file = dir.join("busy.pid");
-    let f = sys
-        .submit_process(
-            TaskOptions::new(),
-            sleep_then,
-            (path_string(&pid_file), 30_000),
-        )
-        .unwrap();
-    let busy_pid = read_pid_file(&pid_file);
+    let (f, busy_pid) = start_sleeper(&sys, &dir, "busy.pid", TaskOptions::new(), 30_000);
     sigkill(busy_pid);
     match wait(f) {
         Err(TaskError::WorkerDied { signal, .. }) => assert_eq!(signal, Some(9)),
@@ -899,15 +897,7 @@ fn retry_on_crash_runs_the_task_again_in_a_new_worker() {
 fn cancelling_a_running_task_kills_its_worker() {
     let dir = temp_dir("cancel-run");
     let sys = builder("pt-cancel-run").build().unwrap();
-    let pid_file = dir.join("run.pid");
-    let f = sys
-        .submit_process(
-            TaskOptions::new(),
-            sleep_then,
-            (path_string(&pid_file), 30_000),
-        )
-        .unwrap();
-    let pid = read_pid_file(&pid_file);
+    let (f, pid) = start_sleeper(&sys, &dir, "run.pid", TaskOptions::new(), 30_000);
     let t = Instant::now();
     assert!(f.cancel(), "cancel wins against a running task");
     assert!(matches!(wait(f), Err(TaskError::Cancelled)));
