@@ -88,6 +88,11 @@ impl Sim {
         }
     }
 
+    /// Every worker idle, nothing queued, on a quiet machine.
+    fn idle_for(&mut self, d: Duration) {
+        self.run_for(d, |t| pool(t, 0, 0, 0.0), Some(machine(0.1, 8 * GIB)));
+    }
+
     fn count(&self, kind: EventKind) -> usize {
         self.events.iter().filter(|e| e.kind == kind).count()
     }
@@ -169,17 +174,9 @@ fn idle_workers_shrink_back_to_core_after_the_timeout() {
         Some(machine(0.1, 8 * GIB)),
     );
     assert_eq!(sim.target, 8, "10 s idle is below the 30 s timeout");
-    sim.run_for(
-        Duration::from_secs(19),
-        |t| pool(t, 0, 0, 0.0),
-        Some(machine(0.1, 8 * GIB)),
-    );
+    sim.idle_for(Duration::from_secs(19));
     assert_eq!(sim.target, 8, "29 s after growing: not yet");
-    sim.run_for(
-        Duration::from_secs(2),
-        |t| pool(t, 0, 0, 0.0),
-        Some(machine(0.1, 8 * GIB)),
-    );
+    sim.idle_for(Duration::from_secs(2));
     // Only 5 were idle through the first 30 s (3 were busy in the first
     // 10 s): those retire first, then the rest one window later.
     let shrinks: Vec<_> = sim
@@ -190,11 +187,7 @@ fn idle_workers_shrink_back_to_core_after_the_timeout() {
     assert_eq!(shrinks.len(), 1, "{shrinks:?}");
     assert_eq!((shrinks[0].from, shrinks[0].to), (8, 3));
     assert!(shrinks[0].at >= grown_at + Duration::from_secs(30));
-    sim.run_for(
-        Duration::from_secs(31),
-        |t| pool(t, 0, 0, 0.0),
-        Some(machine(0.1, 8 * GIB)),
-    );
+    sim.idle_for(Duration::from_secs(31));
     assert_eq!(sim.target, 2, "back to core");
     assert_eq!(sim.count(EventKind::Shrink), 2);
 }
@@ -208,17 +201,9 @@ fn auto_shrink_retires_idle_workers_after_a_second() {
         Some(machine(0.1, 8 * GIB)),
     );
     assert_eq!(sim.target, 8);
-    sim.run_for(
-        Duration::from_millis(900),
-        |t| pool(t, 0, 0, 0.0),
-        Some(machine(0.1, 8 * GIB)),
-    );
+    sim.idle_for(Duration::from_millis(900));
     assert_eq!(sim.target, 8, "under a second of idleness");
-    sim.run_for(
-        Duration::from_millis(200),
-        |t| pool(t, 0, 0, 0.0),
-        Some(machine(0.1, 8 * GIB)),
-    );
+    sim.idle_for(Duration::from_millis(200));
     assert_eq!(sim.target, 2);
 }
 
