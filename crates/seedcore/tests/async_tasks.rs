@@ -20,6 +20,27 @@ fn explode(what: &str) -> u8 {
     panic!("{PANIC_MARKER}: {what}")
 }
 
+/// Starts an async task that holds the system's only async slot until
+/// `release` is notified; returns once it runs.
+fn hold_the_async_slot(
+    system: &seedcore::ConcurrentSystem,
+) -> (seedcore::TaskFuture<()>, Arc<Notify>) {
+    let release = Arc::new(Notify::new());
+    let started = Gate::new();
+    let (s, r) = (started.clone(), release.clone());
+    let gate = system
+        .submit_async(TaskOptions::new(), move |_| {
+            let (s, r) = (s.clone(), r.clone());
+            async move {
+                s.open();
+                r.notified().await;
+            }
+        })
+        .unwrap();
+    assert!(started.wait());
+    (gate, release)
+}
+
 #[test]
 fn async_task_returns_its_value() {
     let system = common::system("a-value", 1, 2);
@@ -271,19 +292,7 @@ fn async_priority_orders_queued_tasks_when_slots_are_full() {
         .max_async_tasks(1)
         .build()
         .unwrap();
-    let started = Gate::new();
-    let release = Arc::new(Notify::new());
-    let (s, r) = (started.clone(), release.clone());
-    let gate = system
-        .submit_async(TaskOptions::new(), move |_| {
-            let (s, r) = (s.clone(), r.clone());
-            async move {
-                s.open();
-                r.notified().await;
-            }
-        })
-        .unwrap();
-    assert!(started.wait());
+    let (gate, release) = hold_the_async_slot(&system);
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -352,19 +361,7 @@ fn cancel_of_a_queued_async_task_never_polls_it() {
         .max_async_tasks(1)
         .build()
         .unwrap();
-    let release = Arc::new(Notify::new());
-    let started = Gate::new();
-    let (s, r) = (started.clone(), release.clone());
-    let gate = system
-        .submit_async(TaskOptions::new(), move |_| {
-            let (s, r) = (s.clone(), r.clone());
-            async move {
-                s.open();
-                r.notified().await;
-            }
-        })
-        .unwrap();
-    assert!(started.wait());
+    let (gate, release) = hold_the_async_slot(&system);
     let factory_calls = Arc::new(AtomicU32::new(0));
     let c = factory_calls.clone();
     let victim = system
