@@ -2,6 +2,9 @@
 //! crashes, timeouts, cancellation, recycling, memory limits, priorities,
 //! shared memory, async tasks, hooks and shutdown.
 
+mod common;
+
+use common::eventually;
 use seedcore::{
     ConcurrentSystem, Priority, ProcessTask, RetryOn, RetryPolicy, SharedBytes, ShutdownMode,
     SubmitError, SystemBuilder, TaskError, TaskFuture, TaskOptions, WorkerOutput,
@@ -41,20 +44,6 @@ fn wait<T: Send + 'static>(f: TaskFuture<T>) -> Result<T, TaskError> {
     match f.wait_timeout(LONG) {
         Ok(r) => r,
         Err(f) => panic!("task {:?} did not resolve within {LONG:?}", f.id()),
-    }
-}
-
-/// Polls `cond` until it holds or `within` passes.
-fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
