@@ -3,9 +3,9 @@
 //! is an error naming its field; nothing falls back to a default silently.
 
 use crate::balance::{ExpandPolicy, QueueFull, ShrinkPolicy};
-use crate::callback::{CallbackExecutor, CallbackQueue};
 use crate::error::ConfigError;
-use crate::process::{ProcessPriority, WorkerOutput};
+use crate::exec::process::{ProcessPriority, WorkerOutput};
+use crate::sched::callback::{CallbackExecutor, CallbackQueue};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -612,7 +612,7 @@ impl Config {
                 ("worker_finalizer", &self.worker_finalizer),
             ] {
                 if let Some(h) = hook {
-                    if crate::process::find(h).is_none() {
+                    if crate::exec::process::find(h).is_none() {
                         return Err(ConfigError::new(
                             field,
                             format!("`{h}` is not a registered process task"),

@@ -53,62 +53,49 @@
 //! * Locks and limits are held by the scheduler, never by a worker.
 //! * Callbacks run on the [`CallbackExecutor`] chosen at build time.
 
-mod async_exec;
 mod balance;
-mod callback;
-mod codec;
-mod completion;
 mod config;
-mod context;
 mod error;
-mod future;
-mod idle;
-mod locks;
-mod metrics;
-mod monitor;
+pub mod exec;
+mod observe;
 mod options;
 mod parallel;
-mod process;
-mod queue;
-mod shm;
-mod stats;
+mod sched;
 mod sync;
 mod system;
 mod task;
-mod thread_pool;
-mod timer;
+mod wire;
 
 pub use balance::{
     BalanceEvent, BalanceSettings, Balancer, Decision, EventKind, ExpandPolicy, LoadReading,
     PoolKind, PoolReading, QueueFull, Readings, ShrinkPolicy,
 };
-pub use callback::{CallbackExecutor, CallbackQueue};
 pub use config::{Config, ShutdownMode};
-pub use context::{CancellationToken, TaskContext};
 pub use error::{BoxError, ConfigError, SubmitError, TaskError, TaskErrorKind};
-pub use future::{TaskFuture, TaskHandle};
+pub use exec::process::{
+    init, is_worker, BatchIntoIter, BatchItemError, BatchResults, BatchTask, ProcessPriority,
+    ProcessTask, TaskEntry, WorkerOutput,
+};
 #[cfg(feature = "http")]
-pub use metrics::MetricsServer;
-pub use monitor::{MonitorSnapshot, WorkerReading};
+pub use observe::MetricsServer;
+pub use observe::{Histogram, MonitorSnapshot, Stats, WorkerReading};
 pub use options::{Backoff, Priority, RetryOn, RetryPolicy, TaskOptions};
 pub use parallel::{
     bounded, ChunkSize, Folded, MapBuilder, MapIter, MapStream, Pipeline, PipelineError,
     PipelineIter, PipelineStream, Receiver, RecvError, RecvTimeoutError, SendError,
     SendTimeoutError, Sender, Stage, StarFn, TryRecvError, TrySendError,
 };
-pub use process::{
-    init, is_worker, BatchIntoIter, BatchItemError, BatchResults, BatchTask, ProcessPriority,
-    ProcessTask, TaskEntry, WorkerOutput,
+pub use sched::callback::{CallbackExecutor, CallbackQueue};
+pub use system::{ConcurrentSystem, ExecutorHandle, ShutdownReport, SystemBuilder};
+pub use task::{
+    CancellationToken, ExecutorKind, TaskContext, TaskFuture, TaskHandle, TaskId, TaskStatus,
 };
-pub use shm::SharedBytes;
-pub use stats::{Histogram, Stats};
-pub use system::{ConcurrentSystem, ShutdownReport, SystemBuilder};
-pub use task::{TaskId, TaskStatus};
+pub use wire::shm::SharedBytes;
 
 /// What the macros expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::process::{run_async, run_batch, run_sync, PROCESS_TASKS};
+    pub use crate::exec::process::{run_async, run_batch, run_sync, PROCESS_TASKS};
     pub use ctor;
     pub use linkme;
 }

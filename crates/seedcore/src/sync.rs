@@ -1,10 +1,10 @@
 //! The synchronisation primitives the scheduler core is written against.
 //!
-//! `completion.rs` and `idle.rs` name their primitives only through this
+//! `task/state.rs`, `task/completion.rs` and `exec/thread/idle.rs` name their primitives only through this
 //! module, so the model-checking tests can compile those same files against
 //! loom's versions (see `tests/loom_core.rs`).
 
-pub(crate) use std::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 pub(crate) use std::thread;
 

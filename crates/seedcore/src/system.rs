@@ -1,99 +1,63 @@
-//! `ConcurrentSystem`: the owner of the pools, and its builder.
-//!
-//! # Shutdown steps
-//!
-//! 1. `closed` is set: submissions fail with [`SubmitError::SystemClosed`].
-//!    A submission racing with this re-checks `closed` after queueing
-//!    (behind the queue's `SeqCst` fence) and resolves its own task
-//!    [`TaskError::SystemShutdown`] if it lost, so no accepted task is left
-//!    behind in a queue nobody drains.
-//! 2. Services are signalled to stop (their cancellation token is set).
-//! 3. Graceful: wait until every accepted task has resolved, up to the
-//!    shutdown timeout. Immediate (or out of time): `cancel_all` is set —
-//!    running tasks see their token set, retries are not scheduled — and
-//!    queued, lock-waiting and back-off tasks resolve `Cancelled`.
-//! 4. The thread pool, the async runtime, the timer and the callback
-//!    thread stop, in that order (callbacks of the last results still run).
+//! `ConcurrentSystem`: the owner of the scheduler and its executors, and
+//! its builder. A `submit_*` method builds a task body and hands it to the
+//! scheduler with the slot of its executor; everything else (priorities,
+//! timeouts, retries, locks, callbacks, stats, shutdown) is the
+//! scheduler's and the task core's, the same for every executor.
 
-use crate::async_exec::AsyncExec;
-use crate::callback::{CallbackExecutor, CallbackQueue, Dispatcher};
 use crate::config::{Config, ShutdownMode};
-use crate::context::TaskContext;
 use crate::error::{BoxError, ConfigError, SubmitError, TaskError};
-use crate::future::TaskFuture;
-use crate::locks::LockTable;
+use crate::exec::async_rt::{AsyncBody, AsyncExec};
+use crate::exec::process::{ProcessBody, ProcessConfig, ProcessPool, ProcessTask};
+use crate::exec::service::ServiceExec;
+use crate::exec::thread::{PoolConfig, ThreadPool};
+use crate::observe::stats::{Counters, Stats};
 use crate::options::TaskOptions;
-use crate::process::{ProcessConfig, ProcessPool, ProcessTask};
-use crate::stats::{Counters, Lane, Stats};
-use crate::task::ProcessBody;
-use crate::task::{AsyncBody, Header, Job, TaskCell, TaskId, TaskRef, ThreadBody};
-use crate::thread_pool::{PoolConfig, ThreadPool};
-use crate::timer::Timer;
-use crossbeam_utils::CachePadded;
+use crate::sched::callback::{CallbackExecutor, CallbackQueue, Dispatcher};
+use crate::sched::timer::Timer;
+use crate::sched::{ClosureBody, Executor, Scheduler};
+use crate::task::{Body, ExecutorKind, TaskContext, TaskFuture};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How long cancelled work gets to notice its token once a shutdown has
-/// used its timeout, and the callback thread to run the last callbacks.
-const STOP_GRACE: Duration = Duration::from_millis(100);
+pub use crate::sched::ShutdownReport;
 
-/// A service task and the thread that runs it.
-type Service = (Arc<dyn Job>, JoinHandle<()>);
+/// The slots of the built-in executors in the scheduler's table; added
+/// executors follow.
+pub(crate) const THREADS: u8 = 0;
+pub(crate) const PROCESSES: u8 = 1;
+pub(crate) const ASYNC: u8 = 2;
+pub(crate) const SERVICES: u8 = 3;
 
-/// State shared by the system handle, its threads and its tasks.
-///
-/// Aligned to two cache lines so that the `Arc`'s reference counts, bumped
-/// by every submission, do not share a line with the fields the pool
-/// threads read for every task.
-#[repr(align(128))]
+/// State shared by the system handle and its own threads (the balancer,
+/// the metrics server). Tasks see only the scheduler.
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) pool: Arc<ThreadPool>,
-    pub(crate) async_exec: AsyncExec,
-    pub(crate) timer: Arc<Timer>,
+    pub(crate) sched: Arc<Scheduler>,
+    pub(crate) threads: Arc<ThreadPool>,
+    pub(crate) asyncs: Arc<AsyncExec>,
     pub(crate) process: Arc<ProcessPool>,
-    pub(crate) locks: LockTable,
-    pub(crate) stats: Arc<Counters>,
-    pub(crate) callbacks: Dispatcher,
-    pub(crate) closed: AtomicBool,
-    /// Set by an immediate shutdown: every attempt is cancelled and no
-    /// retry is scheduled.
-    pub(crate) cancel_all: AtomicBool,
-    /// Written by every submission: kept on a line of its own.
-    next_id: CachePadded<AtomicU64>,
-    services: Mutex<Vec<Service>>,
-    shutdown_done: Mutex<Option<ShutdownReport>>,
-    /// The balancer thread, its events, and the monitor (balance.rs).
+    /// The balancer thread, its events, and the monitor (balance/).
     pub(crate) balance: crate::balance::BalanceState,
 }
 
-impl Shared {
-    pub(crate) fn is_cancelling(&self) -> bool {
-        self.cancel_all.load(Ordering::Acquire)
-    }
+/// An executor added with [`ConcurrentSystem::add_executor`]: pass it to
+/// [`ConcurrentSystem::submit_on`]. Cheap to clone; dropping it changes
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutorHandle {
+    slot: u8,
+    kind: ExecutorKind,
 }
 
-/// What a shutdown did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// The mode that was asked for.
-    pub mode: ShutdownMode,
-    /// Whether a graceful shutdown ran out of time and cancelled the rest.
-    pub timed_out: bool,
-    /// Tasks resolved `Cancelled` by the shutdown.
-    pub cancelled: usize,
-    /// Threads still running user code at the deadline, left to finish on
-    /// their own (thread code cannot be stopped from outside).
-    pub detached_threads: usize,
-    /// How long the shutdown took.
-    pub took: Duration,
+impl ExecutorHandle {
+    /// The executor's kind.
+    pub fn kind(&self) -> ExecutorKind {
+        self.kind
+    }
 }
 
 /// Builds a [`ConcurrentSystem`]; see [`Config`] for the meaning and the
@@ -274,7 +238,7 @@ impl SystemBuilder {
             ConfigError::new(field, format!("the OS refused to start a thread: {e}"))
         };
         let stats = Arc::new(Counters::new());
-        let pool = ThreadPool::start(PoolConfig {
+        let threads = ThreadPool::start(PoolConfig {
             core: config.core_threads,
             max: config.max_threads,
             keep_alive: config.thread_keep_alive,
@@ -310,25 +274,29 @@ impl SystemBuilder {
             stats.clone(),
         )
         .map_err(|e| os("callback_executor", e))?;
-        let async_exec = AsyncExec::new(
+        let asyncs = Arc::new(AsyncExec::new(
             config.async_threads,
             config.max_async_tasks,
             config.name.clone(),
-        );
+        ));
+        let sched = Arc::new(Scheduler::new(stats, timer, callbacks));
+        let services = Arc::new(ServiceExec::new(config.name.clone()));
+        let table: [(u8, Arc<dyn Executor>); 4] = [
+            (THREADS, threads.clone()),
+            (PROCESSES, process.clone()),
+            (ASYNC, asyncs.clone()),
+            (SERVICES, services),
+        ];
+        for (slot, e) in table {
+            let got = sched.register(e).expect("a new scheduler has room");
+            debug_assert_eq!(got, slot);
+        }
         let shared = Arc::new(Shared {
             config,
-            pool,
-            async_exec,
-            timer,
+            sched,
+            threads,
+            asyncs,
             process,
-            locks: LockTable::new(),
-            stats,
-            callbacks,
-            closed: AtomicBool::new(false),
-            cancel_all: AtomicBool::new(false),
-            next_id: CachePadded::new(AtomicU64::new(1)),
-            services: Mutex::new(Vec::new()),
-            shutdown_done: Mutex::new(None),
             balance: crate::balance::BalanceState::new(),
         });
         crate::balance::BalanceState::start(&shared).map_err(|e| os("balance_interval", e))?;
@@ -386,55 +354,21 @@ impl ConcurrentSystem {
         }
     }
 
-    fn accept<T, B>(
+    /// Accepts a task for the executor in `slot` and queues it.
+    fn submit_body<B: Body>(
         &self,
         opts: TaskOptions,
-        lane: Lane,
+        slot: u8,
         body: B,
-    ) -> Result<Arc<TaskCell<T, B>>, SubmitError>
-    where
-        T: Send + 'static,
-        B: Send + Sync + 'static,
-        TaskCell<T, B>: TaskRef<T>,
-    {
+    ) -> Result<TaskFuture<B::Output>, SubmitError> {
         let shared = &self.shared;
-        if shared.closed.load(Ordering::Acquire) {
-            return Err(SubmitError::SystemClosed);
-        }
+        shared.sched.check_open()?;
         opts.validate()?;
         if let Some(limit) = shared.config.max_pending_tasks {
             crate::balance::admit(shared, limit)?;
         }
-        if !opts.locks().is_empty() {
-            shared
-                .locks
-                .check(opts.locks())
-                .map_err(SubmitError::InvalidOptions)?;
-        }
-        let id = TaskId(shared.next_id.fetch_add(1, Ordering::Relaxed));
-        let header = Header::new(id, opts, shared.clone(), lane);
-        shared.stats.submitted();
-        Ok(Arc::new(TaskCell::new(header, body)))
-    }
-
-    /// Queues `cell`, then closes the race with a concurrent shutdown.
-    fn enqueue<T, B>(&self, cell: Arc<TaskCell<T, B>>) -> TaskFuture<T>
-    where
-        T: Send + 'static,
-        B: Send + Sync + 'static,
-        TaskCell<T, B>: TaskRef<T>,
-    {
-        let job: Arc<dyn Job> = cell.clone();
-        match job.header().lane {
-            // A fresh thread task goes straight to the pool's queue: no
-            // back-off state to leave, and no reference count to bump.
-            Lane::Thread => self.shared.pool.push(job),
-            Lane::Other => job.schedule(),
-        }
-        if self.shared.closed.load(Ordering::SeqCst) {
-            cell.resolve(Err(TaskError::SystemShutdown));
-        }
-        TaskFuture::new(cell)
+        let cell = shared.sched.create(opts, slot, body)?;
+        Ok(shared.sched.enqueue(cell))
     }
 
     /// Runs `f` on the thread pool and returns its future at once.
@@ -447,12 +381,8 @@ impl ConcurrentSystem {
         T: Send + 'static,
         F: Fn(&TaskContext) -> T + Send + Sync + 'static,
     {
-        let cell = self.accept(
-            opts,
-            Lane::Thread,
-            ThreadBody(move |cx: &TaskContext| Ok(f(cx))),
-        )?;
-        Ok(self.enqueue(cell))
+        let body = ClosureBody::new(move |cx: &TaskContext| Ok(f(cx)));
+        self.submit_body(opts, THREADS, body)
     }
 
     /// Like [`submit_thread`](Self::submit_thread) for code that returns
@@ -468,9 +398,8 @@ impl ConcurrentSystem {
         E: Into<BoxError>,
         F: Fn(&TaskContext) -> Result<T, E> + Send + Sync + 'static,
     {
-        let body = ThreadBody(move |cx: &TaskContext| f(cx).map_err(TaskError::failed));
-        let cell = self.accept(opts, Lane::Thread, body)?;
-        Ok(self.enqueue(cell))
+        let body = ClosureBody::new(move |cx: &TaskContext| f(cx).map_err(TaskError::failed));
+        self.submit_body(opts, THREADS, body)
     }
 
     /// Runs the future made by `factory` on the system's async runtime. The
@@ -486,9 +415,10 @@ impl ConcurrentSystem {
         Fut: Future<Output = T> + Send + 'static,
         F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
     {
-        let body = AsyncBody::new(move |cx: TaskContext| factory(cx).map(Ok).boxed());
-        let cell = self.accept(opts, Lane::Other, body)?;
-        Ok(self.enqueue(cell))
+        let body = AsyncBody::new(self.shared.asyncs.clone(), move |cx: TaskContext| {
+            factory(cx).map(Ok::<T, TaskError>)
+        });
+        self.submit_body(opts, ASYNC, body)
     }
 
     /// Like [`submit_async`](Self::submit_async) for futures that return
@@ -504,11 +434,10 @@ impl ConcurrentSystem {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
     {
-        let body = AsyncBody::new(move |cx: TaskContext| {
-            factory(cx).map(|r| r.map_err(TaskError::failed)).boxed()
+        let body = AsyncBody::new(self.shared.asyncs.clone(), move |cx: TaskContext| {
+            factory(cx).map(|r| r.map_err(TaskError::failed))
         });
-        let cell = self.accept(opts, Lane::Other, body)?;
-        Ok(self.enqueue(cell))
+        self.submit_body(opts, ASYNC, body)
     }
 
     /// Runs the process task `task` with `args` in a worker process.
@@ -553,7 +482,7 @@ impl ConcurrentSystem {
     /// Whether a process task may be submitted from here; whether it is
     /// async.
     fn process_target(&self, name: &str) -> Result<bool, SubmitError> {
-        if crate::process::is_worker() {
+        if crate::exec::process::is_worker() {
             return Err(SubmitError::InsideWorker);
         }
         self.shared
@@ -580,21 +509,21 @@ impl ConcurrentSystem {
         if size > limit {
             return Err(SubmitError::PayloadTooLarge { size, limit });
         }
-        if args.fds.len() > crate::process::MAX_FDS {
+        if args.fds.len() > crate::exec::process::MAX_FDS {
             return Err(SubmitError::TooManySharedBuffers {
                 count: args.fds.len(),
-                limit: crate::process::MAX_FDS,
+                limit: crate::exec::process::MAX_FDS,
             });
         }
         let body = ProcessBody {
+            pool: self.shared.process.clone(),
             task: task.name(),
             args: args.bytes,
             fds: args.fds,
             is_async,
             decode: decode_result::<R>,
         };
-        let cell = self.accept(opts, Lane::Other, body)?;
-        Ok(self.enqueue(cell))
+        self.submit_body(opts, PROCESSES, body)
     }
 
     /// Runs a long-lived service on a dedicated thread named `name`,
@@ -608,33 +537,40 @@ impl ConcurrentSystem {
         F: FnOnce(&TaskContext) -> T + Send + 'static,
     {
         let once = Mutex::new(Some(f));
-        let body = ThreadBody(move |cx: &TaskContext| match once.lock().take() {
+        let body = ClosureBody::new(move |cx: &TaskContext| match once.lock().take() {
             Some(f) => Ok(f(cx)),
             None => Err(TaskError::failed("a service runs once")),
         });
-        let cell = self.accept(TaskOptions::new().name(name), Lane::Other, body)?;
-        let job: Arc<dyn Job> = cell.clone();
-        let runner = job.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("{}-service-{name}", self.shared.config.name))
-            .spawn(move || {
-                runner.run(None);
-            });
-        match spawned {
-            Ok(h) => {
-                self.shared.services.lock().push((job, h));
-                if self.shared.closed.load(Ordering::SeqCst) {
-                    // Lost a race with shutdown: tell the service to stop.
-                    cell.header.cancel_all_attempts();
-                }
-            }
-            Err(e) => {
-                cell.resolve(Err(TaskError::failed(format!(
-                    "the OS refused to start the service thread: {e}"
-                ))));
-            }
-        }
-        Ok(TaskFuture::new(cell))
+        self.submit_body(TaskOptions::new().name(name), SERVICES, body)
+    }
+
+    /// Adds an executor of the application's own to the system, after the
+    /// built-in ones; tasks reach it through [`submit_on`](Self::submit_on)
+    /// with every option (priority, timeout, retries, locks, callbacks)
+    /// and its row appears in [`stats`](Self::stats). Fails if the system is
+    /// closed, an executor of the same kind is registered, or the table is
+    /// full (16 executors). The system stops it at shutdown, after the
+    /// built-in ones.
+    pub fn add_executor<E: Executor>(&self, executor: E) -> Result<ExecutorHandle, SubmitError> {
+        let kind = executor.kind();
+        let slot = self.shared.sched.register(Arc::new(executor))?;
+        Ok(ExecutorHandle { slot, kind })
+    }
+
+    /// Like [`submit_thread`](Self::submit_thread), on the executor added
+    /// as `executor`.
+    pub fn submit_on<T, F>(
+        &self,
+        executor: &ExecutorHandle,
+        opts: TaskOptions,
+        f: F,
+    ) -> Result<TaskFuture<T>, SubmitError>
+    where
+        T: Send + 'static,
+        F: Fn(&TaskContext) -> T + Send + Sync + 'static,
+    {
+        let body = ClosureBody::new(move |cx: &TaskContext| Ok(f(cx)));
+        self.submit_body(opts, executor.slot, body)
     }
 
     /// A snapshot of the counters, queue depths and histograms.
@@ -647,7 +583,7 @@ impl ConcurrentSystem {
     /// it; idle threads above it exit now. The balancer does this by
     /// itself under its expand and shrink policies; this is the manual form.
     pub fn resize_threads(&self, target: usize) -> usize {
-        let set = self.shared.pool.resize(target);
+        let set = self.shared.threads.resize(target);
         let threads = crate::balance::PoolKind::Threads;
         self.shared.balance.set_floor(threads, set);
         set
@@ -666,110 +602,16 @@ impl ConcurrentSystem {
 
     /// Whether the system has stopped accepting tasks.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire)
+        self.shared.sched.is_closed()
     }
 
     /// Shuts the system down (see the module docs for the steps) and waits
     /// for it. Calling it again returns the first report.
     pub fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
         let s = &self.shared;
-        if s.closed.swap(true, Ordering::SeqCst) {
-            // Someone else is shutting down: wait for their report.
-            loop {
-                if let Some(r) = s.shutdown_done.lock().clone() {
-                    return r;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        // Step 0: the balancer stops resizing the pools.
+        // Step 0: the balancer stops resizing the pools (idempotent).
         s.balance.stop();
-        let start = Instant::now();
-        let deadline = start + s.config.shutdown_timeout;
-        let cancelled_before = s.stats.snapshot().cancelled;
-        // Shut down from inside a task: that task is pending, and stays so
-        // until this returns.
-        let own = u64::from(crate::thread_pool::in_pool_thread());
-        let services: Vec<Service> = std::mem::take(&mut *s.services.lock());
-        for (job, _) in &services {
-            job.header().cancel_all_attempts();
-        }
-        let mut timed_out = false;
-        if mode == ShutdownMode::Graceful {
-            let mut nap = Duration::from_micros(50);
-            while s.stats.pending()
-                > own + services.iter().filter(|(j, _)| !j.is_resolved()).count() as u64
-            {
-                if Instant::now() >= deadline {
-                    timed_out = true;
-                    break;
-                }
-                std::thread::sleep(nap);
-                nap = (nap * 2).min(Duration::from_millis(5));
-            }
-        }
-        let mut stop_by = deadline;
-        if mode == ShutdownMode::Immediate || timed_out {
-            let cancel_queued = || {
-                let queued = s
-                    .pool
-                    .drain()
-                    .into_iter()
-                    .chain(s.async_exec.drain())
-                    .chain(s.process.drain())
-                    .chain(s.locks.drain_waiters());
-                for job in queued {
-                    job.fail(TaskError::Cancelled);
-                }
-            };
-            // Queued work first, so that no pool thread freed by the
-            // cancellation below picks it up; then the running work and
-            // the retries; then whatever those put back meanwhile.
-            cancel_queued();
-            s.cancel_all.store(true, Ordering::SeqCst);
-            s.timer.fire_backoffs();
-            cancel_queued();
-            // Running tasks get a moment to see their token, even when the
-            // graceful part used the whole timeout.
-            stop_by = deadline.max(Instant::now() + STOP_GRACE);
-        }
-        let mut detached = s.pool.stop(stop_by);
-        // Tasks that slipped in during the drain, if any.
-        for job in s.pool.drain() {
-            job.fail(TaskError::Cancelled);
-        }
-        s.process
-            .stop(stop_by, mode == ShutdownMode::Immediate || timed_out);
-        s.async_exec.stop(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(10)),
-        );
-        for (job, h) in services {
-            while !h.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if h.is_finished() {
-                let _ = h.join();
-            } else {
-                detached += 1;
-                job.fail(TaskError::SystemShutdown);
-            }
-        }
-        s.timer.stop();
-        if !s.callbacks.stop(stop_by.max(Instant::now() + STOP_GRACE)) {
-            detached += 1;
-        }
-        let cancelled = (s.stats.snapshot().cancelled - cancelled_before) as usize;
-        let report = ShutdownReport {
-            mode,
-            timed_out,
-            cancelled,
-            detached_threads: detached,
-            took: start.elapsed(),
-        };
-        *s.shutdown_done.lock() = Some(report.clone());
-        report
+        s.sched.shutdown(mode, s.config.shutdown_timeout)
     }
 }
 
@@ -792,19 +634,26 @@ impl fmt::Debug for ConcurrentSystem {
 /// A snapshot of the counters, queue depths, pool sizes and balancer
 /// events of `s` (for [`ConcurrentSystem::stats`] and the metrics server).
 pub(crate) fn stats_of(s: &Shared) -> Stats {
-    let mut st = s.stats.snapshot();
-    st.queue_depth = s.pool.depths();
-    st.async_queued = s.async_exec.queued();
-    let sizes = s.pool.sizes();
-    st.threads_alive = sizes.alive;
-    st.threads_stuck = sizes.stuck;
-    st.threads_target = sizes.target;
-    st.process_queued = s.process.queued();
-    st.worker_pids = s.process.worker_pids();
-    let ps = s.process.sizes();
-    st.processes_alive = ps.live;
-    st.processes_busy = ps.busy;
-    st.processes_target = ps.target;
+    let mut st = s.sched.snapshot();
+    let rows = st.executors.clone();
+    let row = |kind| rows.iter().find(|r| r.kind == kind).cloned();
+    if let Some(t) = row(ExecutorKind::Threads) {
+        st.queue_depth = t.queue_depth;
+        st.threads_alive = t.workers;
+        st.threads_stuck = t.stuck;
+        st.threads_target = t.target;
+        st.threads_busy = t.running;
+    }
+    if let Some(a) = row(ExecutorKind::Async) {
+        st.async_queued = a.queued;
+    }
+    if let Some(p) = row(ExecutorKind::Processes) {
+        st.process_queued = p.queued;
+        st.processes_alive = p.workers;
+        st.processes_busy = p.busy;
+        st.processes_target = p.target;
+        st.worker_pids = p.pids;
+    }
     s.balance.fill_stats(&mut st);
     st
 }
@@ -821,7 +670,7 @@ pub(crate) struct EncodedArgs {
 pub(crate) fn encode_args<A: serde::Serialize + ?Sized>(
     args: &A,
 ) -> Result<EncodedArgs, SubmitError> {
-    let (bytes, fds) = crate::shm::collect_fds(|| crate::codec::to_vec(args, 64));
+    let (bytes, fds) = crate::wire::shm::collect_fds(|| crate::wire::codec::to_vec(args, 64));
     let bytes = bytes.map_err(|e| SubmitError::Serialize(e.to_string()))?;
     Ok(EncodedArgs { bytes, fds })
 }
@@ -831,6 +680,6 @@ fn decode_result<R: serde::de::DeserializeOwned>(
     bytes: &[u8],
     fds: Vec<std::os::fd::OwnedFd>,
 ) -> Result<R, TaskError> {
-    crate::shm::with_fds(fds, || postcard::from_bytes::<R>(bytes))
+    crate::wire::shm::with_fds(fds, || postcard::from_bytes::<R>(bytes))
         .map_err(|e| TaskError::failed(format!("the result could not be decoded: {e}")))
 }

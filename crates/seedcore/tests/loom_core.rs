@@ -1,15 +1,18 @@
-//! Model checks of the scheduler's concurrency core with loom: the task
-//! completion state machine (`src/completion.rs`) and the hand-off between
-//! submitters and sleeping pool threads (`src/idle.rs`).
+//! Model checks of the scheduler's concurrency core with loom: the task's
+//! attempt state machine (`src/task/state.rs`), the completion state
+//! machine (`src/task/completion.rs`) and the hand-off between submitters
+//! and sleeping pool threads (`src/exec/thread/idle.rs`).
 //!
-//! Those two files name their primitives only through `crate::sync`; this
-//! test compiles the very same files against loom's primitives, so loom
-//! explores every interleaving of the code that ships.
+//! Those files name their primitives only through `crate::sync`; this test
+//! compiles the very same files against loom's primitives, so loom explores
+//! every interleaving of the code that ships.
 
 #![allow(dead_code, unreachable_pub)]
 
 mod sync {
-    pub(crate) use loom::sync::atomic::{fence, AtomicU8, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{
+        fence, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    };
     pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 
     pub(crate) mod thread {
@@ -30,16 +33,19 @@ mod sync {
     }
 }
 
-#[path = "../src/completion.rs"]
+#[path = "../src/task/completion.rs"]
 mod completion;
-#[path = "../src/idle.rs"]
+#[path = "../src/exec/thread/idle.rs"]
 mod idle;
+#[path = "../src/task/state.rs"]
+mod state;
 
 use completion::{Completion, Resolve};
 use idle::Idle;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+use state::{Begin, End, LockWait, Phase, TaskState};
 
 #[test]
 fn a_blocked_waiter_is_woken_with_the_value() {
@@ -203,5 +209,156 @@ fn two_submissions_reach_two_sleeping_workers() {
             w.join().unwrap();
         }
         assert_eq!(done.load(Ordering::SeqCst), 2);
+    });
+}
+
+/// A task begun once, as the executor holds it.
+fn running_task() -> TaskState {
+    let s = TaskState::new();
+    assert_eq!(
+        s.transition_to_running(),
+        Begin::Started {
+            n: 1,
+            was_waiting: false
+        }
+    );
+    s
+}
+
+#[test]
+fn the_end_of_an_attempt_is_won_by_exactly_one_of_its_code_and_its_deadline() {
+    loom::model(|| {
+        let s = Arc::new(running_task());
+        let wins = Arc::new(AtomicUsize::new(0));
+        let racer = |s: Arc<TaskState>, wins: Arc<AtomicUsize>| {
+            thread::spawn(move || {
+                if s.transition_to_ended(1).won() {
+                    wins.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let a = racer(s.clone(), wins.clone());
+        let b = racer(s.clone(), wins.clone());
+        a.join().unwrap();
+        b.join().unwrap();
+        assert_eq!(wins.load(Ordering::SeqCst), 1);
+        assert_eq!(s.phase(), (1, Phase::Ended));
+    });
+}
+
+#[test]
+fn a_revert_and_a_deadline_never_both_take_an_attempt() {
+    loom::model(|| {
+        let s = Arc::new(running_task());
+        let s2 = s.clone();
+        let deadline = thread::spawn(move || s2.transition_to_ended(1));
+        let reverted = s.revert(1);
+        let ended = deadline.join().unwrap();
+        assert_ne!(reverted.won(), ended.won(), "exactly one of them wins");
+        if reverted.won() {
+            // Undone: the attempt does not count, the next begin is 1 again.
+            assert_eq!(s.phase(), (0, Phase::Queued));
+        } else {
+            assert_eq!(s.phase(), (1, Phase::Ended));
+        }
+    });
+}
+
+#[test]
+fn exactly_one_resolution_wins_and_its_outcome_stays() {
+    loom::model(|| {
+        let s = Arc::new(TaskState::new());
+        let handles: Vec<_> = [1u8, 4, 5]
+            .into_iter()
+            .map(|code| {
+                let s = s.clone();
+                thread::spawn(move || (code, s.transition_to_resolved(code)))
+            })
+            .collect();
+        let results: Vec<(u8, state::Resolve)> =
+            handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let winners: Vec<u8> = results
+            .iter()
+            .filter(|(_, r)| *r == state::Resolve::Won)
+            .map(|(c, _)| *c)
+            .collect();
+        assert_eq!(winners.len(), 1);
+        assert_eq!(s.outcome(), winners[0]);
+    });
+}
+
+#[test]
+fn a_lock_timeout_and_the_lock_holder_waking_the_task_never_both_act() {
+    loom::model(|| {
+        let s = Arc::new(TaskState::new());
+        let LockWait::First(wait) = s.transition_to_lock_wait() else {
+            panic!("the first wait of an attempt is the first");
+        };
+        let s2 = s.clone();
+        let timeout = thread::spawn(move || s2.end_lock_wait(wait));
+        let begun = s.transition_to_running();
+        let timed_out = timeout.join().unwrap();
+        match begun {
+            Begin::Started { n, was_waiting } => {
+                assert_eq!((n, was_waiting), (1, true));
+                assert_eq!(timed_out, End::Lost);
+            }
+            Begin::NotQueued => assert_eq!(timed_out, End::Won),
+        }
+    });
+}
+
+#[test]
+fn a_task_handed_to_two_workers_begins_once() {
+    loom::model(|| {
+        let s = Arc::new(TaskState::new());
+        let s2 = s.clone();
+        let other = thread::spawn(move || s2.transition_to_running());
+        let mine = s.transition_to_running();
+        let theirs = other.join().unwrap();
+        let started = [mine, theirs]
+            .iter()
+            .filter(|b| matches!(b, Begin::Started { n: 1, .. }))
+            .count();
+        assert_eq!(started, 1);
+    });
+}
+
+#[test]
+fn a_stale_deadline_cannot_end_the_retry_that_follows() {
+    loom::model(|| {
+        let s = Arc::new(running_task());
+        let s2 = s.clone();
+        // The attempt's code ends it and, as the winner, schedules attempt 2.
+        let worker = thread::spawn(move || {
+            if s2.transition_to_ended(1).won() {
+                s2.transition_to_backoff(1);
+                s2.transition_to_queued();
+                return Some(s2.transition_to_running());
+            }
+            None
+        });
+        // The deadline of attempt 1 races with all of it.
+        let deadline = s.transition_to_ended(1);
+        let retried = worker.join().unwrap();
+        match retried {
+            Some(begun) => {
+                assert_eq!(deadline, End::Lost);
+                assert_eq!(
+                    begun,
+                    Begin::Started {
+                        n: 2,
+                        was_waiting: false
+                    }
+                );
+                assert_eq!(s.phase(), (2, Phase::Running));
+            }
+            None => {
+                assert_eq!(deadline, End::Won);
+                assert_eq!(s.phase(), (1, Phase::Ended));
+            }
+        }
+        s.cancel_through(1);
+        assert!(s.is_cancelled(1) && !s.is_cancelled(2));
     });
 }

@@ -5,7 +5,8 @@
 use super::decide::{BalanceSettings, Balancer, LoadReading, PoolReading, Readings};
 use super::{BalanceEvent, EventKind, ExpandPolicy, PoolKind, QueueFull, ShrinkPolicy};
 use crate::error::SubmitError;
-use crate::system::{Shared, SystemBuilder};
+use crate::sched::Executor;
+use crate::system::{Shared, SystemBuilder, THREADS};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,7 +39,7 @@ pub(crate) struct BalanceState {
     rejected: AtomicU64,
     /// Sizes set by hand (0: none), per pool.
     floors: [AtomicUsize; 2],
-    pub(crate) monitor: crate::monitor::Monitor,
+    pub(crate) monitor: crate::observe::monitor::Monitor,
 }
 
 impl BalanceState {
@@ -52,7 +53,7 @@ impl BalanceState {
             shrinks: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             floors: [AtomicUsize::new(0), AtomicUsize::new(0)],
-            monitor: crate::monitor::Monitor::new(),
+            monitor: crate::observe::monitor::Monitor::new(),
         }
     }
 
@@ -64,7 +65,7 @@ impl BalanceState {
     /// Starts the balancer thread, if a pool can change size.
     pub(crate) fn start(shared: &Arc<Shared>) -> std::io::Result<()> {
         let c = &shared.config;
-        let sizes = shared.pool.sizes();
+        let sizes = shared.threads.stats();
         let policies =
             c.expand_policy != ExpandPolicy::NoExpand || c.shrink_policy != ShrinkPolicy::NoShrink;
         let resizable = sizes.core < sizes.max || c.core_processes < c.max_processes;
@@ -142,20 +143,20 @@ impl BalanceState {
 /// The global task limit's check, on the submit path: called only when
 /// `max_pending_tasks` is set.
 pub(crate) fn admit(shared: &Shared, limit: u64) -> Result<(), SubmitError> {
-    if shared.stats.pending() < limit {
+    if shared.sched.stats.pending() < limit {
         return Ok(());
     }
     let c = &shared.config;
-    if c.on_queue_full == QueueFull::Wait && !crate::thread_pool::in_pool_thread() {
+    if c.on_queue_full == QueueFull::Wait && !crate::task::in_task() {
         let deadline = Instant::now() + c.queue_full_timeout;
         let mut nap = Duration::from_micros(50);
         loop {
             std::thread::sleep(nap);
             nap = (nap * 2).min(Duration::from_millis(5));
-            if shared.closed.load(Ordering::Acquire) {
+            if shared.sched.is_closed() {
                 return Err(SubmitError::SystemClosed);
             }
-            if shared.stats.pending() < limit {
+            if shared.sched.stats.pending() < limit {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -215,22 +216,23 @@ impl Sampler {
             (wall > 0.0).then(|| cpu.saturating_sub(was).as_secs_f64() / wall)
         });
         self.cpu_times.push_back((now, cpu));
-        let sizes = shared.pool.sizes();
-        let alive = sizes.alive.saturating_sub(sizes.stuck);
+        let sizes = shared.threads.stats();
+        let alive = sizes.workers.saturating_sub(sizes.stuck);
         let threads = PoolReading {
             alive,
             busy: shared
+                .sched
                 .stats
-                .threads_busy()
+                .running(THREADS)
                 .saturating_sub(sizes.stuck)
                 .min(alive),
-            queued: shared.pool.depths().iter().sum(),
+            queued: sizes.queued,
             target: sizes.target,
             core: sizes.core.max(bs.floor(PoolKind::Threads)).min(sizes.max),
             max: sizes.max,
             cpu: thread_cpu,
         };
-        let ps = shared.process.sizes();
+        let ps = shared.process.stats();
         let due = match self.last_load {
             Some(t) => now.saturating_duration_since(t) >= LOAD_EVERY,
             None => true,
@@ -238,23 +240,23 @@ impl Sampler {
         if due {
             self.last_load = Some(now);
             self.load = bs.monitor.load();
-            self.process_cpu = if ps.live > 0 {
-                bs.monitor.workers_cpu(&shared.process.worker_pids())
+            self.process_cpu = if ps.workers > 0 {
+                bs.monitor.workers_cpu(&ps.pids)
             } else {
                 None
             };
         }
-        let processes = (ps.live > 0).then(|| PoolReading {
-            alive: ps.live,
+        let processes = (ps.workers > 0).then(|| PoolReading {
+            alive: ps.workers,
             busy: ps.busy,
-            queued: shared.process.queued(),
+            queued: ps.queued,
             target: ps.target,
             core: ps.core.max(bs.floor(PoolKind::Processes)).min(ps.max),
             max: ps.max,
             cpu: self.process_cpu,
         });
         let pending = match (c.expand_policy, c.max_pending_tasks) {
-            (ExpandPolicy::BeforehandExpand, Some(_)) => shared.stats.pending(),
+            (ExpandPolicy::BeforehandExpand, Some(_)) => shared.sched.stats.pending(),
             _ => 0,
         };
         Readings {
@@ -284,7 +286,7 @@ fn run(weak: Weak<Shared>, control: Arc<Control>, mut balancer: Balancer, interv
         let readings = sampler.read(&shared, Instant::now());
         let d = balancer.step(&readings);
         if let Some(t) = d.threads {
-            shared.pool.resize(t);
+            shared.threads.resize(t);
         }
         if let Some(t) = d.processes {
             shared.process.resize(t);

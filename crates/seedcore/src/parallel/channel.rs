@@ -20,7 +20,7 @@ use super::map::{process_runner, MapBuilder};
 use super::runner::ThreadRunner;
 use super::{Pull, Source};
 use crate::error::{SubmitError, TaskError};
-use crate::process::ProcessTask;
+use crate::exec::process::ProcessTask;
 use crate::{ConcurrentSystem, TaskContext, TaskFuture};
 use futures_util::Stream;
 use parking_lot::Mutex;

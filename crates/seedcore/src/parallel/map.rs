@@ -7,7 +7,7 @@ use super::progress::Progress;
 use super::runner::{BatchRunner, ChunkRunner, ItemsRunner, ThreadRunner};
 use super::{Blocker, IterSource, Source};
 use crate::error::{BoxError, TaskError};
-use crate::process::ProcessTask;
+use crate::exec::process::ProcessTask;
 use crate::{ConcurrentSystem, TaskOptions};
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
@@ -167,7 +167,7 @@ where
     // `batch()` also names a batch form for async tasks, which register
     // none: trust it only when the name is registered.
     match task.batch() {
-        Some(batch) if crate::process::find(batch.name()).is_some() => {
+        Some(batch) if crate::exec::process::find(batch.name()).is_some() => {
             Box::new(BatchRunner::new(batch))
         }
         _ => Box::new(ItemsRunner::new(task)),

@@ -12,7 +12,7 @@ use super::progress::Progress;
 use super::runner::{ChunkRunner, ThreadRunner};
 use super::{Blocker, IterSource, Pull, Source};
 use crate::error::{BoxError, TaskError};
-use crate::process::ProcessTask;
+use crate::exec::process::ProcessTask;
 use crate::{ConcurrentSystem, TaskOptions};
 use futures_util::Stream;
 use serde::de::DeserializeOwned;

@@ -18,7 +18,7 @@
 
 use super::chunk::{submit_error, ChunkOut, PendingChunk, Profile, ReadyChunk};
 use crate::error::{panic_message, TaskError};
-use crate::process::{BatchItemError, BatchResults, BatchTask, ProcessTask, MAX_FDS};
+use crate::exec::process::{BatchItemError, BatchResults, BatchTask, ProcessTask, MAX_FDS};
 use crate::system::encode_args;
 use crate::{ConcurrentSystem, TaskContext, TaskFuture, TaskOptions};
 use parking_lot::Mutex;

@@ -7,7 +7,7 @@
 //! order. No worker ever holds a lock, so a dead worker cannot leak one.
 
 use crate::options::LockSpec;
-use crate::task::Job;
+use crate::task::{Acquire, Header, Job};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,15 +16,6 @@ struct LockState {
     permits: usize,
     held: usize,
     waiters: Vec<Arc<dyn Job>>,
-}
-
-/// Why a task could not take its locks.
-pub(crate) enum Acquire {
-    Taken,
-    /// Parked as a waiter of this lock.
-    Waiting(Arc<str>),
-    /// The task names a limit with another permit count than earlier tasks.
-    Conflict(String),
 }
 
 pub(crate) struct LockTable {
@@ -61,10 +52,10 @@ impl LockTable {
     }
 
     /// Drops a resolved task from the waiters of its locks.
-    pub(crate) fn forget(&self, job: &dyn Job) {
-        let id = job.header().id;
+    pub(crate) fn forget(&self, h: &Header) {
+        let id = h.id;
         let mut map = self.locks.lock();
-        for s in job.header().opts.locks() {
+        for s in h.opts.locks() {
             if let Some(l) = map.get_mut(&s.name) {
                 l.waiters.retain(|w| w.header().id != id);
             }

@@ -3,7 +3,7 @@
 //! the typed handle the parent submits with.
 
 use super::batch::{BatchItemError, BatchResults};
-use crate::shm;
+use crate::wire::shm;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
@@ -164,7 +164,7 @@ fn decode<A: DeserializeOwned>(args: &[u8], fds: Vec<OwnedFd>) -> Result<A, Outc
 }
 
 fn encode<R: Serialize>(r: &R) -> (Outcome, Vec<OwnedFd>) {
-    match shm::collect_fds(|| crate::codec::to_vec(r, 64)) {
+    match shm::collect_fds(|| crate::wire::codec::to_vec(r, 64)) {
         (Ok(bytes), fds) => (Outcome::Ok(bytes), fds),
         (Err(e), _) => (
             Outcome::Failed(format!("the result could not be encoded: {e}")),

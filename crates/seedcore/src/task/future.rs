@@ -1,8 +1,8 @@
 //! `TaskFuture`, the handle of one task's result, and `TaskHandle`, its
 //! result-less twin.
 
+use super::{Job, TaskId, TaskRef, TaskStatus};
 use crate::error::TaskError;
-use crate::task::{Job, TaskId, TaskRef, TaskStatus};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -69,9 +69,9 @@ impl<T: Send + 'static> TaskFuture<T> {
         F: FnOnce(Result<T, TaskError>) + Send + 'static,
     {
         let job: Arc<dyn Job> = self.task.clone();
-        let shared = job.header().shared.clone();
+        let sched = job.header().sched.clone();
         self.task.completion().on_complete(Box::new(move |r| {
-            shared.callbacks.dispatch(Box::new(move || callback(r)));
+            sched.dispatch(Box::new(move || callback(r)));
         }));
         TaskHandle { job }
     }

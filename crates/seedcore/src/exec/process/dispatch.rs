@@ -31,16 +31,18 @@
 //! had been sent but had not started go back to the queue as they were; a
 //! replacement starts if the pool is below its core size.
 
-use super::frame::{write_frames, FrameError, FrameReader, OutFrame};
 use super::proto::{FromWorker, ToWorkerRef};
 use super::registry::Outcome;
 use super::status::{now_ns, StatusPage};
 use super::worker::{FINI_ENV, INIT_ENV, MAX_FRAME_ENV};
 use super::{INDEX_ENV, STATUS_ENV, WORKER_ENV};
+use crate::config::ShutdownMode;
 use crate::error::TaskError;
 use crate::options::Priority;
-use crate::task::Job;
-use crate::timer::Timer;
+use crate::sched::timer::Timer;
+use crate::sched::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
+use crate::task::{Attempt, Deadline, ExecutorKind, Job, StopReason, TaskId};
+use crate::wire::frame::{write_frames, FrameError, FrameReader, OutFrame};
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BinaryHeap, HashMap};
 use std::ffi::OsString;
@@ -113,23 +115,19 @@ pub(crate) struct ProcessConfig {
 /// A task as the process pool sees it.
 pub(crate) trait ProcessJob: Job {
     /// Takes the locks and begins an attempt; `None`: not now.
-    fn begin_process(self: Arc<Self>) -> Option<(u32, Instant)>;
+    fn begin_process(self: Arc<Self>) -> Option<Attempt>;
     fn task_name(&self) -> &'static str;
     fn payload(&self) -> (&[u8], &[OwnedFd]);
     fn is_async(&self) -> bool;
-    /// The worker reported `outcome` for attempt `n`.
+    /// The worker reported `outcome` for attempt `a` (or died with it).
     fn finish_process(
         self: Arc<Self>,
-        n: u32,
-        started: Instant,
+        a: Attempt,
         outcome: Result<(Vec<u8>, Vec<OwnedFd>), TaskError>,
     );
-    /// Attempt `n` passed its deadline: end it `TimedOut` if nobody ended
-    /// it yet; `true` if this call did.
-    fn expire(self: Arc<Self>, n: u32) -> bool;
-    /// Attempt `n` was sent but never started: undo it and queue the task
+    /// Attempt `a` was sent but never started: undo it and queue the task
     /// again.
-    fn unstart(self: Arc<Self>, n: u32);
+    fn unstart(self: Arc<Self>, a: Attempt);
 }
 
 /// Why the pool killed a worker.
@@ -151,8 +149,7 @@ const DEAD: u8 = 3;
 /// late report of an earlier attempt can never be taken for a later one).
 struct InFlight {
     job: Arc<dyn ProcessJob>,
-    attempt: u32,
-    started: Instant,
+    attempt: Attempt,
 }
 
 /// One worker process, as the parent sees it.
@@ -263,28 +260,6 @@ pub(crate) struct ProcessPool {
     /// Mean time a worker spends on one sync task (moving average, ns; 0
     /// before the first): bounds what is sent ahead.
     task_ns: AtomicU64,
-}
-
-/// A worker process as the monitor shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct WorkerView {
-    pub(crate) pid: u32,
-    /// Tasks it has reported.
-    pub(crate) done: u64,
-    /// The task it runs now.
-    pub(crate) current: Option<u64>,
-}
-
-/// The sizes of the process pool, for stats and the balancer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ProcSizes {
-    /// Workers started and not dead (starting ones included).
-    pub(crate) live: usize,
-    /// Workers running or holding tasks.
-    pub(crate) busy: usize,
-    pub(crate) core: usize,
-    pub(crate) max: usize,
-    pub(crate) target: usize,
 }
 
 impl ProcessPool {
@@ -498,9 +473,9 @@ impl ProcessPool {
     /// slots were given back).
     fn send_batch(&self, w: &Arc<Worker>, jobs: Vec<Arc<dyn ProcessJob>>) -> bool {
         let mut skipped = false;
-        let mut sent: Vec<(Arc<dyn ProcessJob>, u32, Vec<u8>)> = Vec::with_capacity(jobs.len());
+        let mut sent: Vec<(Arc<dyn ProcessJob>, Vec<u8>)> = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let Some((n, started)) = job.clone().begin_process() else {
+            let Some(attempt) = job.clone().begin_process() else {
                 w.load.fetch_sub(1, Ordering::AcqRel);
                 w.sent.fetch_sub(1, Ordering::AcqRel);
                 skipped = true;
@@ -514,7 +489,8 @@ impl ProcessPool {
                 task: job.task_name(),
                 args,
             };
-            let bytes = crate::codec::to_vec(&msg, args.len() + 64).expect("run messages encode");
+            let bytes =
+                crate::wire::codec::to_vec(&msg, args.len() + 64).expect("run messages encode");
             {
                 // DEAD is set under this lock before the worker's tasks are
                 // taken out: a task is either settled by `bury` or never
@@ -524,7 +500,7 @@ impl ProcessPool {
                     drop(inflight);
                     w.load.fetch_sub(1, Ordering::AcqRel);
                     w.sent.fetch_sub(1, Ordering::AcqRel);
-                    job.clone().unstart(n);
+                    job.clone().unstart(attempt);
                     skipped = true;
                     continue;
                 }
@@ -532,22 +508,18 @@ impl ProcessPool {
                     id,
                     InFlight {
                         job: job.clone(),
-                        attempt: n,
-                        started,
+                        attempt,
                     },
                 );
             }
-            if let Some(t) = job.header().opts.timeout {
-                self.arm_deadline(w, &job, id, n, t, t);
-            }
-            sent.push((job, n, bytes));
+            sent.push((job, bytes));
         }
         if sent.is_empty() {
             return skipped;
         }
         let frames: Vec<OutFrame<'_>> = sent
             .iter()
-            .map(|(job, _, bytes)| OutFrame {
+            .map(|(job, bytes)| OutFrame {
                 payload: bytes,
                 fds: job.payload().1.iter().map(|f| f.as_fd()).collect(),
             })
@@ -559,88 +531,53 @@ impl ProcessPool {
         skipped
     }
 
-    /// Checks attempt `n` of `job` on `w` after `after`; `limit` is its
-    /// timeout.
-    fn arm_deadline(
-        &self,
-        w: &Arc<Worker>,
-        job: &Arc<dyn ProcessJob>,
-        run: u64,
-        n: u32,
-        after: Duration,
-        limit: Duration,
-    ) {
-        let Some(timer) = self.timer.upgrade() else {
-            return;
+    /// Where attempt `n` of task `task` stands when its deadline fires:
+    /// a sync task's clock starts when its worker starts it (the status
+    /// page says when), an async one's when it was sent.
+    pub(crate) fn deadline_of(&self, task: TaskId, n: u32, limit: Duration) -> Deadline {
+        let Some((w, run, is_async)) = self.holder(task, Some(n)) else {
+            // Not on a worker (being settled right now): nothing to stop.
+            return Deadline::Passed;
         };
-        let (pool, w, job) = (self.me.clone(), Arc::downgrade(w), Arc::downgrade(job));
-        timer.schedule(Instant::now() + after, move || {
-            let (Some(pool), Some(w), Some(job)) = (pool.upgrade(), w.upgrade(), job.upgrade())
-            else {
-                return;
-            };
-            pool.deadline(&w, job, run, n, limit);
-        });
-    }
-
-    fn deadline(
-        &self,
-        w: &Arc<Worker>,
-        job: Arc<dyn ProcessJob>,
-        id: u64,
-        n: u32,
-        limit: Duration,
-    ) {
-        if job.is_resolved() || w.state.load(Ordering::Acquire) == DEAD {
-            return;
-        }
-        if !w.inflight.lock().contains_key(&id) {
-            return;
-        }
-        if job.is_async() {
-            // Async tasks start as soon as they arrive: time them from then,
-            // and stop just this one.
-            if job.clone().expire(n) {
-                w.send_msg(&ToWorkerRef::Cancel { id });
-            }
-            return;
+        if is_async {
+            return Deadline::Passed;
         }
         match w.status.running() {
-            Some((running, started_ns)) if running == id => {
+            Some((running, started_ns)) if running == run => {
                 let ran = Duration::from_nanos(now_ns().saturating_sub(started_ns));
-                if ran >= limit {
-                    if job.expire(n) {
-                        w.kill(Kill::Timeout);
-                    }
-                } else {
-                    self.arm_deadline(w, &job, id, n, limit - ran, limit);
+                match limit.checked_sub(ran) {
+                    Some(left) if !left.is_zero() => Deadline::NotBefore(Instant::now() + left),
+                    _ => Deadline::Passed,
                 }
             }
             // Not started yet (it waits in the worker's queue): its clock
             // has not begun.
-            _ => self.arm_deadline(w, &job, id, n, limit, limit),
+            _ => Deadline::NotBefore(Instant::now() + limit),
         }
     }
 
-    /// Task `id` was cancelled: stop it where it is. A sync task that is
+    /// The worker holding task `task` (attempt `n`, if given), its run id
+    /// there and whether the task is async.
+    fn holder(&self, task: TaskId, n: Option<u32>) -> Option<(Arc<Worker>, u64, bool)> {
+        let st = self.state.lock();
+        st.workers.iter().find_map(|w| {
+            let inflight = w.inflight.lock();
+            let (run, f) = inflight
+                .iter()
+                .find(|(_, f)| f.job.header().id == task && n.map_or(true, |n| f.attempt.n == n))?;
+            Some((w.clone(), *run, f.job.is_async()))
+        })
+    }
+
+    /// Stops attempt `n` of task `task` where it is. A sync task that is
     /// running costs its worker; one that waits in a worker's queue is
     /// dropped from it; an async one is aborted there.
-    pub(crate) fn cancel(&self, task: u64, is_async: bool) {
-        let holder = {
-            let st = self.state.lock();
-            st.workers.iter().find_map(|w| {
-                let run = w
-                    .inflight
-                    .lock()
-                    .iter()
-                    .find(|(_, f)| f.job.header().id.0 == task)
-                    .map(|(run, _)| *run)?;
-                Some((w.clone(), run))
-            })
+    fn stop_run(&self, task: TaskId, n: Option<u32>, why: Kill) {
+        let Some((w, id, is_async)) = self.holder(task, n) else {
+            return;
         };
-        let Some((w, id)) = holder else { return };
         if !is_async && w.status.running().is_some_and(|(r, _)| r == id) {
-            w.kill(Kill::Cancel);
+            w.kill(why);
         } else {
             w.send_msg(&ToWorkerRef::Cancel { id });
         }
@@ -847,7 +784,7 @@ impl ProcessPool {
             // A worker runs its sync tasks one after another: this one began
             // when it arrived or when the one before it ended, if later.
             let now = Instant::now();
-            let since = std::mem::replace(&mut *w.last_done.lock(), now).max(f.started);
+            let since = std::mem::replace(&mut *w.last_done.lock(), now).max(f.attempt.started);
             self.observe_task(now.saturating_duration_since(since).as_nanos() as u64);
         }
         let result = match outcome {
@@ -881,7 +818,7 @@ impl ProcessPool {
             // Dropped from the worker's queue before it started.
             f.job.clone().unstart(f.attempt);
         } else {
-            f.job.finish_process(f.attempt, f.started, result);
+            f.job.finish_process(f.attempt, result);
         }
         if left == 0 && !recycle {
             self.trim();
@@ -948,7 +885,6 @@ impl ProcessPool {
                 // as a crash (which a CRASH retry policy may re-run).
                 f.job.finish_process(
                     f.attempt,
-                    f.started,
                     Err(TaskError::WorkerDied {
                         exit_code: code,
                         signal,
@@ -964,8 +900,10 @@ impl ProcessPool {
             if !ran {
                 if stopping {
                     // Sent ahead but never started, and the pool is going
-                    // away: it will not run.
+                    // away: it will not run (resolved first, so that the
+                    // undo below does not queue it again).
                     f.job.fail(TaskError::Cancelled);
+                    f.job.clone().unstart(f.attempt);
                 } else {
                     f.job.clone().unstart(f.attempt);
                 }
@@ -985,7 +923,7 @@ impl ProcessPool {
                     detail: format!("worker {} (pid {}) died", w.index, w.pid),
                 },
             };
-            f.job.finish_process(f.attempt, f.started, Err(err));
+            f.job.finish_process(f.attempt, Err(err));
         }
         let mut st = self.state.lock();
         st.workers.retain(|x| !Arc::ptr_eq(x, w));
@@ -1020,7 +958,7 @@ impl ProcessPool {
     /// Sets how many workers to keep (clamped to `core..=max`): workers
     /// start at once to reach it; idle workers above it exit now, busy ones
     /// when they become idle. Returns the value set.
-    pub(crate) fn resize(&self, target: usize) -> usize {
+    fn set_target(&self, target: usize) -> usize {
         let target = target.clamp(self.cfg.core, self.cfg.max);
         self.target.store(target, Ordering::Release);
         let mut st = self.state.lock();
@@ -1066,67 +1004,8 @@ impl ProcessPool {
         }
     }
 
-    /// The pool's sizes.
-    pub(crate) fn sizes(&self) -> ProcSizes {
-        let st = self.state.lock();
-        let live: Vec<&Arc<Worker>> = st
-            .workers
-            .iter()
-            .filter(|w| w.state.load(Ordering::Acquire) != DEAD)
-            .collect();
-        ProcSizes {
-            live: live.len(),
-            busy: live
-                .iter()
-                .filter(|w| w.load.load(Ordering::Acquire) > 0)
-                .count(),
-            core: self.cfg.core,
-            max: self.cfg.max,
-            target: self.target.load(Ordering::Acquire).max(self.cfg.core),
-        }
-    }
-
-    /// Pids of the live workers (for stats and tests).
-    pub(crate) fn worker_pids(&self) -> Vec<u32> {
-        self.state
-            .lock()
-            .workers
-            .iter()
-            .filter(|w| w.state.load(Ordering::Acquire) != DEAD)
-            .map(|w| w.pid())
-            .collect()
-    }
-
-    /// The live workers as the monitor shows them: what each has run and
-    /// runs now.
-    pub(crate) fn worker_views(&self) -> Vec<WorkerView> {
-        let workers = self.state.lock().workers.clone();
-        workers
-            .iter()
-            .filter(|w| w.state.load(Ordering::Acquire) != DEAD)
-            .map(|w| {
-                let running = w.status.running().map(|(id, _)| id);
-                WorkerView {
-                    pid: w.pid(),
-                    done: w.done.load(Ordering::Acquire) as u64,
-                    current: running.and_then(|id| {
-                        w.inflight
-                            .lock()
-                            .get(&id)
-                            .map(|f| f.job.header().id.as_u64())
-                    }),
-                }
-            })
-            .collect()
-    }
-
-    /// Queued process tasks.
-    pub(crate) fn queued(&self) -> usize {
-        self.state.lock().queue.len()
-    }
-
     /// Removes every queued task (immediate shutdown).
-    pub(crate) fn drain(&self) -> Vec<Arc<dyn Job>> {
+    fn drain_jobs(&self) -> Vec<Arc<dyn Job>> {
         let mut st = self.state.lock();
         st.queue.drain().map(|q| q.job as Arc<dyn Job>).collect()
     }
@@ -1136,7 +1015,7 @@ impl ProcessPool {
     /// resolves `Cancelled`); otherwise idle workers are asked to exit as
     /// they become idle and whatever is left at `deadline` is killed. Waits
     /// for every reader and reaps every process.
-    pub(crate) fn stop(&self, deadline: Instant, immediate: bool) {
+    fn stop_workers(&self, deadline: Instant, immediate: bool) {
         let queued = {
             let mut st = self.state.lock();
             self.stopping.store(true, Ordering::Release);
@@ -1182,6 +1061,84 @@ impl ProcessPool {
                 let _ = h.join();
             }
         }
+    }
+}
+
+impl Executor for ProcessPool {
+    fn kind(&self) -> ExecutorKind {
+        ExecutorKind::Processes
+    }
+
+    /// Process tasks reach the pool through their own body; a closure task
+    /// cannot cross into a worker process.
+    fn accept(&self, task: Runnable) {
+        task.fail(TaskError::failed(
+            "the process pool runs registered process tasks only",
+        ));
+    }
+
+    fn stop_attempt(&self, task: TaskId, attempt: u32, why: StopReason) {
+        match why {
+            StopReason::Timeout => self.stop_run(task, Some(attempt), Kill::Timeout),
+            _ => self.stop_run(task, None, Kill::Cancel),
+        }
+    }
+
+    fn drain(&self) -> Vec<Runnable> {
+        self.drain_jobs().into_iter().map(Runnable::new).collect()
+    }
+
+    /// Queued tasks resolve `SystemShutdown`; immediate: every worker is
+    /// killed at once (its running task resolves `Cancelled`); graceful:
+    /// idle workers are asked to exit as they become idle and whatever is
+    /// left at `deadline` is killed. Waits for every reader and reaps every
+    /// process.
+    fn stop(&self, deadline: Instant, mode: ShutdownMode) -> StopReport {
+        self.stop_workers(deadline, mode == ShutdownMode::Immediate);
+        StopReport::default()
+    }
+
+    fn stats(&self) -> ExecutorStats {
+        let mut row = ExecutorStats::new(ExecutorKind::Processes);
+        let st = self.state.lock();
+        for q in st.queue.iter() {
+            row.queue_depth[q.priority.level() as usize] += 1;
+        }
+        row.queued = st.queue.len();
+        let live = st
+            .workers
+            .iter()
+            .filter(|w| w.state.load(Ordering::Acquire) != DEAD);
+        for w in live {
+            row.workers += 1;
+            row.busy += usize::from(w.load.load(Ordering::Acquire) > 0);
+            row.pids.push(w.pid());
+        }
+        row.core = self.cfg.core;
+        row.max = self.cfg.max;
+        row.target = self.target.load(Ordering::Acquire).max(self.cfg.core);
+        row
+    }
+
+    fn resize(&self, target: usize) -> usize {
+        self.set_target(target)
+    }
+
+    /// The live workers: what each has run and runs now.
+    fn workers(&self) -> Vec<WorkerInfo> {
+        let workers = self.state.lock().workers.clone();
+        workers
+            .iter()
+            .filter(|w| w.state.load(Ordering::Acquire) != DEAD)
+            .map(|w| {
+                let running = w.status.running().map(|(id, _)| id);
+                let mut info = WorkerInfo::process(w.pid(), format!("worker-{}", w.index));
+                info.tasks_done = w.done.load(Ordering::Acquire) as u64;
+                info.current_task =
+                    running.and_then(|id| w.inflight.lock().get(&id).map(|f| f.job.header().id));
+                info
+            })
+            .collect()
     }
 }
 

@@ -16,11 +16,11 @@
 //! If the parent goes away (end of stream) the worker exits; a watcher
 //! thread also ends it when the parent process dies while a task runs.
 
-use super::frame::{write_frames, FrameError, FrameReader, OutFrame, MAX_FDS};
 use super::proto::{FromWorker, ToWorker};
 use super::registry::{self, EntryKind, Outcome};
 use super::status::StatusPage;
 use super::{INDEX_ENV, STATUS_ENV, WORKER_ENV};
+use crate::wire::frame::{write_frames, FrameError, FrameReader, OutFrame, MAX_FDS};
 use parking_lot::Mutex;
 use std::collections::{BinaryHeap, HashMap};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -77,7 +77,7 @@ impl Outbox {
             _ => 256,
         };
         let msg = FromWorker::Done { id, outcome };
-        let mut bytes = crate::codec::to_vec(&msg, hint).expect("results encode");
+        let mut bytes = crate::wire::codec::to_vec(&msg, hint).expect("results encode");
         let mut fds = fds;
         let too_large = bytes.len() > self.max_frame;
         if too_large || fds.len() > MAX_FDS {

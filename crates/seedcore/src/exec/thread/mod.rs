@@ -18,9 +18,12 @@
 //! 3. Each thread exits after its current task; `stop` joins those that
 //!    exit before the deadline and detaches (and reports) the rest.
 
-use crate::idle::Idle;
-use crate::queue::PriorityQueue;
-use crate::task::Job;
+mod idle;
+
+use crate::config::ShutdownMode;
+use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport, WorkerInfo};
+use crate::task::{ExecutorKind, Job, StopReason, TaskId};
+use idle::Idle;
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,20 +34,12 @@ use std::time::{Duration, Instant};
 /// gaps in a stream of tasks are shorter than a futex wake-up.
 const SPIN_ROUNDS: u32 = 64;
 
-/// The sizes of the thread pool, for stats and the balancer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct PoolSizes {
-    pub(crate) alive: usize,
-    pub(crate) stuck: usize,
-    pub(crate) core: usize,
-    pub(crate) max: usize,
-    pub(crate) target: usize,
-}
-
-/// One pool thread, as the timer sees it when the thread's task overruns
+/// One pool thread, as a deadline sees it when the thread's task overruns
 /// and as the shutdown sees it when the thread does not stop.
-pub(crate) struct WorkerSlot {
+struct WorkerSlot {
     abandoned: AtomicBool,
+    /// The id of the task whose attempt this thread runs now (0: none).
+    running: AtomicU64,
     thread: std::thread::ThreadId,
     /// The OS thread id (0 where the OS has none to give).
     tid: u32,
@@ -54,19 +49,6 @@ pub(crate) struct WorkerSlot {
     current: Mutex<Option<Arc<dyn Job>>>,
     /// Tasks this thread has run.
     done: AtomicU64,
-}
-
-/// A pool thread as the monitor shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ThreadView {
-    /// The OS thread id (0 where the OS has none to give).
-    pub(crate) tid: u32,
-    /// The thread's name.
-    pub(crate) name: String,
-    /// Tasks it has run.
-    pub(crate) done: u64,
-    /// The task it runs now.
-    pub(crate) current: Option<u64>,
 }
 
 thread_local! {
@@ -87,8 +69,8 @@ fn os_thread_id() -> u32 {
     }
 }
 
-/// Whether the calling thread is a pool thread running a task.
-pub(crate) fn in_pool_thread() -> bool {
+/// Whether the calling thread is a pool thread.
+fn in_pool_thread() -> bool {
     IN_POOL.with(|c| c.get())
 }
 
@@ -103,6 +85,7 @@ struct PoolState {
     slots: Vec<Arc<WorkerSlot>>,
 }
 
+/// The thread pool of one system.
 pub(crate) struct ThreadPool {
     queue: PriorityQueue<Arc<dyn Job>>,
     idle: Idle,
@@ -120,8 +103,10 @@ pub(crate) struct ThreadPool {
     keep_alive: Duration,
     name: String,
     stack_size: Option<usize>,
+    me: std::sync::Weak<ThreadPool>,
 }
 
+/// The thread pool's settings.
 pub(crate) struct PoolConfig {
     pub(crate) core: usize,
     pub(crate) max: usize,
@@ -132,7 +117,7 @@ pub(crate) struct PoolConfig {
 
 impl ThreadPool {
     pub(crate) fn start(cfg: PoolConfig) -> std::io::Result<Arc<ThreadPool>> {
-        let pool = Arc::new(ThreadPool {
+        let pool = Arc::new_cyclic(|me| ThreadPool {
             queue: PriorityQueue::new(),
             idle: Idle::new(),
             state: Mutex::new(PoolState {
@@ -153,6 +138,7 @@ impl ThreadPool {
             keep_alive: cfg.keep_alive,
             name: cfg.name,
             stack_size: cfg.stack_size,
+            me: me.clone(),
         });
         {
             let mut st = pool.state.lock();
@@ -185,31 +171,27 @@ impl ThreadPool {
     }
 
     /// Queues `job` and wakes a sleeping thread if there is one.
-    pub(crate) fn push(&self, job: Arc<dyn Job>) {
+    fn push(&self, job: Arc<dyn Job>) {
         let p = job.header().opts.priority;
         self.queue.push(p, job);
         self.idle.notify_one();
         // After the SeqCst fence in `notify_one`: either the shutdown's last
         // drain sees this task, or this sees the shutdown and drains.
         if self.stopping.load(Ordering::SeqCst) {
-            for job in self.drain() {
+            for job in self.drain_jobs() {
                 job.fail(crate::TaskError::SystemShutdown);
             }
         }
     }
 
     /// Removes every queued task (shutdown).
-    pub(crate) fn drain(&self) -> Vec<Arc<dyn Job>> {
+    fn drain_jobs(&self) -> Vec<Arc<dyn Job>> {
         std::iter::from_fn(|| self.queue.pop()).collect()
-    }
-
-    pub(crate) fn depths(&self) -> [usize; crate::options::LEVELS] {
-        self.queue.depths()
     }
 
     /// `slot`'s thread is stuck in a task past its deadline: count it out
     /// of capacity and start a replacement if capacity is short.
-    pub(crate) fn abandon(self: &Arc<Self>, slot: &WorkerSlot) {
+    fn abandon(self: &Arc<Self>, slot: &WorkerSlot) {
         if self.stopping.load(Ordering::Acquire) {
             return;
         }
@@ -250,7 +232,7 @@ impl ThreadPool {
     /// Sets the capacity to keep (clamped to `core..=max`): threads start
     /// at once to reach it; idle threads above it exit now rather than
     /// after `keep_alive`. Returns the new target.
-    pub(crate) fn resize(self: &Arc<Self>, target: usize) -> usize {
+    fn set_target(self: &Arc<Self>, target: usize) -> usize {
         let target = target.clamp(self.core, self.max);
         self.target.store(target, Ordering::Release);
         let mut st = self.state.lock();
@@ -271,18 +253,6 @@ impl ThreadPool {
             self.idle.notify_all();
         }
         target
-    }
-
-    /// The pool's sizes.
-    pub(crate) fn sizes(&self) -> PoolSizes {
-        let st = self.state.lock();
-        PoolSizes {
-            alive: st.alive,
-            stuck: st.abandoned,
-            core: self.core,
-            max: self.max,
-            target: self.target(),
-        }
     }
 
     /// Takes one pending shrink request, if this thread may exit for it.
@@ -308,6 +278,7 @@ impl ThreadPool {
         IN_POOL.with(|c| c.set(true));
         let slot = Arc::new(WorkerSlot {
             abandoned: AtomicBool::new(false),
+            running: AtomicU64::new(0),
             thread: std::thread::current().id(),
             tid: os_thread_id(),
             name: std::thread::current().name().unwrap_or_default().to_owned(),
@@ -323,7 +294,10 @@ impl ThreadPool {
                 // finished task found there at shutdown is already resolved,
                 // and failing it again is a no-op.
                 *slot.current.lock() = Some(job.clone());
-                job.run(Some(&slot));
+                slot.running
+                    .store(job.header().id.as_u64(), Ordering::Release);
+                job.run();
+                slot.running.store(0, Ordering::Release);
                 slot.done.fetch_add(1, Ordering::Relaxed);
                 if slot.abandoned.load(Ordering::Acquire) && self.rejoin(&slot) {
                     break;
@@ -375,30 +349,9 @@ impl ThreadPool {
         self.exited.notify_all();
     }
 
-    /// The threads working for the pool (not those detached with a stuck
-    /// task): what each has run and runs now.
-    pub(crate) fn thread_views(&self) -> Vec<ThreadView> {
-        let slots = self.state.lock().slots.clone();
-        slots
-            .iter()
-            .filter(|s| !s.abandoned.load(Ordering::Acquire))
-            .map(|s| ThreadView {
-                tid: s.tid,
-                name: s.name.clone(),
-                done: s.done.load(Ordering::Relaxed),
-                current: s
-                    .current
-                    .lock()
-                    .as_ref()
-                    .filter(|j| !j.is_resolved())
-                    .map(|j| j.header().id.as_u64()),
-            })
-            .collect()
-    }
-
     /// Steps 2 and 3 of shutdown; returns how many threads were detached
     /// because they were still running at `deadline`.
-    pub(crate) fn stop(&self, deadline: Instant) -> usize {
+    fn stop_threads(&self, deadline: Instant) -> usize {
         self.stopping.store(true, Ordering::SeqCst);
         self.idle.notify_all();
         // A shutdown started by a task does not wait for its own thread.
@@ -438,5 +391,86 @@ impl ThreadPool {
             log::warn!("seedcore: {detached} pool thread(s) still running a task at shutdown were detached");
         }
         detached
+    }
+}
+
+impl Executor for ThreadPool {
+    fn kind(&self) -> ExecutorKind {
+        ExecutorKind::Threads
+    }
+
+    fn accept(&self, task: Runnable) {
+        self.push(task.into_job());
+    }
+
+    /// A timeout replaces the thread that runs the attempt (its code cannot
+    /// be stopped from outside); a cancel only sets the token.
+    fn stop_attempt(&self, task: TaskId, _attempt: u32, why: StopReason) {
+        if why != StopReason::Timeout {
+            return;
+        }
+        let id = task.as_u64();
+        let slot = {
+            let st = self.state.lock();
+            st.slots
+                .iter()
+                .find(|s| s.running.load(Ordering::Acquire) == id)
+                .cloned()
+        };
+        if let (Some(slot), Some(me)) = (slot, self.me.upgrade()) {
+            me.abandon(&slot);
+        }
+    }
+
+    fn drain(&self) -> Vec<Runnable> {
+        self.drain_jobs().into_iter().map(Runnable::new).collect()
+    }
+
+    fn stop(&self, deadline: Instant, _mode: ShutdownMode) -> StopReport {
+        StopReport::detached(self.stop_threads(deadline))
+    }
+
+    fn stats(&self) -> ExecutorStats {
+        let mut row = ExecutorStats::new(ExecutorKind::Threads);
+        row.queue_depth = self.queue.depths();
+        row.queued = row.queue_depth.iter().sum();
+        let st = self.state.lock();
+        row.workers = st.alive;
+        row.stuck = st.abandoned;
+        row.busy = st
+            .slots
+            .iter()
+            .filter(|s| {
+                s.running.load(Ordering::Acquire) != 0 && !s.abandoned.load(Ordering::Acquire)
+            })
+            .count();
+        row.core = self.core;
+        row.max = self.max;
+        row.target = self.target();
+        row
+    }
+
+    fn resize(&self, target: usize) -> usize {
+        match self.me.upgrade() {
+            Some(me) => me.set_target(target),
+            None => self.target(),
+        }
+    }
+
+    /// The threads working for the pool (not those detached with a stuck
+    /// task): what each has run and runs now.
+    fn workers(&self) -> Vec<WorkerInfo> {
+        let slots = self.state.lock().slots.clone();
+        slots
+            .iter()
+            .filter(|s| !s.abandoned.load(Ordering::Acquire))
+            .map(|s| {
+                let mut w = WorkerInfo::thread(s.tid, s.name.clone());
+                w.tasks_done = s.done.load(Ordering::Relaxed);
+                let running = s.running.load(Ordering::Acquire);
+                w.current_task = (running != 0).then_some(TaskId(running));
+                w
+            })
+            .collect()
     }
 }

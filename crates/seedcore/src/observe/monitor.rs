@@ -17,9 +17,8 @@
 //! resident memory at the top of the snapshot, not per thread.
 
 use crate::balance::LoadReading;
-use crate::process::WorkerView;
+use crate::sched::WorkerInfo;
 use crate::system::{ConcurrentSystem, Shared};
-use crate::thread_pool::ThreadView;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -157,8 +156,8 @@ impl Monitor {
 
     /// A full snapshot: the machine, this process, its pool threads and
     /// its worker processes.
-    pub(crate) fn snapshot(&self, threads: &[ThreadView], procs: &[WorkerView]) -> MonitorSnapshot {
-        let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    pub(crate) fn snapshot(&self, threads: &[WorkerInfo], procs: &[WorkerInfo]) -> MonitorSnapshot {
+        let pids: Vec<u32> = procs.iter().map(|p| p.id).collect();
         self.with(|m| {
             m.refresh_machine();
             let physical = *m.physical.get_or_insert_with(System::physical_core_count);
@@ -210,35 +209,35 @@ impl Monitor {
             }
             for t in threads {
                 let mut r = WorkerReading {
-                    id: t.tid,
+                    id: t.id,
                     name: t.name.clone(),
-                    tasks_done: Some(t.done),
-                    current_task: t.current,
+                    tasks_done: Some(t.tasks_done),
+                    current_task: t.current_task.map(|id| id.as_u64()),
                     ..WorkerReading::default()
                 };
-                if let Some(os) = m.sys.process(Pid::from_u32(t.tid)).filter(|_| t.tid != 0) {
+                if let Some(os) = m.sys.process(Pid::from_u32(t.id)).filter(|_| t.id != 0) {
                     r.state = state_name(os.status());
                     let acc = os.accumulated_cpu_time();
-                    r.cpu_percent = m.cpu_percent(t.tid, acc, now).unwrap_or(0.0);
+                    r.cpu_percent = m.cpu_percent(t.id, acc, now).unwrap_or(0.0);
                 }
                 snap.threads.push(r);
             }
             snap.threads.sort_by_key(|w| w.id);
             for w in procs {
-                let Some(p) = m.sys.process(Pid::from_u32(w.pid)) else {
+                let Some(p) = m.sys.process(Pid::from_u32(w.id)) else {
                     continue;
                 };
                 let (state, acc, rss) =
                     (state_name(p.status()), p.accumulated_cpu_time(), p.memory());
                 let name = p.name().to_string_lossy().into_owned();
                 snap.processes.push(WorkerReading {
-                    id: w.pid,
+                    id: w.id,
                     name,
                     state,
-                    cpu_percent: m.cpu_percent(w.pid, acc, now).unwrap_or(0.0),
+                    cpu_percent: m.cpu_percent(w.id, acc, now).unwrap_or(0.0),
                     rss: Some(rss),
-                    tasks_done: Some(w.done),
-                    current_task: w.current,
+                    tasks_done: Some(w.tasks_done),
+                    current_task: w.current_task.map(|id| id.as_u64()),
                 });
             }
             // Forget the CPU times of threads and processes that are gone.
@@ -312,10 +311,11 @@ fn state_name(s: sysinfo::ProcessStatus) -> String {
 
 /// A monitor snapshot of the system behind `shared`.
 pub(crate) fn snapshot_of(shared: &Shared) -> MonitorSnapshot {
+    use crate::sched::Executor;
     shared
         .balance
         .monitor
-        .snapshot(&shared.pool.thread_views(), &shared.process.worker_views())
+        .snapshot(&shared.threads.workers(), &shared.process.workers())
 }
 
 impl ConcurrentSystem {

@@ -1,7 +1,7 @@
 //! What a running task sees of itself: its id, its attempt, and whether it
 //! should stop.
 
-use crate::task::{Job, TaskId};
+use super::{Job, TaskId};
 use std::fmt;
 use std::sync::Arc;
 

@@ -15,8 +15,8 @@
 //! [`Stats`], histograms as `{count, p50_us, p90_us, p99_us, buckets:
 //! [[upper_us, count], ...]}`), and `monitor` (the [`MonitorSnapshot`]).
 
-use crate::monitor::MonitorSnapshot;
-use crate::stats::{Histogram, Stats};
+use crate::observe::monitor::MonitorSnapshot;
+use crate::observe::stats::{Histogram, Stats};
 use crate::system::{stats_of, ConcurrentSystem, Shared};
 use std::fmt::Write as _;
 
@@ -47,13 +47,13 @@ impl ConcurrentSystem {
 
 pub(crate) fn render_prometheus(shared: &Shared) -> String {
     let st = stats_of(shared);
-    let mon = crate::monitor::snapshot_of(shared);
+    let mon = crate::observe::monitor::snapshot_of(shared);
     prometheus(&shared.config.name, shared, &st, &mon)
 }
 
 pub(crate) fn render_json(shared: &Shared) -> String {
     let st = stats_of(shared);
-    let mon = crate::monitor::snapshot_of(shared);
+    let mon = crate::observe::monitor::snapshot_of(shared);
     json(shared, &st, &mon)
 }
 
@@ -440,7 +440,7 @@ fn jhist(h: &Histogram) -> String {
     ])
 }
 
-fn jworker(w: &crate::monitor::WorkerReading) -> String {
+fn jworker(w: &crate::observe::monitor::WorkerReading) -> String {
     jobj(&[
         ("id", w.id.to_string()),
         ("name", js(&w.name)),
@@ -552,13 +552,7 @@ fn json(shared: &Shared, st: &Stats, mon: &MonitorSnapshot) -> String {
             "uptime_s",
             jf(shared.balance.started().elapsed().as_secs_f64()),
         ),
-        (
-            "closed",
-            shared
-                .closed
-                .load(std::sync::atomic::Ordering::Acquire)
-                .to_string(),
-        ),
+        ("closed", shared.sched.is_closed().to_string()),
         ("config", config),
         ("stats", stats),
         ("monitor", monitor),

@@ -4,6 +4,7 @@
 use crate::balance::BalanceEvent;
 use crate::error::TaskErrorKind;
 use crate::options::{Priority, LEVELS};
+use crate::sched::{ExecutorStats, MAX_EXECUTORS};
 use crossbeam_utils::CachePadded;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -33,8 +34,9 @@ struct Shard {
     attempts_undone: AtomicU64,
     attempts_started: AtomicU64,
     attempts_ended: AtomicU64,
-    thread_attempts_started: AtomicU64,
-    thread_attempts_ended: AtomicU64,
+    /// Attempts started and ended per executor slot.
+    exec_started: [AtomicU64; MAX_EXECUTORS],
+    exec_ended: [AtomicU64; MAX_EXECUTORS],
     callback_panics: AtomicU64,
     queue_wait: [[AtomicU64; BUCKETS]; ROWS],
     run_time: [[AtomicU64; BUCKETS]; ROWS],
@@ -70,13 +72,6 @@ fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Which executor an attempt ran on, for the busy-thread gauge.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lane {
-    Thread,
-    Other,
-}
-
 impl Counters {
     pub(crate) fn new() -> Self {
         Counters {
@@ -100,10 +95,11 @@ impl Counters {
 
     /// An attempt was begun for a worker that died before starting it; it
     /// does not count.
-    pub(crate) fn attempt_undone(&self) {
+    pub(crate) fn attempt_undone(&self, slot: u8) {
         let s = self.local();
         bump(&s.attempts_undone);
         bump(&s.attempts_ended);
+        bump(&s.exec_ended[slot as usize]);
     }
 
     pub(crate) fn callback_panicked(&self) {
@@ -111,42 +107,32 @@ impl Counters {
     }
 
     /// An attempt started; `p` picks the per-priority histogram row.
-    pub(crate) fn attempt_started(&self, lane: Lane, p: Priority, queue_wait: Option<Duration>) {
-        self.start_row(lane, p.level() as usize, queue_wait);
-    }
-
-    fn start_row(&self, lane: Lane, row: usize, queue_wait: Option<Duration>) {
+    pub(crate) fn attempt_started(&self, slot: u8, p: Priority, queue_wait: Option<Duration>) {
+        let row = p.level() as usize;
         let s = self.local();
         bump(&s.attempts_started);
-        if lane == Lane::Thread {
-            bump(&s.thread_attempts_started);
-        }
+        bump(&s.exec_started[slot as usize]);
         if let Some(w) = queue_wait {
             bump(&s.queue_wait[row][bucket(w)]);
         }
     }
 
     /// An attempt ended after running `ran`.
-    pub(crate) fn attempt_ended(&self, lane: Lane, p: Priority, ran: Duration) {
-        self.end_row(lane, p.level() as usize, ran);
-    }
-
-    fn end_row(&self, lane: Lane, row: usize, ran: Duration) {
+    pub(crate) fn attempt_ended(&self, slot: u8, p: Priority, ran: Duration) {
+        let row = p.level() as usize;
         let s = self.local();
         bump(&s.attempts_ended);
-        if lane == Lane::Thread {
-            bump(&s.thread_attempts_ended);
-        }
+        bump(&s.exec_ended[slot as usize]);
         bump(&s.run_time[row][bucket(ran)]);
     }
 
-    /// Pool threads running an attempt (the balancer reads it every sample;
-    /// cheaper than a snapshot).
-    pub(crate) fn threads_busy(&self) -> usize {
+    /// Attempts running on the executor in `slot` (the balancer reads it
+    /// every sample; cheaper than a snapshot).
+    pub(crate) fn running(&self, slot: u8) -> usize {
         let (mut started, mut ended) = (0u64, 0u64);
         for s in self.shards.iter() {
-            started += s.thread_attempts_started.load(Ordering::Relaxed);
-            ended += s.thread_attempts_ended.load(Ordering::Relaxed);
+            started += s.exec_started[slot as usize].load(Ordering::Relaxed);
+            ended += s.exec_ended[slot as usize].load(Ordering::Relaxed);
         }
         started.saturating_sub(ended) as usize
     }
@@ -196,8 +182,7 @@ impl Counters {
         let mut st = Stats::default();
         let mut qw = [[0u64; BUCKETS]; ROWS];
         let mut rt = [[0u64; BUCKETS]; ROWS];
-        let (mut a_start, mut a_end, mut t_start, mut t_end, mut undone) =
-            (0u64, 0u64, 0u64, 0u64, 0u64);
+        let (mut a_start, mut a_end, mut undone) = (0u64, 0u64, 0u64);
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         for s in self.shards.iter() {
             st.submitted += ld(&s.submitted);
@@ -215,8 +200,6 @@ impl Counters {
             st.callback_panics += ld(&s.callback_panics);
             a_start += ld(&s.attempts_started);
             a_end += ld(&s.attempts_ended);
-            t_start += ld(&s.thread_attempts_started);
-            t_end += ld(&s.thread_attempts_ended);
             for r in 0..ROWS {
                 for i in 0..BUCKETS {
                     qw[r][i] += ld(&s.queue_wait[r][i]);
@@ -226,7 +209,6 @@ impl Counters {
         }
         st.attempts = a_start - undone;
         st.running = a_start.saturating_sub(a_end);
-        st.threads_busy = t_start.saturating_sub(t_end) as usize;
         let total = |rows: &[[u64; BUCKETS]; ROWS]| Histogram {
             buckets: std::array::from_fn(|i| rows.iter().map(|r| r[i]).sum()),
         };
@@ -370,6 +352,8 @@ pub struct Stats {
     pub balance_events: Vec<BalanceEvent>,
     /// Submissions refused because the global task limit was reached.
     pub queue_full_rejections: u64,
+    /// One row per executor, in the order they were registered.
+    pub executors: Vec<ExecutorStats>,
 }
 
 impl Stats {
@@ -389,6 +373,11 @@ impl Stats {
     /// Tasks accepted and not yet resolved.
     pub fn pending(&self) -> u64 {
         self.submitted.saturating_sub(self.resolved())
+    }
+
+    /// The row of the executor of `kind`, if the system has one.
+    pub fn executor(&self, kind: crate::ExecutorKind) -> Option<&ExecutorStats> {
+        self.executors.iter().find(|e| e.kind == kind)
     }
 
     /// Thread tasks queued, all levels together.

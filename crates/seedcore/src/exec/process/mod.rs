@@ -18,17 +18,18 @@
 //! ```
 
 mod batch;
-mod frame;
-mod pool;
+mod body;
+mod dispatch;
 mod proto;
 mod registry;
 mod status;
 mod worker;
 
+pub(crate) use crate::wire::frame::MAX_FDS;
 pub use batch::{BatchIntoIter, BatchItemError, BatchResults};
-pub(crate) use frame::MAX_FDS;
-pub(crate) use pool::{ProcessConfig, ProcessJob, ProcessPool, WorkerView};
-pub use pool::{ProcessPriority, WorkerOutput};
+pub(crate) use body::ProcessBody;
+pub(crate) use dispatch::{ProcessConfig, ProcessPool};
+pub use dispatch::{ProcessPriority, WorkerOutput};
 pub(crate) use registry::find;
 #[doc(hidden)]
 pub use registry::{run_async, run_batch, run_sync, PROCESS_TASKS};

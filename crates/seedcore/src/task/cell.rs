@@ -1,0 +1,542 @@
+//! The task record shared by every executor, and the one lifecycle driver
+//! that every executor calls.
+//!
+//! # Who does what
+//!
+//! * The scheduler (behind [`Schedule`]) owns what is shared: ids, stats,
+//!   locks, the timer, callbacks, the executor table.
+//! * The body ([`Body`]) is what differs per executor: how an attempt runs,
+//!   how the task is queued, how a running attempt is stopped.
+//! * Everything in between is here, once: [`TaskCell::begin`] (locks, the
+//!   attempt's start, its deadline), [`TaskCell::end`] (the attempt's code
+//!   stopped: stats, locks, then the result if the attempt still owns its
+//!   outcome), [`TaskCell::settle`] (retry or resolve),
+//!   [`TaskCell::revert`] (an attempt handed out but never started) and
+//!   [`TaskCell::resolve`] (the only way a task resolves).
+//!
+//! # Deadlines and cancels
+//!
+//! Both go through one path: the deadline of attempt `n` fires on the
+//! scheduler's timer, asks the body whether the attempt really ran that
+//! long ([`Body::deadline`]: a worker process may not have started it yet),
+//! takes the end of attempt `n` and asks the executor to stop it
+//! ([`Body::stop`]); a cancel resolves the task and asks the same.
+//!
+//! Locks and the attempt counters are released by [`TaskCell::end`] alone,
+//! when the executor reports that the attempt's code has stopped (a thread
+//! returned, a future was dropped, a worker process reported or died), so
+//! a lock is never free while code that holds it still runs.
+
+use super::completion::Completion;
+use super::state::{Begin, LockWait, Phase, Resolve, TaskState};
+use super::{StopReason, TaskId, TaskStatus};
+use crate::error::{TaskError, TaskErrorKind};
+use crate::options::TaskOptions;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What taking a task's locks found.
+pub(crate) enum Acquire {
+    Taken,
+    /// Parked as a waiter of this lock.
+    Waiting(Arc<str>),
+    /// The task names a limit with another permit count than earlier tasks.
+    Conflict(String),
+}
+
+/// What the task core needs of its scheduler. The scheduler implements it;
+/// the core names nothing above itself.
+pub(crate) trait Schedule: Send + Sync + 'static {
+    /// Whether an immediate shutdown is cancelling everything.
+    fn is_cancelling(&self) -> bool;
+    /// Attempt started (`waited`: queue wait of a first attempt).
+    fn attempt_started(&self, h: &Header, waited: Option<Duration>);
+    /// Attempt ended after running `ran`.
+    fn attempt_ended(&self, h: &Header, ran: Duration);
+    /// Attempt handed out but never started; it does not count.
+    fn attempt_reverted(&self, h: &Header);
+    /// A retry was scheduled.
+    fn retried(&self, h: &Header);
+    /// The task resolved (called once, by the winner).
+    fn resolved(&self, h: &Header, outcome: Result<(), TaskErrorKind>);
+    /// Takes every lock of `job`, or parks it.
+    fn acquire(&self, job: &Arc<dyn Job>) -> Acquire;
+    /// Releases the locks of `h`, waking their waiters.
+    fn release(&self, h: &Header);
+    /// Drops `h` from the waiters of its locks.
+    fn forget_waiter(&self, h: &Header);
+    /// Runs `action` at `at` on the timer; a `backoff` action also runs
+    /// (early) when the system stops, a deadline is dropped then.
+    fn schedule_at(&self, at: Instant, backoff: bool, action: Box<dyn FnOnce() + Send>);
+    /// Queues `job` on the executor in slot `exec`.
+    fn enqueue(&self, exec: u8, job: Arc<dyn Job>);
+    /// Asks the executor in slot `exec` to stop attempt `n` of task `id`.
+    fn stop_attempt(&self, exec: u8, id: TaskId, n: u32, why: StopReason);
+    /// Runs `callback` on the callback executor.
+    fn dispatch(&self, callback: Box<dyn FnOnce() + Send>);
+}
+
+/// One attempt, as its executor holds it between begin and end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempt {
+    pub(crate) n: u32,
+    pub(crate) started: Instant,
+}
+
+/// What the body says when the deadline of an attempt fires.
+pub(crate) enum Deadline {
+    /// The attempt has run its whole timeout: stop it.
+    Passed,
+    /// It started later than it began (it waited in a worker's queue):
+    /// look again then.
+    NotBefore(Instant),
+}
+
+/// What every executor knows about a task.
+pub(crate) struct Header {
+    pub(crate) id: TaskId,
+    pub(crate) opts: TaskOptions,
+    pub(crate) sched: Arc<dyn Schedule>,
+    /// The executor's slot in the scheduler's table.
+    pub(crate) exec: u8,
+    pub(crate) state: TaskState,
+    submitted_at: Instant,
+    /// When the current attempt started waiting for its locks.
+    lock_wait: Mutex<Option<Instant>>,
+}
+
+impl Header {
+    pub(crate) fn new(id: TaskId, opts: TaskOptions, sched: Arc<dyn Schedule>, exec: u8) -> Self {
+        Header {
+            id,
+            opts,
+            sched,
+            exec,
+            state: TaskState::new(),
+            submitted_at: Instant::now(),
+            lock_wait: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn is_resolved(&self) -> bool {
+        self.state.is_resolved()
+    }
+
+    pub(crate) fn is_cancelled(&self, attempt: u32) -> bool {
+        self.state.is_cancelled(attempt) || self.sched.is_cancelling()
+    }
+
+    /// Sets the cancellation token of every attempt, present and future.
+    pub(crate) fn cancel_all_attempts(&self) {
+        self.state.cancel_through(u32::MAX);
+    }
+
+    pub(crate) fn status(&self) -> TaskStatus {
+        match outcome_kind(self.state.outcome()) {
+            None => match self.state.phase().1 {
+                Phase::Queued => TaskStatus::Queued,
+                Phase::WaitingLock => TaskStatus::WaitingForLock,
+                Phase::Running => TaskStatus::Running,
+                // ENDED while unresolved: the next step is being decided.
+                Phase::Backoff | Phase::Ended => TaskStatus::RetryPending,
+            },
+            Some(Ok(())) => TaskStatus::Succeeded,
+            Some(Err(k)) => TaskStatus::Failed(k),
+        }
+    }
+}
+
+const KINDS: [TaskErrorKind; 8] = [
+    TaskErrorKind::Panicked,
+    TaskErrorKind::Failed,
+    TaskErrorKind::TimedOut,
+    TaskErrorKind::Cancelled,
+    TaskErrorKind::LockTimeout,
+    TaskErrorKind::SystemShutdown,
+    TaskErrorKind::WorkerDied,
+    TaskErrorKind::MemoryLimit,
+];
+
+fn outcome_code(o: Result<(), TaskErrorKind>) -> u8 {
+    match o {
+        Ok(()) => 1,
+        Err(k) => {
+            2 + KINDS
+                .iter()
+                .position(|&x| x == k)
+                .expect("every kind listed") as u8
+        }
+    }
+}
+
+fn outcome_kind(code: u8) -> Option<Result<(), TaskErrorKind>> {
+    match code {
+        0 => None,
+        1 => Some(Ok(())),
+        c => Some(Err(KINDS[(c - 2) as usize])),
+    }
+}
+
+/// A task as the scheduler, the lock table, the timer and the executors'
+/// queues see it.
+pub(crate) trait Job: Send + Sync + 'static {
+    fn header(&self) -> &Header;
+
+    /// Begins an attempt and runs it on the calling thread (or starts it,
+    /// for async bodies). `true`: an attempt was started that has not
+    /// ended yet and will report its end itself.
+    fn run(self: Arc<Self>) -> bool;
+
+    /// Puts the task (back) on its executor's queue: after a back-off or
+    /// when a lock it waits for is released.
+    fn schedule(self: Arc<Self>);
+
+    /// Resolves the task with `e` unless it already resolved, and asks the
+    /// executor to stop an attempt that is running. `true` if it resolved.
+    fn fail(&self, e: TaskError) -> bool;
+
+    /// The deadline of attempt `n` fired.
+    fn deadline(self: Arc<Self>, n: u32);
+
+    /// The lock timeout of the wait keyed by `wait` passed.
+    fn lock_deadline(&self, wait: u64, lock: Arc<str>);
+
+    fn is_resolved(&self) -> bool {
+        self.header().is_resolved()
+    }
+}
+
+/// A task's typed half: what its future reads.
+pub(crate) trait TaskRef<T>: Job {
+    fn completion(&self) -> &Completion<Result<T, TaskError>>;
+}
+
+/// What differs per executor: the task's code and how its executor queues,
+/// runs and stops it.
+pub(crate) trait Body: Sized + Send + Sync + 'static {
+    type Output: Send + 'static;
+
+    /// Runs (or starts) the begun attempt `a`; see [`Job::run`].
+    fn start(cell: &Arc<TaskCell<Self>>, a: Attempt) -> bool;
+
+    /// Puts the task on its executor's queue; by default the executor in
+    /// the task's slot of `sched` (the task's own scheduler, passed in so
+    /// that a fresh submission bumps no reference count for it).
+    fn enqueue(sched: &dyn Schedule, cell: Arc<TaskCell<Self>>) {
+        let exec = cell.header.exec;
+        sched.enqueue(exec, cell);
+    }
+
+    /// Asks the executor to really stop attempt `n`; by default the
+    /// executor in the task's slot.
+    fn stop(cell: &TaskCell<Self>, n: u32, why: StopReason) {
+        let h = &cell.header;
+        h.sched.stop_attempt(h.exec, h.id, n, why);
+    }
+
+    /// Whether attempt `n` has run for `limit` when its deadline fires.
+    fn deadline(_cell: &TaskCell<Self>, _n: u32, _limit: Duration) -> Deadline {
+        Deadline::Passed
+    }
+}
+
+/// One allocation per task: header, result slot and body.
+pub(crate) struct TaskCell<B: Body> {
+    pub(crate) header: Header,
+    completion: Completion<Result<B::Output, TaskError>>,
+    body: B,
+}
+
+pub(crate) fn caught<T>(r: std::thread::Result<Result<T, TaskError>>) -> Result<T, TaskError> {
+    r.unwrap_or_else(|p| Err(TaskError::Panicked(crate::error::panic_message(&*p))))
+}
+
+impl<B: Body> TaskCell<B> {
+    pub(crate) fn new(header: Header, body: B) -> Self {
+        TaskCell {
+            header,
+            completion: Completion::new(),
+            body,
+        }
+    }
+
+    pub(crate) fn body(&self) -> &B {
+        &self.body
+    }
+
+    /// The only way a task resolves.
+    pub(crate) fn resolve(&self, r: Result<B::Output, TaskError>) -> bool {
+        let kind = match &r {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.kind()),
+        };
+        let h = &self.header;
+        if h.state.transition_to_resolved(outcome_code(kind)) == Resolve::Lost {
+            return false;
+        }
+        if kind.is_err() {
+            // A still-running attempt (a timed-out thread, a cancelled
+            // task) sees its token set.
+            h.cancel_all_attempts();
+            if !h.opts.locks().is_empty() && h.state.phase().1 == Phase::WaitingLock {
+                h.sched.forget_waiter(h);
+            }
+        }
+        h.sched.resolved(h, kind);
+        let won = self.completion.complete(r).won();
+        debug_assert!(won, "the outcome CAS decides the only completer");
+        true
+    }
+
+    /// Takes the task's locks, or parks it. `false`: do not run now.
+    fn take_locks(self: &Arc<Self>) -> bool {
+        let h = &self.header;
+        if h.opts.locks().is_empty() {
+            return true;
+        }
+        let me: Arc<dyn Job> = self.clone();
+        match h.sched.acquire(&me) {
+            Acquire::Taken => true,
+            Acquire::Waiting(lock) => {
+                if let LockWait::First(w) = h.state.transition_to_lock_wait() {
+                    *h.lock_wait.lock() = Some(Instant::now());
+                    if let Some(lt) = h.opts.get_lock_timeout() {
+                        let weak = Arc::downgrade(&me);
+                        h.sched.schedule_at(
+                            Instant::now() + lt,
+                            false,
+                            Box::new(move || {
+                                if let Some(j) = weak.upgrade() {
+                                    j.lock_deadline(w, lock);
+                                }
+                            }),
+                        );
+                    }
+                }
+                false
+            }
+            Acquire::Conflict(msg) => {
+                self.resolve(Err(TaskError::failed(msg)));
+                false
+            }
+        }
+    }
+
+    fn release_locks(&self) {
+        let h = &self.header;
+        if !h.opts.locks().is_empty() {
+            h.sched.release(h);
+        }
+    }
+
+    /// Takes the locks and begins an attempt, arming its deadline; `None`:
+    /// nothing to run now.
+    pub(crate) fn begin(self: &Arc<Self>) -> Option<Attempt> {
+        let h = &self.header;
+        if h.is_resolved() || !self.take_locks() {
+            return None;
+        }
+        let n = match h.state.transition_to_running() {
+            Begin::Started { n, was_waiting } => {
+                if was_waiting {
+                    *h.lock_wait.lock() = None;
+                }
+                n
+            }
+            Begin::NotQueued => {
+                self.release_locks();
+                return None;
+            }
+        };
+        let started = Instant::now();
+        let waited = (n == 1).then(|| started.saturating_duration_since(h.submitted_at));
+        h.sched.attempt_started(h, waited);
+        if let Some(t) = h.opts.timeout {
+            self.arm_deadline(n, started + t);
+        }
+        Some(Attempt { n, started })
+    }
+
+    fn arm_deadline(self: &Arc<Self>, n: u32, at: Instant) {
+        let me: Arc<dyn Job> = self.clone();
+        let weak = Arc::downgrade(&me);
+        self.header.sched.schedule_at(
+            at,
+            false,
+            Box::new(move || {
+                if let Some(j) = weak.upgrade() {
+                    j.deadline(n);
+                }
+            }),
+        );
+    }
+
+    /// Attempt `a`'s code has stopped with `out`: stats, locks, then the
+    /// result if nobody ended the attempt before (a deadline, a cancel).
+    pub(crate) fn end(self: &Arc<Self>, a: Attempt, out: Result<B::Output, TaskError>) {
+        let h = &self.header;
+        h.sched.attempt_ended(h, a.started.elapsed());
+        self.release_locks();
+        if h.state.transition_to_ended(a.n).won() {
+            self.settle(a.n, out);
+        }
+    }
+
+    /// Attempt `a` was handed to a worker that never started it: undo it
+    /// and queue the task again. If a deadline or a cancel ended it
+    /// meanwhile, it is closed instead (its code has stopped: it never ran).
+    pub(crate) fn revert(self: Arc<Self>, a: Attempt) {
+        let h = &self.header;
+        if !h.state.revert(a.n).won() {
+            h.sched.attempt_ended(h, Duration::ZERO);
+            self.release_locks();
+            return;
+        }
+        h.sched.attempt_reverted(h);
+        self.release_locks();
+        if !h.is_resolved() {
+            let sched = h.sched.clone();
+            B::enqueue(&*sched, self);
+        }
+    }
+
+    /// Attempt `n` ended with `out` and this caller owns that end: resolve,
+    /// or schedule the next attempt.
+    fn settle(self: &Arc<Self>, n: u32, out: Result<B::Output, TaskError>) {
+        let e = match out {
+            Ok(v) => {
+                self.resolve(Ok(v));
+                return;
+            }
+            Err(e) => e,
+        };
+        let h = &self.header;
+        let retry = h.opts.get_retry();
+        if !retry.should_retry(n, &e) || h.is_resolved() || h.sched.is_cancelling() {
+            self.resolve(Err(e));
+            return;
+        }
+        h.sched.retried(h);
+        h.state.transition_to_backoff(n);
+        let delay = retry.delay(n);
+        let me: Arc<dyn Job> = self.clone();
+        if delay.is_zero() {
+            me.schedule();
+        } else {
+            // A strong reference: a detached task still runs its retries.
+            h.sched.schedule_at(
+                Instant::now() + delay,
+                true,
+                Box::new(move || me.schedule()),
+            );
+        }
+    }
+
+    /// Leaves BACKOFF for QUEUED; `false` if the system is cancelling (the
+    /// task was then resolved `Cancelled`).
+    fn requeue(&self) -> bool {
+        let h = &self.header;
+        if h.sched.is_cancelling() {
+            self.resolve(Err(TaskError::Cancelled));
+            return false;
+        }
+        h.state.transition_to_queued();
+        true
+    }
+}
+
+impl<B: Body> Job for TaskCell<B> {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn run(self: Arc<Self>) -> bool {
+        match self.begin() {
+            Some(a) => B::start(&self, a),
+            None => false,
+        }
+    }
+
+    fn schedule(self: Arc<Self>) {
+        if self.requeue() {
+            let sched = self.header.sched.clone();
+            B::enqueue(&*sched, self);
+        }
+    }
+
+    fn fail(&self, e: TaskError) -> bool {
+        let won = self.resolve(Err(e));
+        if won {
+            if let (n, Phase::Running) = self.header.state.phase() {
+                B::stop(self, n, StopReason::Cancel);
+            }
+        }
+        won
+    }
+
+    fn deadline(self: Arc<Self>, n: u32) {
+        let h = &self.header;
+        if h.is_resolved() || h.state.phase() != (n, Phase::Running) {
+            return;
+        }
+        let limit = h.opts.timeout.unwrap_or_default();
+        match B::deadline(&self, n, limit) {
+            Deadline::NotBefore(at) => self.arm_deadline(n, at),
+            Deadline::Passed => {
+                if h.state.transition_to_ended(n).won() {
+                    h.state.cancel_through(n);
+                    B::stop(&self, n, StopReason::Timeout);
+                    self.settle(n, Err(TaskError::TimedOut(limit)));
+                }
+            }
+        }
+    }
+
+    fn lock_deadline(&self, wait: u64, lock: Arc<str>) {
+        let h = &self.header;
+        if !h.state.end_lock_wait(wait).won() {
+            return;
+        }
+        let waited = h.lock_wait.lock().map(|t| t.elapsed()).unwrap_or_default();
+        h.sched.forget_waiter(h);
+        self.resolve(Err(TaskError::LockTimeout {
+            lock: lock.to_string(),
+            waited,
+        }));
+    }
+}
+
+impl<B: Body> TaskRef<B::Output> for TaskCell<B> {
+    fn completion(&self) -> &Completion<Result<B::Output, TaskError>> {
+        &self.completion
+    }
+}
+
+thread_local! {
+    /// Whether this thread is running a task's code now (a shutdown or a
+    /// full queue must not make a task wait for itself).
+    static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread runs a task's code (of any executor that
+/// runs tasks on its own threads).
+pub(crate) fn in_task() -> bool {
+    IN_TASK.with(|c| c.get())
+}
+
+/// Marks the calling thread as running a task for the guard's life.
+pub(crate) struct InTask(bool);
+
+impl InTask {
+    pub(crate) fn enter() -> InTask {
+        InTask(IN_TASK.with(|c| c.replace(true)))
+    }
+}
+
+impl Drop for InTask {
+    fn drop(&mut self) {
+        let was = self.0;
+        IN_TASK.with(|c| c.set(was));
+    }
+}

@@ -1,0 +1,53 @@
+//! Which executor runs a task, and why an executor is asked to stop one.
+
+use std::fmt;
+
+/// An executor of a system. Stats, the monitor, the balancer and the
+/// metrics list executors by kind, so a new executor adds rows, not fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ExecutorKind {
+    /// The thread pool.
+    Threads,
+    /// The async runtime.
+    Async,
+    /// Service threads (one dedicated thread per service).
+    Services,
+    /// The pool of worker processes.
+    Processes,
+    /// An executor added with
+    /// [`ConcurrentSystem::add_executor`](crate::ConcurrentSystem::add_executor),
+    /// under its own name.
+    Custom(&'static str),
+}
+
+impl ExecutorKind {
+    /// The name used in metrics, logs and configuration (`threads`,
+    /// `async`, `services`, `processes`, or a custom executor's own).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutorKind::Threads => "threads",
+            ExecutorKind::Async => "async",
+            ExecutorKind::Services => "services",
+            ExecutorKind::Processes => "processes",
+            ExecutorKind::Custom(name) => name,
+        }
+    }
+}
+
+impl fmt::Display for ExecutorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why the scheduler asks an executor to stop a running attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The attempt passed its timeout; the task is already resolved or
+    /// retried as `TimedOut`.
+    Timeout,
+    /// The task was cancelled (by its future or by a shutdown).
+    Cancel,
+}

@@ -1,0 +1,66 @@
+//! The one task model every executor shares: the task's id and status,
+//! its state ([`state`], model-checked), the lifecycle driver
+//! ([`cell`]), the completion and the future.
+//!
+//! Nothing here names an executor or the system: what the core needs of
+//! its scheduler it asks through [`cell::Schedule`], and what differs per
+//! executor lives in the executor's [`cell::Body`].
+
+pub(crate) mod cell;
+pub(crate) mod completion;
+mod context;
+mod future;
+mod kind;
+pub(crate) mod state;
+
+pub(crate) use cell::{
+    caught, in_task, Acquire, Attempt, Body, Deadline, Header, InTask, Job, Schedule, TaskCell,
+    TaskRef,
+};
+pub use context::{CancellationToken, TaskContext};
+pub use future::{TaskFuture, TaskHandle};
+pub use kind::{ExecutorKind, StopReason};
+
+use crate::error::TaskErrorKind;
+
+/// The identifier of a task, unique within its system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(pub(crate) u64);
+
+impl TaskId {
+    /// The number behind the id.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Where a task stands, from [`TaskFuture::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskStatus {
+    /// Waiting in a queue for a worker.
+    Queued,
+    /// Waiting for a named lock or limit.
+    WaitingForLock,
+    /// An attempt is running.
+    Running,
+    /// An attempt failed and the next one waits for its back-off.
+    RetryPending,
+    /// Resolved with a value.
+    Succeeded,
+    /// Resolved with an error of this kind.
+    Failed(TaskErrorKind),
+}
+
+impl TaskStatus {
+    /// Whether the task is resolved.
+    pub fn is_done(self) -> bool {
+        matches!(self, TaskStatus::Succeeded | TaskStatus::Failed(_))
+    }
+}

@@ -1,0 +1,6 @@
+//! Encoding and transport: the compact codec, length-prefixed frames with
+//! passed descriptors, and shared memory.
+
+pub(crate) mod codec;
+pub(crate) mod frame;
+pub(crate) mod shm;
