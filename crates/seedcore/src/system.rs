@@ -274,11 +274,11 @@ impl SystemBuilder {
             stats.clone(),
         )
         .map_err(|e| os("callback_executor", e))?;
-        let asyncs = Arc::new(AsyncExec::new(
+        let asyncs = AsyncExec::new(
             config.async_threads,
             config.max_async_tasks,
             config.name.clone(),
-        ));
+        );
         let sched = Arc::new(Scheduler::new(stats, timer, callbacks));
         let services = Arc::new(ServiceExec::new(config.name.clone()));
         let table: [(u8, Arc<dyn Executor>); 4] = [
@@ -415,7 +415,7 @@ impl ConcurrentSystem {
         Fut: Future<Output = T> + Send + 'static,
         F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
     {
-        let body = AsyncBody::new(self.shared.asyncs.clone(), move |cx: TaskContext| {
+        let body = AsyncBody::new(&self.shared.asyncs, move |cx: TaskContext| {
             factory(cx).map(Ok::<T, TaskError>)
         });
         self.submit_body(opts, ASYNC, body)
@@ -434,7 +434,7 @@ impl ConcurrentSystem {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
     {
-        let body = AsyncBody::new(self.shared.asyncs.clone(), move |cx: TaskContext| {
+        let body = AsyncBody::new(&self.shared.asyncs, move |cx: TaskContext| {
             factory(cx).map(|r| r.map_err(TaskError::failed))
         });
         self.submit_body(opts, ASYNC, body)

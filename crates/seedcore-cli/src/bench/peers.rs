@@ -41,9 +41,15 @@ fn tokio_runtime(scale: Scale) -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// `Handle::spawn` from the main thread, then await every `JoinHandle`.
 pub(crate) fn tokio_spawn(scale: Scale) -> anyhow::Result<Measurement> {
+    tokio_spawn_as(tiny::METRIC, scale)
+}
+
+/// [`tokio_spawn`] reported under `metric` (`async_task_ns`: the peer of
+/// seedcore's async tasks).
+pub(crate) fn tokio_spawn_as(metric: &'static str, scale: Scale) -> anyhow::Result<Measurement> {
     let rt = tokio_runtime(scale)?;
     let handle = rt.handle().clone();
-    tiny::measure("tokio_spawn", scale, |n| {
+    tiny::measure_as(metric, "tokio_spawn", scale, |n| {
         timed(|| {
             let mut hs = Vec::with_capacity(n);
             for i in 0..n as u64 {

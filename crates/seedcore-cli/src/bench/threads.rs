@@ -5,6 +5,11 @@
 //!   `tokio_spawn_blocking`): the tiny-task workload of [`super::tiny`]; seedcore
 //!   submits with `submit_thread` and default options, keeps every `TaskFuture`
 //!   and waits on each in order.
+//! - `async_task_ns` (subjects `seedcore`, `tokio_spawn`): the same workload
+//!   as async tasks: seedcore submits with `submit_async` (default options)
+//!   from the main thread and waits on each `TaskFuture` in order; tokio
+//!   spawns each async block with `Handle::spawn` and awaits each
+//!   `JoinHandle`. Both runtimes have `cores` worker threads.
 //! - `priority_latency_us` (subject `seedcore`): the queue holds a backlog of
 //!   low-priority tasks that each spin about 10 µs; one high-priority task is then
 //!   submitted and records when it starts. Latency = start − submit. With a strict
@@ -25,6 +30,8 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<Vec<Measurement>> {
         peers::rayon_spawn(scale)?,
         peers::tokio_spawn(scale)?,
         peers::tokio_spawn_blocking(scale)?,
+        seedcore_async(scale)?,
+        peers::tokio_spawn_as(ASYNC_METRIC, scale)?,
         seedcore_priority_latency(scale)?,
     ])
 }
@@ -46,6 +53,34 @@ fn seedcore_tiny(scale: Scale) -> anyhow::Result<Measurement> {
             let mut fs = Vec::with_capacity(n);
             for i in 0..n as u64 {
                 fs.push(sys.submit_thread(TaskOptions::new(), move |_: &TaskContext| task(i))?);
+            }
+            let mut s = 0u64;
+            for f in fs {
+                s += f.wait()?;
+            }
+            Ok(s)
+        })
+    })?;
+    sys.shutdown(ShutdownMode::Graceful);
+    Ok(m)
+}
+
+/// The metric of the tiny-task workload run as async tasks.
+const ASYNC_METRIC: &str = "async_task_ns";
+
+/// Tiny-task throughput of `submit_async` + `TaskFuture::wait`.
+fn seedcore_async(scale: Scale) -> anyhow::Result<Measurement> {
+    let sys = ConcurrentSystem::builder()
+        .core_threads(scale.workers)
+        .max_threads(scale.workers)
+        .async_threads(scale.workers)
+        .build()
+        .context("building the seedcore system")?;
+    let m = tiny::measure_as(ASYNC_METRIC, "seedcore", scale, |n| {
+        timed(|| {
+            let mut fs = Vec::with_capacity(n);
+            for i in 0..n as u64 {
+                fs.push(sys.submit_async(TaskOptions::new(), move |_| async move { task(i) })?);
             }
             let mut s = 0u64;
             for f in fs {

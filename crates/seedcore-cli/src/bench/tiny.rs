@@ -44,12 +44,23 @@ pub(crate) fn size(scale: Scale) -> (usize, usize) {
 pub(crate) fn measure(
     subject: &'static str,
     scale: Scale,
+    rep: impl FnMut(usize) -> anyhow::Result<(Duration, u64)>,
+) -> anyhow::Result<Measurement> {
+    measure_as(METRIC, subject, scale, rep)
+}
+
+/// [`measure`] under another metric name (the same workload run as async
+/// tasks is `async_task_ns`).
+pub(crate) fn measure_as(
+    metric: &'static str,
+    subject: &'static str,
+    scale: Scale,
     mut rep: impl FnMut(usize) -> anyhow::Result<(Duration, u64)>,
 ) -> anyhow::Result<Measurement> {
     let (n, reps) = size(scale);
     let want = expected(n);
     note(&format!(
-        "{METRIC}: {subject}: N={n}, {} workers, 1 warm-up + {reps} reps",
+        "{metric}: {subject}: N={n}, {} workers, 1 warm-up + {reps} reps",
         scale.workers
     ));
     let (_, s) = rep(n)?;
@@ -62,7 +73,7 @@ pub(crate) fn measure(
     }
     Ok(Measurement {
         suite: "threads",
-        metric: METRIC,
+        metric,
         subject,
         value: median(&samples),
         unit: "ns",

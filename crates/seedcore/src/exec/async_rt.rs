@@ -3,8 +3,11 @@
 //!
 //! Up to `max_async_tasks` attempts run at once; the rest wait in the
 //! priority queue, so priorities order async work exactly when there is
-//! more of it than the limit allows. A task that finds a free slot and an
-//! empty queue is spawned at once, without a trip through the queue.
+//! more of it than the limit allows.
+//!
+//! A task that finds a free slot and an empty queue is spawned at once,
+//! without a trip through the queue; the others are started by whoever
+//! frees a slot.
 //!
 //! A deadline or a cancel aborts the attempt's tokio task: the future is
 //! dropped at its next await point, and its attempt guard reports the end.
@@ -18,6 +21,7 @@ use parking_lot::Mutex;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -36,8 +40,8 @@ pub(crate) struct AsyncExec {
 }
 
 impl AsyncExec {
-    pub(crate) fn new(threads: usize, limit: usize, name: String) -> Self {
-        AsyncExec {
+    pub(crate) fn new(threads: usize, limit: usize, name: String) -> Arc<Self> {
+        Arc::new(AsyncExec {
             queue: PriorityQueue::new(),
             running: AtomicUsize::new(0),
             limit,
@@ -46,7 +50,7 @@ impl AsyncExec {
             runtime: Mutex::new(None),
             handle: OnceLock::new(),
             stopped: AtomicBool::new(false),
-        }
+        })
     }
 
     /// The runtime's handle, starting it on first use; `None` once stopped
@@ -119,7 +123,9 @@ impl AsyncExec {
     /// An attempt ended; its slot is free.
     fn slot_done(&self) {
         self.running.fetch_sub(1, Ordering::SeqCst);
-        self.pump();
+        if !self.queue.is_empty() {
+            self.pump();
+        }
     }
 
     fn drain_jobs(&self) -> Vec<Arc<dyn Job>> {
@@ -190,20 +196,39 @@ impl Executor for AsyncExec {
 /// future.
 pub(crate) struct AsyncBody<T, F, Fut> {
     factory: F,
-    exec: Arc<AsyncExec>,
+    /// The system's async executor. Not an `Arc`: bumping one shared
+    /// reference count per task costs more than the rest of a spawn.
+    exec: NonNull<AsyncExec>,
     /// The running attempt's tokio task, for a deadline or a cancel.
-    abort: Mutex<Option<tokio::task::AbortHandle>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     _out: PhantomData<fn() -> (T, Fut)>,
 }
 
+// SAFETY: `exec` is only read through `exec()`, as a shared reference to
+// an `AsyncExec`, which is `Sync`; the other fields are `Send` and `Sync`
+// when `F` is (the bounds of `Body` below require it).
+unsafe impl<T, F: Send, Fut> Send for AsyncBody<T, F, Fut> {}
+// SAFETY: as above.
+unsafe impl<T, F: Sync, Fut> Sync for AsyncBody<T, F, Fut> {}
+
 impl<T, F, Fut> AsyncBody<T, F, Fut> {
-    pub(crate) fn new(exec: Arc<AsyncExec>, factory: F) -> Self {
+    /// A body run by `exec`, which must be the executor registered in the
+    /// scheduler of the task this body goes into.
+    pub(crate) fn new(exec: &Arc<AsyncExec>, factory: F) -> Self {
         AsyncBody {
             factory,
-            exec,
-            abort: Mutex::new(None),
+            exec: NonNull::from(&**exec),
+            task: Mutex::new(None),
             _out: PhantomData,
         }
+    }
+
+    fn exec(&self) -> &AsyncExec {
+        // SAFETY: the executor is registered in the task's scheduler, whose
+        // table holds an `Arc` to it and never drops an entry; the task's
+        // header holds an `Arc` to that scheduler for as long as the task
+        // (and so this body) lives. The pointee is therefore alive here.
+        unsafe { self.exec.as_ref() }
     }
 }
 
@@ -235,7 +260,7 @@ where
     fn drop(&mut self) {
         let out = self.out.take().unwrap_or(Err(TaskError::Cancelled));
         self.cell.end(self.a, out);
-        self.cell.body().exec.slot_done();
+        self.cell.body().exec().slot_done();
     }
 }
 
@@ -253,7 +278,7 @@ where
             a,
             out: None,
         };
-        let Some(rt) = cell.body().exec.handle() else {
+        let Some(rt) = cell.body().exec().handle() else {
             guard.out = Some(Err(TaskError::SystemShutdown));
             return true;
         };
@@ -271,17 +296,17 @@ where
             };
             guard.finish(out);
         });
-        *cell.body().abort.lock() = Some(task.abort_handle());
         // A deadline or a cancel that came before the handle was stored.
         if cell.header.is_cancelled(a.n) {
             task.abort();
         }
+        *cell.body().task.lock() = Some(task);
         true
     }
 
     fn stop(cell: &TaskCell<Self>, _n: u32, _why: StopReason) {
-        if let Some(a) = cell.body().abort.lock().take() {
-            a.abort();
+        if let Some(t) = cell.body().task.lock().take() {
+            t.abort();
         }
     }
 }
