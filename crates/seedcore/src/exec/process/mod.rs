@@ -16,24 +16,38 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! # Layout
+//!
+//! The parent side: `dispatch.rs` (the pool, its queue, what is sent to
+//! which worker), `spawn.rs` (starting workers), `reap.rs` (results,
+//! retirement, death and healing), `handle.rs` (the record of one worker
+//! and the protocol steps). The worker side is `worker/`; both speak the
+//! messages of `proto.rs` and share the status page of `status.rs`.
+//! `registry.rs` holds the registered tasks, `body.rs` and `batch.rs` what
+//! a submitted task and a batch are.
 
 mod batch;
 mod body;
 mod dispatch;
+mod handle;
 mod proto;
+mod reap;
 mod registry;
+mod spawn;
 mod status;
 mod worker;
 
 pub(crate) use crate::wire::frame::MAX_FDS;
 pub use batch::{BatchIntoIter, BatchItemError, BatchResults};
 pub(crate) use body::ProcessBody;
-pub(crate) use dispatch::{ProcessConfig, ProcessPool};
-pub use dispatch::{ProcessPriority, WorkerOutput};
+pub(crate) use dispatch::ProcessPool;
 pub(crate) use registry::find;
 #[doc(hidden)]
 pub use registry::{run_async, run_batch, run_sync, PROCESS_TASKS};
 pub use registry::{BatchTask, ProcessTask, TaskEntry};
+pub(crate) use spawn::ProcessConfig;
+pub use spawn::{ProcessPriority, WorkerOutput};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

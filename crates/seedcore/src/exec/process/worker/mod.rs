@@ -13,27 +13,30 @@
 //!    delays none, and a crash loses none), when the queue runs dry, and
 //!    from async tasks as they finish.
 //!
+//! Results wait in an `Outbox` (`outbox.rs`) until one of those moments.
+//!
 //! If the parent goes away (end of stream) the worker exits; a watcher
 //! thread also ends it when the parent process dies while a task runs.
+
+mod outbox;
 
 use super::proto::{FromWorker, ToWorker};
 use super::registry::{self, EntryKind, Outcome};
 use super::status::StatusPage;
 use super::{INDEX_ENV, STATUS_ENV, WORKER_ENV};
-use crate::wire::frame::{write_frames, FrameError, FrameReader, OutFrame, MAX_FDS};
+use crate::wire::frame::{FrameError, FrameReader};
+use outbox::Outbox;
 use parking_lot::Mutex;
 use std::collections::{BinaryHeap, HashMap};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The environment variables naming the worker's hooks.
 pub(crate) const INIT_ENV: &str = "SEEDCORE_WORKER_INIT";
 pub(crate) const FINI_ENV: &str = "SEEDCORE_WORKER_FINI";
 pub(crate) const MAX_FRAME_ENV: &str = "SEEDCORE_WORKER_MAX_FRAME";
-
-const FLUSH_AFTER: Duration = Duration::from_micros(200);
 
 struct Pending {
     priority: u8,
@@ -59,74 +62,6 @@ impl Ord for Pending {
     // Max-heap: the lowest level, then the lowest sequence, comes first.
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         (o.priority, o.seq).cmp(&(self.priority, self.seq))
-    }
-}
-
-/// Results waiting to be written, and the socket they go to.
-struct Outbox {
-    sock: UnixStream,
-    frames: Vec<(Vec<u8>, Vec<OwnedFd>)>,
-    since: Option<Instant>,
-    max_frame: usize,
-}
-
-impl Outbox {
-    fn push(&mut self, id: u64, outcome: Outcome, fds: Vec<OwnedFd>) {
-        let hint = match &outcome {
-            Outcome::Ok(b) => b.len() + 32,
-            _ => 256,
-        };
-        let msg = FromWorker::Done { id, outcome };
-        let mut bytes = crate::wire::codec::to_vec(&msg, hint).expect("results encode");
-        let mut fds = fds;
-        let too_large = bytes.len() > self.max_frame;
-        if too_large || fds.len() > MAX_FDS {
-            // The parent would refuse the frame, or the socket the
-            // descriptors, and the result would be lost: say why instead.
-            let why = if too_large {
-                format!(
-                    "the result takes {} bytes, over the {} byte frame limit (return large buffers as SharedBytes)",
-                    bytes.len(),
-                    self.max_frame
-                )
-            } else {
-                format!(
-                    "the result holds {} shared buffers, over the {MAX_FDS} one frame carries",
-                    fds.len()
-                )
-            };
-            let msg = FromWorker::Done {
-                id,
-                outcome: Outcome::Failed(why),
-            };
-            bytes = postcard::to_allocvec(&msg).expect("results encode");
-            fds = Vec::new();
-        }
-        self.frames.push((bytes, fds));
-        self.since.get_or_insert_with(Instant::now);
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.frames.is_empty() {
-            return Ok(());
-        }
-        let out: Vec<OutFrame<'_>> = self
-            .frames
-            .iter()
-            .map(|(p, fds)| OutFrame {
-                payload: p,
-                fds: fds.iter().map(|f| f.as_fd()).collect(),
-            })
-            .collect();
-        let r = write_frames(&self.sock, &out);
-        drop(out);
-        self.frames.clear();
-        self.since = None;
-        r
-    }
-
-    fn due(&self) -> bool {
-        self.since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER) || self.frames.len() >= 64
     }
 }
 
