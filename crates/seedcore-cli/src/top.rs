@@ -359,7 +359,7 @@ fn draw(f: &mut Frame<'_>, app: &App) {
     );
     f.render_widget(
         Paragraph::new(footer).style(Style::default().fg(Color::DarkGray)),
-        rows[4],
+        rows[5],
     );
 }
 
