@@ -5,7 +5,8 @@
 //! Run with `cargo run -p seedcore --example process_pool`.
 
 use seedcore::{
-    ConcurrentSystem, RetryOn, RetryPolicy, SharedBytes, TaskError, TaskOptions, WorkerOutput,
+    ConcurrentSystem, ExecutorKind, RetryOn, RetryPolicy, SharedBytes, TaskError, TaskOptions,
+    WorkerOutput,
 };
 use std::time::{Duration, Instant};
 
@@ -108,9 +109,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let s = system.stats();
+    let pids = s
+        .executor(ExecutorKind::Processes)
+        .map(|p| p.pids.clone())
+        .unwrap_or_default();
     println!(
-        "stats: {} submitted, {} completed, {} timed out, {} worker deaths, {} over memory; workers now {:?}",
-        s.submitted, s.completed, s.timed_out, s.worker_died, s.memory_limit, s.worker_pids
+        "stats: {} submitted, {} completed, {} timed out, {} worker deaths, {} over memory; workers now {pids:?}",
+        s.submitted, s.completed, s.timed_out, s.worker_died, s.memory_limit
     );
     Ok(())
 }

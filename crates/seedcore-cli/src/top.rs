@@ -2,10 +2,12 @@
 //! its metrics endpoint (`/stats.json`, served by
 //! `ConcurrentSystem::serve_metrics` or `seedcore demo --serve`).
 //!
-//! It polls every `--interval` and shows: the pools (alive, busy, target,
-//! bounds) and the machine (CPU load, memory, cores); throughput, queue-wait
-//! p99 and pool sizes over time as sparklines; the queue depth per
-//! priority; each pool thread and worker process with its state, CPU and
+//! It polls every `--interval` and shows: the tasks and the machine (CPU
+//! load, memory, cores); one row per executor (queued, running, workers
+//! alive, busy and stuck, target, bounds), whatever executors the system
+//! has; throughput, queue-wait p99 and the number of workers over time as
+//! sparklines; the queue depth per priority, all executors together; each
+//! worker thread and worker process with its executor, state, CPU and
 //! memory; and the balancer's last expand, shrink and hold events. Rates and
 //! latencies are computed between two polls (latency from the difference of
 //! the histograms, so a number covers only that interval).
@@ -172,8 +174,8 @@ struct App {
     throughput: VecDeque<u64>,
     wait_p99_us: VecDeque<u64>,
     run_p99_us: VecDeque<u64>,
-    threads: VecDeque<u64>,
-    processes: VecDeque<u64>,
+    /// Workers alive, every executor together.
+    workers: VecDeque<u64>,
 }
 
 fn push(q: &mut VecDeque<u64>, v: u64) {
@@ -229,8 +231,7 @@ impl App {
             throughput: VecDeque::new(),
             wait_p99_us: VecDeque::new(),
             run_p99_us: VecDeque::new(),
-            threads: VecDeque::new(),
-            processes: VecDeque::new(),
+            workers: VecDeque::new(),
         }
     }
 
@@ -262,20 +263,34 @@ impl App {
                 delta_percentile(&p["run_time"], &s["run_time"], 0.99).unwrap_or(0),
             );
         }
-        push(
-            &mut self.threads,
-            s["threads"]["alive"].as_u64().unwrap_or(0),
-        );
-        push(
-            &mut self.processes,
-            s["processes"]["alive"].as_u64().unwrap_or(0),
-        );
+        let alive = executors(&doc).iter().map(|e| num(&e["workers"])).sum();
+        push(&mut self.workers, alive);
         self.last = Some((now, doc));
     }
 }
 
 fn num(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
+}
+
+/// The executors' rows of a document, in the order the system lists them.
+fn executors(doc: &Value) -> Vec<Value> {
+    doc["stats"]["executors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The colour an executor is shown in: the built-in ones their own, added
+/// ones one for all.
+fn executor_color(name: &str) -> Color {
+    match name {
+        "threads" => Color::Cyan,
+        "processes" => Color::Magenta,
+        "async" => Color::Green,
+        "services" => Color::Blue,
+        _ => Color::Yellow,
+    }
 }
 
 fn bytes(n: u64) -> String {
@@ -313,10 +328,14 @@ fn tail(q: &VecDeque<u64>, width: u16) -> Vec<u64> {
 }
 
 fn draw(f: &mut Frame<'_>, app: &App) {
+    // One line per executor, plus the table's header and borders; four
+    // executors until the first reading says how many.
+    let shown = app.last.as_ref().map_or(4, |(_, d)| executors(d).len()) as u16;
     let rows = Layout::default()
         .direction(Direction::Vertical)
         .constraints([
             Constraint::Length(5),
+            Constraint::Length(shown + 3),
             Constraint::Length(6),
             Constraint::Min(8),
             Constraint::Length(EVENTS_SHOWN as u16 + 2),
@@ -324,14 +343,15 @@ fn draw(f: &mut Frame<'_>, app: &App) {
         ])
         .split(f.area());
     draw_header(f, rows[0], app);
-    draw_charts(f, rows[1], app);
+    draw_executors(f, rows[1], app);
+    draw_charts(f, rows[2], app);
     let middle = Layout::default()
         .direction(Direction::Horizontal)
         .constraints([Constraint::Min(60), Constraint::Length(40)])
-        .split(rows[2]);
+        .split(rows[3]);
     draw_workers(f, middle[0], app);
     draw_queue(f, middle[1], app);
-    draw_events(f, rows[3], app);
+    draw_events(f, rows[4], app);
     let footer = format!(
         " q quit · every {} · {}",
         humantime::format_duration(app.interval),
@@ -339,7 +359,7 @@ fn draw(f: &mut Frame<'_>, app: &App) {
     );
     f.render_widget(
         Paragraph::new(footer).style(Style::default().fg(Color::DarkGray)),
-        rows[4],
+        rows[5],
     );
 }
 
@@ -370,33 +390,13 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, app: &App) {
         .as_f64()
         .map_or("-".into(), |l| format!("{:.0}%", l * 100.0));
     let lines = vec![
-        Line::from(vec![
-            Span::styled("threads ", Style::default().fg(Color::Cyan)),
-            Span::raw(format!(
-                "{} alive, {} busy, {} stuck, target {} ({}..{})   ",
-                num(&s["threads"]["alive"]),
-                num(&s["threads"]["busy"]),
-                num(&s["threads"]["stuck"]),
-                num(&s["threads"]["target"]),
-                num(&c["core_threads"]),
-                num(&c["max_threads"]),
-            )),
-            Span::styled("processes ", Style::default().fg(Color::Magenta)),
-            Span::raw(format!(
-                "{} alive, {} busy, target {} ({}..{})",
-                num(&s["processes"]["alive"]),
-                num(&s["processes"]["busy"]),
-                num(&s["processes"]["target"]),
-                num(&c["core_processes"]),
-                num(&c["max_processes"]),
-            )),
-        ]),
         Line::from(format!(
-            "tasks: {} submitted, {} done, {} failed/panicked/timed out, {} pending, {} running   policies: expand {}, shrink {}",
+            "tasks: {} submitted, {} done, {} failed/panicked/timed out, {} pending, {} queued, {} running   policies: expand {}, shrink {}",
             num(&s["submitted"]),
             num(&s["completed"]),
             num(&s["failed"]) + num(&s["panicked"]) + num(&s["timed_out"]),
             num(&s["pending"]),
+            num(&s["queued"]),
             num(&s["running"]),
             c["expand_policy"].as_str().unwrap_or("?"),
             c["shrink_policy"].as_str().unwrap_or("?"),
@@ -422,6 +422,56 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(lines).block(titled(title)), area);
 }
 
+fn draw_executors(f: &mut Frame<'_>, area: Rect, app: &App) {
+    let Some((_, doc)) = &app.last else {
+        f.render_widget(titled(" executors ".into()), area);
+        return;
+    };
+    let list = executors(doc);
+    let rows: Vec<Row<'_>> = list
+        .iter()
+        .map(|e| {
+            let name = e["executor"].as_str().unwrap_or("?").to_owned();
+            let color = executor_color(&name);
+            let sizing = if e["resizable"] == true {
+                "balanced"
+            } else {
+                "fixed"
+            };
+            Row::new(vec![
+                Cell::from(name).style(Style::default().fg(color)),
+                Cell::from(num(&e["queued"]).to_string()),
+                Cell::from(num(&e["running"]).to_string()),
+                Cell::from(num(&e["workers"]).to_string()),
+                Cell::from(num(&e["busy"]).to_string()),
+                Cell::from(num(&e["stuck"]).to_string()),
+                Cell::from(num(&e["target"]).to_string()),
+                Cell::from(format!("{}..{}", num(&e["core"]), num(&e["max"]))),
+                Cell::from(sizing),
+            ])
+        })
+        .collect();
+    let header = Row::new([
+        "executor", "queued", "running", "alive", "busy", "stuck", "target", "bounds", "size",
+    ])
+    .style(Style::default().add_modifier(Modifier::BOLD));
+    let widths = [
+        Constraint::Length(12),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(9),
+        Constraint::Length(9),
+    ];
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(titled(format!(" executors ({}) ", list.len())));
+    f.render_widget(table, area);
+}
+
 fn draw_charts(f: &mut Frame<'_>, area: Rect, app: &App) {
     let cols = Layout::default()
         .direction(Direction::Horizontal)
@@ -445,12 +495,8 @@ fn draw_charts(f: &mut Frame<'_>, area: Rect, app: &App) {
             Color::Blue,
         ),
         (
-            format!(
-                " threads {} · processes {} ",
-                last(&app.threads),
-                last(&app.processes)
-            ),
-            &app.threads,
+            format!(" workers {} ", last(&app.workers)),
+            &app.workers,
             Color::Cyan,
         ),
     ];
@@ -471,33 +517,32 @@ fn draw_workers(f: &mut Frame<'_>, area: Rect, app: &App) {
     };
     let m = &doc["monitor"];
     let mut rows = Vec::new();
-    for (kind, list, color) in [
-        ("thread", &m["threads"], Color::Cyan),
-        ("process", &m["processes"], Color::Magenta),
-    ] {
-        for w in list.as_array().into_iter().flatten() {
-            let opt = |v: &Value| v.as_u64().map_or("-".into(), |n| n.to_string());
-            rows.push(Row::new(vec![
-                Cell::from(kind).style(Style::default().fg(color)),
-                Cell::from(num(&w["id"]).to_string()),
-                Cell::from(w["name"].as_str().unwrap_or("").to_owned()),
-                Cell::from(w["state"].as_str().unwrap_or("").to_owned()),
-                Cell::from(format!("{:5.1}", w["cpu_percent"].as_f64().unwrap_or(0.0))),
-                Cell::from(w["rss"].as_u64().map_or("-".into(), bytes)),
-                Cell::from(opt(&w["tasks_done"])),
-                Cell::from(
-                    w["current_task"]
-                        .as_u64()
-                        .map_or("-".into(), |t| format!("#{t}")),
-                ),
-            ]));
-        }
+    for w in m["workers"].as_array().into_iter().flatten() {
+        let opt = |v: &Value| v.as_u64().map_or("-".into(), |n| n.to_string());
+        let executor = w["executor"].as_str().unwrap_or("?").to_owned();
+        let color = executor_color(&executor);
+        rows.push(Row::new(vec![
+            Cell::from(executor).style(Style::default().fg(color)),
+            Cell::from(num(&w["id"]).to_string()),
+            Cell::from(w["name"].as_str().unwrap_or("").to_owned()),
+            Cell::from(w["state"].as_str().unwrap_or("").to_owned()),
+            Cell::from(format!("{:5.1}", w["cpu_percent"].as_f64().unwrap_or(0.0))),
+            Cell::from(w["rss"].as_u64().map_or("-".into(), bytes)),
+            Cell::from(opt(&w["tasks_done"])),
+            Cell::from(
+                w["current_task"]
+                    .as_u64()
+                    .map_or("-".into(), |t| format!("#{t}")),
+            ),
+        ]));
     }
     let shown = rows.len();
-    let header = Row::new(["kind", "id", "name", "state", "cpu%", "rss", "done", "task"])
-        .style(Style::default().add_modifier(Modifier::BOLD));
+    let header = Row::new([
+        "executor", "id", "name", "state", "cpu%", "rss", "done", "task",
+    ])
+    .style(Style::default().add_modifier(Modifier::BOLD));
     let widths = [
-        Constraint::Length(7),
+        Constraint::Length(10),
         Constraint::Length(8),
         Constraint::Length(16),
         Constraint::Length(10),
@@ -513,30 +558,30 @@ fn draw_workers(f: &mut Frame<'_>, area: Rect, app: &App) {
 }
 
 fn draw_queue(f: &mut Frame<'_>, area: Rect, app: &App) {
-    let depths: Vec<u64> = app
+    const LABELS: [&str; 11] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
+    // Every executor's queue, level by level.
+    let mut depths = [0u64; LABELS.len()];
+    let rows = app
         .last
         .as_ref()
-        .and_then(|(_, d)| d["stats"]["queue_depth"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .map(num)
-        .collect();
-    const LABELS: [&str; 11] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
-    let data: Vec<(&str, u64)> = depths
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| (LABELS.get(i).copied().unwrap_or("?"), d))
-        .collect();
-    let (process, asyncq) = app.last.as_ref().map_or((0, 0), |(_, d)| {
-        (
-            num(&d["stats"]["process_queued"]),
-            num(&d["stats"]["async_queued"]),
-        )
-    });
+        .map(|(_, d)| executors(d))
+        .unwrap_or_default();
+    for e in &rows {
+        for (level, d) in e["queue_depth"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(slot) = depths.get_mut(level) {
+                *slot += num(d);
+            }
+        }
+    }
+    let data: Vec<(&str, u64)> = LABELS.iter().copied().zip(depths).collect();
+    let total: u64 = depths.iter().sum();
     let chart = BarChart::default()
-        .block(titled(format!(
-            " queued per priority · proc {process} · async {asyncq} "
-        )))
+        .block(titled(format!(" queued per priority · {total} ")))
         .data(data.as_slice())
         .bar_width(2)
         .bar_gap(1)
@@ -567,7 +612,7 @@ fn draw_events(f: &mut Frame<'_>, area: Rect, app: &App) {
                     "{:>9} ",
                     format!("+{:.1}s", e["at_s"].as_f64().unwrap_or(0.0))
                 )),
-                Span::raw(format!("{:<9} ", e["pool"].as_str().unwrap_or("?"))),
+                Span::raw(format!("{:<10} ", e["executor"].as_str().unwrap_or("?"))),
                 Span::styled(format!("{kind:<6} "), Style::default().fg(color)),
                 Span::raw(format!(
                     "{:>2} -> {:<2}  {}",

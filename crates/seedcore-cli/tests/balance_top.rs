@@ -76,8 +76,11 @@ fn top_once_reads_a_serving_demo_which_stops_on_ctrl_c() {
     );
     for part in [
         "seedcore top",
+        "executors (4)",
         "threads",
         "processes",
+        "async",
+        "services",
         "throughput",
         "queue wait p99",
         "workers",

@@ -68,7 +68,7 @@ mod wire;
 
 pub use balance::{
     BalanceEvent, BalanceSettings, Balancer, Decision, EventKind, ExpandPolicy, LoadReading,
-    PoolKind, PoolReading, QueueFull, Readings, ShrinkPolicy,
+    PoolReading, QueueFull, Readings, ShrinkPolicy,
 };
 pub use config::{Config, ShutdownMode};
 pub use error::{BoxError, ConfigError, SubmitError, TaskError, TaskErrorKind};

@@ -578,26 +578,53 @@ impl ConcurrentSystem {
         stats_of(&self.shared)
     }
 
-    /// Sets how many pool threads to keep, within `core_threads..=max_threads`
-    /// (clamped), and returns the value set. Threads start at once to reach
-    /// it; idle threads above it exit now. The balancer does this by
-    /// itself under its expand and shrink policies; this is the manual form.
-    pub fn resize_threads(&self, target: usize) -> usize {
-        let set = self.shared.threads.resize(target);
-        let threads = crate::balance::PoolKind::Threads;
-        self.shared.balance.set_floor(threads, set);
+    /// Sets how many workers the executor of `kind` keeps, within its core
+    /// and max sizes (clamped), and returns the value set; `None` if the
+    /// system has no executor of that kind. The value set is the
+    /// balancer's floor from now on: it grows the executor above it under
+    /// its expand policy and shrinks it back to it, never below. Executors
+    /// of a fixed size (the async runtime, services) return their size.
+    ///
+    /// ```
+    /// use seedcore::{ConcurrentSystem, ExecutorKind};
+    ///
+    /// let system = ConcurrentSystem::builder().core_threads(1).max_threads(4).build()?;
+    /// assert_eq!(system.resize(ExecutorKind::Threads, 3), Some(3));
+    /// assert_eq!(system.resize(ExecutorKind::Threads, 99), Some(4));
+    /// assert_eq!(system.resize(ExecutorKind::Custom("gpu"), 2), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resize(&self, kind: ExecutorKind, target: usize) -> Option<usize> {
+        let (_, e) = self
+            .shared
+            .sched
+            .executors()
+            .find(|(_, e)| e.kind() == kind)?;
+        Some(self.resize_on(&**e, target))
+    }
+
+    /// Resizes `e` and makes the size set its floor.
+    fn resize_on(&self, e: &dyn Executor, target: usize) -> usize {
+        let set = e.resize(target);
+        self.shared.balance.set_floor(e.kind(), set);
         set
+    }
+
+    /// Sets how many pool threads to keep, within `core_threads..=max_threads`
+    /// (clamped), and returns the value set; [`resize`](Self::resize) for
+    /// [`ExecutorKind::Threads`]. Threads start at once to reach it; idle
+    /// threads above it exit now. The balancer does this by itself under
+    /// its expand and shrink policies; this is the manual form.
+    pub fn resize_threads(&self, target: usize) -> usize {
+        self.resize_on(&*self.shared.threads, target)
     }
 
     /// Sets how many worker processes to keep, within
     /// `core_processes..=max_processes` (clamped), and returns the value
-    /// set; like [`resize_threads`](Self::resize_threads) for the process
-    /// pool. Starts the pool if it has not started yet.
+    /// set; [`resize`](Self::resize) for [`ExecutorKind::Processes`].
+    /// Starts the pool if it has not started yet.
     pub fn resize_processes(&self, target: usize) -> usize {
-        let set = self.shared.process.resize(target);
-        let processes = crate::balance::PoolKind::Processes;
-        self.shared.balance.set_floor(processes, set);
-        set
+        self.resize_on(&*self.shared.process, target)
     }
 
     /// Whether the system has stopped accepting tasks.
@@ -631,29 +658,10 @@ impl fmt::Debug for ConcurrentSystem {
     }
 }
 
-/// A snapshot of the counters, queue depths, pool sizes and balancer
+/// A snapshot of the counters, the executors' rows and the balancer's
 /// events of `s` (for [`ConcurrentSystem::stats`] and the metrics server).
 pub(crate) fn stats_of(s: &Shared) -> Stats {
     let mut st = s.sched.snapshot();
-    let rows = st.executors.clone();
-    let row = |kind| rows.iter().find(|r| r.kind == kind).cloned();
-    if let Some(t) = row(ExecutorKind::Threads) {
-        st.queue_depth = t.queue_depth;
-        st.threads_alive = t.workers;
-        st.threads_stuck = t.stuck;
-        st.threads_target = t.target;
-        st.threads_busy = t.running;
-    }
-    if let Some(a) = row(ExecutorKind::Async) {
-        st.async_queued = a.queued;
-    }
-    if let Some(p) = row(ExecutorKind::Processes) {
-        st.process_queued = p.queued;
-        st.processes_alive = p.workers;
-        st.processes_busy = p.busy;
-        st.processes_target = p.target;
-        st.worker_pids = p.pids;
-    }
     s.balance.fill_stats(&mut st);
     st
 }

@@ -314,7 +314,9 @@ fn async_priority_orders_queued_tasks_when_slots_are_full() {
                 .unwrap(),
         );
     }
-    assert_eq!(system.stats().async_queued, 40);
+    let asyncs = common::row(&system.stats(), seedcore::ExecutorKind::Async);
+    assert_eq!(asyncs.queued, 40);
+    assert_eq!(asyncs.queue_depth.iter().sum::<usize>(), 40);
     release.notify_one();
     gate.wait().unwrap();
     for f in futs {

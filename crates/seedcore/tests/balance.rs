@@ -5,8 +5,8 @@ mod common;
 
 use common::{eventually, Gate, LONG};
 use seedcore::{
-    BalanceSettings, Balancer, ConcurrentSystem, EventKind, ExpandPolicy, LoadReading, PoolKind,
-    PoolReading, QueueFull, Readings, ShrinkPolicy, SubmitError, TaskOptions,
+    BalanceSettings, Balancer, ConcurrentSystem, EventKind, ExecutorKind, ExpandPolicy,
+    LoadReading, PoolReading, QueueFull, Readings, ShrinkPolicy, SubmitError, TaskOptions,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -63,13 +63,18 @@ impl Sim {
     /// One sample: `f` makes the pool reading from the current target.
     fn step(&mut self, f: impl Fn(usize) -> PoolReading, load: Option<LoadReading>) {
         self.now += TICK;
-        let mut r = Readings::new(self.now).threads(f(self.target));
+        let mut r = Readings::new(self.now).pool(ExecutorKind::Threads, f(self.target));
         if let Some(l) = load {
             r = r.load(l);
         }
         let d = self.b.step(&r);
-        assert_eq!(d.processes, None, "no process pool was read");
-        if let Some(t) = d.threads {
+        assert!(
+            d.targets.iter().all(|&(k, _)| k == ExecutorKind::Threads),
+            "only the thread pool was read: {:?}",
+            d.targets
+        );
+        assert!(d.events.iter().all(|e| e.executor == ExecutorKind::Threads));
+        if let Some(t) = d.target(ExecutorKind::Threads) {
             assert!((2..=8).contains(&t), "target {t} is outside core..=max");
             self.target = t;
         }
@@ -124,8 +129,8 @@ fn a_lasting_backlog_of_blocked_workers_grows_the_pool_to_max() {
     assert_eq!(sim.target, 8, "events: {:?}", sim.events);
     let e = &sim.events[0];
     assert_eq!(
-        (e.pool, e.kind, e.from, e.to),
-        (PoolKind::Threads, EventKind::Expand, 2, 8)
+        (e.executor, e.kind, e.from, e.to),
+        (ExecutorKind::Threads, EventKind::Expand, 2, 8)
     );
     assert!(e.reason.contains("200 queued"), "{}", e.reason);
     assert_eq!(e.at, Duration::from_millis(60));
@@ -303,18 +308,99 @@ fn beforehand_expansion_grows_ahead_at_the_threshold() {
     let mut b = Balancer::new(s, t0);
     // 40 pending: under the threshold, and no lasting backlog yet.
     let r = Readings::new(t0 + TICK)
-        .threads(pool(2, 2, 38, 2.0))
+        .pool(ExecutorKind::Threads, pool(2, 2, 38, 2.0))
         .pending(40)
         .load(machine(1.0, 8 * GIB));
-    assert_eq!(b.step(&r).threads, None);
+    assert_eq!(b.step(&r).target(ExecutorKind::Threads), None);
     // 50 pending: at once, to cover busy + queued (capped by max).
     let r = Readings::new(t0 + TICK * 2)
-        .threads(pool(2, 2, 4, 2.0))
+        .pool(ExecutorKind::Threads, pool(2, 2, 4, 2.0))
         .pending(50)
         .load(machine(1.0, 8 * GIB));
     let d = b.step(&r);
-    assert_eq!(d.threads, Some(6));
+    assert_eq!(d.target(ExecutorKind::Threads), Some(6));
+    assert_eq!(d.targets, vec![(ExecutorKind::Threads, 6)]);
     assert!(d.events[0].reason.starts_with("ahead"), "{:?}", d.events);
+}
+
+#[test]
+fn each_executor_is_decided_on_its_own_by_its_kind() {
+    const GPU: ExecutorKind = ExecutorKind::Custom("gpu");
+    let t0 = Instant::now();
+    let mut b = Balancer::new(
+        settings(ExpandPolicy::AutoExpand, ShrinkPolicy::AutoShrink),
+        t0,
+    );
+    let (mut threads, mut processes, mut gpu) = (2, 4, 1);
+    let mut events = Vec::new();
+    let mut now = t0;
+    while now < t0 + Duration::from_millis(1200) {
+        now += TICK;
+        // Threads: a lasting backlog of blocked work. Processes: 4 of
+        // 1..=4, all idle. The GPU executor: at its core, busy, nothing
+        // queued.
+        let r = Readings::new(now)
+            .pool(ExecutorKind::Threads, pool(threads, threads, 200, 0.0))
+            .pool(
+                ExecutorKind::Processes,
+                PoolReading::new(1, 4, processes, processes, 0),
+            )
+            .pool(GPU, PoolReading::new(1, 4, gpu, gpu, gpu))
+            .load(machine(0.1, 8 * GIB));
+        assert_eq!(r.reading(GPU).map(|p| p.max), Some(4));
+        let d = b.step(&r);
+        for &(kind, t) in &d.targets {
+            match kind {
+                ExecutorKind::Threads => threads = t,
+                ExecutorKind::Processes => processes = t,
+                _ => gpu = t,
+            }
+        }
+        assert_eq!(d.target(GPU), None, "the GPU executor is left alone");
+        events.extend(d.events);
+    }
+    assert_eq!((threads, processes, gpu), (8, 1, 1));
+    let kinds: Vec<_> = events.iter().map(|e| (e.executor, e.kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (ExecutorKind::Threads, EventKind::Expand),
+            (ExecutorKind::Processes, EventKind::Shrink)
+        ],
+        "{events:?}"
+    );
+}
+
+#[test]
+fn an_executor_missing_from_a_sample_restarts_its_shrink_window() {
+    let t0 = Instant::now();
+    let mut b = Balancer::new(
+        settings(ExpandPolicy::AutoExpand, ShrinkPolicy::AutoShrink),
+        t0,
+    );
+    // 4 of 1..=4 workers, all idle.
+    let mut target = 4;
+    let mut shrunk_at = None;
+    let mut now = t0;
+    while now < t0 + Duration::from_secs(3) {
+        now += TICK;
+        let mut r = Readings::new(now).load(machine(0.1, 8 * GIB));
+        // Left out once, at 600 ms.
+        if now != t0 + TICK * 30 {
+            let idle = PoolReading::new(1, 4, target, target, 0);
+            r = r.pool(ExecutorKind::Processes, idle);
+        }
+        if let Some(to) = b.step(&r).target(ExecutorKind::Processes) {
+            assert_eq!((target, to), (4, 1), "one shrink, straight to core");
+            target = to;
+            shrunk_at = Some(now - t0);
+        }
+    }
+    let at = shrunk_at.expect("the idle pool shrank");
+    assert!(
+        at >= Duration::from_millis(1600),
+        "a whole window after the missing sample, not one after the start: {at:?}"
+    );
 }
 
 #[test]
@@ -408,7 +494,7 @@ fn a_burst_of_blocking_tasks_grows_the_thread_pool_and_it_shrinks_back() {
     let watch = {
         let peak = peak.clone();
         move |sys: &ConcurrentSystem| {
-            peak.fetch_max(sys.stats().threads_alive, Ordering::Relaxed);
+            peak.fetch_max(common::threads(&sys.stats()).workers, Ordering::Relaxed);
         }
     };
     for f in futures {
@@ -423,16 +509,16 @@ fn a_burst_of_blocking_tasks_grows_the_thread_pool_and_it_shrinks_back() {
     assert!(st
         .balance_events
         .iter()
-        .any(|e| e.kind == EventKind::Expand && e.pool == PoolKind::Threads));
+        .any(|e| e.kind == EventKind::Expand && e.executor == ExecutorKind::Threads));
     // Idle for the AutoShrink window: back to core.
     assert!(
-        eventually(LONG, || system.stats().threads_alive == 2),
+        eventually(LONG, || common::threads(&system.stats()).workers == 2),
         "threads alive: {}, events: {:?}",
-        system.stats().threads_alive,
+        common::threads(&system.stats()).workers,
         system.stats().balance_events
     );
     let st = system.stats();
-    assert_eq!(st.threads_target, 2);
+    assert_eq!(common::threads(&st).target, 2);
     assert!(st.shrinks >= 1);
 }
 
@@ -453,7 +539,7 @@ fn a_memory_floor_keeps_the_real_pool_at_core() {
         .collect();
     let mut peak = 0;
     for f in futures {
-        peak = peak.max(system.stats().threads_alive);
+        peak = peak.max(common::threads(&system.stats()).workers);
         f.wait().unwrap();
     }
     assert_eq!(peak, 2);
@@ -470,12 +556,119 @@ fn a_memory_floor_keeps_the_real_pool_at_core() {
 fn a_manual_resize_is_the_floor_the_balancer_shrinks_to() {
     let system = balanced("bal-manual").build().unwrap();
     assert_eq!(system.resize_threads(5), 5);
-    assert!(eventually(LONG, || system.stats().threads_alive == 5));
+    assert!(eventually(LONG, || common::threads(&system.stats())
+        .workers
+        == 5));
     // Well past the AutoShrink window: still 5.
     std::thread::sleep(Duration::from_millis(1500));
     let st = system.stats();
-    assert_eq!((st.threads_alive, st.threads_target), (5, 5));
+    let threads = common::threads(&st);
+    assert_eq!((threads.workers, threads.target), (5, 5));
     assert_eq!(st.shrinks, 0);
+}
+
+const GAUGE: ExecutorKind = ExecutorKind::Custom("gauge");
+
+/// What the test sets of a [`Gauge`] and what the balancer asked of it.
+#[derive(Debug, Default)]
+struct GaugeState {
+    queued: AtomicUsize,
+    target: AtomicUsize,
+}
+
+/// An executor of 1..=6 workers that runs nothing: it reports the backlog
+/// the test sets, every worker busy while there is one, and keeps the size
+/// it is resized to.
+struct Gauge {
+    state: Arc<GaugeState>,
+    held: std::sync::Mutex<Vec<seedcore::exec::Runnable>>,
+}
+
+impl seedcore::exec::Executor for Gauge {
+    fn kind(&self) -> ExecutorKind {
+        GAUGE
+    }
+
+    fn accept(&self, task: seedcore::exec::Runnable) {
+        self.held.lock().unwrap().push(task);
+    }
+
+    fn drain(&self) -> Vec<seedcore::exec::Runnable> {
+        std::mem::take(&mut *self.held.lock().unwrap())
+    }
+
+    fn stop(&self, _: Instant, _: seedcore::ShutdownMode) -> seedcore::exec::StopReport {
+        seedcore::exec::StopReport::default()
+    }
+
+    fn stats(&self) -> seedcore::exec::ExecutorStats {
+        let mut row = seedcore::exec::ExecutorStats::new(GAUGE);
+        row.queued = self.state.queued.load(Ordering::SeqCst);
+        row.target = self.state.target.load(Ordering::SeqCst);
+        row.workers = row.target;
+        row.busy = if row.queued > 0 { row.workers } else { 0 };
+        (row.core, row.max) = (1, 6);
+        row
+    }
+
+    fn resize(&self, target: usize) -> usize {
+        let set = target.clamp(1, 6);
+        self.state.target.store(set, Ordering::SeqCst);
+        set
+    }
+
+    fn workers(&self) -> Vec<seedcore::exec::WorkerInfo> {
+        (0..self.state.target.load(Ordering::SeqCst))
+            .map(|i| seedcore::exec::WorkerInfo::thread(0, format!("gauge-{i}")))
+            .collect()
+    }
+}
+
+#[test]
+fn an_added_executor_is_balanced_and_resized_by_its_kind() {
+    let system = balanced("bal-gauge").build().unwrap();
+    let state = Arc::new(GaugeState::default());
+    state.target.store(1, Ordering::SeqCst);
+    let gauge = Gauge {
+        state: state.clone(),
+        held: Default::default(),
+    };
+    system.add_executor(gauge).unwrap();
+    let target = || common::row(&system.stats(), GAUGE).target;
+    assert_eq!(target(), 1);
+
+    // A lasting backlog behind busy workers of unknown CPU: it grows to max.
+    state.queued.store(50, Ordering::SeqCst);
+    assert!(
+        eventually(LONG, || target() == 6),
+        "target {}, events {:?}",
+        target(),
+        system.stats().balance_events
+    );
+    let st = system.stats();
+    assert!(st
+        .balance_events
+        .iter()
+        .any(|e| e.executor == GAUGE && e.kind == EventKind::Expand && e.to == 6));
+    assert_eq!(system.monitor().workers_of(GAUGE).count(), 6);
+
+    // Idle: back to core after the AutoShrink window.
+    state.queued.store(0, Ordering::SeqCst);
+    assert!(eventually(LONG, || target() == 1), "target {}", target());
+    assert!(system
+        .stats()
+        .balance_events
+        .iter()
+        .any(|e| e.executor == GAUGE && e.kind == EventKind::Shrink && e.to == 1));
+
+    // A manual resize by kind is its floor.
+    assert_eq!(system.resize(GAUGE, 3), Some(3));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(target(), 3, "{:?}", system.stats().balance_events);
+    assert_eq!(system.resize(GAUGE, 99), Some(6), "clamped to max");
+    // Executors of a fixed size keep it; an absent kind is no executor.
+    assert_eq!(system.resize(ExecutorKind::Async, 5), Some(1));
+    assert_eq!(system.resize(ExecutorKind::Custom("absent"), 1), None);
 }
 
 #[test]
@@ -566,8 +759,10 @@ fn the_monitor_reads_the_machine_and_the_pool_threads() {
     assert!(first.rss > 0);
     // Pool threads are named `bal-mon-N`; the other threads of the system
     // (balancer, timer, callbacks) are not listed.
-    assert_eq!(first.threads.len(), 2, "{:?}", first.threads);
-    assert!(first.threads.iter().all(|w| w.name.starts_with("bal-mon-")));
+    let threads: Vec<_> = first.workers_of(ExecutorKind::Threads).collect();
+    assert_eq!(threads.len(), 2, "{threads:?}");
+    assert!(threads.iter().all(|w| w.name.starts_with("bal-mon-")));
+    assert!(threads.iter().all(|w| w.rss.is_none()));
     let spin = system
         .submit_thread(TaskOptions::new(), |_| {
             let t = Instant::now();
@@ -581,14 +776,13 @@ fn the_monitor_reads_the_machine_and_the_pool_threads() {
     spin.wait().unwrap();
     assert!(second.cpu_load.is_some());
     let busiest = second
-        .threads
-        .iter()
+        .workers_of(ExecutorKind::Threads)
         .map(|w| w.cpu_percent)
         .fold(0.0, f64::max);
     assert!(
         busiest > 5.0,
         "a spinning thread shows CPU: {:?}",
-        second.threads
+        second.workers
     );
 }
 
@@ -623,28 +817,35 @@ fn the_monitor_shows_each_workers_current_task_and_count_under_a_long_system_nam
     assert!(
         eventually(LONG, || {
             mon = system.monitor();
-            mon.threads.iter().any(|w| w.current_task == Some(tid))
-                && mon.processes.iter().any(|w| w.current_task == Some(pid))
+            mon.workers_of(ExecutorKind::Threads)
+                .any(|w| w.current_task == Some(tid))
+                && mon
+                    .workers_of(ExecutorKind::Processes)
+                    .any(|w| w.current_task == Some(pid))
         }),
-        "threads {:?}\nprocesses {:?}",
-        mon.threads,
-        mon.processes
+        "workers {:?}",
+        mon.workers
     );
-    assert_eq!(mon.threads.len(), 2, "{:?}", mon.threads);
-    assert!(mon.threads.iter().all(|w| w.id != 0
+    let threads: Vec<_> = mon.workers_of(ExecutorKind::Threads).collect();
+    assert_eq!(threads.len(), 2, "{threads:?}");
+    assert!(threads.iter().all(|w| w.id != 0
         && !w.state.is_empty()
         && w.name.starts_with("monitor-with-a-long-name-")));
-    let done: u64 = mon.threads.iter().filter_map(|w| w.tasks_done).sum();
-    assert_eq!(done, 5, "{:?}", mon.threads);
+    let done: u64 = threads.iter().filter_map(|w| w.tasks_done).sum();
+    assert_eq!(done, 5, "{threads:?}");
     gate.open();
     held.wait().unwrap();
     napping.wait().unwrap();
     assert!(eventually(LONG, || {
         let m = system.monitor();
-        m.threads.iter().all(|w| w.current_task.is_none())
-            && m.threads.iter().filter_map(|w| w.tasks_done).sum::<u64>() == 6
-            && m.processes.iter().all(|w| w.current_task.is_none())
-            && m.processes.iter().filter_map(|w| w.tasks_done).sum::<u64>() == 1
+        let (threads, processes) = (
+            m.workers_of(ExecutorKind::Threads).collect::<Vec<_>>(),
+            m.workers_of(ExecutorKind::Processes).collect::<Vec<_>>(),
+        );
+        threads.iter().all(|w| w.current_task.is_none())
+            && threads.iter().filter_map(|w| w.tasks_done).sum::<u64>() == 6
+            && processes.iter().all(|w| w.current_task.is_none())
+            && processes.iter().filter_map(|w| w.tasks_done).sum::<u64>() == 1
     }));
 }
 
@@ -663,7 +864,7 @@ fn a_burst_of_blocking_process_tasks_grows_the_process_pool_and_it_shrinks_back(
     let mut peak = 0;
     let mut pids = std::collections::HashSet::new();
     for f in futures {
-        peak = peak.max(system.stats().processes_alive);
+        peak = peak.max(common::processes(&system.stats()).workers);
         pids.insert(f.wait().unwrap());
     }
     assert!(peak > 1, "the process pool never grew");
@@ -673,15 +874,16 @@ fn a_burst_of_blocking_process_tasks_grows_the_process_pool_and_it_shrinks_back(
     assert!(st
         .balance_events
         .iter()
-        .any(|e| e.kind == EventKind::Expand && e.pool == PoolKind::Processes));
+        .any(|e| e.kind == EventKind::Expand && e.executor == ExecutorKind::Processes));
     // The monitor sees the worker processes, with their memory.
     let mon = system.monitor();
-    assert!(!mon.processes.is_empty());
-    assert!(mon.processes.iter().all(|w| w.rss.unwrap_or(0) > 0));
+    let processes: Vec<_> = mon.workers_of(ExecutorKind::Processes).collect();
+    assert!(!processes.is_empty());
+    assert!(processes.iter().all(|w| w.rss.unwrap_or(0) > 0));
     assert!(
-        eventually(LONG, || system.stats().processes_alive == 1),
+        eventually(LONG, || common::processes(&system.stats()).workers == 1),
         "processes alive: {}, events: {:?}",
-        system.stats().processes_alive,
+        common::processes(&system.stats()).workers,
         system.stats().balance_events
     );
 }

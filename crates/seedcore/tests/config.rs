@@ -1,7 +1,7 @@
 //! Configuration: builder validation that names the field, and
 //! `Config::load` from a TOML file with `SEEDCORE_*` overrides.
 
-use seedcore::{CallbackExecutor, ConcurrentSystem, Config, ShutdownMode};
+use seedcore::{CallbackExecutor, ConcurrentSystem, Config, ExecutorKind, ShutdownMode};
 use std::time::Duration;
 
 #[test]
@@ -43,7 +43,11 @@ fn builder_accepts_core_equal_to_max() {
         .unwrap();
     assert_eq!(system.config().core_threads, 1);
     assert_eq!(system.config().max_threads, 1);
-    assert_eq!(system.stats().threads_alive, 1);
+    let st = system.stats();
+    let threads = st
+        .executor(ExecutorKind::Threads)
+        .expect("a thread pool row");
+    assert_eq!((threads.workers, threads.core, threads.max), (1, 1, 1));
 }
 
 /// The only test of this binary that touches the environment (it is

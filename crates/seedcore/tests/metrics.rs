@@ -4,7 +4,7 @@
 
 mod common;
 
-use seedcore::{ConcurrentSystem, Priority, TaskOptions};
+use seedcore::{ConcurrentSystem, ExecutorKind, Priority, TaskOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -189,22 +189,77 @@ fn prometheus_text_parses_and_agrees_with_the_stats() {
         ),
         1.0
     );
+    // Every executor is a set of series under the same names, told apart
+    // by the `executor` label.
+    assert_eq!(st.executors.len(), 4, "{:?}", st.executors);
+    for row in &st.executors {
+        let ex = ("executor", row.kind.name());
+        // Sizes are settled once the work is done; a worker may still be
+        // finishing its last task between the two snapshots, so busy and
+        // running are only looked up.
+        for (state, n) in [
+            ("alive", row.workers),
+            ("stuck", row.stuck),
+            ("target", row.target),
+        ] {
+            assert_eq!(
+                value(
+                    &samples,
+                    "seedcore_executor_workers",
+                    &[ex, ("state", state)]
+                ),
+                n as f64,
+                "{ex:?} {state}"
+            );
+        }
+        value(
+            &samples,
+            "seedcore_executor_workers",
+            &[ex, ("state", "busy")],
+        );
+        for (bound, n) in [("core", row.core), ("max", row.max)] {
+            assert_eq!(
+                value(&samples, "seedcore_executor_bound", &[ex, ("bound", bound)]),
+                n as f64,
+                "{ex:?} {bound}"
+            );
+        }
+        assert_eq!(
+            value(&samples, "seedcore_executor_queued", &[ex]),
+            row.queued as f64
+        );
+        value(&samples, "seedcore_executor_running", &[ex]);
+        for level in 0..=10 {
+            let l = level.to_string();
+            value(&samples, "seedcore_queue_depth", &[ex, ("priority", &l)]);
+        }
+    }
+    let threads = [("executor", "threads")];
     assert_eq!(
-        value(&samples, "seedcore_threads", &[("state", "alive")]),
-        st.threads_alive as f64
+        value(
+            &samples,
+            "seedcore_executor_workers",
+            &[threads[0], ("state", "alive")]
+        ),
+        2.0
     );
     assert_eq!(
         value(
             &samples,
-            "seedcore_pool_bound",
-            &[("pool", "threads"), ("bound", "max")]
+            "seedcore_executor_bound",
+            &[threads[0], ("bound", "max")]
         ),
         4.0
     );
-    for level in 0..=10 {
-        let l = level.to_string();
-        value(&samples, "seedcore_queue_depth", &[("priority", &l)]);
-    }
+    // Each pool thread's CPU, under its executor.
+    let thread_cpu = samples
+        .iter()
+        .filter(|s| {
+            s.name == "seedcore_worker_cpu_percent"
+                && s.labels.get("executor").map(String::as_str) == Some("threads")
+        })
+        .count();
+    assert_eq!(thread_cpu, 2);
     assert!(
         value(
             &samples,
@@ -285,8 +340,31 @@ fn json_parses_and_agrees_with_the_stats() {
     assert_eq!(s["failed"], 1);
     assert_eq!(s["panicked"], 1);
     assert_eq!(s["pending"], 0);
-    assert_eq!(s["queue_depth"].as_array().unwrap().len(), 11);
-    assert_eq!(s["threads"]["alive"], st.threads_alive);
+    assert_eq!(s["queued"], st.queued());
+    let rows = s["executors"].as_array().unwrap();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["executor"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["threads", "processes", "async", "services"]);
+    for (row, want) in rows.iter().zip(&st.executors) {
+        assert_eq!(row["queue_depth"].as_array().unwrap().len(), 11);
+        assert_eq!(row["queued"], want.queued);
+        assert_eq!(row["workers"], want.workers);
+        assert_eq!(row["target"], want.target);
+        assert_eq!(
+            (row["core"].clone(), row["max"].clone()),
+            (want.core.into(), want.max.into())
+        );
+        assert_eq!(row["resizable"], want.resizable());
+        assert_eq!(row["pids"].as_array().unwrap().len(), want.pids.len());
+    }
+    let threads = st.executor(ExecutorKind::Threads).unwrap();
+    assert_eq!(rows[0]["workers"], threads.workers);
+    assert_eq!(
+        (rows[0]["workers"].as_u64(), rows[0]["max"].as_u64()),
+        (Some(2), Some(4))
+    );
     assert_eq!(s["queue_wait"]["count"], st.queue_wait.count());
     assert_eq!(s["run_time"]["count"], st.run_time.count());
     let buckets = s["run_time"]["buckets"].as_array().unwrap();
@@ -298,7 +376,12 @@ fn json_parses_and_agrees_with_the_stats() {
     assert!(m["logical_cores"].as_u64().unwrap() >= 1);
     assert!(m["memory_total"].as_u64().unwrap() > 0);
     assert_eq!(m["pid"], std::process::id());
-    let threads = m["threads"].as_array().unwrap();
+    let threads: Vec<&serde_json::Value> = m["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["executor"] == "threads")
+        .collect();
     assert_eq!(threads.len(), 2, "{threads:?}");
     assert!(threads[0]["name"]
         .as_str()

@@ -636,7 +636,9 @@ fn map_options_set_chunk_priority() {
         let sys = &sys;
         scope.spawn(move || {
             let high = usize::from(Priority::HIGH.level());
-            assert!(eventually(LONG, || sys.stats().queue_depth[high] == 3));
+            assert!(eventually(LONG, || {
+                common::threads(&sys.stats()).queue_depth[high] == 3
+            }));
             gate.open();
         });
         let done = sys

@@ -48,6 +48,13 @@ fn no_core_dumps() {
     );
 }
 
+/// The process pool's row of `st`.
+fn processes(st: &seedcore::Stats) -> seedcore::exec::ExecutorStats {
+    st.executor(seedcore::ExecutorKind::Processes)
+        .cloned()
+        .expect("a process pool row")
+}
+
 fn mix(i: u64) -> u64 {
     i.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)
 }
@@ -545,7 +552,7 @@ fn chaos_every_task_resolves_once_as_its_kind_allows() {
             let start = Instant::now();
             while start.elapsed() < KILLER_RUNS {
                 std::thread::sleep(KILL_EVERY);
-                let pids = sys.stats().worker_pids;
+                let pids = processes(&sys.stats()).pids;
                 if pids.is_empty() {
                     continue;
                 }
@@ -780,12 +787,12 @@ fn chaos_every_task_resolves_once_as_its_kind_allows() {
         "attempts {}",
         st.attempts
     );
-    assert_eq!(st.process_queued, 0);
+    assert_eq!(processes(&st).queued, 0);
 
     // --- Nothing is left behind. --------------------------------------------
     let report = sys.shutdown(ShutdownMode::Graceful);
     assert!(!report.timed_out, "{report:?}");
-    assert!(sys.stats().worker_pids.is_empty());
+    assert!(processes(&sys.stats()).pids.is_empty());
     let left = children();
     assert!(
         left.len() <= children_before.len(),

@@ -499,7 +499,7 @@ fn a_task_returns_its_value() {
     assert!(!seedcore::is_worker(), "the test process is not a worker");
     let st = sys.stats();
     assert_eq!(st.completed, 51);
-    assert_eq!(st.worker_pids, vec![pid]);
+    assert_eq!(common::processes(&st).pids, vec![pid]);
 }
 
 #[test]
@@ -551,7 +551,7 @@ fn a_panic_resolves_panicked_and_the_worker_keeps_serving() {
     }
     // The same process serves the next task: a panic costs no worker.
     assert_eq!(warm_up(&sys), pid);
-    assert!(sys.stats().worker_pids.contains(&pid));
+    assert!(common::processes(&sys.stats()).pids.contains(&pid));
     assert!(pid_exists(pid));
     let st = sys.stats();
     assert_eq!((st.panicked, st.worker_died), (1, 0));
@@ -680,14 +680,17 @@ fn a_timeout_kills_the_worker_and_spares_the_other_one() {
         eventually(LONG, || !pid_exists(hang_pid)),
         "the timed-out worker {hang_pid} is still there"
     );
-    assert!(!sys.stats().worker_pids.contains(&hang_pid));
+    assert!(!common::processes(&sys.stats()).pids.contains(&hang_pid));
     assert_eq!(wait(slow).unwrap(), slow_pid, "the other worker's task");
     assert!(pid_exists(slow_pid));
     // A replacement serves the next tasks.
     for _ in 0..4 {
         assert_ne!(warm_up(&sys), hang_pid);
     }
-    assert!(eventually(LONG, || sys.stats().worker_pids.len() == 2));
+    assert!(eventually(LONG, || common::processes(&sys.stats())
+        .pids
+        .len()
+        == 2));
     let st = sys.stats();
     assert_eq!((st.timed_out, st.worker_died), (1, 0));
 }
@@ -783,7 +786,7 @@ fn an_externally_killed_worker_fails_its_task_and_is_replaced() {
     // Killed while idle: nothing to fail, a replacement starts.
     sigkill(idle_pid);
     assert!(eventually(LONG, || {
-        let pids = sys.stats().worker_pids;
+        let pids = common::processes(&sys.stats()).pids;
         pids.len() == 1 && pids[0] != idle_pid
     }));
     assert_ne!(warm_up(&sys), idle_pid);
@@ -818,7 +821,11 @@ fn workers_outlive_the_thread_that_started_them() {
     sigkill(pid);
     let mut next = 0;
     assert!(eventually(LONG, || {
-        next = sys.stats().worker_pids.first().copied().unwrap_or(0);
+        next = common::processes(&sys.stats())
+            .pids
+            .first()
+            .copied()
+            .unwrap_or(0);
         next != 0 && next != pid
     }));
     assert_eq!(warm_up(&sys), next);
@@ -1444,8 +1451,11 @@ fn shutdown_leaves_no_worker_process() {
     for f in futs {
         wait(f).unwrap();
     }
-    assert!(eventually(LONG, || sys.stats().worker_pids.len() == 2));
-    let pids = sys.stats().worker_pids;
+    assert!(eventually(LONG, || common::processes(&sys.stats())
+        .pids
+        .len()
+        == 2));
+    let pids = common::processes(&sys.stats()).pids;
     for &p in &pids {
         assert!(pid_exists(p));
     }
@@ -1454,7 +1464,7 @@ fn shutdown_leaves_no_worker_process() {
     for &p in &pids {
         assert!(!pid_exists(p), "worker {p} outlived the shutdown");
     }
-    assert!(sys.stats().worker_pids.is_empty());
+    assert!(common::processes(&sys.stats()).pids.is_empty());
 }
 
 #[test]
@@ -1495,7 +1505,7 @@ fn a_shutdown_while_a_replacement_worker_starts_is_prompt() {
 fn warm_up_wait_running(sys: &ConcurrentSystem) -> u32 {
     let mut pid = 0;
     assert!(eventually(LONG, || {
-        let pids = sys.stats().worker_pids;
+        let pids = common::processes(&sys.stats()).pids;
         pid = pids.first().copied().unwrap_or(0);
         pid != 0
     }));

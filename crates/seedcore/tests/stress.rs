@@ -5,8 +5,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use seedcore::{
-    ConcurrentSystem, Priority, RetryOn, RetryPolicy, ShutdownMode, TaskError, TaskFuture,
-    TaskOptions,
+    ConcurrentSystem, ExecutorKind, Priority, RetryOn, RetryPolicy, ShutdownMode, TaskError,
+    TaskFuture, TaskOptions,
 };
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -227,5 +227,8 @@ fn two_hundred_thousand_mixed_tasks_resolve_exactly_once_and_add_up() {
         handles.iter().all(|h| h.status().is_done()),
         "every callback-tracked task is resolved"
     );
-    assert_eq!(s.threads_alive, 0, "no pool thread outlives the shutdown");
+    let threads = s
+        .executor(ExecutorKind::Threads)
+        .expect("a thread pool row");
+    assert_eq!(threads.workers, 0, "no pool thread outlives the shutdown");
 }

@@ -29,7 +29,7 @@
 use super::report::median;
 use super::{note, Entry, Measurement, Scale};
 use anyhow::Context;
-use seedcore::{ConcurrentSystem, ShutdownMode, TaskOptions, WorkerOutput};
+use seedcore::{ConcurrentSystem, ExecutorKind, ShutdownMode, TaskOptions, WorkerOutput};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -219,6 +219,11 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<(Vec<Entry>, Vec<String>)> {
     Ok((entries, notes))
 }
 
+/// Workers alive in the executor of `kind` (0 if the system has none).
+fn alive(st: &seedcore::Stats, kind: ExecutorKind) -> usize {
+    st.executor(kind).map_or(0, |e| e.workers)
+}
+
 /// Samples the pools' sizes every 5 ms while it lives.
 struct Watcher {
     stop: Arc<AtomicBool>,
@@ -235,8 +240,8 @@ impl Watcher {
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 let st = sys.stats();
-                t.fetch_max(st.threads_alive, Ordering::Relaxed);
-                p.fetch_max(st.processes_alive, Ordering::Relaxed);
+                t.fetch_max(alive(&st, ExecutorKind::Threads), Ordering::Relaxed);
+                p.fetch_max(alive(&st, ExecutorKind::Processes), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
@@ -324,7 +329,7 @@ fn run_subject(s: Subject, w: Workload) -> anyhow::Result<RunResult> {
     // Warm-up: start the process pool and let every core worker say hello.
     process_burst(&sys, s.core, bench_nap, 0)?;
     if !wait_for(Duration::from_secs(30), || {
-        sys.stats().processes_alive >= s.core
+        alive(&sys.stats(), ExecutorKind::Processes) >= s.core
     }) {
         anyhow::bail!("{}: the worker processes did not all start", s.name);
     }
@@ -345,8 +350,8 @@ fn run_subject(s: Subject, w: Workload) -> anyhow::Result<RunResult> {
     r.process_bursts += process_burst(&sys, w.proc_cpu_tasks, bench_spin, cpu_us)?;
     std::thread::sleep(w.settle);
     let st = sys.stats();
-    r.idle_threads = st.threads_alive;
-    r.idle_processes = st.processes_alive;
+    r.idle_threads = alive(&st, ExecutorKind::Threads);
+    r.idle_processes = alive(&st, ExecutorKind::Processes);
     (r.peak_threads, r.peak_processes) = watcher.finish();
     sys.shutdown(ShutdownMode::Graceful);
     Ok(r)

@@ -1,9 +1,10 @@
 //! The balancer's decision: [`Balancer`] and what it reads and answers
 //! (the rules are in its docs).
 
-use super::{BalanceEvent, EventKind, ExpandPolicy, PoolKind, ShrinkPolicy};
+use super::{BalanceEvent, EventKind, ExpandPolicy, ShrinkPolicy};
 use crate::config::Config;
-use std::collections::VecDeque;
+use crate::task::ExecutorKind;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The settings of a [`Balancer`]; [`from_config`](Self::from_config)
@@ -66,7 +67,7 @@ impl Default for BalanceSettings {
     }
 }
 
-/// What the balancer sees of one pool at one sample.
+/// What the balancer sees of one executor's pool of workers at one sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 #[non_exhaustive]
 pub struct PoolReading {
@@ -148,15 +149,24 @@ impl LoadReading {
 }
 
 /// Everything one decision reads.
+///
+/// ```
+/// use seedcore::{ExecutorKind, PoolReading, Readings};
+/// use std::time::Instant;
+///
+/// let r = Readings::new(Instant::now()).pool(ExecutorKind::Threads, PoolReading::new(2, 8, 2, 2, 0));
+/// assert_eq!(r.reading(ExecutorKind::Threads).map(|p| p.max), Some(8));
+/// assert!(r.reading(ExecutorKind::Processes).is_none());
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Readings {
     /// The time of the sample (any clock: tests make it up).
     pub now: Instant,
-    /// The thread pool.
-    pub threads: Option<PoolReading>,
-    /// The process pool (`None` until it has started).
-    pub processes: Option<PoolReading>,
+    /// One reading per executor the balancer may resize, at most one per
+    /// kind; an executor left out is left as it is (the process pool until
+    /// it has started, executors of a fixed size).
+    pub pools: Vec<(ExecutorKind, PoolReading)>,
     /// Tasks accepted and not yet resolved, all executors together.
     pub pending: u64,
     /// The machine (`None` when not measured yet).
@@ -168,23 +178,25 @@ impl Readings {
     pub fn new(now: Instant) -> Self {
         Readings {
             now,
-            threads: None,
-            processes: None,
+            pools: Vec::new(),
             pending: 0,
             load: None,
         }
     }
 
-    /// Sets the thread pool's reading.
-    pub fn threads(mut self, r: PoolReading) -> Self {
-        self.threads = Some(r);
+    /// Sets the reading of the executor of `kind` (replacing an earlier one
+    /// of that kind).
+    pub fn pool(mut self, kind: ExecutorKind, r: PoolReading) -> Self {
+        match self.pools.iter_mut().find(|(k, _)| *k == kind) {
+            Some(slot) => slot.1 = r,
+            None => self.pools.push((kind, r)),
+        }
         self
     }
 
-    /// Sets the process pool's reading.
-    pub fn processes(mut self, r: PoolReading) -> Self {
-        self.processes = Some(r);
-        self
+    /// The reading of the executor of `kind`, if there is one.
+    pub fn reading(&self, kind: ExecutorKind) -> Option<&PoolReading> {
+        self.pools.iter().find(|(k, _)| *k == kind).map(|(_, r)| r)
     }
 
     /// Sets the pending task count.
@@ -200,17 +212,26 @@ impl Readings {
     }
 }
 
-/// What one decision says: the new targets (`None`: leave the pool as it
-/// is) and what happened.
+/// What one decision says: the new targets (an executor not listed is left
+/// as it is) and what happened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Decision {
-    /// New target of the thread pool.
-    pub threads: Option<usize>,
-    /// New target of the process pool.
-    pub processes: Option<usize>,
+    /// New targets, one per executor to resize, in the order of the
+    /// readings.
+    pub targets: Vec<(ExecutorKind, usize)>,
     /// The expansions, shrinks and holds of this step.
     pub events: Vec<BalanceEvent>,
+}
+
+impl Decision {
+    /// The new target of the executor of `kind`; `None`: leave it as it is.
+    pub fn target(&self, kind: ExecutorKind) -> Option<usize> {
+        self.targets
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|&(_, n)| n)
+    }
 }
 
 /// Why an expansion was held back.
@@ -222,7 +243,7 @@ enum Hold {
     CpuBound,
 }
 
-/// The balancer's memory of one pool.
+/// The balancer's memory of one executor.
 #[derive(Debug)]
 struct Track {
     /// Since when every sample showed a backlog behind busy workers.
@@ -313,12 +334,18 @@ impl Track {
 ///   the window keeps the pool where it is. A shrink takes the retired
 ///   workers out of the window's idle counts, so a further shrink needs
 ///   other workers idle through a whole window.
-/// * **Manual resizes** (`resize_threads`, `resize_processes`) set the
-///   pool's floor: the balancer grows above it and shrinks back to it,
-///   never below.
+/// * **Manual resizes** ([`ConcurrentSystem::resize`] and its
+///   `resize_threads`, `resize_processes` forms) set the executor's floor:
+///   the balancer grows above it and shrinks back to it, never below.
+///
+/// Each executor is decided on its own, by the same rules, with a memory
+/// (backlog, shrink window, hold) of its own, kept by [`ExecutorKind`].
+/// An executor missing from a sample restarts its shrink window.
+///
+/// [`ConcurrentSystem::resize`]: crate::ConcurrentSystem::resize
 ///
 /// ```
-/// use seedcore::{Balancer, BalanceSettings, PoolReading, Readings};
+/// use seedcore::{Balancer, BalanceSettings, ExecutorKind, PoolReading, Readings};
 /// use std::time::{Duration, Instant};
 ///
 /// let t0 = Instant::now();
@@ -328,7 +355,8 @@ impl Track {
 /// let mut grew = None;
 /// for i in 0..5 {
 ///     let now = t0 + Duration::from_millis(20 * i);
-///     grew = grew.or(b.step(&Readings::new(now).threads(burst)).threads);
+///     let r = Readings::new(now).pool(ExecutorKind::Threads, burst);
+///     grew = grew.or(b.step(&r).target(ExecutorKind::Threads));
 /// }
 /// assert_eq!(grew, Some(8));
 /// ```
@@ -340,7 +368,10 @@ pub struct Balancer {
     load_high: bool,
     /// Whether a reading of the machine has arrived.
     measured: bool,
-    tracks: [Track; 2],
+    /// The time of the last step: an executor first read now starts its
+    /// shrink window there, as one missing from that step would have.
+    last_step: Instant,
+    tracks: BTreeMap<ExecutorKind, Track>,
 }
 
 impl Balancer {
@@ -354,7 +385,8 @@ impl Balancer {
             measured: false,
             settings,
             start,
-            tracks: [Track::new(start), Track::new(start)],
+            last_step: start,
+            tracks: BTreeMap::new(),
         }
     }
 
@@ -367,24 +399,22 @@ impl Balancer {
     pub fn step(&mut self, r: &Readings) -> Decision {
         self.update_gates(r.load.as_ref());
         let mut d = Decision::default();
-        for (i, pool) in [PoolKind::Threads, PoolKind::Processes]
-            .into_iter()
-            .enumerate()
-        {
-            let reading = match pool {
-                PoolKind::Threads => r.threads,
-                PoolKind::Processes => r.processes,
-            };
-            let Some(p) = reading else {
-                self.tracks[i].restart_window(r.now);
+        let mut seen = Vec::with_capacity(r.pools.len());
+        for &(kind, p) in &r.pools {
+            if seen.contains(&kind) {
                 continue;
-            };
-            let to = self.decide(i, pool, &p, r, &mut d.events);
-            match pool {
-                PoolKind::Threads => d.threads = to,
-                PoolKind::Processes => d.processes = to,
+            }
+            seen.push(kind);
+            if let Some(to) = self.decide(kind, &p, r, &mut d.events) {
+                d.targets.push((kind, to));
             }
         }
+        for (kind, t) in self.tracks.iter_mut() {
+            if !seen.contains(kind) {
+                t.restart_window(r.now);
+            }
+        }
+        self.last_step = r.now;
         d
     }
 
@@ -418,8 +448,7 @@ impl Balancer {
 
     fn decide(
         &mut self,
-        i: usize,
-        pool: PoolKind,
+        executor: ExecutorKind,
         p: &PoolReading,
         r: &Readings,
         events: &mut Vec<BalanceEvent>,
@@ -431,7 +460,11 @@ impl Balancer {
         let idle_workers = p.alive.saturating_sub(p.busy);
         let backlog = p.queued > 0 && idle_workers == 0;
         let window = s.shrink_window();
-        let t = &mut self.tracks[i];
+        let since = self.last_step;
+        let t = self
+            .tracks
+            .entry(executor)
+            .or_insert_with(|| Track::new(since));
         if backlog {
             t.backlog_since.get_or_insert(now);
         } else {
@@ -439,7 +472,7 @@ impl Balancer {
         }
         let event = |kind, to, reason| BalanceEvent {
             at,
-            pool,
+            executor,
             kind,
             from: cur,
             to,

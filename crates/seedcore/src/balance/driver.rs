@@ -3,13 +3,13 @@
 //! limit's check, and the balancer's builder settings.
 
 use super::decide::{BalanceSettings, Balancer, LoadReading, PoolReading, Readings};
-use super::{BalanceEvent, EventKind, ExpandPolicy, PoolKind, QueueFull, ShrinkPolicy};
+use super::{BalanceEvent, EventKind, ExpandPolicy, QueueFull, ShrinkPolicy};
 use crate::error::SubmitError;
-use crate::sched::Executor;
-use crate::system::{Shared, SystemBuilder, THREADS};
+use crate::system::{Shared, SystemBuilder};
+use crate::task::ExecutorKind;
 use parking_lot::{Condvar, Mutex};
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,8 +37,8 @@ pub(crate) struct BalanceState {
     expansions: AtomicU64,
     shrinks: AtomicU64,
     rejected: AtomicU64,
-    /// Sizes set by hand (0: none), per pool.
-    floors: [AtomicUsize; 2],
+    /// Sizes set by hand, per executor (none: its core).
+    floors: Mutex<HashMap<ExecutorKind, usize>>,
     pub(crate) monitor: crate::observe::monitor::Monitor,
 }
 
@@ -52,7 +52,7 @@ impl BalanceState {
             expansions: AtomicU64::new(0),
             shrinks: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
-            floors: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            floors: Mutex::new(HashMap::new()),
             monitor: crate::observe::monitor::Monitor::new(),
         }
     }
@@ -62,13 +62,12 @@ impl BalanceState {
         self.started
     }
 
-    /// Starts the balancer thread, if a pool can change size.
+    /// Starts the balancer thread, if an executor can change size.
     pub(crate) fn start(shared: &Arc<Shared>) -> std::io::Result<()> {
         let c = &shared.config;
-        let sizes = shared.threads.stats();
         let policies =
             c.expand_policy != ExpandPolicy::NoExpand || c.shrink_policy != ShrinkPolicy::NoShrink;
-        let resizable = sizes.core < sizes.max || c.core_processes < c.max_processes;
+        let resizable = shared.sched.executors().any(|(_, e)| e.stats().resizable());
         if !policies || !resizable {
             return Ok(());
         }
@@ -96,13 +95,14 @@ impl BalanceState {
         }
     }
 
-    /// A manual resize of `pool` to `n`: the balancer's floor from now on.
-    pub(crate) fn set_floor(&self, pool: PoolKind, n: usize) {
-        self.floors[pool as usize].store(n, Ordering::Release);
+    /// A manual resize of the executor of `kind` to `n`: the balancer's
+    /// floor from now on.
+    pub(crate) fn set_floor(&self, kind: ExecutorKind, n: usize) {
+        self.floors.lock().insert(kind, n);
     }
 
-    fn floor(&self, pool: PoolKind) -> usize {
-        self.floors[pool as usize].load(Ordering::Acquire)
+    fn floor(&self, kind: ExecutorKind) -> usize {
+        self.floors.lock().get(&kind).copied().unwrap_or(0)
     }
 
     fn record(&self, events: Vec<BalanceEvent>) {
@@ -118,7 +118,7 @@ impl BalanceState {
             };
             log::debug!(
                 "seedcore: balancer: {} {} {} -> {} ({})",
-                e.pool,
+                e.executor,
                 e.kind,
                 e.from,
                 e.to,
@@ -177,7 +177,9 @@ struct Sampler {
     cpu_window: Duration,
     last_load: Option<Instant>,
     load: Option<LoadReading>,
-    process_cpu: Option<f64>,
+    /// The CPU of each executor's worker processes, as last read (every
+    /// `LOAD_EVERY`: reading them walks `/proc`).
+    workers_cpu: HashMap<ExecutorKind, Option<f64>>,
 }
 
 /// CPU time this process has used, all threads together.
@@ -196,43 +198,33 @@ impl Sampler {
             cpu_window,
             last_load: None,
             load: None,
-            process_cpu: None,
+            workers_cpu: HashMap::new(),
         }
     }
 
-    fn read(&mut self, shared: &Shared, now: Instant) -> Readings {
-        let c = &shared.config;
-        let bs = &shared.balance;
-        // This process's CPU use over the last window stands for the thread
-        // pool's (the pool threads are most of what runs here).
+    /// This process's CPU use over the last window, in cores.
+    fn own_cpu(&mut self, now: Instant) -> Option<f64> {
         let cpu = process_cpu_time();
         while self.cpu_times.len() > 1
             && now.saturating_duration_since(self.cpu_times[1].0) >= self.cpu_window
         {
             self.cpu_times.pop_front();
         }
-        let thread_cpu = self.cpu_times.front().and_then(|&(then, was)| {
+        let used = self.cpu_times.front().and_then(|&(then, was)| {
             let wall = now.saturating_duration_since(then).as_secs_f64();
             (wall > 0.0).then(|| cpu.saturating_sub(was).as_secs_f64() / wall)
         });
         self.cpu_times.push_back((now, cpu));
-        let sizes = shared.threads.stats();
-        let alive = sizes.workers.saturating_sub(sizes.stuck);
-        let threads = PoolReading {
-            alive,
-            busy: shared
-                .sched
-                .stats
-                .running(THREADS)
-                .saturating_sub(sizes.stuck)
-                .min(alive),
-            queued: sizes.queued,
-            target: sizes.target,
-            core: sizes.core.max(bs.floor(PoolKind::Threads)).min(sizes.max),
-            max: sizes.max,
-            cpu: thread_cpu,
-        };
-        let ps = shared.process.stats();
+        used
+    }
+
+    fn read(&mut self, shared: &Shared, now: Instant) -> Readings {
+        let c = &shared.config;
+        let bs = &shared.balance;
+        // This process's CPU use stands for the thread pool's (the pool
+        // threads are most of what runs here); measured at every sample so
+        // the window is always full.
+        let own_cpu = self.own_cpu(now);
         let due = match self.last_load {
             Some(t) => now.saturating_duration_since(t) >= LOAD_EVERY,
             None => true,
@@ -240,32 +232,47 @@ impl Sampler {
         if due {
             self.last_load = Some(now);
             self.load = bs.monitor.load();
-            self.process_cpu = if ps.workers > 0 {
-                bs.monitor.workers_cpu(&ps.pids)
-            } else {
-                None
-            };
         }
-        let processes = (ps.workers > 0).then(|| PoolReading {
-            alive: ps.workers,
-            busy: ps.busy,
-            queued: ps.queued,
-            target: ps.target,
-            core: ps.core.max(bs.floor(PoolKind::Processes)).min(ps.max),
-            max: ps.max,
-            cpu: self.process_cpu,
-        });
-        let pending = match (c.expand_policy, c.max_pending_tasks) {
+        let mut r = Readings::new(now);
+        for (_, e) in shared.sched.executors() {
+            let row = e.stats();
+            // An executor that has not started (the process pool before its
+            // first task) is not sampled: resizing it would start it.
+            if !row.resizable() || row.workers == 0 {
+                continue;
+            }
+            let kind = row.kind;
+            let cpu = if kind == ExecutorKind::Threads {
+                own_cpu
+            } else if row.pids.is_empty() {
+                None
+            } else {
+                if due {
+                    let read = bs.monitor.workers_cpu(&row.pids);
+                    self.workers_cpu.insert(kind, read);
+                }
+                self.workers_cpu.get(&kind).copied().flatten()
+            };
+            let alive = row.workers.saturating_sub(row.stuck);
+            r = r.pool(
+                kind,
+                PoolReading {
+                    alive,
+                    busy: row.busy.min(alive),
+                    queued: row.queued,
+                    target: row.target,
+                    core: row.core.max(bs.floor(kind)).min(row.max),
+                    max: row.max,
+                    cpu,
+                },
+            );
+        }
+        r.pending = match (c.expand_policy, c.max_pending_tasks) {
             (ExpandPolicy::BeforehandExpand, Some(_)) => shared.sched.stats.pending(),
             _ => 0,
         };
-        Readings {
-            now,
-            threads: (sizes.core < sizes.max).then_some(threads),
-            processes,
-            pending,
-            load: self.load,
-        }
+        r.load = self.load;
+        r
     }
 }
 
@@ -285,11 +292,10 @@ fn run(weak: Weak<Shared>, control: Arc<Control>, mut balancer: Balancer, interv
         let Some(shared) = weak.upgrade() else { return };
         let readings = sampler.read(&shared, Instant::now());
         let d = balancer.step(&readings);
-        if let Some(t) = d.threads {
-            shared.threads.resize(t);
-        }
-        if let Some(t) = d.processes {
-            shared.process.resize(t);
+        for &(kind, target) in &d.targets {
+            if let Some((_, e)) = shared.sched.executors().find(|(_, e)| e.kind() == kind) {
+                e.resize(target);
+            }
         }
         shared.balance.record(d.events);
     }

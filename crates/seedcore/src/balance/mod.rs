@@ -1,19 +1,22 @@
-//! The balancer: grows and shrinks the thread pool and the process pool
-//! with the load, under an [`ExpandPolicy`] and a [`ShrinkPolicy`], always
-//! within each pool's core and max sizes.
+//! The balancer: grows and shrinks every executor that can change size (the
+//! thread pool, the process pool, and added executors whose core is below
+//! their max) with the load, under an [`ExpandPolicy`] and a
+//! [`ShrinkPolicy`], always within each executor's core and max sizes.
 //!
 //! # Shape
 //!
 //! [`Balancer`] is the decision alone: a plain struct fed one [`Readings`]
-//! per sample (pool sizes, queue depths, busy counts, the machine's load,
-//! the time) that answers a [`Decision`] (new targets, and events). It owns
+//! per sample (each pool's sizes, queue depth and busy count, keyed by
+//! [`ExecutorKind`], the machine's load, the time) that answers a
+//! [`Decision`] (new targets per executor, and events). It owns
 //! no thread and reads no clock, so tests drive it with made-up readings
 //! and made-up times. The balancer thread (`driver.rs`) takes the readings
-//! every `balance_interval` (20 ms by default), asks, and applies the answer
-//! through the pools' `resize` — the mechanism behind
-//! [`ConcurrentSystem::resize_threads`](crate::ConcurrentSystem::resize_threads).
-//! It is started only when a pool can change size (core below max, and a
-//! policy other than none), and stopped first thing by a shutdown.
+//! of every started, resizable executor every `balance_interval` (20 ms by
+//! default), asks, and applies the answer through
+//! [`Executor::resize`](crate::exec::Executor::resize) — the mechanism
+//! behind [`ConcurrentSystem::resize`](crate::ConcurrentSystem::resize).
+//! It is started only when an executor can change size (core below max, and
+//! a policy other than none), and stopped first thing by a shutdown.
 //!
 //! The rules are documented on [`Balancer`].
 //!
@@ -34,6 +37,7 @@ mod driver;
 pub use decide::{BalanceSettings, Balancer, Decision, LoadReading, PoolReading, Readings};
 pub(crate) use driver::{admit, BalanceState};
 
+use crate::task::ExecutorKind;
 use std::fmt;
 use std::time::Duration;
 
@@ -84,7 +88,7 @@ macro_rules! named {
                 match self { $($ty::$v => $s),* }
             }
 
-            #[allow(dead_code)] // Pool and event kinds are never parsed.
+            #[allow(dead_code)] // Event kinds are never parsed.
             pub(crate) fn parse(s: &str) -> Result<Self, String> {
                 match s.trim() {
                     $($s => Ok($ty::$v),)*
@@ -108,17 +112,6 @@ named!(ExpandPolicy { NoExpand => "none", AutoExpand => "auto", BeforehandExpand
 named!(ShrinkPolicy { NoShrink => "none", AutoShrink => "auto", TimeoutShrink => "timeout" });
 named!(QueueFull { Fail => "fail", Wait => "wait" });
 
-/// One of the two pools the balancer sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PoolKind {
-    /// The thread pool.
-    Threads,
-    /// The process pool.
-    Processes,
-}
-
-named!(PoolKind { Threads => "threads", Processes => "processes" });
-
 /// What a [`BalanceEvent`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -133,18 +126,18 @@ pub enum EventKind {
 
 named!(EventKind { Expand => "expand", Shrink => "shrink", Hold => "hold" });
 
-/// One decision of the balancer that changed (or would have changed) a
-/// pool's size.
+/// One decision of the balancer that changed (or would have changed) an
+/// executor's size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BalanceEvent {
     /// When, since the system was built (or since the [`Balancer`] started).
     pub at: Duration,
-    /// Which pool.
-    pub pool: PoolKind,
+    /// Which executor.
+    pub executor: ExecutorKind,
     /// What happened.
     pub kind: EventKind,
-    /// The pool's target size before.
+    /// The executor's target size before.
     pub from: usize,
     /// The target size after (`from` for a hold).
     pub to: usize,

@@ -10,9 +10,14 @@
 //! three quarters of its bucket's upper bound), since the scheduler counts
 //! durations per bucket and keeps no running sum.
 //!
-//! The JSON document (`/stats.json`) has four members: `name`, `uptime_s`,
-//! `config` (pool bounds and policies), `stats` (everything in
-//! [`Stats`], histograms as `{count, p50_us, p90_us, p99_us, buckets:
+//! Executors are rows, not names: every per-executor series carries an
+//! `executor` label (`threads`, `async`, `services`, `processes`, or an
+//! added executor's name), and the JSON lists them in an `executors` array,
+//! so a new executor adds series and rows, never new metric names.
+//!
+//! The JSON document (`/stats.json`) has the members `name`, `uptime_s`,
+//! `closed`, `config` (configured bounds and policies), `stats` (everything
+//! in [`Stats`], histograms as `{count, p50_us, p90_us, p99_us, buckets:
 //! [[upper_us, count], ...]}`), and `monitor` (the [`MonitorSnapshot`]).
 
 use crate::observe::monitor::MonitorSnapshot;
@@ -33,13 +38,15 @@ impl ConcurrentSystem {
         render_prometheus(self.shared())
     }
 
-    /// The stats, a fresh monitor snapshot and the pools' bounds as one JSON
-    /// document with the members `name`, `uptime_s`, `closed`, `config`
-    /// (pool bounds and policies), `stats` (the fields of [`Stats`], with
-    /// `threads` and `processes` as objects and each histogram as
-    /// `{count, p50_us, p90_us, p99_us, buckets: [[upper_us, count], ...]}`)
-    /// and `monitor` (the [`MonitorSnapshot`]). This is what
-    /// `seedcore top` reads.
+    /// The stats, a fresh monitor snapshot and the configured bounds as one
+    /// JSON document with the members `name`, `uptime_s`, `closed`, `config`
+    /// (configured bounds and policies), `stats` (the fields of [`Stats`],
+    /// with `executors` as an array of rows `{executor, queued,
+    /// queue_depth, running, workers, busy, stuck, target, core, max,
+    /// pids}` and each histogram as `{count, p50_us, p90_us, p99_us,
+    /// buckets: [[upper_us, count], ...]}`) and `monitor` (the
+    /// [`MonitorSnapshot`], its `workers` each with their `executor`). This
+    /// is what `seedcore top` reads.
     pub fn metrics_json(&self) -> String {
         render_json(self.shared())
     }
@@ -48,7 +55,7 @@ impl ConcurrentSystem {
 pub(crate) fn render_prometheus(shared: &Shared) -> String {
     let st = stats_of(shared);
     let mon = crate::observe::monitor::snapshot_of(shared);
-    prometheus(&shared.config.name, shared, &st, &mon)
+    prometheus(&shared.config.name, &st, &mon)
 }
 
 pub(crate) fn render_json(shared: &Shared) -> String {
@@ -120,8 +127,7 @@ fn prom_number(v: f64) -> String {
 
 const LEVEL_NAMES: [&str; 11] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
 
-fn prometheus(name: &str, shared: &Shared, st: &Stats, mon: &MonitorSnapshot) -> String {
-    let c = &shared.config;
+fn prometheus(name: &str, st: &Stats, mon: &MonitorSnapshot) -> String {
     let mut p = Prom {
         out: String::with_capacity(16 * 1024),
         system: name,
@@ -184,76 +190,87 @@ fn prometheus(name: &str, shared: &Shared, st: &Stats, mon: &MonitorSnapshot) ->
         "Callbacks that panicked.",
         st.callback_panics as f64,
     );
+    // One series per executor (and state or level): a new executor adds
+    // series, not names.
+    let rows = &st.executors;
+    p.family(
+        "seedcore_executor_queued",
+        "gauge",
+        "Tasks waiting for a worker, by executor.",
+    );
+    for e in rows {
+        p.sample(
+            "seedcore_executor_queued",
+            &[("executor", e.kind.name())],
+            e.queued as f64,
+        );
+    }
     p.family(
         "seedcore_queue_depth",
         "gauge",
-        "Thread tasks queued, by priority level (0 is the most urgent).",
+        "Tasks queued, by executor and priority level (0 is the most urgent).",
     );
-    for (level, &n) in st.queue_depth.iter().enumerate() {
+    for e in rows {
+        for (level, &n) in e.queue_depth.iter().enumerate() {
+            p.sample(
+                "seedcore_queue_depth",
+                &[
+                    ("executor", e.kind.name()),
+                    ("priority", LEVEL_NAMES[level]),
+                ],
+                n as f64,
+            );
+        }
+    }
+    p.family(
+        "seedcore_executor_running",
+        "gauge",
+        "Attempts running now, by executor.",
+    );
+    for e in rows {
         p.sample(
-            "seedcore_queue_depth",
-            &[("priority", LEVEL_NAMES[level])],
-            n as f64,
+            "seedcore_executor_running",
+            &[("executor", e.kind.name())],
+            e.running as f64,
         );
     }
-    p.one(
-        "seedcore_async_queued",
-        "gauge",
-        "Async tasks waiting for a slot.",
-        st.async_queued as f64,
-    );
-    p.one(
-        "seedcore_process_queued",
-        "gauge",
-        "Process tasks waiting for a worker.",
-        st.process_queued as f64,
-    );
     p.family(
-        "seedcore_threads",
+        "seedcore_executor_workers",
         "gauge",
-        "Pool threads: alive, busy, stuck past a deadline, and the size the pool keeps.",
+        "Workers by executor: alive, busy, stuck past a deadline, and the size the executor keeps.",
     );
-    for (state, n) in [
-        ("alive", st.threads_alive),
-        ("busy", st.threads_busy),
-        ("stuck", st.threads_stuck),
-        ("target", st.threads_target),
-    ] {
-        p.sample("seedcore_threads", &[("state", state)], n as f64);
+    for e in rows {
+        for (state, n) in [
+            ("alive", e.workers),
+            ("busy", e.busy),
+            ("stuck", e.stuck),
+            ("target", e.target),
+        ] {
+            p.sample(
+                "seedcore_executor_workers",
+                &[("executor", e.kind.name()), ("state", state)],
+                n as f64,
+            );
+        }
     }
     p.family(
-        "seedcore_processes",
+        "seedcore_executor_bound",
         "gauge",
-        "Worker processes: alive, busy, and the size the pool keeps.",
+        "The core and max sizes of each executor.",
     );
-    for (state, n) in [
-        ("alive", st.processes_alive),
-        ("busy", st.processes_busy),
-        ("target", st.processes_target),
-    ] {
-        p.sample("seedcore_processes", &[("state", state)], n as f64);
-    }
-    p.family(
-        "seedcore_pool_bound",
-        "gauge",
-        "The configured core and max sizes of each pool.",
-    );
-    for (pool, bound, n) in [
-        ("threads", "core", c.core_threads),
-        ("threads", "max", c.max_threads),
-        ("processes", "core", c.core_processes),
-        ("processes", "max", c.max_processes),
-    ] {
-        p.sample(
-            "seedcore_pool_bound",
-            &[("pool", pool), ("bound", bound)],
-            n as f64,
-        );
+    for e in rows {
+        for (bound, n) in [("core", e.core), ("max", e.max)] {
+            p.sample(
+                "seedcore_executor_bound",
+                &[("executor", e.kind.name()), ("bound", bound)],
+                n as f64,
+            );
+        }
     }
     p.family(
         "seedcore_balance_events_total",
         "counter",
-        "Pool resizes by the balancer.",
+        "Resizes by the balancer, all executors together (each event names its executor in the JSON).",
     );
     p.sample(
         "seedcore_balance_events_total",
@@ -327,7 +344,7 @@ fn prometheus(name: &str, shared: &Shared, st: &Stats, mon: &MonitorSnapshot) ->
     p.one(
         "seedcore_process_rss_bytes",
         "gauge",
-        "Resident memory of this process (pool threads included).",
+        "Resident memory of this process (worker threads included).",
         mon.rss as f64,
     );
     p.one(
@@ -339,29 +356,31 @@ fn prometheus(name: &str, shared: &Shared, st: &Stats, mon: &MonitorSnapshot) ->
     p.family(
         "seedcore_worker_cpu_percent",
         "gauge",
-        "CPU use of each pool thread and worker process, in percent of one core.",
+        "CPU use of each worker thread and worker process, by executor, in percent of one core.",
     );
-    for (pool, list) in [("threads", &mon.threads), ("processes", &mon.processes)] {
-        for w in list {
-            let id = w.id.to_string();
-            p.sample(
-                "seedcore_worker_cpu_percent",
-                &[("pool", pool), ("id", &id), ("state", &w.state)],
-                w.cpu_percent,
-            );
-        }
+    for w in &mon.workers {
+        let id = w.id.to_string();
+        p.sample(
+            "seedcore_worker_cpu_percent",
+            &[
+                ("executor", w.executor.name()),
+                ("id", &id),
+                ("state", &w.state),
+            ],
+            w.cpu_percent,
+        );
     }
     p.family(
         "seedcore_worker_rss_bytes",
         "gauge",
-        "Resident memory of each worker process.",
+        "Resident memory of each worker process, by executor.",
     );
-    for w in &mon.processes {
+    for w in &mon.workers {
         if let Some(rss) = w.rss {
             let id = w.id.to_string();
             p.sample(
                 "seedcore_worker_rss_bytes",
-                &[("pool", "processes"), ("id", &id)],
+                &[("executor", w.executor.name()), ("id", &id)],
                 rss as f64,
             );
         }
@@ -442,6 +461,7 @@ fn jhist(h: &Histogram) -> String {
 
 fn jworker(w: &crate::observe::monitor::WorkerReading) -> String {
     jobj(&[
+        ("executor", js(w.executor.name())),
         ("id", w.id.to_string()),
         ("name", js(&w.name)),
         ("state", js(&w.state)),
@@ -449,6 +469,24 @@ fn jworker(w: &crate::observe::monitor::WorkerReading) -> String {
         ("rss", jopt(w.rss)),
         ("tasks_done", jopt(w.tasks_done)),
         ("current_task", jopt(w.current_task)),
+    ])
+}
+
+fn jexecutor(e: &crate::sched::ExecutorStats) -> String {
+    let u = |v: usize| v.to_string();
+    jobj(&[
+        ("executor", js(e.kind.name())),
+        ("queued", u(e.queued)),
+        ("queue_depth", jarr(e.queue_depth.iter().map(|&d| u(d)))),
+        ("running", u(e.running)),
+        ("workers", u(e.workers)),
+        ("busy", u(e.busy)),
+        ("stuck", u(e.stuck)),
+        ("target", u(e.target)),
+        ("core", u(e.core)),
+        ("max", u(e.max)),
+        ("resizable", e.resizable().to_string()),
+        ("pids", jarr(e.pids.iter().map(|p| p.to_string()))),
     ])
 }
 
@@ -471,7 +509,7 @@ fn json(shared: &Shared, st: &Stats, mon: &MonitorSnapshot) -> String {
     let events = jarr(st.balance_events.iter().map(|e| {
         jobj(&[
             ("at_s", jf(e.at.as_secs_f64())),
-            ("pool", js(e.pool.name())),
+            ("executor", js(e.executor.name())),
             ("kind", js(e.kind.name())),
             ("from", u(e.from)),
             ("to", u(e.to)),
@@ -495,30 +533,8 @@ fn json(shared: &Shared, st: &Stats, mon: &MonitorSnapshot) -> String {
         ("callback_panics", n(st.callback_panics)),
         ("resolved", n(st.resolved())),
         ("pending", n(st.pending())),
-        ("queue_depth", jarr(st.queue_depth.iter().map(|&d| u(d)))),
-        ("async_queued", u(st.async_queued)),
-        ("process_queued", u(st.process_queued)),
-        (
-            "worker_pids",
-            jarr(st.worker_pids.iter().map(|p| p.to_string())),
-        ),
-        (
-            "threads",
-            jobj(&[
-                ("alive", u(st.threads_alive)),
-                ("busy", u(st.threads_busy)),
-                ("stuck", u(st.threads_stuck)),
-                ("target", u(st.threads_target)),
-            ]),
-        ),
-        (
-            "processes",
-            jobj(&[
-                ("alive", u(st.processes_alive)),
-                ("busy", u(st.processes_busy)),
-                ("target", u(st.processes_target)),
-            ]),
-        ),
+        ("queued", u(st.queued())),
+        ("executors", jarr(st.executors.iter().map(jexecutor))),
         ("expansions", n(st.expansions)),
         ("shrinks", n(st.shrinks)),
         ("queue_full_rejections", n(st.queue_full_rejections)),
@@ -543,8 +559,7 @@ fn json(shared: &Shared, st: &Stats, mon: &MonitorSnapshot) -> String {
         ("pid", mon.pid.to_string()),
         ("rss", n(mon.rss)),
         ("cpu_percent", jf(mon.cpu_percent)),
-        ("threads", jarr(mon.threads.iter().map(jworker))),
-        ("processes", jarr(mon.processes.iter().map(jworker))),
+        ("workers", jarr(mon.workers.iter().map(jworker))),
     ]);
     jobj(&[
         ("name", js(&c.name)),

@@ -1,6 +1,6 @@
-//! The monitor: the machine (cores, memory, CPU load) and the workers (CPU
-//! and resident memory of each pool thread and worker process), read
-//! through `sysinfo`.
+//! The monitor: the machine (cores, memory, CPU load) and the workers of
+//! every executor (CPU of each worker thread, CPU and resident memory of
+//! each worker process), read through `sysinfo`.
 //!
 //! The balancer thread reads the machine every 250 ms ([`Monitor::load`],
 //! two small files on Linux) and the worker processes' CPU while the
@@ -10,15 +10,16 @@
 //!
 //! CPU percentages are computed here, from each process's (or thread's)
 //! accumulated CPU time between two readings at least 100 ms apart; the
-//! first reading of a worker shows 0. Pool threads are found by the OS
-//! thread id each records when it starts (Linux; elsewhere the OS gives
-//! no per-thread readings and they are listed without them). A thread has
+//! first reading of a worker shows 0. Worker threads are found by the OS
+//! thread id each records when it starts (Linux; elsewhere, or where an
+//! executor gives no id, they are listed without readings). A thread has
 //! no memory of its own: threads show the process's
 //! resident memory at the top of the snapshot, not per thread.
 
 use crate::balance::LoadReading;
 use crate::sched::WorkerInfo;
 use crate::system::{ConcurrentSystem, Shared};
+use crate::task::ExecutorKind;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -29,11 +30,15 @@ const CPU_EVERY: Duration = Duration::from_millis(200);
 /// Shortest interval between two CPU-time readings of one worker.
 const WORKER_CPU_EVERY: Duration = Duration::from_millis(100);
 
-/// One worker (a pool thread or a worker process) as the monitor sees it.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One worker of an executor (a thread or a worker process) as the monitor
+/// sees it.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct WorkerReading {
-    /// The OS thread id (threads) or process id (processes).
+    /// The executor it works for.
+    pub executor: ExecutorKind,
+    /// The OS thread id (threads; 0 where the executor gives none) or
+    /// process id (processes).
     pub id: u32,
     /// The thread's name, or the process's.
     pub name: String,
@@ -44,10 +49,26 @@ pub struct WorkerReading {
     /// Resident memory in bytes (worker processes; `None` for threads,
     /// which share the process's memory).
     pub rss: Option<u64>,
-    /// Tasks the worker has finished, where the pool reports it.
+    /// Tasks the worker has finished, where the executor reports it.
     pub tasks_done: Option<u64>,
-    /// The task it runs now, where the pool reports it.
+    /// The task it runs now, where the executor reports it.
     pub current_task: Option<u64>,
+}
+
+impl WorkerReading {
+    /// A reading of worker `w` of `executor`, before the OS is asked.
+    fn of(executor: ExecutorKind, w: &WorkerInfo) -> Self {
+        WorkerReading {
+            executor,
+            id: w.id,
+            name: w.name.clone(),
+            state: String::new(),
+            cpu_percent: 0.0,
+            rss: None,
+            tasks_done: Some(w.tasks_done),
+            current_task: w.current_task.map(|id| id.as_u64()),
+        }
+    }
 }
 
 /// The machine and the workers at one moment, from
@@ -67,14 +88,31 @@ pub struct MonitorSnapshot {
     pub cpu_load: Option<f64>,
     /// This process's id.
     pub pid: u32,
-    /// This process's resident memory in bytes (pool threads included).
+    /// This process's resident memory in bytes (worker threads included).
     pub rss: u64,
     /// This process's CPU use, in percent of one core.
     pub cpu_percent: f64,
-    /// The pool threads.
-    pub threads: Vec<WorkerReading>,
-    /// The worker processes.
-    pub processes: Vec<WorkerReading>,
+    /// The workers of every executor, executor by executor in the order
+    /// they were registered, each executor's by id.
+    pub workers: Vec<WorkerReading>,
+}
+
+impl MonitorSnapshot {
+    /// The workers of the executor of `kind`.
+    ///
+    /// ```
+    /// use seedcore::{ConcurrentSystem, ExecutorKind};
+    ///
+    /// let system = ConcurrentSystem::builder().name("mon").core_threads(2).build()?;
+    /// let snap = system.monitor();
+    /// let threads: Vec<_> = snap.workers_of(ExecutorKind::Threads).collect();
+    /// assert_eq!(threads.len(), 2);
+    /// assert!(threads.iter().all(|w| w.name.starts_with("mon-")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn workers_of(&self, kind: ExecutorKind) -> impl Iterator<Item = &WorkerReading> + '_ {
+        self.workers.iter().filter(move |w| w.executor == kind)
+    }
 }
 
 struct Inner {
@@ -154,10 +192,17 @@ impl Monitor {
         })
     }
 
-    /// A full snapshot: the machine, this process, its pool threads and
-    /// its worker processes.
-    pub(crate) fn snapshot(&self, threads: &[WorkerInfo], procs: &[WorkerInfo]) -> MonitorSnapshot {
-        let pids: Vec<u32> = procs.iter().map(|p| p.id).collect();
+    /// A full snapshot: the machine, this process, and the workers of each
+    /// executor in `executors` (threads and worker processes told apart by
+    /// [`WorkerInfo::is_process`]).
+    pub(crate) fn snapshot(
+        &self,
+        executors: &[(ExecutorKind, Vec<WorkerInfo>)],
+    ) -> MonitorSnapshot {
+        let pids: Vec<u32> = executors
+            .iter()
+            .flat_map(|(_, ws)| ws.iter().filter(|w| w.is_process).map(|w| w.id))
+            .collect();
         self.with(|m| {
             m.refresh_machine();
             let physical = *m.physical.get_or_insert_with(System::physical_core_count);
@@ -207,42 +252,36 @@ impl Monitor {
                 snap.rss = rss;
                 snap.cpu_percent = m.cpu_percent(own.as_u32(), acc, now).unwrap_or(0.0);
             }
-            for t in threads {
-                let mut r = WorkerReading {
-                    id: t.id,
-                    name: t.name.clone(),
-                    tasks_done: Some(t.tasks_done),
-                    current_task: t.current_task.map(|id| id.as_u64()),
-                    ..WorkerReading::default()
-                };
-                if let Some(os) = m.sys.process(Pid::from_u32(t.id)).filter(|_| t.id != 0) {
-                    r.state = state_name(os.status());
-                    let acc = os.accumulated_cpu_time();
-                    r.cpu_percent = m.cpu_percent(t.id, acc, now).unwrap_or(0.0);
+            for (executor, workers) in executors {
+                let mut readings = Vec::with_capacity(workers.len());
+                for w in workers {
+                    let mut r = WorkerReading::of(*executor, w);
+                    if w.is_process {
+                        // A process gone between the listing and now is left out.
+                        let Some(p) = m.sys.process(Pid::from_u32(w.id)) else {
+                            continue;
+                        };
+                        let (state, acc, rss) =
+                            (state_name(p.status()), p.accumulated_cpu_time(), p.memory());
+                        r.name = p.name().to_string_lossy().into_owned();
+                        r.state = state;
+                        r.rss = Some(rss);
+                        r.cpu_percent = m.cpu_percent(w.id, acc, now).unwrap_or(0.0);
+                    } else if let Some(os) =
+                        m.sys.process(Pid::from_u32(w.id)).filter(|_| w.id != 0)
+                    {
+                        r.state = state_name(os.status());
+                        let acc = os.accumulated_cpu_time();
+                        r.cpu_percent = m.cpu_percent(w.id, acc, now).unwrap_or(0.0);
+                    }
+                    readings.push(r);
                 }
-                snap.threads.push(r);
-            }
-            snap.threads.sort_by_key(|w| w.id);
-            for w in procs {
-                let Some(p) = m.sys.process(Pid::from_u32(w.id)) else {
-                    continue;
-                };
-                let (state, acc, rss) =
-                    (state_name(p.status()), p.accumulated_cpu_time(), p.memory());
-                let name = p.name().to_string_lossy().into_owned();
-                snap.processes.push(WorkerReading {
-                    id: w.id,
-                    name,
-                    state,
-                    cpu_percent: m.cpu_percent(w.id, acc, now).unwrap_or(0.0),
-                    rss: Some(rss),
-                    tasks_done: Some(w.tasks_done),
-                    current_task: w.current_task.map(|id| id.as_u64()),
-                });
+                readings.sort_by_key(|w| w.id);
+                snap.workers.extend(readings);
             }
             // Forget the CPU times of threads and processes that are gone.
             let live: std::collections::HashSet<u32> = std::iter::once(own.as_u32())
-                .chain(snap.threads.iter().map(|w| w.id))
+                .chain(snap.workers.iter().map(|w| w.id))
                 .chain(pids.iter().copied())
                 .collect();
             m.cpu_time.retain(|id, _| live.contains(id));
@@ -311,16 +350,19 @@ fn state_name(s: sysinfo::ProcessStatus) -> String {
 
 /// A monitor snapshot of the system behind `shared`.
 pub(crate) fn snapshot_of(shared: &Shared) -> MonitorSnapshot {
-    use crate::sched::Executor;
-    shared
-        .balance
-        .monitor
-        .snapshot(&shared.threads.workers(), &shared.process.workers())
+    let executors: Vec<(ExecutorKind, Vec<WorkerInfo>)> = shared
+        .sched
+        .executors()
+        .map(|(_, e)| (e.kind(), e.workers()))
+        .collect();
+    shared.balance.monitor.snapshot(&executors)
 }
 
 impl ConcurrentSystem {
-    /// Reads the machine (cores, memory, CPU load), this process, its pool
-    /// threads and its worker processes (CPU and resident memory of each).
+    /// Reads the machine (cores, memory, CPU load), this process, and the
+    /// workers of every executor (CPU of each worker thread, CPU and
+    /// resident memory of each worker process), listed in
+    /// [`MonitorSnapshot::workers`] with their executor.
     ///
     /// It walks `/proc` (on Linux), so it costs milliseconds: call it for a
     /// dashboard or a log line, not per task. CPU percentages cover the time

@@ -310,31 +310,6 @@ pub struct Stats {
     pub running: u64,
     /// Callbacks that panicked (caught and logged).
     pub callback_panics: u64,
-    /// Queued thread tasks per priority level (index = level). Cancelled
-    /// tasks count until a worker skips them.
-    pub queue_depth: [usize; LEVELS],
-    /// Queued async tasks waiting for a free slot.
-    pub async_queued: usize,
-    /// Process tasks waiting for a worker.
-    pub process_queued: usize,
-    /// Pids of the live worker processes.
-    pub worker_pids: Vec<u32>,
-    /// Worker processes started and not dead.
-    pub processes_alive: usize,
-    /// Worker processes holding tasks.
-    pub processes_busy: usize,
-    /// Worker processes the pool keeps (see
-    /// [`ConcurrentSystem::resize_processes`](crate::ConcurrentSystem::resize_processes)).
-    pub processes_target: usize,
-    /// Pool threads alive (replacements of stuck threads included).
-    pub threads_alive: usize,
-    /// Pool threads running a task.
-    pub threads_busy: usize,
-    /// Pool threads still running a task past its deadline (replaced).
-    pub threads_stuck: usize,
-    /// The number of pool threads the pool keeps (see
-    /// [`ConcurrentSystem::resize_threads`](crate::ConcurrentSystem::resize_threads)).
-    pub threads_target: usize,
     /// Time from submission to the start of the first attempt.
     pub queue_wait: Histogram,
     /// Duration of each attempt.
@@ -352,7 +327,9 @@ pub struct Stats {
     pub balance_events: Vec<BalanceEvent>,
     /// Submissions refused because the global task limit was reached.
     pub queue_full_rejections: u64,
-    /// One row per executor, in the order they were registered.
+    /// One row per executor, in the order they were registered: queue
+    /// depths, workers alive and busy, sizes, worker pids. Look one up with
+    /// [`executor`](Self::executor).
     pub executors: Vec<ExecutorStats>,
 }
 
@@ -376,12 +353,23 @@ impl Stats {
     }
 
     /// The row of the executor of `kind`, if the system has one.
+    ///
+    /// ```
+    /// use seedcore::{ConcurrentSystem, ExecutorKind};
+    ///
+    /// let system = ConcurrentSystem::builder().core_threads(2).build()?;
+    /// let threads = system.stats().executor(ExecutorKind::Threads).cloned().unwrap();
+    /// assert_eq!((threads.workers, threads.core), (2, 2));
+    /// assert!(system.stats().executor(ExecutorKind::Custom("gpu")).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn executor(&self, kind: crate::ExecutorKind) -> Option<&ExecutorStats> {
         self.executors.iter().find(|e| e.kind == kind)
     }
 
-    /// Thread tasks queued, all levels together.
+    /// Tasks waiting for a worker, every executor and level together.
+    /// Cancelled tasks count until a worker skips them.
     pub fn queued(&self) -> usize {
-        self.queue_depth.iter().sum()
+        self.executors.iter().map(|e| e.queued).sum()
     }
 }

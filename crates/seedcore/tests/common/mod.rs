@@ -3,7 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use seedcore::{ConcurrentSystem, SystemBuilder};
+use seedcore::exec::ExecutorStats;
+use seedcore::{ConcurrentSystem, ExecutorKind, Stats, SystemBuilder};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
@@ -102,6 +103,24 @@ impl Gate {
     pub fn wait(&self) -> bool {
         self.wait_timeout(LONG)
     }
+}
+
+/// The row of the executor of `kind` in `st`; every test system has the
+/// built-in executors, so a missing row fails the test.
+pub fn row(st: &Stats, kind: ExecutorKind) -> ExecutorStats {
+    st.executor(kind)
+        .cloned()
+        .unwrap_or_else(|| panic!("no `{kind}` row in {:?}", st.executors))
+}
+
+/// The thread pool's row in `st`.
+pub fn threads(st: &Stats) -> ExecutorStats {
+    row(st, ExecutorKind::Threads)
+}
+
+/// The process pool's row in `st`.
+pub fn processes(st: &Stats) -> ExecutorStats {
+    row(st, ExecutorKind::Processes)
 }
 
 /// Polls `cond` until it holds or `within` passes; returns whether it held.
