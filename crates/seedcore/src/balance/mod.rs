@@ -9,7 +9,7 @@
 //! the time) that answers a [`Decision`] (new targets, and events). It owns
 //! no thread and reads no clock, so tests drive it with made-up readings
 //! and made-up times. The balancer thread (`driver.rs`) takes the readings
-//! every `balance_interval` (20 ms by default), asks, and applies the answer
+//! every `balance.interval` (20 ms by default), asks, and applies the answer
 //! through the pools' `resize` — the mechanism behind
 //! [`ConcurrentSystem::resize_threads`](crate::ConcurrentSystem::resize_threads).
 //! It is started only when a pool can change size (core below max, and a
@@ -60,8 +60,11 @@ pub enum ShrinkPolicy {
     /// (`"auto"`, the default).
     #[default]
     AutoShrink,
-    /// Retire workers idle longer than `shrink_timeout`, down to core
-    /// (`"timeout"`).
+    /// Retire workers idle longer than `balance.shrink_timeout`, down to
+    /// core (`"timeout"`). This is also the one knob of the process pool's
+    /// own idle retirement: under it the pool retires each worker process
+    /// above `processes.core` idle that long, as the balancer does threads;
+    /// under the other policies the process pool retires none by itself.
     TimeoutShrink,
 }
 
