@@ -136,7 +136,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mb = originals.iter().map(|i| i.pixels.len()).sum::<usize>() as f64 / 1e6;
     println!(
         "downscaled {ok} images by {factor} ({mb:.0} MB in) in {took:?} on {} worker processes; {failed} failed",
-        system.config().core_processes
+        system.config().processes.core
     );
     assert_eq!((ok, failed), (count as usize - 1, 1));
     Ok(())

@@ -44,8 +44,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let system = ConcurrentSystem::new()?;
     println!(
         "sum of 0..{n} on {} threads / {} worker processes",
-        system.config().core_threads,
-        system.config().core_processes
+        system.config().threads.core,
+        system.config().processes.core
     );
 
     let t = Instant::now();

@@ -74,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .stage(
             Stage::process(analyse)
                 .name("analyse")
-                .concurrency(system.config().core_processes)
+                .concurrency(system.config().processes.core)
                 .buffer(4)
                 .options(TaskOptions::new().timeout(Duration::from_secs(10))),
         )

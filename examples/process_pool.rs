@@ -63,8 +63,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let system = ConcurrentSystem::builder()
         .core_processes(2)
-        .max_memory_per_worker(256 << 20)
-        .worker_output(WorkerOutput::Discard)
+        .max_memory_per_process(256 << 20)
+        .process_output(WorkerOutput::Discard)
         .build()?;
 
     let words = system.submit_process(TaskOptions::new(), word_count, "to be or not".to_owned())?;

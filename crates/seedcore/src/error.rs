@@ -230,7 +230,9 @@ pub enum SubmitError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration `{field}`: {reason}")]
 pub struct ConfigError {
-    /// The field (TOML key) that is wrong.
+    /// The key that is wrong, as `section.key` (`key` at the top level);
+    /// a name that is no key (unknown, or of the old flat layout) as it
+    /// was written: the TOML key or the environment variable.
     pub field: String,
     /// What is wrong with it.
     pub reason: String,

@@ -70,7 +70,10 @@ pub use balance::{
     BalanceEvent, BalanceSettings, Balancer, Decision, EventKind, ExpandPolicy, LoadReading,
     PoolReading, QueueFull, Readings, ShrinkPolicy,
 };
-pub use config::{Config, ShutdownMode};
+pub use config::{
+    AsyncConfig, BalanceConfig, CallbacksConfig, Config, ProcessesConfig, ShutdownMode,
+    ThreadsConfig,
+};
 pub use error::{BoxError, ConfigError, SubmitError, TaskError, TaskErrorKind};
 pub use exec::process::{
     init, is_worker, BatchIntoIter, BatchItemError, BatchResults, BatchTask, ProcessPriority,

@@ -4,6 +4,7 @@
 //! timeouts, retries, locks, callbacks, stats, shutdown) is the
 //! scheduler's and the task core's, the same for every executor.
 
+use crate::balance::ShrinkPolicy;
 use crate::config::{Config, ShutdownMode};
 use crate::error::{BoxError, ConfigError, SubmitError, TaskError};
 use crate::exec::async_rt::{AsyncBody, AsyncExec};
@@ -69,7 +70,7 @@ pub struct SystemBuilder {
 
 impl SystemBuilder {
     /// The settings, for builder methods defined next to their feature
-    /// (the balancer's are in balance.rs).
+    /// (the balancer's are in balance/driver.rs).
     pub(crate) fn config_mut(&mut self) -> &mut Config {
         &mut self.config
     }
@@ -80,153 +81,164 @@ impl SystemBuilder {
         self
     }
 
-    /// Pool threads kept running.
+    /// Pool threads kept running (`threads.core`).
     pub fn core_threads(mut self, n: usize) -> Self {
-        self.config.core_threads = n;
+        self.config.threads.core = n;
         self
     }
 
-    /// Upper bound of pool threads.
+    /// Upper bound of pool threads (`threads.max`).
     pub fn max_threads(mut self, n: usize) -> Self {
-        self.config.max_threads = n;
+        self.config.threads.max = n;
         self
     }
 
-    /// Idle time after which threads above core exit.
+    /// Idle time after which threads above core exit
+    /// (`threads.keep_alive`).
     pub fn thread_keep_alive(mut self, d: Duration) -> Self {
-        self.config.thread_keep_alive = d;
+        self.config.threads.keep_alive = d;
         self
     }
 
-    /// Stack size of pool threads.
+    /// Stack size of pool threads (`threads.stack_size`).
     pub fn thread_stack_size(mut self, bytes: usize) -> Self {
-        self.config.thread_stack_size = Some(bytes);
+        self.config.threads.stack_size = Some(bytes);
         self
     }
 
-    /// Worker threads of the async runtime.
+    /// Worker threads of the async runtime (`async.threads`).
     pub fn async_threads(mut self, n: usize) -> Self {
-        self.config.async_threads = n;
+        self.config.r#async.threads = n;
         self
     }
 
-    /// Async attempts running at once.
+    /// Async attempts running at once (`async.max_tasks`).
     pub fn max_async_tasks(mut self, n: usize) -> Self {
-        self.config.max_async_tasks = n;
+        self.config.r#async.max_tasks = n;
         self
     }
 
-    /// Where completion callbacks run.
+    /// Where completion callbacks run (`callbacks.executor`).
     pub fn callback_executor(mut self, e: CallbackExecutor) -> Self {
-        self.config.callback_executor = e;
+        self.config.callbacks.executor = e;
         self
     }
 
-    /// What dropping the system does.
+    /// What dropping the system does (`shutdown_mode`).
     pub fn shutdown_mode(mut self, m: ShutdownMode) -> Self {
         self.config.shutdown_mode = m;
         self
     }
 
-    /// How long a shutdown waits.
+    /// How long a shutdown waits (`shutdown_timeout`).
     pub fn shutdown_timeout(mut self, d: Duration) -> Self {
         self.config.shutdown_timeout = d;
         self
     }
 
-    /// Prefix of thread names.
+    /// Prefix of thread names (`name`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
         self
     }
 
-    /// Worker processes kept running once process tasks are used.
+    /// Worker processes kept running once process tasks are used
+    /// (`processes.core`).
     pub fn core_processes(mut self, n: usize) -> Self {
-        self.config.core_processes = n;
+        self.config.processes.core = n;
         self
     }
 
-    /// Upper bound of worker processes.
+    /// Upper bound of worker processes (`processes.max`).
     pub fn max_processes(mut self, n: usize) -> Self {
-        self.config.max_processes = n;
+        self.config.processes.max = n;
         self
     }
 
-    /// The program worker processes run, instead of this executable.
-    pub fn worker_program(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.config.worker_program = Some(path.into());
+    /// The program worker processes run, instead of this executable
+    /// (`processes.program`).
+    pub fn process_program(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.processes.program = Some(path.into());
         self
     }
 
-    /// Arguments for the worker program.
-    pub fn worker_args<I, S>(mut self, args: I) -> Self
+    /// Arguments for the worker program (`processes.args`).
+    pub fn process_args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<std::ffi::OsString>,
     {
-        self.config.worker_args = args.into_iter().map(Into::into).collect();
+        self.config.processes.args = args.into_iter().map(Into::into).collect();
         self
     }
 
-    /// Most sync tasks one worker holds, running and sent ahead; fewer
-    /// when tasks are long (see [`Config::worker_prefetch`]).
-    pub fn worker_prefetch(mut self, n: usize) -> Self {
-        self.config.worker_prefetch = n;
+    /// Most sync tasks one worker process holds, running and sent ahead;
+    /// fewer when tasks are long (see [`ProcessesConfig::prefetch`]).
+    ///
+    /// [`ProcessesConfig::prefetch`]: crate::ProcessesConfig::prefetch
+    pub fn process_prefetch(mut self, n: usize) -> Self {
+        self.config.processes.prefetch = n;
         self
     }
 
-    /// Async process tasks one worker runs at once.
-    pub fn worker_concurrency(mut self, n: usize) -> Self {
-        self.config.worker_concurrency = n;
+    /// Async process tasks one worker process runs at once
+    /// (`processes.concurrency`).
+    pub fn process_concurrency(mut self, n: usize) -> Self {
+        self.config.processes.concurrency = n;
         self
     }
 
-    /// Recycle a worker after `n` tasks.
-    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
-        self.config.max_tasks_per_worker = Some(n);
+    /// Recycle a worker process after `n` tasks
+    /// (`processes.max_tasks_per_process`).
+    pub fn max_tasks_per_process(mut self, n: u64) -> Self {
+        self.config.processes.max_tasks_per_process = Some(n);
         self
     }
 
-    /// Kill a worker whose resident memory passes `bytes` while it runs a
-    /// task.
-    pub fn max_memory_per_worker(mut self, bytes: u64) -> Self {
-        self.config.max_memory_per_worker = Some(bytes);
+    /// Kill a worker process whose resident memory passes `bytes` while it
+    /// runs a task (`processes.max_memory`).
+    pub fn max_memory_per_process(mut self, bytes: u64) -> Self {
+        self.config.processes.max_memory = Some(bytes);
         self
     }
 
-    /// Stop workers above core idle for `d`.
-    pub fn worker_idle_timeout(mut self, d: Duration) -> Self {
-        self.config.worker_idle_timeout = Some(d);
+    /// OS scheduling priority of worker processes (`processes.priority`).
+    pub fn process_priority(mut self, p: crate::ProcessPriority) -> Self {
+        self.config.processes.priority = p;
         self
     }
 
-    /// OS scheduling priority of worker processes.
-    pub fn worker_priority(mut self, p: crate::ProcessPriority) -> Self {
-        self.config.worker_priority = p;
+    /// A registered process task each worker process runs when it starts
+    /// (`processes.initializer`).
+    pub fn process_initializer<A, R>(mut self, hook: ProcessTask<A, R>) -> Self {
+        self.config.processes.initializer = Some(hook.name().to_owned());
         self
     }
 
-    /// A registered process task each worker runs when it starts.
-    pub fn worker_initializer<A, R>(mut self, hook: ProcessTask<A, R>) -> Self {
-        self.config.worker_initializer = Some(hook.name().to_owned());
+    /// A registered process task each worker process runs before it exits
+    /// (`processes.finalizer`).
+    pub fn process_finalizer<A, R>(mut self, hook: ProcessTask<A, R>) -> Self {
+        self.config.processes.finalizer = Some(hook.name().to_owned());
         self
     }
 
-    /// A registered process task each worker runs before it exits.
-    pub fn worker_finalizer<A, R>(mut self, hook: ProcessTask<A, R>) -> Self {
-        self.config.worker_finalizer = Some(hook.name().to_owned());
-        self
-    }
-
-    /// Largest IPC frame in bytes.
+    /// Largest IPC frame in bytes (`processes.max_frame_bytes`).
     pub fn max_frame_bytes(mut self, n: usize) -> Self {
-        self.config.max_frame_bytes = n;
+        self.config.processes.max_frame_bytes = n;
         self
     }
 
-    /// Where worker stdout and stderr go.
-    pub fn worker_output(mut self, o: crate::WorkerOutput) -> Self {
-        self.config.worker_output = o;
+    /// Where the stdout and stderr of worker processes go
+    /// (`processes.output`).
+    pub fn process_output(mut self, o: crate::WorkerOutput) -> Self {
+        self.config.processes.output = o;
+        self
+    }
+
+    /// How long a new worker process may take to say hello
+    /// (`processes.start_timeout`).
+    pub fn process_start_timeout(mut self, d: Duration) -> Self {
+        self.config.processes.start_timeout = d;
         self
     }
 
@@ -239,44 +251,24 @@ impl SystemBuilder {
         };
         let stats = Arc::new(Counters::new());
         let threads = ThreadPool::start(PoolConfig {
-            core: config.core_threads,
-            max: config.max_threads,
-            keep_alive: config.thread_keep_alive,
+            core: config.threads.core,
+            max: config.threads.max,
+            keep_alive: config.threads.keep_alive,
             name: config.name.clone(),
-            stack_size: config.thread_stack_size,
+            stack_size: config.threads.stack_size,
         })
-        .map_err(|e| os("core_threads", e))?;
+        .map_err(|e| os("threads.core", e))?;
         let timer = Arc::new(Timer::start(&config.name).map_err(|e| os("name", e))?);
-        let process = ProcessPool::new(
-            ProcessConfig {
-                core: config.core_processes,
-                max: config.max_processes,
-                program: config.worker_program.clone(),
-                args: config.worker_args.clone(),
-                prefetch: config.worker_prefetch,
-                concurrency: config.worker_concurrency,
-                max_tasks_per_worker: config.max_tasks_per_worker,
-                max_memory: config.max_memory_per_worker,
-                idle_timeout: config.worker_idle_timeout,
-                priority: config.worker_priority,
-                init: config.worker_initializer.clone(),
-                fini: config.worker_finalizer.clone(),
-                max_frame: config.max_frame_bytes,
-                output: config.worker_output,
-                start_timeout: config.worker_start_timeout,
-                name: config.name.clone(),
-            },
-            Arc::downgrade(&timer),
-        );
+        let process = ProcessPool::new(process_config(&config), Arc::downgrade(&timer));
         let callbacks = Dispatcher::start(
-            config.callback_executor.clone(),
+            config.callbacks.executor.clone(),
             &config.name,
             stats.clone(),
         )
-        .map_err(|e| os("callback_executor", e))?;
+        .map_err(|e| os("callbacks.executor", e))?;
         let asyncs = AsyncExec::new(
-            config.async_threads,
-            config.max_async_tasks,
+            config.r#async.threads,
+            config.r#async.max_tasks,
             config.name.clone(),
         );
         let sched = Arc::new(Scheduler::new(stats, timer, callbacks));
@@ -299,8 +291,36 @@ impl SystemBuilder {
             process,
             balance: crate::balance::BalanceState::new(),
         });
-        crate::balance::BalanceState::start(&shared).map_err(|e| os("balance_interval", e))?;
+        crate::balance::BalanceState::start(&shared).map_err(|e| os("balance.interval", e))?;
         Ok(ConcurrentSystem { shared })
+    }
+}
+
+/// The process pool's settings from `config`. Idle retirement above core
+/// is the shrink policy's: workers idle for `balance.shrink_timeout` retire
+/// exactly when `balance.shrink` is [`ShrinkPolicy::TimeoutShrink`], as the
+/// balancer retires threads.
+fn process_config(config: &Config) -> ProcessConfig {
+    let p = &config.processes;
+    let idle_timeout = (config.balance.shrink == ShrinkPolicy::TimeoutShrink)
+        .then_some(config.balance.shrink_timeout);
+    ProcessConfig {
+        core: p.core,
+        max: p.max,
+        program: p.program.clone(),
+        args: p.args.clone(),
+        prefetch: p.prefetch,
+        concurrency: p.concurrency,
+        max_tasks_per_worker: p.max_tasks_per_process,
+        max_memory: p.max_memory,
+        idle_timeout,
+        priority: p.priority,
+        init: p.initializer.clone(),
+        fini: p.finalizer.clone(),
+        max_frame: p.max_frame_bytes,
+        output: p.output,
+        start_timeout: p.start_timeout,
+        name: config.name.clone(),
     }
 }
 
@@ -348,7 +368,7 @@ impl ConcurrentSystem {
     /// The callback queue, when the callback executor is
     /// [`CallbackExecutor::Queue`].
     pub fn callback_queue(&self) -> Option<CallbackQueue> {
-        match &self.shared.config.callback_executor {
+        match &self.shared.config.callbacks.executor {
             CallbackExecutor::Queue(q) => Some(q.clone()),
             _ => None,
         }
@@ -364,7 +384,7 @@ impl ConcurrentSystem {
         let shared = &self.shared;
         shared.sched.check_open()?;
         opts.validate()?;
-        if let Some(limit) = shared.config.max_pending_tasks {
+        if let Some(limit) = shared.config.balance.max_pending_tasks {
             crate::balance::admit(shared, limit)?;
         }
         let cell = shared.sched.create(opts, slot, body)?;
@@ -503,7 +523,7 @@ impl ConcurrentSystem {
     where
         R: serde::de::DeserializeOwned + Send + 'static,
     {
-        let limit = self.shared.config.max_frame_bytes;
+        let limit = self.shared.config.processes.max_frame_bytes;
         // The frame also holds the task's name and a few numbers.
         let size = args.bytes.len() + task.name().len() + 32;
         if size > limit {
@@ -554,6 +574,10 @@ impl ConcurrentSystem {
     pub fn add_executor<E: Executor>(&self, executor: E) -> Result<ExecutorHandle, SubmitError> {
         let kind = executor.kind();
         let slot = self.shared.sched.register(Arc::new(executor))?;
+        // A resizable executor is balanced like the built-in ones.
+        if let Err(e) = crate::balance::BalanceState::start(&self.shared) {
+            log::error!("seedcore: could not start the balancer thread: {e}");
+        }
         Ok(ExecutorHandle { slot, kind })
     }
 
@@ -690,4 +714,23 @@ fn decode_result<R: serde::de::DeserializeOwned>(
 ) -> Result<R, TaskError> {
     crate::wire::shm::with_fds(fds, || postcard::from_bytes::<R>(bytes))
         .map_err(|e| TaskError::failed(format!("the result could not be decoded: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_processes_retire_when_idle_exactly_under_timeout_shrink() {
+        let mut config = Config::default();
+        config.balance.shrink_timeout = Duration::from_secs(7);
+        for (policy, idle) in [
+            (ShrinkPolicy::TimeoutShrink, Some(Duration::from_secs(7))),
+            (ShrinkPolicy::AutoShrink, None),
+            (ShrinkPolicy::NoShrink, None),
+        ] {
+            config.balance.shrink = policy;
+            assert_eq!(process_config(&config).idle_timeout, idle, "{policy:?}");
+        }
+    }
 }

@@ -429,10 +429,11 @@ fn no_policies_leave_the_pool_alone_and_a_raised_floor_holds() {
 fn settings_come_from_the_config() {
     let cfg = seedcore::Config::from_toml_str(
         r#"
-        expand_policy = "beforehand"
-        shrink_policy = "timeout"
+        [balance]
+        expand = "beforehand"
+        shrink = "timeout"
         shrink_timeout = "45s"
-        balance_interval = "10ms"
+        interval = "10ms"
         max_pending_tasks = 1000
         on_queue_full = "wait"
         queue_full_timeout = "2s"
@@ -442,7 +443,7 @@ fn settings_come_from_the_config() {
         "#,
     )
     .unwrap();
-    assert_eq!(cfg.on_queue_full, QueueFull::Wait);
+    assert_eq!(cfg.balance.on_queue_full, QueueFull::Wait);
     let s = BalanceSettings::from_config(&cfg);
     assert_eq!(s.expand, ExpandPolicy::BeforehandExpand);
     assert_eq!(s.shrink, ShrinkPolicy::TimeoutShrink);
@@ -453,18 +454,20 @@ fn settings_come_from_the_config() {
     assert_eq!(s.min_free_memory, Some(512 << 20));
     assert_eq!(s.max_cpu_load, Some(0.9));
 
-    for (text, field) in [
-        ("expand_policy = \"sometimes\"", "expand_policy"),
-        ("shrink_policy = 3", "shrink_policy"),
-        ("shrink_timeout = \"0s\"", "shrink_timeout"),
-        ("balance_interval = \"0ms\"", "balance_interval"),
-        ("max_pending_tasks = 0", "max_pending_tasks"),
-        ("on_queue_full = \"block\"", "on_queue_full"),
-        ("expand_threshold = 1.5", "expand_threshold"),
-        ("max_cpu_load = \"lots\"", "max_cpu_load"),
-        ("max_cpu_load = 0", "max_cpu_load"),
-        ("min_free_memory = \"much\"", "min_free_memory"),
+    for (key, field) in [
+        ("expand = \"sometimes\"", "balance.expand"),
+        ("shrink = 3", "balance.shrink"),
+        ("shrink_timeout = \"0s\"", "balance.shrink_timeout"),
+        ("interval = \"0ms\"", "balance.interval"),
+        ("max_pending_tasks = 0", "balance.max_pending_tasks"),
+        ("on_queue_full = \"block\"", "balance.on_queue_full"),
+        ("expand_threshold = 1.5", "balance.expand_threshold"),
+        ("max_cpu_load = \"lots\"", "balance.max_cpu_load"),
+        ("max_cpu_load = 0", "balance.max_cpu_load"),
+        ("min_free_memory = \"much\"", "balance.min_free_memory"),
     ] {
+        let text = format!("[balance]\n{key}");
+        let text = text.as_str();
         let err = seedcore::Config::from_toml_str(text).expect_err(text);
         assert_eq!(err.field, field, "{text}: {err}");
     }
@@ -794,7 +797,7 @@ fn the_monitor_shows_each_workers_current_task_and_count_under_a_long_system_nam
         .max_threads(2)
         .core_processes(1)
         .max_processes(1)
-        .worker_output(seedcore::WorkerOutput::Discard)
+        .process_output(seedcore::WorkerOutput::Discard)
         .build()
         .unwrap();
     for _ in 0..5 {
@@ -854,8 +857,8 @@ fn a_burst_of_blocking_process_tasks_grows_the_process_pool_and_it_shrinks_back(
     let system = balanced("bal-proc")
         .core_processes(1)
         .max_processes(4)
-        .worker_prefetch(1)
-        .worker_output(seedcore::WorkerOutput::Discard)
+        .process_prefetch(1)
+        .process_output(seedcore::WorkerOutput::Discard)
         .build()
         .unwrap();
     let futures: Vec<_> = (0..60)
@@ -886,4 +889,60 @@ fn a_burst_of_blocking_process_tasks_grows_the_process_pool_and_it_shrinks_back(
         common::processes(&system.stats()).workers,
         system.stats().balance_events
     );
+}
+
+/// Grows the process pool of `system` (core 1) with a burst of naps and
+/// returns the peak number of worker processes.
+fn grow_processes(system: &ConcurrentSystem) -> usize {
+    let futures: Vec<_> = (0..60)
+        .map(|_| system.submit_process(TaskOptions::new(), nap, 25).unwrap())
+        .collect();
+    let mut peak = 0;
+    for f in futures {
+        peak = peak.max(common::processes(&system.stats()).workers);
+        f.wait().unwrap();
+    }
+    peak
+}
+
+#[test]
+fn under_timeout_shrink_idle_worker_processes_retire_down_to_core() {
+    let system = balanced("bal-proc-timeout")
+        .core_processes(1)
+        .max_processes(4)
+        .process_prefetch(1)
+        .process_output(seedcore::WorkerOutput::Discard)
+        .shrink_policy(ShrinkPolicy::TimeoutShrink)
+        .shrink_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let peak = grow_processes(&system);
+    assert!(peak > 1, "the process pool never grew");
+    assert!(
+        eventually(LONG, || common::processes(&system.stats()).workers == 1),
+        "processes alive: {}",
+        common::processes(&system.stats()).workers
+    );
+}
+
+#[test]
+fn without_a_shrink_policy_idle_worker_processes_stay() {
+    // The same short shrink timeout retires nothing unless the policy is
+    // "timeout".
+    let system = balanced("bal-proc-noshrink")
+        .core_processes(1)
+        .max_processes(4)
+        .process_prefetch(1)
+        .process_output(seedcore::WorkerOutput::Discard)
+        .shrink_policy(ShrinkPolicy::NoShrink)
+        .shrink_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let peak = grow_processes(&system);
+    assert!(peak > 1, "the process pool never grew");
+    let grown = common::processes(&system.stats()).workers;
+    assert!(grown > 1, "processes alive after the burst: {grown}");
+    std::thread::sleep(Duration::from_millis(600));
+    let now = common::processes(&system.stats()).workers;
+    assert!(now >= grown, "{grown} worker processes shrank to {now}");
 }

@@ -97,7 +97,7 @@ fn builder(name: &str) -> SystemBuilder {
         .async_threads(1)
         .core_processes(2)
         .max_processes(2)
-        .worker_output(WorkerOutput::Discard)
+        .process_output(WorkerOutput::Discard)
         .shutdown_timeout(Duration::from_secs(10))
 }
 

@@ -528,8 +528,8 @@ fn chaos_every_task_resolves_once_as_its_kind_allows() {
         .async_threads(1)
         .core_processes(2)
         .max_processes(3)
-        .max_memory_per_worker(MEMORY_LIMIT)
-        .worker_output(WorkerOutput::Discard)
+        .max_memory_per_process(MEMORY_LIMIT)
+        .process_output(WorkerOutput::Discard)
         .shutdown_timeout(Duration::from_secs(30))
         .build()
         .unwrap();

@@ -34,7 +34,7 @@ fn builder(name: &str) -> SystemBuilder {
         .async_threads(1)
         .core_processes(1)
         .max_processes(1)
-        .worker_output(WorkerOutput::Discard)
+        .process_output(WorkerOutput::Discard)
         .shutdown_timeout(Duration::from_secs(10))
 }
 
@@ -651,7 +651,7 @@ fn a_timeout_kills_the_worker_and_spares_the_other_one() {
     let sys = builder("pt-timeout")
         .core_processes(2)
         .max_processes(2)
-        .worker_prefetch(1)
+        .process_prefetch(1)
         .build()
         .unwrap();
     let t = Instant::now();
@@ -697,7 +697,7 @@ fn a_timeout_kills_the_worker_and_spares_the_other_one() {
 
 #[test]
 fn a_task_queued_behind_a_slow_one_in_the_same_worker_is_timed_from_its_own_start() {
-    let sys = builder("pt-tqueue").worker_prefetch(4).build().unwrap();
+    let sys = builder("pt-tqueue").process_prefetch(4).build().unwrap();
     warm_up(&sys);
     let slow = sys
         .submit_process(TaskOptions::new(), sleep_then, (String::new(), 2_000))
@@ -839,7 +839,7 @@ fn workers_outlive_the_thread_that_started_them() {
 
 #[test]
 fn tasks_sent_ahead_to_a_worker_that_crashes_run_elsewhere() {
-    let sys = builder("pt-requeue").worker_prefetch(8).build().unwrap();
+    let sys = builder("pt-requeue").process_prefetch(8).build().unwrap();
     let pid = warm_up(&sys);
     let crash = sys.submit_process(TaskOptions::new(), do_abort, 1).unwrap();
     let rest: Vec<_> = (0..6u64)
@@ -912,7 +912,7 @@ fn cancelling_a_running_task_kills_its_worker() {
 fn cancel_queued(prefetch: usize) {
     let dir = temp_dir("cancel-queued");
     let sys = builder(&format!("pt-cancelq{prefetch}"))
-        .worker_prefetch(prefetch)
+        .process_prefetch(prefetch)
         .build()
         .unwrap();
     let blocker = Blocker::start(&sys, &dir);
@@ -956,8 +956,8 @@ fn cancelling_a_task_sent_ahead_to_a_worker_means_it_never_runs() {
 #[test]
 fn workers_are_recycled_after_max_tasks() {
     let sys = builder("pt-recycle")
-        .worker_prefetch(1)
-        .max_tasks_per_worker(3)
+        .process_prefetch(1)
+        .max_tasks_per_process(3)
         .build()
         .unwrap();
     // All at once: the pool hands them out as the worker frees up.
@@ -979,7 +979,7 @@ fn workers_are_recycled_after_max_tasks() {
 #[test]
 fn workers_are_recycled_after_max_tasks_one_at_a_time() {
     let sys = builder("pt-recycle-seq")
-        .max_tasks_per_worker(3)
+        .max_tasks_per_process(3)
         .build()
         .unwrap();
     let mut pids = Vec::new();
@@ -1000,7 +1000,7 @@ fn workers_are_recycled_after_max_tasks_one_at_a_time() {
 fn a_worker_over_its_memory_limit_is_killed() {
     let limit = 200 << 20;
     let sys = builder("pt-memory")
-        .max_memory_per_worker(limit)
+        .max_memory_per_process(limit)
         .build()
         .unwrap();
     let pid = warm_up(&sys);
@@ -1036,7 +1036,7 @@ fn a_worker_over_its_memory_limit_is_killed() {
 #[test]
 fn retry_on_crash_covers_the_memory_limit() {
     let sys = builder("pt-memretry")
-        .max_memory_per_worker(150 << 20)
+        .max_memory_per_process(150 << 20)
         .build()
         .unwrap();
     let f = sys
@@ -1063,7 +1063,7 @@ fn retry_on_crash_covers_the_memory_limit() {
 fn priority_run(name: &str, prefetch: usize, n: u32, seed: u64) -> (Vec<u32>, Vec<u32>) {
     use rand::{Rng, SeedableRng};
     let dir = temp_dir(name);
-    let sys = builder(name).worker_prefetch(prefetch).build().unwrap();
+    let sys = builder(name).process_prefetch(prefetch).build().unwrap();
     let log = dir.join("log");
     let blocker = Blocker::start(&sys, &dir);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -1188,7 +1188,7 @@ fn long_tasks_are_not_sent_ahead_to_a_busy_worker_while_another_is_idle() {
 #[test]
 fn a_result_is_not_held_back_by_the_next_long_task() {
     let dir = temp_dir("held-back");
-    let sys = builder("pt-held").worker_prefetch(4).build().unwrap();
+    let sys = builder("pt-held").process_prefetch(4).build().unwrap();
     let blocker = Blocker::start(&sys, &dir);
     let quick = sys.submit_process(TaskOptions::new(), square, 9).unwrap();
     let slow = sys
@@ -1207,7 +1207,7 @@ fn a_result_is_not_held_back_by_the_next_long_task() {
 #[test]
 fn a_finished_task_does_not_run_again_when_its_worker_dies_next() {
     let dir = temp_dir("rerun");
-    let sys = builder("pt-rerun").worker_prefetch(4).build().unwrap();
+    let sys = builder("pt-rerun").process_prefetch(4).build().unwrap();
     let log = dir.join("log");
     let blocker = Blocker::start(&sys, &dir);
     let once = sys
@@ -1234,7 +1234,7 @@ fn a_finished_task_does_not_run_again_when_its_worker_dies_next() {
 fn worker_stdout_does_not_corrupt_the_channel() {
     for output in [WorkerOutput::Forward, WorkerOutput::Discard] {
         let sys = builder(&format!("pt-out-{output:?}"))
-            .worker_output(output)
+            .process_output(output)
             .build()
             .unwrap();
         let f = sys
@@ -1336,7 +1336,7 @@ fn shared_bytes_round_trip_through_shared_memory() {
 
 #[test]
 fn async_process_tasks_run_concurrently_in_one_worker() {
-    let sys = builder("pt-async").worker_concurrency(4).build().unwrap();
+    let sys = builder("pt-async").process_concurrency(4).build().unwrap();
     let f = sys.submit_process(TaskOptions::new(), nap, 10).unwrap();
     let pid = wait(f).unwrap();
     let t = Instant::now();
@@ -1356,7 +1356,7 @@ fn async_process_tasks_run_concurrently_in_one_worker() {
 #[test]
 fn async_process_task_timeout_stops_only_that_task() {
     let sys = builder("pt-async-to")
-        .worker_concurrency(4)
+        .process_concurrency(4)
         .build()
         .unwrap();
     let pid = wait(sys.submit_process(TaskOptions::new(), nap, 1).unwrap()).unwrap();
@@ -1378,7 +1378,7 @@ fn the_worker_initializer_runs_before_tasks() {
     let sys = builder("pt-init")
         .core_processes(2)
         .max_processes(2)
-        .worker_initializer(init_hook)
+        .process_initializer(init_hook)
         .build()
         .unwrap();
     let futs: Vec<_> = (0..8)
@@ -1401,7 +1401,7 @@ fn the_worker_initializer_runs_before_tasks() {
 #[test]
 fn the_worker_finalizer_runs_at_shutdown() {
     let sys = builder("pt-fini")
-        .worker_finalizer(fini_hook)
+        .process_finalizer(fini_hook)
         .build()
         .unwrap();
     let pid = warm_up(&sys);

@@ -9,7 +9,7 @@
 //! 1. idle; a burst of blocking, I/O-like thread tasks (each sleeps 10 ms);
 //! 2. idle; a burst of CPU thread tasks (each spins);
 //! 3. idle; the same two bursts as process tasks (one task per worker at a
-//!    time: `worker_prefetch = 1`);
+//!    time: `processes.prefetch = 1`);
 //! 4. idle long enough for AutoShrink (1 s window), then the pool sizes are
 //!    read.
 //!
@@ -321,8 +321,8 @@ fn run_subject(s: Subject, w: Workload) -> anyhow::Result<RunResult> {
             .max_threads(s.max)
             .core_processes(s.core)
             .max_processes(s.max)
-            .worker_prefetch(1)
-            .worker_output(WorkerOutput::Discard)
+            .process_prefetch(1)
+            .process_output(WorkerOutput::Discard)
             .build()
             .context("building the balance bench system")?,
     );

@@ -3,7 +3,7 @@
 //! `shared/peers/RESULTS.md`), so the figures are comparable with it.
 //!
 //! Every pool has as many worker processes as there are cores (seedcore:
-//! `core_processes = max_processes = cores`, `worker_prefetch = 16`; Python:
+//! `processes.core = processes.max = cores`, `processes.prefetch = 16`; Python:
 //! start method `fork`). Each pool is built and warmed up before the clock
 //! starts and every repetition checks its result. Reported: the median over
 //! the repetitions. The metrics are measured one after the other, each for
@@ -186,7 +186,7 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<(Vec<Entry>, Vec<String>)> {
     });
 
     let mut notes = vec![format!(
-        "process: {w} worker processes per pool (= cores); seedcore worker_prefetch 16; Python start method fork"
+        "process: {w} worker processes per pool (= cores); seedcore processes.prefetch 16; Python start method fork"
     )];
     notes.extend(py.notes.iter().cloned());
     if scale.quick {
@@ -215,7 +215,7 @@ fn system(scale: Scale) -> anyhow::Result<ConcurrentSystem> {
     ConcurrentSystem::builder()
         .core_processes(scale.workers)
         .max_processes(scale.workers)
-        .worker_prefetch(16)
+        .process_prefetch(16)
         .build()
         .context("building the seedcore system")
 }

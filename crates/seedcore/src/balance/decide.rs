@@ -22,7 +22,9 @@ pub struct BalanceSettings {
     pub auto_shrink_after: Duration,
     /// The idle window of [`ShrinkPolicy::TimeoutShrink`].
     pub shrink_timeout: Duration,
-    /// The global task limit ([`Config::max_pending_tasks`]).
+    /// The global task limit ([`BalanceConfig::max_pending_tasks`]).
+    ///
+    /// [`BalanceConfig::max_pending_tasks`]: crate::BalanceConfig::max_pending_tasks
     pub max_pending_tasks: Option<u64>,
     /// The fraction of the task limit at which BeforehandExpand grows ahead.
     pub expand_threshold: f64,
@@ -40,16 +42,17 @@ const LOAD_MARGIN: f64 = 0.1;
 impl BalanceSettings {
     /// The balancer's part of `config`.
     pub fn from_config(config: &Config) -> Self {
+        let b = &config.balance;
         BalanceSettings {
-            expand: config.expand_policy,
-            shrink: config.shrink_policy,
-            expand_after: config.balance_interval * 2,
+            expand: b.expand,
+            shrink: b.shrink,
+            expand_after: b.interval * 2,
             auto_shrink_after: AUTO_SHRINK_AFTER,
-            shrink_timeout: config.shrink_timeout,
-            max_pending_tasks: config.max_pending_tasks,
-            expand_threshold: config.expand_threshold,
-            min_free_memory: config.min_free_memory,
-            max_cpu_load: config.max_cpu_load,
+            shrink_timeout: b.shrink_timeout,
+            max_pending_tasks: b.max_pending_tasks,
+            expand_threshold: b.expand_threshold,
+            min_free_memory: b.min_free_memory,
+            max_cpu_load: b.max_cpu_load,
         }
     }
 

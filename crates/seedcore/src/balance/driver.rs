@@ -62,11 +62,16 @@ impl BalanceState {
         self.started
     }
 
-    /// Starts the balancer thread, if an executor can change size.
+    /// Starts the balancer thread, if an executor can change size and it
+    /// is not running yet (also called when an executor is added).
     pub(crate) fn start(shared: &Arc<Shared>) -> std::io::Result<()> {
+        let mut thread = shared.balance.thread.lock();
+        if thread.is_some() || *shared.balance.control.stop.lock() {
+            return Ok(());
+        }
         let c = &shared.config;
-        let policies =
-            c.expand_policy != ExpandPolicy::NoExpand || c.shrink_policy != ShrinkPolicy::NoShrink;
+        let policies = c.balance.expand != ExpandPolicy::NoExpand
+            || c.balance.shrink != ShrinkPolicy::NoShrink;
         let resizable = shared.sched.executors().any(|(_, e)| e.stats().resizable());
         if !policies || !resizable {
             return Ok(());
@@ -75,12 +80,12 @@ impl BalanceState {
         let (weak, control, interval) = (
             Arc::downgrade(shared),
             shared.balance.control.clone(),
-            c.balance_interval,
+            c.balance.interval,
         );
         let h = std::thread::Builder::new()
             .name(format!("{}-balance", c.name))
             .spawn(move || run(weak, control, balancer, interval))?;
-        *shared.balance.thread.lock() = Some(h);
+        *thread = Some(h);
         Ok(())
     }
 
@@ -147,8 +152,8 @@ pub(crate) fn admit(shared: &Shared, limit: u64) -> Result<(), SubmitError> {
         return Ok(());
     }
     let c = &shared.config;
-    if c.on_queue_full == QueueFull::Wait && !crate::task::in_task() {
-        let deadline = Instant::now() + c.queue_full_timeout;
+    if c.balance.on_queue_full == QueueFull::Wait && !crate::task::in_task() {
+        let deadline = Instant::now() + c.balance.queue_full_timeout;
         let mut nap = Duration::from_micros(50);
         loop {
             std::thread::sleep(nap);
@@ -267,7 +272,7 @@ impl Sampler {
                 },
             );
         }
-        r.pending = match (c.expand_policy, c.max_pending_tasks) {
+        r.pending = match (c.balance.expand, c.balance.max_pending_tasks) {
             (ExpandPolicy::BeforehandExpand, Some(_)) => shared.sched.stats.pending(),
             _ => 0,
         };
@@ -305,33 +310,35 @@ fn run(weak: Weak<Shared>, control: Arc<Control>, mut balancer: Balancer, interv
 impl SystemBuilder {
     /// When the pools grow (default [`ExpandPolicy::AutoExpand`]).
     pub fn expand_policy(mut self, p: ExpandPolicy) -> Self {
-        self.config_mut().expand_policy = p;
+        self.config_mut().balance.expand = p;
         self
     }
 
-    /// When the pools shrink (default [`ShrinkPolicy::AutoShrink`]).
+    /// When the pools shrink (`balance.shrink`, default
+    /// [`ShrinkPolicy::AutoShrink`]); [`ShrinkPolicy::TimeoutShrink`] is also
+    /// what retires idle worker processes above core.
     pub fn shrink_policy(mut self, p: ShrinkPolicy) -> Self {
-        self.config_mut().shrink_policy = p;
+        self.config_mut().balance.shrink = p;
         self
     }
 
-    /// How long a worker stays idle before [`ShrinkPolicy::TimeoutShrink`]
-    /// retires it.
+    /// How long a thread or a worker process above core stays idle before
+    /// [`ShrinkPolicy::TimeoutShrink`] retires it (`balance.shrink_timeout`).
     pub fn shrink_timeout(mut self, d: Duration) -> Self {
-        self.config_mut().shrink_timeout = d;
+        self.config_mut().balance.shrink_timeout = d;
         self
     }
 
     /// How often the balancer samples the pools.
     pub fn balance_interval(mut self, d: Duration) -> Self {
-        self.config_mut().balance_interval = d;
+        self.config_mut().balance.interval = d;
         self
     }
 
     /// The global task limit: at most `n` tasks accepted and not yet
     /// resolved; past it, submissions follow [`on_queue_full`](Self::on_queue_full).
     pub fn max_pending_tasks(mut self, n: u64) -> Self {
-        self.config_mut().max_pending_tasks = Some(n);
+        self.config_mut().balance.max_pending_tasks = Some(n);
         self
     }
 
@@ -339,27 +346,27 @@ impl SystemBuilder {
     /// [`QueueFull::Wait`].
     pub fn on_queue_full(mut self, mode: QueueFull, timeout: Duration) -> Self {
         let c = self.config_mut();
-        c.on_queue_full = mode;
-        c.queue_full_timeout = timeout;
+        c.balance.on_queue_full = mode;
+        c.balance.queue_full_timeout = timeout;
         self
     }
 
     /// The fraction of the task limit at which
     /// [`ExpandPolicy::BeforehandExpand`] grows ahead.
     pub fn expand_threshold(mut self, fraction: f64) -> Self {
-        self.config_mut().expand_threshold = fraction;
+        self.config_mut().balance.expand_threshold = fraction;
         self
     }
 
     /// No pool grows while the machine's available memory is below `bytes`.
     pub fn min_free_memory(mut self, bytes: u64) -> Self {
-        self.config_mut().min_free_memory = Some(bytes);
+        self.config_mut().balance.min_free_memory = Some(bytes);
         self
     }
 
     /// No pool grows while the machine's CPU load (0..=1) is above `load`.
     pub fn max_cpu_load(mut self, load: f64) -> Self {
-        self.config_mut().max_cpu_load = Some(load);
+        self.config_mut().balance.max_cpu_load = Some(load);
         self
     }
 }

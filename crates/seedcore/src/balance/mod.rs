@@ -64,8 +64,11 @@ pub enum ShrinkPolicy {
     /// (`"auto"`, the default).
     #[default]
     AutoShrink,
-    /// Retire workers idle longer than `shrink_timeout`, down to core
-    /// (`"timeout"`).
+    /// Retire workers idle longer than `balance.shrink_timeout`, down to
+    /// core (`"timeout"`). This is also the one knob of the process pool's
+    /// own idle retirement: under it the pool retires each worker process
+    /// above `processes.core` idle that long, as the balancer does threads;
+    /// under the other policies the process pool retires none by itself.
     TimeoutShrink,
 }
 

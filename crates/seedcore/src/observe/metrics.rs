@@ -495,16 +495,22 @@ fn json(shared: &Shared, st: &Stats, mon: &MonitorSnapshot) -> String {
     let n = |v: u64| v.to_string();
     let u = |v: usize| v.to_string();
     let config = jobj(&[
-        ("core_threads", u(c.core_threads)),
-        ("max_threads", u(c.max_threads)),
-        ("core_processes", u(c.core_processes)),
-        ("max_processes", u(c.max_processes)),
-        ("expand_policy", js(c.expand_policy.name())),
-        ("shrink_policy", js(c.shrink_policy.name())),
-        ("shrink_timeout_s", jf(c.shrink_timeout.as_secs_f64())),
-        ("max_pending_tasks", jopt(c.max_pending_tasks)),
-        ("min_free_memory", jopt(c.min_free_memory)),
-        ("max_cpu_load", c.max_cpu_load.map_or("null".to_owned(), jf)),
+        ("core_threads", u(c.threads.core)),
+        ("max_threads", u(c.threads.max)),
+        ("core_processes", u(c.processes.core)),
+        ("max_processes", u(c.processes.max)),
+        ("expand_policy", js(c.balance.expand.name())),
+        ("shrink_policy", js(c.balance.shrink.name())),
+        (
+            "shrink_timeout_s",
+            jf(c.balance.shrink_timeout.as_secs_f64()),
+        ),
+        ("max_pending_tasks", jopt(c.balance.max_pending_tasks)),
+        ("min_free_memory", jopt(c.balance.min_free_memory)),
+        (
+            "max_cpu_load",
+            c.balance.max_cpu_load.map_or("null".to_owned(), jf),
+        ),
     ]);
     let events = jarr(st.balance_events.iter().map(|e| {
         jobj(&[

@@ -251,7 +251,7 @@ star_fn!(A, B, C, D, E, G, H, J);
 ///   chunk task (a running thread chunk stops before its next item).
 /// * **Blocking.** Iterating a map blocks the calling thread while it waits.
 ///   Do not iterate one from inside a thread task of the same system unless
-///   the pool has threads to spare (`max_threads`): the waiting task holds a
+///   the pool has threads to spare (`threads.max`): the waiting task holds a
 ///   pool thread.
 #[must_use = "a map does nothing until .ordered(), .unordered() or a fold"]
 pub struct MapBuilder<'a, T, R> {

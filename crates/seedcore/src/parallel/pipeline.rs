@@ -143,7 +143,7 @@ impl<T: Send + 'static, U: Send + 'static> Stage<T, U> {
     }
 
     /// Tasks of this stage running at once (default: the pool's workers,
-    /// `core_threads` or `core_processes`; `0` counts as `1`).
+    /// `threads.core` or `processes.core`; `0` counts as `1`).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = Some(n);
         self

@@ -84,7 +84,7 @@ where
 
     fn profile(&self, system: &ConcurrentSystem) -> Profile {
         Profile {
-            width: system.config().core_threads,
+            width: system.config().threads.core,
             target: THREAD_TARGET,
             max: AUTO_MAX,
         }
@@ -256,7 +256,7 @@ where
 
     fn profile(&self, system: &ConcurrentSystem) -> Profile {
         Profile {
-            width: system.config().core_processes,
+            width: system.config().processes.core,
             target: PROCESS_TARGET,
             max: AUTO_MAX,
         }
@@ -266,7 +266,7 @@ where
     /// limit (the results need room too) or more shared buffers than a
     /// frame carries, submits a prefix that fits instead.
     fn spawn(&self, cx: &SpawnCx<'_>, items: &mut Vec<A>) -> Box<dyn PendingChunk<R>> {
-        let budget = cx.system.config().max_frame_bytes / 2;
+        let budget = cx.system.config().processes.max_frame_bytes / 2;
         let mut take = items.len();
         let encoded = loop {
             let enc = match encode_args(&items[..take]) {
@@ -368,7 +368,7 @@ where
         // Grouping items saves nothing here: keep chunks small so that the
         // in-flight bound stays meaningful.
         Profile {
-            width: system.config().core_processes,
+            width: system.config().processes.core,
             target: PROCESS_TARGET,
             max: 16,
         }
