@@ -113,7 +113,7 @@ fn parse_block(block: Vec<u8>) -> Partial {
 /// channel, or a cancelled context.
 fn read_blocks(
     mut r: impl BufRead,
-    tx: &seedcore::Sender<Vec<u8>>,
+    tx: &seedcore::channel::Sender<Vec<u8>>,
     ctx: &seedcore::TaskContext,
 ) -> std::io::Result<()> {
     let mut header = Vec::new();

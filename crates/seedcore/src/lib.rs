@@ -52,48 +52,67 @@
 //!   is dropped at its deadline.
 //! * Locks and limits are held by the scheduler, never by a worker.
 //! * Callbacks run on the [`CallbackExecutor`] chosen at build time.
+//!
+//! The everyday names are at the root; the rest is grouped:
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`exec`] | the [`Executor`](exec::Executor) trait every executor implements, and what it is handed and reports |
+//! | [`process`] | process tasks: the batch form, the worker entry |
+//! | [`parallel`] | maps, pipelines and their iterators and streams |
+//! | [`channel`] | bounded channels |
+//! | [`balance`] | the balancer's decision over readings keyed by executor |
+//! | [`observe`] | stats, the monitor, metrics |
+//! | [`config`] | the configuration, one section per executor |
 
-mod balance;
-mod config;
+pub mod balance;
+pub mod config;
 mod error;
 pub mod exec;
-mod observe;
+pub mod observe;
 mod options;
-mod parallel;
+pub mod parallel;
 mod sched;
 mod sync;
 mod system;
 mod task;
 mod wire;
 
-pub use balance::{
-    BalanceEvent, BalanceSettings, Balancer, Decision, EventKind, ExpandPolicy, LoadReading,
-    PoolReading, QueueFull, Readings, ShrinkPolicy,
-};
-pub use config::{
-    AsyncConfig, BalanceConfig, CallbacksConfig, Config, ProcessesConfig, ShutdownMode,
-    ThreadsConfig,
-};
+// The everyday names, at the root.
+pub use balance::{ExpandPolicy, QueueFull, ShrinkPolicy};
+pub use config::{Config, ShutdownMode};
 pub use error::{BoxError, ConfigError, SubmitError, TaskError, TaskErrorKind};
-pub use exec::process::{
-    init, is_worker, BatchIntoIter, BatchItemError, BatchResults, BatchTask, ProcessPriority,
-    ProcessTask, TaskEntry, WorkerOutput,
-};
-#[cfg(feature = "http")]
-pub use observe::MetricsServer;
-pub use observe::{Histogram, MonitorSnapshot, Stats, WorkerReading};
+pub use exec::process::{init, is_worker, BatchTask, ProcessPriority, ProcessTask, WorkerOutput};
+pub use observe::Stats;
 pub use options::{Backoff, Priority, RetryOn, RetryPolicy, TaskOptions};
-pub use parallel::{
-    bounded, ChunkSize, Folded, MapBuilder, MapIter, MapStream, Pipeline, PipelineError,
-    PipelineIter, PipelineStream, Receiver, RecvError, RecvTimeoutError, SendError,
-    SendTimeoutError, Sender, Stage, StarFn, TryRecvError, TrySendError,
-};
+pub use parallel::{ChunkSize, Pipeline, Stage};
 pub use sched::callback::{CallbackExecutor, CallbackQueue};
 pub use system::{ConcurrentSystem, ExecutorHandle, ShutdownReport, SystemBuilder};
 pub use task::{
     CancellationToken, ExecutorKind, TaskContext, TaskFuture, TaskHandle, TaskId, TaskStatus,
 };
 pub use wire::shm::SharedBytes;
+
+/// Bounded channels for feeding and draining tasks: blocking, timed and
+/// async sends and receives, closed when every sender (or receiver) is
+/// gone. [`ConcurrentSystem::produce`] and pipelines are built on them.
+pub mod channel {
+    pub use crate::parallel::{
+        bounded, Receiver, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Sender,
+        TryRecvError, TrySendError,
+    };
+}
+
+/// Process tasks: registration ([`process_task!`](crate::process_task)),
+/// the worker entry ([`init`]), and the batch form used by process maps.
+pub mod process {
+    #[doc(hidden)]
+    pub use crate::exec::process::TaskEntry;
+    pub use crate::exec::process::{
+        init, is_worker, BatchIntoIter, BatchItemError, BatchResults, BatchTask, ProcessPriority,
+        ProcessTask, WorkerOutput,
+    };
+}
 
 /// What the macros expand to; not part of the API.
 #[doc(hidden)]

@@ -11,9 +11,10 @@ use crate::exec::async_rt::{AsyncBody, AsyncExec};
 use crate::exec::process::{ProcessBody, ProcessConfig, ProcessPool, ProcessTask};
 use crate::exec::service::ServiceExec;
 use crate::exec::thread::{PoolConfig, ThreadPool};
-use crate::observe::stats::{Counters, Stats};
+use crate::observe::stats::Stats;
 use crate::options::TaskOptions;
 use crate::sched::callback::{CallbackExecutor, CallbackQueue, Dispatcher};
+use crate::sched::counters::Counters;
 use crate::sched::timer::Timer;
 use crate::sched::{ClosureBody, Executor, Scheduler};
 use crate::task::{Body, ExecutorKind, TaskContext, TaskFuture};
@@ -175,7 +176,7 @@ impl SystemBuilder {
     /// Most sync tasks one worker process holds, running and sent ahead;
     /// fewer when tasks are long (see [`ProcessesConfig::prefetch`]).
     ///
-    /// [`ProcessesConfig::prefetch`]: crate::ProcessesConfig::prefetch
+    /// [`ProcessesConfig::prefetch`]: crate::config::ProcessesConfig::prefetch
     pub fn process_prefetch(mut self, n: usize) -> Self {
         self.config.processes.prefetch = n;
         self

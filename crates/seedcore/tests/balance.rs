@@ -4,9 +4,9 @@
 mod common;
 
 use common::{eventually, Gate, LONG};
+use seedcore::balance::{BalanceSettings, Balancer, EventKind, LoadReading, PoolReading, Readings};
 use seedcore::{
-    BalanceSettings, Balancer, ConcurrentSystem, EventKind, ExecutorKind, ExpandPolicy,
-    LoadReading, PoolReading, QueueFull, Readings, ShrinkPolicy, SubmitError, TaskOptions,
+    ConcurrentSystem, ExecutorKind, ExpandPolicy, QueueFull, ShrinkPolicy, SubmitError, TaskOptions,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -45,7 +45,7 @@ struct Sim {
     t0: Instant,
     now: Instant,
     target: usize,
-    events: Vec<seedcore::BalanceEvent>,
+    events: Vec<seedcore::balance::BalanceEvent>,
 }
 
 impl Sim {

@@ -6,9 +6,11 @@ mod common;
 
 use common::{builder, eventually, system, Gate, LONG, PANIC_MARKER};
 use futures_util::StreamExt;
+use seedcore::channel::bounded;
+use seedcore::parallel::{MapIter, PipelineIter};
 use seedcore::{
-    bounded, ChunkSize, ConcurrentSystem, MapIter, PipelineIter, Priority, RetryOn, RetryPolicy,
-    ShutdownMode, Stage, TaskError, TaskOptions,
+    ChunkSize, ConcurrentSystem, Priority, RetryOn, RetryPolicy, ShutdownMode, Stage, TaskError,
+    TaskOptions,
 };
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -439,10 +441,10 @@ fn a_map_is_a_stream_too() {
 fn maps_and_pipelines_are_send() {
     fn is_send<T: Send>() {}
     is_send::<MapIter<'static, u64>>();
-    is_send::<seedcore::MapStream<'static, String>>();
+    is_send::<seedcore::parallel::MapStream<'static, String>>();
     is_send::<PipelineIter<'static, u64>>();
-    is_send::<seedcore::Sender<u64>>();
-    is_send::<seedcore::Receiver<u64>>();
+    is_send::<seedcore::channel::Sender<u64>>();
+    is_send::<seedcore::channel::Receiver<u64>>();
 }
 
 #[test]

@@ -5,9 +5,10 @@
 
 seedcore::enable_test_workers!();
 
+use seedcore::process::BatchItemError;
 use seedcore::{
-    BatchItemError, ChunkSize, ConcurrentSystem, SharedBytes, Stage, SystemBuilder, TaskError,
-    TaskOptions, WorkerOutput,
+    ChunkSize, ConcurrentSystem, SharedBytes, Stage, SystemBuilder, TaskError, TaskOptions,
+    WorkerOutput,
 };
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -20,7 +20,9 @@ use super::report::median;
 use super::tiny::{self, task, timed};
 use super::{note, peers, Measurement, Scale};
 use anyhow::Context;
-use seedcore::{ConcurrentSystem, Priority, ShutdownMode, TaskContext, TaskOptions};
+use seedcore::{
+    ConcurrentSystem, Priority, ShutdownMode, SubmitError, TaskContext, TaskFuture, TaskOptions,
+};
 use std::time::{Duration, Instant};
 
 /// Runs every subject of the suite, in the order of the report.
@@ -36,23 +38,30 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<Vec<Measurement>> {
     ])
 }
 
-/// A seedcore system whose thread pool has exactly `cores` threads.
+/// A seedcore system whose thread pool (and async runtime) has exactly
+/// `cores` threads.
 fn system(scale: Scale) -> anyhow::Result<ConcurrentSystem> {
     ConcurrentSystem::builder()
         .core_threads(scale.workers)
         .max_threads(scale.workers)
+        .async_threads(scale.workers)
         .build()
         .context("building the seedcore system")
 }
 
-/// Tiny-task throughput of `submit_thread` + `TaskFuture::wait`.
-fn seedcore_tiny(scale: Scale) -> anyhow::Result<Measurement> {
+/// The tiny-task workload on a fresh system, under `metric`: `submit`
+/// submits task `i`, then every future is waited on in order.
+fn seedcore_workload(
+    metric: &'static str,
+    scale: Scale,
+    submit: impl Fn(&ConcurrentSystem, u64) -> Result<TaskFuture<u64>, SubmitError>,
+) -> anyhow::Result<Measurement> {
     let sys = system(scale)?;
-    let m = tiny::measure("seedcore", scale, |n| {
+    let m = tiny::measure_as(metric, "seedcore", scale, |n| {
         timed(|| {
             let mut fs = Vec::with_capacity(n);
             for i in 0..n as u64 {
-                fs.push(sys.submit_thread(TaskOptions::new(), move |_: &TaskContext| task(i))?);
+                fs.push(submit(&sys, i)?);
             }
             let mut s = 0u64;
             for f in fs {
@@ -63,6 +72,13 @@ fn seedcore_tiny(scale: Scale) -> anyhow::Result<Measurement> {
     })?;
     sys.shutdown(ShutdownMode::Graceful);
     Ok(m)
+}
+
+/// Tiny-task throughput of `submit_thread` + `TaskFuture::wait`.
+fn seedcore_tiny(scale: Scale) -> anyhow::Result<Measurement> {
+    seedcore_workload(tiny::METRIC, scale, |sys, i| {
+        sys.submit_thread(TaskOptions::new(), move |_: &TaskContext| task(i))
+    })
 }
 
 /// The metric of the tiny-task workload run as async tasks.
@@ -70,27 +86,9 @@ const ASYNC_METRIC: &str = "async_task_ns";
 
 /// Tiny-task throughput of `submit_async` + `TaskFuture::wait`.
 fn seedcore_async(scale: Scale) -> anyhow::Result<Measurement> {
-    let sys = ConcurrentSystem::builder()
-        .core_threads(scale.workers)
-        .max_threads(scale.workers)
-        .async_threads(scale.workers)
-        .build()
-        .context("building the seedcore system")?;
-    let m = tiny::measure_as(ASYNC_METRIC, "seedcore", scale, |n| {
-        timed(|| {
-            let mut fs = Vec::with_capacity(n);
-            for i in 0..n as u64 {
-                fs.push(sys.submit_async(TaskOptions::new(), move |_| async move { task(i) })?);
-            }
-            let mut s = 0u64;
-            for f in fs {
-                s += f.wait()?;
-            }
-            Ok(s)
-        })
-    })?;
-    sys.shutdown(ShutdownMode::Graceful);
-    Ok(m)
+    seedcore_workload(ASYNC_METRIC, scale, |sys, i| {
+        sys.submit_async(TaskOptions::new(), move |_| async move { task(i) })
+    })
 }
 
 /// How long each backlog task spins.

@@ -24,7 +24,7 @@ pub struct BalanceSettings {
     pub shrink_timeout: Duration,
     /// The global task limit ([`BalanceConfig::max_pending_tasks`]).
     ///
-    /// [`BalanceConfig::max_pending_tasks`]: crate::BalanceConfig::max_pending_tasks
+    /// [`BalanceConfig::max_pending_tasks`]: crate::config::BalanceConfig::max_pending_tasks
     pub max_pending_tasks: Option<u64>,
     /// The fraction of the task limit at which BeforehandExpand grows ahead.
     pub expand_threshold: f64,
@@ -154,7 +154,8 @@ impl LoadReading {
 /// Everything one decision reads.
 ///
 /// ```
-/// use seedcore::{ExecutorKind, PoolReading, Readings};
+/// use seedcore::{ExecutorKind};
+/// use seedcore::balance::{PoolReading, Readings};
 /// use std::time::Instant;
 ///
 /// let r = Readings::new(Instant::now()).pool(ExecutorKind::Threads, PoolReading::new(2, 8, 2, 2, 0));
@@ -348,7 +349,8 @@ impl Track {
 /// [`ConcurrentSystem::resize`]: crate::ConcurrentSystem::resize
 ///
 /// ```
-/// use seedcore::{Balancer, BalanceSettings, ExecutorKind, PoolReading, Readings};
+/// use seedcore::{ExecutorKind};
+/// use seedcore::balance::{Balancer, BalanceSettings, PoolReading, Readings};
 /// use std::time::{Duration, Instant};
 ///
 /// let t0 = Instant::now();

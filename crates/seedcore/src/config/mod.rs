@@ -20,19 +20,7 @@ use parse::Raw;
 use std::path::Path;
 use table::Key;
 
-/// What dropping the system, or a graceful shutdown that runs out of time,
-/// does with the work that is left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ShutdownMode {
-    /// Stop accepting tasks, finish queued and running work, then stop.
-    #[default]
-    Graceful,
-    /// Stop accepting tasks, resolve queued work [`Cancelled`], signal
-    /// running work to stop, then stop.
-    ///
-    /// [`Cancelled`]: crate::TaskError::Cancelled
-    Immediate,
-}
+pub use crate::sched::ShutdownMode;
 
 /// Keys of the old flat layout and their places now, so that an old file
 /// or environment fails with directions instead of being half-applied.

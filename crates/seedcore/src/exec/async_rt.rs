@@ -1,7 +1,7 @@
 //! The async executor: an internal tokio runtime, started on first use,
 //! with a priority queue in front of it.
 //!
-//! Up to `max_async_tasks` attempts run at once; the rest wait in the
+//! Up to `async.max_tasks` attempts run at once; the rest wait in the
 //! priority queue, so priorities order async work exactly when there is
 //! more of it than the limit allows.
 //!
@@ -12,8 +12,8 @@
 //! A deadline or a cancel aborts the attempt's tokio task: the future is
 //! dropped at its next await point, and its attempt guard reports the end.
 
-use crate::config::ShutdownMode;
 use crate::error::{panic_message, TaskError};
+use crate::sched::ShutdownMode;
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport};
 use crate::task::{Attempt, Body, ExecutorKind, Job, StopReason, TaskCell, TaskContext};
 use futures_util::FutureExt;

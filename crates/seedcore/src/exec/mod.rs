@@ -1,13 +1,13 @@
 //! The executors, siblings over one task core: each implements
-//! [`Executor`](crate::exec::Executor) and differs from the others only in
+//! [`Executor`] and differs from the others only in
 //! where an attempt runs and how it is stopped.
 //!
 //! | executor | kind | runs an attempt | stops one for real |
 //! | --- | --- | --- | --- |
-//! | `thread` | [`ExecutorKind::Threads`](crate::ExecutorKind::Threads) | on a pool thread | replaces the stuck thread |
-//! | `async_rt` | [`ExecutorKind::Async`](crate::ExecutorKind::Async) | as a tokio task | drops the future |
-//! | `service` | [`ExecutorKind::Services`](crate::ExecutorKind::Services) | on a dedicated thread | sets the token, detaches at shutdown |
-//! | `process` | [`ExecutorKind::Processes`](crate::ExecutorKind::Processes) | in a worker process | kills the worker's process group |
+//! | `thread` | [`ExecutorKind::Threads`] | on a pool thread | replaces the stuck thread |
+//! | `async_rt` | [`ExecutorKind::Async`] | as a tokio task | drops the future |
+//! | `service` | [`ExecutorKind::Services`] | on a dedicated thread | sets the token, detaches at shutdown |
+//! | `process` | [`ExecutorKind::Processes`] | in a worker process | kills the worker's process group |
 //!
 //! An application adds its own with
 //! [`ConcurrentSystem::add_executor`](crate::ConcurrentSystem::add_executor).

@@ -7,8 +7,8 @@
 //! joins their threads up to its deadline; a service still running then is
 //! detached and resolves [`TaskError::SystemShutdown`].
 
-use crate::config::ShutdownMode;
 use crate::error::TaskError;
+use crate::sched::ShutdownMode;
 use crate::sched::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
 use crate::task::{ExecutorKind, Job};
 use parking_lot::Mutex;

@@ -41,7 +41,8 @@ pub use crossbeam_channel::{
 /// producer-consumer link of seedcore's parallel patterns.
 ///
 /// ```
-/// use seedcore::{bounded, ConcurrentSystem};
+/// use seedcore::{ConcurrentSystem};
+/// use seedcore::channel::{bounded};
 ///
 /// let system = ConcurrentSystem::builder().core_threads(2).build()?;
 /// let (tx, rx) = bounded(16);

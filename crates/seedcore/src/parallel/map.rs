@@ -247,7 +247,7 @@ star_fn!(A, B, C, D, E, G, H, J);
 ///   dispatched keep running while the consumer is busy; nothing new starts
 ///   until it asks for more.
 /// * **Cancellation.** Dropping a [`MapIter`], a [`MapStream`] or a
-///   [`PipelineIter`](crate::PipelineIter), or calling its `cancel()`, cancels every outstanding
+///   [`PipelineIter`](crate::parallel::PipelineIter), or calling its `cancel()`, cancels every outstanding
 ///   chunk task (a running thread chunk stops before its next item).
 /// * **Blocking.** Iterating a map blocks the calling thread while it waits.
 ///   Do not iterate one from inside a thread task of the same system unless

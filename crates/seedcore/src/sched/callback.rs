@@ -4,7 +4,7 @@
 //! only hands them to the executor chosen when the system was built. A
 //! panicking callback is caught, logged and counted; it harms nothing else.
 
-use crate::observe::stats::Counters;
+use crate::sched::counters::Counters;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;

@@ -43,7 +43,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::config::ShutdownMode;
+use super::ShutdownMode;
 use crate::error::TaskError;
 use crate::options::{Priority, LEVELS};
 use crate::task::{caught, Attempt, Body, InTask, Job, TaskCell, TaskContext};

@@ -27,6 +27,7 @@
 //!    callbacks still run).
 
 pub(crate) mod callback;
+pub(crate) mod counters;
 mod executor;
 pub(crate) mod locks;
 mod queue;
@@ -36,13 +37,12 @@ pub(crate) use executor::ClosureBody;
 pub use executor::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
 pub use queue::PriorityQueue;
 
-use crate::config::ShutdownMode;
 use crate::error::{SubmitError, TaskError, TaskErrorKind};
-use crate::observe::stats::Counters;
 use crate::options::TaskOptions;
 use crate::task::StopReason;
 use crate::task::{in_task, Acquire, Body, Header, Job, Schedule, TaskCell, TaskFuture, TaskId};
 use callback::Dispatcher;
+use counters::Counters;
 use crossbeam_utils::CachePadded;
 use locks::LockTable;
 use parking_lot::Mutex;
@@ -57,6 +57,20 @@ pub(crate) const MAX_EXECUTORS: usize = 16;
 /// How long cancelled work gets to notice its token once a shutdown has
 /// used its timeout, and the callback thread to run the last callbacks.
 const STOP_GRACE: Duration = Duration::from_millis(100);
+
+/// What dropping the system, or a graceful shutdown that runs out of time,
+/// does with the work that is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShutdownMode {
+    /// Stop accepting tasks, finish queued and running work, then stop.
+    #[default]
+    Graceful,
+    /// Stop accepting tasks, resolve queued work [`Cancelled`], signal
+    /// running work to stop, then stop.
+    ///
+    /// [`Cancelled`]: crate::TaskError::Cancelled
+    Immediate,
+}
 
 /// What a shutdown did.
 #[derive(Debug, Clone, PartialEq, Eq)]

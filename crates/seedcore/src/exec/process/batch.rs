@@ -35,7 +35,7 @@ impl std::error::Error for BatchItemError {}
 /// arguments: a value or a [`BatchItemError`] each.
 ///
 /// ```
-/// use seedcore::{BatchItemError, BatchResults};
+/// use seedcore::process::{BatchItemError, BatchResults};
 ///
 /// let mut r = BatchResults::new();
 /// r.push(Ok(1));

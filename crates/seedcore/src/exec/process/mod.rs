@@ -164,13 +164,13 @@ macro_rules! __process_task_impl {
         }
         #[$crate::__private::linkme::distributed_slice($crate::__private::PROCESS_TASKS)]
         #[linkme(crate = $crate::__private::linkme)]
-        static __ENTRY: $crate::TaskEntry = $crate::TaskEntry::__sync(
+        static __ENTRY: $crate::process::TaskEntry = $crate::process::TaskEntry::__sync(
             ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name)),
             |args, fds| $crate::__private::run_sync(args, fds, __call),
         );
         #[$crate::__private::linkme::distributed_slice($crate::__private::PROCESS_TASKS)]
         #[linkme(crate = $crate::__private::linkme)]
-        static __BATCH: $crate::TaskEntry = $crate::TaskEntry::__sync(
+        static __BATCH: $crate::process::TaskEntry = $crate::process::TaskEntry::__sync(
             ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name), "#batch"),
             |args, fds| $crate::__private::run_batch(args, fds, __call),
         );
@@ -184,7 +184,7 @@ macro_rules! __process_task_impl {
         }
         #[$crate::__private::linkme::distributed_slice($crate::__private::PROCESS_TASKS)]
         #[linkme(crate = $crate::__private::linkme)]
-        static __ENTRY: $crate::TaskEntry = $crate::TaskEntry::__async(
+        static __ENTRY: $crate::process::TaskEntry = $crate::process::TaskEntry::__async(
             ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name)),
             |args, fds| $crate::__private::run_async(args, fds, __call),
         );

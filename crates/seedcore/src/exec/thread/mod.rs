@@ -20,7 +20,7 @@
 
 mod idle;
 
-use crate::config::ShutdownMode;
+use crate::sched::ShutdownMode;
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport, WorkerInfo};
 use crate::task::{ExecutorKind, Job, StopReason, TaskId};
 use idle::Idle;
