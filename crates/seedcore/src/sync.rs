@@ -1,6 +1,6 @@
 //! The synchronisation primitives the scheduler core is written against.
 //!
-//! `task/state.rs`, `task/completion.rs` and `exec/thread/idle.rs` name their primitives only through this
+//! `task/state.rs`, `task/completion.rs` and `sched/idle.rs` name their primitives only through this
 //! module, so the model-checking tests can compile those same files against
 //! loom's versions (see `tests/loom_core.rs`).
 

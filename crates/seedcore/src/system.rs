@@ -250,6 +250,8 @@ impl SystemBuilder {
         let os = |field: &str, e: std::io::Error| {
             ConfigError::new(field, format!("the OS refused to start a thread: {e}"))
         };
+        // The stats clock calibrates on first use: here, not in a task.
+        let _ = crate::task::StatClock::now();
         let stats = Arc::new(Counters::new());
         let threads = ThreadPool::start(PoolConfig {
             core: config.threads.core,

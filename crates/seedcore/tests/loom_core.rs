@@ -1,7 +1,7 @@
 //! Model checks of the scheduler's concurrency core with loom: the task's
 //! attempt state machine (`src/task/state.rs`), the completion state
 //! machine (`src/task/completion.rs`) and the hand-off between submitters
-//! and sleeping pool threads (`src/exec/thread/idle.rs`).
+//! and sleeping pool threads (`src/sched/idle.rs`).
 //!
 //! Those files name their primitives only through `crate::sync`; this test
 //! compiles the very same files against loom's primitives, so loom explores
@@ -35,7 +35,7 @@ mod sync {
 
 #[path = "../src/task/completion.rs"]
 mod completion;
-#[path = "../src/exec/thread/idle.rs"]
+#[path = "../src/sched/idle.rs"]
 mod idle;
 #[path = "../src/task/state.rs"]
 mod state;

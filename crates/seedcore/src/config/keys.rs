@@ -113,7 +113,9 @@ config_keys! {
 
     /// The async runtime.
     ["async"] r#async: AsyncConfig {
-        /// Worker threads of the async runtime.
+        /// Threads that poll async tasks (in priority order), and as many
+        /// worker threads of the tokio runtime beneath them, which drive
+        /// their timers and I/O and run what they `tokio::spawn`.
         threads: usize = cores();
         type "integer", default "the number of logical cores",
         parse |r| r.count(),

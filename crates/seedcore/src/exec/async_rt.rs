@@ -1,84 +1,147 @@
-//! The async executor: an internal tokio runtime, started on first use,
-//! with a priority queue in front of it.
+//! The async executor: seedcore's own driver threads poll async tasks in
+//! priority order, inside a tokio runtime that drives their timers and I/O.
 //!
-//! Up to `async.max_tasks` attempts run at once; the rest wait in the
-//! priority queue, so priorities order async work exactly when there is
-//! more of it than the limit allows.
+//! # Shape
 //!
-//! A task that finds a free slot and an empty queue is spawned at once,
-//! without a trip through the queue; the others are started by whoever
-//! frees a slot.
+//! * A submitted attempt waits in `new`, the priority queue, until a driver
+//!   has a free slot (`async.max_tasks` attempts run at once) and starts
+//!   it: the attempt's future is built and polled once, on the driver,
+//!   at once. Most futures finish in that first poll, and then the attempt
+//!   has cost one task allocation (async-task's) and no trip through
+//!   tokio's scheduler.
+//! * A future that returns `Pending` is woken like any other: its waker
+//!   pushes it on `woken`, and a driver polls it again. Drivers serve
+//!   `woken` before `new` (started attempts before waiting ones).
+//! * Drivers run inside the runtime's context (`Handle::enter`), so a
+//!   future may use tokio's timers, I/O and `tokio::spawn`; the runtime's
+//!   own workers drive the timers and the I/O and run what is spawned.
 //!
-//! A deadline or a cancel aborts the attempt's tokio task: the future is
-//! dropped at its next await point, and its attempt guard reports the end.
+//! # Stopping an attempt
+//!
+//! An attempt still pending after its first poll registers its async-task
+//! handle in `pending`; a deadline, a cancel or a shutdown takes it out and
+//! drops it, which cancels the task: its future is dropped by a driver (or
+//! at once if it is idle), and the attempt guard inside the future reports
+//! the end. The guard and the registration agree under `pending`'s lock
+//! and the attempt's `finished` and `registered` marks (`SeqCst`), so a
+//! handle is never left registered for an attempt that ended.
+//!
+//! # Shutdown
+//!
+//! 1. `stopped`: no new attempt starts; queued ones resolve
+//!    `SystemShutdown`.
+//! 2. Every pending attempt is cancelled (its handle dropped); drivers drop
+//!    the futures as they come round.
+//! 3. Drivers exit once `woken` is empty, and are joined up to the
+//!    deadline (one stuck in a poll is detached and counted).
+//! 4. What is left in `woken` is dropped here; the runtime stops.
 
 use crate::error::{panic_message, TaskError};
-use crate::sched::ShutdownMode;
-use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport};
-use crate::task::{Attempt, Body, ExecutorKind, Job, StopReason, TaskCell, TaskContext};
+use crate::sched::idle::Idle;
+use crate::sched::WorkerInfo;
+use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, ShutdownMode, StopReport};
+use crate::task::{Attempt, Body, ExecutorKind, Job, StopReason, TaskCell, TaskContext, TaskId};
+use crossbeam_deque::{Injector, Steal};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Runtime};
+
+/// Rounds of busy-polling before an idle driver sleeps.
+const SPIN_ROUNDS: u32 = 32;
 
 /// The async executor of one system.
 pub(crate) struct AsyncExec {
-    queue: PriorityQueue<Arc<dyn Job>>,
+    /// Attempts waiting for a slot, by priority.
+    new: PriorityQueue<Arc<dyn Job>>,
+    /// Started attempts whose futures were woken.
+    woken: Injector<async_task::Runnable>,
+    idle: Idle,
+    /// Attempts begun and not ended.
     running: AtomicUsize,
     limit: usize,
     threads: usize,
     name: String,
+    drivers: Mutex<Vec<JoinHandle<()>>>,
+    /// Driver thread ids with the tasks each has polled, for the monitor.
+    driver_info: Mutex<Vec<(u32, String, Arc<AtomicU64>)>>,
+    started: OnceLock<Option<Handle>>,
     runtime: Mutex<Option<Runtime>>,
-    handle: OnceLock<Option<Handle>>,
+    /// Attempts pending past their first poll: their tasks, to cancel.
+    pending: Mutex<HashMap<TaskId, async_task::Task<()>>>,
+    /// No new attempt starts.
     stopped: AtomicBool,
+    /// Drivers exit once `woken` is empty.
+    exiting: AtomicBool,
+    me: Weak<AsyncExec>,
 }
 
 impl AsyncExec {
     pub(crate) fn new(threads: usize, limit: usize, name: String) -> Arc<Self> {
-        Arc::new(AsyncExec {
-            queue: PriorityQueue::new(),
+        Arc::new_cyclic(|me| AsyncExec {
+            new: PriorityQueue::new(),
+            woken: Injector::new(),
+            idle: Idle::new(),
             running: AtomicUsize::new(0),
             limit,
             threads,
             name,
+            drivers: Mutex::new(Vec::new()),
+            driver_info: Mutex::new(Vec::new()),
+            started: OnceLock::new(),
             runtime: Mutex::new(None),
-            handle: OnceLock::new(),
+            pending: Mutex::new(HashMap::new()),
             stopped: AtomicBool::new(false),
+            exiting: AtomicBool::new(false),
+            me: me.clone(),
         })
     }
 
-    /// The runtime's handle, starting it on first use; `None` once stopped
-    /// or if it could not start.
-    fn handle(&self) -> Option<&Handle> {
-        if self.stopped.load(Ordering::Acquire) {
-            return None;
-        }
-        self.handle
+    /// Starts the runtime and the drivers on first use; `false` if they
+    /// could not start.
+    fn ensure_started(&self) -> bool {
+        self.started
             .get_or_init(|| {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(self.threads)
                     .thread_name(format!("{}-async", self.name))
                     .enable_all()
                     .build();
-                match rt {
-                    Ok(rt) => {
-                        let h = rt.handle().clone();
-                        *self.runtime.lock() = Some(rt);
-                        Some(h)
-                    }
+                let rt = match rt {
+                    Ok(rt) => rt,
                     Err(e) => {
                         log::error!("seedcore: could not start the async runtime: {e}");
-                        None
+                        return None;
+                    }
+                };
+                let handle = rt.handle().clone();
+                *self.runtime.lock() = Some(rt);
+                let mut drivers = self.drivers.lock();
+                for i in 0..self.threads {
+                    let (me, h) = (self.me.clone(), handle.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("{}-async-{i}", self.name))
+                        .spawn(move || {
+                            if let Some(me) = me.upgrade() {
+                                me.drive(&h);
+                            }
+                        });
+                    match spawned {
+                        Ok(t) => drivers.push(t),
+                        Err(e) => log::error!("seedcore: could not start an async driver: {e}"),
                     }
                 }
+                (!drivers.is_empty()).then_some(handle)
             })
-            .as_ref()
+            .is_some()
     }
 
     /// Takes a free slot, if there is one.
@@ -98,39 +161,106 @@ impl AsyncExec {
         }
     }
 
-    /// Starts `job` in a slot already taken.
-    fn start(&self, job: Arc<dyn Job>) {
-        if !job.run() {
-            self.running.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    /// Starts queued attempts while there are free slots.
-    fn pump(&self) {
-        while !self.stopped.load(Ordering::Acquire) && !self.queue.is_empty() {
-            if !self.take_slot() {
-                return;
-            }
-            match self.queue.pop() {
-                Some(job) => self.start(job),
-                None => {
-                    self.running.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-        }
-    }
-
     /// An attempt ended; its slot is free.
     fn slot_done(&self) {
-        self.running.fetch_sub(1, Ordering::SeqCst);
-        if !self.queue.is_empty() {
-            self.pump();
+        // Only a full executor leaves queued work for a driver that sleeps;
+        // below the limit, a driver that takes work does not sleep.
+        let was = self.running.fetch_sub(1, Ordering::SeqCst);
+        if was >= self.limit && !self.new.is_empty() {
+            self.idle.notify_one();
         }
     }
 
-    fn drain_jobs(&self) -> Vec<Arc<dyn Job>> {
-        std::iter::from_fn(|| self.queue.pop()).collect()
+    /// A woken future to poll, or an attempt to start.
+    fn next(&self) -> Option<Work> {
+        loop {
+            match self.woken.steal() {
+                Steal::Success(r) => return Some(Work::Poll(r)),
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+        if self.stopped.load(Ordering::Acquire) || self.new.is_empty() || !self.take_slot() {
+            return None;
+        }
+        match self.new.pop() {
+            Some(job) => Some(Work::Start(job)),
+            None => {
+                self.running.fetch_sub(1, Ordering::SeqCst);
+                None
+            }
+        }
     }
+
+    fn has_work(&self) -> bool {
+        !self.woken.is_empty()
+            || (!self.new.is_empty()
+                && !self.stopped.load(Ordering::SeqCst)
+                && self.running.load(Ordering::SeqCst) < self.limit)
+    }
+
+    /// A driver thread: poll and start until the executor exits.
+    fn drive(&self, handle: &Handle) {
+        let _rt = handle.enter();
+        let done = Arc::new(AtomicU64::new(0));
+        self.driver_info.lock().push((
+            crate::exec::thread::os_thread_id(),
+            std::thread::current().name().unwrap_or_default().to_owned(),
+            done.clone(),
+        ));
+        'outer: loop {
+            if let Some(w) = self.next() {
+                match w {
+                    Work::Poll(r) => {
+                        r.run();
+                    }
+                    Work::Start(job) => {
+                        if !job.run() {
+                            // Not begun (resolved while queued, or parked on
+                            // a lock): its slot is free again.
+                            self.running.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                continue;
+            }
+            if self.exiting.load(Ordering::Acquire) {
+                break;
+            }
+            for i in 0..SPIN_ROUNDS {
+                if self.has_work() {
+                    continue 'outer;
+                }
+                if i < SPIN_ROUNDS / 2 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            self.idle.prepare();
+            if self.has_work() || self.exiting.load(Ordering::SeqCst) {
+                self.idle.cancel();
+                continue;
+            }
+            self.idle.sleep(None);
+        }
+    }
+
+    /// Cancels the pending attempt of `task` (its future is dropped).
+    fn cancel_pending(&self, task: TaskId) {
+        let t = self.pending.lock().remove(&task);
+        drop(t);
+    }
+
+    fn drain_new(&self) -> Vec<Arc<dyn Job>> {
+        std::iter::from_fn(|| self.new.pop()).collect()
+    }
+}
+
+enum Work {
+    Poll(async_task::Runnable),
+    Start(Arc<dyn Job>),
 }
 
 impl Executor for AsyncExec {
@@ -140,55 +270,134 @@ impl Executor for AsyncExec {
 
     fn accept(&self, task: Runnable) {
         let job = task.into_job();
-        if self.queue.is_empty() && self.take_slot() {
-            // Nothing waits ahead of it: no trip through the queue.
-            self.start(job);
+        if self.stopped.load(Ordering::Acquire) || !self.ensure_started() {
+            job.fail(TaskError::SystemShutdown);
             return;
         }
-        self.queue.push(job.header().opts.priority, job);
-        self.pump();
+        self.new.push(job.header().opts.priority, job);
+        self.idle.notify_one();
+        // After the fence in `notify_one`: either `stop` drains this task,
+        // or this sees the stop and drains.
         if self.stopped.load(Ordering::SeqCst) {
-            for job in self.drain_jobs() {
+            for job in self.drain_new() {
                 job.fail(TaskError::SystemShutdown);
             }
         }
     }
 
-    fn drain(&self) -> Vec<Runnable> {
-        self.drain_jobs().into_iter().map(Runnable::new).collect()
+    fn stop_attempt(&self, task: TaskId, _attempt: u32, _why: StopReason) {
+        self.cancel_pending(task);
     }
 
-    /// Stops the runtime; attempts still running are dropped (each resolves
-    /// through its attempt guard).
+    fn drain(&self) -> Vec<Runnable> {
+        self.drain_new().into_iter().map(Runnable::new).collect()
+    }
+
+    /// The shutdown steps of the module docs.
     fn stop(&self, deadline: Instant, _mode: ShutdownMode) -> StopReport {
         self.stopped.store(true, Ordering::SeqCst);
-        for job in self.drain_jobs() {
+        for job in self.drain_new() {
             job.fail(TaskError::SystemShutdown);
         }
-        let Some(rt) = self.runtime.lock().take() else {
-            return StopReport::default();
-        };
-        if Handle::try_current().is_ok() {
-            // Blocking inside a runtime would panic; let it wind down alone.
-            rt.shutdown_background();
-        } else {
-            let left = deadline.saturating_duration_since(Instant::now());
-            rt.shutdown_timeout(left.max(std::time::Duration::from_millis(10)));
+        let pending: Vec<async_task::Task<()>> =
+            self.pending.lock().drain().map(|(_, t)| t).collect();
+        drop(pending);
+        self.exiting.store(true, Ordering::SeqCst);
+        self.idle.notify_all();
+        let me = std::thread::current().id();
+        let mut detached = 0;
+        for t in std::mem::take(&mut *self.drivers.lock()) {
+            if t.thread().id() == me {
+                continue;
+            }
+            while !t.is_finished() && Instant::now() < deadline {
+                self.idle.notify_all();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                detached += 1;
+            }
         }
-        StopReport::default()
+        // Futures woken after the drivers left: dropped here.
+        loop {
+            match self.woken.steal() {
+                Steal::Success(r) => drop(r),
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+        if let Some(rt) = self.runtime.lock().take() {
+            if Handle::try_current().is_ok() {
+                // Blocking inside a runtime would panic; let it wind down.
+                rt.shutdown_background();
+            } else {
+                let left = deadline.saturating_duration_since(Instant::now());
+                rt.shutdown_timeout(left.max(Duration::from_millis(10)));
+            }
+        }
+        if detached > 0 {
+            log::warn!(
+                "seedcore: {detached} async driver(s) still polling at shutdown were detached"
+            );
+        }
+        StopReport::detached(detached)
     }
 
     fn stats(&self) -> ExecutorStats {
         let mut row = ExecutorStats::new(ExecutorKind::Async);
-        row.queue_depth = self.queue.depths();
+        row.queue_depth = self.new.depths();
         row.queued = row.queue_depth.iter().sum();
-        let started = matches!(self.handle.get(), Some(Some(_)));
-        row.workers = if started { self.threads } else { 0 };
+        let started = matches!(self.started.get(), Some(Some(_)));
+        row.workers = if started {
+            self.drivers.lock().len()
+        } else {
+            0
+        };
         row.busy = self.running.load(Ordering::Relaxed).min(row.workers);
         row.core = self.threads;
         row.max = self.threads;
         row.target = self.threads;
         row
+    }
+
+    fn workers(&self) -> Vec<WorkerInfo> {
+        self.driver_info
+            .lock()
+            .iter()
+            .map(|(tid, name, done)| {
+                let mut w = WorkerInfo::thread(*tid, name.clone());
+                w.tasks_done = done.load(Ordering::Relaxed);
+                w
+            })
+            .collect()
+    }
+}
+
+thread_local! {
+    /// The attempt whose first poll runs on this thread now.
+    static FIRST_POLL: std::cell::Cell<Option<(TaskId, u32)>> = const { std::cell::Cell::new(None) };
+}
+
+/// The executor as a waker's schedule function sees it.
+#[derive(Clone, Copy)]
+struct ExecRef(NonNull<AsyncExec>);
+
+// SAFETY: `AsyncExec` is `Sync`; the pointer is only read as a shared
+// reference, while the executor is alive (see `AsyncBody::exec`).
+unsafe impl Send for ExecRef {}
+// SAFETY: as above.
+unsafe impl Sync for ExecRef {}
+
+impl ExecRef {
+    fn get(&self) -> &AsyncExec {
+        // SAFETY: the executor is registered in its scheduler's table, which
+        // holds an `Arc` to it and never drops an entry; every task that can
+        // reach this pointer (its body, or the schedule function of its
+        // attempt's future, which runs only while that future exists and
+        // holds the task) holds an `Arc` to that scheduler.
+        unsafe { self.0.as_ref() }
     }
 }
 
@@ -196,20 +405,15 @@ impl Executor for AsyncExec {
 /// future.
 pub(crate) struct AsyncBody<T, F, Fut> {
     factory: F,
-    /// The system's async executor. Not an `Arc`: bumping one shared
-    /// reference count per task costs more than the rest of a spawn.
-    exec: NonNull<AsyncExec>,
-    /// The running attempt's tokio task, for a deadline or a cancel.
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Not an `Arc`: one shared reference count bumped per task costs more
+    /// than the rest of a start.
+    exec: ExecRef,
+    /// The last attempt whose future ended, and the last one registered in
+    /// `pending` (see the module docs).
+    finished: AtomicU32,
+    registered: AtomicU32,
     _out: PhantomData<fn() -> (T, Fut)>,
 }
-
-// SAFETY: `exec` is only read through `exec()`, as a shared reference to
-// an `AsyncExec`, which is `Sync`; the other fields are `Send` and `Sync`
-// when `F` is (the bounds of `Body` below require it).
-unsafe impl<T, F: Send, Fut> Send for AsyncBody<T, F, Fut> {}
-// SAFETY: as above.
-unsafe impl<T, F: Sync, Fut> Sync for AsyncBody<T, F, Fut> {}
 
 impl<T, F, Fut> AsyncBody<T, F, Fut> {
     /// A body run by `exec`, which must be the executor registered in the
@@ -217,23 +421,20 @@ impl<T, F, Fut> AsyncBody<T, F, Fut> {
     pub(crate) fn new(exec: &Arc<AsyncExec>, factory: F) -> Self {
         AsyncBody {
             factory,
-            exec: NonNull::from(&**exec),
-            task: Mutex::new(None),
+            exec: ExecRef(NonNull::from(&**exec)),
+            finished: AtomicU32::new(0),
+            registered: AtomicU32::new(0),
             _out: PhantomData,
         }
     }
 
     fn exec(&self) -> &AsyncExec {
-        // SAFETY: the executor is registered in the task's scheduler, whose
-        // table holds an `Arc` to it and never drops an entry; the task's
-        // header holds an `Arc` to that scheduler for as long as the task
-        // (and so this body) lives. The pointee is therefore alive here.
-        unsafe { self.exec.as_ref() }
+        self.exec.get()
     }
 }
 
-/// Ends an async attempt however its future goes: finished, aborted by a
-/// deadline or a cancel, or dropped by a runtime shutdown.
+/// Ends an async attempt however its future goes: finished, or dropped by
+/// a deadline, a cancel or a shutdown.
 struct AttemptGuard<T, F, Fut>
 where
     AsyncBody<T, F, Fut>: Body<Output = T>,
@@ -258,9 +459,26 @@ where
     AsyncBody<T, F, Fut>: Body<Output = T>,
 {
     fn drop(&mut self) {
+        let body = self.cell.body();
+        let n = self.a.n;
+        let id = self.cell.header.id;
+        if FIRST_POLL.with(|p| p.get()) == Some((id, n)) {
+            // Ended in its first poll, on the thread that started it:
+            // nothing is registered yet, and that thread reads this mark
+            // after the poll.
+            body.finished.store(n, Ordering::Relaxed);
+        } else {
+            body.finished.store(n, Ordering::SeqCst);
+        }
+        if body.registered.load(Ordering::SeqCst) == n {
+            let exec = body.exec();
+            let t = exec.pending.lock().remove(&id);
+            // Dropping our own finished task is a no-op for it.
+            drop(t);
+        }
         let out = self.out.take().unwrap_or(Err(TaskError::Cancelled));
         self.cell.end(self.a, out);
-        self.cell.body().exec().slot_done();
+        body.exec().slot_done();
     }
 }
 
@@ -272,19 +490,16 @@ where
 {
     type Output = T;
 
+    /// Builds the attempt's future and polls it once, here, on the driver.
     fn start(cell: &Arc<TaskCell<Self>>, a: Attempt) -> bool {
-        let mut guard = AttemptGuard {
+        let guard = AttemptGuard {
             cell: cell.clone(),
             a,
             out: None,
         };
-        let Some(rt) = cell.body().exec().handle() else {
-            guard.out = Some(Err(TaskError::SystemShutdown));
-            return true;
-        };
-        let task = rt.spawn(async move {
-            // The factory runs here, inside the runtime: it may build timers
-            // and I/O, and a slow one stalls no scheduler thread.
+        let fut = async move {
+            // The factory runs here, inside the runtime's context: it may
+            // build timers and I/O.
             let ctx = TaskContext::new(guard.cell.clone(), guard.a.n);
             let made = catch_unwind(AssertUnwindSafe(|| (guard.cell.body().factory)(ctx)));
             let out = match made {
@@ -295,18 +510,38 @@ where
                 },
             };
             guard.finish(out);
-        });
-        // A deadline or a cancel that came before the handle was stored.
-        if cell.header.is_cancelled(a.n) {
-            task.abort();
+        };
+        let exec = cell.body().exec;
+        let schedule = move |r: async_task::Runnable| {
+            let e = exec.get();
+            e.woken.push(r);
+            e.idle.notify_one();
+        };
+        let (runnable, task) = async_task::spawn(fut, schedule);
+        let id = cell.header.id;
+        let outer = FIRST_POLL.with(|p| p.replace(Some((id, a.n))));
+        runnable.run();
+        FIRST_POLL.with(|p| p.set(outer));
+        let body = cell.body();
+        if body.finished.load(Ordering::SeqCst) >= a.n {
+            // Done in its first poll: nothing to register.
+            return true;
         }
-        *cell.body().task.lock() = Some(task);
+        body.registered.store(a.n, Ordering::SeqCst);
+        {
+            let mut pending = body.exec().pending.lock();
+            if body.finished.load(Ordering::SeqCst) < a.n {
+                pending.insert(id, task);
+            }
+        }
+        // A deadline or a cancel that came during the first poll.
+        if cell.header.is_cancelled(a.n) {
+            body.exec().cancel_pending(id);
+        }
         true
     }
 
     fn stop(cell: &TaskCell<Self>, _n: u32, _why: StopReason) {
-        if let Some(t) = cell.body().task.lock().take() {
-            t.abort();
-        }
+        cell.body().exec().cancel_pending(cell.header.id);
     }
 }

@@ -5,7 +5,7 @@
 //! | executor | kind | runs an attempt | stops one for real |
 //! | --- | --- | --- | --- |
 //! | `thread` | [`ExecutorKind::Threads`] | on a pool thread | replaces the stuck thread |
-//! | `async_rt` | [`ExecutorKind::Async`] | as a tokio task | drops the future |
+//! | `async_rt` | [`ExecutorKind::Async`] | polled by its driver threads inside a tokio runtime | drops the future |
 //! | `service` | [`ExecutorKind::Services`] | on a dedicated thread | sets the token, detaches at shutdown |
 //! | `process` | [`ExecutorKind::Processes`] | in a worker process | kills the worker's process group |
 //!

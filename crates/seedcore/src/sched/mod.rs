@@ -29,6 +29,7 @@
 pub(crate) mod callback;
 pub(crate) mod counters;
 mod executor;
+pub(crate) mod idle;
 pub(crate) mod locks;
 mod queue;
 pub(crate) mod timer;

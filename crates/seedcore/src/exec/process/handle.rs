@@ -95,7 +95,7 @@ pub(crate) struct Worker {
     pub(super) child: Mutex<Option<Child>>,
     pub(super) idle_since: Mutex<Instant>,
     /// When it last reported a sync task.
-    pub(super) last_done: Mutex<Instant>,
+    pub(super) last_done: Mutex<crate::task::StatClock>,
     pub(super) done: AtomicUsize,
     /// Tasks handed to it so far (recycling counts these).
     pub(super) sent: AtomicUsize,

@@ -104,7 +104,7 @@ impl ProcessPool {
         if !f.job.is_async() {
             // A worker runs its sync tasks one after another: this one began
             // when it arrived or when the one before it ended, if later.
-            let now = Instant::now();
+            let now = crate::task::StatClock::now();
             let since = std::mem::replace(&mut *w.last_done.lock(), now).max(f.attempt.started);
             self.observe_task(now.saturating_duration_since(since).as_nanos() as u64);
         }

@@ -237,7 +237,7 @@ impl ProcessPool {
             killed: Mutex::new(None),
             child: Mutex::new(Some(child)),
             idle_since: Mutex::new(Instant::now()),
-            last_done: Mutex::new(Instant::now()),
+            last_done: Mutex::new(crate::task::StatClock::now()),
             done: AtomicUsize::new(0),
             sent: AtomicUsize::new(0),
         });

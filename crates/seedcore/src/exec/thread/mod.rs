@@ -18,12 +18,10 @@
 //! 3. Each thread exits after its current task; `stop` joins those that
 //!    exit before the deadline and detaches (and reports) the rest.
 
-mod idle;
-
+use crate::sched::idle::Idle;
 use crate::sched::ShutdownMode;
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport, WorkerInfo};
 use crate::task::{ExecutorKind, Job, StopReason, TaskId};
-use idle::Idle;
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -58,7 +56,7 @@ thread_local! {
 }
 
 /// The calling thread's OS id, for the monitor.
-fn os_thread_id() -> u32 {
+pub(crate) fn os_thread_id() -> u32 {
     #[cfg(target_os = "linux")]
     {
         rustix::thread::gettid().as_raw_nonzero().get() as u32

@@ -1,4 +1,5 @@
-//! How idle pool threads sleep and how submitters wake them.
+//! How idle workers (pool threads, async drivers) sleep and how submitters
+//! wake them.
 //!
 //! The protocol (a Dekker-style handshake, no lost wake-ups):
 //!
