@@ -38,6 +38,7 @@
 
 use crate::error::{panic_message, TaskError};
 use crate::sched::idle::Idle;
+use crate::sched::join_by;
 use crate::sched::WorkerInfo;
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, ShutdownMode, StopReport};
 use crate::task::{Attempt, Body, ExecutorKind, Job, StopReason, TaskCell, TaskContext, TaskId};
@@ -304,19 +305,9 @@ impl Executor for AsyncExec {
         drop(pending);
         self.exiting.store(true, Ordering::SeqCst);
         self.idle.notify_all();
-        let me = std::thread::current().id();
         let mut detached = 0;
         for t in std::mem::take(&mut *self.drivers.lock()) {
-            if t.thread().id() == me {
-                continue;
-            }
-            while !t.is_finished() && Instant::now() < deadline {
-                self.idle.notify_all();
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
+            if !join_by(t, deadline) {
                 detached += 1;
             }
         }
@@ -539,9 +530,5 @@ where
             body.exec().cancel_pending(id);
         }
         true
-    }
-
-    fn stop(cell: &TaskCell<Self>, _n: u32, _why: StopReason) {
-        cell.body().exec().cancel_pending(cell.header.id);
     }
 }

@@ -9,13 +9,13 @@
 
 use crate::error::TaskError;
 use crate::sched::ShutdownMode;
-use crate::sched::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
+use crate::sched::{join_by, Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
 use crate::task::{ExecutorKind, Job};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A service task and the thread that runs it.
 type Service = (Arc<dyn Job>, JoinHandle<()>);
@@ -86,18 +86,9 @@ impl Executor for ServiceExec {
 
     fn stop(&self, deadline: Instant, _mode: ShutdownMode) -> StopReport {
         let services = std::mem::take(&mut *self.services.lock());
-        let me = std::thread::current().id();
         let mut detached = 0;
         for (job, h) in services {
-            if h.thread().id() == me {
-                continue;
-            }
-            while !h.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if h.is_finished() {
-                let _ = h.join();
-            } else {
+            if !join_by(h, deadline) {
                 detached += 1;
                 job.fail(TaskError::SystemShutdown);
             }

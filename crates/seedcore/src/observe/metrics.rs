@@ -22,6 +22,7 @@
 
 use crate::observe::monitor::MonitorSnapshot;
 use crate::observe::stats::{Histogram, Stats};
+use crate::sched::ExecutorStats;
 use crate::system::{stats_of, ConcurrentSystem, Shared};
 use std::fmt::Write as _;
 
@@ -87,6 +88,29 @@ impl Prom<'_> {
     fn one(&mut self, name: &str, kind: &str, help: &str, value: f64) {
         self.family(name, kind, help);
         self.sample(name, &[], value);
+    }
+
+    /// A gauge family with one sample per executor of `rows`, and per
+    /// `(value of label, n)` pair that `series` gives it (no second label
+    /// where `label` is `None`).
+    fn per_executor(
+        &mut self,
+        name: &str,
+        help: &str,
+        rows: &[ExecutorStats],
+        label: Option<&str>,
+        series: impl Fn(&ExecutorStats) -> Vec<(&'static str, usize)>,
+    ) {
+        self.family(name, "gauge", help);
+        for e in rows {
+            for (v, n) in series(e) {
+                let executor = ("executor", e.kind.name());
+                match label {
+                    Some(k) => self.sample(name, &[executor, (k, v)], n as f64),
+                    None => self.sample(name, &[executor], n as f64),
+                }
+            }
+        }
     }
 
     fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
@@ -193,80 +217,48 @@ fn prometheus(name: &str, st: &Stats, mon: &MonitorSnapshot) -> String {
     // One series per executor (and state or level): a new executor adds
     // series, not names.
     let rows = &st.executors;
-    p.family(
+    p.per_executor(
         "seedcore_executor_queued",
-        "gauge",
         "Tasks waiting for a worker, by executor.",
+        rows,
+        None,
+        |e| vec![("", e.queued)],
     );
-    for e in rows {
-        p.sample(
-            "seedcore_executor_queued",
-            &[("executor", e.kind.name())],
-            e.queued as f64,
-        );
-    }
-    p.family(
+    p.per_executor(
         "seedcore_queue_depth",
-        "gauge",
         "Tasks queued, by executor and priority level (0 is the most urgent).",
+        rows,
+        Some("priority"),
+        |e| LEVEL_NAMES.iter().copied().zip(e.queue_depth).collect(),
     );
-    for e in rows {
-        for (level, &n) in e.queue_depth.iter().enumerate() {
-            p.sample(
-                "seedcore_queue_depth",
-                &[
-                    ("executor", e.kind.name()),
-                    ("priority", LEVEL_NAMES[level]),
-                ],
-                n as f64,
-            );
-        }
-    }
-    p.family(
+    p.per_executor(
         "seedcore_executor_running",
-        "gauge",
         "Attempts running now, by executor.",
+        rows,
+        None,
+        |e| vec![("", e.running)],
     );
-    for e in rows {
-        p.sample(
-            "seedcore_executor_running",
-            &[("executor", e.kind.name())],
-            e.running as f64,
-        );
-    }
-    p.family(
+    p.per_executor(
         "seedcore_executor_workers",
-        "gauge",
         "Workers by executor: alive, busy, stuck past a deadline, and the size the executor keeps.",
+        rows,
+        Some("state"),
+        |e| {
+            vec![
+                ("alive", e.workers),
+                ("busy", e.busy),
+                ("stuck", e.stuck),
+                ("target", e.target),
+            ]
+        },
     );
-    for e in rows {
-        for (state, n) in [
-            ("alive", e.workers),
-            ("busy", e.busy),
-            ("stuck", e.stuck),
-            ("target", e.target),
-        ] {
-            p.sample(
-                "seedcore_executor_workers",
-                &[("executor", e.kind.name()), ("state", state)],
-                n as f64,
-            );
-        }
-    }
-    p.family(
+    p.per_executor(
         "seedcore_executor_bound",
-        "gauge",
         "The core and max sizes of each executor.",
+        rows,
+        Some("bound"),
+        |e| vec![("core", e.core), ("max", e.max)],
     );
-    for e in rows {
-        for (bound, n) in [("core", e.core), ("max", e.max)] {
-            p.sample(
-                "seedcore_executor_bound",
-                &[("executor", e.kind.name()), ("bound", bound)],
-                n as f64,
-            );
-        }
-    }
     p.family(
         "seedcore_balance_events_total",
         "counter",

@@ -214,19 +214,12 @@ impl Dispatcher {
         if let Dispatcher::Thread { tx, thread } = self {
             drop(tx.lock().take());
             if let Some(t) = thread.lock().take() {
-                if t.thread().id() == std::thread::current().id() {
-                    return true;
-                }
-                while !t.is_finished() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                if !t.is_finished() {
+                if !super::join_by(t, deadline) {
                     log::warn!(
                         "seedcore: the callback thread was still busy at shutdown and was detached"
                     );
                     return false;
                 }
-                let _ = t.join();
             }
         }
         true

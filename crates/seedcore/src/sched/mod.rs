@@ -37,6 +37,7 @@ pub(crate) mod timer;
 pub(crate) use executor::ClosureBody;
 pub use executor::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
 pub use queue::PriorityQueue;
+pub(crate) use queue::Ranked;
 
 use crate::error::{SubmitError, TaskError, TaskErrorKind};
 use crate::options::TaskOptions;
@@ -49,6 +50,7 @@ use locks::LockTable;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use timer::Timer;
 
@@ -318,6 +320,24 @@ impl Scheduler {
             job.fail(TaskError::Cancelled);
         }
     }
+}
+
+/// Joins `h` if its thread ends by `deadline`; `false` if it still runs
+/// then, and is left detached (user code cannot be stopped from outside).
+/// The calling thread's own handle counts as joined: a thread cannot wait
+/// for itself, and a shutdown may run on one of the threads it stops.
+pub(crate) fn join_by(h: JoinHandle<()>, deadline: Instant) -> bool {
+    if h.thread().id() == std::thread::current().id() {
+        return true;
+    }
+    while !h.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if !h.is_finished() {
+        return false;
+    }
+    let _ = h.join();
+    true
 }
 
 impl Schedule for Scheduler {

@@ -73,6 +73,36 @@ impl<T> PriorityQueue<T> {
     }
 }
 
+/// An item with its priority level and arrival number, ordered for a
+/// `BinaryHeap` the way [`PriorityQueue`] pops (most urgent level, then the
+/// oldest), for queues that look at their head before they take it.
+pub(crate) struct Ranked<T> {
+    pub(crate) level: u8,
+    pub(crate) seq: u64,
+    pub(crate) item: T,
+}
+
+impl<T> PartialEq for Ranked<T> {
+    fn eq(&self, o: &Self) -> bool {
+        (self.level, self.seq) == (o.level, o.seq)
+    }
+}
+
+impl<T> Eq for Ranked<T> {}
+
+impl<T> PartialOrd for Ranked<T> {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl<T> Ord for Ranked<T> {
+    // Reversed: `BinaryHeap` is a max-heap.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.level, o.seq).cmp(&(self.level, self.seq))
+    }
+}
+
 impl<T> Default for PriorityQueue<T> {
     fn default() -> Self {
         Self::new()

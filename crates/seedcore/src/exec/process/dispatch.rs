@@ -33,10 +33,9 @@ use super::proto::ToWorkerRef;
 use super::spawn::ProcessConfig;
 use super::status::now_ns;
 use crate::error::TaskError;
-use crate::options::Priority;
 use crate::sched::timer::Timer;
-use crate::sched::ShutdownMode;
 use crate::sched::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
+use crate::sched::{Ranked, ShutdownMode};
 use crate::task::{Attempt, Deadline, ExecutorKind, Job, StopReason, TaskId};
 use crate::wire::frame::OutFrame;
 use parking_lot::{Condvar, Mutex};
@@ -71,30 +70,8 @@ pub(crate) trait ProcessJob: Job {
 /// Tasks picked for one worker, sent in one write.
 type Batch = (Arc<Worker>, Vec<Arc<dyn ProcessJob>>);
 
-/// A task waiting in the pool's queue; the heap pops the most urgent
-/// priority first, then the oldest.
-pub(super) struct Queued {
-    pub(super) priority: Priority,
-    pub(super) seq: u64,
-    pub(super) job: Arc<dyn ProcessJob>,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.priority, self.seq) == (o.priority, o.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (o.priority, o.seq).cmp(&(self.priority, self.seq))
-    }
-}
+/// A task in the pool's queue: most urgent first, then the oldest.
+pub(super) type Queued = Ranked<Arc<dyn ProcessJob>>;
 
 /// What the pool lock guards.
 pub(super) struct PoolState {
@@ -219,9 +196,9 @@ impl ProcessPool {
             st.seq += 1;
             let seq = st.seq;
             st.queue.push(Queued {
-                priority: job.header().opts.priority,
+                level: job.header().opts.priority.level(),
                 seq,
-                job,
+                item: job,
             });
         }
         self.pump();
@@ -233,13 +210,13 @@ impl ProcessPool {
         {
             let mut st = self.state.lock();
             while let Some(top) = st.queue.peek() {
-                if top.job.is_resolved() {
+                if top.item.is_resolved() {
                     // Cancelled while queued: it takes no worker's slot.
                     st.queue.pop();
                     continue;
                 }
-                let is_async = top.job.is_async();
-                let level = top.priority.level();
+                let is_async = top.item.is_async();
+                let level = top.level;
                 let cap = if is_async {
                     self.cfg.concurrency
                 } else {
@@ -296,8 +273,8 @@ impl ProcessPool {
                 w.sent.fetch_add(1, Ordering::AcqRel);
                 w.holds_async.store(is_async, Ordering::Release);
                 match batches.iter_mut().find(|(b, _)| Arc::ptr_eq(b, &w)) {
-                    Some((_, jobs)) => jobs.push(q.job),
-                    None => batches.push((w, vec![q.job])),
+                    Some((_, jobs)) => jobs.push(q.item),
+                    None => batches.push((w, vec![q.item])),
                 }
             }
         }
@@ -478,7 +455,7 @@ impl ProcessPool {
     /// Removes every queued task (immediate shutdown).
     fn drain_jobs(&self) -> Vec<Arc<dyn Job>> {
         let mut st = self.state.lock();
-        st.queue.drain().map(|q| q.job as Arc<dyn Job>).collect()
+        st.queue.drain().map(|q| q.item as Arc<dyn Job>).collect()
     }
 }
 
@@ -520,7 +497,7 @@ impl Executor for ProcessPool {
         let mut row = ExecutorStats::new(ExecutorKind::Processes);
         let st = self.state.lock();
         for q in st.queue.iter() {
-            row.queue_depth[q.priority.level() as usize] += 1;
+            row.queue_depth[q.level as usize] += 1;
         }
         row.queued = st.queue.len();
         let live = st

@@ -288,7 +288,7 @@ impl ProcessPool {
             st.queue.drain().collect::<Vec<Queued>>()
         };
         for q in queued {
-            q.job.fail(TaskError::SystemShutdown);
+            q.item.fail(TaskError::SystemShutdown);
         }
         let mut st = self.state.lock();
         let mut killed: Option<Instant> = None;

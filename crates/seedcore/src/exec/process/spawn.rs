@@ -136,7 +136,7 @@ impl ProcessPool {
             st.broken = Some(why.clone());
             let queued: Vec<Queued> = st.queue.drain().collect();
             for q in queued {
-                q.job.fail(TaskError::WorkerDied {
+                q.item.fail(TaskError::WorkerDied {
                     exit_code: None,
                     signal: None,
                     detail: why.clone(),

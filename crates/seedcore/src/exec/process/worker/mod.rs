@@ -24,6 +24,7 @@ use super::proto::{FromWorker, ToWorker};
 use super::registry::{self, EntryKind, Outcome};
 use super::status::StatusPage;
 use super::{INDEX_ENV, STATUS_ENV, WORKER_ENV};
+use crate::sched::Ranked;
 use crate::wire::frame::{FrameError, FrameReader};
 use outbox::Outbox;
 use parking_lot::Mutex;
@@ -38,31 +39,12 @@ pub(crate) const INIT_ENV: &str = "SEEDCORE_WORKER_INIT";
 pub(crate) const FINI_ENV: &str = "SEEDCORE_WORKER_FINI";
 pub(crate) const MAX_FRAME_ENV: &str = "SEEDCORE_WORKER_MAX_FRAME";
 
+/// A task the parent sent, waiting in this worker's queue.
 struct Pending {
-    priority: u8,
-    seq: u64,
     id: u64,
     task: String,
     args: Vec<u8>,
     fds: Vec<OwnedFd>,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, o: &Self) -> bool {
-        (self.priority, self.seq) == (o.priority, o.seq)
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Pending {
-    // Max-heap: the lowest level, then the lowest sequence, comes first.
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (o.priority, o.seq).cmp(&(self.priority, self.seq))
-    }
 }
 
 /// Runs the worker if this process is one; returns its exit code.
@@ -169,7 +151,7 @@ fn serve(
         }
     }
     let mut reader = FrameReader::new(read_half, max_frame);
-    let mut queue: BinaryHeap<Pending> = BinaryHeap::new();
+    let mut queue: BinaryHeap<Ranked<Pending>> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut runtime: Option<tokio::runtime::Runtime> = None;
     // Async tasks running, by id; the handle aborts one that is cancelled.
@@ -199,18 +181,20 @@ fn serve(
                         args,
                     }) => {
                         seq += 1;
-                        queue.push(Pending {
-                            priority,
+                        queue.push(Ranked {
+                            level: priority,
                             seq,
-                            id,
-                            task,
-                            args,
-                            fds,
+                            item: Pending {
+                                id,
+                                task,
+                                args,
+                                fds,
+                            },
                         });
                     }
                     Ok(ToWorker::Cancel { id }) => {
                         let before = queue.len();
-                        queue.retain(|p| p.id != id);
+                        queue.retain(|p| p.item.id != id);
                         let aborted = running_async
                             .lock()
                             .remove(&id)
@@ -243,7 +227,9 @@ fn serve(
         if let Some(code) = exit {
             break code;
         }
-        let Some(p) = queue.pop() else { continue };
+        let Some(Ranked { item: p, .. }) = queue.pop() else {
+            continue;
+        };
         match registry::find(&p.task).map(|e| e.kind) {
             None => outbox
                 .lock()
