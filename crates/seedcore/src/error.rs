@@ -13,7 +13,9 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum TaskError {
     /// The task panicked; the panic was caught and the worker survived.
-    Panicked(String),
+    /// The payload is the panic's message, with its location and (for
+    /// process tasks, when `RUST_BACKTRACE` is set) the worker's backtrace.
+    Panicked(TaskPanic),
     /// The task returned its own error.
     Failed(BoxError),
     /// The attempt ran longer than its timeout (measured from the start of
@@ -38,11 +40,21 @@ pub enum TaskError {
     WorkerDied {
         /// The worker's exit code, if it exited.
         exit_code: Option<i32>,
-        /// The signal that ended it, if one did.
+        /// The signal that ended it, if one did (see [`signal_name`]; the
+        /// message names it, `SIGSEGV` rather than 11).
         signal: Option<i32>,
+        /// The worker's process id, where one was started.
+        pid: Option<u32>,
+        /// The task it was running, where it was running one.
+        task: Option<crate::TaskId>,
         /// What happened, for people.
         detail: String,
     },
+    /// The process pool cannot run tasks: its workers' initializer failed,
+    /// the program does not call [`seedcore::init()`](crate::init), or
+    /// worker processes cannot be started (the message says which, with
+    /// the initializer's error or the OS error).
+    PoolBroken(String),
     /// The worker process grew past the pool's memory limit while running
     /// the task and was killed.
     MemoryLimit {
@@ -73,6 +85,8 @@ pub enum TaskErrorKind {
     WorkerDied,
     /// See [`TaskError::MemoryLimit`].
     MemoryLimit,
+    /// See [`TaskError::PoolBroken`].
+    PoolBroken,
 }
 
 impl TaskError {
@@ -92,6 +106,7 @@ impl TaskError {
             TaskError::SystemShutdown => TaskErrorKind::SystemShutdown,
             TaskError::WorkerDied { .. } => TaskErrorKind::WorkerDied,
             TaskError::MemoryLimit { .. } => TaskErrorKind::MemoryLimit,
+            TaskError::PoolBroken(_) => TaskErrorKind::PoolBroken,
         }
     }
 
@@ -130,42 +145,288 @@ impl TaskError {
         matches!(self, TaskError::LockTimeout { .. })
     }
 
+    /// Whether the process pool cannot run tasks at all.
+    pub fn is_pool_broken(&self) -> bool {
+        matches!(self, TaskError::PoolBroken(_))
+    }
+
     /// The panic message, if the task panicked.
     pub fn panic_message(&self) -> Option<&str> {
         match self {
-            TaskError::Panicked(m) => Some(m),
+            TaskError::Panicked(m) => Some(m.message()),
             _ => None,
         }
+    }
+
+    /// Where the task panicked (`file:line:column`), where known.
+    pub fn panic_location(&self) -> Option<&str> {
+        match self {
+            TaskError::Panicked(m) => m.location(),
+            _ => None,
+        }
+    }
+
+    /// A copy for another receiver of the same outcome (a task's own
+    /// error is copied as its message).
+    pub(crate) fn duplicate(&self) -> TaskError {
+        match self {
+            TaskError::Panicked(m) => TaskError::Panicked(m.clone()),
+            TaskError::Failed(b) => TaskError::Failed(b.to_string().into()),
+            TaskError::TimedOut(d) => TaskError::TimedOut(*d),
+            TaskError::Cancelled => TaskError::Cancelled,
+            TaskError::LockTimeout { lock, waited } => TaskError::LockTimeout {
+                lock: lock.clone(),
+                waited: *waited,
+            },
+            TaskError::SystemShutdown => TaskError::SystemShutdown,
+            TaskError::WorkerDied {
+                exit_code,
+                signal,
+                pid,
+                task,
+                detail,
+            } => TaskError::WorkerDied {
+                exit_code: *exit_code,
+                signal: *signal,
+                pid: *pid,
+                task: *task,
+                detail: detail.clone(),
+            },
+            TaskError::MemoryLimit { limit, rss } => TaskError::MemoryLimit {
+                limit: *limit,
+                rss: *rss,
+            },
+            TaskError::PoolBroken(why) => TaskError::PoolBroken(why.clone()),
+        }
+    }
+}
+
+/// A caught panic: its message, and where known its location and the
+/// backtrace of the thread that panicked.
+///
+/// It reads as its message: it dereferences to `str` and compares equal to
+/// strings holding the message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TaskPanic {
+    message: String,
+    location: Option<String>,
+    backtrace: Option<String>,
+}
+
+impl TaskPanic {
+    /// A panic with `message` and nothing more known.
+    pub fn new(message: impl Into<String>) -> Self {
+        TaskPanic {
+            message: message.into(),
+            location: None,
+            backtrace: None,
+        }
+    }
+
+    /// Adds where it panicked (`file:line:column`).
+    pub fn with_location(mut self, location: Option<String>) -> Self {
+        self.location = location;
+        self
+    }
+
+    /// Adds the backtrace of the thread that panicked.
+    pub fn with_backtrace(mut self, backtrace: Option<String>) -> Self {
+        self.backtrace = backtrace;
+        self
+    }
+
+    /// The panic's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Where it panicked, as `file:line:column`.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
+
+    /// The backtrace of the panicking thread, captured where
+    /// `RUST_BACKTRACE` asked for one.
+    pub fn backtrace(&self) -> Option<&str> {
+        self.backtrace.as_deref()
+    }
+}
+
+impl std::ops::Deref for TaskPanic {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for TaskPanic {
+    fn from(message: String) -> Self {
+        TaskPanic::new(message)
+    }
+}
+
+impl From<&str> for TaskPanic {
+    fn from(message: &str) -> Self {
+        TaskPanic::new(message)
+    }
+}
+
+impl PartialEq<str> for TaskPanic {
+    fn eq(&self, other: &str) -> bool {
+        self.message == other
+    }
+}
+
+impl PartialEq<&str> for TaskPanic {
+    fn eq(&self, other: &&str) -> bool {
+        self.message == *other
+    }
+}
+
+impl PartialEq<String> for TaskPanic {
+    fn eq(&self, other: &String) -> bool {
+        &self.message == other
+    }
+}
+
+impl fmt::Debug for TaskPanic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.message, f)?;
+        if let Some(l) = &self.location {
+            write!(f, " at {l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Shows the message and the location; the alternate form (`{:#}`) adds
+/// the backtrace.
+impl fmt::Display for TaskPanic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(l) = &self.location {
+            write!(f, " (at {l})")?;
+        }
+        if f.alternate() {
+            if let Some(b) = &self.backtrace {
+                write!(f, "\nbacktrace:\n{b}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The name of signal `sig` (`SIGSEGV`), or its number where it has no
+/// common name.
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_owned()
+}
+
+/// A duration as a person writes it: `300 ms`, `1.5 s`, `2 min 5 s`.
+pub(crate) fn human_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns < 1_000 {
+        format!("{ns} ns")
+    } else if ns < 1_000_000 {
+        trim_unit(ns as f64 / 1e3, "µs")
+    } else if ns < 1_000_000_000 {
+        trim_unit(ns as f64 / 1e6, "ms")
+    } else if d.as_secs() < 60 {
+        trim_unit(d.as_secs_f64(), "s")
+    } else {
+        let s = d.as_secs();
+        match (s / 3600, s / 60 % 60, s % 60) {
+            (0, m, 0) => format!("{m} min"),
+            (0, m, s) => format!("{m} min {s} s"),
+            (h, m, _) => format!("{h} h {m} min"),
+        }
+    }
+}
+
+/// A size in bytes as a person writes it: `512 bytes`, `256 MiB`, `1.5 GiB`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    trim_unit(v, UNITS[unit])
+}
+
+/// `v unit` with at most one decimal, none when it is whole.
+fn trim_unit(v: f64, unit: &str) -> String {
+    let r = (v * 10.0).round() / 10.0;
+    if r.fract() == 0.0 {
+        format!("{r:.0} {unit}")
+    } else {
+        format!("{r:.1} {unit}")
     }
 }
 
 impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            TaskError::Panicked(m) if f.alternate() => write!(f, "task panicked: {m:#}"),
             TaskError::Panicked(m) => write!(f, "task panicked: {m}"),
             TaskError::Failed(e) => write!(f, "task failed: {e}"),
-            TaskError::TimedOut(d) => write!(f, "task timed out after {d:?}"),
+            TaskError::TimedOut(d) => write!(f, "task timed out after {}", human_duration(*d)),
             TaskError::Cancelled => f.write_str("task was cancelled"),
-            TaskError::LockTimeout { lock, waited } => {
-                write!(f, "task waited {waited:?} for lock `{lock}` and gave up")
-            }
+            TaskError::LockTimeout { lock, waited } => write!(
+                f,
+                "task waited {} for lock `{lock}` and gave up",
+                human_duration(*waited)
+            ),
             TaskError::SystemShutdown => f.write_str("the system shut down before the task ran"),
             TaskError::WorkerDied {
                 exit_code,
                 signal,
+                task,
                 detail,
+                ..
             } => {
                 write!(f, "{detail}")?;
+                if let Some(t) = task {
+                    write!(f, " (task {t})")?;
+                }
                 match (exit_code, signal) {
-                    (_, Some(sig)) => write!(f, " (killed by signal {sig})"),
-                    (Some(code), None) => write!(f, " (exit code {code})"),
+                    (_, Some(sig)) => write!(f, ": killed by {}", signal_name(*sig)),
+                    (Some(code), None) => write!(f, ": exit code {code}"),
                     (None, None) => Ok(()),
                 }
             }
             TaskError::MemoryLimit { limit, rss } => write!(
                 f,
-                "the worker used {rss} bytes, over its limit of {limit}, and was killed"
+                "the worker used {}, over its limit of {}, and was killed",
+                human_bytes(*rss),
+                human_bytes(*limit)
             ),
+            TaskError::PoolBroken(why) => write!(f, "the process pool cannot run tasks: {why}"),
         }
     }
 }
@@ -197,7 +458,7 @@ pub enum SubmitError {
     #[error("the arguments could not be serialized: {0}")]
     Serialize(String),
     /// The encoded arguments are larger than the frame limit.
-    #[error("the arguments take {size} bytes, over the {limit} byte frame limit (pass large buffers as SharedBytes)")]
+    #[error("the arguments take {size} bytes, over the {limit} byte frame limit, and shared memory for them was refused")]
     PayloadTooLarge {
         /// Encoded size.
         size: usize,
@@ -213,6 +474,9 @@ pub enum SubmitError {
         /// The most one frame carries.
         limit: usize,
     },
+    /// The process pool cannot run tasks (see [`TaskError::PoolBroken`]).
+    #[error("the process pool cannot run tasks: {0}")]
+    PoolBroken(String),
     /// Process tasks cannot be submitted from inside a worker process.
     #[error("process tasks cannot be submitted from a worker process")]
     InsideWorker,
@@ -255,5 +519,46 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "panic with a non-string payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_read_as_people_write_them() {
+        assert_eq!(human_duration(Duration::from_millis(300)), "300 ms");
+        assert_eq!(human_duration(Duration::from_micros(1500)), "1.5 ms");
+        assert_eq!(human_duration(Duration::from_secs(2)), "2 s");
+        assert_eq!(human_duration(Duration::from_secs(125)), "2 min 5 s");
+        assert_eq!(human_bytes(256 << 20), "256 MiB");
+        assert_eq!(human_bytes(1536 << 20), "1.5 GiB");
+        assert_eq!(human_bytes(100), "100 bytes");
+        assert_eq!(
+            TaskError::TimedOut(Duration::from_millis(300)).to_string(),
+            "task timed out after 300 ms"
+        );
+        let e = TaskError::MemoryLimit {
+            limit: 256 << 20,
+            rss: 300 << 20,
+        };
+        assert!(e.to_string().contains("over its limit of 256 MiB"), "{e}");
+    }
+
+    #[test]
+    fn a_dead_worker_names_its_signal_pid_and_task() {
+        let e = TaskError::WorkerDied {
+            exit_code: None,
+            signal: Some(11),
+            pid: Some(4242),
+            task: Some(crate::TaskId(7)),
+            detail: "worker 0 (pid 4242) died".into(),
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("SIGSEGV") && s.contains("4242") && s.contains("#7"),
+            "{s}"
+        );
     }
 }

@@ -81,7 +81,9 @@ mod wire;
 // The everyday names, at the root.
 pub use balance::{ExpandPolicy, QueueFull, ShrinkPolicy};
 pub use config::{Config, ShutdownMode};
-pub use error::{BoxError, ConfigError, SubmitError, TaskError, TaskErrorKind};
+pub use error::{
+    signal_name, BoxError, ConfigError, SubmitError, TaskError, TaskErrorKind, TaskPanic,
+};
 pub use exec::process::{init, is_worker, BatchTask, ProcessPriority, ProcessTask, WorkerOutput};
 pub use observe::Stats;
 pub use options::{Backoff, Priority, RetryOn, RetryPolicy, TaskOptions};

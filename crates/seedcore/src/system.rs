@@ -244,7 +244,13 @@ impl SystemBuilder {
     }
 
     /// Validates the settings and starts the system's threads.
+    ///
+    /// In a process started as a worker whose `main` did not call
+    /// [`seedcore::init()`](crate::init) first, this ends the process with a
+    /// message naming `init` (the pool that started it fails its tasks with
+    /// that message): such a process would start workers of its own.
     pub fn build(self) -> Result<ConcurrentSystem, ConfigError> {
+        crate::exec::process::refuse_if_uninitialized();
         let config = self.config;
         config.validate()?;
         let os = |field: &str, e: std::io::Error| {
@@ -508,6 +514,9 @@ impl ConcurrentSystem {
         if crate::exec::process::is_worker() {
             return Err(SubmitError::InsideWorker);
         }
+        if let Some(why) = self.shared.process.broken() {
+            return Err(SubmitError::PoolBroken(why));
+        }
         self.shared
             .process
             .serves(name)
@@ -529,21 +538,30 @@ impl ConcurrentSystem {
         let limit = self.shared.config.processes.max_frame_bytes;
         // The frame also holds the task's name and a few numbers.
         let size = args.bytes.len() + task.name().len() + 32;
+        let EncodedArgs { mut bytes, mut fds } = args;
+        let mut boxed = None;
         if size > limit {
-            return Err(SubmitError::PayloadTooLarge { size, limit });
+            // Too large for one frame: the arguments cross in shared
+            // memory, one descriptor more.
+            let fd = crate::wire::shm::export_bytes(&bytes)
+                .map_err(|_| SubmitError::PayloadTooLarge { size, limit })?;
+            boxed = Some(bytes.len() as u64);
+            fds.push(fd);
+            bytes = Vec::new();
         }
-        if args.fds.len() > crate::exec::process::MAX_FDS {
+        if fds.len() > crate::exec::process::MAX_FDS {
             return Err(SubmitError::TooManySharedBuffers {
-                count: args.fds.len(),
+                count: fds.len(),
                 limit: crate::exec::process::MAX_FDS,
             });
         }
         let body = ProcessBody {
             pool: self.shared.process.clone(),
             task: task.name(),
-            args: args.bytes,
-            fds: args.fds,
+            args: bytes,
+            fds,
             is_async,
+            boxed,
             decode: decode_result::<R>,
         };
         self.submit_body(opts, PROCESSES, body)
@@ -705,8 +723,16 @@ pub(crate) struct EncodedArgs {
 pub(crate) fn encode_args<A: serde::Serialize + ?Sized>(
     args: &A,
 ) -> Result<EncodedArgs, SubmitError> {
-    let (bytes, fds) = crate::wire::shm::collect_fds(|| crate::wire::codec::to_vec(args, 64));
-    let bytes = bytes.map_err(|e| SubmitError::Serialize(e.to_string()))?;
+    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::wire::shm::collect_fds(|| crate::wire::codec::to_vec(args, 64))
+    }));
+    let (bytes, fds) = encoded.map_err(|p| {
+        SubmitError::Serialize(format!(
+            "the Serialize impl panicked: {}",
+            crate::error::panic_message(&*p)
+        ))
+    })?;
+    let bytes = bytes.map_err(|e| SubmitError::Serialize(crate::wire::why::describe(args, &e)))?;
     Ok(EncodedArgs { bytes, fds })
 }
 
@@ -715,8 +741,18 @@ fn decode_result<R: serde::de::DeserializeOwned>(
     bytes: &[u8],
     fds: Vec<std::os::fd::OwnedFd>,
 ) -> Result<R, TaskError> {
-    crate::wire::shm::with_fds(fds, || postcard::from_bytes::<R>(bytes))
-        .map_err(|e| TaskError::failed(format!("the result could not be decoded: {e}")))
+    // The result's `Deserialize` impl runs on the pool's reader thread: a
+    // panic there is this task's failure, not the reader's end.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::wire::shm::with_fds(fds, || postcard::from_bytes::<R>(bytes))
+    }));
+    match decoded {
+        Ok(r) => r.map_err(|e| TaskError::failed(format!("the result could not be decoded: {e}"))),
+        Err(p) => Err(TaskError::failed(format!(
+            "the result could not be decoded: its Deserialize impl panicked: {}",
+            crate::error::panic_message(&*p)
+        ))),
+    }
 }
 
 #[cfg(test)]

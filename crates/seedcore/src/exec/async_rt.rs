@@ -494,10 +494,10 @@ where
             let ctx = TaskContext::new(guard.cell.clone(), guard.a.n);
             let made = catch_unwind(AssertUnwindSafe(|| (guard.cell.body().factory)(ctx)));
             let out = match made {
-                Err(p) => Err(TaskError::Panicked(panic_message(&*p))),
+                Err(p) => Err(TaskError::Panicked(panic_message(&*p).into())),
                 Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
                     Ok(r) => r,
-                    Err(p) => Err(TaskError::Panicked(panic_message(&*p))),
+                    Err(p) => Err(TaskError::Panicked(panic_message(&*p).into())),
                 },
             };
             guard.finish(out);

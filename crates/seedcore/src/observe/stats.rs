@@ -81,7 +81,10 @@ pub struct Stats {
     pub lock_timeouts: u64,
     /// Tasks resolved because the system shut down.
     pub shutdown: u64,
-    /// Tasks resolved because their worker process died.
+    /// Tasks resolved because their worker process died, or because the
+    /// process pool could not start workers ([`TaskError::PoolBroken`]).
+    ///
+    /// [`TaskError::PoolBroken`]: crate::TaskError::PoolBroken
     pub worker_died: u64,
     /// Tasks resolved because their worker went over its memory limit.
     pub memory_limit: u64,

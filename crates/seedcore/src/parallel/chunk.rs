@@ -187,30 +187,7 @@ pub(crate) fn submit_error(e: SubmitError) -> TaskError {
 /// A copy of `e` for another item of the same chunk. A task's own error
 /// (`Failed`) is copied as its message.
 pub(crate) fn clone_error(e: &TaskError) -> TaskError {
-    match e {
-        TaskError::Panicked(m) => TaskError::Panicked(m.clone()),
-        TaskError::Failed(b) => TaskError::Failed(b.to_string().into()),
-        TaskError::TimedOut(d) => TaskError::TimedOut(*d),
-        TaskError::Cancelled => TaskError::Cancelled,
-        TaskError::LockTimeout { lock, waited } => TaskError::LockTimeout {
-            lock: lock.clone(),
-            waited: *waited,
-        },
-        TaskError::SystemShutdown => TaskError::SystemShutdown,
-        TaskError::WorkerDied {
-            exit_code,
-            signal,
-            detail,
-        } => TaskError::WorkerDied {
-            exit_code: *exit_code,
-            signal: *signal,
-            detail: detail.clone(),
-        },
-        TaskError::MemoryLimit { limit, rss } => TaskError::MemoryLimit {
-            limit: *limit,
-            rss: *rss,
-        },
-    }
+    e.duplicate()
 }
 
 /// What a pool kind tells the sizer.

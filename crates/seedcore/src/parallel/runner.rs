@@ -178,7 +178,7 @@ where
             match run {
                 Ok(_) => break,
                 Err(p) => {
-                    errors.push((index, TaskError::Panicked(panic_message(&*p))));
+                    errors.push((index, TaskError::Panicked(panic_message(&*p).into())));
                     index += 1;
                     if self.stop_on_error || ctx.is_cancelled() {
                         break;
@@ -341,7 +341,7 @@ impl<R: Send + 'static> PendingChunk<R> for BatchPending<R> {
 /// One batch item's failure as a task error.
 fn batch_error(e: BatchItemError) -> TaskError {
     match e {
-        BatchItemError::Panicked(m) => TaskError::Panicked(m),
+        BatchItemError::Panicked(m) => TaskError::Panicked(m.into()),
         BatchItemError::Failed(m) => TaskError::Failed(m.into()),
     }
 }

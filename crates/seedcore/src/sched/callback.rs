@@ -190,12 +190,25 @@ impl Dispatcher {
     pub(crate) fn dispatch(&self, cb: Callback) {
         match self {
             Dispatcher::Thread { tx, .. } => {
-                let sent = match &*tx.lock() {
-                    Some(tx) => tx.send(cb).is_ok(),
-                    None => false,
+                let cb = match &*tx.lock() {
+                    Some(tx) => match tx.send(cb) {
+                        Ok(()) => return,
+                        Err(e) => e.into_inner(),
+                    },
+                    None => cb,
                 };
-                if !sent {
-                    log::warn!("seedcore: a callback arrived after shutdown and was dropped");
+                // The callback thread is gone (shutdown): the callback still
+                // runs, on the caller's thread, or on a thread of its own
+                // where the caller is a worker running a task.
+                if crate::task::in_task() {
+                    let spawned = std::thread::Builder::new()
+                        .name("seedcore-late-callback".into())
+                        .spawn(move || run_guarded(cb, None));
+                    if let Err(e) = spawned {
+                        log::error!("seedcore: cannot start a thread for a late callback: {e}");
+                    }
+                } else {
+                    run_guarded(cb, None);
                 }
             }
             Dispatcher::Tokio(h, stats) => {

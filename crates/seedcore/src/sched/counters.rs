@@ -148,7 +148,8 @@ impl Counters {
             Err(TaskErrorKind::Cancelled) => &s.cancelled,
             Err(TaskErrorKind::LockTimeout) => &s.lock_timeouts,
             Err(TaskErrorKind::SystemShutdown) => &s.shutdown,
-            Err(TaskErrorKind::WorkerDied) => &s.worker_died,
+            // A pool that cannot start workers counts with their deaths.
+            Err(TaskErrorKind::WorkerDied | TaskErrorKind::PoolBroken) => &s.worker_died,
             Err(TaskErrorKind::MemoryLimit) => &s.memory_limit,
         });
     }

@@ -152,7 +152,7 @@ impl Header {
     }
 }
 
-const KINDS: [TaskErrorKind; 8] = [
+const KINDS: [TaskErrorKind; 9] = [
     TaskErrorKind::Panicked,
     TaskErrorKind::Failed,
     TaskErrorKind::TimedOut,
@@ -161,6 +161,7 @@ const KINDS: [TaskErrorKind; 8] = [
     TaskErrorKind::SystemShutdown,
     TaskErrorKind::WorkerDied,
     TaskErrorKind::MemoryLimit,
+    TaskErrorKind::PoolBroken,
 ];
 
 fn outcome_code(o: Result<(), TaskErrorKind>) -> u8 {
@@ -254,7 +255,7 @@ pub(crate) struct TaskCell<B: Body> {
 }
 
 pub(crate) fn caught<T>(r: std::thread::Result<Result<T, TaskError>>) -> Result<T, TaskError> {
-    r.unwrap_or_else(|p| Err(TaskError::Panicked(crate::error::panic_message(&*p))))
+    r.unwrap_or_else(|p| Err(TaskError::Panicked(crate::error::panic_message(&*p).into())))
 }
 
 impl<B: Body> TaskCell<B> {

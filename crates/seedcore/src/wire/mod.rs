@@ -4,3 +4,4 @@
 pub(crate) mod codec;
 pub(crate) mod frame;
 pub(crate) mod shm;
+pub(crate) mod why;

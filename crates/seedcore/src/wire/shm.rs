@@ -319,6 +319,27 @@ impl<'de> Deserialize<'de> for SharedBytes {
     }
 }
 
+/// A sealed memfd holding a copy of `data`: how a frame's payload that is
+/// over the frame limit crosses to another process (the frame then carries
+/// its length and this descriptor).
+#[cfg(target_os = "linux")]
+pub(crate) fn export_bytes(data: &[u8]) -> io::Result<OwnedFd> {
+    memfd::sealed_copy(data)
+}
+
+/// Maps a payload that [`export_bytes`] sent, refusing a descriptor that
+/// is no sealed memfd of at least `len` bytes.
+#[cfg(target_os = "linux")]
+pub(crate) fn import_bytes(fd: OwnedFd, len: u64) -> Result<SharedBytes, String> {
+    match memfd::Mapping::import(fd, len) {
+        Ok(Some(m)) => Ok(SharedBytes {
+            repr: Repr::Shared(Arc::new(m)),
+        }),
+        Ok(None) => Ok(SharedBytes::from_vec(Vec::new())),
+        Err(e) => Err(format!("a payload in shared memory was rejected: {e}")),
+    }
+}
+
 /// Maps descriptor `index` of the active fd source as a `len`-byte buffer.
 #[cfg(target_os = "linux")]
 fn import_from_source(index: u32, len: u64) -> Result<SharedBytes, String> {

@@ -19,6 +19,8 @@ pub(crate) struct ProcessBody<T> {
     pub(crate) args: Vec<u8>,
     pub(crate) fds: Vec<OwnedFd>,
     pub(crate) is_async: bool,
+    /// Arguments over the frame limit are in the last of `fds`, this long.
+    pub(crate) boxed: Option<u64>,
     pub(crate) decode: Decode<T>,
 }
 
@@ -54,6 +56,10 @@ impl<T: Send + 'static> ProcessJob for TaskCell<ProcessBody<T>> {
 
     fn payload(&self) -> (&[u8], &[OwnedFd]) {
         (&self.body().args, &self.body().fds)
+    }
+
+    fn boxed(&self) -> Option<u64> {
+        self.body().boxed
     }
 
     fn is_async(&self) -> bool {

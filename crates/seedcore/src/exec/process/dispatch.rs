@@ -55,6 +55,9 @@ pub(crate) trait ProcessJob: Job {
     fn begin_process(self: Arc<Self>) -> Option<Attempt>;
     fn task_name(&self) -> &'static str;
     fn payload(&self) -> (&[u8], &[OwnedFd]);
+    /// The length of arguments that travel in the payload's last
+    /// descriptor (over the frame limit), if they do.
+    fn boxed(&self) -> Option<u64>;
     fn is_async(&self) -> bool;
     /// The worker reported `outcome` for attempt `a` (or died with it).
     fn finish_process(
@@ -81,9 +84,27 @@ pub(super) struct PoolState {
     pub(super) next_index: usize,
     pub(super) started: bool,
     pub(super) start_failures: u32,
-    pub(super) broken: Option<String>,
+    pub(super) broken: Option<Broken>,
+    /// Queued tasks that can no longer run, with the reason: resolved by
+    /// the next `pump`, outside the lock (resolving runs the task's code
+    /// for completion, which may call back into the pool).
+    pub(super) doomed: Vec<(Arc<dyn ProcessJob>, String)>,
+    /// A respawn after a failed start waits on the timer.
+    pub(super) respawn_scheduled: bool,
     /// Tasks each worker program says it serves (from its Hello).
     pub(super) known: Option<HashMap<String, bool>>,
+}
+
+/// Why the pool cannot run tasks.
+#[derive(Debug, Clone)]
+pub(super) struct Broken {
+    pub(super) why: String,
+    /// The cause cannot go away by itself (the initializer fails, the
+    /// program lacks `seedcore::init()`, workers die before they are
+    /// ready): nothing is retried. Otherwise (the OS refuses to start a
+    /// process) starts are retried with back-off and the first worker that
+    /// says hello mends the pool.
+    pub(super) permanent: bool,
 }
 
 /// The process pool of one system.
@@ -116,6 +137,8 @@ impl ProcessPool {
                 started: false,
                 start_failures: 0,
                 broken: None,
+                doomed: Vec::new(),
+                respawn_scheduled: false,
                 known: None,
             }),
             changed: Condvar::new(),
@@ -133,9 +156,13 @@ impl ProcessPool {
     /// How many sync tasks a worker may hold (running and sent ahead).
     pub(super) fn sync_cap(&self) -> usize {
         let per_task = self.task_ns.load(Ordering::Relaxed);
+        if per_task == 0 {
+            // Nothing measured yet: the tasks may block for long, so none
+            // is sent ahead; each idle worker gets one first.
+            return 1;
+        }
         let ahead = AHEAD.as_nanos() as u64;
-        // 0: nothing measured yet.
-        let fits = ahead.checked_div(per_task).unwrap_or(u64::MAX);
+        let fits = ahead / per_task;
         usize::try_from(fits.saturating_add(1))
             .unwrap_or(usize::MAX)
             .clamp(1, self.cfg.prefetch.max(1))
@@ -182,14 +209,10 @@ impl ProcessPool {
                 job.fail(TaskError::SystemShutdown);
                 return;
             }
-            if let Some(why) = &st.broken {
-                let why = why.clone();
+            if let Some(b) = &st.broken {
+                let why = b.why.clone();
                 drop(st);
-                job.fail(TaskError::WorkerDied {
-                    exit_code: None,
-                    signal: None,
-                    detail: why,
-                });
+                job.fail(TaskError::PoolBroken(why));
                 return;
             }
             self.ensure_started(&mut st);
@@ -204,10 +227,16 @@ impl ProcessPool {
         self.pump();
     }
 
-    /// Hands queued tasks to workers with room for them.
+    /// Why the pool cannot run tasks now, if it cannot.
+    pub(crate) fn broken(&self) -> Option<String> {
+        self.state.lock().broken.as_ref().map(|b| b.why.clone())
+    }
+
+    /// Hands queued tasks to workers with room for them (and resolves those
+    /// that can no longer run).
     pub(crate) fn pump(&self) {
         let mut batches: Vec<Batch> = Vec::new();
-        {
+        let doomed = {
             let mut st = self.state.lock();
             while let Some(top) = st.queue.peek() {
                 if top.item.is_resolved() {
@@ -277,6 +306,10 @@ impl ProcessPool {
                     None => batches.push((w, vec![q.item])),
                 }
             }
+            std::mem::take(&mut st.doomed)
+        };
+        for (job, why) in doomed {
+            job.fail(TaskError::PoolBroken(why));
         }
         let mut skipped = false;
         for (w, jobs) in batches {
@@ -308,6 +341,7 @@ impl ProcessPool {
                 priority: job.header().opts.priority.level(),
                 task: job.task_name(),
                 args,
+                boxed: job.boxed(),
             };
             let bytes =
                 crate::wire::codec::to_vec(&msg, args.len() + 64).expect("run messages encode");
@@ -423,6 +457,9 @@ impl ProcessPool {
             for _ in live..target {
                 self.spawn_locked(&mut st);
             }
+            drop(st);
+            // A failed start may have doomed queued tasks.
+            self.pump();
         } else {
             drop(st);
             self.trim();

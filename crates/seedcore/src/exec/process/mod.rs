@@ -48,6 +48,7 @@ pub use registry::{run_async, run_batch, run_sync, PROCESS_TASKS};
 pub use registry::{BatchTask, ProcessTask, TaskEntry};
 pub(crate) use spawn::ProcessConfig;
 pub use spawn::{ProcessPriority, WorkerOutput};
+pub(crate) use worker::refuse_if_uninitialized;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

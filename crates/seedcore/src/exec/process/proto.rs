@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! worker → parent  Hello { pid, tasks }          once, first
-//! parent → worker  Run { id, priority, task, args } + descriptors of shared buffers
+//!                  (or StartFailed { why }, then it exits)
+//! parent → worker  Run { id, priority, task, args, boxed } + descriptors of shared buffers
+//!                  (arguments over the frame limit travel in one more memfd: `boxed`)
 //! worker → parent  Done { id, outcome }          + descriptors, once per Run
+//!                  (a result over the frame limit: `Outcome::Boxed(len)` + its memfd last)
 //! parent → worker  Cancel { id }                 worker drops it if not started
 //!                                                (and answers Done(Cancelled))
 //! parent → worker  Exit                          worker finishes and exits
@@ -25,6 +28,9 @@ pub(crate) enum ToWorker {
         task: String,
         #[serde(with = "serde_bytes")]
         args: Vec<u8>,
+        /// The arguments are over the frame limit: they are in the last
+        /// descriptor (a sealed memfd of this many bytes), not in `args`.
+        boxed: Option<u64>,
     },
     Cancel {
         id: u64,
@@ -41,6 +47,7 @@ pub(crate) enum ToWorkerRef<'a> {
         task: &'a str,
         #[serde(with = "serde_bytes")]
         args: &'a [u8],
+        boxed: Option<u64>,
     },
     Cancel {
         id: u64,
@@ -58,6 +65,12 @@ pub(crate) enum FromWorker {
         id: u64,
         outcome: Outcome,
     },
+    /// Instead of `Hello`: the worker cannot serve (its initializer
+    /// failed, or the program never called `seedcore::init()`); it exits
+    /// next.
+    StartFailed {
+        why: String,
+    },
 }
 
 #[cfg(test)]
@@ -71,6 +84,7 @@ mod tests {
             priority: 3,
             task: "m::t",
             args: &[1, 2, 3],
+            boxed: Some(7),
         })
         .unwrap();
         match postcard::from_bytes::<ToWorker>(&bytes).unwrap() {
@@ -79,10 +93,11 @@ mod tests {
                 priority,
                 task,
                 args,
+                boxed,
             } => {
                 assert_eq!(
-                    (id, priority, task.as_str(), args.as_slice()),
-                    (9, 3, "m::t", &[1u8, 2, 3][..])
+                    (id, priority, task.as_str(), args.as_slice(), boxed),
+                    (9, 3, "m::t", &[1u8, 2, 3][..], Some(7))
                 )
             }
             other => panic!("{other:?}"),

@@ -43,7 +43,7 @@ use super::dispatch::{PoolState, ProcessPool, Queued};
 use super::handle::{InFlight, Kill, Worker, DEAD, READY, RETIRING, STARTING};
 use super::proto::{FromWorker, ToWorkerRef};
 use super::registry::Outcome;
-use crate::error::TaskError;
+use crate::error::{TaskError, TaskPanic};
 use crate::wire::frame::{FrameError, FrameReader};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
@@ -65,6 +65,12 @@ impl ProcessPool {
                         {
                             let mut st = self.state.lock();
                             st.start_failures = 0;
+                            if st.broken.as_ref().is_some_and(|b| !b.permanent) {
+                                log::info!(
+                                    "seedcore: a worker process started: the pool runs tasks again"
+                                );
+                                st.broken = None;
+                            }
                             st.known.get_or_insert_with(|| tasks.into_iter().collect());
                         }
                         w.state.store(READY, Ordering::Release);
@@ -72,6 +78,14 @@ impl ProcessPool {
                         self.pump();
                     }
                     Ok(FromWorker::Done { id, outcome }) => self.done(&w, id, outcome, fds),
+                    Ok(FromWorker::StartFailed { why }) => {
+                        // The worker exits next; its task-less death is
+                        // then no news.
+                        let mut st = self.state.lock();
+                        self.start_failed(&mut st, why, true);
+                        drop(st);
+                        self.pump();
+                    }
                     Err(e) => break Some(format!("undecodable message: {e}")),
                 },
                 Err(FrameError::Closed) => break None,
@@ -110,7 +124,15 @@ impl ProcessPool {
         }
         let result = match outcome {
             Outcome::Ok(bytes) => Ok((bytes, fds)),
-            Outcome::Panicked(m) => Err(TaskError::Panicked(m)),
+            Outcome::Panicked {
+                message,
+                location,
+                backtrace,
+            } => Err(TaskError::Panicked(
+                TaskPanic::new(message)
+                    .with_location(location)
+                    .with_backtrace(backtrace),
+            )),
             Outcome::Failed(m) => Err(TaskError::failed(m)),
             Outcome::BadArgs(m) => Err(TaskError::failed(format!(
                 "the worker could not decode the arguments of `{}`: {m}",
@@ -120,6 +142,17 @@ impl ProcessPool {
                 "the worker has no process task `{name}`"
             ))),
             Outcome::Cancelled => Err(TaskError::Cancelled),
+            Outcome::Boxed(len) => {
+                let mut fds = fds;
+                match fds.pop() {
+                    Some(fd) => crate::wire::shm::import_bytes(fd, len)
+                        .map(|b| (b.to_vec(), fds))
+                        .map_err(TaskError::failed),
+                    None => Err(TaskError::failed(
+                        "the worker sent a result in shared memory without its descriptor",
+                    )),
+                }
+            }
         };
         let was_async = f.job.is_async();
         // Recycle before the result is out, so that no task submitted in
@@ -204,11 +237,14 @@ impl ProcessPool {
                 // It ran to the end, but its result died with the worker.
                 // Running it again could repeat its effects: it is reported
                 // as a crash (which a CRASH retry policy may re-run).
+                let task = f.job.header().id;
                 f.job.finish_process(
                     f.attempt,
                     Err(TaskError::WorkerDied {
                         exit_code: code,
                         signal,
+                        pid: Some(w.pid),
+                        task: Some(task),
                         detail: format!(
                             "worker {} (pid {}) died after the task finished, before it reported the result",
                             w.index, w.pid
@@ -241,6 +277,8 @@ impl ProcessPool {
                 Some(Kill::StartTimeout) | None => TaskError::WorkerDied {
                     exit_code: code,
                     signal,
+                    pid: Some(w.pid),
+                    task: Some(f.job.header().id),
                     detail: format!("worker {} (pid {}) died", w.index, w.pid),
                 },
             };
@@ -251,16 +289,24 @@ impl ProcessPool {
         if was == STARTING && killed != Some(Kill::Shutdown) {
             let why = match killed {
                 Some(Kill::StartTimeout) => format!(
-                    "worker {} did not start within {:?} (does the program call seedcore::init()?)",
-                    w.index, self.cfg.start_timeout
+                    "worker {} did not start within {} (does the program call seedcore::init() first thing in main?)",
+                    w.index,
+                    crate::error::human_duration(self.cfg.start_timeout)
                 ),
                 _ => format!(
-                    "worker {} exited before it was ready (exit code {code:?}, signal {signal:?})",
-                    w.index
+                    "worker {} (pid {}) exited before it was ready ({})",
+                    w.index,
+                    w.pid,
+                    match (code, signal) {
+                        (_, Some(s)) => format!("killed by {}", crate::error::signal_name(s)),
+                        (Some(c), None) => format!("exit code {c}"),
+                        (None, None) => "no exit status".to_owned(),
+                    }
                 ),
             };
             log::error!("seedcore: {why}");
-            self.start_failed(&mut st, why);
+            let permanent = st.start_failures >= 2;
+            self.start_failed(&mut st, why, permanent);
         }
         let live = st
             .workers

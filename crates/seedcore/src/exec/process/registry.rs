@@ -20,8 +20,15 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 pub enum Outcome {
     /// The encoded result.
     Ok(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// The task panicked, with this message.
-    Panicked(String),
+    /// The task panicked.
+    Panicked {
+        /// The panic's message.
+        message: String,
+        /// Where, as `file:line:column`.
+        location: Option<String>,
+        /// The worker thread's backtrace, where `RUST_BACKTRACE` asked.
+        backtrace: Option<String>,
+    },
     /// The task returned this error.
     Failed(String),
     /// The arguments did not decode as the task's argument type.
@@ -30,6 +37,9 @@ pub enum Outcome {
     Unknown(String),
     /// Cancelled before it started.
     Cancelled,
+    /// The encoded result is over the frame limit: it is in the frame's
+    /// last descriptor (a sealed memfd of this many bytes).
+    Boxed(u64),
 }
 
 type SyncFn = fn(&[u8], Vec<OwnedFd>) -> (Outcome, Vec<OwnedFd>);
@@ -158,16 +168,86 @@ impl<A, R> fmt::Debug for ProcessTask<A, R> {
     }
 }
 
+thread_local! {
+    /// Where the last panic on this thread happened, and its backtrace:
+    /// left by the worker's panic hook for the catch that follows.
+    static LAST_PANIC: std::cell::RefCell<Option<(Option<String>, Option<String>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Installs the worker's panic hook: it records each panic's location and
+/// (where `RUST_BACKTRACE` asks) backtrace for the task's error, then does
+/// what the previous hook did (print to the worker's stderr).
+pub(crate) fn record_panics() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        let bt = std::backtrace::Backtrace::capture();
+        let backtrace =
+            (bt.status() == std::backtrace::BacktraceStatus::Captured).then(|| bt.to_string());
+        let _ = LAST_PANIC.try_with(|c| *c.borrow_mut() = Some((location, backtrace)));
+        prev(info);
+    }));
+}
+
+/// The outcome of a caught panic, with what the hook recorded of it.
+fn panicked(p: &(dyn std::any::Any + Send)) -> Outcome {
+    let (location, backtrace) = LAST_PANIC
+        .try_with(|c| c.borrow_mut().take())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    Outcome::Panicked {
+        message: crate::error::panic_message(p),
+        location,
+        backtrace,
+    }
+}
+
+/// How a caught panic reads inside another outcome's message.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    match panicked(p) {
+        Outcome::Panicked {
+            message,
+            location: Some(l),
+            ..
+        } => format!("panicked at {l}: {message}"),
+        Outcome::Panicked { message, .. } => format!("panicked: {message}"),
+        _ => unreachable!("panicked() makes a panic"),
+    }
+}
+
 fn decode<A: DeserializeOwned>(args: &[u8], fds: Vec<OwnedFd>) -> Result<A, Outcome> {
-    shm::with_fds(fds, || postcard::from_bytes::<A>(args))
-        .map_err(|e| Outcome::BadArgs(e.to_string()))
+    // A `Deserialize` impl may panic: that is bad arguments, not a dead
+    // worker.
+    match catch_unwind(AssertUnwindSafe(|| {
+        shm::with_fds(fds, || postcard::from_bytes::<A>(args))
+    })) {
+        Ok(r) => r.map_err(|e| Outcome::BadArgs(e.to_string())),
+        Err(p) => Err(Outcome::BadArgs(panic_text(&*p))),
+    }
 }
 
 fn encode<R: Serialize>(r: &R) -> (Outcome, Vec<OwnedFd>) {
-    match shm::collect_fds(|| crate::wire::codec::to_vec(r, 64)) {
-        (Ok(bytes), fds) => (Outcome::Ok(bytes), fds),
-        (Err(e), _) => (
-            Outcome::Failed(format!("the result could not be encoded: {e}")),
+    let encoded = catch_unwind(AssertUnwindSafe(|| {
+        shm::collect_fds(|| crate::wire::codec::to_vec(r, 64))
+    }));
+    match encoded {
+        Ok((Ok(bytes), fds)) => (Outcome::Ok(bytes), fds),
+        Ok((Err(e), _)) => (
+            Outcome::Failed(format!(
+                "the result could not be encoded: {}",
+                crate::wire::why::describe(r, &e)
+            )),
+            Vec::new(),
+        ),
+        Err(p) => (
+            Outcome::Failed(format!(
+                "the result could not be encoded: its Serialize impl {}",
+                panic_text(&*p)
+            )),
             Vec::new(),
         ),
     }
@@ -177,10 +257,7 @@ fn finish<R: Serialize>(r: std::thread::Result<Result<R, String>>) -> (Outcome, 
     match r {
         Ok(Ok(v)) => encode(&v),
         Ok(Err(e)) => (Outcome::Failed(e), Vec::new()),
-        Err(p) => (
-            Outcome::Panicked(crate::error::panic_message(&*p)),
-            Vec::new(),
-        ),
+        Err(p) => (panicked(&*p), Vec::new()),
     }
 }
 
@@ -242,7 +319,15 @@ where
                 .map(|a| match catch_unwind(AssertUnwindSafe(|| f(a))) {
                     Ok(Ok(r)) => Ok(r),
                     Ok(Err(e)) => Err(BatchItemError::Failed(e)),
-                    Err(p) => Err(BatchItemError::Panicked(crate::error::panic_message(&*p))),
+                    Err(p) => Err(BatchItemError::Panicked(match panicked(&*p) {
+                        Outcome::Panicked {
+                            message,
+                            location: Some(l),
+                            ..
+                        } => format!("{message} (at {l})"),
+                        Outcome::Panicked { message, .. } => message,
+                        _ => unreachable!("panicked() makes a panic"),
+                    })),
                 })
                 .collect();
             encode(&out)

@@ -10,20 +10,21 @@
 //! * A worker is in the pool's list from the moment it is started; its
 //!   reader thread is the only one that removes it (`reap.rs`).
 //! * A worker that has not said hello within `start_timeout` is killed;
-//!   three start failures with no hello between them break the pool.
+//!   three start failures with no hello between them, with no worker left,
+//!   break the pool; an initializer that fails (or a program that never
+//!   calls `seedcore::init()`) breaks it at once. Starts the OS refused are
+//!   retried with back-off, and a hello mends a pool they broke.
 
-use super::dispatch::{PoolState, ProcessPool, Queued};
-use super::handle::{Kill, Worker, STARTING};
+use super::dispatch::{Broken, PoolState, ProcessPool, Queued};
+use super::handle::{Kill, Worker, READY, STARTING};
 use super::reap::monitor;
 use super::status::StatusPage;
 use super::worker::{FINI_ENV, INIT_ENV, MAX_FRAME_ENV};
 use super::{INDEX_ENV, STATUS_ENV, WORKER_ENV};
-use crate::error::TaskError;
 use crate::wire::frame::FrameReader;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -108,10 +109,12 @@ impl ProcessPool {
         }
     }
 
-    /// Starts one more worker (not while stopping); a failure counts
-    /// towards breaking the pool.
+    /// Starts one more worker (not while stopping or broken for good); a
+    /// failure counts towards breaking the pool and is retried with
+    /// back-off.
     pub(super) fn spawn_locked(&self, st: &mut PoolState) {
-        if self.stopping.load(Ordering::Acquire) {
+        if self.stopping.load(Ordering::Acquire) || st.broken.as_ref().is_some_and(|b| b.permanent)
+        {
             return;
         }
         let index = st.next_index;
@@ -119,30 +122,78 @@ impl ProcessPool {
         match self.spawn(index) {
             Ok(w) => st.workers.push(w),
             Err(e) => {
-                log::error!("seedcore: cannot start worker process {index}: {e}");
-                self.start_failed(st, format!("cannot start a worker process: {e}"));
+                let program = match &self.cfg.program {
+                    Some(p) => p.display().to_string(),
+                    None => "this program".to_owned(),
+                };
+                let why = format!("cannot start a worker process of {program}: {e}");
+                log::error!("seedcore: worker process {index}: {why}");
+                self.start_failed(st, why, false);
+                self.respawn_later(st);
             }
         }
     }
 
-    /// Counts a worker that failed to start; the third in a row (with no
-    /// hello between them) breaks the pool: queued and later tasks fail.
-    pub(super) fn start_failed(&self, st: &mut PoolState, why: String) {
+    /// Counts a worker that failed to start. A `permanent` cause breaks the
+    /// pool at once; otherwise the third failure in a row (with no hello
+    /// between them) does, when no worker is left to run the queue. A
+    /// broken pool resolves its queued tasks (at the next `pump`) and
+    /// refuses new ones.
+    pub(super) fn start_failed(&self, st: &mut PoolState, why: String, permanent: bool) {
         st.start_failures += 1;
-        if st.start_failures >= 3 && st.broken.is_none() {
-            log::error!(
-                "seedcore: worker processes keep failing to start; failing process tasks: {why}"
-            );
-            st.broken = Some(why.clone());
-            let queued: Vec<Queued> = st.queue.drain().collect();
-            for q in queued {
-                q.item.fail(TaskError::WorkerDied {
-                    exit_code: None,
-                    signal: None,
-                    detail: why.clone(),
-                });
-            }
+        let live = st
+            .workers
+            .iter()
+            .any(|w| matches!(w.state.load(Ordering::Acquire), STARTING | READY));
+        let breaks = permanent || (st.start_failures >= 3 && !live);
+        if !breaks || st.broken.as_ref().is_some_and(|b| b.permanent) {
+            return;
         }
+        if st.broken.is_none() {
+            log::error!("seedcore: the process pool cannot run tasks: {why}");
+        }
+        st.broken = Some(Broken {
+            why: why.clone(),
+            permanent,
+        });
+        let queued: Vec<Queued> = st.queue.drain().collect();
+        st.doomed
+            .extend(queued.into_iter().map(|q| (q.item, why.clone())));
+    }
+
+    /// Tries starting a worker again after a failed start, waiting longer
+    /// after each failure in a row (50 ms doubling, at most 5 s).
+    fn respawn_later(&self, st: &mut PoolState) {
+        if st.respawn_scheduled {
+            return;
+        }
+        let Some(timer) = self.timer.upgrade() else {
+            return;
+        };
+        st.respawn_scheduled = true;
+        let shift = st.start_failures.saturating_sub(1).min(7);
+        let delay = (Duration::from_millis(50) * (1u32 << shift)).min(Duration::from_secs(5));
+        let me = self.me.clone();
+        timer.schedule(Instant::now() + delay, move || {
+            let Some(pool) = me.upgrade() else { return };
+            let mut st = pool.state.lock();
+            st.respawn_scheduled = false;
+            let live = st
+                .workers
+                .iter()
+                .filter(|w| matches!(w.state.load(Ordering::Acquire), STARTING | READY))
+                .count();
+            let wanted = pool
+                .target
+                .load(Ordering::Acquire)
+                .max(pool.cfg.core)
+                .max(1);
+            if live < wanted {
+                pool.spawn_locked(&mut st);
+            }
+            drop(st);
+            pool.pump();
+        });
     }
 
     /// Starts worker `index`: its socket at descriptor 3, its status page
@@ -268,19 +319,109 @@ impl ProcessPool {
     }
 }
 
+/// The longest piece of a worker's output forwarded as one line: a longer
+/// line (or output without newlines) goes out in pieces of this size, so
+/// the parent holds at most this much of it whatever a task prints.
+pub(super) const OUTPUT_CHUNK: usize = 8 * 1024;
+
+/// How long an unfinished line waits for its newline before it is
+/// forwarded as it is (a progress message, a prompt).
+const PARTIAL_AFTER: Duration = Duration::from_millis(200);
+
 /// Forwards a worker's output, a line at a time, with who wrote it.
 fn forward_output(r: OwnedFd, w: Weak<Worker>, index: usize) {
-    let reader = BufReader::new(std::fs::File::from(r));
-    for line in reader.split(b'\n') {
-        let Ok(line) = line else { break };
+    let emit = |piece: &[u8]| {
         let (pid, task) = match w.upgrade() {
             Some(w) => (w.pid, w.status.running().map(|(id, _)| id)),
             None => (0, None),
         };
-        let text = String::from_utf8_lossy(&line);
+        let text = String::from_utf8_lossy(piece);
         match task {
             Some(t) => eprintln!("[seedcore worker {index} pid {pid} task #{t}] {text}"),
             None => eprintln!("[seedcore worker {index} pid {pid}] {text}"),
         }
+    };
+    pieces(r, emit);
+}
+
+/// Reads `r` to its end, handing each line (without its newline) to
+/// `emit`; a line longer than [`OUTPUT_CHUNK`] goes in pieces of that size,
+/// and an unfinished line once it has waited [`PARTIAL_AFTER`].
+fn pieces(r: OwnedFd, mut emit: impl FnMut(&[u8])) {
+    let mut buf = vec![0u8; OUTPUT_CHUNK];
+    let mut len = 0;
+    loop {
+        if len > 0 {
+            // An unfinished line: wait a little for the rest of it.
+            let mut fds = [rustix::event::PollFd::new(&r, rustix::event::PollFlags::IN)];
+            let timeout = rustix::event::Timespec::try_from(PARTIAL_AFTER).ok();
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(0) => {
+                    emit(&buf[..len]);
+                    len = 0;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => break,
+            }
+        }
+        let n = match rustix::io::read(&r, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
+        };
+        len += n;
+        // Every finished line goes out; the rest moves to the front.
+        let mut start = 0;
+        while let Some(nl) = buf[start..len].iter().position(|&b| b == b'\n') {
+            emit(&buf[start..start + nl]);
+            start += nl + 1;
+        }
+        buf.copy_within(start..len, 0);
+        len -= start;
+        if len == buf.len() {
+            emit(&buf[..len]);
+            len = 0;
+        }
+    }
+    if len > 0 {
+        emit(&buf[..len]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn output_without_newlines_goes_out_in_bounded_pieces_while_the_writer_lives() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let reader = std::thread::spawn(move || pieces(r, |p| tx.send(p.to_vec()).unwrap()));
+        let mut w = std::fs::File::from(w);
+        // 100 KiB without a newline, then a line, then a prompt that stays
+        // unfinished while the writer stays open.
+        let junk = vec![b'x'; 100 << 10];
+        w.write_all(&junk).unwrap();
+        w.write_all(b"\nhello\nprogress 50%").unwrap();
+        w.flush().unwrap();
+        let mut got = Vec::new();
+        while got.iter().map(Vec::len).sum::<usize>() < junk.len() {
+            got.push(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+        }
+        assert!(got.iter().all(|p| p.len() <= OUTPUT_CHUNK));
+        assert_eq!(got.concat(), junk);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), b"hello");
+        // Forwarded although no newline came and the writer is still open.
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            b"progress 50%"
+        );
+        drop(w);
+        reader.join().unwrap();
+        assert!(rx.recv().is_err(), "nothing more");
     }
 }

@@ -45,6 +45,7 @@ struct Pending {
     task: String,
     args: Vec<u8>,
     fds: Vec<OwnedFd>,
+    boxed: Option<u64>,
 }
 
 /// Runs the worker if this process is one; returns its exit code.
@@ -71,6 +72,7 @@ pub(crate) fn run_if_worker() -> Option<i32> {
         std::env::remove_var(v);
     }
     watch_parent();
+    registry::record_panics();
     // SAFETY: the pool placed the worker's end of its socket at this
     // descriptor number for this process alone; nothing else owns it.
     let sock = unsafe { UnixStream::from_raw_fd(fd) };
@@ -91,23 +93,74 @@ pub(crate) fn run_if_worker() -> Option<i32> {
     Some(serve(sock, status, max_frame, init, fini, &index))
 }
 
-fn run_hook(name: &str, index: &str, what: &str) -> bool {
+/// Ends a process that a pool started as a worker but that reached the
+/// building of a system without having become one (its `main` lacks
+/// `seedcore::init()`): it would start a pool of its own, whose workers
+/// would do the same. It tells its parent why, which fails the parent's
+/// tasks with that message at once, and exits. Elsewhere it does nothing.
+pub(crate) fn refuse_if_uninitialized() {
+    if super::is_worker() {
+        return;
+    }
+    let Some(fd) = std::env::var(WORKER_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    let why = "the worker program does not call seedcore::init(): it reached \
+               ConcurrentSystem::build as a worker process; call seedcore::init() first thing \
+               in main (in a test file, seedcore::enable_test_workers!())";
+    eprintln!("seedcore: {why}");
+    // SAFETY: the pool placed this process's end of its socket at this
+    // descriptor; nothing in this process has used it, and the process
+    // exits right after this write.
+    let sock = unsafe { UnixStream::from_raw_fd(fd) };
+    refuse(&sock, why);
+    std::process::exit(3);
+}
+
+/// Runs hook `name` (the initializer or finalizer); `Err` says why it
+/// failed, for the parent.
+fn run_hook(name: &str, what: &str) -> Result<(), String> {
     let Some(entry) = registry::find(name) else {
-        eprintln!("seedcore worker {index}: {what} `{name}` is not a registered process task");
-        return false;
+        return Err(format!(
+            "the {what} `{name}` is not a registered process task"
+        ));
     };
     let EntryKind::Sync(f) = entry.kind else {
-        eprintln!("seedcore worker {index}: {what} `{name}` must not be async");
-        return false;
+        return Err(format!("the {what} `{name}` must not be async"));
     };
     let args = postcard::to_allocvec(&()).expect("unit encodes");
     match f(&args, Vec::new()).0 {
-        Outcome::Ok(_) => true,
-        other => {
-            eprintln!("seedcore worker {index}: {what} `{name}` failed: {other:?}");
-            false
-        }
+        Outcome::Ok(_) => Ok(()),
+        Outcome::Panicked {
+            message, location, ..
+        } => Err(match location {
+            Some(l) => format!("the {what} `{name}` panicked at {l}: {message}"),
+            None => format!("the {what} `{name}` panicked: {message}"),
+        }),
+        Outcome::Failed(m) => Err(format!("the {what} `{name}` failed: {m}")),
+        Outcome::BadArgs(m) => Err(format!(
+            "the {what} `{name}` could not take its arguments: {m}"
+        )),
+        other => Err(format!("the {what} `{name}` failed: {other:?}")),
     }
+}
+
+/// Tells the parent this worker cannot serve, before it exits.
+fn refuse(sock: &UnixStream, why: &str) {
+    let msg = FromWorker::StartFailed {
+        why: why.to_owned(),
+    };
+    let bytes = postcard::to_allocvec(&msg).expect("refusals encode");
+    let _ = crate::wire::frame::write_frames(
+        sock,
+        &[crate::wire::frame::OutFrame {
+            payload: &bytes,
+            fds: Vec::new(),
+        }],
+    );
 }
 
 fn serve(
@@ -119,7 +172,9 @@ fn serve(
     index: &str,
 ) -> i32 {
     if let Some(name) = &init {
-        if !run_hook(name, index, "initializer") {
+        if let Err(why) = run_hook(name, "initializer") {
+            eprintln!("seedcore worker {index}: {why}");
+            refuse(&sock, &why);
             return 3;
         }
     }
@@ -179,6 +234,7 @@ fn serve(
                         priority,
                         task,
                         args,
+                        boxed,
                     }) => {
                         seq += 1;
                         queue.push(Ranked {
@@ -189,6 +245,7 @@ fn serve(
                                 task,
                                 args,
                                 fds,
+                                boxed,
                             },
                         });
                     }
@@ -227,8 +284,34 @@ fn serve(
         if let Some(code) = exit {
             break code;
         }
-        let Some(Ranked { item: p, .. }) = queue.pop() else {
+        let Some(Ranked { item: mut p, .. }) = queue.pop() else {
             continue;
+        };
+        // Arguments over the frame limit came in shared memory.
+        let boxed = match p.boxed {
+            None => None,
+            Some(len) => match p
+                .fds
+                .pop()
+                .map(|fd| crate::wire::shm::import_bytes(fd, len))
+            {
+                Some(Ok(b)) => Some(b),
+                Some(Err(e)) => {
+                    outbox.lock().push(p.id, Outcome::BadArgs(e), Vec::new());
+                    continue;
+                }
+                None => {
+                    let why = "arguments in shared memory came without their descriptor";
+                    outbox
+                        .lock()
+                        .push(p.id, Outcome::BadArgs(why.into()), Vec::new());
+                    continue;
+                }
+            },
+        };
+        let args: &[u8] = match &boxed {
+            Some(b) => b.as_slice(),
+            None => &p.args,
         };
         match registry::find(&p.task).map(|e| e.kind) {
             None => outbox
@@ -243,7 +326,7 @@ fn serve(
                     break 0;
                 }
                 status.start(p.id);
-                let (outcome, fds) = f(&p.args, p.fds);
+                let (outcome, fds) = f(args, p.fds);
                 status.finish();
                 outbox.lock().push(p.id, outcome, fds);
             }
@@ -256,7 +339,7 @@ fn serve(
                         .build()
                         .expect("the worker's async runtime starts")
                 });
-                let fut = f(&p.args, p.fds);
+                let fut = f(args, p.fds);
                 let (out, running) = (outbox.clone(), running_async.clone());
                 let id = p.id;
                 // Registered before it is spawned: it may finish before
@@ -287,7 +370,8 @@ fn serve(
         rt.shutdown_timeout(Duration::from_secs(1));
     }
     if let Some(name) = &fini {
-        if !run_hook(name, index, "finalizer") {
+        if let Err(why) = run_hook(name, "finalizer") {
+            eprintln!("seedcore worker {index}: {why}");
             return 3;
         }
     }

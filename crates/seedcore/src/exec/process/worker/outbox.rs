@@ -4,8 +4,9 @@
 //! # Invariants
 //!
 //! * No frame is over the parent's frame limit or carries more descriptors
-//!   than one frame may: such a result is replaced by a `Failed` one that
-//!   says why, rather than lost with a refused frame.
+//!   than one frame may: a result over the limit goes through shared memory
+//!   (`Outcome::Boxed`), and one that cannot is replaced by a `Failed` one
+//!   that says why, rather than lost with a refused frame.
 //! * A result waits at most [`FLUSH_AFTER`] (or until 64 are waiting) when
 //!   the main loop has more to run; the main loop also writes everything
 //!   before each sync task starts and before it blocks.
@@ -38,22 +39,44 @@ impl Outbox {
         let msg = FromWorker::Done { id, outcome };
         let mut bytes = crate::wire::codec::to_vec(&msg, hint).expect("results encode");
         let mut fds = fds;
-        let too_large = bytes.len() > self.max_frame;
-        if too_large || fds.len() > MAX_FDS {
-            // The parent would refuse the frame, or the socket the
-            // descriptors, and the result would be lost: say why instead.
-            let why = if too_large {
-                format!(
-                    "the result takes {} bytes, over the {} byte frame limit (return large buffers as SharedBytes)",
-                    bytes.len(),
-                    self.max_frame
-                )
-            } else {
-                format!(
-                    "the result holds {} shared buffers, over the {MAX_FDS} one frame carries",
-                    fds.len()
-                )
+        if bytes.len() > self.max_frame && fds.len() < MAX_FDS {
+            // Too large for a frame: the result goes through shared memory.
+            let FromWorker::Done {
+                outcome: Outcome::Ok(payload),
+                ..
+            } = &msg
+            else {
+                unreachable!("only results grow past the frame limit")
             };
+            match crate::wire::shm::export_bytes(payload) {
+                Ok(fd) => {
+                    let boxed = FromWorker::Done {
+                        id,
+                        outcome: Outcome::Boxed(payload.len() as u64),
+                    };
+                    bytes = postcard::to_allocvec(&boxed).expect("results encode");
+                    fds.push(fd);
+                }
+                Err(e) => {
+                    let failed = FromWorker::Done {
+                        id,
+                        outcome: Outcome::Failed(format!(
+                            "the result takes {}, over the frame limit, and shared memory for it was refused: {e}",
+                            crate::error::human_bytes(payload.len() as u64)
+                        )),
+                    };
+                    bytes = postcard::to_allocvec(&failed).expect("results encode");
+                    fds = Vec::new();
+                }
+            }
+        }
+        if fds.len() > MAX_FDS {
+            // The socket would refuse the descriptors and the result would
+            // be lost: say why instead.
+            let why = format!(
+                "the result holds {} shared buffers, over the {MAX_FDS} one frame carries",
+                fds.len()
+            );
             let msg = FromWorker::Done {
                 id,
                 outcome: Outcome::Failed(why),
