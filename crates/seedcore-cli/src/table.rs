@@ -40,9 +40,80 @@ pub(crate) fn render(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> 
     out
 }
 
+/// Like [`render`] (every column left-aligned), with the cells of each
+/// column that has a width wrapped at word boundaries onto as many lines as
+/// they need, so that the table keeps to a known width.
+pub(crate) fn render_wrapped(
+    header: &[&str],
+    rows: &[Vec<String>],
+    widths: &[Option<usize>],
+) -> String {
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    for row in rows {
+        let wrapped: Vec<Vec<String>> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| match w {
+                Some(w) => wrap(cell, *w),
+                None => vec![cell.clone()],
+            })
+            .collect();
+        let height = wrapped.iter().map(Vec::len).max().unwrap_or(1);
+        for i in 0..height {
+            lines.push(
+                wrapped
+                    .iter()
+                    .map(|c| c.get(i).cloned().unwrap_or_default())
+                    .collect(),
+            );
+        }
+    }
+    render(header, &lines, &[])
+}
+
+/// Splits `text` into lines of at most `width` characters at spaces (a
+/// longer word is cut).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word = word.to_string();
+        while word.chars().count() > width {
+            if !line.is_empty() {
+                out.push(std::mem::take(&mut line));
+            }
+            let head: String = word.chars().take(width).collect();
+            word = word.chars().skip(width).collect();
+            out.push(head);
+        }
+        let needed = line.chars().count() + usize::from(!line.is_empty()) + word.chars().count();
+        if needed > width && !line.is_empty() {
+            out.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() || out.is_empty() {
+        out.push(line);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::render;
+    use super::{render, render_wrapped};
+
+    #[test]
+    fn wrapped_cells_keep_their_column_width() {
+        let t = render_wrapped(
+            &["a", "b"],
+            &[vec!["x".into(), "one two three four".into()]],
+            &[None, Some(9)],
+        );
+        assert_eq!(t, "a  b\n-  ---------\nx  one two\n   three\n   four\n");
+    }
 
     #[test]
     fn aligns_columns() {

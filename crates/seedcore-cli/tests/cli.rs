@@ -48,6 +48,12 @@ fn demo_quick_passes_every_scenario() {
         "limit",
         "callbacks",
         "async",
+        "process-timeout",
+        "crash-healed",
+        "shared-memory",
+        "parallel-map",
+        "balancer",
+        "monitor",
         "stats",
     ] {
         let row = stdout
@@ -60,6 +66,13 @@ fn demo_quick_passes_every_scenario() {
         );
     }
     assert!(!stdout.contains("MISMATCH"), "{stdout}");
+    let widest = stdout.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    assert!(widest <= 100, "a line of {widest} columns:\n{stdout}");
+    // Not on a terminal: no progress bar frames on stderr.
+    assert!(
+        !stderr.contains("tasks\r") && !stderr.contains('\r'),
+        "{stderr:?}"
+    );
     for stat in ["submitted", "completed", "queue wait p99", "run time p50"] {
         assert!(stdout.contains(stat), "no {stat} in the stats:\n{stdout}");
     }

@@ -10,6 +10,7 @@
 //! The checks are about behaviour, never about speed, so that the demo passes on
 //! a loaded machine; times are shown for information only.
 
+mod local;
 mod scenarios;
 mod serve;
 
@@ -63,6 +64,9 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let sys = ConcurrentSystem::builder()
         .core_threads(CORE_THREADS)
         .max_threads(MAX_THREADS)
+        .core_processes(1)
+        .max_processes(2)
+        .balance_interval(Duration::from_millis(10))
         .build()
         .context("building the demo system")?;
     // `--serve`: the metrics endpoint, and a bursty load after the scenarios.
@@ -84,7 +88,12 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             .context("progress bar template")?
             .progress_chars("=> "),
     );
-    bar.enable_steady_tick(Duration::from_millis(100));
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.enable_steady_tick(Duration::from_millis(100));
+    } else {
+        // No animation in a log or a pipe: only the summary.
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     let demo = Demo {
         sys: &sys,
         bar: bar.clone(),
@@ -140,10 +149,11 @@ fn summary(outcomes: &[Outcome], stats: &Stats, backlog: usize, elapsed: Duratio
             ]
         })
         .collect();
-    s.push_str(&crate::table::render(
+    // Wrapped to fit 100 columns.
+    s.push_str(&crate::table::render_wrapped(
         &["scenario", "expected", "actual", "result"],
         &rows,
-        &[],
+        &[None, Some(36), Some(36), None],
     ));
     s.push('\n');
     // Histogram percentiles are bucket upper bounds, hence the `<=`.
