@@ -95,6 +95,12 @@ pub use task::{
 };
 pub use wire::shm::SharedBytes;
 
+/// The serde that process tasks' arguments and results go through, for
+/// programs that do not depend on serde themselves:
+/// `#[derive(seedcore::serde::Serialize, seedcore::serde::Deserialize)]`
+/// with `#[serde(crate = "seedcore::serde")]`.
+pub use serde;
+
 /// Bounded channels for feeding and draining tasks: blocking, timed and
 /// async sends and receives, closed when every sender (or receiver) is
 /// gone. [`ConcurrentSystem::produce`] and pipelines are built on them.
@@ -119,7 +125,9 @@ pub mod process {
 /// What the macros expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::exec::process::{run_async, run_batch, run_sync, PROCESS_TASKS};
+    pub use crate::exec::process::{
+        assert_process_data, run_async, run_batch, run_sync, ProcessData, PROCESS_TASKS,
+    };
     pub use ctor;
     pub use linkme;
 }

@@ -44,7 +44,9 @@ pub(crate) use body::ProcessBody;
 pub(crate) use dispatch::ProcessPool;
 pub(crate) use registry::find;
 #[doc(hidden)]
-pub use registry::{run_async, run_batch, run_sync, PROCESS_TASKS};
+pub use registry::{
+    assert_process_data, run_async, run_batch, run_sync, ProcessData, PROCESS_TASKS,
+};
 pub use registry::{BatchTask, ProcessTask, TaskEntry};
 pub(crate) use spawn::ProcessConfig;
 pub use spawn::{ProcessPriority, WorkerOutput};
@@ -147,14 +149,14 @@ macro_rules! __process_task_impl {
         $crate::ProcessTask::__new(
             ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name)),
             ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name), "#batch"),
+            __call,
         )
     };
     (@handle async $name:ident) => {
-        $crate::ProcessTask::external(::std::concat!(
-            ::std::module_path!(),
-            "::",
-            ::std::stringify!($name)
-        ))
+        $crate::ProcessTask::__new_async(
+            ::std::concat!(::std::module_path!(), "::", ::std::stringify!($name)),
+            |__args| ::std::boxed::Box::pin(__call(__args)),
+        )
     };
     (@entry sync $name:ident ($($arg:ident : $ty:ty),*) -> $ok:ty, $mode:ident $ret:ty, $body:block) => {
         #[allow(unused_parens)]
@@ -194,6 +196,9 @@ macro_rules! __process_task_impl {
         $(#[$m])*
         #[allow(non_upper_case_globals)]
         $vis const $name: $crate::ProcessTask<$crate::__process_task_impl!(@args $($arg : $ty),*), $ok> = {
+            // One short error per type that cannot cross to a worker.
+            $( $crate::__private::assert_process_data::<$ty>(); )*
+            $crate::__private::assert_process_data::<$ok>();
             $crate::__process_task_impl!(@entry $kind $name ($($arg : $ty),*) -> $ok, $mode $ret, $body);
             $crate::__process_task_impl!(@handle $kind $name)
         };

@@ -107,19 +107,95 @@ pub(crate) fn names() -> Vec<(String, bool)> {
 pub struct ProcessTask<A, R> {
     name: &'static str,
     batch: Option<&'static str>,
+    local: Local<A, R>,
     _types: PhantomData<fn(A) -> R>,
 }
+
+/// The task's function, for calling it in this process.
+enum Local<A, R> {
+    None,
+    Sync(fn(A) -> Result<R, String>),
+    Async(fn(A) -> BoxFuture<'static, Result<R, String>>),
+}
+
+impl<A, R> Clone for Local<A, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A, R> Copy for Local<A, R> {}
 
 /// The batch form of a [`ProcessTask`]; see [`ProcessTask::batch`].
 pub type BatchTask<A, R> = ProcessTask<Vec<A>, BatchResults<R>>;
 
 impl<A, R> ProcessTask<A, R> {
     #[doc(hidden)]
-    pub const fn __new(name: &'static str, batch: &'static str) -> Self {
+    pub const fn __new(
+        name: &'static str,
+        batch: &'static str,
+        f: fn(A) -> Result<R, String>,
+    ) -> Self {
         ProcessTask {
             name,
             batch: Some(batch),
+            local: Local::Sync(f),
             _types: PhantomData,
+        }
+    }
+
+    #[doc(hidden)]
+    pub const fn __new_async(
+        name: &'static str,
+        f: fn(A) -> BoxFuture<'static, Result<R, String>>,
+    ) -> Self {
+        ProcessTask {
+            name,
+            batch: None,
+            local: Local::Async(f),
+            _types: PhantomData,
+        }
+    }
+
+    /// Runs the task as a plain function in this process, on the calling
+    /// thread: for unit tests, and as a fallback where worker processes
+    /// are not wanted. No arguments are encoded and no isolation is given;
+    /// a panic is caught and returned as [`TaskError::Panicked`], an error
+    /// as [`TaskError::Failed`]. An async task runs to its end on a
+    /// runtime of its own (so do not call this from inside an async
+    /// runtime's thread). A task known only by name
+    /// ([`external`](Self::external)) has no function here: it fails.
+    ///
+    /// ```
+    /// seedcore::process_task! {
+    ///     fn square(x: u64) -> u64 { x * x }
+    /// }
+    /// assert_eq!(square.call(12).unwrap(), 144);
+    /// ```
+    ///
+    /// [`TaskError::Panicked`]: crate::TaskError::Panicked
+    /// [`TaskError::Failed`]: crate::TaskError::Failed
+    pub fn call(&self, args: A) -> Result<R, crate::TaskError> {
+        use crate::TaskError;
+        let out = match self.local {
+            Local::None => {
+                return Err(TaskError::failed(format!(
+                    "process task `{}` is served by another program and cannot be called here",
+                    self.name
+                )))
+            }
+            Local::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(args))),
+            Local::Async(f) => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| TaskError::failed(format!("cannot start a runtime: {e}")))?;
+                catch_unwind(AssertUnwindSafe(|| rt.block_on(f(args))))
+            }
+        };
+        match out {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(TaskError::failed(e)),
+            Err(p) => Err(TaskError::Panicked(crate::error::panic_message(&*p).into())),
         }
     }
 
@@ -131,6 +207,7 @@ impl<A, R> ProcessTask<A, R> {
         ProcessTask {
             name,
             batch: None,
+            local: Local::None,
             _types: PhantomData,
         }
     }
@@ -143,6 +220,7 @@ impl<A, R> ProcessTask<A, R> {
             Some(name) => Some(ProcessTask {
                 name,
                 batch: None,
+                local: Local::None,
                 _types: PhantomData,
             }),
             None => None,
@@ -335,3 +413,20 @@ where
         Err(o) => (o, Vec::new()),
     }
 }
+
+/// What crosses to a worker process: arguments and results of process
+/// tasks. `process_task!` checks each type against it, so a missing derive
+/// is one short error naming the type.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot cross to a worker process: it must implement serde's `Serialize` and `Deserialize`",
+    label = "an argument or result of a process task",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to it (serde is re-exported as `seedcore::serde`; with it, add `#[serde(crate = \"seedcore::serde\")]`)"
+)]
+pub trait ProcessData {}
+
+impl<T: Serialize + DeserializeOwned> ProcessData for T {}
+
+/// Compiles only for [`ProcessData`] types (used by `process_task!`).
+#[doc(hidden)]
+pub const fn assert_process_data<T: ProcessData>() {}
