@@ -39,6 +39,7 @@ mod pipeline;
 mod progress;
 mod reduce;
 mod runner;
+mod scope;
 
 pub use channel::{
     bounded, Receiver, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Sender,
@@ -48,6 +49,7 @@ pub use chunk::ChunkSize;
 pub use map::{MapBuilder, MapIter, MapStream, StarFn};
 pub use pipeline::{Pipeline, PipelineError, PipelineIter, PipelineStream, Stage};
 pub use reduce::Folded;
+pub use scope::{Scope, ScopedFuture};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -78,6 +78,11 @@ impl<T: Send + 'static> TaskFuture<T> {
 }
 
 impl<T: 'static> TaskFuture<T> {
+    /// The task, as the scheduler sees it.
+    pub(crate) fn job(&self) -> Arc<dyn Job> {
+        self.task.clone()
+    }
+
     /// The task's id.
     pub fn id(&self) -> TaskId {
         self.task.header().id
