@@ -1,6 +1,9 @@
-//! seedcore runs work on a thread pool, as async tasks and on service
-//! threads, every task with a priority, a timeout, retries, named locks and
-//! a [`TaskFuture`] to block on, `.await`, or hand to a callback.
+//! seedcore is a concurrent task system: one [`ConcurrentSystem`] runs work
+//! on a thread pool, as async tasks, on service threads and in isolated
+//! worker processes, every task with a [`Priority`], a timeout that really
+//! stops it, retries, named locks and limits, callbacks delivered where you
+//! want them, and a [`TaskFuture`] to block on, `.await`, or hand to a
+//! callback. The pools grow and shrink with the load.
 //!
 //! ```
 //! use seedcore::{ConcurrentSystem, Priority, RetryPolicy, TaskError, TaskOptions};
@@ -23,35 +26,108 @@
 //! // A panic is caught and reported; the pool goes on.
 //! let broken = system.submit_thread(TaskOptions::new(), |_| -> u8 { panic!("bad input") })?;
 //!
-//! // An async task, awaited from a thread that is not in any runtime.
+//! // An async task; its future can be waited on from any thread, or awaited.
 //! let fetched = system.submit_async(TaskOptions::new(), |_ctx| async { "page".len() })?;
 //!
 //! assert_eq!(urgent.wait()?, 3_628_800);
 //! assert_eq!(flaky.wait()?, 2);
 //! assert!(matches!(broken.wait(), Err(TaskError::Panicked(m)) if m == "bad input"));
-//! assert_eq!(futures_executor_block_on(fetched)?, 4);
+//! assert_eq!(fetched.wait()?, 4);
 //!
 //! let stats = system.stats();
 //! assert_eq!((stats.completed, stats.panicked, stats.retried), (3, 1, 1));
-//! # fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
-//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
-//! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The semantics every executor shares:
+//! # A tour
+//!
+//! **Threads.** [`submit_thread`](ConcurrentSystem::submit_thread) runs a
+//! closure on the pool; its [`TaskContext`] gives the attempt number and a
+//! cancellation token. A thread task past its deadline resolves
+//! [`TaskError::TimedOut`] at the deadline and, if it keeps running, its
+//! thread is replaced so the pool keeps its capacity.
+//!
+//! **Async.** [`submit_async`](ConcurrentSystem::submit_async) takes a
+//! factory that builds a fresh future per attempt; the future runs on
+//! seedcore's own runtime and is dropped at its deadline.
+//!
+//! **Processes.** Code that may crash, hang or leak runs in worker
+//! processes of the same executable. Declare a task with
+//! [`process_task!`], call [`init`] first thing in `main`, and submit it:
+//!
+//! ```no_run
+//! use seedcore::{ConcurrentSystem, TaskError, TaskOptions};
+//! use std::time::Duration;
+//!
+//! seedcore::process_task! {
+//!     /// Runs in a worker process: a crash or a hang costs only that worker.
+//!     pub fn parse(text: String) -> Result<u64, std::num::ParseIntError> {
+//!         text.trim().parse()
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // In a worker process this serves tasks and never returns.
+//!     seedcore::init();
+//!     let system = ConcurrentSystem::builder().core_processes(2).build()?;
+//!     let opts = TaskOptions::new().timeout(Duration::from_secs(2)); // kills the worker
+//!     assert_eq!(system.submit_process(opts, parse, " 42 ".into())?.wait()?, 42);
+//!     let bad = system.submit_process(TaskOptions::new(), parse, "x".into())?;
+//!     assert!(matches!(bad.wait(), Err(TaskError::Failed(_))));
+//!     // The same function runs in this process too (tests, fallbacks).
+//!     assert_eq!(parse.call("7".into())?, 7);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Arguments and results are serde types (serde is re-exported as
+//! [`serde`](mod@serde)); large byte buffers cross as [`SharedBytes`], in
+//! shared memory, and any argument or result over the frame limit crosses
+//! that way on its own.
+//!
+//! **Maps and pipelines.** [`map`](ConcurrentSystem::map),
+//! [`try_map`](ConcurrentSystem::try_map) and
+//! [`map_process`](ConcurrentSystem::map_process) return a
+//! [`MapBuilder`](parallel::MapBuilder): chunks, a bounded window, ordered or
+//! unordered results, progress. [`pipeline`](ConcurrentSystem::pipeline)
+//! chains thread and process stages over bounded channels.
+//! [`scope`](ConcurrentSystem::scope) lets tasks and maps borrow from the
+//! caller's stack:
+//!
+//! ```
+//! let system = seedcore::ConcurrentSystem::builder().core_threads(2).build()?;
+//! let words = vec!["alpha", "beta", "gamma"];
+//! let lengths = system.scope(|s| s.map(&words, |w| w.len()))?;
+//! assert_eq!(lengths, vec![5, 4, 5]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! **Channels.** [`channel::bounded`] gives blocking, timed and async sends
+//! and receives; [`produce`](ConcurrentSystem::produce) feeds tasks from
+//! one.
+//!
+//! **Monitoring.** [`stats`](ConcurrentSystem::stats) counts outcomes per
+//! kind with queue-wait and run-time percentiles;
+//! [`monitor`](ConcurrentSystem::monitor) reads the machine and every
+//! worker; with the `http` feature, `serve_metrics` serves both (Prometheus
+//! text and JSON), which `seedcore top` shows live.
+//!
+//! **Configuration.** [`SystemBuilder`] methods, or a [`Config`] read from
+//! TOML and `SEEDCORE_*` environment variables, one section per executor
+//! (see [`config`] for every key); an invalid value is a [`ConfigError`]
+//! that names the key.
+//!
+//! # Semantics every executor shares
 //!
 //! * Submitting returns a [`TaskFuture`] at once, or a [`SubmitError`] at
 //!   once; every accepted task resolves exactly once, to its value or a
 //!   [`TaskError`].
 //! * [`Priority`]: 0 (most urgent) to 10; FIFO within a level.
-//! * Timeouts are measured from the start of each attempt. A thread task
-//!   past its deadline resolves [`TaskError::TimedOut`] at the deadline,
-//!   its [`TaskContext::is_cancelled`] turns true, and if it keeps running,
-//!   its thread is replaced so the pool keeps its capacity. An async task
-//!   is dropped at its deadline.
+//! * Timeouts are measured from the start of each attempt.
 //! * Locks and limits are held by the scheduler, never by a worker.
 //! * Callbacks run on the [`CallbackExecutor`] chosen at build time.
+//!
+//! # Modules
 //!
 //! The everyday names are at the root; the rest is grouped:
 //!
@@ -59,11 +135,18 @@
 //! | --- | --- |
 //! | [`exec`] | the [`Executor`](exec::Executor) trait every executor implements, and what it is handed and reports |
 //! | [`process`] | process tasks: the batch form, the worker entry |
-//! | [`parallel`] | maps, pipelines and their iterators and streams |
+//! | [`parallel`] | maps, scopes, pipelines and their iterators and streams |
 //! | [`channel`] | bounded channels |
 //! | [`balance`] | the balancer's decision over readings keyed by executor |
 //! | [`observe`] | stats, the monitor, metrics |
 //! | [`config`] | the configuration, one section per executor |
+//!
+//! # Cargo features
+//!
+//! | feature | default | what |
+//! | --- | --- | --- |
+//! | `http` | no | `ConcurrentSystem::serve_metrics`: the metrics endpoint |
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod balance;
 pub mod config;

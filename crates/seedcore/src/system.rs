@@ -363,26 +363,6 @@ impl ConcurrentSystem {
         Self::builder().build()
     }
 
-    /// The configuration the system runs with.
-    pub fn config(&self) -> &Config {
-        &self.shared.config
-    }
-
-    /// The shared state, for methods defined next to their feature
-    /// (monitor.rs, metrics.rs).
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
-    /// The callback queue, when the callback executor is
-    /// [`CallbackExecutor::Queue`].
-    pub fn callback_queue(&self) -> Option<CallbackQueue> {
-        match &self.shared.config.callbacks.executor {
-            CallbackExecutor::Queue(q) => Some(q.clone()),
-            _ => None,
-        }
-    }
-
     /// Accepts a task for the executor in `slot` and queues it.
     fn submit_body<B: Body>(
         &self,
@@ -616,6 +596,26 @@ impl ConcurrentSystem {
     {
         let body = ClosureBody::new(move |cx: &TaskContext| Ok(f(cx)));
         self.submit_body(opts, executor.slot, body)
+    }
+
+    /// The configuration the system runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The shared state, for methods defined next to their feature
+    /// (monitor.rs, metrics.rs).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The callback queue, when the callback executor is
+    /// [`CallbackExecutor::Queue`].
+    pub fn callback_queue(&self) -> Option<CallbackQueue> {
+        match &self.shared.config.callbacks.executor {
+            CallbackExecutor::Queue(q) => Some(q.clone()),
+            _ => None,
+        }
     }
 
     /// A snapshot of the counters, queue depths and histograms.
