@@ -171,6 +171,53 @@ seedcore::process_task! {
     }
 }
 
+/// A result whose decoding panics in the parent (on the pool's reader).
+#[derive(Debug)]
+struct DecodePanics(u64);
+
+impl serde::Serialize for DecodePanics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DecodePanics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let i = <u64 as serde::Deserialize>::deserialize(d)?;
+        if seedcore::is_worker() {
+            return Ok(DecodePanics(i));
+        }
+        panic!("planned decode panic {i}");
+    }
+}
+
+seedcore::process_task! {
+    /// Returns a value the parent cannot decode.
+    fn bad_result(i: u64) -> DecodePanics { DecodePanics(i) }
+}
+
+/// An argument whose decoding panics in the worker.
+#[derive(Debug)]
+struct ArgPanics(u64);
+
+impl serde::Serialize for ArgPanics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ArgPanics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let i = <u64 as serde::Deserialize>::deserialize(d)?;
+        panic!("planned decode panic {i}");
+    }
+}
+
+seedcore::process_task! {
+    /// Takes an argument the worker cannot decode.
+    fn bad_args(x: ArgPanics) -> u64 { x.0 }
+}
+
 // ---------------------------------------------------------------------------
 // Kinds and what each may end as
 // ---------------------------------------------------------------------------
@@ -199,11 +246,16 @@ enum Kind {
     Hog,
     /// Crashes on its first attempt only; retried up to 3 times on a crash.
     Flaky,
+    /// Its result's `Deserialize` panics in the parent.
+    BadResult,
+    /// Its argument's `Deserialize` panics in the worker (sent from the
+    /// parent, where it encodes fine).
+    BadArgs,
 }
 
 /// Kinds and their weights per thousand.
 const MIX: &[(Kind, u32)] = &[
-    (Kind::Ok, 820),
+    (Kind::Ok, 810),
     (Kind::OkRetry, 50),
     (Kind::Async, 30),
     (Kind::Shm, 10),
@@ -214,6 +266,8 @@ const MIX: &[(Kind, u32)] = &[
     (Kind::Hang, 5),
     (Kind::Hog, 4),
     (Kind::Flaky, 6),
+    (Kind::BadResult, 5),
+    (Kind::BadArgs, 5),
 ];
 
 fn pick(rng: &mut StdRng) -> Kind {
@@ -343,6 +397,14 @@ fn judge(kind: Kind, i: usize, seen: &Seen) -> Result<Verdict, String> {
                 ..
             },
         ) => text.contains(&format!("planned panic {i}")),
+        (
+            Kind::BadResult | Kind::BadArgs,
+            Seen::Error {
+                kind: K::Failed,
+                text,
+                ..
+            },
+        ) => text.contains(&format!("planned decode panic {i}")),
         (
             Kind::Abort,
             Seen::Error {
@@ -516,6 +578,18 @@ fn chaos_every_task_resolves_once_as_its_kind_allows() {
     let t0 = *T0.get_or_init(Instant::now);
     let _ = log::set_logger(&StderrLog);
     log::set_max_level(log::LevelFilter::Warn);
+    // The planned decode panics in this process are reported by their
+    // tasks: keep them off stderr.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let planned = info
+            .payload()
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.starts_with("planned decode panic"));
+        if !planned {
+            previous(info);
+        }
+    }));
     let dir = temp_dir();
     let children_before = children();
     let maps_before = memfd_maps();
@@ -620,6 +694,12 @@ fn chaos_every_task_resolves_once_as_its_kind_allows() {
                 // The timeout only bounds a monitor that never acts.
                 Kind::Hog => sys
                     .submit_process(plain.timeout(Duration::from_secs(30)), hog, n)
+                    .map(|f| track(b, w, i, f, expect_value(n))),
+                Kind::BadResult => sys
+                    .submit_process(plain, bad_result, n)
+                    .map(|f| track(b, w, i, f, |_: DecodePanics| Err("decoded".to_owned()))),
+                Kind::BadArgs => sys
+                    .submit_process(plain, bad_args, ArgPanics(n))
                     .map(|f| track(b, w, i, f, expect_value(n))),
                 Kind::Flaky => {
                     let marker = dir.join(format!("flaky-{i}"));
