@@ -44,6 +44,9 @@ pub(crate) struct Shared {
     pub(crate) process: Arc<ProcessPool>,
     /// The balancer thread, its events, and the monitor (balance/).
     pub(crate) balance: crate::balance::BalanceState,
+    /// The GPU executor, registered by the first GPU task (exec/gpu/).
+    #[cfg(feature = "cuda")]
+    pub(crate) gpu: crate::exec::gpu::GpuSlot,
 }
 
 /// An executor added with [`ConcurrentSystem::add_executor`]: pass it to
@@ -299,6 +302,8 @@ impl SystemBuilder {
             asyncs,
             process,
             balance: crate::balance::BalanceState::new(),
+            #[cfg(feature = "cuda")]
+            gpu: Default::default(),
         });
         crate::balance::BalanceState::start(&shared).map_err(|e| os("balance.interval", e))?;
         Ok(ConcurrentSystem { shared })
@@ -384,7 +389,7 @@ impl ConcurrentSystem {
     }
 
     /// Accepts a task for the executor in `slot` and queues it.
-    fn submit_body<B: Body>(
+    pub(crate) fn submit_body<B: Body>(
         &self,
         opts: TaskOptions,
         slot: u8,
