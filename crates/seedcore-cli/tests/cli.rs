@@ -146,7 +146,10 @@ fn bench_gpu_without_a_gpu_reports_every_subject_skipped() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let skipped: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("skipped").is_some()).collect();
+    let skipped: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.get("skipped").is_some())
+        .collect();
     if skipped.is_empty() {
         eprintln!("bench gpu measured on a GPU: nothing skipped to check");
         return;
@@ -157,11 +160,15 @@ fn bench_gpu_without_a_gpu_reports_every_subject_skipped() {
         assert!(l["value"].is_null(), "{l}");
         assert!(!l["skipped"].as_str().unwrap().is_empty(), "{l}");
     }
-    let metrics: std::collections::BTreeSet<&str> =
-        lines.iter().map(|l| l["metric"].as_str().unwrap()).collect();
+    let metrics: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .map(|l| l["metric"].as_str().unwrap())
+        .collect();
     assert_eq!(
         metrics,
-        ["gemm_8192_ms", "small_tasks_per_s", "task_overhead_us"].into_iter().collect()
+        ["gemm_8192_ms", "small_tasks_per_s", "task_overhead_us"]
+            .into_iter()
+            .collect()
     );
 }
 

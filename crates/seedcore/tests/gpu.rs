@@ -57,7 +57,10 @@ fn discovery_lists_consistent_devices_or_says_why_there_are_none() {
             assert_eq!(ordinals.len(), devices.len(), "{devices:?}");
             for d in &devices {
                 assert!(!d.name.is_empty(), "{d:?}");
-                assert!(d.total_memory > 0 && d.free_memory <= d.total_memory, "{d:?}");
+                assert!(
+                    d.total_memory > 0 && d.free_memory <= d.total_memory,
+                    "{d:?}"
+                );
                 assert!(d.compute_capability.0 >= 3, "{d:?}");
             }
         }
@@ -87,8 +90,19 @@ fn without_a_gpu_submit_gpu_fails_at_once_with_no_gpu() {
     let e = SubmitError::NoGpu("the CUDA driver library (libcuda) is not installed".into());
     assert!(e.to_string().starts_with("no usable GPU: "), "{e}");
     // No GPU row, and the rest of the system works.
-    assert!(system.stats().executors.iter().all(|r| r.kind != ExecutorKind::Gpu));
-    assert_eq!(system.submit_thread(TaskOptions::new(), |_| 7).unwrap().wait().unwrap(), 7);
+    assert!(system
+        .stats()
+        .executors
+        .iter()
+        .all(|r| r.kind != ExecutorKind::Gpu));
+    assert_eq!(
+        system
+            .submit_thread(TaskOptions::new(), |_| 7)
+            .unwrap()
+            .wait()
+            .unwrap(),
+        7
+    );
 }
 
 #[test]
@@ -98,7 +112,10 @@ fn gpu_memory_errors_read_as_people_write_them() {
         requested: 8 << 30,
         available: 2 << 30,
     };
-    assert!(e.to_string().contains("8 GiB") && e.to_string().contains("2 GiB"), "{e}");
+    assert!(
+        e.to_string().contains("8 GiB") && e.to_string().contains("2 GiB"),
+        "{e}"
+    );
     let e = TaskError::GpuMemory {
         device: Some(1),
         requested: 1 << 20,
@@ -140,13 +157,19 @@ fn saxpy_matches_a_cpu_reference_on_random_inputs() {
     assert_eq!(got.len(), n);
     for i in 0..n {
         let want = a * x[i] + y[i];
-        assert!((got[i] - want).abs() <= 1e-5 * want.abs().max(1.0), "{i}: {} vs {want}", got[i]);
+        assert!(
+            (got[i] - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{i}: {} vs {want}",
+            got[i]
+        );
     }
 }
 
 #[test]
 fn sgemm_matches_a_cpu_reference_and_kernels_compile_once_per_device() {
-    let Some(devices) = devices_or_skip("sgemm_matches_a_cpu_reference_and_kernels_compile_once_per_device") else {
+    let Some(devices) =
+        devices_or_skip("sgemm_matches_a_cpu_reference_and_kernels_compile_once_per_device")
+    else {
         return;
     };
     let system = system();
@@ -203,7 +226,8 @@ fn sgemm_matches_a_cpu_reference_and_kernels_compile_once_per_device() {
 
 #[test]
 fn placement_spreads_over_devices_and_honours_one_device() {
-    let Some(devices) = devices_or_skip("placement_spreads_over_devices_and_honours_one_device") else {
+    let Some(devices) = devices_or_skip("placement_spreads_over_devices_and_honours_one_device")
+    else {
         return;
     };
     let system = system();
@@ -252,7 +276,8 @@ fn placement_spreads_over_devices_and_honours_one_device() {
 
 #[test]
 fn a_memory_request_waits_for_memory_or_fails_gpu_memory() {
-    let Some(devices) = devices_or_skip("a_memory_request_waits_for_memory_or_fails_gpu_memory") else {
+    let Some(devices) = devices_or_skip("a_memory_request_waits_for_memory_or_fails_gpu_memory")
+    else {
         return;
     };
     let system = system();
@@ -294,7 +319,10 @@ fn a_memory_request_waits_for_memory_or_fails_gpu_memory() {
         )
         .unwrap();
     let e = timed.wait().unwrap_err();
-    assert!(matches!(e, TaskError::GpuMemory { device: None, .. }), "{e}");
+    assert!(
+        matches!(e, TaskError::GpuMemory { device: None, .. }),
+        "{e}"
+    );
     // Without one, it waits and runs once the holder ends.
     let waiter = system
         .submit_gpu(GpuOptions::new().memory(big).device(one), |_| {
@@ -309,7 +337,9 @@ fn a_memory_request_waits_for_memory_or_fails_gpu_memory() {
 
 #[test]
 fn a_hung_kernel_times_out_and_the_device_keeps_running_tasks() {
-    let Some(devices) = devices_or_skip("a_hung_kernel_times_out_and_the_device_keeps_running_tasks") else {
+    let Some(devices) =
+        devices_or_skip("a_hung_kernel_times_out_and_the_device_keeps_running_tasks")
+    else {
         return;
     };
     let system = system();
@@ -342,7 +372,9 @@ fn a_hung_kernel_times_out_and_the_device_keeps_running_tasks() {
     assert!(hung.wait().unwrap_err().is_timeout());
     // The stuck worker was replaced: the device's one stream slot is free.
     let next = system
-        .submit_gpu(GpuOptions::new().device(one), |gpu| Ok::<_, GpuError>(gpu.device()))
+        .submit_gpu(GpuOptions::new().device(one), |gpu| {
+            Ok::<_, GpuError>(gpu.device())
+        })
         .unwrap();
     assert_eq!(next.wait().unwrap(), devices[0].ordinal);
 }
@@ -371,6 +403,15 @@ fn out_of_memory_in_a_task_follows_the_retry_policy() {
         .unwrap()
         .wait()
         .unwrap_err();
-    assert!(matches!(e, TaskError::GpuMemory { device: Some(_), .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            TaskError::GpuMemory {
+                device: Some(_),
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 3);
 }

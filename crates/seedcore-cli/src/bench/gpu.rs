@@ -193,7 +193,8 @@ mod on_gpu {
                 })
                 .collect();
             for h in handles {
-                h.join().map_err(|_| anyhow!("a submitting thread panicked"))??;
+                h.join()
+                    .map_err(|_| anyhow!("a submitting thread panicked"))??;
             }
             Ok(())
         })?;
@@ -280,7 +281,10 @@ mod on_gpu {
             let started = Instant::now();
             system
                 .submit_gpu(GpuOptions::new().device(DeviceChoice::One(0)), move |gpu| {
-                    let mut c = big.c.lock().map_err(|_| GpuError::Shape("poisoned".into()))?;
+                    let mut c = big
+                        .c
+                        .lock()
+                        .map_err(|_| GpuError::Shape("poisoned".into()))?;
                     gpu.sgemm(BIG, BIG, BIG, 1.0, &big.a, &big.b, 0.0, &mut c)
                 })?
                 .wait()?;

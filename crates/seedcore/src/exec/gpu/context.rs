@@ -32,8 +32,7 @@ impl StreamPool {
             return Ok(l);
         }
         let stream = ctx.new_stream().map_err(GpuError::from)?;
-        self.made
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Arc::new(Lane {
             stream,
             blas: BlasSlot::default(),
@@ -110,7 +109,9 @@ impl GpuContext {
         &self,
         len: usize,
     ) -> Result<CudaSlice<T>, GpuError> {
-        self.stream().alloc_zeros(len).map_err(|e| self.oom(e, len * std::mem::size_of::<T>()))
+        self.stream()
+            .alloc_zeros(len)
+            .map_err(|e| self.oom(e, len * std::mem::size_of::<T>()))
     }
 
     /// A copy of `host` on the device.

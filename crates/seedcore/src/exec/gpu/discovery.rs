@@ -62,7 +62,9 @@ fn load() -> Loaded {
             }
         }
         if out.is_empty() {
-            return Err(format!("the CUDA driver found no usable device ({n} listed)"));
+            return Err(format!(
+                "the CUDA driver found no usable device ({n} listed)"
+            ));
         }
         Ok(out)
     }));

@@ -138,9 +138,8 @@ pub(crate) fn sgemm(
             c.len()
         )));
     }
-    let dim = |v: usize| {
-        i32::try_from(v).map_err(|_| GpuError::Shape(format!("dimension {v} over i32")))
-    };
+    let dim =
+        |v: usize| i32::try_from(v).map_err(|_| GpuError::Shape(format!("dimension {v} over i32")));
     let (m, n, k) = (dim(m)?, dim(n)?, dim(k)?);
     // cuBLAS is column-major: a row-major C = A B is the column-major
     // C^T = B^T A^T, so the operands swap and nothing is transposed.

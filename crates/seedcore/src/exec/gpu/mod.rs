@@ -25,9 +25,11 @@ pub use discovery::{gpu_devices, why_no_gpu, GpuDevice};
 use crate::error::{BoxError, SubmitError, TaskError};
 use crate::options::{TaskOptions, LEVELS};
 use crate::sched::timer::Timer;
-use crate::sched::{join_by, Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
 use crate::sched::ShutdownMode;
-use crate::task::{caught, Attempt, Body, ExecutorKind, InTask, Job, TaskCell, TaskContext, TaskId};
+use crate::sched::{join_by, Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
+use crate::task::{
+    caught, Attempt, Body, ExecutorKind, InTask, Job, TaskCell, TaskContext, TaskId,
+};
 use crate::task::{Schedule, StopReason};
 use context::{Lane, StreamPool};
 use cudarc::driver::CudaContext;
@@ -454,7 +456,12 @@ impl GpuExecutor {
                 });
             }
             Pick::Wait(_) => {
-                let deadline = task.job().header().opts.get_timeout().map(|t| Instant::now() + t);
+                let deadline = task
+                    .job()
+                    .header()
+                    .opts
+                    .get_timeout()
+                    .map(|t| Instant::now() + t);
                 if let Some(at) = deadline {
                     let me = self.me.clone();
                     self.timer.schedule(at, move || {
@@ -683,7 +690,10 @@ impl Executor for GpuExecutor {
                     d.reserved.load(Ordering::Relaxed),
                 ),
                 (format!("gpu{o}_memory_total_bytes"), d.total),
-                (format!("gpu{o}_running"), d.running.load(Ordering::Relaxed) as u64),
+                (
+                    format!("gpu{o}_running"),
+                    d.running.load(Ordering::Relaxed) as u64,
+                ),
                 (format!("gpu{o}_streams"), d.pool.made() as u64),
                 (format!("gpu{o}_modules"), d.kernels.len() as u64),
             ]);
@@ -738,9 +748,9 @@ where
                 match (out, synced) {
                     (Ok(v), Ok(Ok(()))) => Ok(v),
                     (Ok(_), Ok(Err(e))) => Err(task_error(GpuError::from(e).into(), gpu.device())),
-                    (Ok(_), Err(p)) => Err(TaskError::Panicked(
-                        crate::error::panic_message(&*p).into(),
-                    )),
+                    (Ok(_), Err(p)) => {
+                        Err(TaskError::Panicked(crate::error::panic_message(&*p).into()))
+                    }
                     (Err(e), _) => Err(e),
                 }
             }
@@ -761,7 +771,10 @@ where
 fn task_error(e: BoxError, device: usize) -> TaskError {
     match e.downcast::<GpuError>() {
         Ok(g) => match *g {
-            GpuError::OutOfMemory { device: d, requested } => TaskError::GpuMemory {
+            GpuError::OutOfMemory {
+                device: d,
+                requested,
+            } => TaskError::GpuMemory {
                 device: Some(d.unwrap_or(device)),
                 requested,
                 available: 0,
@@ -788,11 +801,7 @@ impl crate::ConcurrentSystem {
         let shared = self.shared();
         shared.sched.check_open()?;
         let slot = shared.gpu.get_or_init(|| {
-            let exec = GpuExecutor::start(
-                &shared.config.name,
-                config,
-                shared.sched.timer.clone(),
-            )?;
+            let exec = GpuExecutor::start(&shared.config.name, config, shared.sched.timer.clone())?;
             let slot = shared.sched.register(exec.clone())?;
             Ok((slot, exec))
         });
