@@ -236,8 +236,19 @@ impl Device {
         self.wake.notify_one();
     }
 
-    /// The next task, or `None` once `closed` is set.
-    fn next(&self, closed: &AtomicBool) -> Option<Placed> {
+    /// The next task, or `None` once `closed` is set. Right after a task
+    /// (`spin`) it watches the queue for a few microseconds before it
+    /// parks: a task that follows at once then starts without a wake-up.
+    fn next(&self, closed: &AtomicBool, spin: bool) -> Option<Placed> {
+        if spin {
+            let until = Instant::now() + SPIN;
+            while self.queued.load(Ordering::Relaxed) == 0
+                && !closed.load(Ordering::Relaxed)
+                && Instant::now() < until
+            {
+                std::hint::spin_loop();
+            }
+        }
         let mut q = self.queue.lock();
         loop {
             if closed.load(Ordering::SeqCst) {
@@ -251,6 +262,9 @@ impl Device {
         }
     }
 }
+
+/// How long a worker watches its queue after a task before it parks.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(20);
 
 /// A worker thread of a device.
 struct Worker {
@@ -273,7 +287,6 @@ struct Waiter {
 #[derive(Default)]
 struct Placement {
     waiting: Vec<Waiter>,
-    turn: usize,
 }
 
 enum Pick {
@@ -289,6 +302,8 @@ pub(crate) struct GpuExecutor {
     devices: Vec<Arc<Device>>,
     placement: Mutex<Placement>,
     waiting: AtomicUsize,
+    /// The next device in turn, for `DeviceChoice::Spread`.
+    turn: AtomicUsize,
     workers: Mutex<Vec<Arc<Worker>>>,
     /// Set by `stop`; shared with the workers.
     closed: Arc<AtomicBool>,
@@ -341,6 +356,7 @@ impl GpuExecutor {
             devices,
             placement: Mutex::new(Placement::default()),
             waiting: AtomicUsize::new(0),
+            turn: AtomicUsize::new(0),
             workers: Mutex::new(Vec::new()),
             closed: Arc::new(AtomicBool::new(false)),
             timer,
@@ -381,46 +397,42 @@ impl GpuExecutor {
         Ok(())
     }
 
-    fn pick(&self, turn: &mut usize, route: &Route) -> Pick {
+    fn pick(&self, route: &Route) -> Pick {
         let n = self.devices.len();
         let fits = |d: &Device| route.memory == 0 || route.memory <= d.available();
-        let cands: Vec<usize> = match route.choice {
-            DeviceChoice::One(o) => self
-                .devices
-                .iter()
-                .position(|d| d.ordinal == o)
-                .into_iter()
-                .collect(),
-            _ => (0..n).collect(),
+        // The candidates, as a range of indices: no allocation per task.
+        let (lo, hi) = match route.choice {
+            DeviceChoice::One(o) => match self.devices.iter().position(|d| d.ordinal == o) {
+                Some(i) => (i, i + 1),
+                None => (0, 0),
+            },
+            _ => (0, n),
         };
-        let most_free = cands
-            .iter()
-            .map(|&i| self.devices[i].available())
-            .max()
-            .unwrap_or(0);
         let chosen = match route.choice {
             DeviceChoice::Spread => {
-                let start = *turn;
-                *turn = turn.wrapping_add(1);
+                let start = self.turn.fetch_add(1, Ordering::Relaxed);
                 (0..n)
                     .map(|k| (start + k) % n)
                     .find(|&i| fits(&self.devices[i]))
             }
-            _ => cands
-                .iter()
-                .copied()
+            _ => (lo..hi)
                 .filter(|&i| fits(&self.devices[i]))
                 .min_by_key(|&i| {
                     let d = &self.devices[i];
                     (d.load(), std::cmp::Reverse(d.available()))
                 }),
         };
-        match chosen {
-            Some(i) => Pick::Go(i),
-            None if cands.iter().any(|&i| self.devices[i].total >= route.memory) => {
-                Pick::Wait(most_free)
-            }
-            None => Pick::Never(most_free),
+        if let Some(i) = chosen {
+            return Pick::Go(i);
+        }
+        let most_free = (lo..hi)
+            .map(|i| self.devices[i].available())
+            .max()
+            .unwrap_or(0);
+        if (lo..hi).any(|i| self.devices[i].total >= route.memory) {
+            Pick::Wait(most_free)
+        } else {
+            Pick::Never(most_free)
         }
     }
 
@@ -440,12 +452,19 @@ impl GpuExecutor {
             task.fail(TaskError::SystemShutdown);
             return;
         }
-        let mut pl = self.placement.lock();
-        let turn = &mut pl.turn;
-        match self.pick(turn, &route) {
-            Pick::Go(i) => {
-                drop(pl);
+        if route.memory == 0 {
+            // Nothing to reserve: no lock on the way to the device's queue.
+            if let Pick::Go(i) = self.pick(&route) {
                 self.go(i, task, &route);
+                return;
+            }
+        }
+        // A check and a reservation that must not interleave with another.
+        let mut pl = self.placement.lock();
+        match self.pick(&route) {
+            Pick::Go(i) => {
+                self.go(i, task, &route);
+                drop(pl);
             }
             Pick::Never(available) => {
                 drop(pl);
@@ -491,7 +510,7 @@ impl GpuExecutor {
             if w.task.is_done() {
                 continue;
             }
-            match self.pick(&mut pl.turn, &w.route) {
+            match self.pick(&w.route) {
                 Pick::Go(i) => self.go(i, w.task, &w.route),
                 Pick::Wait(available) if w.deadline.is_some_and(|d| d <= now) => {
                     failed.push((w, available))
@@ -533,7 +552,9 @@ fn work(exec: Weak<GpuExecutor>, dev: Arc<Device>, me: Arc<Worker>) {
     let Some(closed) = exec.upgrade().map(|e| e.closed.clone()) else {
         return;
     };
-    while let Some(p) = dev.next(&closed) {
+    let mut spin = false;
+    while let Some(p) = dev.next(&closed, spin) {
+        spin = true;
         let Some(exec) = exec.upgrade() else { break };
         if p.task.is_done() {
             exec.release(&dev, p.reserve);
