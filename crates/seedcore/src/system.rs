@@ -246,6 +246,17 @@ impl SystemBuilder {
         self
     }
 
+    /// Binds worker processes to GPUs, one device each, in turn
+    /// ([`processes.gpu_devices`](crate::config::ProcessesConfig::gpu_devices)).
+    pub fn process_gpu_devices<I, S>(mut self, devices: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        self.config.processes.gpu_devices = devices.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Validates the settings and starts the system's threads.
     ///
     /// In a process started as a worker whose `main` did not call
@@ -323,6 +334,7 @@ fn process_config(config: &Config) -> ProcessConfig {
         max: p.max,
         program: p.program.clone(),
         args: p.args.clone(),
+        gpu_devices: p.gpu_devices.clone(),
         prefetch: p.prefetch,
         concurrency: p.concurrency,
         max_tasks_per_worker: p.max_tasks_per_process,

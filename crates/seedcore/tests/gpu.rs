@@ -12,6 +12,15 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+seedcore::enable_test_workers!();
+
+seedcore::process_task! {
+    /// The worker's pid and the devices CUDA may see in it.
+    fn visible_devices() -> (u32, Option<String>) {
+        (std::process::id(), std::env::var("CUDA_VISIBLE_DEVICES").ok())
+    }
+}
+
 const SAXPY: &str = r#"
 extern "C" __global__ void saxpy(float a, const float *x, float *y, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -414,4 +423,33 @@ fn out_of_memory_in_a_task_follows_the_retry_policy() {
         "{e}"
     );
     assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+#[test]
+fn worker_processes_are_bound_to_one_gpu_each() {
+    // Runs without a GPU: the binding is the worker's environment.
+    let system = ConcurrentSystem::builder()
+        .name("gpu-bound")
+        .core_threads(1)
+        .core_processes(2)
+        .max_processes(2)
+        .process_gpu_devices(["3", "GPU-5"])
+        .process_output(seedcore::WorkerOutput::Discard)
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..8)
+        .map(|_| {
+            system
+                .submit_process(TaskOptions::new(), visible_devices, ())
+                .unwrap()
+        })
+        .collect();
+    let mut seen = std::collections::BTreeMap::new();
+    for f in futures {
+        let (pid, devices) = f.wait().unwrap();
+        let devices = devices.expect("CUDA_VISIBLE_DEVICES set in the worker");
+        assert!(devices == "3" || devices == "GPU-5", "{devices}");
+        // One device per worker, for its whole life.
+        assert_eq!(seen.entry(pid).or_insert_with(|| devices.clone()), &devices);
+    }
 }
