@@ -21,6 +21,45 @@ seedcore::process_task! {
     }
 }
 
+seedcore::process_task! {
+    /// Runs `kernel` (`spin` or `fault`) of [`WORKER_KERNELS`] on the
+    /// worker's one device and waits for it. A fault leaves the worker's
+    /// CUDA context unusable, so the worker ends itself and the pool starts
+    /// a fresh one.
+    fn gpu_in_worker(kernel: String) -> Result<String, String> {
+        use seedcore::gpu::cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg};
+        let ctx = CudaContext::new(0).map_err(|e| e.to_string())?;
+        let stream = ctx.default_stream();
+        if kernel == "none" {
+            return ctx.name().map_err(|e| e.to_string());
+        }
+        let ptx = seedcore::gpu::cudarc::nvrtc::compile_ptx(WORKER_KERNELS).map_err(|e| e.to_string())?;
+        let module = ctx.load_module(ptx).map_err(|e| e.to_string())?;
+        let f = module.load_function(&kernel).map_err(|e| e.to_string())?;
+        let cycles: i64 = 60_000_000_000;
+        let mut launch = stream.launch_builder(&f);
+        launch.arg(&cycles);
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: both kernels take one long long.
+        unsafe { launch.launch(cfg) }.map_err(|e| e.to_string())?;
+        if let Err(e) = stream.synchronize() {
+            eprintln!("device fault: {e}");
+            std::process::abort();
+        }
+        Ok("done".into())
+    }
+}
+
+const WORKER_KERNELS: &str = r#"
+extern "C" __global__ void spin(long long cycles) {
+    long long start = clock64();
+    while (clock64() - start < cycles) { }
+}
+extern "C" __global__ void fault(long long cycles) {
+    *((volatile int *)(cycles * 0 + 8)) = 1;
+}
+"#;
+
 const SAXPY: &str = r#"
 extern "C" __global__ void saxpy(float a, const float *x, float *y, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -452,4 +491,37 @@ fn worker_processes_are_bound_to_one_gpu_each() {
         // One device per worker, for its whole life.
         assert_eq!(seen.entry(pid).or_insert_with(|| devices.clone()), &devices);
     }
+}
+
+#[test]
+fn gpu_process_tasks_hung_or_faulting_kill_only_their_worker() {
+    if devices_or_skip("gpu_process_tasks_hung_or_faulting_kill_only_their_worker").is_none() {
+        return;
+    }
+    let system = ConcurrentSystem::builder()
+        .name("gpu-workers")
+        .core_threads(1)
+        .core_processes(1)
+        .max_processes(1)
+        .process_gpu_devices(["0"])
+        .process_output(seedcore::WorkerOutput::Discard)
+        .shutdown_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let run = |kernel: &str, opts: TaskOptions| {
+        system
+            .submit_process(opts, gpu_in_worker, kernel.to_owned())
+            .unwrap()
+            .wait()
+    };
+    assert!(!run("none", TaskOptions::new()).unwrap().is_empty());
+    // A kernel that would spin for about half a minute: the timeout kills
+    // the worker (and with it the kernel).
+    let e = run("spin", TaskOptions::new().timeout(Duration::from_secs(2))).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(!run("none", TaskOptions::new()).unwrap().is_empty());
+    // A kernel that writes through a bad pointer: its worker dies alone.
+    let e = run("fault", TaskOptions::new()).unwrap_err();
+    assert!(e.is_worker_died(), "{e}");
+    assert!(!run("none", TaskOptions::new()).unwrap().is_empty());
 }
