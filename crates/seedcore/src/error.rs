@@ -455,11 +455,13 @@ impl fmt::Display for TaskError {
                 device: Some(d),
                 requested,
                 ..
-            } => write!(
-                f,
-                "GPU {d} ran out of memory during the task (asked for {})",
-                human_bytes(*requested)
-            ),
+            } => {
+                write!(f, "GPU {d} ran out of memory during the task")?;
+                match requested {
+                    0 => Ok(()),
+                    n => write!(f, " (asked for {})", human_bytes(*n)),
+                }
+            }
             TaskError::GpuMemory {
                 device: None,
                 requested,
