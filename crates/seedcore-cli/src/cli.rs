@@ -57,7 +57,8 @@ pub(crate) enum Suite {
     Balance,
     /// `seedcore exec` against GNU parallel (not built yet).
     Exec,
-    /// GPU executor (not built yet).
+    /// GPU executor against direct CUDA calls (feature `cuda`; skipped
+    /// without it or without a GPU).
     Gpu,
     /// Distributed mode over Redis (not built yet).
     Remote,

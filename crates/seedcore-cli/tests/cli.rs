@@ -142,12 +142,46 @@ fn bench_rejects_unknown_suite() {
 
 #[test]
 fn bench_unbuilt_suite_says_so() {
-    let out = seedcore(&["bench", "gpu", "--json"]);
+    let out = seedcore(&["bench", "remote", "--json"]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("suite gpu: not built yet"),
+        text(&out.stderr).contains("suite remote: not built yet"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn bench_gpu_without_a_gpu_reports_every_subject_skipped() {
+    let out = seedcore(&["bench", "gpu", "--json", "--quick"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let skipped: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.get("skipped").is_some())
+        .collect();
+    if skipped.is_empty() {
+        eprintln!("bench gpu measured on a GPU: nothing skipped to check");
+        return;
+    }
+    assert_eq!(skipped.len(), 5, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["suite"], "gpu");
+        assert!(l["value"].is_null(), "{l}");
+        assert!(!l["skipped"].as_str().unwrap().is_empty(), "{l}");
+    }
+    let metrics: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .map(|l| l["metric"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        metrics,
+        ["gemm_8192_ms", "small_tasks_per_s", "task_overhead_us"]
+            .into_iter()
+            .collect()
     );
 }
 

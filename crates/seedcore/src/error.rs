@@ -63,6 +63,18 @@ pub enum TaskError {
         /// The worker's resident memory when it was seen over the limit.
         rss: u64,
     },
+    /// GPU memory (feature `cuda`): the task's memory request fits no
+    /// device it may run on (at once, or when its timeout passed while it
+    /// waited), or the device ran out of memory during the task (`device`
+    /// is then set; retried like an error, [`RetryOn::ERROR`](crate::RetryOn::ERROR)).
+    GpuMemory {
+        /// The device, where the task ran on one.
+        device: Option<usize>,
+        /// The bytes asked for (0 where the driver did not say).
+        requested: u64,
+        /// The most free on a device it may run on, as last measured.
+        available: u64,
+    },
 }
 
 /// The kind of a [`TaskError`], without its payload.
@@ -87,6 +99,8 @@ pub enum TaskErrorKind {
     MemoryLimit,
     /// See [`TaskError::PoolBroken`].
     PoolBroken,
+    /// See [`TaskError::GpuMemory`].
+    GpuMemory,
 }
 
 impl TaskError {
@@ -107,6 +121,7 @@ impl TaskError {
             TaskError::WorkerDied { .. } => TaskErrorKind::WorkerDied,
             TaskError::MemoryLimit { .. } => TaskErrorKind::MemoryLimit,
             TaskError::PoolBroken(_) => TaskErrorKind::PoolBroken,
+            TaskError::GpuMemory { .. } => TaskErrorKind::GpuMemory,
         }
     }
 
@@ -197,6 +212,15 @@ impl TaskError {
                 rss: *rss,
             },
             TaskError::PoolBroken(why) => TaskError::PoolBroken(why.clone()),
+            TaskError::GpuMemory {
+                device,
+                requested,
+                available,
+            } => TaskError::GpuMemory {
+                device: *device,
+                requested: *requested,
+                available: *available,
+            },
         }
     }
 }
@@ -427,6 +451,27 @@ impl fmt::Display for TaskError {
                 human_bytes(*limit)
             ),
             TaskError::PoolBroken(why) => write!(f, "the process pool cannot run tasks: {why}"),
+            TaskError::GpuMemory {
+                device: Some(d),
+                requested,
+                ..
+            } => {
+                write!(f, "GPU {d} ran out of memory during the task")?;
+                match requested {
+                    0 => Ok(()),
+                    n => write!(f, " (asked for {})", human_bytes(*n)),
+                }
+            }
+            TaskError::GpuMemory {
+                device: None,
+                requested,
+                available,
+            } => write!(
+                f,
+                "the task asks for {} of GPU memory and no device it may run on has it free ({} at most)",
+                human_bytes(*requested),
+                human_bytes(*available)
+            ),
         }
     }
 }
@@ -480,6 +525,12 @@ pub enum SubmitError {
     /// Process tasks cannot be submitted from inside a worker process.
     #[error("process tasks cannot be submitted from a worker process")]
     InsideWorker,
+    /// No usable GPU: seedcore was built without the `cuda` feature, the
+    /// CUDA driver is not installed, or it found no device (the message
+    /// says which). Present in every build, so code handling it need not
+    /// depend on the feature.
+    #[error("no usable GPU: {0}")]
+    NoGpu(String),
     /// The global task limit was reached: `limit` tasks are accepted and
     /// not yet resolved (and, with `on_queue_full = "wait"`, none resolved
     /// within `queue_full_timeout`).

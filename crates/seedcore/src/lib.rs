@@ -205,6 +205,20 @@ pub mod process {
     };
 }
 
+/// GPU tasks (feature `cuda`): device discovery, the options and context of
+/// [`ConcurrentSystem::submit_gpu`], and the cudarc crate it is built on.
+/// The CUDA driver, NVRTC and cuBLAS are loaded at run time: without them
+/// [`gpu_devices`](gpu::gpu_devices) is empty and `submit_gpu` fails with
+/// [`SubmitError::NoGpu`] (present in every build).
+#[cfg(feature = "cuda")]
+pub mod gpu {
+    pub use crate::exec::gpu::{
+        gpu_devices, why_no_gpu, DeviceChoice, GpuConfig, GpuContext, GpuDevice, GpuError,
+        GpuOptions,
+    };
+    pub use cudarc;
+}
+
 /// What the macros expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {

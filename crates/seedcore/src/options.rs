@@ -105,7 +105,7 @@ impl RetryOn {
 
     pub(crate) fn matches(self, e: &TaskError) -> bool {
         match e.kind() {
-            TaskErrorKind::Failed => self.contains(RetryOn::ERROR),
+            TaskErrorKind::Failed | TaskErrorKind::GpuMemory => self.contains(RetryOn::ERROR),
             TaskErrorKind::Panicked => self.contains(RetryOn::PANIC),
             TaskErrorKind::TimedOut => self.contains(RetryOn::TIMEOUT),
             TaskErrorKind::WorkerDied | TaskErrorKind::MemoryLimit => self.contains(RetryOn::CRASH),

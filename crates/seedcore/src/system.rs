@@ -44,6 +44,9 @@ pub(crate) struct Shared {
     pub(crate) process: Arc<ProcessPool>,
     /// The balancer thread, its events, and the monitor (balance/).
     pub(crate) balance: crate::balance::BalanceState,
+    /// The GPU executor, registered by the first GPU task (exec/gpu/).
+    #[cfg(feature = "cuda")]
+    pub(crate) gpu: crate::exec::gpu::GpuSlot,
 }
 
 /// An executor added with [`ConcurrentSystem::add_executor`]: pass it to
@@ -243,6 +246,17 @@ impl SystemBuilder {
         self
     }
 
+    /// Binds worker processes to GPUs, one device each, in turn
+    /// ([`processes.gpu_devices`](crate::config::ProcessesConfig::gpu_devices)).
+    pub fn process_gpu_devices<I, S>(mut self, devices: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        self.config.processes.gpu_devices = devices.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Validates the settings and starts the system's threads.
     ///
     /// In a process started as a worker whose `main` did not call
@@ -299,6 +313,8 @@ impl SystemBuilder {
             asyncs,
             process,
             balance: crate::balance::BalanceState::new(),
+            #[cfg(feature = "cuda")]
+            gpu: Default::default(),
         });
         crate::balance::BalanceState::start(&shared).map_err(|e| os("balance.interval", e))?;
         Ok(ConcurrentSystem { shared })
@@ -318,6 +334,7 @@ fn process_config(config: &Config) -> ProcessConfig {
         max: p.max,
         program: p.program.clone(),
         args: p.args.clone(),
+        gpu_devices: p.gpu_devices.clone(),
         prefetch: p.prefetch,
         concurrency: p.concurrency,
         max_tasks_per_worker: p.max_tasks_per_process,
@@ -364,7 +381,7 @@ impl ConcurrentSystem {
     }
 
     /// Accepts a task for the executor in `slot` and queues it.
-    fn submit_body<B: Body>(
+    pub(crate) fn submit_body<B: Body>(
         &self,
         opts: TaskOptions,
         slot: u8,

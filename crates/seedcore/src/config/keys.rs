@@ -156,6 +156,17 @@ config_keys! {
         parse |r| r.words(),
         check ok;
 
+        /// GPUs to bind worker processes to, one device each, in turn:
+        /// the `n`-th worker started runs with `CUDA_VISIBLE_DEVICES` set to
+        /// entry `n` modulo their count, so it sees that device alone (as
+        /// its device 0) and a fault or a hung kernel kills only that
+        /// worker. Ordinals or GPU UUIDs (in the environment: words
+        /// separated by whitespace).
+        gpu_devices: Vec<OsString> = Vec::new();
+        type "array of strings", default "none: workers inherit the environment",
+        parse |r| r.words(),
+        check ok;
+
         /// Most sync tasks one worker holds: the one it runs and those sent
         /// ahead (it runs the most urgent first). Fewer are sent when tasks
         /// are long: a worker holds at most about 5 ms of work it has not

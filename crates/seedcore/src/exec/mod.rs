@@ -8,11 +8,14 @@
 //! | `async_rt` | [`ExecutorKind::Async`] | polled by its driver threads inside a tokio runtime | drops the future |
 //! | `service` | [`ExecutorKind::Services`] | on a dedicated thread | sets the token, detaches at shutdown |
 //! | `process` | [`ExecutorKind::Processes`] | in a worker process | kills the worker's process group |
+//! | `gpu` (feature `cuda`) | [`ExecutorKind::Gpu`] | on a device's worker thread, on a stream of its own | replaces the stuck worker |
 //!
 //! An application adds its own with
 //! [`ConcurrentSystem::add_executor`](crate::ConcurrentSystem::add_executor).
 
 pub(crate) mod async_rt;
+#[cfg(feature = "cuda")]
+pub(crate) mod gpu;
 pub(crate) mod process;
 pub(crate) mod service;
 pub(crate) mod thread;

@@ -142,7 +142,8 @@ impl Counters {
         let s = self.local();
         bump(match outcome {
             Ok(()) => &s.succeeded,
-            Err(TaskErrorKind::Failed) => &s.failed,
+            // Out of GPU memory is a failure of the task's resources.
+            Err(TaskErrorKind::Failed | TaskErrorKind::GpuMemory) => &s.failed,
             Err(TaskErrorKind::Panicked) => &s.panicked,
             Err(TaskErrorKind::TimedOut) => &s.timed_out,
             Err(TaskErrorKind::Cancelled) => &s.cancelled,

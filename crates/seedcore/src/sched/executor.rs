@@ -231,6 +231,9 @@ pub struct ExecutorStats {
     pub max: usize,
     /// Process ids of its worker processes, for executors that have them.
     pub pids: Vec<u32>,
+    /// Named figures of the executor's own (the GPU executor's per-device
+    /// tasks, busy time and memory), as `(name, value)`.
+    pub gauges: Vec<(String, u64)>,
 }
 
 impl ExecutorStats {
@@ -248,6 +251,7 @@ impl ExecutorStats {
             core: 0,
             max: 0,
             pids: Vec::new(),
+            gauges: Vec::new(),
         }
     }
 

@@ -15,6 +15,8 @@ pub enum ExecutorKind {
     Services,
     /// The pool of worker processes.
     Processes,
+    /// The GPU executor (feature `cuda`): worker threads per CUDA device.
+    Gpu,
     /// An executor added with
     /// [`ConcurrentSystem::add_executor`](crate::ConcurrentSystem::add_executor),
     /// under its own name.
@@ -23,13 +25,14 @@ pub enum ExecutorKind {
 
 impl ExecutorKind {
     /// The name used in metrics, logs and configuration (`threads`,
-    /// `async`, `services`, `processes`, or a custom executor's own).
+    /// `async`, `services`, `processes`, `gpu`, or a custom executor's own).
     pub fn name(self) -> &'static str {
         match self {
             ExecutorKind::Threads => "threads",
             ExecutorKind::Async => "async",
             ExecutorKind::Services => "services",
             ExecutorKind::Processes => "processes",
+            ExecutorKind::Gpu => "gpu",
             ExecutorKind::Custom(name) => name,
         }
     }

@@ -72,6 +72,9 @@ pub(crate) struct ProcessConfig {
     pub(crate) max: usize,
     pub(crate) program: Option<PathBuf>,
     pub(crate) args: Vec<OsString>,
+    /// `processes.gpu_devices`: the device of worker `n` is entry `n`
+    /// modulo their count.
+    pub(crate) gpu_devices: Vec<OsString>,
     pub(crate) prefetch: usize,
     pub(crate) concurrency: usize,
     pub(crate) max_tasks_per_worker: Option<u64>,
@@ -215,6 +218,12 @@ impl ProcessPool {
             .env(MAX_FRAME_ENV, cfg.max_frame.to_string())
             .stdin(Stdio::null())
             .process_group(0);
+        if !cfg.gpu_devices.is_empty() {
+            cmd.env(
+                "CUDA_VISIBLE_DEVICES",
+                &cfg.gpu_devices[index % cfg.gpu_devices.len()],
+            );
+        }
         if let Some(h) = &cfg.init {
             cmd.env(INIT_ENV, h);
         }

@@ -1,0 +1,893 @@
+//! The GPU executor (feature `cuda`): worker threads per CUDA device, each
+//! running one task at a time on a stream of the device's pool.
+//!
+//! A task is placed when it is queued (and again for each retry): on the
+//! device it names, on the next device in turn (`Spread`), or on the least
+//! loaded device with the most free memory (`Any`). A memory request is
+//! reserved on the device until the task ends; a request that fits no
+//! device now waits for one (up to the task's timeout) and fails
+//! [`TaskError::GpuMemory`] after, or at once if no device is that large.
+//! A device runs at most `streams_per_device` tasks at once (its workers).
+//!
+//! An attempt past its deadline resolves `TimedOut` at the deadline like
+//! any thread task; a worker still stuck in it (a kernel that does not
+//! end) is replaced, so the device keeps its concurrency. A kernel cannot
+//! be stopped from inside the process: isolating one needs a worker
+//! process bound to the device.
+
+mod context;
+mod discovery;
+mod kernels;
+
+pub use context::GpuContext;
+pub use discovery::{gpu_devices, why_no_gpu, GpuDevice};
+
+use crate::error::{BoxError, SubmitError, TaskError};
+use crate::options::{TaskOptions, LEVELS};
+use crate::sched::timer::Timer;
+use crate::sched::ShutdownMode;
+use crate::sched::{join_by, Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
+use crate::task::{
+    caught, Attempt, Body, ExecutorKind, InTask, Job, TaskCell, TaskContext, TaskId,
+};
+use crate::task::{Schedule, StopReason};
+use context::{Lane, StreamPool};
+use cudarc::driver::CudaContext;
+use kernels::ModuleCache;
+use parking_lot::{Condvar, Mutex};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// An error of the GPU helpers of [`GpuContext`]. Returned from a GPU
+/// task, [`GpuError::OutOfMemory`] resolves the task
+/// [`TaskError::GpuMemory`] (retried like an error); the rest resolve
+/// [`TaskError::Failed`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuError {
+    /// The device ran out of memory.
+    #[error("GPU {} out of memory (asked for {requested} bytes)", device.map_or("?".to_owned(), |d| d.to_string()))]
+    OutOfMemory {
+        /// The device, where known.
+        device: Option<usize>,
+        /// The bytes asked for, 0 where unknown.
+        requested: u64,
+    },
+    /// The CUDA driver returned an error.
+    #[error("CUDA driver error: {0}")]
+    Driver(cudarc::driver::DriverError),
+    /// NVRTC could not compile the source (the message holds its log).
+    #[error("the kernel did not compile: {0}")]
+    Compile(String),
+    /// cuBLAS returned an error.
+    #[error("cuBLAS error: {0}")]
+    Blas(String),
+    /// Shapes or sizes that do not fit the buffers.
+    #[error("{0}")]
+    Shape(String),
+    /// A CUDA library is not installed.
+    #[error("{0} is not installed")]
+    Missing(&'static str),
+}
+
+impl From<cudarc::driver::DriverError> for GpuError {
+    fn from(e: cudarc::driver::DriverError) -> Self {
+        use cudarc::driver::sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY;
+        if e.0 == CUDA_ERROR_OUT_OF_MEMORY {
+            GpuError::OutOfMemory {
+                device: None,
+                requested: 0,
+            }
+        } else {
+            GpuError::Driver(e)
+        }
+    }
+}
+
+/// Which device a GPU task may run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DeviceChoice {
+    /// The least loaded device (queued and running tasks per stream), the
+    /// one with the most free memory among equals.
+    #[default]
+    Any,
+    /// Only the device of this ordinal.
+    One(usize),
+    /// The next device in turn (round robin over the devices that fit the
+    /// memory request), to spread a batch evenly whatever the load now.
+    Spread,
+}
+
+/// The options of a GPU task: its [`TaskOptions`] (priority, timeout,
+/// retries, locks, name), a memory request and a device choice.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    task: TaskOptions,
+    memory: u64,
+    device: DeviceChoice,
+}
+
+impl GpuOptions {
+    /// Defaults: any device, no memory request, default task options.
+    pub fn new() -> Self {
+        GpuOptions::default()
+    }
+
+    /// The task's priority, timeout, retries, locks and name.
+    pub fn task(mut self, opts: TaskOptions) -> Self {
+        self.task = opts;
+        self
+    }
+
+    /// Device memory the task needs, in bytes: it runs only on a device
+    /// with that much free (as last measured, less what placed tasks
+    /// requested), and waits for one up to its timeout.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory = bytes;
+        self
+    }
+
+    /// Which device it may run on.
+    pub fn device(mut self, choice: DeviceChoice) -> Self {
+        self.device = choice;
+        self
+    }
+}
+
+impl From<TaskOptions> for GpuOptions {
+    fn from(task: TaskOptions) -> Self {
+        GpuOptions::new().task(task)
+    }
+}
+
+/// The GPU executor's settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GpuConfig {
+    /// Tasks one device runs at once: its worker threads, each with a
+    /// stream of its own (default 4).
+    pub streams_per_device: usize,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig {
+            streams_per_device: 4,
+        }
+    }
+}
+
+impl GpuConfig {
+    /// Sets [`streams_per_device`](Self::streams_per_device) (at least 1).
+    pub fn streams_per_device(mut self, n: usize) -> Self {
+        self.streams_per_device = n.max(1);
+        self
+    }
+}
+
+/// Where a task may go and what it reserves.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Route {
+    choice: DeviceChoice,
+    memory: u64,
+}
+
+/// A task on a device's queue, with the memory it reserved there.
+struct Placed {
+    task: Runnable,
+    reserve: u64,
+}
+
+/// One device: its context, streams, kernels, queue and figures.
+pub(crate) struct Device {
+    pub(crate) ordinal: usize,
+    pub(crate) name: String,
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) kernels: ModuleCache,
+    pool: StreamPool,
+    total: u64,
+    /// Free memory as last measured.
+    free: AtomicU64,
+    /// Memory requested by the tasks placed here and not ended.
+    reserved: AtomicU64,
+    queue: Mutex<[VecDeque<Placed>; LEVELS]>,
+    wake: Condvar,
+    queued: AtomicUsize,
+    running: AtomicUsize,
+    tasks: AtomicU64,
+    busy_ns: AtomicU64,
+    limit: usize,
+}
+
+impl Device {
+    fn available(&self) -> u64 {
+        let free = self.free.load(Ordering::Relaxed);
+        let unreserved = self
+            .total
+            .saturating_sub(self.reserved.load(Ordering::Relaxed));
+        free.min(unreserved)
+    }
+
+    /// Queued and running tasks per stream, scaled to compare devices of
+    /// different limits.
+    fn load(&self) -> usize {
+        (self.queued.load(Ordering::Relaxed) + self.running.load(Ordering::Relaxed)) * 1024
+            / self.limit
+    }
+
+    fn refresh_free(&self) {
+        let got = catch_unwind(AssertUnwindSafe(|| self.ctx.mem_get_info()));
+        if let Ok(Ok((free, _))) = got {
+            self.free.store(free as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn push(&self, p: Placed) {
+        let level = p.task.priority().level() as usize;
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.queue.lock()[level].push_back(p);
+        self.wake.notify_one();
+    }
+
+    /// The next task, or `None` once `closed` is set. Right after a task
+    /// (`spin`) it watches the queue for a few microseconds before it
+    /// parks: a task that follows at once then starts without a wake-up.
+    fn next(&self, closed: &AtomicBool, spin: bool) -> Option<Placed> {
+        if spin {
+            let until = Instant::now() + SPIN;
+            while self.queued.load(Ordering::Relaxed) == 0
+                && !closed.load(Ordering::Relaxed)
+                && Instant::now() < until
+            {
+                std::hint::spin_loop();
+            }
+        }
+        let mut q = self.queue.lock();
+        loop {
+            if closed.load(Ordering::SeqCst) {
+                return None;
+            }
+            if let Some(p) = q.iter_mut().find_map(|l| l.pop_front()) {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                return Some(p);
+            }
+            self.wake.wait(&mut q);
+        }
+    }
+}
+
+/// How long a worker watches its queue after a task before it parks.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(20);
+
+/// A worker thread of a device.
+struct Worker {
+    device: usize,
+    tid: AtomicU64,
+    name: String,
+    done: AtomicU64,
+    current: Mutex<Option<Arc<dyn Job>>>,
+    stuck: AtomicBool,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A task waiting for device memory.
+struct Waiter {
+    task: Runnable,
+    route: Route,
+    deadline: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Placement {
+    waiting: Vec<Waiter>,
+}
+
+enum Pick {
+    Go(usize),
+    Wait(u64),
+    Never(u64),
+}
+
+/// The GPU executor of one system.
+pub(crate) struct GpuExecutor {
+    me: Weak<GpuExecutor>,
+    name: String,
+    devices: Vec<Arc<Device>>,
+    placement: Mutex<Placement>,
+    waiting: AtomicUsize,
+    /// The next device in turn, for `DeviceChoice::Spread`.
+    turn: AtomicUsize,
+    workers: Mutex<Vec<Arc<Worker>>>,
+    /// Set by `stop`; shared with the workers.
+    closed: Arc<AtomicBool>,
+    timer: Arc<Timer>,
+}
+
+thread_local! {
+    /// The device and lane of the GPU worker running on this thread.
+    static CURRENT: RefCell<Option<(Arc<Device>, Arc<Lane>)>> = const { RefCell::new(None) };
+}
+
+impl GpuExecutor {
+    /// An executor over every usable device, its workers started; `NoGpu`
+    /// where there is none.
+    pub(crate) fn start(
+        name: &str,
+        config: &GpuConfig,
+        timer: Arc<Timer>,
+    ) -> Result<Arc<GpuExecutor>, SubmitError> {
+        let ctxs = discovery::contexts().map_err(|why| SubmitError::NoGpu(why.to_owned()))?;
+        let limit = config.streams_per_device.max(1);
+        let mut devices = Vec::new();
+        for ctx in ctxs {
+            let d = catch_unwind(AssertUnwindSafe(|| discovery::describe(ctx)));
+            let Ok(Ok(d)) = d else { continue };
+            devices.push(Arc::new(Device {
+                ordinal: d.ordinal,
+                name: d.name,
+                ctx: ctx.clone(),
+                kernels: ModuleCache::default(),
+                pool: StreamPool::default(),
+                total: d.total_memory,
+                free: AtomicU64::new(d.free_memory),
+                reserved: AtomicU64::new(0),
+                queue: Mutex::new(std::array::from_fn(|_| VecDeque::new())),
+                wake: Condvar::new(),
+                queued: AtomicUsize::new(0),
+                running: AtomicUsize::new(0),
+                tasks: AtomicU64::new(0),
+                busy_ns: AtomicU64::new(0),
+                limit,
+            }));
+        }
+        if devices.is_empty() {
+            return Err(SubmitError::NoGpu("no device answered the driver".into()));
+        }
+        let exec = Arc::new_cyclic(|me| GpuExecutor {
+            me: me.clone(),
+            name: name.to_owned(),
+            devices,
+            placement: Mutex::new(Placement::default()),
+            waiting: AtomicUsize::new(0),
+            turn: AtomicUsize::new(0),
+            workers: Mutex::new(Vec::new()),
+            closed: Arc::new(AtomicBool::new(false)),
+            timer,
+        });
+        for d in 0..exec.devices.len() {
+            for _ in 0..limit {
+                exec.spawn_worker(d)
+                    .map_err(|e| SubmitError::NoGpu(format!("the OS refused a thread: {e}")))?;
+            }
+        }
+        Ok(exec)
+    }
+
+    /// The ordinals of the devices.
+    pub(crate) fn ordinals(&self) -> impl Iterator<Item = usize> + '_ {
+        self.devices.iter().map(|d| d.ordinal)
+    }
+
+    fn spawn_worker(&self, d: usize) -> std::io::Result<()> {
+        let dev = self.devices[d].clone();
+        let n = self.workers.lock().len();
+        let w = Arc::new(Worker {
+            device: d,
+            tid: AtomicU64::new(0),
+            name: format!("{}-gpu{}-{n}", self.name, dev.ordinal),
+            done: AtomicU64::new(0),
+            current: Mutex::new(None),
+            stuck: AtomicBool::new(false),
+            handle: Mutex::new(None),
+        });
+        let me = self.me.clone();
+        let worker = w.clone();
+        let h = std::thread::Builder::new()
+            .name(w.name.clone())
+            .spawn(move || work(me, dev, worker))?;
+        *w.handle.lock() = Some(h);
+        self.workers.lock().push(w);
+        Ok(())
+    }
+
+    fn pick(&self, route: &Route) -> Pick {
+        let n = self.devices.len();
+        let fits = |d: &Device| route.memory == 0 || route.memory <= d.available();
+        // The candidates, as a range of indices: no allocation per task.
+        let (lo, hi) = match route.choice {
+            DeviceChoice::One(o) => match self.devices.iter().position(|d| d.ordinal == o) {
+                Some(i) => (i, i + 1),
+                None => (0, 0),
+            },
+            _ => (0, n),
+        };
+        let chosen = match route.choice {
+            DeviceChoice::Spread => {
+                let start = self.turn.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|&i| fits(&self.devices[i]))
+            }
+            _ => (lo..hi)
+                .filter(|&i| fits(&self.devices[i]))
+                .min_by_key(|&i| {
+                    let d = &self.devices[i];
+                    (d.load(), std::cmp::Reverse(d.available()))
+                }),
+        };
+        if let Some(i) = chosen {
+            return Pick::Go(i);
+        }
+        let most_free = (lo..hi)
+            .map(|i| self.devices[i].available())
+            .max()
+            .unwrap_or(0);
+        if (lo..hi).any(|i| self.devices[i].total >= route.memory) {
+            Pick::Wait(most_free)
+        } else {
+            Pick::Never(most_free)
+        }
+    }
+
+    fn go(&self, i: usize, task: Runnable, route: &Route) {
+        let d = &self.devices[i];
+        d.reserved.fetch_add(route.memory, Ordering::Relaxed);
+        d.push(Placed {
+            task,
+            reserve: route.memory,
+        });
+    }
+
+    /// Queues `task` on a device by `route`, parks it until memory frees,
+    /// or fails it.
+    pub(crate) fn place(&self, task: Runnable, route: Route) {
+        if self.closed.load(Ordering::SeqCst) {
+            task.fail(TaskError::SystemShutdown);
+            return;
+        }
+        if route.memory == 0 {
+            // Nothing to reserve: no lock on the way to the device's queue.
+            if let Pick::Go(i) = self.pick(&route) {
+                self.go(i, task, &route);
+                return;
+            }
+        }
+        // A check and a reservation that must not interleave with another.
+        let mut pl = self.placement.lock();
+        match self.pick(&route) {
+            Pick::Go(i) => {
+                self.go(i, task, &route);
+                drop(pl);
+            }
+            Pick::Never(available) => {
+                drop(pl);
+                task.fail(TaskError::GpuMemory {
+                    device: None,
+                    requested: route.memory,
+                    available,
+                });
+            }
+            Pick::Wait(_) => {
+                let deadline = task
+                    .job()
+                    .header()
+                    .opts
+                    .get_timeout()
+                    .map(|t| Instant::now() + t);
+                if let Some(at) = deadline {
+                    let me = self.me.clone();
+                    self.timer.schedule(at, move || {
+                        if let Some(e) = me.upgrade() {
+                            e.retry_waiters();
+                        }
+                    });
+                }
+                pl.waiting.push(Waiter {
+                    task,
+                    route,
+                    deadline,
+                });
+                self.waiting.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Places the tasks waiting for memory that fit now; fails those whose
+    /// timeout passed.
+    fn retry_waiters(&self) {
+        let mut pl = self.placement.lock();
+        let waiting = std::mem::take(&mut pl.waiting);
+        let now = Instant::now();
+        let mut failed = Vec::new();
+        for w in waiting {
+            if w.task.is_done() {
+                continue;
+            }
+            match self.pick(&w.route) {
+                Pick::Go(i) => self.go(i, w.task, &w.route),
+                Pick::Wait(available) if w.deadline.is_some_and(|d| d <= now) => {
+                    failed.push((w, available))
+                }
+                Pick::Wait(_) => pl.waiting.push(w),
+                Pick::Never(available) => failed.push((w, available)),
+            }
+        }
+        self.waiting.store(pl.waiting.len(), Ordering::SeqCst);
+        drop(pl);
+        for (w, available) in failed {
+            w.task.fail(TaskError::GpuMemory {
+                device: None,
+                requested: w.route.memory,
+                available,
+            });
+        }
+    }
+
+    /// A task placed on `dev` ended: its reservation is free again.
+    fn release(&self, dev: &Device, reserve: u64) {
+        if reserve > 0 {
+            dev.reserved.fetch_sub(reserve, Ordering::Relaxed);
+        }
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            dev.refresh_free();
+            self.retry_waiters();
+        } else if reserve > 0 {
+            dev.refresh_free();
+        }
+    }
+}
+
+/// A worker's loop: takes a stream for each task, runs it, gives the
+/// stream back.
+fn work(exec: Weak<GpuExecutor>, dev: Arc<Device>, me: Arc<Worker>) {
+    me.tid.store(current_tid(), Ordering::Relaxed);
+    let _ = catch_unwind(AssertUnwindSafe(|| dev.ctx.bind_to_thread()));
+    let Some(closed) = exec.upgrade().map(|e| e.closed.clone()) else {
+        return;
+    };
+    let mut spin = false;
+    while let Some(p) = dev.next(&closed, spin) {
+        spin = true;
+        let Some(exec) = exec.upgrade() else { break };
+        if p.task.is_done() {
+            exec.release(&dev, p.reserve);
+            continue;
+        }
+        let lane = match dev.pool.take(&dev.ctx) {
+            Ok(l) => l,
+            Err(e) => {
+                p.task.fail(TaskError::failed(e));
+                exec.release(&dev, p.reserve);
+                continue;
+            }
+        };
+        *me.current.lock() = Some(p.task.job().clone());
+        dev.running.fetch_add(1, Ordering::Relaxed);
+        CURRENT.with(|c| *c.borrow_mut() = Some((dev.clone(), lane.clone())));
+        let started = Instant::now();
+        p.task.run();
+        dev.busy_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        CURRENT.with(|c| c.borrow_mut().take());
+        dev.running.fetch_sub(1, Ordering::Relaxed);
+        dev.tasks.fetch_add(1, Ordering::Relaxed);
+        me.done.fetch_add(1, Ordering::Relaxed);
+        *me.current.lock() = None;
+        let stuck = me.stuck.load(Ordering::SeqCst);
+        if !stuck {
+            dev.pool.give_back(lane);
+        }
+        exec.release(&dev, p.reserve);
+        if stuck {
+            // Replaced while it was stuck: the replacement keeps the
+            // device's concurrency, this one leaves.
+            exec.workers.lock().retain(|w| !Arc::ptr_eq(w, &me));
+            break;
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn current_tid() -> u64 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u64
+}
+
+#[cfg(not(target_os = "linux"))]
+fn current_tid() -> u64 {
+    0
+}
+
+impl Executor for GpuExecutor {
+    fn kind(&self) -> ExecutorKind {
+        ExecutorKind::Gpu
+    }
+
+    fn accept(&self, task: Runnable) {
+        self.place(task, Route::default());
+    }
+
+    fn stop_attempt(&self, task: TaskId, _attempt: u32, why: StopReason) {
+        if why != StopReason::Timeout || self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let workers = self.workers.lock().clone();
+        for w in workers {
+            let on_it = w
+                .current
+                .lock()
+                .as_ref()
+                .is_some_and(|j| j.header().id == task);
+            if on_it && !w.stuck.swap(true, Ordering::SeqCst) {
+                if let Err(e) = self.spawn_worker(w.device) {
+                    log::error!("seedcore: could not replace a stuck GPU worker: {e}");
+                }
+            }
+        }
+    }
+
+    fn drain(&self) -> Vec<Runnable> {
+        let mut out: Vec<Runnable> = std::mem::take(&mut self.placement.lock().waiting)
+            .into_iter()
+            .map(|w| w.task)
+            .collect();
+        self.waiting.store(0, Ordering::SeqCst);
+        for d in &self.devices {
+            let mut q = d.queue.lock();
+            for l in q.iter_mut() {
+                for p in l.drain(..) {
+                    d.queued.fetch_sub(1, Ordering::Relaxed);
+                    d.reserved.fetch_sub(p.reserve, Ordering::Relaxed);
+                    out.push(p.task);
+                }
+            }
+        }
+        out
+    }
+
+    fn stop(&self, deadline: Instant, mode: ShutdownMode) -> StopReport {
+        let _ = mode;
+        self.closed.store(true, Ordering::SeqCst);
+        for d in &self.devices {
+            let _q = d.queue.lock();
+            d.wake.notify_all();
+        }
+        let workers = std::mem::take(&mut *self.workers.lock());
+        let mut detached = 0;
+        for w in workers {
+            let h = w.handle.lock().take();
+            if let Some(h) = h {
+                if h.thread().id() == std::thread::current().id() {
+                    continue;
+                }
+                if !join_by(h, deadline) {
+                    detached += 1;
+                    if let Some(j) = w.current.lock().as_ref() {
+                        j.fail(TaskError::SystemShutdown);
+                    }
+                }
+            }
+        }
+        StopReport::detached(detached)
+    }
+
+    fn stats(&self) -> ExecutorStats {
+        let mut row = ExecutorStats::new(ExecutorKind::Gpu);
+        let workers = self.workers.lock();
+        row.workers = workers.len();
+        row.stuck = workers
+            .iter()
+            .filter(|w| w.stuck.load(Ordering::Relaxed))
+            .count();
+        drop(workers);
+        row.queued = self.waiting.load(Ordering::Relaxed);
+        for d in &self.devices {
+            let q = d.queue.lock();
+            for (lvl, l) in q.iter().enumerate() {
+                row.queue_depth[lvl] += l.len();
+                row.queued += l.len();
+            }
+            drop(q);
+            row.busy += d.running.load(Ordering::Relaxed);
+            row.target += d.limit;
+            d.refresh_free();
+            let o = d.ordinal;
+            let used = d.total.saturating_sub(d.free.load(Ordering::Relaxed));
+            row.gauges.extend([
+                (format!("gpu{o}_tasks"), d.tasks.load(Ordering::Relaxed)),
+                (
+                    format!("gpu{o}_busy_us"),
+                    d.busy_ns.load(Ordering::Relaxed) / 1000,
+                ),
+                (format!("gpu{o}_memory_used_bytes"), used),
+                (
+                    format!("gpu{o}_memory_reserved_bytes"),
+                    d.reserved.load(Ordering::Relaxed),
+                ),
+                (format!("gpu{o}_memory_total_bytes"), d.total),
+                (
+                    format!("gpu{o}_running"),
+                    d.running.load(Ordering::Relaxed) as u64,
+                ),
+                (format!("gpu{o}_streams"), d.pool.made() as u64),
+                (format!("gpu{o}_modules"), d.kernels.len() as u64),
+            ]);
+        }
+        row.core = row.target;
+        row.max = row.target;
+        row
+    }
+
+    fn workers(&self) -> Vec<WorkerInfo> {
+        self.workers
+            .lock()
+            .iter()
+            .map(|w| {
+                let mut i = WorkerInfo::thread(w.tid.load(Ordering::Relaxed) as u32, &w.name);
+                i.tasks_done = w.done.load(Ordering::Relaxed);
+                i.current_task = w.current.lock().as_ref().map(|j| j.header().id);
+                i
+            })
+            .collect()
+    }
+}
+
+/// A GPU task's body: its code, run on a device's worker with a
+/// [`GpuContext`], and where it may be placed.
+pub(crate) struct GpuBody<T, F> {
+    f: F,
+    exec: Arc<GpuExecutor>,
+    route: Route,
+    _out: PhantomData<fn() -> T>,
+}
+
+impl<T, F> Body for GpuBody<T, F>
+where
+    T: Send + 'static,
+    F: Fn(&GpuContext) -> Result<T, TaskError> + Send + Sync + 'static,
+{
+    type Output = T;
+
+    fn start(cell: &Arc<TaskCell<Self>>, a: Attempt) -> bool {
+        let task = TaskContext::new(cell.clone(), a.n);
+        let here = CURRENT.with(|c| c.borrow().clone());
+        let out = match here {
+            None => Err(TaskError::failed("a GPU task ran outside a GPU worker")),
+            Some((device, lane)) => {
+                let gpu = GpuContext { device, lane, task };
+                let _in_task = InTask::enter();
+                let out = caught(catch_unwind(AssertUnwindSafe(|| (cell.body().f)(&gpu))));
+                // The attempt ends when its GPU work has: a later task on
+                // this stream starts clean, and a fault is this task's.
+                let synced = catch_unwind(AssertUnwindSafe(|| gpu.lane.stream.synchronize()));
+                match (out, synced) {
+                    (Ok(v), Ok(Ok(()))) => Ok(v),
+                    (Ok(_), Ok(Err(e))) => Err(task_error(GpuError::from(e).into(), gpu.device())),
+                    (Ok(_), Err(p)) => {
+                        Err(TaskError::Panicked(crate::error::panic_message(&*p).into()))
+                    }
+                    (Err(e), _) => Err(e),
+                }
+            }
+        };
+        cell.end(a, out);
+        false
+    }
+
+    fn enqueue(_sched: &dyn Schedule, cell: Arc<TaskCell<Self>>) {
+        let exec = cell.body().exec.clone();
+        let route = cell.body().route;
+        exec.place(Runnable::new(cell), route);
+    }
+}
+
+/// The task error of a GPU task's own error: running out of device memory
+/// is [`TaskError::GpuMemory`], the rest [`TaskError::Failed`].
+fn task_error(e: BoxError, device: usize) -> TaskError {
+    match e.downcast::<GpuError>() {
+        Ok(g) => match *g {
+            GpuError::OutOfMemory {
+                device: d,
+                requested,
+            } => TaskError::GpuMemory {
+                device: Some(d.unwrap_or(device)),
+                requested,
+                available: 0,
+            },
+            other => TaskError::Failed(Box::new(other)),
+        },
+        Err(e) => TaskError::Failed(e),
+    }
+}
+
+/// The system's GPU executor, registered on first use.
+pub(crate) type GpuSlot = std::sync::OnceLock<Result<(u8, Arc<GpuExecutor>), SubmitError>>;
+
+impl crate::ConcurrentSystem {
+    /// Starts the GPU executor with `config` (feature `cuda`); without
+    /// this, the first [`submit_gpu`](Self::submit_gpu) starts it with
+    /// [`GpuConfig::default`]. Fails with [`SubmitError::NoGpu`] where
+    /// there is no usable GPU, and changes nothing if it already started.
+    pub fn start_gpu(&self, config: GpuConfig) -> Result<(), SubmitError> {
+        self.gpu_executor(&config).map(|_| ())
+    }
+
+    fn gpu_executor(&self, config: &GpuConfig) -> Result<(u8, Arc<GpuExecutor>), SubmitError> {
+        let shared = self.shared();
+        shared.sched.check_open()?;
+        let slot = shared.gpu.get_or_init(|| {
+            let exec = GpuExecutor::start(&shared.config.name, config, shared.sched.timer.clone())?;
+            let slot = shared.sched.register(exec.clone())?;
+            Ok((slot, exec))
+        });
+        slot.clone()
+    }
+
+    /// Runs `f` on a GPU (feature `cuda`) and returns its future at once.
+    ///
+    /// The task is placed by `opts` (device choice, memory request) and
+    /// runs on a worker of that device with a [`GpuContext`]: a stream of
+    /// its own and helpers to allocate, copy, compile and launch kernels
+    /// and multiply matrices. It has every task option (priority, timeout,
+    /// retries, locks, callbacks); `Err(e)` resolves
+    /// [`TaskError::Failed`], or [`TaskError::GpuMemory`] where `e` is a
+    /// [`GpuError::OutOfMemory`], and is retried by the policy.
+    ///
+    /// Fails at once with [`SubmitError::NoGpu`] where there is no usable
+    /// GPU, and with [`SubmitError::InvalidOptions`] for a device ordinal
+    /// that is not there.
+    ///
+    /// ```
+    /// use seedcore::gpu::GpuOptions;
+    /// use seedcore::{ConcurrentSystem, SubmitError};
+    ///
+    /// let system = ConcurrentSystem::new()?;
+    /// let sum = system.submit_gpu(GpuOptions::new(), |gpu| {
+    ///     let x = gpu.htod(&[1.0f32, 2.0, 3.0])?;
+    ///     Ok::<_, seedcore::gpu::GpuError>(gpu.dtoh(&x)?.iter().sum::<f32>())
+    /// });
+    /// match sum {
+    ///     Ok(f) => assert_eq!(f.wait()?, 6.0),
+    ///     Err(SubmitError::NoGpu(why)) => println!("no GPU: {why}"),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn submit_gpu<T, E, F>(
+        &self,
+        opts: GpuOptions,
+        f: F,
+    ) -> Result<crate::TaskFuture<T>, SubmitError>
+    where
+        T: Send + 'static,
+        E: Into<BoxError>,
+        F: Fn(&GpuContext) -> Result<T, E> + Send + Sync + 'static,
+    {
+        let (slot, exec) = self.gpu_executor(&GpuConfig::default())?;
+        if let DeviceChoice::One(o) = opts.device {
+            if !exec.ordinals().any(|d| d == o) {
+                let have: Vec<usize> = exec.ordinals().collect();
+                return Err(SubmitError::InvalidOptions(format!(
+                    "no GPU of ordinal {o} (devices: {have:?})"
+                )));
+            }
+        }
+        let route = Route {
+            choice: opts.device,
+            memory: opts.memory,
+        };
+        let body = GpuBody {
+            f: move |g: &GpuContext| f(g).map_err(|e| task_error(e.into(), g.device())),
+            exec,
+            route,
+            _out: PhantomData,
+        };
+        self.submit_body(opts.task, slot, body)
+    }
+}
