@@ -14,6 +14,8 @@
 
 pub(crate) mod async_rt;
 pub(crate) mod process;
+#[cfg(feature = "remote")]
+pub(crate) mod remote;
 pub(crate) mod service;
 pub(crate) mod thread;
 

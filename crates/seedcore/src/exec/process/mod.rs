@@ -41,8 +41,16 @@ mod worker;
 pub(crate) use crate::wire::frame::MAX_FDS;
 pub use batch::{BatchIntoIter, BatchItemError, BatchResults};
 pub(crate) use body::ProcessBody;
+#[cfg(feature = "remote")]
+pub(crate) use body::Decode;
 pub(crate) use dispatch::ProcessPool;
 pub(crate) use registry::find;
+
+/// The registered name `name`, with the table's lifetime (remote workers).
+#[cfg(feature = "remote")]
+pub(crate) fn find_task(name: &str) -> Option<&'static str> {
+    find(name).map(|e| e.name)
+}
 #[doc(hidden)]
 pub use registry::{run_async, run_batch, run_sync, PROCESS_TASKS};
 pub use registry::{BatchTask, ProcessTask, TaskEntry};
