@@ -64,6 +64,10 @@ pub(crate) struct BenchArgs {
     /// Smaller workloads and fewer repetitions (a smoke run, not a measurement).
     #[arg(long)]
     pub(crate) quick: bool,
+    /// Install missing Python peers (Celery for `remote`) into the bench's
+    /// own virtual environment.
+    #[arg(long)]
+    pub(crate) install_peers: bool,
 }
 
 /// A benchmark suite.

@@ -214,6 +214,24 @@ fn queued(redis: &Redis) -> usize {
         .sum()
 }
 
+/// The remote executor's gauge `name` in the client's stats.
+fn gauge(sys: &ConcurrentSystem, name: &str) -> u64 {
+    sys.stats()
+        .executors
+        .iter()
+        .find(|e| e.kind.name() == "remote")
+        .and_then(|e| e.gauges.iter().find(|g| g.0 == name).map(|g| g.1))
+        .unwrap_or(0)
+}
+
+fn live_workers(sys: &ConcurrentSystem) -> usize {
+    sys.stats()
+        .executors
+        .iter()
+        .find(|e| e.kind.name() == "remote")
+        .map_or(0, |e| e.workers)
+}
+
 fn lines(path: &Path) -> Vec<u32> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -259,11 +277,8 @@ fn round_trip_of_tasks_errors_and_timeouts() {
     // The worker still serves (its local pool replaced the killed process).
     let f = sys.submit_remote(TaskOptions::new(), ADD, (40, 2)).unwrap();
     assert_eq!(f.wait().unwrap(), 42);
-    let st = sys.stats();
-    assert!(
-        st.executors.iter().any(|e| e.kind.name() == "remote"),
-        "the remote executor has a stats row"
-    );
+    // The stats row shows the live worker from its heartbeats.
+    assert!(eventually(LONG, || live_workers(&sys) == 1));
 }
 
 #[test]
@@ -362,6 +377,10 @@ fn a_task_of_a_sigkilled_worker_completes_on_another_once() {
     assert_ne!(pid, first);
     let starts = lines(&mark);
     assert_eq!(starts.len(), 2, "started once per worker: {starts:?}");
+    assert!(
+        eventually(LONG, || gauge(&sys, "reclaimed") == 1),
+        "the survivor reports the entry it took over"
+    );
     drop(survivor);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -415,6 +434,7 @@ fn forged_and_unsigned_messages_are_refused() {
         .query(&mut c)
         .unwrap();
     assert_eq!(refused, 3, "the forged, the unsigned and the garbage entry");
+    assert!(eventually(LONG, || gauge(&sys, "refused") == 3));
     let results: Vec<String> = redis::cmd("KEYS").arg("{seedcore}:r:*").query(&mut c).unwrap();
     assert_eq!(results.len(), 1, "only the signed task stored a result: {results:?}");
 }

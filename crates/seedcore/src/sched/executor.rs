@@ -231,6 +231,9 @@ pub struct ExecutorStats {
     pub max: usize,
     /// Process ids of its worker processes, for executors that have them.
     pub pids: Vec<u32>,
+    /// Further figures of this executor by name (the remote executor's
+    /// `reclaimed`, `duplicates`, `refused`); empty for most.
+    pub gauges: Vec<(&'static str, u64)>,
 }
 
 impl ExecutorStats {
@@ -248,6 +251,7 @@ impl ExecutorStats {
             core: 0,
             max: 0,
             pids: Vec::new(),
+            gauges: Vec::new(),
         }
     }
 

@@ -61,6 +61,10 @@ pub(crate) struct Inner {
     depth: [AtomicUsize; LEVELS],
     in_flight: AtomicUsize,
     duplicates: AtomicU64,
+    /// From the heartbeats: entries taken over, results that came second.
+    worker_reclaimed: AtomicU64,
+    worker_duplicates: AtomicU64,
+    refused: AtomicU64,
     workers: Mutex<Vec<WorkerInfo>>,
     reconnects: AtomicU64,
 }
@@ -223,6 +227,9 @@ impl RemoteExec {
             depth: Default::default(),
             in_flight: AtomicUsize::new(0),
             duplicates: AtomicU64::new(0),
+            worker_reclaimed: AtomicU64::new(0),
+            worker_duplicates: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             workers: Mutex::new(Vec::new()),
             reconnects: AtomicU64::new(0),
             cfg,
@@ -315,6 +322,13 @@ impl Executor for RemoteExec {
         s.target = workers.len();
         s.core = workers.len();
         s.max = workers.len();
+        let dup = i.duplicates.load(Ordering::Relaxed) + i.worker_duplicates.load(Ordering::Relaxed);
+        s.gauges = vec![
+            ("reclaimed", i.worker_reclaimed.load(Ordering::Relaxed)),
+            ("duplicates", dup),
+            ("refused", i.refused.load(Ordering::Relaxed)),
+            ("pending", i.pending.lock().len() as u64),
+        ];
         s
     }
 
@@ -464,6 +478,7 @@ async fn watch(inner: Arc<Inner>, mut conn: MultiplexedConnection) {
             pipe.cmd("XLEN").arg(inner.keys.stream(l));
         }
         pipe.cmd("HGETALL").arg(inner.keys.workers());
+        pipe.cmd("GET").arg(inner.keys.counter("refused"));
         let r: redis::RedisResult<Vec<Value>> = pipe.query_async(&mut conn).await;
         match r {
             Ok(vals) => {
@@ -473,9 +488,22 @@ async fn watch(inner: Arc<Inner>, mut conn: MultiplexedConnection) {
                     }
                 }
                 if let Some(v) = vals.get(LEVELS) {
-                    let (live, busy) = super::worker::live_workers(v);
-                    *inner.workers.lock() = live;
-                    inner.in_flight.store(busy, Ordering::Relaxed);
+                    let live = super::worker::live_workers(v);
+                    *inner.workers.lock() = live.workers;
+                    inner.in_flight.store(live.held, Ordering::Relaxed);
+                    inner
+                        .worker_reclaimed
+                        .store(live.reclaimed, Ordering::Relaxed);
+                    inner
+                        .worker_duplicates
+                        .store(live.duplicates, Ordering::Relaxed);
+                }
+                if let Some(v) = vals.get(LEVELS + 1) {
+                    let n = streams::bytes(v)
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0);
+                    inner.refused.store(n, Ordering::Relaxed);
                 }
             }
             Err(e) if streams::is_disconnect(&e) => match reconnect(&inner, false).await {

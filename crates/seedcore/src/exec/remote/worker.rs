@@ -681,8 +681,17 @@ async fn cancels(s: Arc<State>) {
     }
 }
 
+/// What the heartbeats in a `{ns}:workers` hash say.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub(crate) workers: Vec<WorkerInfo>,
+    pub(crate) held: usize,
+    pub(crate) reclaimed: u64,
+    pub(crate) duplicates: u64,
+}
+
 /// The live workers in a `{ns}:workers` hash, and what they hold.
-pub(crate) fn live_workers(v: &Value) -> (Vec<WorkerInfo>, usize) {
+pub(crate) fn live_workers(v: &Value) -> Live {
     let pairs: Vec<(Vec<u8>, Vec<u8>)> = match v {
         Value::Array(items) => items
             .chunks(2)
@@ -695,8 +704,7 @@ pub(crate) fn live_workers(v: &Value) -> (Vec<WorkerInfo>, usize) {
         _ => Vec::new(),
     };
     let now = unix_ms();
-    let mut busy = 0;
-    let mut out = Vec::new();
+    let mut live = Live::default();
     for (name, line) in pairs {
         let line = String::from_utf8_lossy(&line);
         let f: Vec<u64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
@@ -707,10 +715,12 @@ pub(crate) fn live_workers(v: &Value) -> (Vec<WorkerInfo>, usize) {
         if now.saturating_sub(ts) > vt {
             continue;
         }
-        busy += held as usize;
+        live.held += held as usize;
+        live.reclaimed += f[5];
+        live.duplicates += f[6];
         let mut w = WorkerInfo::process(pid as u32, String::from_utf8_lossy(&name));
         w.tasks_done = done;
-        out.push(w);
+        live.workers.push(w);
     }
-    (out, busy)
+    live
 }
