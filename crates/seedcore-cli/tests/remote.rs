@@ -36,7 +36,8 @@ fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 const ADD: ProcessTask<(u64, u64), u64> = ProcessTask::external("seedcore::worker::remote_add");
 const ECHO: ProcessTask<String, String> = ProcessTask::external("seedcore::worker::remote_echo");
 const SLEEP: ProcessTask<u64, u64> = ProcessTask::external("seedcore::worker::remote_sleep");
-const MARKED: ProcessTask<(String, u64), u32> = ProcessTask::external("seedcore::worker::remote_marked_sleep");
+const MARKED: ProcessTask<(String, u64), u32> =
+    ProcessTask::external("seedcore::worker::remote_marked_sleep");
 
 /// A `redis-server` of this test, killed on drop.
 struct Redis {
@@ -311,7 +312,10 @@ fn higher_priorities_run_first_under_a_backlog() {
     assert!(eventually(LONG, || order.lock().unwrap().len() == 18));
     let order = order.lock().unwrap().clone();
     let first_low = order.iter().position(|l| l.starts_with("low")).unwrap();
-    assert_eq!(first_low, 6, "every high task before any low one: {order:?}");
+    assert_eq!(
+        first_low, 6,
+        "every high task before any low one: {order:?}"
+    );
     // Within one level, first in first out.
     let lows: Vec<&String> = order.iter().filter(|l| l.starts_with("low")).collect();
     let want: Vec<String> = (0..12).map(|i| format!("low{i}")).collect();
@@ -359,7 +363,10 @@ fn a_task_of_a_sigkilled_worker_completes_on_another_once() {
             (mark.display().to_string(), 2_000),
         )
         .unwrap();
-    assert!(eventually(LONG, || lines(&mark).len() == 1), "the task never started");
+    assert!(
+        eventually(LONG, || lines(&mark).len() == 1),
+        "the task never started"
+    );
     let first = lines(&mark)[0];
     // The worker holding it: the parent of the pool process that runs it.
     let status = std::fs::read_to_string(format!("/proc/{first}/status")).unwrap();
@@ -435,8 +442,15 @@ fn forged_and_unsigned_messages_are_refused() {
         .unwrap();
     assert_eq!(refused, 3, "the forged, the unsigned and the garbage entry");
     assert!(eventually(LONG, || gauge(&sys, "refused") == 3));
-    let results: Vec<String> = redis::cmd("KEYS").arg("{seedcore}:r:*").query(&mut c).unwrap();
-    assert_eq!(results.len(), 1, "only the signed task stored a result: {results:?}");
+    let results: Vec<String> = redis::cmd("KEYS")
+        .arg("{seedcore}:r:*")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        results.len(),
+        1,
+        "only the signed task stored a result: {results:?}"
+    );
 }
 
 #[test]
@@ -452,7 +466,10 @@ fn redis_restarted_mid_run_loses_nothing_accepted() {
     wait_workers(&redis, 2);
     let sys = client(&redis);
     let mut fs: Vec<_> = (0..30)
-        .map(|i| sys.submit_remote(TaskOptions::new(), SLEEP, 20 + i % 3).unwrap())
+        .map(|i| {
+            sys.submit_remote(TaskOptions::new(), SLEEP, 20 + i % 3)
+                .unwrap()
+        })
         .collect();
     redis.restart();
     // Tasks accepted right after the restart also go through.
@@ -494,7 +511,10 @@ fn bad_urls_and_wrong_passwords_are_typed_errors() {
     let wrong = format!("redis://:wrong@127.0.0.1:{}/", redis.port);
     let e = serve(wrong.clone());
     assert!(matches!(e, RemoteError::Auth { .. }), "{e:?}");
-    assert!(!e.to_string().contains("wrong@"), "the password is hidden: {e}");
+    assert!(
+        !e.to_string().contains("wrong@"),
+        "the password is hidden: {e}"
+    );
     let e = serve(redis.url());
     assert!(matches!(e, RemoteError::Auth { .. }), "no password: {e:?}");
     let closed = format!("redis://127.0.0.1:{}/", free_port());
@@ -515,8 +535,11 @@ fn bad_urls_and_wrong_passwords_are_typed_errors() {
         .build();
     assert!(sys.is_ok());
     // Without a secret nothing starts.
-    let e = seedcore::remote::serve(RemoteConfig::new(redis.url()).secret(""), ServeOptions::default())
-        .map(|_| ())
-        .unwrap_err();
+    let e = seedcore::remote::serve(
+        RemoteConfig::new(redis.url()).secret(""),
+        ServeOptions::default(),
+    )
+    .map(|_| ())
+    .unwrap_err();
     assert_eq!(e, RemoteError::NoSecret);
 }

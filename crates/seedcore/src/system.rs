@@ -507,7 +507,13 @@ impl ConcurrentSystem {
         R: serde::de::DeserializeOwned + Send + 'static,
     {
         let is_async = self.process_target(task.name())?;
-        self.enqueue_process(opts, task, is_async, encode_args(&args)?, decode_result::<R>)
+        self.enqueue_process(
+            opts,
+            task,
+            is_async,
+            encode_args(&args)?,
+            decode_result::<R>,
+        )
     }
 
     /// [`submit_process`](Self::submit_process) with the arguments

@@ -83,7 +83,10 @@ pub(crate) fn run(scale: Scale, install: bool) -> anyhow::Result<(Vec<Entry>, Ve
     }
     match celery_python(install) {
         Ok((python, version)) => {
-            notes.push(format!("remote: Celery {version} from {}", python.display()));
+            notes.push(format!(
+                "remote: Celery {version} from {}",
+                python.display()
+            ));
             match celery_side(&python, &redis, &w) {
                 Ok(ms) => out.extend(ms.into_iter().map(Entry::Measured)),
                 Err(e) => {
@@ -102,7 +105,12 @@ pub(crate) fn run(scale: Scale, install: bool) -> anyhow::Result<(Vec<Entry>, Ve
     Ok((out, notes))
 }
 
-fn skipped(metric: &'static str, subject: &'static str, unit: &'static str, reason: String) -> Entry {
+fn skipped(
+    metric: &'static str,
+    subject: &'static str,
+    unit: &'static str,
+    reason: String,
+) -> Entry {
     Entry::Skipped(Skipped {
         suite: SUITE,
         metric,
@@ -112,7 +120,12 @@ fn skipped(metric: &'static str, subject: &'static str, unit: &'static str, reas
     })
 }
 
-fn measurement(metric: &'static str, subject: &'static str, unit: &'static str, samples: Vec<f64>) -> Measurement {
+fn measurement(
+    metric: &'static str,
+    subject: &'static str,
+    unit: &'static str,
+    samples: Vec<f64>,
+) -> Measurement {
     Measurement {
         suite: SUITE,
         metric,
@@ -145,13 +158,17 @@ impl RedisServer {
             .arg(&dir)
             .stdout(Stdio::null())
             .spawn()
-            .map_err(|e| format!("redis-server is not installed ({e}); apt-get install redis-server"))?;
+            .map_err(|e| {
+                format!("redis-server is not installed ({e}); apt-get install redis-server")
+            })?;
         let r = RedisServer { child, port, dir };
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
                 let mut buf = [0u8; 8];
-                if s.write_all(b"PING\r\n").is_ok() && matches!(s.read(&mut buf), Ok(n) if n > 0 && buf[0] == b'+') {
+                if s.write_all(b"PING\r\n").is_ok()
+                    && matches!(s.read(&mut buf), Ok(n) if n > 0 && buf[0] == b'+')
+                {
                     return Ok(r);
                 }
             }
@@ -268,7 +285,10 @@ fn celery_python(install: bool) -> Result<(PathBuf, String), String> {
             venv.display()
         ));
     }
-    note(&format!("installing {CELERY} into {} with pip", venv.display()));
+    note(&format!(
+        "installing {CELERY} into {} with pip",
+        venv.display()
+    ));
     install_celery(&venv)?;
     probe(&python, check)
         .map(|v| (python, v))
@@ -286,7 +306,10 @@ fn install_celery(venv: &Path) -> Result<(), String> {
         } else {
             Err(format!(
                 "{what} failed: {}",
-                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
             ))
         }
     };
@@ -300,8 +323,13 @@ fn install_celery(venv: &Path) -> Result<(), String> {
     ok(c, "pip install")
 }
 
-fn celery_side(python: &Path, redis: &RedisServer, w: &Workload) -> anyhow::Result<Vec<Measurement>> {
-    let script = std::env::temp_dir().join(format!("seedcore-bench-celery-{}.py", std::process::id()));
+fn celery_side(
+    python: &Path,
+    redis: &RedisServer,
+    w: &Workload,
+) -> anyhow::Result<Vec<Measurement>> {
+    let script =
+        std::env::temp_dir().join(format!("seedcore-bench-celery-{}.py", std::process::id()));
     std::fs::write(&script, PY_SCRIPT)?;
     // Celery on another database of the same server.
     let url = format!("redis://127.0.0.1:{}/1", redis.port);
@@ -315,7 +343,11 @@ fn celery_side(python: &Path, redis: &RedisServer, w: &Workload) -> anyhow::Resu
         .output();
     let _ = std::fs::remove_file(&script);
     let out = out.context("running the Celery peer")?;
-    ensure!(out.status.success(), "the Celery peer failed ({})", out.status);
+    ensure!(
+        out.status.success(),
+        "the Celery peer failed ({})",
+        out.status
+    );
     let mut ms = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let v: serde_json::Value = match serde_json::from_str(line) {
@@ -335,6 +367,10 @@ fn celery_side(python: &Path, redis: &RedisServer, w: &Workload) -> anyhow::Resu
             _ => {}
         }
     }
-    ensure!(ms.len() == 2, "the Celery peer reported {} of 2 metrics", ms.len());
+    ensure!(
+        ms.len() == 2,
+        "the Celery peer reported {} of 2 metrics",
+        ms.len()
+    );
     Ok(ms)
 }

@@ -30,8 +30,14 @@ pub(crate) const KIND: ExecutorKind = ExecutorKind::Custom("remote");
 
 /// What the sender writes.
 enum Outgoing {
-    Task { level: u8, body: Vec<u8>, sig: Vec<u8> },
-    Cancel { key: String },
+    Task {
+        level: u8,
+        body: Vec<u8>,
+        sig: Vec<u8>,
+    },
+    Cancel {
+        key: String,
+    },
 }
 
 /// An attempt waiting for its result.
@@ -173,10 +179,8 @@ impl Inner {
                 .iter()
                 .map(|&(t, n)| self.keys.result(self.client_id, t, n))
                 .collect();
-            let vals: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-                .arg(&keys)
-                .query_async(conn)
-                .await?;
+            let vals: Vec<Option<Vec<u8>>> =
+                redis::cmd("MGET").arg(&keys).query_async(conn).await?;
             for v in vals.into_iter().flatten() {
                 self.deliver(&v);
             }
@@ -304,7 +308,7 @@ impl Executor for RemoteExec {
             p.job.finish(p.attempt, Err(TaskError::SystemShutdown));
         }
         if let Some(rt) = self.rt.lock().take() {
-            rt.shutdown_timeout(Duration::from_millis(500));
+            streams::close_runtime(rt);
         }
         StopReport::default()
     }
@@ -322,7 +326,8 @@ impl Executor for RemoteExec {
         s.target = workers.len();
         s.core = workers.len();
         s.max = workers.len();
-        let dup = i.duplicates.load(Ordering::Relaxed) + i.worker_duplicates.load(Ordering::Relaxed);
+        let dup =
+            i.duplicates.load(Ordering::Relaxed) + i.worker_duplicates.load(Ordering::Relaxed);
         s.gauges = vec![
             ("reclaimed", i.worker_reclaimed.load(Ordering::Relaxed)),
             ("duplicates", dup),

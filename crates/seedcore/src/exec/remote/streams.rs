@@ -163,6 +163,16 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(50u64 << attempt.min(5)).min(Duration::from_secs(2))
 }
 
+/// Stops an I/O runtime: waiting briefly for its tasks, or at once where
+/// the caller is itself inside a runtime (which may not block).
+pub(crate) fn close_runtime(rt: tokio::runtime::Runtime) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        rt.shutdown_background();
+    } else {
+        rt.shutdown_timeout(Duration::from_millis(300));
+    }
+}
+
 /// Makes the group on every stream (idempotent).
 pub(crate) async fn ensure_groups(
     conn: &mut MultiplexedConnection,

@@ -130,7 +130,7 @@ impl WorkerHandle {
             std::thread::sleep(Duration::from_millis(5));
         }
         if let Some(rt) = self.rt.take() {
-            rt.shutdown_timeout(Duration::from_millis(300));
+            streams::close_runtime(rt);
         }
         s.system.shutdown(ShutdownMode::Immediate);
     }
@@ -458,7 +458,8 @@ async fn run(s: &State, m: &TaskMessage, cancel: oneshot::Receiver<()>) -> WireO
         s.refused.fetch_add(1, Ordering::Relaxed);
         return WireOutcome::Refused(format!("no task named `{}` on this worker", m.name));
     };
-    let mut opts = TaskOptions::new().priority(Priority::new(m.priority).unwrap_or(Priority::NORMAL));
+    let mut opts =
+        TaskOptions::new().priority(Priority::new(m.priority).unwrap_or(Priority::NORMAL));
     if m.timeout_ms.is_some() {
         let left = m.expires_ms.saturating_sub(unix_ms()).max(1);
         opts = opts.timeout(Duration::from_millis(left));
@@ -479,7 +480,11 @@ async fn run(s: &State, m: &TaskMessage, cancel: oneshot::Receiver<()>) -> WireO
 }
 
 /// Stores results and acknowledges entries, one pipeline per batch.
-async fn writer(s: Arc<State>, mut conn: MultiplexedConnection, mut rx: mpsc::UnboundedReceiver<Store>) {
+async fn writer(
+    s: Arc<State>,
+    mut conn: MultiplexedConnection,
+    mut rx: mpsc::UnboundedReceiver<Store>,
+) {
     let mut batch = Vec::with_capacity(256);
     let ttl = s.cfg.result_ttl.as_secs().max(1);
     let dup_key = s.keys.counter("duplicates");
@@ -511,7 +516,11 @@ async fn writer(s: Arc<State>, mut conn: MultiplexedConnection, mut rx: mpsc::Un
                         .arg(id);
                 }
                 Store::Refuse { level, id } => {
-                    pipe.cmd("XACK").arg(s.keys.stream(*level)).arg(GROUP).arg(id).ignore();
+                    pipe.cmd("XACK")
+                        .arg(s.keys.stream(*level))
+                        .arg(GROUP)
+                        .arg(id)
+                        .ignore();
                     pipe.cmd("XDEL").arg(s.keys.stream(*level)).arg(id).ignore();
                     pipe.cmd("INCR").arg(&refused_key).ignore();
                 }
@@ -581,7 +590,11 @@ async fn heartbeat(s: Arc<State>, mut conn: MultiplexedConnection) {
     }
 }
 
-async fn beat(s: &Arc<State>, conn: &mut MultiplexedConnection, vt: Duration) -> redis::RedisResult<()> {
+async fn beat(
+    s: &Arc<State>,
+    conn: &mut MultiplexedConnection,
+    vt: Duration,
+) -> redis::RedisResult<()> {
     let c = WorkerCounts {
         done: s.done.load(Ordering::Relaxed),
         reclaimed: s.reclaimed.load(Ordering::Relaxed),
@@ -604,7 +617,11 @@ async fn beat(s: &Arc<State>, conn: &mut MultiplexedConnection, vt: Duration) ->
         by_level[h.level as usize].push(h.id.clone());
     }
     let mut pipe = redis::pipe();
-    pipe.cmd("HSET").arg(s.keys.workers()).arg(&s.me).arg(line).ignore();
+    pipe.cmd("HSET")
+        .arg(s.keys.workers())
+        .arg(&s.me)
+        .arg(line)
+        .ignore();
     for (l, ids) in by_level.iter().enumerate() {
         if !ids.is_empty() {
             pipe.cmd("XCLAIM")
@@ -620,7 +637,9 @@ async fn beat(s: &Arc<State>, conn: &mut MultiplexedConnection, vt: Duration) ->
     pipe.query_async::<()>(conn).await?;
     // Take over what silent workers hold, while there is room.
     for l in streams::levels() {
-        let room = s.capacity.saturating_sub(s.in_flight.load(Ordering::Acquire));
+        let room = s
+            .capacity
+            .saturating_sub(s.in_flight.load(Ordering::Acquire));
         if room == 0 || s.stopping.load(Ordering::Acquire) {
             break;
         }
