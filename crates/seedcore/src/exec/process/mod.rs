@@ -40,9 +40,7 @@ mod worker;
 
 pub(crate) use crate::wire::frame::MAX_FDS;
 pub use batch::{BatchIntoIter, BatchItemError, BatchResults};
-#[cfg(feature = "remote")]
-pub(crate) use body::Decode;
-pub(crate) use body::ProcessBody;
+pub(crate) use body::{Decode, ProcessBody};
 pub(crate) use dispatch::ProcessPool;
 pub(crate) use registry::find;
 
