@@ -25,6 +25,31 @@ pub(crate) enum Command {
     /// Live dashboard of a running system, read from its metrics endpoint
     /// (`seedcore demo --serve ADDR`, or `ConcurrentSystem::serve_metrics`).
     Top(TopArgs),
+    /// Serve this binary's process tasks to a seedcore deployment on Redis.
+    Worker(WorkerArgs),
+}
+
+/// Flags of `seedcore worker`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// The Redis server: redis://[user:password@]host:port[/db].
+    #[arg(long)]
+    pub(crate) redis: String,
+    /// The shared secret (default: SEEDCORE_REMOTE_SECRET).
+    #[arg(long)]
+    pub(crate) secret: Option<String>,
+    /// The deployment's key prefix.
+    #[arg(long)]
+    pub(crate) namespace: Option<String>,
+    /// Local worker processes (default: one per core).
+    #[arg(long)]
+    pub(crate) processes: Option<usize>,
+    /// Tasks held per worker process.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) prefetch: usize,
+    /// How long a silent worker keeps its tasks before others take them.
+    #[arg(long, default_value_t = 30_000)]
+    pub(crate) visibility_timeout_ms: u64,
 }
 
 /// Flags of `seedcore bench`.
@@ -39,6 +64,10 @@ pub(crate) struct BenchArgs {
     /// Smaller workloads and fewer repetitions (a smoke run, not a measurement).
     #[arg(long)]
     pub(crate) quick: bool,
+    /// Install missing Python peers (Celery for `remote`) into the bench's
+    /// own virtual environment.
+    #[arg(long)]
+    pub(crate) install_peers: bool,
 }
 
 /// A benchmark suite.
@@ -60,7 +89,8 @@ pub(crate) enum Suite {
     /// GPU executor against direct CUDA calls (feature `cuda`; skipped
     /// without it or without a GPU).
     Gpu,
-    /// Distributed mode over Redis (not built yet).
+    /// Distributed mode over Redis: tiny tasks/s and round trip through 2
+    /// workers, against Celery on the same Redis.
     Remote,
     /// Every suite that is built.
     All,

@@ -14,6 +14,7 @@ mod cli;
 mod demo;
 mod table;
 mod top;
+mod worker;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -66,5 +67,6 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Bench(args) => bench::run(&args),
         cli::Command::Demo(args) => demo::run(&args),
         cli::Command::Top(args) => top::run(&args),
+        cli::Command::Worker(args) => worker::run(&args),
     }
 }

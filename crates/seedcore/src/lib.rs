@@ -219,6 +219,17 @@ pub mod gpu {
     pub use cudarc;
 }
 
+/// Distributed mode (feature `remote`): the same process tasks on worker
+/// machines fed through Redis Streams, at least once, signed. The client
+/// side is [`SystemBuilder::remote`] and [`ConcurrentSystem::submit_remote`];
+/// the worker side is [`serve`](remote::serve). See `docs/remote.md`.
+#[cfg(feature = "remote")]
+pub mod remote {
+    pub use crate::exec::remote::{
+        serve, RemoteConfig, RemoteError, ServeOptions, WorkerCounts, WorkerHandle,
+    };
+}
+
 /// What the macros expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {

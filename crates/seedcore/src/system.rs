@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     /// The GPU executor, registered by the first GPU task (exec/gpu/).
     #[cfg(feature = "cuda")]
     pub(crate) gpu: crate::exec::gpu::GpuSlot,
+    /// The remote executor's slot, once attached (exec/remote/).
+    #[cfg(feature = "remote")]
+    pub(crate) remote: std::sync::OnceLock<(u8, Arc<crate::exec::remote::client::RemoteExec>)>,
 }
 
 /// An executor added with [`ConcurrentSystem::add_executor`]: pass it to
@@ -70,6 +73,9 @@ impl ExecutorHandle {
 #[derive(Debug, Clone, Default)]
 pub struct SystemBuilder {
     config: Config,
+    /// The remote executor's settings (exec/remote/client.rs).
+    #[cfg(feature = "remote")]
+    pub(crate) remote: Option<crate::remote::RemoteConfig>,
 }
 
 impl SystemBuilder {
@@ -265,6 +271,8 @@ impl SystemBuilder {
     /// that message): such a process would start workers of its own.
     pub fn build(self) -> Result<ConcurrentSystem, ConfigError> {
         crate::exec::process::refuse_if_uninitialized();
+        #[cfg(feature = "remote")]
+        let remote = self.remote;
         let config = self.config;
         config.validate()?;
         let os = |field: &str, e: std::io::Error| {
@@ -315,9 +323,18 @@ impl SystemBuilder {
             balance: crate::balance::BalanceState::new(),
             #[cfg(feature = "cuda")]
             gpu: Default::default(),
+            #[cfg(feature = "remote")]
+            remote: std::sync::OnceLock::new(),
         });
         crate::balance::BalanceState::start(&shared).map_err(|e| os("balance.interval", e))?;
-        Ok(ConcurrentSystem { shared })
+        let system = ConcurrentSystem { shared };
+        #[cfg(feature = "remote")]
+        if let Some(remote) = remote {
+            system
+                .add_remote(remote)
+                .map_err(|e| ConfigError::new("remote.url", e.to_string()))?;
+        }
+        Ok(system)
     }
 }
 
@@ -487,7 +504,13 @@ impl ConcurrentSystem {
         R: serde::de::DeserializeOwned + Send + 'static,
     {
         let is_async = self.process_target(task.name())?;
-        self.enqueue_process(opts, task, is_async, encode_args(&args)?)
+        self.enqueue_process(
+            opts,
+            task,
+            is_async,
+            encode_args(&args)?,
+            decode_result::<R>,
+        )
     }
 
     /// [`submit_process`](Self::submit_process) with the arguments
@@ -502,7 +525,33 @@ impl ConcurrentSystem {
         R: serde::de::DeserializeOwned + Send + 'static,
     {
         let is_async = self.process_target(task.name())?;
-        self.enqueue_process(opts, task, is_async, args)
+        self.enqueue_process(opts, task, is_async, args, decode_result::<R>)
+    }
+
+    /// A process task by name, its result left encoded (remote workers).
+    #[cfg(feature = "remote")]
+    pub(crate) fn submit_process_raw(
+        &self,
+        opts: TaskOptions,
+        name: &'static str,
+        args: Vec<u8>,
+    ) -> Result<TaskFuture<Vec<u8>>, SubmitError> {
+        let is_async = self.process_target(name)?;
+        let args = EncodedArgs {
+            bytes: args,
+            fds: Vec::new(),
+        };
+        let raw: crate::exec::process::Decode<Vec<u8>> = |bytes, fds| {
+            if fds.is_empty() {
+                Ok(bytes.to_vec())
+            } else {
+                Err(TaskError::failed(
+                    "a result holding shared-memory buffers cannot travel to a remote client",
+                ))
+            }
+        };
+        let task = ProcessTask::<(), Vec<u8>>::external(name);
+        self.enqueue_process(opts, task, is_async, args, raw)
     }
 
     /// Whether a process task may be submitted from here; whether it is
@@ -528,9 +577,10 @@ impl ConcurrentSystem {
         task: ProcessTask<A, R>,
         is_async: bool,
         args: EncodedArgs,
+        decode: crate::exec::process::Decode<R>,
     ) -> Result<TaskFuture<R>, SubmitError>
     where
-        R: serde::de::DeserializeOwned + Send + 'static,
+        R: Send + 'static,
     {
         let limit = self.shared.config.processes.max_frame_bytes;
         // The frame also holds the task's name and a few numbers.
@@ -559,7 +609,7 @@ impl ConcurrentSystem {
             fds,
             is_async,
             boxed,
-            decode: decode_result::<R>,
+            decode,
         };
         self.submit_body(opts, PROCESSES, body)
     }

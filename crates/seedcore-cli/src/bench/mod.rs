@@ -12,6 +12,7 @@ mod gpu;
 mod parallel;
 mod peers;
 mod process;
+mod remote;
 mod report;
 mod threads;
 mod tiny;
@@ -108,11 +109,16 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 results.extend(entries);
                 notes.extend(suite_notes);
             }
+            Suite::Remote => {
+                let (entries, suite_notes) = remote::run(scale, args.install_peers)?;
+                results.extend(entries);
+                notes.extend(suite_notes);
+            }
             other if args.suite == Suite::All => {
                 eprintln!("suite {}: not built yet", other.name());
             }
             other => bail!(
-                "suite {}: not built yet (built suites: threads, process, parallel, balance, gpu, all)",
+                "suite {}: not built yet (built suites: threads, process, parallel, balance, gpu, remote, all)",
                 other.name()
             ),
         }

@@ -699,7 +699,7 @@ impl Drop for ScriptFile {
 }
 
 /// Runs `python -c code` and returns its trimmed stdout, or why it failed.
-fn probe(python: &Path, code: &str) -> Result<String, String> {
+pub(super) fn probe(python: &Path, code: &str) -> Result<String, String> {
     let out = Command::new(python)
         .args(["-c", code])
         .stdin(Stdio::null())
@@ -726,7 +726,7 @@ fn last_line(bytes: &[u8]) -> String {
 /// Where the virtual environment for pebble goes: `$SEEDCORE_PEERS_VENV`,
 /// else `peers-venv` in the cargo target folder this binary was built in,
 /// else the user's cache folder.
-fn venv_dir() -> PathBuf {
+pub(super) fn venv_dir() -> PathBuf {
     if let Some(p) = std::env::var_os(VENV_ENV) {
         return PathBuf::from(p);
     }

@@ -17,6 +17,8 @@ pub(crate) mod async_rt;
 #[cfg(feature = "cuda")]
 pub(crate) mod gpu;
 pub(crate) mod process;
+#[cfg(feature = "remote")]
+pub(crate) mod remote;
 pub(crate) mod service;
 pub(crate) mod thread;
 

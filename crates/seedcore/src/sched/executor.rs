@@ -231,8 +231,9 @@ pub struct ExecutorStats {
     pub max: usize,
     /// Process ids of its worker processes, for executors that have them.
     pub pids: Vec<u32>,
-    /// Named figures of the executor's own (the GPU executor's per-device
-    /// tasks, busy time and memory), as `(name, value)`.
+    /// Named figures of the executor's own, as `(name, value)`: the GPU
+    /// executor's per-device tasks, busy time and memory, the remote
+    /// executor's `reclaimed`, `duplicates`, `refused`; empty for most.
     pub gauges: Vec<(String, u64)>,
 }
 

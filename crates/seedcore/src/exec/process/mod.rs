@@ -40,9 +40,15 @@ mod worker;
 
 pub(crate) use crate::wire::frame::MAX_FDS;
 pub use batch::{BatchIntoIter, BatchItemError, BatchResults};
-pub(crate) use body::ProcessBody;
+pub(crate) use body::{Decode, ProcessBody};
 pub(crate) use dispatch::ProcessPool;
 pub(crate) use registry::find;
+
+/// The registered name `name`, with the table's lifetime (remote workers).
+#[cfg(feature = "remote")]
+pub(crate) fn find_task(name: &str) -> Option<&'static str> {
+    find(name).map(|e| e.name)
+}
 #[doc(hidden)]
 pub use registry::{
     assert_process_data, run_async, run_batch, run_sync, ProcessData, PROCESS_TASKS,

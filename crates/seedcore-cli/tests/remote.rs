@@ -1,0 +1,545 @@
+//! Distributed mode against a real `redis-server` started by each test on a
+//! free loopback port, with real `seedcore worker` processes. Skips with a
+//! printed reason where `redis-server` is not installed.
+
+mod common;
+
+use common::BIN;
+use seedcore::remote::{RemoteConfig, RemoteError, ServeOptions};
+use seedcore::{ConcurrentSystem, Priority, ProcessTask, TaskError, TaskOptions};
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SECRET: &str = "test-secret";
+const LONG: Duration = Duration::from_secs(60);
+
+/// Polls `cond` until it holds or `within` passes; whether it held.
+fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+const ADD: ProcessTask<(u64, u64), u64> = ProcessTask::external("seedcore::worker::remote_add");
+const ECHO: ProcessTask<String, String> = ProcessTask::external("seedcore::worker::remote_echo");
+const SLEEP: ProcessTask<u64, u64> = ProcessTask::external("seedcore::worker::remote_sleep");
+const MARKED: ProcessTask<(String, u64), u32> =
+    ProcessTask::external("seedcore::worker::remote_marked_sleep");
+
+/// A `redis-server` of this test, killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "seedcore-remote-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl Redis {
+    /// Starts one, or `None` (with the reason printed) without redis-server.
+    fn start(tag: &str, extra: &[&str]) -> Option<Redis> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
+            return None;
+        }
+        let dir = temp_dir(tag);
+        let port = free_port();
+        let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Self::spawn(port, &dir, &args);
+        let r = Redis {
+            child,
+            port,
+            dir,
+            args,
+        };
+        r.wait_ready();
+        Some(r)
+    }
+
+    fn spawn(port: u16, dir: &Path, args: &[String]) -> Child {
+        Command::new("redis-server")
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--dir")
+            .arg(dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts")
+    }
+
+    fn wait_ready(&self) {
+        let port = self.port;
+        let ready = eventually(LONG, || {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let _ = s.write_all(b"PING\r\n");
+            let mut buf = [0u8; 64];
+            // `+PONG`, or `-NOAUTH` from a server with a password: it answers.
+            matches!(s.read(&mut buf), Ok(n) if n > 0 && (buf[0] == b'+' || buf[0] == b'-') && !buf.starts_with(b"-LOADING"))
+        });
+        assert!(ready, "redis-server on port {port} never answered PING");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server (SIGKILL: nothing is flushed but what the append
+    /// log already has) and starts it again on the same port and folder.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port, &self.dir, &self.args);
+        self.wait_ready();
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `seedcore worker` process in its own process group, killed on drop.
+struct Worker(Child);
+
+impl Worker {
+    fn start(redis: &Redis, processes: usize, prefetch: usize) -> Worker {
+        let child = Command::new(BIN)
+            .args(["worker", "--redis", &redis.url(), "--secret", SECRET])
+            .args(["--processes", &processes.to_string()])
+            .args(["--prefetch", &prefetch.to_string()])
+            .args(["--visibility-timeout-ms", "1500"])
+            .process_group(0)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("seedcore worker starts");
+        Worker(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // SAFETY: signals the process group this test started.
+        unsafe {
+            libc::kill(-(self.0.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn client(redis: &Redis) -> ConcurrentSystem {
+    ConcurrentSystem::builder()
+        .remote(redis.url())
+        .remote_secret(SECRET)
+        .build()
+        .expect("the client connects")
+}
+
+/// Waits until `n` workers have sent a heartbeat.
+fn wait_workers(redis: &Redis, n: usize) {
+    let mut c = redis.conn();
+    let ok = eventually(LONG, || {
+        let len: usize = redis::cmd("HLEN")
+            .arg("{seedcore}:workers")
+            .query(&mut c)
+            .unwrap_or(0);
+        len >= n
+    });
+    assert!(ok, "{n} workers never sent a heartbeat");
+}
+
+fn queued(redis: &Redis) -> usize {
+    let mut c = redis.conn();
+    (0..=10)
+        .map(|l| {
+            redis::cmd("XLEN")
+                .arg(format!("{{seedcore}}:q:{l}"))
+                .query::<usize>(&mut c)
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// The remote executor's gauge `name` in the client's stats.
+fn gauge(sys: &ConcurrentSystem, name: &str) -> u64 {
+    sys.stats()
+        .executors
+        .iter()
+        .find(|e| e.kind.name() == "remote")
+        .and_then(|e| e.gauges.iter().find(|g| g.0 == name).map(|g| g.1))
+        .unwrap_or(0)
+}
+
+fn live_workers(sys: &ConcurrentSystem) -> usize {
+    sys.stats()
+        .executors
+        .iter()
+        .find(|e| e.kind.name() == "remote")
+        .map_or(0, |e| e.workers)
+}
+
+fn lines(path: &Path) -> Vec<u32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn round_trip_of_tasks_errors_and_timeouts() {
+    let Some(redis) = Redis::start("rt", &[]) else {
+        return;
+    };
+    let _w = Worker::start(&redis, 1, 8);
+    let sys = client(&redis);
+    let f = sys.submit_remote(TaskOptions::new(), ADD, (2, 3)).unwrap();
+    assert_eq!(f.wait().unwrap(), 5);
+    let f = sys
+        .submit_remote(TaskOptions::new(), ECHO, "hello".to_string())
+        .unwrap();
+    assert_eq!(f.wait().unwrap(), "hello");
+    let unknown: ProcessTask<u8, u8> = ProcessTask::external("no_such_task");
+    let err = sys
+        .submit_remote(TaskOptions::new(), unknown, 1)
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no task named `no_such_task`"),
+        "{err}"
+    );
+    // A timeout resolves the future and stops the task on the worker.
+    let err = sys
+        .submit_remote(
+            TaskOptions::new().timeout(Duration::from_millis(300)),
+            SLEEP,
+            60_000,
+        )
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(matches!(err, TaskError::TimedOut(_)), "{err}");
+    // The worker still serves (its local pool replaced the killed process).
+    let f = sys.submit_remote(TaskOptions::new(), ADD, (40, 2)).unwrap();
+    assert_eq!(f.wait().unwrap(), 42);
+    // The stats row shows the live worker from its heartbeats.
+    assert!(eventually(LONG, || live_workers(&sys) == 1));
+}
+
+#[test]
+fn higher_priorities_run_first_under_a_backlog() {
+    let Some(redis) = Redis::start("prio", &[]) else {
+        return;
+    };
+    let sys = client(&redis);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    let submit = |label: String, p: Priority| {
+        let o = order.clone();
+        let l = label.clone();
+        sys.submit_remote(TaskOptions::new().priority(p), ECHO, label)
+            .unwrap()
+            .on_complete(move |r| {
+                assert_eq!(r.unwrap(), l);
+                o.lock().unwrap().push(l);
+            })
+    };
+    for i in 0..12 {
+        handles.push(submit(format!("low{i}"), Priority::LOW));
+    }
+    for i in 0..6 {
+        handles.push(submit(format!("high{i}"), Priority::HIGH));
+    }
+    // The backlog is in Redis before any worker runs.
+    assert!(eventually(LONG, || queued(&redis) == 18));
+    let _w = Worker::start(&redis, 1, 1);
+    assert!(eventually(LONG, || order.lock().unwrap().len() == 18));
+    let order = order.lock().unwrap().clone();
+    let first_low = order.iter().position(|l| l.starts_with("low")).unwrap();
+    assert_eq!(
+        first_low, 6,
+        "every high task before any low one: {order:?}"
+    );
+    // Within one level, first in first out.
+    let lows: Vec<&String> = order.iter().filter(|l| l.starts_with("low")).collect();
+    let want: Vec<String> = (0..12).map(|i| format!("low{i}")).collect();
+    assert_eq!(lows, want.iter().collect::<Vec<_>>());
+}
+
+#[test]
+fn three_worker_processes_share_the_work() {
+    let Some(redis) = Redis::start("three", &[]) else {
+        return;
+    };
+    let workers: Vec<Worker> = (0..3).map(|_| Worker::start(&redis, 1, 2)).collect();
+    wait_workers(&redis, 3);
+    let sys = client(&redis);
+    let dir = temp_dir("three-marks");
+    let mark = dir.join("starts").display().to_string();
+    let fs: Vec<_> = (0..45)
+        .map(|_| {
+            sys.submit_remote(TaskOptions::new(), MARKED, (mark.clone(), 40))
+                .unwrap()
+        })
+        .collect();
+    let pids: HashSet<u32> = fs.into_iter().map(|f| f.wait().unwrap()).collect();
+    assert_eq!(pids.len(), 3, "each worker ran tasks: {pids:?}");
+    assert_eq!(lines(Path::new(&mark)).len(), 45, "each task ran once");
+    drop(workers);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_task_of_a_sigkilled_worker_completes_on_another_once() {
+    let Some(redis) = Redis::start("kill", &[]) else {
+        return;
+    };
+    let a = Worker::start(&redis, 1, 4);
+    let b = Worker::start(&redis, 1, 4);
+    wait_workers(&redis, 2);
+    let sys = client(&redis);
+    let dir = temp_dir("kill-marks");
+    let mark = dir.join("starts");
+    let f = sys
+        .submit_remote(
+            TaskOptions::new(),
+            MARKED,
+            (mark.display().to_string(), 2_000),
+        )
+        .unwrap();
+    assert!(
+        eventually(LONG, || lines(&mark).len() == 1),
+        "the task never started"
+    );
+    let first = lines(&mark)[0];
+    // The worker holding it: the parent of the pool process that runs it.
+    let status = std::fs::read_to_string(format!("/proc/{first}/status")).unwrap();
+    let ppid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (victim, survivor) = if ppid == a.pid() { (a, b) } else { (b, a) };
+    assert_eq!(victim.pid(), ppid, "the task runs under one of the workers");
+    drop(victim); // SIGKILL to its whole process group, mid-task.
+    let pid = f.wait().expect("the task completes on the other worker");
+    assert_ne!(pid, first);
+    let starts = lines(&mark);
+    assert_eq!(starts.len(), 2, "started once per worker: {starts:?}");
+    assert!(
+        eventually(LONG, || gauge(&sys, "reclaimed") == 1),
+        "the survivor reports the entry it took over"
+    );
+    drop(survivor);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn forged_and_unsigned_messages_are_refused() {
+    let Some(redis) = Redis::start("forged", &[]) else {
+        return;
+    };
+    let _w = Worker::start(&redis, 1, 4);
+    wait_workers(&redis, 1);
+    let mut c = redis.conn();
+    // A message signed with another secret is a forgery.
+    let other = ConcurrentSystem::builder()
+        .remote(redis.url())
+        .remote_secret("not-the-secret")
+        .build()
+        .unwrap();
+    let forged = other
+        .submit_remote(
+            TaskOptions::new().timeout(Duration::from_secs(2)),
+            ECHO,
+            "forged".to_string(),
+        )
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("{seedcore}:q:5")
+        .arg("*")
+        .arg("m")
+        .arg(b"\x01\x02\x03".as_slice())
+        .query(&mut c)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("{seedcore}:q:5")
+        .arg("*")
+        .arg("m")
+        .arg(b"\x01\x02\x03".as_slice())
+        .arg("s")
+        .arg([7u8; 32].as_slice())
+        .query(&mut c)
+        .unwrap();
+    // The forged one is never run: no result reaches its client.
+    assert!(matches!(forged.wait(), Err(TaskError::TimedOut(_))));
+    let sys = client(&redis);
+    let f = sys
+        .submit_remote(TaskOptions::new(), ECHO, "signed".to_string())
+        .unwrap();
+    assert_eq!(f.wait().unwrap(), "signed");
+    let refused: u64 = redis::cmd("GET")
+        .arg("{seedcore}:refused")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(refused, 3, "the forged, the unsigned and the garbage entry");
+    assert!(eventually(LONG, || gauge(&sys, "refused") == 3));
+    let results: Vec<String> = redis::cmd("KEYS")
+        .arg("{seedcore}:r:*")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        results.len(),
+        1,
+        "only the signed task stored a result: {results:?}"
+    );
+}
+
+#[test]
+fn redis_restarted_mid_run_loses_nothing_accepted() {
+    let Some(mut redis) = Redis::start(
+        "restart",
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    ) else {
+        return;
+    };
+    let _a = Worker::start(&redis, 1, 4);
+    let _b = Worker::start(&redis, 1, 4);
+    wait_workers(&redis, 2);
+    let sys = client(&redis);
+    let mut fs: Vec<_> = (0..30)
+        .map(|i| {
+            sys.submit_remote(TaskOptions::new(), SLEEP, 20 + i % 3)
+                .unwrap()
+        })
+        .collect();
+    redis.restart();
+    // Tasks accepted right after the restart also go through.
+    fs.extend((0..10).map(|_| sys.submit_remote(TaskOptions::new(), SLEEP, 5).unwrap()));
+    for f in fs {
+        f.wait_timeout(LONG)
+            .expect("resolves after the restart")
+            .expect("and succeeds");
+    }
+    let f = sys.submit_remote(TaskOptions::new(), ADD, (1, 1)).unwrap();
+    assert_eq!(f.wait().unwrap(), 2);
+}
+
+#[test]
+fn bad_urls_and_wrong_passwords_are_typed_errors() {
+    let Some(redis) = Redis::start("auth", &["--requirepass", "right"]) else {
+        return;
+    };
+    let serve = |url: String| {
+        seedcore::remote::serve(
+            RemoteConfig::new(url).secret(SECRET),
+            ServeOptions::default().processes(1),
+        )
+        .map(|_| ())
+        .unwrap_err()
+    };
+    assert!(matches!(
+        serve("http://127.0.0.1:1/".into()),
+        RemoteError::BadUrl { .. }
+    ));
+    assert!(matches!(
+        serve("redis://127.0.0.1:notaport/".into()),
+        RemoteError::BadUrl { .. }
+    ));
+    assert_eq!(
+        serve("rediss://127.0.0.1:6379/".into()),
+        RemoteError::TlsUnsupported
+    );
+    let wrong = format!("redis://:wrong@127.0.0.1:{}/", redis.port);
+    let e = serve(wrong.clone());
+    assert!(matches!(e, RemoteError::Auth { .. }), "{e:?}");
+    assert!(
+        !e.to_string().contains("wrong@"),
+        "the password is hidden: {e}"
+    );
+    let e = serve(redis.url());
+    assert!(matches!(e, RemoteError::Auth { .. }), "no password: {e:?}");
+    let closed = format!("redis://127.0.0.1:{}/", free_port());
+    assert!(matches!(serve(closed), RemoteError::Connect { .. }));
+    // The builder names the setting.
+    let e = ConcurrentSystem::builder()
+        .remote(wrong)
+        .remote_secret(SECRET)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field, "remote.url");
+    assert!(e.reason.contains("refused the credentials"), "{e}");
+    // And a right password works.
+    let right = format!("redis://:right@127.0.0.1:{}/", redis.port);
+    let sys = ConcurrentSystem::builder()
+        .remote(right)
+        .remote_secret(SECRET)
+        .build();
+    assert!(sys.is_ok());
+    // Without a secret nothing starts.
+    let e = seedcore::remote::serve(
+        RemoteConfig::new(redis.url()).secret(""),
+        ServeOptions::default(),
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert_eq!(e, RemoteError::NoSecret);
+}

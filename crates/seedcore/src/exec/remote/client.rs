@@ -1,0 +1,619 @@
+//! The client side: the remote executor of a [`ConcurrentSystem`], its
+//! task body, the sender of task messages and the reader of results.
+//!
+//! An attempt begins when its message is handed to the sender (the
+//! deadline runs from there) and ends when its result arrives, or when a
+//! deadline, a cancel or the shutdown stops it ([`RemoteExec`]'s
+//! `stop_attempt` also tells the worker, which cancels its local task).
+
+use super::proto::{unix_ms, ResultMessage, Signer, TaskMessage};
+use super::streams::{self, Keys};
+use super::{RemoteConfig, RemoteError};
+use crate::config::ShutdownMode;
+use crate::error::{SubmitError, TaskError};
+use crate::options::{TaskOptions, LEVELS};
+use crate::sched::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
+use crate::system::{ConcurrentSystem, SystemBuilder};
+use crate::task::{Attempt, Body, ExecutorKind, Job, StopReason, TaskCell, TaskFuture, TaskId};
+use crate::ProcessTask;
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The executor's kind in stats, the monitor and metrics.
+pub(crate) const KIND: ExecutorKind = ExecutorKind::Custom("remote");
+
+/// What the sender writes.
+enum Outgoing {
+    Task {
+        level: u8,
+        body: Vec<u8>,
+        sig: Vec<u8>,
+    },
+    Cancel {
+        key: String,
+    },
+}
+
+/// An attempt waiting for its result.
+struct Pending {
+    job: Arc<dyn RemoteJob>,
+    attempt: Attempt,
+}
+
+/// A remote task as the executor holds it.
+pub(crate) trait RemoteJob: Send + Sync + 'static {
+    /// Attempt `a` ended: with the worker's result, or stopped here.
+    fn finish(self: Arc<Self>, a: Attempt, r: Result<Vec<u8>, TaskError>);
+    /// Resolves the task with `e` (shutdown).
+    fn fail_with(&self, e: TaskError);
+}
+
+/// State shared by the executor, its bodies and its loops.
+pub(crate) struct Inner {
+    cfg: RemoteConfig,
+    keys: Keys,
+    signer: Signer,
+    client_id: u64,
+    redis: redis::Client,
+    pending: Mutex<HashMap<(u64, u32), Pending>>,
+    out: mpsc::UnboundedSender<Outgoing>,
+    closed: AtomicBool,
+    depth: [AtomicUsize; LEVELS],
+    in_flight: AtomicUsize,
+    duplicates: AtomicU64,
+    /// From the heartbeats: entries taken over, results that came second.
+    worker_reclaimed: AtomicU64,
+    worker_duplicates: AtomicU64,
+    refused: AtomicU64,
+    workers: Mutex<Vec<WorkerInfo>>,
+    reconnects: AtomicU64,
+}
+
+/// The body of a remote task: the registered name and the encoded
+/// arguments (kept for retries).
+pub(crate) struct RemoteBody<T> {
+    inner: Arc<Inner>,
+    name: &'static str,
+    args: Vec<u8>,
+    decode: fn(&[u8]) -> Result<T, TaskError>,
+}
+
+impl<T: Send + 'static> Body for RemoteBody<T> {
+    type Output = T;
+
+    fn start(cell: &Arc<TaskCell<Self>>, a: Attempt) -> bool {
+        let inner = cell.body().inner.clone();
+        inner.send(cell.clone(), a);
+        true
+    }
+}
+
+impl<T: Send + 'static> RemoteJob for TaskCell<RemoteBody<T>> {
+    fn finish(self: Arc<Self>, a: Attempt, r: Result<Vec<u8>, TaskError>) {
+        let decode = self.body().decode;
+        let out = r.and_then(|b| decode(&b));
+        self.end(a, out);
+    }
+
+    fn fail_with(&self, e: TaskError) {
+        Job::fail(self, e);
+    }
+}
+
+fn decode<R: serde::de::DeserializeOwned>(b: &[u8]) -> Result<R, TaskError> {
+    postcard::from_bytes(b)
+        .map_err(|e| TaskError::failed(format!("the result could not be decoded: {e}")))
+}
+
+impl Inner {
+    fn send<T: Send + 'static>(&self, cell: Arc<TaskCell<RemoteBody<T>>>, a: Attempt) {
+        let h = &cell.header;
+        if self.closed.load(Ordering::Acquire) {
+            cell.end(a, Err(TaskError::SystemShutdown));
+            return;
+        }
+        let now = unix_ms();
+        let timeout_ms = h.opts.timeout.map(|t| t.as_millis() as u64);
+        let life = timeout_ms.unwrap_or(self.cfg.message_ttl.as_millis() as u64);
+        let level = h.opts.priority.level();
+        let msg = TaskMessage {
+            version: super::proto::version(),
+            client: self.client_id,
+            task: h.id.as_u64(),
+            attempt: a.n,
+            name: cell.body().name.to_owned(),
+            priority: level,
+            expires_ms: now + life,
+            timeout_ms,
+            args: cell.body().args.clone(),
+        };
+        let body = msg.encode();
+        let sig = self.signer.sign(&body).to_vec();
+        self.pending.lock().insert(
+            (msg.task, a.n),
+            Pending {
+                job: cell.clone(),
+                attempt: a,
+            },
+        );
+        if self.out.send(Outgoing::Task { level, body, sig }).is_err() {
+            if let Some(p) = self.pending.lock().remove(&(msg.task, a.n)) {
+                p.job.finish(p.attempt, Err(TaskError::SystemShutdown));
+            }
+        }
+    }
+
+    /// One result from the reply list (or a result key).
+    fn deliver(&self, raw: &[u8]) {
+        let Some(r) = self.signer.open_result(raw) else {
+            log::warn!("seedcore remote: refused a result with a bad signature");
+            return;
+        };
+        self.complete(r);
+    }
+
+    fn complete(&self, r: ResultMessage) {
+        if r.client != self.client_id {
+            return;
+        }
+        let Some(p) = self.pending.lock().remove(&(r.task, r.attempt)) else {
+            // Its attempt was stopped here already, or it came twice.
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        p.job.finish(p.attempt, r.outcome.into_local("remote"));
+    }
+
+    /// Reads the result keys of every pending attempt: after a reconnect,
+    /// a reply popped by a lost connection is found here.
+    async fn recover(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        let ids: Vec<(u64, u32)> = self.pending.lock().keys().copied().collect();
+        for chunk in ids.chunks(500) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|&(t, n)| self.keys.result(self.client_id, t, n))
+                .collect();
+            let vals: Vec<Option<Vec<u8>>> =
+                redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+            for v in vals.into_iter().flatten() {
+                self.deliver(&v);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The remote executor: a sibling of the thread and process executors.
+pub(crate) struct RemoteExec {
+    inner: Arc<Inner>,
+    rt: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl std::fmt::Debug for RemoteExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteExec")
+            .field("config", &self.inner.cfg)
+            .finish()
+    }
+}
+
+impl RemoteExec {
+    /// Connects (once, with a typed error) and starts the sender, the
+    /// reply reader and the stats reader.
+    pub(crate) fn start(cfg: RemoteConfig) -> Result<Self, RemoteError> {
+        cfg.validate()?;
+        let redis = streams::client(&cfg)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("seedcore-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| RemoteError::Redis(format!("cannot start the I/O thread: {e}")))?;
+        let keys = Keys::new(&cfg.namespace);
+        let mut conn = rt.block_on(streams::first_connect(&cfg, &redis))?;
+        rt.block_on(streams::ensure_groups(&mut conn, &keys))
+            .map_err(|e| RemoteError::Redis(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            signer: Signer::new(&cfg.secret),
+            keys,
+            client_id: fastrand::u64(1..),
+            redis,
+            pending: Mutex::new(HashMap::new()),
+            out: tx,
+            closed: AtomicBool::new(false),
+            depth: Default::default(),
+            in_flight: AtomicUsize::new(0),
+            duplicates: AtomicU64::new(0),
+            worker_reclaimed: AtomicU64::new(0),
+            worker_duplicates: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            workers: Mutex::new(Vec::new()),
+            reconnects: AtomicU64::new(0),
+            cfg,
+        });
+        rt.spawn(sender(inner.clone(), conn.clone(), rx));
+        rt.spawn(replies(inner.clone()));
+        rt.spawn(watch(inner.clone(), conn));
+        Ok(RemoteExec {
+            inner,
+            rt: Mutex::new(Some(rt)),
+        })
+    }
+
+    pub(crate) fn body<R: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        name: &'static str,
+        args: Vec<u8>,
+    ) -> Result<RemoteBody<R>, SubmitError> {
+        let limit = self.inner.cfg.max_payload_bytes;
+        if args.len() > limit {
+            return Err(SubmitError::PayloadTooLarge {
+                size: args.len(),
+                limit,
+            });
+        }
+        Ok(RemoteBody {
+            inner: self.inner.clone(),
+            name,
+            args,
+            decode: decode::<R>,
+        })
+    }
+}
+
+impl Executor for RemoteExec {
+    fn kind(&self) -> ExecutorKind {
+        KIND
+    }
+
+    /// The queue is Redis's: an attempt begins at once and its message
+    /// goes to the stream of its priority.
+    fn accept(&self, task: Runnable) {
+        task.run();
+    }
+
+    fn stop_attempt(&self, task: TaskId, attempt: u32, _why: StopReason) {
+        let i = &self.inner;
+        if let Some(p) = i.pending.lock().remove(&(task.as_u64(), attempt)) {
+            p.job.finish(p.attempt, Err(TaskError::Cancelled));
+        }
+        let key = i.keys.cancel(i.client_id, task.as_u64(), attempt);
+        let _ = i.out.send(Outgoing::Cancel { key });
+    }
+
+    fn drain(&self) -> Vec<Runnable> {
+        Vec::new()
+    }
+
+    fn close(&self) {}
+
+    fn stop(&self, deadline: Instant, mode: ShutdownMode) -> StopReport {
+        let i = &self.inner;
+        if mode == ShutdownMode::Graceful {
+            while !i.pending.lock().is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        i.closed.store(true, Ordering::Release);
+        let left: Vec<Pending> = i.pending.lock().drain().map(|(_, p)| p).collect();
+        for p in left {
+            p.job.fail_with(TaskError::SystemShutdown);
+            p.job.finish(p.attempt, Err(TaskError::SystemShutdown));
+        }
+        if let Some(rt) = self.rt.lock().take() {
+            streams::close_runtime(rt);
+        }
+        StopReport::default()
+    }
+
+    fn stats(&self) -> ExecutorStats {
+        let i = &self.inner;
+        let mut s = ExecutorStats::new(KIND);
+        for (d, a) in s.queue_depth.iter_mut().zip(&i.depth) {
+            *d = a.load(Ordering::Relaxed);
+        }
+        s.queued = s.queue_depth.iter().sum();
+        let workers = i.workers.lock();
+        s.workers = workers.len();
+        s.busy = i.in_flight.load(Ordering::Relaxed);
+        s.target = workers.len();
+        s.core = workers.len();
+        s.max = workers.len();
+        let dup =
+            i.duplicates.load(Ordering::Relaxed) + i.worker_duplicates.load(Ordering::Relaxed);
+        s.gauges = [
+            ("reclaimed", i.worker_reclaimed.load(Ordering::Relaxed)),
+            ("duplicates", dup),
+            ("refused", i.refused.load(Ordering::Relaxed)),
+            ("pending", i.pending.lock().len() as u64),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        s
+    }
+
+    fn workers(&self) -> Vec<WorkerInfo> {
+        self.inner.workers.lock().clone()
+    }
+}
+
+impl Drop for RemoteExec {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.lock().take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Connects until it works or the executor closes.
+async fn reconnect(inner: &Inner, blocking: bool) -> Option<MultiplexedConnection> {
+    let mut n = 0;
+    loop {
+        if inner.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        match streams::connect(&inner.redis, blocking).await {
+            Ok(c) => {
+                inner.reconnects.fetch_add(1, Ordering::Relaxed);
+                return Some(c);
+            }
+            Err(e) => {
+                log::debug!("seedcore remote: reconnecting: {e}");
+                tokio::time::sleep(streams::backoff(n)).await;
+                n += 1;
+            }
+        }
+    }
+}
+
+/// Writes task messages and cancels, as many per pipeline as are waiting.
+async fn sender(
+    inner: Arc<Inner>,
+    mut conn: MultiplexedConnection,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        let mut pipe = redis::pipe();
+        let ttl = inner.cfg.result_ttl.as_secs().max(1);
+        for o in &batch {
+            match o {
+                Outgoing::Task { level, body, sig } => {
+                    pipe.cmd("XADD")
+                        .arg(inner.keys.stream(*level))
+                        .arg("*")
+                        .arg("m")
+                        .arg(body.as_slice())
+                        .arg("s")
+                        .arg(sig.as_slice())
+                        .ignore();
+                }
+                Outgoing::Cancel { key } => {
+                    pipe.cmd("SET").arg(key).arg(1).arg("EX").arg(ttl).ignore();
+                    pipe.cmd("PUBLISH")
+                        .arg(inner.keys.cancel_channel())
+                        .arg(key)
+                        .ignore();
+                }
+            }
+        }
+        // Nothing accepted is dropped: a failed pipeline is sent again on
+        // a new connection (a message may then arrive twice; the first
+        // result wins).
+        loop {
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => break,
+                Err(e) if streams::is_disconnect(&e) => match reconnect(&inner, false).await {
+                    Some(c) => conn = c,
+                    None => return,
+                },
+                Err(e) => {
+                    log::error!("seedcore remote: Redis refused task messages: {e}");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Waits on the reply list (BLPOP) and drains it (LPOP n).
+async fn replies(inner: Arc<Inner>) {
+    let key = inner.keys.reply(inner.client_id);
+    let Some(mut conn) = reconnect(&inner, true).await else {
+        return;
+    };
+    loop {
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let got: redis::RedisResult<Option<(String, Vec<u8>)>> = redis::cmd("BLPOP")
+            .arg(&key)
+            .arg(1)
+            .query_async(&mut conn)
+            .await;
+        let r = match got {
+            Ok(None) => continue,
+            Ok(Some((_, v))) => {
+                inner.deliver(&v);
+                redis::cmd("LPOP")
+                    .arg(&key)
+                    .arg(1024)
+                    .query_async::<Option<Vec<Vec<u8>>>>(&mut conn)
+                    .await
+                    .map(|more| {
+                        for v in more.into_iter().flatten() {
+                            inner.deliver(&v);
+                        }
+                    })
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            if !streams::is_disconnect(&e) {
+                log::error!("seedcore remote: reading results: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            match reconnect(&inner, true).await {
+                Some(c) => conn = c,
+                None => return,
+            }
+            if let Err(e) = inner.recover(&mut conn).await {
+                log::warn!("seedcore remote: recovering results: {e}");
+            }
+        }
+    }
+}
+
+/// Reads the queue depths and the live workers once a second, for stats.
+async fn watch(inner: Arc<Inner>, mut conn: MultiplexedConnection) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for l in streams::levels() {
+            pipe.cmd("XLEN").arg(inner.keys.stream(l));
+        }
+        pipe.cmd("HGETALL").arg(inner.keys.workers());
+        pipe.cmd("GET").arg(inner.keys.counter("refused"));
+        let r: redis::RedisResult<Vec<Value>> = pipe.query_async(&mut conn).await;
+        match r {
+            Ok(vals) => {
+                for (a, v) in inner.depth.iter().zip(&vals) {
+                    if let Value::Int(n) = v {
+                        a.store(*n as usize, Ordering::Relaxed);
+                    }
+                }
+                if let Some(v) = vals.get(LEVELS) {
+                    let live = super::worker::live_workers(v);
+                    *inner.workers.lock() = live.workers;
+                    inner.in_flight.store(live.held, Ordering::Relaxed);
+                    inner
+                        .worker_reclaimed
+                        .store(live.reclaimed, Ordering::Relaxed);
+                    inner
+                        .worker_duplicates
+                        .store(live.duplicates, Ordering::Relaxed);
+                }
+                if let Some(v) = vals.get(LEVELS + 1) {
+                    let n = streams::bytes(v)
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0);
+                    inner.refused.store(n, Ordering::Relaxed);
+                }
+            }
+            Err(e) if streams::is_disconnect(&e) => match reconnect(&inner, false).await {
+                Some(c) => conn = c,
+                None => return,
+            },
+            Err(_) => {}
+        }
+    }
+}
+
+impl SystemBuilder {
+    /// Adds the remote executor on the Redis server at `url` (feature
+    /// `remote`); tasks reach it through
+    /// [`ConcurrentSystem::submit_remote`]. The secret comes from
+    /// `SEEDCORE_REMOTE_SECRET` unless [`remote_secret`](Self::remote_secret)
+    /// sets it; [`remote_config`](Self::remote_config) sets everything.
+    pub fn remote(mut self, url: impl Into<String>) -> Self {
+        let secret = self.remote.take().map(|c| c.secret);
+        let mut c = RemoteConfig::new(url);
+        if let Some(s) = secret.filter(|s| !s.is_empty()) {
+            c.secret = s;
+        }
+        self.remote = Some(c);
+        self
+    }
+
+    /// The shared secret the remote executor signs its messages with.
+    pub fn remote_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        let c = self
+            .remote
+            .take()
+            .unwrap_or_else(|| RemoteConfig::new(String::new()));
+        self.remote = Some(c.secret(secret));
+        self
+    }
+
+    /// Every setting of the remote executor.
+    pub fn remote_config(mut self, config: RemoteConfig) -> Self {
+        self.remote = Some(config);
+        self
+    }
+}
+
+impl ConcurrentSystem {
+    /// Adds the remote executor after the system is built: like
+    /// [`SystemBuilder::remote`], with a typed error (a bad URL, a refused
+    /// password, an unreachable server). Fails with
+    /// [`RemoteError::BadSetting`] if one is attached already.
+    pub fn add_remote(&self, config: RemoteConfig) -> Result<(), RemoteError> {
+        attach(self.shared(), config)
+    }
+
+    /// Runs the process task `task` with `args` on a remote worker (see
+    /// [`seedcore::remote`](crate::remote)) and returns its future at once.
+    /// Priority, timeout, retries, cancel and callbacks work as for local
+    /// tasks; a timeout or a cancel also asks the worker to stop the task.
+    ///
+    /// Fails at once if no remote executor is attached, the arguments do
+    /// not serialize, hold shared-memory buffers or are larger than
+    /// `max_payload_bytes`.
+    pub fn submit_remote<A, R>(
+        &self,
+        opts: TaskOptions,
+        task: ProcessTask<A, R>,
+        args: A,
+    ) -> Result<TaskFuture<R>, SubmitError>
+    where
+        A: serde::Serialize,
+        R: serde::de::DeserializeOwned + Send + 'static,
+    {
+        let Some((slot, exec)) = self.shared().remote.get() else {
+            return Err(SubmitError::InvalidOptions(
+                "no remote executor: build the system with SystemBuilder::remote(url)".into(),
+            ));
+        };
+        let enc = crate::system::encode_args(&args)?;
+        if !enc.fds.is_empty() {
+            return Err(SubmitError::Serialize(
+                "shared-memory buffers cannot travel to remote workers".into(),
+            ));
+        }
+        let body = exec.body::<R>(task.name(), enc.bytes)?;
+        self.submit_body(opts, *slot, body)
+    }
+}
+
+/// Starts the remote executor and registers it.
+pub(crate) fn attach(
+    shared: &Arc<crate::system::Shared>,
+    config: RemoteConfig,
+) -> Result<(), RemoteError> {
+    if shared.remote.get().is_some() {
+        return Err(RemoteError::BadSetting(
+            "a remote executor is attached already".into(),
+        ));
+    }
+    let exec = Arc::new(RemoteExec::start(config)?);
+    let slot = shared
+        .sched
+        .register(exec.clone())
+        .map_err(|e| RemoteError::BadSetting(e.to_string()))?;
+    let _ = shared.remote.set((slot, exec));
+    Ok(())
+}

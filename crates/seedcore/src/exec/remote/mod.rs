@@ -1,0 +1,187 @@
+//! The remote executor: process tasks run on worker machines fed through
+//! Redis Streams (feature `remote`).
+//!
+//! # Delivery
+//!
+//! * One stream per priority level (`{ns}:q:0` .. `{ns}:q:10`), one
+//!   consumer group `workers`; a worker reads the highest level that has
+//!   entries first (a script reads the levels in order, one round trip).
+//! * At least once: a worker acknowledges an entry only in the same script
+//!   that stores its result. A worker that dies leaves its entries pending;
+//!   after the visibility timeout another worker claims them (XAUTOCLAIM).
+//!   Live workers refresh the idle time of their entries on each heartbeat
+//!   so that long tasks are not taken from them.
+//! * First result wins: the result key of an attempt is set with `NX`, and
+//!   only the winner pushes it to the client's reply list, so a duplicate
+//!   run is counted, never delivered twice. Results expire after the
+//!   result TTL.
+//! * The client waits on its reply list with `BLPOP` (no polling), drains
+//!   what else is there with `LPOP n`, and after a reconnect reads the
+//!   result keys of every attempt still pending, so a reply lost with a
+//!   connection is found again.
+//!
+//! # Security
+//!
+//! Every message is signed with HMAC-SHA256 over a shared secret, results
+//! too; workers refuse unsigned, forged, expired or oversized messages and
+//! unknown task names, and count refusals in `{ns}:refused`.
+
+pub(crate) mod client;
+pub(crate) mod proto;
+pub(crate) mod streams;
+pub(crate) mod worker;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use worker::{serve, ServeOptions, WorkerCounts, WorkerHandle};
+
+/// Settings of the remote executor (client) and of a worker.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RemoteConfig {
+    /// `redis://[user:password@]host:port[/db]`. `rediss://` (TLS) is
+    /// refused with [`RemoteError::TlsUnsupported`]: this build has no TLS.
+    pub url: String,
+    /// The shared secret messages are signed with; the same on the client
+    /// and every worker.
+    pub secret: Vec<u8>,
+    /// Key prefix; one deployment (one stream set) per namespace. Keys are
+    /// `{namespace}:...`, so that in a Redis Cluster they share a slot.
+    pub namespace: String,
+    /// How long an entry may stay with a worker that sends no heartbeat
+    /// before another worker takes it.
+    pub visibility_timeout: Duration,
+    /// How long results (and reply lists) are kept.
+    pub result_ttl: Duration,
+    /// The largest encoded arguments accepted.
+    pub max_payload_bytes: usize,
+    /// How long a message without a timeout stays valid.
+    pub message_ttl: Duration,
+}
+
+impl RemoteConfig {
+    /// Settings for `url`, with the secret from `SEEDCORE_REMOTE_SECRET`
+    /// (or none) and the defaults: visibility timeout 30 s, result TTL
+    /// 1 h, payload limit 16 MiB, message TTL 24 h.
+    pub fn new(url: impl Into<String>) -> Self {
+        RemoteConfig {
+            url: url.into(),
+            secret: std::env::var("SEEDCORE_REMOTE_SECRET")
+                .map(String::into_bytes)
+                .unwrap_or_default(),
+            namespace: "seedcore".into(),
+            visibility_timeout: Duration::from_secs(30),
+            result_ttl: Duration::from_secs(3600),
+            max_payload_bytes: 16 << 20,
+            message_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// Sets the shared secret.
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = secret.as_ref().to_vec();
+        self
+    }
+
+    /// Sets the key prefix.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = ns.into();
+        self
+    }
+
+    /// Sets the visibility timeout.
+    pub fn visibility_timeout(mut self, d: Duration) -> Self {
+        self.visibility_timeout = d;
+        self
+    }
+
+    /// Sets the result TTL.
+    pub fn result_ttl(mut self, d: Duration) -> Self {
+        self.result_ttl = d;
+        self
+    }
+
+    /// Sets the payload limit.
+    pub fn max_payload_bytes(mut self, n: usize) -> Self {
+        self.max_payload_bytes = n;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), RemoteError> {
+        if self.secret.is_empty() {
+            return Err(RemoteError::NoSecret);
+        }
+        if self.visibility_timeout < Duration::from_millis(100) {
+            return Err(RemoteError::BadSetting(
+                "visibility_timeout must be at least 100ms".into(),
+            ));
+        }
+        if self.result_ttl < Duration::from_secs(1) {
+            return Err(RemoteError::BadSetting(
+                "result_ttl must be at least 1s".into(),
+            ));
+        }
+        if self.namespace.is_empty() || self.namespace.contains(['{', '}']) {
+            return Err(RemoteError::BadSetting(
+                "namespace must be non-empty, without braces".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RemoteConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteConfig")
+            .field("url", &streams::redact(&self.url))
+            .field("secret", &"<hidden>")
+            .field("namespace", &self.namespace)
+            .field("visibility_timeout", &self.visibility_timeout)
+            .field("result_ttl", &self.result_ttl)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .finish()
+    }
+}
+
+/// Why the remote executor or a worker could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// The URL does not parse as a Redis URL.
+    #[error("bad Redis URL `{url}`: {reason}")]
+    BadUrl {
+        /// The URL, password hidden.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `rediss://` was asked for and this build has no TLS support.
+    #[error("`rediss://` (TLS) is not supported by this build of seedcore; use a TLS tunnel (stunnel, spiped) to reach the server, or redis:// on a trusted network")]
+    TlsUnsupported,
+    /// Redis refused the credentials (wrong password or user).
+    #[error("Redis at {url} refused the credentials: {reason}")]
+    Auth {
+        /// The URL, password hidden.
+        url: String,
+        /// Redis's answer.
+        reason: String,
+    },
+    /// The server could not be reached.
+    #[error("cannot connect to Redis at {url}: {reason}")]
+    Connect {
+        /// The URL, password hidden.
+        url: String,
+        /// The OS's or the client's error.
+        reason: String,
+    },
+    /// No shared secret was given.
+    #[error("the remote executor needs a shared secret (RemoteConfig::secret or SEEDCORE_REMOTE_SECRET)")]
+    NoSecret,
+    /// A setting is out of range.
+    #[error("invalid remote setting: {0}")]
+    BadSetting(String),
+    /// Redis answered an unexpected error.
+    #[error("Redis error: {0}")]
+    Redis(String),
+}
