@@ -141,17 +141,6 @@ fn bench_rejects_unknown_suite() {
 }
 
 #[test]
-fn bench_unbuilt_suite_says_so() {
-    let out = seedcore(&["bench", "remote", "--json"]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("suite remote: not built yet"),
-        "{}",
-        text(&out.stderr)
-    );
-}
-
-#[test]
 fn bench_gpu_without_a_gpu_reports_every_subject_skipped() {
     let out = seedcore(&["bench", "gpu", "--json", "--quick"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
