@@ -8,11 +8,13 @@
 //! | `async_rt` | [`ExecutorKind::Async`] | polled by its driver threads inside a tokio runtime | drops the future |
 //! | `service` | [`ExecutorKind::Services`] | on a dedicated thread | sets the token, detaches at shutdown |
 //! | `process` | [`ExecutorKind::Processes`] | in a worker process | kills the worker's process group |
+//! | `command` | `ExecutorKind::Custom("command")` | an external command in its own process group | TERM, a grace period, KILL to the group |
 //!
 //! An application adds its own with
 //! [`ConcurrentSystem::add_executor`](crate::ConcurrentSystem::add_executor).
 
 pub(crate) mod async_rt;
+pub(crate) mod command;
 pub(crate) mod process;
 pub(crate) mod service;
 pub(crate) mod thread;
