@@ -22,6 +22,9 @@ pub(crate) enum Command {
     /// Run a mixed workload that shows priorities, timeouts, retries, panics,
     /// locks, callbacks and async tasks, then check every outcome.
     Demo(DemoArgs),
+    /// Run a command for each input, in parallel (GNU parallel's inputs,
+    /// replacement strings and job log): `seedcore exec -j 4 gzip {} ::: *.log`.
+    Exec(crate::exec::ExecArgs),
     /// Live dashboard of a running system, read from its metrics endpoint
     /// (`seedcore demo --serve ADDR`, or `ConcurrentSystem::serve_metrics`).
     Top(TopArgs),
