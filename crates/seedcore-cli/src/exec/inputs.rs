@@ -35,14 +35,11 @@ impl std::fmt::Display for InputError {
 impl std::error::Error for InputError {}
 
 fn read_lines(path: &str) -> Result<Vec<String>, InputError> {
-    let lines = |r: &mut dyn BufRead| -> io::Result<Vec<String>> {
-        r.lines().collect()
-    };
+    let lines = |r: &mut dyn BufRead| -> io::Result<Vec<String>> { r.lines().collect() };
     let got = if path == "-" {
         lines(&mut io::stdin().lock())
     } else {
-        std::fs::File::open(path)
-            .and_then(|f| lines(&mut io::BufReader::new(f)))
+        std::fs::File::open(path).and_then(|f| lines(&mut io::BufReader::new(f)))
     };
     got.map_err(|e| InputError(format!("cannot read input file {path}: {e}")))
 }
@@ -86,7 +83,9 @@ impl Parsed {
                         }
                     }
                     _ if linked && k == 0 => {
-                        return Err(InputError(format!("{sep} has no input source before it to link to")))
+                        return Err(InputError(format!(
+                            "{sep} has no input source before it to link to"
+                        )))
                     }
                     _ => sources.push(Source { rows }),
                 }
@@ -191,7 +190,14 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_an_error() {
-        let a = vec!["echo".to_string(), "::::".into(), "/nonexistent/seedcore".into()];
-        assert!(Parsed::parse(&a).unwrap_err().0.contains("/nonexistent/seedcore"));
+        let a = vec![
+            "echo".to_string(),
+            "::::".into(),
+            "/nonexistent/seedcore".into(),
+        ];
+        assert!(Parsed::parse(&a)
+            .unwrap_err()
+            .0
+            .contains("/nonexistent/seedcore"));
     }
 }

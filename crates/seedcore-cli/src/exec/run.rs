@@ -13,9 +13,7 @@ use super::template::{Rendered, Template, TemplateError};
 use super::{ExecArgs, Usage};
 use anyhow::Context;
 use seedcore::command::{failed_output, CommandExecutor, CommandOutput, CommandSpec};
-use seedcore::{
-    Backoff, ConcurrentSystem, RetryPolicy, TaskError, TaskHandle, TaskOptions,
-};
+use seedcore::{Backoff, ConcurrentSystem, RetryPolicy, TaskError, TaskHandle, TaskOptions};
 use std::collections::{HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -69,11 +67,27 @@ struct Halt {
 }
 
 fn halt(s: &str) -> anyhow::Result<Option<Halt>> {
-    let bad = || usage(format!("--halt {s}: expected never, soon|now,fail=N or soon|now,fail=P%"));
+    let bad = || {
+        usage(format!(
+            "--halt {s}: expected never, soon|now,fail=N or soon|now,fail=P%"
+        ))
+    };
     match s {
         "never" | "0" => return Ok(None),
-        "1" => return Ok(Some(Halt { now: false, count: Some(1), percent: None })),
-        "2" => return Ok(Some(Halt { now: true, count: Some(1), percent: None })),
+        "1" => {
+            return Ok(Some(Halt {
+                now: false,
+                count: Some(1),
+                percent: None,
+            }))
+        }
+        "2" => {
+            return Ok(Some(Halt {
+                now: true,
+                count: Some(1),
+                percent: None,
+            }))
+        }
         _ => {}
     }
     let (when, rule) = s.split_once(',').ok_or_else(bad)?;
@@ -88,13 +102,21 @@ fn halt(s: &str) -> anyhow::Result<Option<Halt>> {
         if !(0.0..=100.0).contains(&p) || p == 0.0 {
             return Err(bad());
         }
-        Ok(Some(Halt { now, count: None, percent: Some(p) }))
+        Ok(Some(Halt {
+            now,
+            count: None,
+            percent: Some(p),
+        }))
     } else {
         let n: u64 = v.parse().map_err(|_| bad())?;
         if n == 0 {
             return Err(bad());
         }
-        Ok(Some(Halt { now, count: Some(n), percent: None }))
+        Ok(Some(Halt {
+            now,
+            count: Some(n),
+            percent: None,
+        }))
     }
 }
 
@@ -169,25 +191,38 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         Some("auto") => (cores, true),
         Some(j) => {
             let n = if let Some(p) = j.strip_suffix('%') {
-                p.parse::<f64>().ok().map(|p| ((cores as f64 * p / 100.0).round() as usize).max(1))
+                p.parse::<f64>()
+                    .ok()
+                    .map(|p| ((cores as f64 * p / 100.0).round() as usize).max(1))
             } else {
-                j.parse::<usize>().ok().map(|n| if n == 0 { 256 } else { n })
+                j.parse::<usize>()
+                    .ok()
+                    .map(|n| if n == 0 { 256 } else { n })
             };
-            (n.ok_or_else(|| usage(format!("-j {j}: expected a number, N% or auto")))?, false)
+            (
+                n.ok_or_else(|| usage(format!("-j {j}: expected a number, N% or auto")))?,
+                false,
+            )
         }
     };
-    let timeout = args.timeout.as_deref().map(|t| duration(t, "timeout")).transpose()?;
+    let timeout = args
+        .timeout
+        .as_deref()
+        .map(|t| duration(t, "timeout"))
+        .transpose()?;
     let grace = duration(&args.grace, "grace")?;
     let retry_delay = duration(&args.retry_delay, "retry-delay")?;
     let halt = args.halt.as_deref().map(halt).transpose()?.flatten();
     let memfree = args.memfree.as_deref().map(bytes).transpose()?;
-    let readings = Readings { file: args.readings.clone() };
+    let readings = Readings {
+        file: args.readings.clone(),
+    };
     if (args.resume || args.resume_failed) && args.joblog.is_none() {
         return Err(usage("--resume and --resume-failed need --joblog FILE"));
     }
     let parsed = Parsed::parse(&args.rest).map_err(|e: InputError| usage(e.0))?;
-    let template = Template::parse(&parsed.command, parsed.width())
-        .map_err(|e: TemplateError| usage(e.0))?;
+    let template =
+        Template::parse(&parsed.command, parsed.width()).map_err(|e: TemplateError| usage(e.0))?;
     let total = parsed.count();
     let mut jobs = parsed.into_jobs();
 
@@ -211,28 +246,43 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the engine")?;
     let exec = CommandExecutor::new(slots).grace(grace);
-    let exec = if auto { exec.min_slots(1).max_slots(4 * cores) } else { exec.max_slots(slots) };
-    system.add_executor(exec).context("cannot start the command executor")?;
+    let exec = if auto {
+        exec.min_slots(1).max_slots(4 * cores)
+    } else {
+        exec.max_slots(slots)
+    };
+    system
+        .add_executor(exec)
+        .context("cannot start the command executor")?;
     let max_slots = if auto { 4 * cores } else { slots };
     // {%} needs a job per slot at most; otherwise a few queued ahead keep
     // every slot busy.
-    let window = if template.uses_slot() { max_slots } else { 2 * max_slots + 2 };
+    let window = if template.uses_slot() {
+        max_slots
+    } else {
+        2 * max_slots + 2
+    };
     let mut opts = TaskOptions::new();
     if let Some(t) = timeout {
         opts = opts.timeout(t);
     }
     if args.retries > 0 {
-        opts = opts.retry(RetryPolicy::retries(args.retries).backoff(Backoff::Exponential {
-            initial: retry_delay,
-            factor: 2.0,
-            max: Duration::from_secs(30),
-        }));
+        opts = opts.retry(
+            RetryPolicy::retries(args.retries).backoff(Backoff::Exponential {
+                initial: retry_delay,
+                factor: 2.0,
+                max: Duration::from_secs(30),
+            }),
+        );
     }
 
     // SAFETY: the handler only increments an atomic, which is
     // async-signal-safe.
     unsafe {
-        libc::signal(libc::SIGINT, on_interrupt as usize as libc::sighandler_t);
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
     }
 
     let bar = (!args.no_bar && !args.dry_run && std::io::stderr().is_terminal()).then(|| {
@@ -290,7 +340,11 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             if skip(seq) {
                 continue;
             }
-            let slot = if template.uses_slot() { free_slots.pop().unwrap_or(1) } else { 1 };
+            let slot = if template.uses_slot() {
+                free_slots.pop().unwrap_or(1)
+            } else {
+                1
+            };
             let rendered = template.render(&inputs, seq, slot);
             if args.dry_run {
                 writeln!(out, "{}", rendered.line())?;
@@ -328,7 +382,11 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             break;
         }
         let gated = !exhausted && !stop && running.len() < window;
-        let wait = if gated { Duration::from_millis(50) } else { Duration::from_millis(200) };
+        let wait = if gated {
+            Duration::from_millis(50)
+        } else {
+            Duration::from_millis(200)
+        };
         let mut next = match rx.recv_timeout(wait) {
             Ok(r) => Some(r),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -379,7 +437,9 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             }
             if let Some(h) = halt {
                 let hit = h.count.is_some_and(|n| failed >= n)
-                    || h.percent.is_some_and(|p| failed as f64 * 100.0 >= p * finished as f64 && failed > 0);
+                    || h.percent.is_some_and(|p| {
+                        failed as f64 * 100.0 >= p * finished as f64 && failed > 0
+                    });
                 if hit && !stop {
                     stop = true;
                     eprintln!(

@@ -78,11 +78,7 @@ impl Rendered {
     pub(crate) fn line(&self) -> String {
         match self {
             Rendered::Shell(s) => s.clone(),
-            Rendered::Direct(words) => words
-                .iter()
-                .map(|w| quote(w))
-                .collect::<Vec<_>>()
-                .join(" "),
+            Rendered::Direct(words) => words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" "),
         }
     }
 }
@@ -101,8 +97,27 @@ const SHELL_WORDS: &[&str] = &[
 fn is_meta(c: char) -> bool {
     matches!(
         c,
-        '|' | '&' | ';' | '<' | '>' | '(' | ')' | '$' | '`' | '\\' | '"' | '\'' | '*' | '?' | '['
-            | ']' | '#' | '~' | '{' | '}' | '\n' | '!'
+        '|' | '&'
+            | ';'
+            | '<'
+            | '>'
+            | '('
+            | ')'
+            | '$'
+            | '`'
+            | '\\'
+            | '"'
+            | '\''
+            | '*'
+            | '?'
+            | '['
+            | ']'
+            | '#'
+            | '~'
+            | '{'
+            | '}'
+            | '\n'
+            | '!'
     )
 }
 
@@ -198,6 +213,7 @@ impl Template {
     }
 
     /// Whether jobs are run by `sh -c`.
+    #[cfg(test)]
     pub(crate) fn uses_shell(&self) -> bool {
         self.shell
     }
@@ -364,7 +380,10 @@ mod tests {
     fn replacement_strings_match_gnu_parallel() {
         // GNU parallel 20221122: parallel --dry-run echo {.} {/} {//} {/.} {#} {%} ::: dir.d/sub/file.tar.gz
         assert_eq!(
-            line(&["echo", "{.}", "{/}", "{//}", "{/.}", "{#}", "{%}"], &["dir.d/sub/file.tar.gz"]),
+            line(
+                &["echo", "{.}", "{/}", "{//}", "{/.}", "{#}", "{%}"],
+                &["dir.d/sub/file.tar.gz"]
+            ),
             "echo dir.d/sub/file.tar file.tar.gz dir.d/sub file.tar 1 1"
         );
         assert_eq!(
