@@ -9,7 +9,6 @@
 
 mod balance;
 mod exec;
-mod exec;
 mod parallel;
 mod peers;
 mod process;
@@ -101,11 +100,6 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             }
             Suite::Balance => {
                 let (entries, suite_notes) = balance::run(scale)?;
-                results.extend(entries);
-                notes.extend(suite_notes);
-            }
-            Suite::Exec => {
-                let (entries, suite_notes) = exec::run(scale)?;
                 results.extend(entries);
                 notes.extend(suite_notes);
             }

@@ -8,6 +8,7 @@
 //! file, unreadable job log).
 
 mod inputs;
+mod jobsfile;
 mod joblog;
 mod run;
 mod template;
@@ -75,6 +76,11 @@ pub(crate) struct ExecArgs {
     /// of the system: for tests of --memfree and --load.
     #[arg(long, hide = true)]
     pub(crate) readings: Option<PathBuf>,
+    /// Run the jobs of FILE (TOML, or JSON lines), each with its own
+    /// command, priority, timeout, retries, env and cwd, instead of a
+    /// template and inputs.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) jobs_file: Option<PathBuf>,
     /// The command template, then its inputs: `::: values`, `:::+ values`
     /// (linked to the group before), `:::: files`, or lines on stdin.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -223,8 +223,19 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let parsed = Parsed::parse(&args.rest).map_err(|e: InputError| usage(e.0))?;
     let template =
         Template::parse(&parsed.command, parsed.width()).map_err(|e: TemplateError| usage(e.0))?;
-    let total = parsed.count();
+    let mut total = parsed.count();
     let mut jobs = parsed.into_jobs();
+    // jobs file: its jobs instead of a template's.
+    let mut file_jobs = match &args.jobs_file {
+        Some(_) if !args.rest.is_empty() => {
+            return Err(usage("--jobs-file takes no command template or inputs"))
+        }
+        Some(p) => Some(super::jobsfile::open(p).map_err(usage)?),
+        None => None,
+    };
+    if let Some(list) = &file_jobs {
+        total = Some(list.len() as u64);
+    }
 
     let (mut log, done_before) = match &args.joblog {
         Some(p) if !args.dry_run => {
@@ -323,6 +334,40 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
                 if !(mem_ok && load_ok) {
                     break;
                 }
+            }
+            // jobs file: each job brings its command and options.
+            if let Some(list) = &mut file_jobs {
+                let Some(job) = list.next() else {
+                    exhausted = true;
+                    break;
+                };
+                seq += 1;
+                if skip(seq) {
+                    continue;
+                }
+                let (mut spec, line, job_opts) = job
+                    .into_spec(&opts, retry_delay)
+                    .map_err(|e| usage(format!("jobs file, job {seq}: {e}")))?;
+                if args.dry_run {
+                    writeln!(out, "{line}")?;
+                    continue;
+                }
+                if let Some(n) = args.nice {
+                    spec = spec.nice(n);
+                }
+                let tx = tx.clone();
+                let handle = system
+                    .submit_command(job_opts.unwrap_or_else(|| opts.clone()), spec)
+                    .context("cannot submit a job")?
+                    .on_complete(move |r| {
+                        let _ = tx.send((seq, r));
+                    });
+                let pending = Pending { line, inputs: Vec::new(), slot: 1 };
+                running.insert(seq, (handle, pending));
+                if args.keep_order {
+                    order.push_back(seq);
+                }
+                continue;
             }
             let inputs = match jobs.next() {
                 None => {
