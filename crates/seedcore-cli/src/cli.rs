@@ -58,7 +58,8 @@ pub(crate) enum Suite {
     /// Load balancer: AutoExpand/AutoShrink against fixed pools of core and
     /// max size on a bursty workload, threads and processes.
     Balance,
-    /// `seedcore exec` against GNU parallel (not built yet).
+    /// `seedcore exec` against GNU parallel and `xargs -P`: 2,000 short jobs
+    /// (`true`, `echo`), jobs per second.
     Exec,
     /// GPU executor (not built yet).
     Gpu,

@@ -8,8 +8,8 @@
 //! file, unreadable job log).
 
 mod inputs;
-mod jobsfile;
 mod joblog;
+mod jobsfile;
 mod run;
 mod template;
 
@@ -83,7 +83,7 @@ pub(crate) struct ExecArgs {
     pub(crate) jobs_file: Option<PathBuf>,
     /// The command template, then its inputs: `::: values`, `:::+ values`
     /// (linked to the group before), `:::: files`, or lines on stdin.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(trailing_var_arg = true)]
     pub(crate) rest: Vec<String>,
 }
 

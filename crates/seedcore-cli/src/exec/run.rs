@@ -13,7 +13,9 @@ use super::template::{Rendered, Template, TemplateError};
 use super::{ExecArgs, Usage};
 use anyhow::Context;
 use seedcore::command::{failed_output, CommandExecutor, CommandOutput, CommandSpec};
-use seedcore::{Backoff, ConcurrentSystem, RetryPolicy, TaskError, TaskHandle, TaskOptions};
+use seedcore::{
+    Backoff, ConcurrentSystem, RetryPolicy, TaskError, TaskHandle, TaskOptions, TaskStatus,
+};
 use std::collections::{HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -266,9 +268,10 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         .add_executor(exec)
         .context("cannot start the command executor")?;
     let max_slots = if auto { 4 * cores } else { slots };
-    // {%} needs a job per slot at most; otherwise a few queued ahead keep
+    // {%} needs a job per slot at most, and --halt starts no job after the
+    // one that trips it (as GNU parallel); otherwise a few queued ahead keep
     // every slot busy.
-    let window = if template.uses_slot() {
+    let window = if template.uses_slot() || halt.is_some() {
         max_slots
     } else {
         2 * max_slots + 2
@@ -362,7 +365,11 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
                     .on_complete(move |r| {
                         let _ = tx.send((seq, r));
                     });
-                let pending = Pending { line, inputs: Vec::new(), slot: 1 };
+                let pending = Pending {
+                    line,
+                    inputs: Vec::new(),
+                    slot: 1,
+                };
                 running.insert(seq, (handle, pending));
                 if args.keep_order {
                     order.push_back(seq);
@@ -494,9 +501,11 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
                         running.len(),
                         if h.now { " killed" } else { " left to finish" }
                     );
-                    if h.now {
-                        for (h, _) in running.values() {
-                            h.cancel();
+                    // `now` kills the running jobs; `soon` lets them finish
+                    // but starts none of those queued in the window.
+                    for (t, _) in running.values() {
+                        if h.now || t.status() == TaskStatus::Queued {
+                            t.cancel();
                         }
                     }
                 }
@@ -529,8 +538,14 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    if INTERRUPTS.load(Ordering::SeqCst) >= 2 {
-        kill_all(&system);
+    // Stopped jobs (halt now, Ctrl-C) are resolved already but their
+    // children may still be ending (SIGTERM, the grace period): wait for
+    // them here, where a second Ctrl-C still kills them at once.
+    while !running_children(&system).is_empty() {
+        if INTERRUPTS.load(Ordering::SeqCst) >= 2 {
+            kill_all(&system);
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     drop(system);
     if let Some(e) = input_error {
@@ -543,14 +558,21 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(failed.min(101) as u8))
 }
 
+/// The process ids of the jobs' children running now.
+fn running_children(system: &ConcurrentSystem) -> Vec<u32> {
+    system
+        .stats()
+        .executor(seedcore::command::KIND)
+        .map(|row| row.pids.clone())
+        .unwrap_or_default()
+}
+
 /// SIGKILL to every running job's process group.
 fn kill_all(system: &ConcurrentSystem) {
-    if let Some(row) = system.stats().executor(seedcore::command::KIND) {
-        for &pid in &row.pids {
-            // SAFETY: kill takes plain integers; a group gone gives ESRCH.
-            unsafe {
-                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-            }
+    for pid in running_children(system) {
+        // SAFETY: kill takes plain integers; a group gone gives ESRCH.
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
         }
     }
 }
