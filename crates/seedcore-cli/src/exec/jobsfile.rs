@@ -79,8 +79,8 @@ pub(crate) fn read(path: &Path) -> Result<Vec<Job>, String> {
     let toml = path.extension().is_some_and(|e| e == "toml")
         || !text.trim_start().starts_with('{') && !text.trim().is_empty();
     if toml {
-        let f: TomlFile = toml::from_str(&text)
-            .map_err(|e| format!("jobs file {}: {e}", path.display()))?;
+        let f: TomlFile =
+            toml::from_str(&text).map_err(|e| format!("jobs file {}: {e}", path.display()))?;
         return Ok(f.job);
     }
     let mut jobs = Vec::new();
