@@ -15,6 +15,8 @@ pub(crate) struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// One value per run: the size of the exec flags does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     /// Run side-by-side benchmarks against peers (rayon, tokio, Python pools, ...)
     /// in one run.
@@ -24,7 +26,7 @@ pub(crate) enum Command {
     Demo(DemoArgs),
     /// Run a command for each input, in parallel (GNU parallel's inputs,
     /// replacement strings and job log): `seedcore exec -j 4 gzip {} ::: *.log`.
-    Exec(crate::exec::ExecArgs),
+    Exec(Box<crate::exec::ExecArgs>),
     /// Live dashboard of a running system, read from its metrics endpoint
     /// (`seedcore demo --serve ADDR`, or `ConcurrentSystem::serve_metrics`).
     Top(TopArgs),

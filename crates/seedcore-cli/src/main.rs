@@ -78,6 +78,6 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Bench(args) => bench::run(&args),
         cli::Command::Demo(args) => demo::run(&args),
         cli::Command::Top(args) => top::run(&args),
-        cli::Command::Exec(args) => exec::run(args),
+        cli::Command::Exec(args) => exec::run(*args),
     }
 }

@@ -583,3 +583,33 @@ fn libc_kill(pid: u32, sig: i32) {
         libc::kill(pid as libc::pid_t, sig);
     }
 }
+
+#[test]
+fn a_jobs_file_gives_each_job_its_command_env_cwd_and_options() {
+    let d = dir("jobs-file");
+    let jobs = d.join("jobs.jsonl");
+    std::fs::write(
+        &jobs,
+        format!(
+            "{{\"command\": \"echo $X $(pwd)\", \"env\": {{\"X\": \"from-env\"}}, \"cwd\": \"{}\"}}\n\
+             {{\"command\": [\"echo\", \"a b\"], \"priority\": 1}}\n\
+             {{\"command\": \"sleep 100\", \"timeout\": 0.2}}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let o = exec(&[
+        "-j1",
+        "-k",
+        "--grace",
+        "0.1",
+        "--jobs-file",
+        jobs.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 1, "the sleep timed out: {}", stderr(&o));
+    let d = d.canonicalize().unwrap();
+    assert_eq!(stdout(&o), format!("from-env {}\na b\n", d.display()));
+    std::fs::write(&jobs, "{\"comand\": \"true\"}\n").unwrap();
+    let o = exec(&["--jobs-file", jobs.to_str().unwrap()]);
+    assert_eq!(code(&o), 255, "a typo is a usage error");
+}

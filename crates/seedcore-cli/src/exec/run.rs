@@ -332,8 +332,8 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         while !stop && !exhausted && running.len() < window {
             if memfree.is_some() || args.load.is_some() {
                 let (mem, load) = readings.read();
-                let mem_ok = memfree.is_none_or(|m| mem >= m);
-                let load_ok = args.load.is_none_or(|l| load < l);
+                let mem_ok = memfree.map_or(true, |m| mem >= m);
+                let load_ok = args.load.map_or(true, |l| load < l);
                 if !(mem_ok && load_ok) {
                     break;
                 }

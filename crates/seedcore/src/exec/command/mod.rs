@@ -259,6 +259,9 @@ struct Slot {
     done: AtomicU64,
 }
 
+/// A slot and its thread (taken by a shutdown to join it).
+type Worker = (Arc<Slot>, Option<JoinHandle<()>>);
+
 #[derive(Debug)]
 struct Inner {
     queue: PriorityQueue<Runnable>,
@@ -272,7 +275,7 @@ struct Inner {
     grace: Duration,
     spool_threshold: usize,
     spool_dir: PathBuf,
-    slots: Mutex<Vec<(Arc<Slot>, Option<JoinHandle<()>>)>>,
+    slots: Mutex<Vec<Worker>>,
 }
 
 thread_local! {
