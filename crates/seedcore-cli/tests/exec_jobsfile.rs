@@ -85,7 +85,12 @@ fn json_lines_jobs_bring_their_command_env_cwd_and_retries() {
         "--jobs-file",
         jobs.to_str().unwrap(),
     ]);
-    assert_eq!(text(&o.stdout), "hello there\n/\na b|c|", "stderr: {}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout),
+        "hello there\n/\na b|c|",
+        "stderr: {}",
+        text(&o.stderr)
+    );
     // One job failed for good.
     assert_eq!(o.status.code(), Some(1));
     let r = records(&log);
@@ -118,7 +123,12 @@ fn toml_jobs_have_their_own_timeout() {
     let r = records(&log);
     assert_eq!(r.len(), 2);
     assert_eq!(r[0].1, 0);
-    assert_ne!((r[1].1, r[1].2), (0, 0), "the timed-out job is logged failed: {:?}", r[1]);
+    assert_ne!(
+        (r[1].1, r[1].2),
+        (0, 0),
+        "the timed-out job is logged failed: {:?}",
+        r[1]
+    );
 }
 
 #[test]
