@@ -15,6 +15,8 @@ pub(crate) struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// One value per run: the size of the exec flags does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     /// Run side-by-side benchmarks against peers (rayon, tokio, Python pools, ...)
     /// in one run.
@@ -22,6 +24,9 @@ pub(crate) enum Command {
     /// Run a mixed workload that shows priorities, timeouts, retries, panics,
     /// locks, callbacks and async tasks, then check every outcome.
     Demo(DemoArgs),
+    /// Run a command for each input, in parallel (GNU parallel's inputs,
+    /// replacement strings and job log): `seedcore exec -j 4 gzip {} ::: *.log`.
+    Exec(Box<crate::exec::ExecArgs>),
     /// Live dashboard of a running system, read from its metrics endpoint
     /// (`seedcore demo --serve ADDR`, or `ConcurrentSystem::serve_metrics`).
     Top(TopArgs),
@@ -84,7 +89,8 @@ pub(crate) enum Suite {
     /// Load balancer: AutoExpand/AutoShrink against fixed pools of core and
     /// max size on a bursty workload, threads and processes.
     Balance,
-    /// `seedcore exec` against GNU parallel (not built yet).
+    /// `seedcore exec` against GNU parallel and `xargs -P`: 2,000 short jobs
+    /// (`true`, `echo`), jobs per second.
     Exec,
     /// GPU executor against direct CUDA calls (feature `cuda`; skipped
     /// without it or without a GPU).

@@ -8,10 +8,14 @@
 //! | 0 | success |
 //! | 1 | the command ran but its checks failed (a demo scenario mismatched), or an error |
 //! | 2 | bad command line (printed by clap) |
+//!
+//! `seedcore exec` has its own: the number of failed jobs (at most 101),
+//! 130 after Ctrl-C, 255 for a usage error.
 
 mod bench;
 mod cli;
 mod demo;
+mod exec;
 mod table;
 mod top;
 mod worker;
@@ -35,7 +39,15 @@ fn main() -> ExitCode {
         return code;
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // `seedcore exec` reports usage errors with 255, as GNU parallel.
+        Err(e) if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("exec") => {
+            let _ = e.print();
+            return ExitCode::from(255);
+        }
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -68,5 +80,6 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Demo(args) => demo::run(&args),
         cli::Command::Top(args) => top::run(&args),
         cli::Command::Worker(args) => worker::run(&args),
+        cli::Command::Exec(args) => exec::run(*args),
     }
 }

@@ -135,6 +135,7 @@
 //! | --- | --- |
 //! | [`exec`] | the [`Executor`](exec::Executor) trait every executor implements, and what it is handed and reports |
 //! | [`process`] | process tasks: the batch form, the worker entry |
+//! | [`command`] | external commands as tasks, each in its own process group |
 //! | [`parallel`] | maps, scopes, pipelines and their iterators and streams |
 //! | [`channel`] | bounded channels |
 //! | [`balance`] | the balancer's decision over readings keyed by executor |
@@ -191,6 +192,19 @@ pub mod channel {
     pub use crate::parallel::{
         bounded, Receiver, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Sender,
         TryRecvError, TrySendError,
+    };
+}
+
+/// External commands as tasks ([`ConcurrentSystem::submit_command`]): each
+/// runs in its own process group with the task's priority, timeout (the
+/// whole group is killed: SIGTERM, a grace period, SIGKILL) and retries.
+/// A non-zero exit resolves [`TaskError::Failed`] holding a
+/// [`CommandFailed`](command::CommandFailed) with the whole output (see
+/// [`failed_output`](command::failed_output)), so `RetryOn::ERROR` retries it.
+pub mod command {
+    pub use crate::exec::command::{
+        failed_output, Captured, CommandExecutor, CommandFailed, CommandOutput, CommandSpec,
+        Program, SpawnFailed, Stdin, KIND,
     };
 }
 

@@ -665,6 +665,44 @@ impl ConcurrentSystem {
         self.submit_body(opts, executor.slot, body)
     }
 
+    /// Runs the external command `spec` as a task on the command executor
+    /// (added with one slot per core on first use, unless the application
+    /// added its own [`CommandExecutor`](crate::command::CommandExecutor)):
+    /// the command runs in its own process group, a timeout or cancel kills
+    /// the group (SIGTERM, a grace period, SIGKILL), and a non-zero exit
+    /// resolves [`TaskError::Failed`] holding a
+    /// [`CommandFailed`](crate::command::CommandFailed), retried by the
+    /// task's policy.
+    pub fn submit_command(
+        &self,
+        opts: TaskOptions,
+        spec: crate::command::CommandSpec,
+    ) -> Result<TaskFuture<crate::command::CommandOutput>, SubmitError> {
+        let slot = self.command_slot()?;
+        let body =
+            ClosureBody::new(move |cx: &TaskContext| crate::exec::command::run_attempt(&spec, cx));
+        self.submit_body(opts, slot, body)
+    }
+
+    /// The command executor's slot, added on first use.
+    fn command_slot(&self) -> Result<u8, SubmitError> {
+        let find = || {
+            self.shared
+                .sched
+                .executors()
+                .find(|(_, e)| e.kind() == crate::command::KIND)
+                .map(|(s, _)| s)
+        };
+        if let Some(s) = find() {
+            return Ok(s);
+        }
+        match self.add_executor(crate::command::CommandExecutor::default()) {
+            Ok(h) => Ok(h.slot),
+            // Added by another thread meanwhile.
+            Err(e) => find().ok_or(e),
+        }
+    }
+
     /// The configuration the system runs with.
     pub fn config(&self) -> &Config {
         &self.shared.config

@@ -8,6 +8,7 @@
 //! them with `--quick` and checks only the shape of the output.
 
 mod balance;
+mod exec;
 mod gpu;
 mod parallel;
 mod peers;
@@ -114,11 +115,16 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 results.extend(entries);
                 notes.extend(suite_notes);
             }
+            Suite::Exec => {
+                let (entries, suite_notes) = exec::run(scale)?;
+                results.extend(entries);
+                notes.extend(suite_notes);
+            }
             other if args.suite == Suite::All => {
                 eprintln!("suite {}: not built yet", other.name());
             }
             other => bail!(
-                "suite {}: not built yet (built suites: threads, process, parallel, balance, gpu, remote, all)",
+                "suite {}: not built yet (built suites: threads, process, parallel, balance, exec, gpu, remote, all)",
                 other.name()
             ),
         }

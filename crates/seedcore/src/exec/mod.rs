@@ -9,11 +9,13 @@
 //! | `service` | [`ExecutorKind::Services`] | on a dedicated thread | sets the token, detaches at shutdown |
 //! | `process` | [`ExecutorKind::Processes`] | in a worker process | kills the worker's process group |
 //! | `gpu` (feature `cuda`) | [`ExecutorKind::Gpu`] | on a device's worker thread, on a stream of its own | replaces the stuck worker |
+//! | `command` | `ExecutorKind::Custom("command")` | an external command in its own process group | TERM, a grace period, KILL to the group |
 //!
 //! An application adds its own with
 //! [`ConcurrentSystem::add_executor`](crate::ConcurrentSystem::add_executor).
 
 pub(crate) mod async_rt;
+pub(crate) mod command;
 #[cfg(feature = "cuda")]
 pub(crate) mod gpu;
 pub(crate) mod process;

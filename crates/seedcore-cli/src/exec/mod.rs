@@ -1,0 +1,112 @@
+//! `seedcore exec`: run a command for each input, in parallel, on the
+//! seedcore engine (the library's command executor), with GNU parallel's
+//! inputs, replacement strings, job log and exit status.
+//!
+//! Exit status: the number of failed jobs (a non-zero exit, a signal, a
+//! timeout, a command that cannot start), capped at 101; 130 after Ctrl-C;
+//! 255 for a usage error (unknown option, bad template, missing input
+//! file, unreadable job log).
+
+mod inputs;
+mod joblog;
+mod jobsfile;
+mod run;
+mod template;
+
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Flags of `seedcore exec`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// Jobs at once: a number, or `auto` (start at the number of cores and
+    /// let the balancer grow and shrink it). Default: the number of cores.
+    #[arg(short = 'j', long = "jobs")]
+    pub(crate) jobs: Option<String>,
+    /// Kill a job (its whole process group: SIGTERM, then SIGKILL after
+    /// --grace) that runs longer than this (seconds, or `1m30s`).
+    #[arg(long)]
+    pub(crate) timeout: Option<String>,
+    /// Time between SIGTERM and SIGKILL for a job that is stopped.
+    #[arg(long, default_value = "2s")]
+    pub(crate) grace: String,
+    /// Run a failed job up to this many more times, with back-off.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) retries: u32,
+    /// Delay before the first retry, doubled for each next one (capped at 30 s).
+    #[arg(long, default_value = "100ms")]
+    pub(crate) retry_delay: String,
+    /// Print outputs in the order of the inputs, not of completion.
+    #[arg(short = 'k', long)]
+    pub(crate) keep_order: bool,
+    /// Stop early: `never`, `soon,fail=N`, `now,fail=N`, `soon,fail=P%`, `now,fail=P%`
+    /// (`soon` lets running jobs finish, `now` kills them).
+    #[arg(long)]
+    pub(crate) halt: Option<String>,
+    /// Append one record per finished job to FILE (GNU parallel's columns
+    /// plus Attempts), synced to disk.
+    #[arg(long)]
+    pub(crate) joblog: Option<PathBuf>,
+    /// Skip the jobs the --joblog shows finished.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Skip the jobs the --joblog shows succeeded; run the failed ones again.
+    #[arg(long)]
+    pub(crate) resume_failed: bool,
+    /// Print one JSON object per job instead of its output.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Print the commands instead of running them.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Run the jobs with this nice value.
+    #[arg(long)]
+    pub(crate) nice: Option<i32>,
+    /// Start a job only while this much memory is free (`512M`, `2G`).
+    #[arg(long)]
+    pub(crate) memfree: Option<String>,
+    /// Start a job only while the 1-minute load average is below this.
+    #[arg(long)]
+    pub(crate) load: Option<f64>,
+    /// No progress bar (there is one only when stderr is a terminal).
+    #[arg(long)]
+    pub(crate) no_bar: bool,
+    /// Read free memory and load from FILE (`MEMFREE_BYTES LOAD`) instead
+    /// of the system: for tests of --memfree and --load.
+    #[arg(long, hide = true)]
+    pub(crate) readings: Option<PathBuf>,
+    /// Run the jobs of FILE (TOML, or JSON lines), each with its own
+    /// command, priority, timeout, retries, env and cwd, instead of a
+    /// template and inputs.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) jobs_file: Option<PathBuf>,
+    /// The command template, then its inputs: `::: values`, `:::+ values`
+    /// (linked to the group before), `:::: files`, or lines on stdin.
+    #[arg(trailing_var_arg = true)]
+    pub(crate) rest: Vec<String>,
+}
+
+/// A usage error: exit status 255.
+#[derive(Debug)]
+pub(crate) struct Usage(pub(crate) String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Runs `seedcore exec`.
+pub(crate) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
+    match run::run(args) {
+        Ok(code) => Ok(code),
+        Err(e) if e.downcast_ref::<Usage>().is_some() => {
+            eprintln!("seedcore exec: {e:#}");
+            Ok(ExitCode::from(255))
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,157 @@
+//! `seedcore exec --jobs-file` through the real binary: JSON lines and
+//! TOML jobs with their own command, env, cwd, retries and timeout;
+//! malformed files are usage errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+mod common;
+
+use common::BIN;
+
+fn exec(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("exec")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the seedcore binary runs")
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("seedcore-jobsfile-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The joblog's records: (Exitval, Signal, Attempts, Command) by Seq.
+fn records(log: &std::path::Path) -> Vec<(u64, i32, i32, u32, String)> {
+    let t = std::fs::read_to_string(log).unwrap();
+    let mut lines = t.lines();
+    assert!(lines.next().unwrap().starts_with("Seq\tHost\tStarttime"));
+    let mut r: Vec<_> = lines
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            assert_eq!(c.len(), 10, "a record has ten columns: {l:?}");
+            (
+                c[0].parse().unwrap(),
+                c[6].parse().unwrap(),
+                c[7].parse().unwrap(),
+                c[8].parse().unwrap(),
+                c[9].to_string(),
+            )
+        })
+        .collect();
+    r.sort_by_key(|x| x.0);
+    r
+}
+
+#[test]
+fn json_lines_jobs_bring_their_command_env_cwd_and_retries() {
+    let d = dir("jsonl");
+    let jobs = d.join("jobs.jsonl");
+    let log = d.join("log");
+    let flag = d.join("flag");
+    let flag = flag.to_str().unwrap();
+    std::fs::write(
+        &jobs,
+        format!(
+            concat!(
+                "{{\"command\": \"echo $GREETING\", \"env\": {{\"GREETING\": \"hello there\"}}, \"priority\": 1}}\n",
+                "\n",
+                "{{\"command\": [\"pwd\"], \"cwd\": \"/\"}}\n",
+                "{{\"command\": [\"printf\", \"%s|\", \"a b\", \"c\"]}}\n",
+                // Fails once, then succeeds: two attempts.
+                "{{\"command\": \"test -e {flag} || {{ touch {flag}; exit 3; }}\", \"retries\": 2}}\n",
+                "{{\"command\": \"exit 4\"}}\n",
+            ),
+            flag = flag
+        ),
+    )
+    .unwrap();
+    let o = exec(&[
+        "-k",
+        "-j2",
+        "--retry-delay",
+        "10ms",
+        "--joblog",
+        log.to_str().unwrap(),
+        "--jobs-file",
+        jobs.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        text(&o.stdout),
+        "hello there\n/\na b|c|",
+        "stderr: {}",
+        text(&o.stderr)
+    );
+    // One job failed for good.
+    assert_eq!(o.status.code(), Some(1));
+    let r = records(&log);
+    assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!((r[3].1, r[3].3), (0, 2), "the retried job: {:?}", r[3]);
+    assert_eq!((r[4].1, r[4].3), (4, 1));
+    assert_eq!(r[2].4, "printf '%s|' 'a b' c");
+}
+
+#[test]
+fn toml_jobs_have_their_own_timeout() {
+    let d = dir("toml");
+    let jobs = d.join("jobs.toml");
+    let log = d.join("log");
+    std::fs::write(
+        &jobs,
+        "[[job]]\ncommand = \"echo quick\"\n\n[[job]]\ncommand = [\"sleep\", \"100\"]\ntimeout = \"200ms\"\n",
+    )
+    .unwrap();
+    let o = exec(&[
+        "--grace",
+        "100ms",
+        "--joblog",
+        log.to_str().unwrap(),
+        "--jobs-file",
+        jobs.to_str().unwrap(),
+    ]);
+    assert_eq!(text(&o.stdout), "quick\n");
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", text(&o.stderr));
+    let r = records(&log);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].1, 0);
+    assert_ne!(
+        (r[1].1, r[1].2),
+        (0, 0),
+        "the timed-out job is logged failed: {:?}",
+        r[1]
+    );
+}
+
+#[test]
+fn malformed_jobs_files_are_usage_errors() {
+    let d = dir("bad");
+    let typo = d.join("typo.jsonl");
+    std::fs::write(&typo, "{\"command\": \"true\"}\n{\"comand\": \"true\"}\n").unwrap();
+    let o = exec(&["--jobs-file", typo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(255));
+    let e = text(&o.stderr);
+    assert!(e.contains("line 2") && e.contains("comand"), "{e}");
+
+    let prio = d.join("prio.toml");
+    std::fs::write(&prio, "[[job]]\ncommand = \"true\"\npriority = 11\n").unwrap();
+    let o = exec(&["--jobs-file", prio.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o.stderr).contains("priority"));
+
+    let o = exec(&["--jobs-file", d.join("absent.jsonl").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o.stderr).contains("absent.jsonl"));
+
+    let o = exec(&["--jobs-file", prio.to_str().unwrap(), "echo", ":::", "a"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(text(&o.stderr).contains("--jobs-file"));
+}
