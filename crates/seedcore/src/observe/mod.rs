@@ -8,5 +8,6 @@ pub(crate) mod stats;
 
 #[cfg(feature = "http")]
 pub use metrics::MetricsServer;
+pub use metrics::PROMETHEUS_CONTENT_TYPE;
 pub use monitor::{MonitorSnapshot, WorkerReading};
 pub use stats::{Histogram, Stats};
