@@ -47,6 +47,7 @@ pub use channel::{
 pub use chunk::ChunkSize;
 pub use map::{MapBuilder, MapIter, MapStream, StarFn};
 pub use pipeline::{Pipeline, PipelineError, PipelineIter, PipelineStream, Stage};
+pub use progress::ProgressHandle;
 pub use reduce::Folded;
 
 use std::sync::atomic::{AtomicBool, Ordering};
