@@ -111,7 +111,10 @@ impl Suite {
     /// "not built yet".
     pub(crate) fn is_built(self) -> bool {
         self.to_possible_value()
-            .and_then(|v| v.get_help().map(|h| !h.to_string().contains("not built yet")))
+            .and_then(|v| {
+                v.get_help()
+                    .map(|h| !h.to_string().contains("not built yet"))
+            })
             .unwrap_or(true)
     }
 

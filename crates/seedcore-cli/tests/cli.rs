@@ -170,7 +170,10 @@ fn bench_help_lists_only_built_suites() {
     let help = text(&out.stdout);
     assert!(!help.contains("not built yet"), "{help}");
     for suite in ["threads", "process", "parallel", "balance", "all"] {
-        assert!(help.contains(&format!("- {suite}:")), "no {suite} in:\n{help}");
+        assert!(
+            help.contains(&format!("- {suite}:")),
+            "no {suite} in:\n{help}"
+        );
     }
     assert!(help.contains("--install-peers"), "{help}");
 }

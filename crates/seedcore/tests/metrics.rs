@@ -87,13 +87,18 @@ fn parse_prometheus(text: &str) -> (HashMap<String, String>, Vec<Sample>) {
                 .strip_prefix(',')
                 .unwrap_or(&after[end + 1..]);
         }
-        let family = [("_bucket", "histogram"), ("_sum", "histogram"), ("_count", "histogram"), ("_total", "counter")]
-            .iter()
-            .find_map(|(s, kind)| {
-                name.strip_suffix(s)
-                    .filter(|f| types.get(*f).is_some_and(|k| k == kind))
-            })
-            .unwrap_or(name);
+        let family = [
+            ("_bucket", "histogram"),
+            ("_sum", "histogram"),
+            ("_count", "histogram"),
+            ("_total", "counter"),
+        ]
+        .iter()
+        .find_map(|(s, kind)| {
+            name.strip_suffix(s)
+                .filter(|f| types.get(*f).is_some_and(|k| k == kind))
+        })
+        .unwrap_or(name);
         assert!(types.contains_key(family), "sample before its TYPE: {line}");
         samples.push(Sample {
             name: name.to_owned(),
@@ -358,10 +363,7 @@ fn json_parses_and_agrees_with_the_stats() {
             (row["core"].clone(), row["max"].clone()),
             (want.core.into(), want.max.into())
         );
-        assert_eq!(
-            row["core"].as_u64() < row["max"].as_u64(),
-            want.resizable()
-        );
+        assert_eq!(row["core"].as_u64() < row["max"].as_u64(), want.resizable());
         assert_eq!(row["pids"].as_array().unwrap().len(), want.pids.len());
     }
     let threads = st.executor(ExecutorKind::Threads).unwrap();
@@ -427,7 +429,10 @@ fn percentiles_of_a_known_distribution_are_within_one_percent() {
     values.sort();
     assert_eq!(h.count(), values.len() as u64);
     for q in [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0] {
-        let (got, want) = (h.percentile(q).as_secs_f64(), exact(&values, q).as_secs_f64());
+        let (got, want) = (
+            h.percentile(q).as_secs_f64(),
+            exact(&values, q).as_secs_f64(),
+        );
         assert!(
             (got - want).abs() <= want * 0.01,
             "p{}: {got} s, exactly {want} s",
@@ -437,9 +442,16 @@ fn percentiles_of_a_known_distribution_are_within_one_percent() {
     let sum: f64 = values.iter().map(Duration::as_secs_f64).sum();
     assert!((h.sum().as_secs_f64() - sum).abs() <= sum * 0.01);
     // Merging two halves gives the same percentiles.
-    let (mut a, mut b) = (seedcore::observe::Histogram::default(), seedcore::observe::Histogram::default());
+    let (mut a, mut b) = (
+        seedcore::observe::Histogram::default(),
+        seedcore::observe::Histogram::default(),
+    );
     for (i, v) in values.iter().enumerate() {
-        if i % 2 == 0 { a.record(*v) } else { b.record(*v) }
+        if i % 2 == 0 {
+            a.record(*v)
+        } else {
+            b.record(*v)
+        }
     }
     a.merge(&b);
     assert_eq!(a.percentile(0.99), h.percentile(0.99));
@@ -464,7 +476,10 @@ fn task_run_times_are_recorded_to_a_tenth_of_a_percent() {
     assert!(max >= Duration::from_millis(20), "{max:?}");
     // The attempt's own time is measured inside it, so the recorded
     // duration is at least that, within 0.1%.
-    assert!(max.as_secs_f64() >= ran.as_secs_f64() * 0.999, "{max:?} {ran:?}");
+    assert!(
+        max.as_secs_f64() >= ran.as_secs_f64() * 0.999,
+        "{max:?} {ran:?}"
+    );
 }
 
 #[cfg(feature = "http")]

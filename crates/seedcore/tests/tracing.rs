@@ -159,7 +159,11 @@ fn each_attempt_is_a_span_with_retries_and_timeouts_as_events() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let spans = attempts_of(id);
-    assert_eq!(spans.keys().copied().collect::<Vec<_>>(), [1, 2, 3], "{spans:?}");
+    assert_eq!(
+        spans.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3],
+        "{spans:?}"
+    );
     for s in spans.values() {
         assert_eq!(s.fields["name"], "flaky");
         assert_eq!(s.fields["priority"], Priority::HIGH.level().to_string());
@@ -168,20 +172,28 @@ fn each_attempt_is_a_span_with_retries_and_timeouts_as_events() {
     }
     let retries = events_of(id, "retry scheduled");
     assert_eq!(retries.len(), 2, "{retries:?}");
-    assert!(retries.iter().all(|e| e.fields["error"].contains("not yet")));
+    assert!(retries
+        .iter()
+        .all(|e| e.fields["error"].contains("not yet")));
     // The task's own events are inside its attempts' spans.
     let inside = events_of(id, "inside the task");
-    let attempts: Vec<String> = inside.iter().map(|e| e.span.as_ref().unwrap()["attempt"].clone()).collect();
+    let attempts: Vec<String> = inside
+        .iter()
+        .map(|e| e.span.as_ref().unwrap()["attempt"].clone())
+        .collect();
     assert_eq!(attempts, ["1", "2", "3"]);
     assert_eq!(events_of(id, "attempt succeeded").len(), 1);
 
     // A timeout: an event in the attempt's span.
     let f = system
-        .submit_thread(TaskOptions::new().timeout(Duration::from_millis(20)), |cx| {
-            while !cx.is_cancelled() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        })
+        .submit_thread(
+            TaskOptions::new().timeout(Duration::from_millis(20)),
+            |cx| {
+                while !cx.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            },
+        )
         .unwrap();
     let id = f.id().as_u64();
     assert!(matches!(f.wait(), Err(TaskError::TimedOut(_))));

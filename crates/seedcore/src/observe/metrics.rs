@@ -113,12 +113,9 @@ impl EncodeMetric for Snapshots {
             }
             // Infinity is written as `+Inf`.
             buckets.push((f64::INFINITY, count - below));
-            encoder.encode_family(labels)?.encode_histogram::<NoLabelSet>(
-                h.sum().as_secs_f64(),
-                count,
-                &buckets,
-                None,
-            )?;
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(h.sum().as_secs_f64(), count, &buckets, None)?;
         }
         Ok(())
     }
@@ -338,7 +335,10 @@ fn prometheus(name: &str, st: &Stats, mon: &MonitorSnapshot) -> String {
         ]
         .map(|(k, n)| (vec![("kind", k.to_owned())], n as f64)),
     );
-    let mut cores = vec![(vec![("kind", "logical".to_owned())], mon.logical_cores as f64)];
+    let mut cores = vec![(
+        vec![("kind", "logical".to_owned())],
+        mon.logical_cores as f64,
+    )];
     if let Some(n) = mon.physical_cores {
         cores.push((vec![("kind", "physical".to_owned())], n as f64));
     }

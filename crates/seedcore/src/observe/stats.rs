@@ -26,9 +26,7 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram {
-            h: new_hdr(),
-        }
+        Histogram { h: new_hdr() }
     }
 }
 

@@ -109,7 +109,11 @@ impl Progress {
     }
 
     /// A bar drawn on `target`.
-    pub(crate) fn with_target(len: Option<u64>, what: &str, target: ProgressDrawTarget) -> Progress {
+    pub(crate) fn with_target(
+        len: Option<u64>,
+        what: &str,
+        target: ProgressDrawTarget,
+    ) -> Progress {
         Progress {
             bar: Some(make_bar(len, what, target)),
             len,
@@ -209,12 +213,11 @@ fn make_bar(len: Option<u64>, what: &str, target: ProgressDrawTarget) -> Progres
     // The templates are constants: a parse error is a bug caught by the
     // tests; fall back to the default style rather than fail a map.
     if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style.with_key(
-            "rate",
-            |s: &ProgressState, w: &mut dyn fmt::Write| {
+        bar.set_style(
+            style.with_key("rate", |s: &ProgressState, w: &mut dyn fmt::Write| {
                 let _ = w.write_str(&rate(s.per_sec()));
-            },
-        ));
+            }),
+        );
     }
     bar.set_prefix(what.to_string());
     if len.is_none() {
@@ -245,7 +248,7 @@ mod tests {
         assert_eq!(rate(12345.678), "12346/s");
         assert_eq!(rate(456.7), "457/s");
         assert_eq!(rate(45.678), "45.7/s");
-        assert_eq!(rate(3.14159), "3.14/s");
+        assert_eq!(rate(3.2149), "3.21/s");
         assert_eq!(rate(0.0), "0/s");
         assert_eq!(rate(f64::NAN), "0/s");
     }
@@ -285,7 +288,12 @@ mod tests {
         // The summary ended with a newline: the cursor is at the start of
         // the next row.
         term.write_str("after").unwrap();
-        assert_eq!(term.contents().lines().nth(3), Some("after"), "{}", term.contents());
+        assert_eq!(
+            term.contents().lines().nth(3),
+            Some("after"),
+            "{}",
+            term.contents()
+        );
     }
 
     #[test]
@@ -318,6 +326,9 @@ mod tests {
         p.inc(4, 0);
         p.abandon();
         let screen = term.contents();
-        assert!(screen.starts_with("map cancelled: 4/6 items in "), "{screen}");
+        assert!(
+            screen.starts_with("map cancelled: 4/6 items in "),
+            "{screen}"
+        );
     }
 }

@@ -172,7 +172,13 @@ async fn answer(
     } else {
         "application/json"
     };
-    let gone = || reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "the system is gone\n".into());
+    let gone = || {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "the system is gone\n".into(),
+        )
+    };
     // The snapshot walks /proc: off the runtime's workers.
     let body = tokio::task::spawn_blocking(move || shared.upgrade().map(|s| render(&s))).await;
     Ok(match body {
