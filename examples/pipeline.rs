@@ -42,7 +42,8 @@ const WORDS: [&str; 12] = [
 
 /// A synthetic document of a few thousand words.
 fn generate(id: u32) -> (u32, String) {
-    let mut x = u64::from(id) * 0x9E37_79B9_7F4A_7C15 + 1;
+    // Wrapping: a hash of the id, not an amount (debug builds check overflow).
+    let mut x = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let n = 2_000 + (id as usize % 7) * 500;
     let mut text = String::with_capacity(n * 7);
     for _ in 0..n {

@@ -1,7 +1,7 @@
 //! A first look: thread tasks with priorities and a timeout, a retry, a
 //! caught panic, a lock, an async task and callbacks.
 //!
-//! Run with `cargo run --example quickstart`.
+//! Run with `cargo run -p seedcore --example quickstart`.
 
 use seedcore::{ConcurrentSystem, Priority, RetryPolicy, TaskError, TaskOptions};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,12 +1,23 @@
 //! The command-line grammar (clap derive). Parsing only: validation into library
 //! objects happens in each command's module.
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// seedcore: a concurrent task system with priorities, timeouts, retries, named
 /// locks and callbacks.
 #[derive(Debug, Parser)]
-#[command(name = "seedcore", version, about, propagate_version = true)]
+#[command(
+    name = "seedcore",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Examples:\n  \
+        seedcore demo                      run the demo scenarios and check each outcome\n  \
+        seedcore demo --serve 127.0.0.1:9400   ... then keep serving metrics under load\n  \
+        seedcore top --url http://127.0.0.1:9400   watch it live (--once: one text frame)\n  \
+        seedcore bench threads --json      benchmark against peers, one JSON line per figure"
+)]
 pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -18,16 +29,17 @@ pub(crate) struct Cli {
 // One value per run: the size of the exec flags does not matter.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
-    /// Run side-by-side benchmarks against peers (rayon, tokio, Python pools, ...)
-    /// in one run.
+    /// Measure seedcore against its peers (rayon, tokio, Python pools, ...),
+    /// both sides in one run: a table, or JSON lines with --json.
     Bench(BenchArgs),
-    /// Run a mixed workload that shows priorities, timeouts, retries, panics,
-    /// locks, callbacks and async tasks, then check every outcome.
+    /// Run a mixed workload that shows the whole local system (threads, async,
+    /// processes, shared memory, maps, the balancer), then check every outcome.
     Demo(DemoArgs),
     /// Run a command for each input, in parallel (GNU parallel's inputs,
     /// replacement strings and job log): `seedcore exec -j 4 gzip {} ::: *.log`.
     Exec(Box<crate::exec::ExecArgs>),
-    /// Live dashboard of a running system, read from its metrics endpoint
+    /// Watch a running system live in the terminal: tasks, executors, workers,
+    /// latency and the balancer, read from its metrics endpoint
     /// (`seedcore demo --serve ADDR`, or `ConcurrentSystem::serve_metrics`).
     Top(TopArgs),
     /// Serve this binary's process tasks to a seedcore deployment on Redis.
@@ -61,7 +73,7 @@ pub(crate) struct WorkerArgs {
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// Which suite to run.
-    #[arg(value_enum)]
+    #[arg(value_parser = suite_parser())]
     pub(crate) suite: Suite,
     /// Print one JSON object per line instead of a table.
     #[arg(long)]
@@ -69,10 +81,24 @@ pub(crate) struct BenchArgs {
     /// Smaller workloads and fewer repetitions (a smoke run, not a measurement).
     #[arg(long)]
     pub(crate) quick: bool,
-    /// Install missing Python peers (Celery for `remote`) into the bench's
-    /// own virtual environment.
+    /// Install missing peers that can be installed (pebble, and Celery for
+    /// `remote`, with pip into a virtual environment under target/). Without it, missing peers are
+    /// reported as skipped, with how to install them.
     #[arg(long)]
     pub(crate) install_peers: bool,
+}
+
+/// The suites for the command line, their help from their doc lines; a
+/// suite whose doc line says "not built yet" is left out of the help (and
+/// still parsed, so that `bench` can say so).
+fn suite_parser() -> impl TypedValueParser<Value = Suite> {
+    let values = Suite::value_variants().iter().filter_map(|s| {
+        let v = s.to_possible_value()?;
+        Some(if s.is_built() { v } else { v.hide(true) })
+    });
+    PossibleValuesParser::new(values).map(|name| {
+        Suite::from_str(&name, false).expect("the parser accepts only the suites' names")
+    })
 }
 
 /// A benchmark suite.
@@ -113,6 +139,17 @@ impl Suite {
         Suite::Gpu,
         Suite::Remote,
     ];
+
+    /// Whether the suite is built: its doc line (its help) does not say
+    /// "not built yet".
+    pub(crate) fn is_built(self) -> bool {
+        self.to_possible_value()
+            .and_then(|v| {
+                v.get_help()
+                    .map(|h| !h.to_string().contains("not built yet"))
+            })
+            .unwrap_or(true)
+    }
 
     /// The suite's name as typed on the command line and printed in reports.
     pub(crate) fn name(self) -> &'static str {

@@ -10,10 +10,12 @@
 //! worker thread and worker process with its executor, state, CPU and
 //! memory; and the balancer's last expand, shrink and hold events. Rates and
 //! latencies are computed between two polls (latency from the difference of
-//! the histograms, so a number covers only that interval).
+//! the HdrHistograms' buckets, so a number covers only that interval, within
+//! 0.1%). The document is fetched with ureq.
 //!
 //! Keys: `q`, `Esc` or `Ctrl-C` quit. `--once` prints one frame as text
-//! (after two polls) and exits, for scripts and tests.
+//! (after two polls) and exits, for scripts and tests; without `--once`
+//! stdout must be a terminal.
 
 use crate::cli::TopArgs;
 use anyhow::{bail, Context};
@@ -26,8 +28,7 @@ use ratatui::widgets::{BarChart, Block, Borders, Cell, Paragraph, Row, Sparkline
 use ratatui::{Frame, Terminal};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -69,7 +70,15 @@ pub(crate) fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         print!("{out}");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut terminal = ratatui::init();
+    if !std::io::stdout().is_terminal() {
+        bail!(
+            "the live dashboard needs a terminal and stdout is not one; \
+             use `seedcore top --once` to print one frame as text"
+        );
+    }
+    let mut terminal = ratatui::try_init().context(
+        "could not set up the terminal; use `seedcore top --once` to print one frame as text",
+    )?;
     let result = interactive(&mut terminal, &mut app);
     ratatui::restore();
     result.map(|()| ExitCode::SUCCESS)
@@ -102,13 +111,14 @@ fn interactive(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> anyhow
     }
 }
 
-/// Where the metrics are: `host:port` and the path of the JSON document.
+/// Where the metrics are: the URL of the JSON document.
 #[derive(Debug, Clone)]
 struct Endpoint {
-    authority: String,
-    path: String,
     shown: String,
 }
+
+/// How long one fetch may take, connecting included.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Endpoint {
     fn parse(url: &str) -> anyhow::Result<Endpoint> {
@@ -129,45 +139,27 @@ impl Endpoint {
             p => p.to_owned(),
         };
         Ok(Endpoint {
-            authority: authority.to_owned(),
             shown: format!("http://{authority}{path}"),
-            path,
         })
     }
 
     /// GETs the JSON document.
-    fn fetch(&self) -> anyhow::Result<Value> {
-        let addr = self
-            .authority
-            .to_socket_addrs()
-            .with_context(|| format!("resolving {}", self.authority))?
-            .next()
-            .with_context(|| format!("no address for {}", self.authority))?;
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .with_context(|| format!("connecting to {}", self.shown))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.path, self.authority
-        )?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .context("a malformed HTTP answer")?;
-        let status = head.lines().next().unwrap_or("");
-        if !status.contains(" 200 ") {
-            bail!("{} answered {status}", self.shown);
-        }
-        serde_json::from_str(body).context("the answer is not JSON")
+    fn fetch(&self, agent: &ureq::Agent) -> anyhow::Result<Value> {
+        let mut answer = agent
+            .get(&self.shown)
+            .call()
+            .with_context(|| format!("fetching {}", self.shown))?;
+        answer
+            .body_mut()
+            .read_json()
+            .with_context(|| format!("{} did not answer JSON", self.shown))
     }
 }
 
 /// The dashboard's state: the last document and the charts' history.
 struct App {
     endpoint: Endpoint,
+    agent: ureq::Agent,
     interval: Duration,
     last: Option<(Instant, Value)>,
     error: Option<String>,
@@ -185,9 +177,9 @@ fn push(q: &mut VecDeque<u64>, v: u64) {
     q.push_back(v);
 }
 
-/// `[[upper_us, count], ...]` as a map.
+/// `[[upper_ns, count], ...]` as a map.
 fn buckets(h: &Value) -> BTreeMap<u64, u64> {
-    h["buckets"]
+    h["buckets_ns"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -197,7 +189,7 @@ fn buckets(h: &Value) -> BTreeMap<u64, u64> {
         .unwrap_or_default()
 }
 
-/// The `q` quantile (bucket upper bound, µs) of what `now` holds beyond
+/// The `q` quantile (bucket upper bound, ns) of what `now` holds beyond
 /// `before`; `None` when nothing was recorded in between.
 fn delta_percentile(before: &Value, now: &Value, q: f64) -> Option<u64> {
     let (b, n) = (buckets(before), buckets(now));
@@ -223,8 +215,13 @@ fn delta_percentile(before: &Value, now: &Value, q: f64) -> Option<u64> {
 
 impl App {
     fn new(endpoint: Endpoint, interval: Duration) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(FETCH_TIMEOUT))
+            .build()
+            .into();
         App {
             endpoint,
+            agent,
             interval,
             last: None,
             error: None,
@@ -236,7 +233,7 @@ impl App {
     }
 
     fn poll(&mut self) {
-        let doc = match self.endpoint.fetch() {
+        let doc = match self.endpoint.fetch(&self.agent) {
             Ok(d) => d,
             Err(e) => {
                 self.error = Some(format!("{e:#}"));
@@ -256,17 +253,22 @@ impl App {
             push(&mut self.throughput, (done as f64 / dt).round() as u64);
             push(
                 &mut self.wait_p99_us,
-                delta_percentile(&p["queue_wait"], &s["queue_wait"], 0.99).unwrap_or(0),
+                delta_percentile(&p["queue_wait"], &s["queue_wait"], 0.99).map_or(0, ns_to_us),
             );
             push(
                 &mut self.run_p99_us,
-                delta_percentile(&p["run_time"], &s["run_time"], 0.99).unwrap_or(0),
+                delta_percentile(&p["run_time"], &s["run_time"], 0.99).map_or(0, ns_to_us),
             );
         }
         let alive = executors(&doc).iter().map(|e| num(&e["workers"])).sum();
         push(&mut self.workers, alive);
         self.last = Some((now, doc));
     }
+}
+
+/// Nanoseconds as whole microseconds, a nonzero duration at least 1.
+fn ns_to_us(ns: u64) -> u64 {
+    ns.div_ceil(1000)
 }
 
 fn num(v: &Value) -> u64 {
@@ -433,7 +435,7 @@ fn draw_executors(f: &mut Frame<'_>, area: Rect, app: &App) {
         .map(|e| {
             let name = e["executor"].as_str().unwrap_or("?").to_owned();
             let color = executor_color(&name);
-            let sizing = if e["resizable"] == true {
+            let sizing = if num(&e["core"]) < num(&e["max"]) {
                 "balanced"
             } else {
                 "fixed"
@@ -641,23 +643,17 @@ mod tests {
     #[test]
     fn urls_parse() {
         let e = Endpoint::parse("http://127.0.0.1:9400").unwrap();
-        assert_eq!(
-            (e.authority.as_str(), e.path.as_str()),
-            ("127.0.0.1:9400", "/stats.json")
-        );
+        assert_eq!(e.shown, "http://127.0.0.1:9400/stats.json");
         let e = Endpoint::parse("localhost:1/x.json").unwrap();
-        assert_eq!(
-            (e.authority.as_str(), e.path.as_str()),
-            ("localhost:1", "/x.json")
-        );
+        assert_eq!(e.shown, "http://localhost:1/x.json");
         assert!(Endpoint::parse("https://a:1").is_err());
         assert!(Endpoint::parse("http://nohost").is_err());
     }
 
     #[test]
     fn latency_comes_from_the_histogram_difference() {
-        let before = serde_json::json!({"buckets": [[8, 100], [1024, 1]]});
-        let now = serde_json::json!({"buckets": [[8, 100], [1024, 1], [65536, 10]]});
+        let before = serde_json::json!({"buckets_ns": [[8, 100], [1024, 1]]});
+        let now = serde_json::json!({"buckets_ns": [[8, 100], [1024, 1], [65536, 10]]});
         assert_eq!(delta_percentile(&before, &now, 0.99), Some(65536));
         assert_eq!(delta_percentile(&now, &now, 0.99), None);
     }

@@ -108,9 +108,20 @@ fn top_once_reads_a_serving_demo_which_stops_on_ctrl_c() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("connecting to"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("fetching {url}/stats.json")), "{err}");
+}
+
+#[test]
+fn top_without_a_terminal_says_to_use_once() {
+    // The test's stdout is a pipe, never a terminal.
+    let out = Command::new(BIN)
+        .args(["top", "--url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a terminal"), "{err}");
+    assert!(err.contains("seedcore top --once"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

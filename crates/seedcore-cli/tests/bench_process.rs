@@ -46,8 +46,19 @@ fn unit(metric: &str) -> &'static str {
 
 #[test]
 fn bench_process_quick_json_has_every_subject() {
-    // No network from a test: pebble is used if already there, else skipped.
-    let (stdout, lines) = common::bench_json("process", &[("SEEDCORE_BENCH_NO_PIP", "1")]);
+    // Without --install-peers nothing is installed: pebble is used if
+    // already there, else skipped with how to install it.
+    let (stdout, lines) = common::bench_json("process", &[]);
+    for v in &lines {
+        if v["subject"] == "pebble" {
+            if let Some(reason) = v["skipped"].as_str() {
+                assert!(
+                    reason.contains("--install-peers") || reason.contains("python3"),
+                    "{v}"
+                );
+            }
+        }
+    }
 
     // (metric, subject) -> Some(value) or None (skipped).
     let mut seen: Vec<(String, String, Option<f64>)> = Vec::new();

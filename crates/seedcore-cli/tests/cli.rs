@@ -180,3 +180,36 @@ fn unknown_command_fails_with_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("Usage"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn help_says_what_each_command_is_for() {
+    let out = seedcore(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for (cmd, purpose) in [
+        ("bench", "Measure seedcore against its peers"),
+        ("demo", "Run a mixed workload"),
+        ("top", "Watch a running system live"),
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(cmd))
+            .unwrap_or_else(|| panic!("no `{cmd}` in:\n{help}"));
+        assert!(line.contains(purpose), "{line}");
+    }
+}
+
+#[test]
+fn bench_help_lists_only_built_suites() {
+    let out = seedcore(&["bench", "--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    assert!(!help.contains("not built yet"), "{help}");
+    for suite in ["threads", "process", "parallel", "balance", "all"] {
+        assert!(
+            help.contains(&format!("- {suite}:")),
+            "no {suite} in:\n{help}"
+        );
+    }
+    assert!(help.contains("--install-peers"), "{help}");
+}

@@ -1,6 +1,7 @@
-//! The metrics export: Prometheus text that a strict reader accepts, JSON
-//! that parses and agrees with the stats, and the HTTP endpoint (feature
-//! `http`).
+//! The metrics export: OpenMetrics text (prometheus-client's) that a
+//! strict reader accepts, JSON (serde's) that parses and agrees with the
+//! stats, percentiles within 1% of a known distribution, and the HTTP
+//! endpoint (feature `http`, hyper's, read with ureq).
 
 mod common;
 
@@ -16,9 +17,9 @@ struct Sample {
     value: f64,
 }
 
-/// Parses the Prometheus text format strictly enough to catch mistakes:
+/// Parses the OpenMetrics text format strictly enough to catch mistakes:
 /// every sample belongs to a family declared by `# TYPE` before it, names
-/// and labels are well formed, values are numbers.
+/// and labels are well formed, values are numbers, `# EOF` ends it.
 fn parse_prometheus(text: &str) -> (HashMap<String, String>, Vec<Sample>) {
     let mut types = HashMap::new();
     let mut samples = Vec::new();
@@ -28,8 +29,9 @@ fn parse_prometheus(text: &str) -> (HashMap<String, String>, Vec<Sample>) {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
             && !n.starts_with(|c: char| c.is_ascii_digit())
     };
+    assert!(text.ends_with("# EOF\n"), "no # EOF at the end");
     for line in text.lines() {
-        if line.is_empty() {
+        if line.is_empty() || line == "# EOF" {
             continue;
         }
         if let Some(rest) = line.strip_prefix("# ") {
@@ -85,13 +87,18 @@ fn parse_prometheus(text: &str) -> (HashMap<String, String>, Vec<Sample>) {
                 .strip_prefix(',')
                 .unwrap_or(&after[end + 1..]);
         }
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| {
-                name.strip_suffix(s)
-                    .filter(|f| types.get(*f).is_some_and(|k| k == "histogram"))
-            })
-            .unwrap_or(name);
+        let family = [
+            ("_bucket", "histogram"),
+            ("_sum", "histogram"),
+            ("_count", "histogram"),
+            ("_total", "counter"),
+        ]
+        .iter()
+        .find_map(|(s, kind)| {
+            name.strip_suffix(s)
+                .filter(|f| types.get(*f).is_some_and(|k| k == kind))
+        })
+        .unwrap_or(name);
         assert!(types.contains_key(family), "sample before its TYPE: {line}");
         samples.push(Sample {
             name: name.to_owned(),
@@ -158,7 +165,7 @@ fn prometheus_text_parses_and_agrees_with_the_stats() {
     let (types, samples) = parse_prometheus(&text);
     let st = system.stats();
 
-    assert_eq!(types["seedcore_tasks_submitted_total"], "counter");
+    assert_eq!(types["seedcore_tasks_submitted"], "counter");
     assert_eq!(types["seedcore_queue_wait_seconds"], "histogram");
     let sys = [("system", "met-prom")];
     assert_eq!(
@@ -295,7 +302,7 @@ fn prometheus_text_parses_and_agrees_with_the_stats() {
             );
             last = (le, b.value);
         }
-        assert!(last.0.is_infinite(), "{key}: no +Inf bucket");
+        assert!(last.0.is_infinite(), "{key}: no +Inf bucket: {buckets:?}");
         let base = buckets[0].name.trim_end_matches("_bucket");
         let labels: Vec<(&str, &str)> = buckets[0]
             .labels
@@ -356,7 +363,7 @@ fn json_parses_and_agrees_with_the_stats() {
             (row["core"].clone(), row["max"].clone()),
             (want.core.into(), want.max.into())
         );
-        assert_eq!(row["resizable"], want.resizable());
+        assert_eq!(row["core"].as_u64() < row["max"].as_u64(), want.resizable());
         assert_eq!(row["pids"].as_array().unwrap().len(), want.pids.len());
     }
     let threads = st.executor(ExecutorKind::Threads).unwrap();
@@ -367,9 +374,14 @@ fn json_parses_and_agrees_with_the_stats() {
     );
     assert_eq!(s["queue_wait"]["count"], st.queue_wait.count());
     assert_eq!(s["run_time"]["count"], st.run_time.count());
-    let buckets = s["run_time"]["buckets"].as_array().unwrap();
+    let buckets = s["run_time"]["buckets_ns"].as_array().unwrap();
     let total: u64 = buckets.iter().map(|b| b[1].as_u64().unwrap()).sum();
     assert_eq!(total, st.run_time.count());
+    // Every task slept 1 ms or ran at once: the median is a real duration,
+    // in microseconds, not a bucket bound.
+    let p50 = s["run_time"]["p50_us"].as_f64().unwrap();
+    let want = st.run_time.percentile(0.5).as_nanos() as f64 / 1e3;
+    assert!((p50 - want).abs() < 1e-6, "{p50} {want}");
     assert_eq!(s["queue_wait_by_priority"].as_array().unwrap().len(), 11);
     assert!(s["balance_events"].is_array());
     let m = &doc["monitor"];
@@ -389,27 +401,119 @@ fn json_parses_and_agrees_with_the_stats() {
         .starts_with("met-json-"));
 }
 
+/// Nearest-rank percentile of sorted values.
+fn exact(sorted: &[Duration], q: f64) -> Duration {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).max(1);
+    sorted[rank - 1]
+}
+
+#[test]
+fn percentiles_of_a_known_distribution_are_within_one_percent() {
+    // A long-tailed mix from 1 µs to 10 s: a uniform body and an
+    // exponential tail, shuffled by a fixed seed.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut values: Vec<Duration> = (0..200_000)
+        .map(|i| {
+            if i % 10 == 0 {
+                Duration::from_secs_f64(1e-6 * (1e7f64).powf(rng.gen::<f64>()))
+            } else {
+                Duration::from_nanos(rng.gen_range(50_000..5_000_000))
+            }
+        })
+        .collect();
+    let mut h = seedcore::observe::Histogram::default();
+    for v in &values {
+        h.record(*v);
+    }
+    values.sort();
+    assert_eq!(h.count(), values.len() as u64);
+    for q in [0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0] {
+        let (got, want) = (
+            h.percentile(q).as_secs_f64(),
+            exact(&values, q).as_secs_f64(),
+        );
+        assert!(
+            (got - want).abs() <= want * 0.01,
+            "p{}: {got} s, exactly {want} s",
+            q * 100.0
+        );
+    }
+    let sum: f64 = values.iter().map(Duration::as_secs_f64).sum();
+    assert!((h.sum().as_secs_f64() - sum).abs() <= sum * 0.01);
+    // Merging two halves gives the same percentiles.
+    let (mut a, mut b) = (
+        seedcore::observe::Histogram::default(),
+        seedcore::observe::Histogram::default(),
+    );
+    for (i, v) in values.iter().enumerate() {
+        if i % 2 == 0 {
+            a.record(*v)
+        } else {
+            b.record(*v)
+        }
+    }
+    a.merge(&b);
+    assert_eq!(a.percentile(0.99), h.percentile(0.99));
+}
+
+#[test]
+fn an_attempts_run_time_is_recorded_as_measured() {
+    // The attempt's run time lands in the system's histogram as itself
+    // (within the two clocks' agreement), not as a bucket bound.
+    let system = common::builder("met-hdr").build().unwrap();
+    let ran = system
+        .submit_thread(TaskOptions::new(), |_| {
+            let t = std::time::Instant::now();
+            std::thread::sleep(Duration::from_millis(20));
+            t.elapsed()
+        })
+        .unwrap()
+        .wait()
+        .unwrap();
+    let st = system.stats();
+    assert_eq!(st.run_time.count(), 1);
+    let max = st.run_time.max();
+    assert_eq!(st.run_time.percentile(1.0), max);
+    assert_eq!(st.run_time.percentile(0.5), max);
+    // The recorded span encloses the task's own measurement.
+    assert!(
+        max.as_secs_f64() >= ran.as_secs_f64() * 0.99,
+        "{max:?} {ran:?}"
+    );
+    let mean = st.run_time.mean().as_secs_f64();
+    assert!(
+        (mean - max.as_secs_f64()).abs() <= max.as_secs_f64() * 0.001,
+        "{mean} {max:?}"
+    );
+}
+
 #[cfg(feature = "http")]
 #[test]
 fn the_http_endpoint_serves_both_formats() {
-    use std::io::{Read, Write};
-
-    fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let (head, body) = out.split_once("\r\n\r\n").unwrap();
-        (head.to_owned(), body.to_owned())
+    /// `(status, content type, body)` of a GET.
+    fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut r = agent.get(&format!("http://{addr}{path}")).call().unwrap();
+        let kind = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = r.body_mut().read_to_string().unwrap();
+        (r.status().as_u16(), kind, body)
     }
 
     let system = busy_system("met-http");
     let server = system.serve_metrics("127.0.0.1:0").unwrap();
     let addr = server.local_addr();
-    let (head, body) = get(addr, "/metrics");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let (status, kind, body) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(kind, seedcore::observe::PROMETHEUS_CONTENT_TYPE);
     let (_, samples) = parse_prometheus(&body);
     assert_eq!(
         value(
@@ -419,12 +523,13 @@ fn the_http_endpoint_serves_both_formats() {
         ),
         30.0
     );
-    let (head, body) = get(addr, "/stats.json");
-    assert!(head.contains("application/json"), "{head}");
+    let (status, kind, body) = get(addr, "/stats.json");
+    assert_eq!((status, kind.as_str()), (200, "application/json"));
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["stats"]["completed"], 30);
-    let (head, _) = get(addr, "/nope");
-    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert_eq!(doc["name"], "met-http");
+    let (status, _, _) = get(addr, "/nope");
+    assert_eq!(status, 404);
     server.stop();
     assert!(
         std::net::TcpStream::connect(addr).is_err(),

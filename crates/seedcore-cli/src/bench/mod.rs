@@ -71,6 +71,8 @@ pub(crate) struct Scale {
     pub(crate) quick: bool,
     /// Pool size of every subject: the number of cores.
     pub(crate) workers: usize,
+    /// `--install-peers`: missing peers may be installed (pip).
+    pub(crate) install_peers: bool,
 }
 
 /// Runs `seedcore bench` and prints its report.
@@ -80,6 +82,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         workers: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
+        install_peers: args.install_peers,
     };
     let suites: Vec<Suite> = match args.suite {
         Suite::All => Suite::CONCRETE.to_vec(),
@@ -123,10 +126,19 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             other if args.suite == Suite::All => {
                 eprintln!("suite {}: not built yet", other.name());
             }
-            other => bail!(
-                "suite {}: not built yet (built suites: threads, process, parallel, balance, exec, gpu, remote, all)",
-                other.name()
-            ),
+            other => {
+                let built: Vec<&str> = Suite::CONCRETE
+                    .iter()
+                    .chain([&Suite::All])
+                    .filter(|s| s.is_built())
+                    .map(|s| s.name())
+                    .collect();
+                bail!(
+                    "suite {}: not built yet (built suites: {})",
+                    other.name(),
+                    built.join(", ")
+                )
+            }
         }
     }
     report::print(&results, &notes, args.json)?;

@@ -28,10 +28,13 @@
 //!
 //! The Python peers run in `python3` from `PATH`, from the script
 //! `python_peers.py` embedded in this binary and written to a temporary file.
-//! pebble, when the system Python lacks it, is installed with pip into a
-//! virtual environment under the cargo target folder (`target/peers-venv`),
-//! or `$SEEDCORE_PEERS_VENV`; setting `SEEDCORE_BENCH_NO_PIP` forbids the
-//! install. A peer that cannot run is reported as skipped, with the reason.
+//! pebble is used from the system Python, or from the virtual environment
+//! under the cargo target folder (`target/peers-venv`, or
+//! `$SEEDCORE_PEERS_VENV`). Nothing is installed unless asked: with
+//! `seedcore bench --install-peers` a missing pebble is installed with pip
+//! into that environment (`SEEDCORE_BENCH_NO_PIP` forbids even that).
+//! A peer that cannot run is reported as skipped, with the reason and how
+//! to install it.
 
 use super::report::median;
 use super::tiny::{expected, task};
@@ -148,7 +151,7 @@ impl Sizes {
 pub(crate) fn run(scale: Scale) -> anyhow::Result<(Vec<Entry>, Vec<String>)> {
     let sz = Sizes::of(scale);
     let w = scale.workers;
-    let py = PythonEnv::prepare();
+    let py = PythonEnv::prepare(scale.install_peers);
     let mut entries = Vec::new();
 
     note(&format!("{TINY}: N={}, {w} workers", sz.tiny_n));
@@ -465,9 +468,9 @@ struct PythonEnv {
 impl PythonEnv {
     /// Finds `python3`, and an interpreter that has pebble: the system one,
     /// else the virtual environment, which is created and given pebble with
-    /// pip if needed (and allowed). Never fails: what is missing becomes a
-    /// reason to skip.
-    fn prepare() -> PythonEnv {
+    /// pip only when `install` (`--install-peers`) asks for it. Never fails:
+    /// what is missing becomes a reason to skip.
+    fn prepare(install: bool) -> PythonEnv {
         let system = PathBuf::from("python3");
         let version = match probe(
             &system,
@@ -499,7 +502,13 @@ impl PythonEnv {
         if let Ok(v) = probe(&venv_python, pebble_probe) {
             return found(venv_python, v, &format!("from {}", venv.display()));
         }
-        let why = if std::env::var_os(NO_PIP_ENV).is_some() {
+        let why = if !install {
+            format!(
+                "pebble is not installed; `seedcore bench process --install-peers` installs \
+                 {PEBBLE} with pip into {}, or install it yourself: `pip install {PEBBLE}`",
+                venv.display()
+            )
+        } else if std::env::var_os(NO_PIP_ENV).is_some() {
             format!("pebble is not installed (and {NO_PIP_ENV} forbids installing it)")
         } else {
             match install_pebble(&system, &venv) {

@@ -297,6 +297,17 @@ fn run(weak: Weak<Shared>, control: Arc<Control>, mut balancer: Balancer, interv
         let Some(shared) = weak.upgrade() else { return };
         let readings = sampler.read(&shared, Instant::now());
         let d = balancer.step(&readings);
+        for e in &d.events {
+            tracing::info!(
+                target: "seedcore::balance",
+                executor = e.executor.name(),
+                kind = e.kind.name(),
+                from = e.from,
+                to = e.to,
+                reason = %e.reason,
+                "balancer decision",
+            );
+        }
         for &(kind, target) in &d.targets {
             if let Some((_, e)) = shared.sched.executors().find(|(_, e)| e.kind() == kind) {
                 e.resize(target);

@@ -116,7 +116,8 @@ named!(ShrinkPolicy { NoShrink => "none", AutoShrink => "auto", TimeoutShrink =>
 named!(QueueFull { Fail => "fail", Wait => "wait" });
 
 /// What a [`BalanceEvent`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// The pool grew.
     Expand,
@@ -131,10 +132,12 @@ named!(EventKind { Expand => "expand", Shrink => "shrink", Hold => "hold" });
 
 /// One decision of the balancer that changed (or would have changed) an
 /// executor's size.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct BalanceEvent {
-    /// When, since the system was built (or since the [`Balancer`] started).
+    /// When, since the system was built (or since the [`Balancer`] started);
+    /// serialized as `at_s`, in seconds.
+    #[serde(rename = "at_s", serialize_with = "crate::observe::stats::seconds")]
     pub at: Duration,
     /// Which executor.
     pub executor: ExecutorKind,

@@ -106,6 +106,14 @@ impl AsyncExec {
         })
     }
 
+    /// A handle on the system's tokio runtime, started on first use; `None`
+    /// if it could not start.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn runtime_handle(&self) -> Option<Handle> {
+        self.ensure_started();
+        self.started.get().cloned().flatten()
+    }
+
     /// Starts the runtime and the drivers on first use; `false` if they
     /// could not start.
     fn ensure_started(&self) -> bool {

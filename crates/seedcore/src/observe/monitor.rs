@@ -32,7 +32,7 @@ const WORKER_CPU_EVERY: Duration = Duration::from_millis(100);
 
 /// One worker of an executor (a thread or a worker process) as the monitor
 /// sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct WorkerReading {
     /// The executor it works for.
@@ -73,7 +73,7 @@ impl WorkerReading {
 
 /// The machine and the workers at one moment, from
 /// [`ConcurrentSystem::monitor`].
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct MonitorSnapshot {
     /// Physical cores (`None` where the OS does not say).

@@ -5,52 +5,138 @@ use crate::balance::BalanceEvent;
 use crate::sched::ExecutorStats;
 use std::time::Duration;
 
-/// Histogram buckets: bucket `i` counts durations in `[2^(i-1), 2^i)` µs
-/// (bucket 0: under 1 µs); the last one is open-ended.
-pub(crate) const BUCKETS: usize = 32;
+/// Significant decimal digits every histogram keeps: a value is recorded
+/// within 0.1% of itself.
+pub(crate) const SIGNIFICANT_DIGITS: u8 = 3;
 
-/// A histogram of durations with power-of-two microsecond buckets.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A histogram of durations (an [HdrHistogram] of nanoseconds, three
+/// significant digits): every percentile is within 0.1% of the recorded
+/// value it stands for, from a nanosecond to hours.
+///
+/// Serialized (in [`ConcurrentSystem::metrics_json`]) as `{count, min_us,
+/// mean_us, p50_us, p90_us, p99_us, p999_us, max_us, buckets_ns: [[upper_ns,
+/// count], ...]}`, `buckets_ns` holding every non-empty bucket.
+///
+/// [HdrHistogram]: https://hdrhistogram.github.io/HdrHistogram/
+/// [`ConcurrentSystem::metrics_json`]: crate::ConcurrentSystem::metrics_json
+#[derive(Debug, Clone, PartialEq)]
 pub struct Histogram {
-    pub(crate) buckets: [u64; BUCKETS],
+    pub(crate) h: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { h: new_hdr() }
+    }
+}
+
+/// An empty, self-resizing HdrHistogram with [`SIGNIFICANT_DIGITS`].
+pub(crate) fn new_hdr() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new(SIGNIFICANT_DIGITS).expect("3 significant digits are valid")
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Histogram {
+    /// Records one duration.
+    pub fn record(&mut self, d: Duration) {
+        // Self-resizing: only a value past u64 fails, and none is.
+        let _ = self.h.record(nanos(d).max(1));
+    }
+
+    /// Adds every duration of `other`.
+    pub fn merge(&mut self, other: &Histogram) {
+        // Self-resizing, so adding cannot fail.
+        let _ = self.h.add(&other.h);
+    }
+
     /// The number of recorded durations.
     pub fn count(&self) -> u64 {
-        self.buckets.iter().sum()
+        self.h.len()
     }
 
-    /// The upper bound of the bucket holding quantile `q` (0..=1), or zero
-    /// when nothing was recorded. Accurate to a factor of two.
+    /// The duration at quantile `q` (0..=1): the smallest recorded value
+    /// that `q` of all are at or below, within 0.1%; zero when nothing was
+    /// recorded.
     pub fn percentile(&self, q: f64) -> Duration {
-        let total = self.count();
-        if total == 0 {
+        if self.h.is_empty() {
             return Duration::ZERO;
         }
-        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (i, &n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return Self::upper(i);
-            }
-        }
-        Self::upper(BUCKETS - 1)
+        Duration::from_nanos(self.h.value_at_quantile(q.clamp(0.0, 1.0)))
     }
 
-    /// `(upper bound, count)` for every non-empty bucket.
+    /// The mean of the recorded durations (zero when none).
+    pub fn mean(&self) -> Duration {
+        Duration::from_secs_f64(self.h.mean() / 1e9)
+    }
+
+    /// The largest recorded duration, within 0.1% (zero when none).
+    pub fn max(&self) -> Duration {
+        Duration::from_nanos(if self.h.is_empty() { 0 } else { self.h.max() })
+    }
+
+    /// The sum of the recorded durations, within 0.1%.
+    pub fn sum(&self) -> Duration {
+        Duration::from_secs_f64(self.h.mean() * self.h.len() as f64 / 1e9)
+    }
+
+    /// The recorded durations at or below `upper`.
+    pub fn count_at_or_below(&self, upper: Duration) -> u64 {
+        if self.h.is_empty() {
+            return 0;
+        }
+        self.h.count_between(0, nanos(upper))
+    }
+
+    /// `(upper bound, count)` for every non-empty bucket, smallest first;
+    /// each bucket is 0.1% wide or less.
     pub fn buckets(&self) -> Vec<(Duration, u64)> {
-        self.buckets
-            .iter()
-            .enumerate()
-            .filter(|(_, &n)| n > 0)
-            .map(|(i, &n)| (Self::upper(i), n))
+        self.h
+            .iter_recorded()
+            .map(|v| {
+                (
+                    Duration::from_nanos(v.value_iterated_to()),
+                    v.count_at_value(),
+                )
+            })
             .collect()
     }
+}
 
-    fn upper(i: usize) -> Duration {
-        Duration::from_micros(1u64 << i)
+impl serde::Serialize for Histogram {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Summary {
+            count: u64,
+            min_us: f64,
+            mean_us: f64,
+            p50_us: f64,
+            p90_us: f64,
+            p99_us: f64,
+            p999_us: f64,
+            max_us: f64,
+            buckets_ns: Vec<(u64, u64)>,
+        }
+        let us = |d: Duration| d.as_nanos() as f64 / 1e3;
+        let min = if self.h.is_empty() { 0 } else { self.h.min() };
+        Summary {
+            count: self.count(),
+            min_us: min as f64 / 1e3,
+            mean_us: us(self.mean()),
+            p50_us: us(self.percentile(0.5)),
+            p90_us: us(self.percentile(0.9)),
+            p99_us: us(self.percentile(0.99)),
+            p999_us: us(self.percentile(0.999)),
+            max_us: us(self.max()),
+            buckets_ns: self
+                .buckets()
+                .into_iter()
+                .map(|(d, n)| (nanos(d), n))
+                .collect(),
+        }
+        .serialize(s)
     }
 }
 
@@ -62,7 +148,7 @@ impl Histogram {
 /// [`Stats::resolved`].
 ///
 /// [`ConcurrentSystem::stats`]: crate::ConcurrentSystem::stats
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// Tasks accepted.
@@ -158,4 +244,9 @@ impl Stats {
     pub fn queued(&self) -> usize {
         self.executors.iter().map(|e| e.queued).sum()
     }
+}
+
+/// Serializes a duration as seconds (`f64`).
+pub(crate) fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }

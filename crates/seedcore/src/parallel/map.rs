@@ -3,7 +3,7 @@
 
 use super::chunk::{ChunkCursor, ChunkOut, ChunkSize};
 use super::core::{Core, CoreConfig, Limits};
-use super::progress::Progress;
+use super::progress::{Progress, ProgressHandle};
 use super::runner::{BatchRunner, ChunkRunner, ItemsRunner, ThreadRunner};
 use super::{Blocker, IterSource, Source};
 use crate::error::{BoxError, TaskError};
@@ -505,6 +505,25 @@ pub struct MapIter<'a, R> {
 }
 
 impl<'a, R> MapIter<'a, R> {
+    /// A handle on the map's progress bar (see
+    /// [`MapBuilder::progress`]), to print above it from here or from the
+    /// map's tasks.
+    pub fn progress(&self) -> ProgressHandle {
+        self.flow.progress.handle()
+    }
+
+    /// Prints `line` on stderr above the progress bar (straight to stderr
+    /// when none is shown); see [`ProgressHandle::println`].
+    pub fn println(&self, line: impl AsRef<str>) {
+        self.flow.progress.handle().println(line);
+    }
+
+    /// Runs `f` with the progress bar hidden, so that what it prints is
+    /// not garbled by the bar; see [`ProgressHandle::suspend`].
+    pub fn suspend<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.flow.progress.handle().suspend(f)
+    }
+
     /// The next finished chunk as a whole, blocking; `None` at the end.
     /// Only for a fresh iterator, before any item was read.
     pub(crate) fn next_chunk(&mut self) -> Option<ChunkOut<R>> {

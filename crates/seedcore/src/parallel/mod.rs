@@ -48,6 +48,7 @@ pub use channel::{
 pub use chunk::ChunkSize;
 pub use map::{MapBuilder, MapIter, MapStream, StarFn};
 pub use pipeline::{Pipeline, PipelineError, PipelineIter, PipelineStream, Stage};
+pub use progress::ProgressHandle;
 pub use reduce::Folded;
 pub use scope::{Scope, ScopedFuture};
 

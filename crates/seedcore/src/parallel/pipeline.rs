@@ -481,6 +481,12 @@ pub struct PipelineIter<'a, T> {
 }
 
 impl<'a, T> PipelineIter<'a, T> {
+    /// A handle on the pipeline's progress bar (see
+    /// [`Pipeline::progress`]), to print above it.
+    pub fn progress(&self) -> super::ProgressHandle {
+        self.out.progress.handle()
+    }
+
     /// Cancels every stage's outstanding tasks: the output ends.
     pub fn cancel(&mut self) {
         self.out.cancel();

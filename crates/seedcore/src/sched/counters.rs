@@ -1,13 +1,20 @@
 //! The scheduler's live counters and histograms, sharded so that the hot
 //! path never bounces one cache line between the submitter and the
 //! workers; [`Counters::snapshot`] turns them into the public [`Stats`].
+//!
+//! The histograms are HdrHistograms, one set per shard behind a lock that
+//! only the shard's threads and the (rare) snapshot take: recording is an
+//! uncontended lock and an index computation, and a snapshot merges the
+//! shards. Each histogram is made at its row's first value and grows with
+//! the range of values seen, so rows never used cost nothing.
 
 use super::MAX_EXECUTORS;
 use crate::error::TaskErrorKind;
-use crate::observe::stats::{Histogram, BUCKETS};
+use crate::observe::stats::{new_hdr, Histogram};
 use crate::observe::Stats;
 use crate::options::{Priority, LEVELS};
 use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -37,8 +44,24 @@ struct Shard {
     exec_started: [AtomicU64; MAX_EXECUTORS],
     exec_ended: [AtomicU64; MAX_EXECUTORS],
     callback_panics: AtomicU64,
-    queue_wait: [[AtomicU64; BUCKETS]; ROWS],
-    run_time: [[AtomicU64; BUCKETS]; ROWS],
+    hists: Mutex<Hists>,
+}
+
+type Hdr = hdrhistogram::Histogram<u64>;
+
+/// One shard's histograms, by row, in nanoseconds.
+#[derive(Default)]
+struct Hists {
+    queue_wait: [Option<Box<Hdr>>; ROWS],
+    run_time: [Option<Box<Hdr>>; ROWS],
+}
+
+/// Records `d` in `slot`, making its histogram at the first value.
+fn record(slot: &mut Option<Box<Hdr>>, d: Duration) {
+    let h = slot.get_or_insert_with(|| Box::new(new_hdr()));
+    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+    // Self-resizing: recording cannot fail for a u64.
+    let _ = h.record(ns);
 }
 
 /// The live counters of one system.
@@ -60,11 +83,6 @@ fn shard_index() -> usize {
         }
         i
     })
-}
-
-fn bucket(d: Duration) -> usize {
-    let us = d.as_micros() as u64;
-    ((64 - us.leading_zeros()) as usize).min(BUCKETS - 1)
 }
 
 fn bump(a: &AtomicU64) {
@@ -112,7 +130,7 @@ impl Counters {
         bump(&s.attempts_started);
         bump(&s.exec_started[slot as usize]);
         if let Some(w) = queue_wait {
-            bump(&s.queue_wait[row][bucket(w)]);
+            record(&mut s.hists.lock().queue_wait[row], w);
         }
     }
 
@@ -122,7 +140,7 @@ impl Counters {
         let s = self.local();
         bump(&s.attempts_ended);
         bump(&s.exec_ended[slot as usize]);
-        bump(&s.run_time[row][bucket(ran)]);
+        record(&mut s.hists.lock().run_time[row], ran);
     }
 
     /// Attempts running on the executor in `slot` (the balancer reads it
@@ -181,8 +199,8 @@ impl Counters {
 
     pub(crate) fn snapshot(&self) -> Stats {
         let mut st = Stats::default();
-        let mut qw = [[0u64; BUCKETS]; ROWS];
-        let mut rt = [[0u64; BUCKETS]; ROWS];
+        let mut qw: [Histogram; ROWS] = Default::default();
+        let mut rt: [Histogram; ROWS] = Default::default();
         let (mut a_start, mut a_end, mut undone) = (0u64, 0u64, 0u64);
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         for s in self.shards.iter() {
@@ -201,28 +219,30 @@ impl Counters {
             st.callback_panics += ld(&s.callback_panics);
             a_start += ld(&s.attempts_started);
             a_end += ld(&s.attempts_ended);
+            let hists = s.hists.lock();
             for r in 0..ROWS {
-                for i in 0..BUCKETS {
-                    qw[r][i] += ld(&s.queue_wait[r][i]);
-                    rt[r][i] += ld(&s.run_time[r][i]);
+                // Self-resizing, so adding cannot fail.
+                if let Some(h) = &hists.queue_wait[r] {
+                    let _ = qw[r].h.add(&**h);
+                }
+                if let Some(h) = &hists.run_time[r] {
+                    let _ = rt[r].h.add(&**h);
                 }
             }
         }
         st.attempts = a_start - undone;
         st.running = a_start.saturating_sub(a_end);
-        let total = |rows: &[[u64; BUCKETS]; ROWS]| Histogram {
-            buckets: std::array::from_fn(|i| rows.iter().map(|r| r[i]).sum()),
+        let total = |rows: &[Histogram]| {
+            let mut all = Histogram::default();
+            for h in rows {
+                all.merge(h);
+            }
+            all
         };
         st.queue_wait = total(&qw);
         st.run_time = total(&rt);
-        st.queue_wait_by_priority = qw[..LEVELS]
-            .iter()
-            .map(|&buckets| Histogram { buckets })
-            .collect();
-        st.run_time_by_priority = rt[..LEVELS]
-            .iter()
-            .map(|&buckets| Histogram { buckets })
-            .collect();
+        st.queue_wait_by_priority = qw[..LEVELS].to_vec();
+        st.run_time_by_priority = rt[..LEVELS].to_vec();
         st
     }
 }

@@ -203,10 +203,11 @@ impl StopReport {
 
 /// One executor's row in [`Stats`](crate::Stats) and what the balancer
 /// reads of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ExecutorStats {
-    /// Which executor.
+    /// Which executor (serialized as `executor`, its name).
+    #[serde(rename = "executor")]
     pub kind: ExecutorKind,
     /// Tasks waiting for a worker of this executor.
     pub queued: usize,
@@ -263,7 +264,7 @@ impl ExecutorStats {
 }
 
 /// One worker of an executor, as [`Executor::workers`] lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct WorkerInfo {
     /// The OS thread id (thread workers) or process id (worker processes);

@@ -396,4 +396,8 @@ impl Schedule for Scheduler {
     fn dispatch(&self, callback: Box<dyn FnOnce() + Send>) {
         self.callbacks.dispatch(callback);
     }
+
+    fn kind_of(&self, exec: u8) -> crate::task::ExecutorKind {
+        self.executor(exec).kind()
+    }
 }

@@ -26,6 +26,17 @@
 //! when the executor reports that the attempt's code has stopped (a thread
 //! returned, a future was dropped, a worker process reported or died), so
 //! a lock is never free while code that holds it still runs.
+//!
+//! # Tracing
+//!
+//! Each attempt is a `tracing` span named `attempt` (level DEBUG, fields
+//! `task`, `name`, `priority`, `executor`, `attempt`), opened by
+//! [`TaskCell::begin`], entered while the executor starts the attempt (a
+//! thread task's whole run) and while it ends, and closed by
+//! [`TaskCell::end`]. Inside it: an event for the attempt's outcome, for a
+//! timeout (WARN), a crashed worker (WARN) and a scheduled retry (INFO).
+//! When no subscriber wants DEBUG, [`TaskCell::begin`] makes no span: one
+//! load of tracing's global level filter is all it costs.
 
 use super::completion::Completion;
 use super::state::{Begin, LockWait, Phase, Resolve, TaskState};
@@ -75,6 +86,15 @@ pub(crate) trait Schedule: Send + Sync + 'static {
     fn stop_attempt(&self, exec: u8, id: TaskId, n: u32, why: StopReason);
     /// Runs `callback` on the callback executor.
     fn dispatch(&self, callback: Box<dyn FnOnce() + Send>);
+    /// The kind of the executor in slot `exec` (for tracing).
+    fn kind_of(&self, exec: u8) -> super::ExecutorKind;
+}
+
+/// Whether attempt spans are wanted: tracing's global level filter (`OFF`
+/// while no subscriber is installed) lets DEBUG through.
+#[inline]
+fn spans_wanted() -> bool {
+    tracing::level_enabled!(tracing::Level::DEBUG)
 }
 
 /// The clock of the run-time and queue-wait figures: read three times per
@@ -109,6 +129,8 @@ pub(crate) struct Header {
     submitted_at: StatClock,
     /// When the current attempt started waiting for its locks.
     lock_wait: Mutex<Option<Instant>>,
+    /// The current attempt's span, while a subscriber wants them.
+    span: Mutex<Option<tracing::Span>>,
 }
 
 impl Header {
@@ -121,6 +143,42 @@ impl Header {
             state: TaskState::new(),
             submitted_at: StatClock::now(),
             lock_wait: Mutex::new(None),
+            span: Mutex::new(None),
+        }
+    }
+
+    /// Opens the span of attempt `n`.
+    #[cold]
+    fn open_span(&self, n: u32) {
+        // A root: an attempt that starts while another one's span is
+        // entered on this thread is not part of it.
+        let span = tracing::debug_span!(
+            parent: None,
+            "attempt",
+            task = self.id.0,
+            name = self.opts.get_name(),
+            priority = self.opts.priority.level(),
+            executor = self.sched.kind_of(self.exec).name(),
+            attempt = n,
+        );
+        *self.span.lock() = Some(span);
+    }
+
+    /// The current attempt's span, if one is open.
+    fn span(&self) -> Option<tracing::Span> {
+        if spans_wanted() {
+            self.span.lock().clone()
+        } else {
+            None
+        }
+    }
+
+    /// Closes the current attempt's span: the caller's is the last handle.
+    fn take_span(&self) -> Option<tracing::Span> {
+        if spans_wanted() {
+            self.span.lock().take()
+        } else {
+            None
         }
     }
 
@@ -358,6 +416,9 @@ impl<B: Body> TaskCell<B> {
         let started = StatClock::now();
         let waited = (n == 1).then(|| started.saturating_duration_since(h.submitted_at));
         h.sched.attempt_started(h, waited);
+        if spans_wanted() {
+            h.open_span(n);
+        }
         if let Some(t) = h.opts.timeout {
             self.arm_deadline(n, Instant::now() + t);
         }
@@ -382,9 +443,15 @@ impl<B: Body> TaskCell<B> {
     /// result if nobody ended the attempt before (a deadline, a cancel).
     pub(crate) fn end(self: &Arc<Self>, a: Attempt, out: Result<B::Output, TaskError>) {
         let h = &self.header;
-        h.sched.attempt_ended(h, a.started.elapsed());
+        let ran = a.started.elapsed();
+        h.sched.attempt_ended(h, ran);
         self.release_locks();
+        let span = h.take_span();
+        let _in_span = span.as_ref().map(tracing::Span::enter);
         if h.state.transition_to_ended(a.n).won() {
+            if span.is_some() {
+                trace_outcome(&out, ran);
+            }
             self.settle(a.n, out);
         }
     }
@@ -426,6 +493,13 @@ impl<B: Body> TaskCell<B> {
         h.sched.retried(h);
         h.state.transition_to_backoff(n);
         let delay = retry.delay(n);
+        tracing::info!(
+            task = h.id.0,
+            attempt = n,
+            delay_ms = delay.as_millis() as u64,
+            error = %e,
+            "retry scheduled",
+        );
         let me: Arc<dyn Job> = self.clone();
         if delay.is_zero() {
             me.schedule();
@@ -459,7 +533,10 @@ impl<B: Body> Job for TaskCell<B> {
 
     fn run(self: Arc<Self>) -> bool {
         match self.begin() {
-            Some(a) => B::start(&self, a),
+            Some(a) => match self.header.span() {
+                Some(span) => span.in_scope(|| B::start(&self, a)),
+                None => B::start(&self, a),
+            },
             None => false,
         }
     }
@@ -491,6 +568,14 @@ impl<B: Body> Job for TaskCell<B> {
             Deadline::NotBefore(at) => self.arm_deadline(n, at),
             Deadline::Passed => {
                 if h.state.transition_to_ended(n).won() {
+                    let span = h.span();
+                    let _in_span = span.as_ref().map(tracing::Span::enter);
+                    tracing::warn!(
+                        task = h.id.0,
+                        attempt = n,
+                        timeout_ms = limit.as_millis() as u64,
+                        "attempt timed out",
+                    );
                     h.state.cancel_through(n);
                     B::stop(&self, n, StopReason::Timeout);
                     self.settle(n, Err(TaskError::TimedOut(limit)));
@@ -544,5 +629,19 @@ impl Drop for InTask {
     fn drop(&mut self) {
         let was = self.0;
         IN_TASK.with(|c| c.set(was));
+    }
+}
+
+/// The outcome event of an attempt, inside its span.
+#[cold]
+fn trace_outcome<T>(out: &Result<T, TaskError>, ran: Duration) {
+    let ran_us = ran.as_micros() as u64;
+    match out {
+        Ok(_) => tracing::debug!(ran_us, "attempt succeeded"),
+        Err(e @ TaskError::WorkerDied { .. }) => {
+            tracing::warn!(ran_us, error = %e, "worker died")
+        }
+        Err(e @ TaskError::Panicked(_)) => tracing::warn!(ran_us, error = %e, "attempt panicked"),
+        Err(e) => tracing::debug!(ran_us, kind = ?e.kind(), error = %e, "attempt failed"),
     }
 }

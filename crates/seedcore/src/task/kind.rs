@@ -54,3 +54,10 @@ pub enum StopReason {
     /// The task was cancelled (by its future or by a shutdown).
     Cancel,
 }
+
+impl serde::Serialize for ExecutorKind {
+    /// As its [`name`](Self::name).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}

@@ -24,7 +24,8 @@ pub use kind::{ExecutorKind, StopReason};
 use crate::error::TaskErrorKind;
 
 /// The identifier of a task, unique within its system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct TaskId(pub(crate) u64);
 
 impl TaskId {
