@@ -14,8 +14,8 @@ mod kind;
 pub(crate) mod state;
 
 pub(crate) use cell::{
-    caught, in_task, Acquire, Attempt, Body, Deadline, Header, InTask, Job, Schedule, StatClock,
-    TaskCell, TaskRef,
+    blocking, caught, in_task, set_blocker, Acquire, Attempt, Blocker, Body, Deadline, Header,
+    InTask, Job, Schedule, StatClock, TaskCell, TaskRef,
 };
 pub use context::{CancellationToken, TaskContext};
 pub use future::{TaskFuture, TaskHandle};

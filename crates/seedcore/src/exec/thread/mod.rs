@@ -21,7 +21,7 @@
 use crate::sched::idle::Idle;
 use crate::sched::ShutdownMode;
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport, WorkerInfo};
-use crate::task::{ExecutorKind, Job, StopReason, TaskId};
+use crate::task::{set_blocker, Blocker, ExecutorKind, Job, StopReason, TaskId};
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -75,12 +75,61 @@ fn in_pool_thread() -> bool {
 struct PoolState {
     alive: usize,
     abandoned: usize,
+    /// Threads blocked in a wait on a future (see [`Blocker`]).
+    blocked: usize,
     next_index: usize,
     handles: Vec<JoinHandle<()>>,
     /// Threads that left `work` and only have to be joined.
     exited: Vec<std::thread::ThreadId>,
     /// The slots of the threads in `work`.
     slots: Vec<Arc<WorkerSlot>>,
+}
+
+impl PoolState {
+    /// Threads free to take work: neither stuck past a deadline nor
+    /// blocked in a wait (a thread can be both; it counts out once).
+    fn capacity(&self) -> usize {
+        self.alive.saturating_sub(self.abandoned + self.blocked)
+    }
+}
+
+/// Most threads the pool starts past `max` to stand in for threads blocked
+/// in nested waits; past that a nested wait waits for a thread to free up.
+const MAX_COMPENSATING: usize = 256;
+
+/// A pool thread that waits on a future (a nested task, a process or an
+/// async task) would hold its place while the work it waits for sits in the
+/// queue behind it: with every thread waiting, nothing runs. As tokio's
+/// `block_in_place` and ForkJoinPool's `ManagedBlocker` do, the pool starts
+/// a compensating thread past `max` for the time of the wait; once the
+/// wait ends, the extra thread retires after `keep_alive` idle.
+///
+/// The other way, running queued work on the waiting thread (rayon's), is
+/// not taken: a queued task run inside the wait would run to its end before
+/// the wait could return, so a `wait_timeout` would overrun its timeout by
+/// that task's run time, the waiting task's own deadline and cancel would
+/// be tracked against the wrong task (the thread's slot records one running
+/// task), and a low-priority queued task could run ahead of a higher one
+/// that another thread would have taken first.
+impl Blocker for ThreadPool {
+    fn begin(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let mut st = self.state.lock();
+        st.blocked += 1;
+        if st.capacity() < self.target() && st.alive < self.max + MAX_COMPENSATING {
+            if let Err(e) = me.spawn_locked(&mut st) {
+                log::error!("seedcore: could not start a thread for a blocked one: {e}");
+            }
+        }
+    }
+
+    fn end(&self) {
+        let mut st = self.state.lock();
+        st.blocked = st.blocked.saturating_sub(1);
+    }
 }
 
 /// The thread pool of one system.
@@ -121,6 +170,7 @@ impl ThreadPool {
             state: Mutex::new(PoolState {
                 alive: 0,
                 abandoned: 0,
+                blocked: 0,
                 next_index: 0,
                 handles: Vec::new(),
                 exited: Vec::new(),
@@ -198,7 +248,7 @@ impl ThreadPool {
             return;
         }
         st.abandoned += 1;
-        if st.alive - st.abandoned < self.target() && st.alive < self.max {
+        if st.capacity() < self.target() && st.alive < self.max {
             if let Err(e) = self.spawn_locked(&mut st) {
                 log::error!("seedcore: could not start a replacement thread: {e}");
             }
@@ -220,7 +270,7 @@ impl ThreadPool {
 
     /// Whether the pool's capacity (threads not stuck) is above its target.
     fn above_target(&self, st: &PoolState) -> bool {
-        st.alive - st.abandoned > self.target()
+        st.capacity() > self.target()
     }
 
     fn target(&self) -> usize {
@@ -234,7 +284,7 @@ impl ThreadPool {
         let target = target.clamp(self.core, self.max);
         self.target.store(target, Ordering::Release);
         let mut st = self.state.lock();
-        let capacity = st.alive - st.abandoned;
+        let capacity = st.capacity();
         if capacity < target {
             for _ in capacity..target {
                 if st.alive >= self.max {
@@ -274,6 +324,8 @@ impl ThreadPool {
 
     fn work(self: Arc<Self>) {
         IN_POOL.with(|c| c.set(true));
+        let me: std::sync::Weak<dyn Blocker> = self.me.clone();
+        set_blocker(me);
         let slot = Arc::new(WorkerSlot {
             abandoned: AtomicBool::new(false),
             running: AtomicU64::new(0),

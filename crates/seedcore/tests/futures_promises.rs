@@ -1,0 +1,100 @@
+//! What users of concurrent.futures rely on: nested waits in a full pool,
+//! cancelling twice, and bad map settings reported as errors.
+
+mod common;
+
+use common::LONG;
+use seedcore::{ChunkSize, SubmitError, TaskError, TaskErrorKind, TaskOptions};
+use std::sync::{Arc, Weak};
+
+/// A task that submits `n` tasks to its own system and waits on each,
+/// in a pool of one thread: the waiting thread must not starve them.
+#[test]
+fn nested_wait_at_max_threads_resolves() {
+    let system = Arc::new(common::system("fp-nested", 1, 1));
+    let weak: Weak<seedcore::ConcurrentSystem> = Arc::downgrade(&system);
+    let outer = system
+        .submit_thread(TaskOptions::new(), move |_| {
+            let sys = weak.upgrade().expect("system alive");
+            let inner: Vec<_> = (0..8u64)
+                .map(|i| {
+                    sys.submit_thread(TaskOptions::new(), move |_| i * 3)
+                        .unwrap()
+                })
+                .collect();
+            inner.into_iter().map(|f| f.wait().unwrap()).sum::<u64>()
+        })
+        .unwrap();
+    let got = outer.wait_timeout(LONG).expect("nested wait deadlocked");
+    assert_eq!(got.unwrap(), (0..8u64).map(|i| i * 3).sum::<u64>());
+}
+
+/// The same with a wait that has a timeout, nested two levels deep.
+#[test]
+fn nested_wait_timeout_two_levels_resolves() {
+    let system = Arc::new(common::system("fp-nested2", 1, 1));
+    let w1 = Arc::downgrade(&system);
+    let outer = system
+        .submit_thread(TaskOptions::new(), move |_| {
+            let sys = w1.upgrade().unwrap();
+            let w2 = Arc::downgrade(&sys);
+            let mid = sys
+                .submit_thread(TaskOptions::new(), move |_| {
+                    let sys = w2.upgrade().unwrap();
+                    let leaf = sys.submit_thread(TaskOptions::new(), |_| 7u32).unwrap();
+                    leaf.wait_timeout(LONG).ok().map(|r| r.unwrap())
+                })
+                .unwrap();
+            mid.wait_timeout(LONG).ok().and_then(|r| r.unwrap())
+        })
+        .unwrap();
+    let got = outer.wait_timeout(LONG).expect("nested wait deadlocked");
+    assert_eq!(got.unwrap(), Some(7));
+}
+
+#[test]
+fn cancel_of_a_cancelled_future_returns_true() {
+    let system = common::system("fp-cancel", 1, 1);
+    let gate = common::Gate::new();
+    let g = gate.clone();
+    let _blocker = system
+        .submit_thread(TaskOptions::new(), move |_| {
+            g.wait();
+        })
+        .unwrap();
+    let fut = system.submit_thread(TaskOptions::new(), |_| 1u8).unwrap();
+    assert!(fut.cancel());
+    assert!(fut.cancel(), "a second cancel of a cancelled task is true");
+    gate.open();
+    let done = system.submit_thread(TaskOptions::new(), |_| 2u8).unwrap();
+    assert_eq!(done.wait().unwrap(), 2);
+    // Resolved with a value: cancel stays false.
+    let ok = system.submit_thread(TaskOptions::new(), |_| 3u8).unwrap();
+    while !ok.is_done() {
+        std::thread::yield_now();
+    }
+    assert!(!ok.cancel());
+    assert!(matches!(fut.wait(), Err(TaskError::Cancelled)));
+}
+
+#[test]
+fn fixed_zero_chunk_size_is_a_typed_error() {
+    let system = common::system("fp-chunk0", 1, 2);
+    let got: Vec<Result<u64, TaskError>> = system
+        .map(0..10u64, |x| x + 1)
+        .chunk_size(ChunkSize::Fixed(0))
+        .ordered()
+        .collect();
+    assert_eq!(got.len(), 10);
+    for r in got {
+        let e = r.expect_err("Fixed(0) must not run silently as 1");
+        assert_eq!(e.kind(), TaskErrorKind::Failed);
+        let TaskError::Failed(inner) = &e else {
+            panic!("not Failed: {e}")
+        };
+        let sub = inner
+            .downcast_ref::<SubmitError>()
+            .expect("a SubmitError inside");
+        assert!(matches!(sub, SubmitError::InvalidOptions(m) if m.contains("Fixed(0)")));
+    }
+}
