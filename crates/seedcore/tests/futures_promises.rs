@@ -98,3 +98,105 @@ fn fixed_zero_chunk_size_is_a_typed_error() {
         assert!(matches!(sub, SubmitError::InvalidOptions(m) if m.contains("Fixed(0)")));
     }
 }
+
+#[test]
+fn wait_first_completed_all_completed_and_timeout() {
+    let system = common::system("fp-wait", 2, 2);
+    let gate = common::Gate::new();
+    let g = gate.clone();
+    let futs = vec![
+        system
+            .submit_thread(TaskOptions::new(), move |_| {
+                g.wait();
+                1u32
+            })
+            .unwrap(),
+        system.submit_thread(TaskOptions::new(), |_| 2u32).unwrap(),
+    ];
+    let first = seedcore::wait(&futs, seedcore::WaitFor::FirstCompleted, Some(LONG));
+    assert_eq!(first.done, vec![1]);
+    assert_eq!(first.pending, vec![0]);
+    let timed = seedcore::wait(
+        &futs,
+        seedcore::WaitFor::AllCompleted,
+        Some(std::time::Duration::from_millis(20)),
+    );
+    assert_eq!(timed.pending, vec![0], "the gated task cannot be done");
+    gate.open();
+    let all = seedcore::wait(&futs, seedcore::WaitFor::AllCompleted, None);
+    assert_eq!(all.done, vec![0, 1]);
+    let values: Vec<u32> = futs.into_iter().map(|f| f.wait().unwrap()).collect();
+    assert_eq!(values, vec![1, 2]);
+}
+
+#[test]
+fn wait_first_exception_returns_on_a_failure() {
+    let system = common::system("fp-wait-exc", 2, 2);
+    let gate = common::Gate::new();
+    let g = gate.clone();
+    let futs = vec![
+        system
+            .submit_thread_fallible(TaskOptions::new(), move |_| {
+                g.wait();
+                Ok::<u32, common::MyError>(1)
+            })
+            .unwrap(),
+        system
+            .submit_thread_fallible(TaskOptions::new(), |_| {
+                Err::<u32, _>(common::MyError("bad".into()))
+            })
+            .unwrap(),
+    ];
+    let set = seedcore::wait(&futs, seedcore::WaitFor::FirstException, Some(LONG));
+    assert_eq!(set.done, vec![1]);
+    assert_eq!(set.pending, vec![0]);
+    gate.open();
+    let mut futs = futs.into_iter();
+    assert_eq!(futs.next().unwrap().wait().unwrap(), 1);
+    assert!(futs.next().unwrap().wait().is_err());
+}
+
+#[test]
+fn as_completed_yields_in_completion_order() {
+    let system = common::system("fp-asc", 2, 2);
+    let gate = common::Gate::new();
+    let g = gate.clone();
+    let slow = system
+        .submit_thread(TaskOptions::new(), move |_| {
+            g.wait();
+            "slow"
+        })
+        .unwrap();
+    let fast = system
+        .submit_thread(TaskOptions::new(), |_| "fast")
+        .unwrap();
+    let mut it = seedcore::as_completed(vec![slow, fast], Some(LONG));
+    let (i, r) = it.next().expect("one resolves");
+    assert_eq!((i, r.unwrap()), (1, "fast"));
+    gate.open();
+    let (i, r) = it.next().expect("the other resolves");
+    assert_eq!((i, r.unwrap()), (0, "slow"));
+    assert!(it.next().is_none());
+    assert!(!it.timed_out());
+}
+
+#[test]
+fn as_completed_ends_at_its_timeout_and_hands_back_the_rest() {
+    let system = common::system("fp-asc-to", 1, 1);
+    let gate = common::Gate::new();
+    let g = gate.clone();
+    let slow = system
+        .submit_thread(TaskOptions::new(), move |_| {
+            g.wait();
+            5u8
+        })
+        .unwrap();
+    let mut it = seedcore::as_completed(vec![slow], Some(std::time::Duration::from_millis(20)));
+    assert!(it.next().is_none());
+    assert!(it.timed_out());
+    let rest = it.into_pending();
+    assert_eq!(rest.len(), 1);
+    gate.open();
+    let (_, f) = rest.into_iter().next().unwrap();
+    assert_eq!(f.wait().unwrap(), 5);
+}

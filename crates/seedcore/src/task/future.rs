@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// stop it.
 #[must_use = "dropping a TaskFuture detaches the task; its result is lost"]
 pub struct TaskFuture<T> {
-    task: Arc<dyn TaskRef<T>>,
+    pub(super) task: Arc<dyn TaskRef<T>>,
 }
 
 impl<T: Send + 'static> TaskFuture<T> {

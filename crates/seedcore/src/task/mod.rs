@@ -11,6 +11,7 @@ pub(crate) mod completion;
 mod context;
 mod future;
 mod kind;
+mod many;
 pub(crate) mod state;
 
 pub(crate) use cell::{
@@ -20,6 +21,7 @@ pub(crate) use cell::{
 pub use context::{CancellationToken, TaskContext};
 pub use future::{TaskFuture, TaskHandle};
 pub use kind::{ExecutorKind, StopReason};
+pub use many::{as_completed, wait, AsCompleted, WaitFor, WaitSet};
 
 use crate::error::TaskErrorKind;
 
