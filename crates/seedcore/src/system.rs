@@ -16,7 +16,7 @@ use crate::options::TaskOptions;
 use crate::sched::callback::{CallbackExecutor, CallbackQueue, Dispatcher};
 use crate::sched::counters::Counters;
 use crate::sched::timer::Timer;
-use crate::sched::{ClosureBody, Executor, Scheduler};
+use crate::sched::{ClosureBody, Executor, Scheduler, ShutdownHandle};
 use crate::task::{Body, ExecutorKind, TaskContext, TaskFuture};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
@@ -684,6 +684,18 @@ impl ConcurrentSystem {
         // Step 0: the balancer stops resizing the pools (idempotent).
         s.balance.stop();
         s.sched.shutdown(mode, s.config.shutdown_timeout)
+    }
+
+    /// Starts a shutdown and returns at once; the handle says when it is
+    /// done and gives its report. Dropping the system afterwards waits for
+    /// this shutdown to end.
+    pub fn shutdown_background(&self, mode: ShutdownMode) -> ShutdownHandle {
+        let shared = self.shared.clone();
+        let name = format!("{}-shutdown", shared.config.name);
+        ShutdownHandle::start(name, move || {
+            shared.balance.stop();
+            shared.sched.shutdown(mode, shared.config.shutdown_timeout)
+        })
     }
 }
 

@@ -200,3 +200,82 @@ fn as_completed_ends_at_its_timeout_and_hands_back_the_rest() {
     let (_, f) = rest.into_iter().next().unwrap();
     assert_eq!(f.wait().unwrap(), 5);
 }
+
+/// A system of one thread whose thread runs a task held at `gate`, with
+/// one more task queued behind it.
+fn one_running_one_queued(
+    name: &str,
+    gate: &common::Gate,
+) -> (
+    seedcore::ConcurrentSystem,
+    seedcore::TaskFuture<u32>,
+    seedcore::TaskFuture<u32>,
+) {
+    let system = common::builder(name)
+        .core_threads(1)
+        .max_threads(1)
+        .shutdown_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let started = common::Gate::new();
+    let (s, g) = (started.clone(), gate.clone());
+    let running = system
+        .submit_thread(TaskOptions::new(), move |cx| {
+            s.open();
+            g.wait();
+            if cx.is_cancelled() {
+                0
+            } else {
+                1
+            }
+        })
+        .unwrap();
+    assert!(started.wait());
+    let queued = system.submit_thread(TaskOptions::new(), |_| 2u32).unwrap();
+    (system, running, queued)
+}
+
+#[test]
+fn cancel_queued_shutdown_cancels_queued_and_lets_running_finish() {
+    let gate = common::Gate::new();
+    let (system, running, queued) = one_running_one_queued("fp-cq", &gate);
+    let handle = system.shutdown_background(seedcore::ShutdownMode::CancelQueued);
+    assert!(matches!(queued.wait(), Err(TaskError::Cancelled)));
+    assert!(!handle.is_done(), "the running task holds the shutdown");
+    gate.open();
+    assert_eq!(
+        running.wait().unwrap(),
+        1,
+        "the running task was not stopped"
+    );
+    let report = handle.wait();
+    assert_eq!(report.mode, seedcore::ShutdownMode::CancelQueued);
+    assert_eq!(report.cancelled, 1);
+    assert!(!report.timed_out);
+    drop(system);
+}
+
+#[test]
+fn background_shutdown_returns_at_once_and_reports_when_done() {
+    let gate = common::Gate::new();
+    let (system, running, queued) = one_running_one_queued("fp-bg", &gate);
+    let handle = system.shutdown_background(seedcore::ShutdownMode::Graceful);
+    assert!(handle
+        .wait_timeout(std::time::Duration::from_millis(20))
+        .is_none());
+    assert!(!handle.is_done());
+    assert!(handle.report().is_none());
+    assert!(system.is_closed());
+    gate.open();
+    assert_eq!(running.wait().unwrap(), 1);
+    assert_eq!(
+        queued.wait().unwrap(),
+        2,
+        "graceful: queued work still runs"
+    );
+    let report = handle.wait_timeout(LONG).expect("the shutdown ended");
+    assert!(!report.timed_out);
+    assert_eq!(report.cancelled, 0);
+    // Dropping the system after a background shutdown returns its report.
+    drop(system);
+}
