@@ -10,7 +10,7 @@ use crate::error::{BoxError, ConfigError, SubmitError, TaskError};
 use crate::exec::async_rt::{AsyncBody, AsyncExec};
 use crate::exec::process::{ProcessBody, ProcessConfig, ProcessPool, ProcessTask};
 use crate::exec::service::ServiceExec;
-use crate::exec::thread::{PoolConfig, ThreadPool};
+use crate::exec::thread::{PoolConfig, ThreadInit, ThreadPool};
 use crate::observe::stats::Stats;
 use crate::options::TaskOptions;
 use crate::sched::callback::{CallbackExecutor, CallbackQueue, Dispatcher};
@@ -67,6 +67,7 @@ impl ExecutorHandle {
 #[derive(Debug, Clone, Default)]
 pub struct SystemBuilder {
     config: Config,
+    thread_init: Option<ThreadInit>,
 }
 
 impl SystemBuilder {
@@ -209,6 +210,19 @@ impl SystemBuilder {
         self
     }
 
+    /// Code each pool thread runs when it starts, before any task. If it
+    /// fails (an error or a panic), the thread pool is broken: queued and
+    /// later thread tasks resolve [`TaskError::PoolBroken`] with its
+    /// message, and no more threads are started.
+    pub fn thread_initializer<E, F>(mut self, init: F) -> Self
+    where
+        E: fmt::Display,
+        F: Fn() -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.thread_init = Some(ThreadInit::new(move || init().map_err(|e| e.to_string())));
+        self
+    }
+
     /// A registered process task each worker process runs when it starts
     /// (`processes.initializer`).
     pub fn process_initializer<A, R>(mut self, hook: ProcessTask<A, R>) -> Self {
@@ -252,6 +266,7 @@ impl SystemBuilder {
     pub fn build(self) -> Result<ConcurrentSystem, ConfigError> {
         crate::exec::process::refuse_if_uninitialized();
         let config = self.config;
+        let thread_init = self.thread_init;
         config.validate()?;
         let os = |field: &str, e: std::io::Error| {
             ConfigError::new(field, format!("the OS refused to start a thread: {e}"))
@@ -265,6 +280,7 @@ impl SystemBuilder {
             keep_alive: config.threads.keep_alive,
             name: config.name.clone(),
             stack_size: config.threads.stack_size,
+            init: thread_init,
         })
         .map_err(|e| os("threads.core", e))?;
         let timer = Arc::new(Timer::start(&config.name).map_err(|e| os("name", e))?);

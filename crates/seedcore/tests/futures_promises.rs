@@ -279,3 +279,81 @@ fn background_shutdown_returns_at_once_and_reports_when_done() {
     // Dropping the system after a background shutdown returns its report.
     drop(system);
 }
+
+#[test]
+fn thread_initializer_runs_on_each_thread_before_tasks() {
+    thread_local! {
+        static READY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    let system = common::builder("fp-tinit")
+        .core_threads(2)
+        .max_threads(2)
+        .thread_initializer(move || {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            READY.with(|r| r.set(true));
+            Ok::<(), String>(())
+        })
+        .build()
+        .unwrap();
+    let futs: Vec<_> = (0..20)
+        .map(|_| {
+            system
+                .submit_thread(TaskOptions::new(), |_| READY.with(|r| r.get()))
+                .unwrap()
+        })
+        .collect();
+    for f in futs {
+        assert!(f.wait().unwrap(), "a task ran on a thread not initialized");
+    }
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[test]
+fn failing_thread_initializer_fails_tasks_with_its_message() {
+    let system = common::builder("fp-tinit-fail")
+        .core_threads(1)
+        .max_threads(2)
+        .thread_initializer(|| Err::<(), _>("no GPU context here"))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let e = system
+            .submit_thread(TaskOptions::new(), |_| 1u8)
+            .unwrap()
+            .wait_timeout(LONG)
+            .expect("a task of a broken pool resolves")
+            .unwrap_err();
+        assert!(matches!(e, TaskError::PoolBroken(_)), "{e:?}");
+        assert!(e.to_string().contains("no GPU context here"), "{e}");
+    }
+    // No thread keeps being started and failing: the pool stays empty.
+    let _ = system.resize_threads(2);
+    assert!(common::eventually(LONG, || common::threads(
+        &system.stats()
+    )
+    .workers
+        == 0));
+}
+
+#[test]
+fn cancel_handle_cancels_a_future_another_thread_waits_on() {
+    let system = common::system("fp-chandle", 1, 1);
+    let fut = system
+        .submit_thread(TaskOptions::new(), |cx| {
+            while !cx.is_cancelled() {
+                std::thread::yield_now();
+            }
+            0u8
+        })
+        .unwrap();
+    let handle = fut.cancel_handle();
+    let waiter = std::thread::spawn(move || fut.wait());
+    let h2 = handle.clone();
+    assert!(h2.cancel());
+    assert!(handle.cancel(), "cancelled already: still true");
+    let r = waiter.join().unwrap();
+    assert!(matches!(r, Err(TaskError::Cancelled)), "{r:?}");
+    assert!(handle.is_done());
+}

@@ -67,6 +67,13 @@ impl<T: Send + 'static> TaskFuture<T> {
         }
     }
 
+    /// A cloneable handle that can cancel the task or read its status
+    /// while this future is waited on elsewhere (tokio's `AbortHandle`).
+    pub fn cancel_handle(&self) -> TaskHandle {
+        let job: Arc<dyn Job> = self.task.clone();
+        TaskHandle { job }
+    }
+
     /// Hands the result to `callback`, run on the system's callback
     /// executor (also when the task has already resolved). Returns a handle
     /// that can still cancel the task or read its status.

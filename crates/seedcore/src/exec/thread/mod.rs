@@ -150,11 +150,41 @@ pub(crate) struct ThreadPool {
     keep_alive: Duration,
     name: String,
     stack_size: Option<usize>,
+    init: Option<ThreadInit>,
+    /// Why the pool cannot run tasks (its initializer failed).
+    broken: Mutex<Option<String>>,
+    /// `broken` is set (read on the submit path without the lock).
+    is_broken: AtomicBool,
     me: std::sync::Weak<ThreadPool>,
+}
+
+/// Code each pool thread runs when it starts; an error is its message.
+#[derive(Clone)]
+pub(crate) struct ThreadInit(Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl ThreadInit {
+    pub(crate) fn new(f: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> Self {
+        ThreadInit(Arc::new(f))
+    }
+
+    /// Runs it; a panic counts as a failure with its message.
+    fn run(&self) -> Result<(), String> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.0)())) {
+            Ok(r) => r,
+            Err(p) => Err(format!("panicked: {}", crate::error::panic_message(&*p))),
+        }
+    }
+}
+
+impl std::fmt::Debug for ThreadInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ThreadInit")
+    }
 }
 
 /// The thread pool's settings.
 pub(crate) struct PoolConfig {
+    pub(crate) init: Option<ThreadInit>,
     pub(crate) core: usize,
     pub(crate) max: usize,
     pub(crate) keep_alive: Duration,
@@ -186,6 +216,9 @@ impl ThreadPool {
             keep_alive: cfg.keep_alive,
             name: cfg.name,
             stack_size: cfg.stack_size,
+            init: cfg.init,
+            broken: Mutex::new(None),
+            is_broken: AtomicBool::new(false),
             me: me.clone(),
         });
         {
@@ -197,6 +230,7 @@ impl ThreadPool {
             // the system is; a thread takes well under a millisecond to start.
             let deadline = Instant::now() + Duration::from_secs(5);
             while st.slots.len() < pool.core
+                && !pool.is_broken.load(Ordering::Acquire)
                 && !pool.started.wait_until(&mut st, deadline).timed_out()
             {}
         }
@@ -204,6 +238,10 @@ impl ThreadPool {
     }
 
     fn spawn_locked(self: &Arc<Self>, st: &mut PoolState) -> std::io::Result<()> {
+        if self.is_broken.load(Ordering::Acquire) {
+            // A failing initializer fails every thread: start none.
+            return Ok(());
+        }
         let pool = self.clone();
         let mut b = std::thread::Builder::new().name(format!("{}-{}", self.name, st.next_index));
         if let Some(s) = self.stack_size {
@@ -223,11 +261,43 @@ impl ThreadPool {
         let p = job.header().opts.priority;
         self.queue.push(p, job);
         self.idle.notify_one();
+        // SeqCst, as the store in `initialize`: either this sees the flag,
+        // or the initializer's drain sees this task.
+        if self.is_broken.load(Ordering::SeqCst) {
+            self.fail_broken();
+        }
         // After the SeqCst fence in `notify_one`: either the shutdown's last
         // drain sees this task, or this sees the shutdown and drains.
         if self.stopping.load(Ordering::SeqCst) {
             for job in self.drain_jobs() {
                 job.fail(crate::TaskError::SystemShutdown);
+            }
+        }
+    }
+
+    /// Resolves every queued task with the pool's breakage.
+    fn fail_broken(&self) {
+        let Some(why) = self.broken.lock().clone() else {
+            return;
+        };
+        for job in self.drain_jobs() {
+            job.fail(crate::TaskError::PoolBroken(why.clone()));
+        }
+    }
+
+    /// Runs the initializer on a new thread; `false` if it failed (the
+    /// pool is then broken and the thread must exit).
+    fn initialize(&self) -> bool {
+        let Some(init) = &self.init else { return true };
+        match init.run() {
+            Ok(()) => true,
+            Err(e) => {
+                let why = format!("the thread initializer failed: {e}");
+                log::error!("seedcore: {why}");
+                self.broken.lock().get_or_insert(why);
+                self.is_broken.store(true, Ordering::SeqCst);
+                self.fail_broken();
+                false
             }
         }
     }
@@ -326,6 +396,14 @@ impl ThreadPool {
         IN_POOL.with(|c| c.set(true));
         let me: std::sync::Weak<dyn Blocker> = self.me.clone();
         set_blocker(me);
+        if !self.initialize() {
+            let mut st = self.state.lock();
+            st.alive -= 1;
+            st.exited.push(std::thread::current().id());
+            self.started.notify_all();
+            self.exited.notify_all();
+            return;
+        }
         let slot = Arc::new(WorkerSlot {
             abandoned: AtomicBool::new(false),
             running: AtomicU64::new(0),
