@@ -173,7 +173,9 @@ pub use observe::Stats;
 pub use options::{Backoff, Priority, RetryOn, RetryPolicy, TaskOptions};
 pub use parallel::{ChunkSize, Pipeline, Stage};
 pub use sched::callback::{CallbackExecutor, CallbackQueue};
+pub use sched::ShutdownHandle;
 pub use system::{ConcurrentSystem, ExecutorHandle, ShutdownReport, SystemBuilder};
+pub use task::{as_completed, wait, AsCompleted, WaitFor, WaitSet};
 pub use task::{
     CancellationToken, ExecutorKind, TaskContext, TaskFuture, TaskHandle, TaskId, TaskStatus,
 };

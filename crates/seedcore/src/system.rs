@@ -10,13 +10,13 @@ use crate::error::{BoxError, ConfigError, SubmitError, TaskError};
 use crate::exec::async_rt::{AsyncBody, AsyncExec};
 use crate::exec::process::{ProcessBody, ProcessConfig, ProcessPool, ProcessTask};
 use crate::exec::service::ServiceExec;
-use crate::exec::thread::{PoolConfig, ThreadPool};
+use crate::exec::thread::{PoolConfig, ThreadInit, ThreadPool};
 use crate::observe::stats::Stats;
 use crate::options::TaskOptions;
 use crate::sched::callback::{CallbackExecutor, CallbackQueue, Dispatcher};
 use crate::sched::counters::Counters;
 use crate::sched::timer::Timer;
-use crate::sched::{ClosureBody, Executor, Scheduler};
+use crate::sched::{ClosureBody, Executor, Scheduler, ShutdownHandle};
 use crate::task::{Body, ExecutorKind, TaskContext, TaskFuture};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
@@ -76,6 +76,7 @@ pub struct SystemBuilder {
     /// The remote executor's settings (exec/remote/client.rs).
     #[cfg(feature = "remote")]
     pub(crate) remote: Option<crate::remote::RemoteConfig>,
+    thread_init: Option<ThreadInit>,
 }
 
 impl SystemBuilder {
@@ -218,6 +219,19 @@ impl SystemBuilder {
         self
     }
 
+    /// Code each pool thread runs when it starts, before any task. If it
+    /// fails (an error or a panic), the thread pool is broken: queued and
+    /// later thread tasks resolve [`TaskError::PoolBroken`] with its
+    /// message, and no more threads are started.
+    pub fn thread_initializer<E, F>(mut self, init: F) -> Self
+    where
+        E: fmt::Display,
+        F: Fn() -> Result<(), E> + Send + Sync + 'static,
+    {
+        self.thread_init = Some(ThreadInit::new(move || init().map_err(|e| e.to_string())));
+        self
+    }
+
     /// A registered process task each worker process runs when it starts
     /// (`processes.initializer`).
     pub fn process_initializer<A, R>(mut self, hook: ProcessTask<A, R>) -> Self {
@@ -274,6 +288,7 @@ impl SystemBuilder {
         #[cfg(feature = "remote")]
         let remote = self.remote;
         let config = self.config;
+        let thread_init = self.thread_init;
         config.validate()?;
         let os = |field: &str, e: std::io::Error| {
             ConfigError::new(field, format!("the OS refused to start a thread: {e}"))
@@ -287,6 +302,7 @@ impl SystemBuilder {
             keep_alive: config.threads.keep_alive,
             name: config.name.clone(),
             stack_size: config.threads.stack_size,
+            init: thread_init,
         })
         .map_err(|e| os("threads.core", e))?;
         let timer = Arc::new(Timer::start(&config.name).map_err(|e| os("name", e))?);
@@ -789,6 +805,18 @@ impl ConcurrentSystem {
         // Step 0: the balancer stops resizing the pools (idempotent).
         s.balance.stop();
         s.sched.shutdown(mode, s.config.shutdown_timeout)
+    }
+
+    /// Starts a shutdown and returns at once; the handle says when it is
+    /// done and gives its report. Dropping the system afterwards waits for
+    /// this shutdown to end.
+    pub fn shutdown_background(&self, mode: ShutdownMode) -> ShutdownHandle {
+        let shared = self.shared.clone();
+        let name = format!("{}-shutdown", shared.config.name);
+        ShutdownHandle::start(name, move || {
+            shared.balance.stop();
+            shared.sched.shutdown(mode, shared.config.shutdown_timeout)
+        })
     }
 }
 

@@ -130,6 +130,7 @@ impl Raw<'_> {
         self.one_of(&[
             ("graceful", ShutdownMode::Graceful),
             ("immediate", ShutdownMode::Immediate),
+            ("cancel_queued", ShutdownMode::CancelQueued),
         ])
     }
 

@@ -16,10 +16,10 @@
 //! * After [`Core::cancel`] the core is stopped: it submits nothing, hands
 //!   back nothing, and has cancelled every outstanding chunk task.
 
-use super::chunk::{ChunkOut, ChunkSize, PendingChunk, Sizer};
+use super::chunk::{submit_error, ChunkOut, ChunkSize, PendingChunk, Sizer};
 use super::runner::{ChunkRunner, SpawnCx};
 use super::{Pull, Source};
-use crate::{ConcurrentSystem, TaskOptions};
+use crate::{ConcurrentSystem, SubmitError, TaskOptions};
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
 
@@ -61,6 +61,9 @@ pub(crate) struct Core<'a, T, R> {
     carry: Vec<T>,
     input_done: bool,
     stopped: bool,
+    /// Why no chunk may be submitted (bad settings): every item resolves
+    /// with this error instead.
+    invalid: Option<String>,
 }
 
 impl<'a, T, R> Core<'a, T, R> {
@@ -69,8 +72,11 @@ impl<'a, T, R> Core<'a, T, R> {
         runner: Box<dyn ChunkRunner<T, Output = R> + 'a>,
         cfg: CoreConfig,
     ) -> Self {
+        let invalid = matches!(cfg.chunk, ChunkSize::Fixed(0))
+            .then(|| "ChunkSize::Fixed(0): a chunk holds at least one item".to_owned());
         let sizer = Sizer::new(cfg.chunk, runner.profile(system));
         Core {
+            invalid,
             system,
             runner,
             opts: cfg.opts,
@@ -224,6 +230,11 @@ impl<'a, T, R> Core<'a, T, R> {
             stop_on_error: self.stop_on_error,
         };
         let len = items.len();
+        if let Some(why) = &self.invalid {
+            let e = submit_error(SubmitError::InvalidOptions(why.clone()));
+            self.slots.push_back(Slot::Done(ChunkOut::failed(len, e)));
+            return;
+        }
         let mut chunk = self.runner.spawn(&spawn, &mut items);
         if !items.is_empty() {
             self.sizer.cap(len - items.len());

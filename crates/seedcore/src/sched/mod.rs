@@ -26,6 +26,7 @@
 //! 5. The timer stops, then the callback thread (the last results'
 //!    callbacks still run).
 
+mod background;
 pub(crate) mod callback;
 pub(crate) mod counters;
 mod executor;
@@ -34,6 +35,7 @@ pub(crate) mod locks;
 mod queue;
 pub(crate) mod timer;
 
+pub use background::ShutdownHandle;
 pub(crate) use executor::ClosureBody;
 pub use executor::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
 pub use queue::PriorityQueue;
@@ -73,6 +75,13 @@ pub enum ShutdownMode {
     ///
     /// [`Cancelled`]: crate::TaskError::Cancelled
     Immediate,
+    /// Stop accepting tasks, resolve queued work [`Cancelled`] at once, let
+    /// running work finish (within the timeout), then stop: Python's
+    /// `shutdown(wait=True, cancel_futures=True)`. A running task's retry
+    /// still runs; a process task is not killed.
+    ///
+    /// [`Cancelled`]: crate::TaskError::Cancelled
+    CancelQueued,
 }
 
 /// What a shutdown did.
@@ -248,7 +257,10 @@ impl Scheduler {
         // until this returns.
         let own = u64::from(in_task());
         let mut timed_out = false;
-        if mode == ShutdownMode::Graceful {
+        if mode == ShutdownMode::CancelQueued {
+            self.cancel_queued();
+        }
+        if mode != ShutdownMode::Immediate {
             let mut nap = Duration::from_micros(50);
             loop {
                 let lingering: usize = self.executors().map(|(_, e)| e.lingering()).sum();

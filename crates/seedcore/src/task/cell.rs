@@ -645,3 +645,44 @@ fn trace_outcome<T>(out: &Result<T, TaskError>, ran: Duration) {
         Err(e) => tracing::debug!(ran_us, kind = ?e.kind(), error = %e, "attempt failed"),
     }
 }
+
+/// What a pool does while one of its threads blocks on a future: it keeps
+/// its capacity by starting a compensating thread (see [`blocking`]).
+pub(crate) trait Blocker: Send + Sync {
+    /// The calling pool thread is about to block.
+    fn begin(&self);
+    /// It runs again.
+    fn end(&self);
+}
+
+thread_local! {
+    /// The pool the calling thread works for, if it is a pool thread that
+    /// a blocking wait must report to.
+    static BLOCKER: std::cell::RefCell<Option<std::sync::Weak<dyn Blocker>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Registers the calling thread as a thread of `pool` for blocking waits.
+pub(crate) fn set_blocker(pool: std::sync::Weak<dyn Blocker>) {
+    BLOCKER.with(|b| *b.borrow_mut() = Some(pool));
+}
+
+/// Tells the calling thread's pool, if it has one, that the thread blocks
+/// until the guard drops.
+pub(crate) fn blocking() -> Option<BlockGuard> {
+    if !in_task() {
+        return None;
+    }
+    let pool = BLOCKER.with(|b| b.borrow().as_ref().and_then(|w| w.upgrade()))?;
+    pool.begin();
+    Some(BlockGuard(pool))
+}
+
+/// The pool thread blocks while this lives.
+pub(crate) struct BlockGuard(Arc<dyn Blocker>);
+
+impl Drop for BlockGuard {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}

@@ -201,3 +201,21 @@ impl<R> Completion<R> {
         g.waiter = Waiter::Callback(cb);
     }
 }
+
+impl<R> Completion<R> {
+    /// Whether the result is decided; if not, `waker` is woken when it is
+    /// (it takes the place of an earlier waker, never of a blocked thread
+    /// or a callback, which the owner of the future cannot have now).
+    pub(crate) fn watch(&self, waker: &Waker) -> bool {
+        let mut g = lock(&self.inner);
+        if self.is_resolved() || g.result.is_some() {
+            return true;
+        }
+        match &g.waiter {
+            Waiter::Waker(w) if w.will_wake(waker) => {}
+            Waiter::None | Waiter::Waker(_) => g.waiter = Waiter::Waker(waker.clone()),
+            Waiter::Thread(_) | Waiter::Callback(_) => {}
+        }
+        false
+    }
+}

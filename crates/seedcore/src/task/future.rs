@@ -1,8 +1,8 @@
 //! `TaskFuture`, the handle of one task's result, and `TaskHandle`, its
 //! result-less twin.
 
-use super::{Job, TaskId, TaskRef, TaskStatus};
-use crate::error::TaskError;
+use super::{blocking, Job, TaskId, TaskRef, TaskStatus};
+use crate::error::{TaskError, TaskErrorKind};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// stop it.
 #[must_use = "dropping a TaskFuture detaches the task; its result is lost"]
 pub struct TaskFuture<T> {
-    task: Arc<dyn TaskRef<T>>,
+    pub(super) task: Arc<dyn TaskRef<T>>,
 }
 
 impl<T: Send + 'static> TaskFuture<T> {
@@ -30,7 +30,12 @@ impl<T: Send + 'static> TaskFuture<T> {
     }
 
     /// Blocks until the task resolves.
+    ///
+    /// Called from a thread task, the pool starts a thread to stand in
+    /// for the waiting one while the wait lasts, so that a task waiting on
+    /// tasks it submitted never deadlocks a full pool.
     pub fn wait(self) -> Result<T, TaskError> {
+        let _blocked = (!self.task.is_resolved()).then(blocking).flatten();
         self.task.completion().wait()
     }
 
@@ -43,6 +48,7 @@ impl<T: Send + 'static> TaskFuture<T> {
     /// Blocks until the task resolves or `deadline` passes; on timeout the
     /// future is handed back, still valid.
     pub fn wait_deadline(self, deadline: Instant) -> Result<Result<T, TaskError>, TaskFuture<T>> {
+        let _blocked = (!self.task.is_resolved()).then(blocking).flatten();
         match self.task.completion().wait_deadline(deadline) {
             Some(r) => Ok(r),
             None => Err(self),
@@ -59,6 +65,13 @@ impl<T: Send + 'static> TaskFuture<T> {
             Some(r) => Ok(r),
             None => Err(self),
         }
+    }
+
+    /// A cloneable handle that can cancel the task or read its status
+    /// while this future is waited on elsewhere (tokio's `AbortHandle`).
+    pub fn cancel_handle(&self) -> TaskHandle {
+        let job: Arc<dyn Job> = self.task.clone();
+        TaskHandle { job }
     }
 
     /// Hands the result to `callback`, run on the system's callback
@@ -99,11 +112,13 @@ impl<T: 'static> TaskFuture<T> {
     }
 
     /// Cancels the task: it resolves [`TaskError::Cancelled`] now unless it
-    /// already resolved (then this returns `false`). A queued task never
+    /// already resolved otherwise (then this returns `false`; a task
+    /// already cancelled returns `true` again). A queued task never
     /// starts; a running async task is dropped; a running thread task sees
     /// [`TaskContext::is_cancelled`](crate::TaskContext::is_cancelled).
     pub fn cancel(&self) -> bool {
         self.task.fail(TaskError::Cancelled)
+            || self.status() == TaskStatus::Failed(TaskErrorKind::Cancelled)
     }
 }
 
@@ -153,6 +168,7 @@ impl TaskHandle {
     /// Cancels the task; see [`TaskFuture::cancel`].
     pub fn cancel(&self) -> bool {
         self.job.fail(TaskError::Cancelled)
+            || self.status() == TaskStatus::Failed(TaskErrorKind::Cancelled)
     }
 }
 

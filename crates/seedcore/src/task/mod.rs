@@ -11,15 +11,17 @@ pub(crate) mod completion;
 mod context;
 mod future;
 mod kind;
+mod many;
 pub(crate) mod state;
 
 pub(crate) use cell::{
-    caught, in_task, Acquire, Attempt, Body, Deadline, Header, InTask, Job, Schedule, StatClock,
-    TaskCell, TaskRef,
+    blocking, caught, in_task, set_blocker, Acquire, Attempt, Blocker, Body, Deadline, Header,
+    InTask, Job, Schedule, StatClock, TaskCell, TaskRef,
 };
 pub use context::{CancellationToken, TaskContext};
 pub use future::{TaskFuture, TaskHandle};
 pub use kind::{ExecutorKind, StopReason};
+pub use many::{as_completed, wait, AsCompleted, WaitFor, WaitSet};
 
 use crate::error::TaskErrorKind;
 

@@ -21,7 +21,7 @@
 use crate::sched::idle::Idle;
 use crate::sched::ShutdownMode;
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport, WorkerInfo};
-use crate::task::{ExecutorKind, Job, StopReason, TaskId};
+use crate::task::{set_blocker, Blocker, ExecutorKind, Job, StopReason, TaskId};
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -75,12 +75,61 @@ fn in_pool_thread() -> bool {
 struct PoolState {
     alive: usize,
     abandoned: usize,
+    /// Threads blocked in a wait on a future (see [`Blocker`]).
+    blocked: usize,
     next_index: usize,
     handles: Vec<JoinHandle<()>>,
     /// Threads that left `work` and only have to be joined.
     exited: Vec<std::thread::ThreadId>,
     /// The slots of the threads in `work`.
     slots: Vec<Arc<WorkerSlot>>,
+}
+
+impl PoolState {
+    /// Threads free to take work: neither stuck past a deadline nor
+    /// blocked in a wait (a thread can be both; it counts out once).
+    fn capacity(&self) -> usize {
+        self.alive.saturating_sub(self.abandoned + self.blocked)
+    }
+}
+
+/// Most threads the pool starts past `max` to stand in for threads blocked
+/// in nested waits; past that a nested wait waits for a thread to free up.
+const MAX_COMPENSATING: usize = 256;
+
+/// A pool thread that waits on a future (a nested task, a process or an
+/// async task) would hold its place while the work it waits for sits in the
+/// queue behind it: with every thread waiting, nothing runs. As tokio's
+/// `block_in_place` and ForkJoinPool's `ManagedBlocker` do, the pool starts
+/// a compensating thread past `max` for the time of the wait; once the
+/// wait ends, the extra thread retires after `keep_alive` idle.
+///
+/// The other way, running queued work on the waiting thread (rayon's), is
+/// not taken: a queued task run inside the wait would run to its end before
+/// the wait could return, so a `wait_timeout` would overrun its timeout by
+/// that task's run time, the waiting task's own deadline and cancel would
+/// be tracked against the wrong task (the thread's slot records one running
+/// task), and a low-priority queued task could run ahead of a higher one
+/// that another thread would have taken first.
+impl Blocker for ThreadPool {
+    fn begin(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let mut st = self.state.lock();
+        st.blocked += 1;
+        if st.capacity() < self.target() && st.alive < self.max + MAX_COMPENSATING {
+            if let Err(e) = me.spawn_locked(&mut st) {
+                log::error!("seedcore: could not start a thread for a blocked one: {e}");
+            }
+        }
+    }
+
+    fn end(&self) {
+        let mut st = self.state.lock();
+        st.blocked = st.blocked.saturating_sub(1);
+    }
 }
 
 /// The thread pool of one system.
@@ -101,11 +150,41 @@ pub(crate) struct ThreadPool {
     keep_alive: Duration,
     name: String,
     stack_size: Option<usize>,
+    init: Option<ThreadInit>,
+    /// Why the pool cannot run tasks (its initializer failed).
+    broken: Mutex<Option<String>>,
+    /// `broken` is set (read on the submit path without the lock).
+    is_broken: AtomicBool,
     me: std::sync::Weak<ThreadPool>,
+}
+
+/// Code each pool thread runs when it starts; an error is its message.
+#[derive(Clone)]
+pub(crate) struct ThreadInit(Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl ThreadInit {
+    pub(crate) fn new(f: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> Self {
+        ThreadInit(Arc::new(f))
+    }
+
+    /// Runs it; a panic counts as a failure with its message.
+    fn run(&self) -> Result<(), String> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.0)())) {
+            Ok(r) => r,
+            Err(p) => Err(format!("panicked: {}", crate::error::panic_message(&*p))),
+        }
+    }
+}
+
+impl std::fmt::Debug for ThreadInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ThreadInit")
+    }
 }
 
 /// The thread pool's settings.
 pub(crate) struct PoolConfig {
+    pub(crate) init: Option<ThreadInit>,
     pub(crate) core: usize,
     pub(crate) max: usize,
     pub(crate) keep_alive: Duration,
@@ -121,6 +200,7 @@ impl ThreadPool {
             state: Mutex::new(PoolState {
                 alive: 0,
                 abandoned: 0,
+                blocked: 0,
                 next_index: 0,
                 handles: Vec::new(),
                 exited: Vec::new(),
@@ -136,6 +216,9 @@ impl ThreadPool {
             keep_alive: cfg.keep_alive,
             name: cfg.name,
             stack_size: cfg.stack_size,
+            init: cfg.init,
+            broken: Mutex::new(None),
+            is_broken: AtomicBool::new(false),
             me: me.clone(),
         });
         {
@@ -147,6 +230,7 @@ impl ThreadPool {
             // the system is; a thread takes well under a millisecond to start.
             let deadline = Instant::now() + Duration::from_secs(5);
             while st.slots.len() < pool.core
+                && !pool.is_broken.load(Ordering::Acquire)
                 && !pool.started.wait_until(&mut st, deadline).timed_out()
             {}
         }
@@ -154,6 +238,10 @@ impl ThreadPool {
     }
 
     fn spawn_locked(self: &Arc<Self>, st: &mut PoolState) -> std::io::Result<()> {
+        if self.is_broken.load(Ordering::Acquire) {
+            // A failing initializer fails every thread: start none.
+            return Ok(());
+        }
         let pool = self.clone();
         let mut b = std::thread::Builder::new().name(format!("{}-{}", self.name, st.next_index));
         if let Some(s) = self.stack_size {
@@ -173,11 +261,43 @@ impl ThreadPool {
         let p = job.header().opts.priority;
         self.queue.push(p, job);
         self.idle.notify_one();
+        // SeqCst, as the store in `initialize`: either this sees the flag,
+        // or the initializer's drain sees this task.
+        if self.is_broken.load(Ordering::SeqCst) {
+            self.fail_broken();
+        }
         // After the SeqCst fence in `notify_one`: either the shutdown's last
         // drain sees this task, or this sees the shutdown and drains.
         if self.stopping.load(Ordering::SeqCst) {
             for job in self.drain_jobs() {
                 job.fail(crate::TaskError::SystemShutdown);
+            }
+        }
+    }
+
+    /// Resolves every queued task with the pool's breakage.
+    fn fail_broken(&self) {
+        let Some(why) = self.broken.lock().clone() else {
+            return;
+        };
+        for job in self.drain_jobs() {
+            job.fail(crate::TaskError::PoolBroken(why.clone()));
+        }
+    }
+
+    /// Runs the initializer on a new thread; `false` if it failed (the
+    /// pool is then broken and the thread must exit).
+    fn initialize(&self) -> bool {
+        let Some(init) = &self.init else { return true };
+        match init.run() {
+            Ok(()) => true,
+            Err(e) => {
+                let why = format!("the thread initializer failed: {e}");
+                log::error!("seedcore: {why}");
+                self.broken.lock().get_or_insert(why);
+                self.is_broken.store(true, Ordering::SeqCst);
+                self.fail_broken();
+                false
             }
         }
     }
@@ -198,7 +318,7 @@ impl ThreadPool {
             return;
         }
         st.abandoned += 1;
-        if st.alive - st.abandoned < self.target() && st.alive < self.max {
+        if st.capacity() < self.target() && st.alive < self.max {
             if let Err(e) = self.spawn_locked(&mut st) {
                 log::error!("seedcore: could not start a replacement thread: {e}");
             }
@@ -220,7 +340,7 @@ impl ThreadPool {
 
     /// Whether the pool's capacity (threads not stuck) is above its target.
     fn above_target(&self, st: &PoolState) -> bool {
-        st.alive - st.abandoned > self.target()
+        st.capacity() > self.target()
     }
 
     fn target(&self) -> usize {
@@ -234,7 +354,7 @@ impl ThreadPool {
         let target = target.clamp(self.core, self.max);
         self.target.store(target, Ordering::Release);
         let mut st = self.state.lock();
-        let capacity = st.alive - st.abandoned;
+        let capacity = st.capacity();
         if capacity < target {
             for _ in capacity..target {
                 if st.alive >= self.max {
@@ -274,6 +394,16 @@ impl ThreadPool {
 
     fn work(self: Arc<Self>) {
         IN_POOL.with(|c| c.set(true));
+        let me: std::sync::Weak<dyn Blocker> = self.me.clone();
+        set_blocker(me);
+        if !self.initialize() {
+            let mut st = self.state.lock();
+            st.alive -= 1;
+            st.exited.push(std::thread::current().id());
+            self.started.notify_all();
+            self.exited.notify_all();
+            return;
+        }
         let slot = Arc::new(WorkerSlot {
             abandoned: AtomicBool::new(false),
             running: AtomicU64::new(0),
