@@ -112,7 +112,7 @@ mod tests {
             &[vec!["x".into(), "one two three four".into()]],
             &[None, Some(9)],
         );
-        assert_eq!(t, "a  b\n-  ---------\nx  one two\n   three\n   four\n");
+        assert_eq!(t, "a  b\n-  -------\nx  one two\n   three\n   four\n");
     }
 
     #[test]

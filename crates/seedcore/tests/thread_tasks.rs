@@ -602,7 +602,10 @@ fn cancel_of_a_queued_task_resolves_cancelled_and_it_never_runs() {
     let after = system.submit_thread(TaskOptions::new(), |_| 1u8).unwrap();
     assert_eq!(victim.status(), TaskStatus::Queued);
     assert!(victim.cancel());
-    assert!(victim.cancel(), "a cancelled task reports true again, as in concurrent.futures");
+    assert!(
+        victim.cancel(),
+        "a cancelled task reports true again, as in concurrent.futures"
+    );
     assert_eq!(
         victim.status(),
         TaskStatus::Failed(TaskErrorKind::Cancelled)
