@@ -501,10 +501,11 @@ impl ConcurrentSystem {
 
     /// Runs the process task `task` with `args` in a worker process.
     ///
-    /// Fails at once if the task is not registered, the arguments do not
-    /// serialize, are larger than the frame limit or hold more than 253
-    /// shared buffers (one descriptor each), or this process is itself a
-    /// worker. A timeout kills the worker (and so stops the task);
+    /// Fails at once if the task is not registered, the pool cannot run
+    /// tasks ([`SubmitError::PoolBroken`]), the arguments do not serialize
+    /// or hold more than 253 shared buffers (one descriptor each), or this
+    /// process is itself a worker. Arguments over the frame limit cross in
+    /// shared memory. A timeout kills the worker (and so stops the task);
     /// a worker that dies resolves its running task
     /// [`TaskError::WorkerDied`] (or retries it, with [`RetryOn::CRASH`]).
     ///
@@ -576,13 +577,7 @@ impl ConcurrentSystem {
         if crate::exec::process::is_worker() {
             return Err(SubmitError::InsideWorker);
         }
-        if let Some(why) = self.shared.process.broken() {
-            return Err(SubmitError::PoolBroken(why));
-        }
-        self.shared
-            .process
-            .serves(name)
-            .ok_or_else(|| SubmitError::UnknownTask(name.to_owned()))
+        self.shared.process.admit(name)
     }
 
     /// Checks the encoded arguments against what one frame carries, then

@@ -10,10 +10,7 @@
 mod common;
 
 use common::eventually;
-use seedcore::{
-    ConcurrentSystem, ShutdownMode, SubmitError, SystemBuilder, TaskError, TaskFuture, TaskOptions,
-    WorkerOutput,
-};
+use seedcore::{ConcurrentSystem, ShutdownMode, SubmitError, TaskError, TaskFuture, TaskOptions};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -25,24 +22,7 @@ seedcore::enable_test_workers!();
 /// Far above what a healthy run needs; a hang still ends the test.
 const LONG: Duration = Duration::from_secs(30);
 
-fn builder(name: &str) -> SystemBuilder {
-    ConcurrentSystem::builder()
-        .name(name)
-        .core_threads(1)
-        .max_threads(2)
-        .async_threads(1)
-        .core_processes(1)
-        .max_processes(1)
-        .process_output(WorkerOutput::Discard)
-        .shutdown_timeout(Duration::from_secs(10))
-}
-
-fn wait<T: Send + 'static>(f: TaskFuture<T>) -> Result<T, TaskError> {
-    match f.wait_timeout(LONG) {
-        Ok(r) => r,
-        Err(f) => panic!("task {:?} did not resolve within {LONG:?}", f.id()),
-    }
-}
+use common::{process_builder as builder, wait_process as wait};
 
 fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);

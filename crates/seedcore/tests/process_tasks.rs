@@ -7,7 +7,7 @@ mod common;
 use common::eventually;
 use seedcore::{
     ConcurrentSystem, Priority, ProcessTask, RetryOn, RetryPolicy, SharedBytes, ShutdownMode,
-    SubmitError, SystemBuilder, TaskError, TaskFuture, TaskOptions, WorkerOutput,
+    SubmitError, TaskError, TaskFuture, TaskOptions, WorkerOutput,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,27 +25,7 @@ const LONG: Duration = Duration::from_secs(30);
 // Helpers (parent side)
 // ---------------------------------------------------------------------------
 
-/// A builder with one worker process, quiet workers and a bounded shutdown.
-fn builder(name: &str) -> SystemBuilder {
-    ConcurrentSystem::builder()
-        .name(name)
-        .core_threads(1)
-        .max_threads(2)
-        .async_threads(1)
-        .core_processes(1)
-        .max_processes(1)
-        .process_output(WorkerOutput::Discard)
-        .shutdown_timeout(Duration::from_secs(10))
-}
-
-/// Waits for `f` at most [`LONG`]; a future that does not resolve fails the
-/// test instead of hanging it.
-fn wait<T: Send + 'static>(f: TaskFuture<T>) -> Result<T, TaskError> {
-    match f.wait_timeout(LONG) {
-        Ok(r) => r,
-        Err(f) => panic!("task {:?} did not resolve within {LONG:?}", f.id()),
-    }
-}
+use common::{process_builder as builder, wait_process as wait};
 
 /// Whether a process with this pid exists (a zombie counts: it has not been
 /// reaped).

@@ -89,7 +89,7 @@ impl<R> ChunkOut<R> {
         }
         // The settled items are a prefix: the missing ones come after every
         // recorded error, so pushing keeps the order.
-        let copies: Vec<_> = (from + 1..self.len).map(|i| (i, clone_error(&e))).collect();
+        let copies: Vec<_> = (from + 1..self.len).map(|i| (i, e.duplicate())).collect();
         self.errors.push((from, e));
         self.errors.extend(copies);
     }
@@ -182,12 +182,6 @@ pub(crate) fn submit_error(e: SubmitError) -> TaskError {
         SubmitError::SystemClosed => TaskError::SystemShutdown,
         other => TaskError::Failed(Box::new(other)),
     }
-}
-
-/// A copy of `e` for another item of the same chunk. A task's own error
-/// (`Failed`) is copied as its message.
-pub(crate) fn clone_error(e: &TaskError) -> TaskError {
-    e.duplicate()
 }
 
 /// What a pool kind tells the sizer.

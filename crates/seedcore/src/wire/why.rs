@@ -151,49 +151,50 @@ impl ser::Serializer for Sink {
     }
 }
 
-impl ser::SerializeSeq for Sink {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Message> {
-        v.serialize(Sink)
-    }
-    fn end(self) -> Result<(), Message> {
-        Ok(())
-    }
+/// The compound serializers: each walks its parts into a fresh `Sink`.
+macro_rules! walk_parts {
+    ($($trait:ident :: $method:ident),* $(,)?) => {$(
+        impl ser::$trait for Sink {
+            type Ok = ();
+            type Error = Message;
+            fn $method<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Message> {
+                v.serialize(Sink)
+            }
+            fn end(self) -> Result<(), Message> {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Sink {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Message> {
-        v.serialize(Sink)
-    }
-    fn end(self) -> Result<(), Message> {
-        Ok(())
-    }
+walk_parts!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
+
+/// The named-field serializers: the same, with a field name to ignore.
+macro_rules! walk_fields {
+    ($($trait:ident),* $(,)?) => {$(
+        impl ser::$trait for Sink {
+            type Ok = ();
+            type Error = Message;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                _: &'static str,
+                v: &T,
+            ) -> Result<(), Message> {
+                v.serialize(Sink)
+            }
+            fn end(self) -> Result<(), Message> {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleStruct for Sink {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Message> {
-        v.serialize(Sink)
-    }
-    fn end(self) -> Result<(), Message> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for Sink {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Message> {
-        v.serialize(Sink)
-    }
-    fn end(self) -> Result<(), Message> {
-        Ok(())
-    }
-}
+walk_fields!(SerializeStruct, SerializeStructVariant);
 
 impl ser::SerializeMap for Sink {
     type Ok = ();
@@ -202,36 +203,6 @@ impl ser::SerializeMap for Sink {
         k.serialize(Sink)
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Message> {
-        v.serialize(Sink)
-    }
-    fn end(self) -> Result<(), Message> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for Sink {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        v: &T,
-    ) -> Result<(), Message> {
-        v.serialize(Sink)
-    }
-    fn end(self) -> Result<(), Message> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for Sink {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        v: &T,
-    ) -> Result<(), Message> {
         v.serialize(Sink)
     }
     fn end(self) -> Result<(), Message> {

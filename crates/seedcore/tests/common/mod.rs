@@ -233,3 +233,32 @@ impl Drop for DropSignal {
         let _ = self.0.send(());
     }
 }
+
+/// How long a process test waits for one task: far above what a healthy
+/// run needs on a loaded 2-core machine; a hang still ends in a failure.
+pub const PROCESS_WAIT: Duration = Duration::from_secs(30);
+
+/// A builder for process tests: one worker process, quiet workers, one
+/// or two threads, a bounded shutdown.
+pub fn process_builder(name: &str) -> SystemBuilder {
+    ConcurrentSystem::builder()
+        .name(name)
+        .core_threads(1)
+        .max_threads(2)
+        .async_threads(1)
+        .core_processes(1)
+        .max_processes(1)
+        .process_output(seedcore::WorkerOutput::Discard)
+        .shutdown_timeout(Duration::from_secs(10))
+}
+
+/// Waits for `f` at most [`PROCESS_WAIT`]; a future that does not resolve
+/// fails the test instead of hanging it.
+pub fn wait_process<T: Send + 'static>(
+    f: seedcore::TaskFuture<T>,
+) -> Result<T, seedcore::TaskError> {
+    match f.wait_timeout(PROCESS_WAIT) {
+        Ok(r) => r,
+        Err(f) => panic!("task {:?} did not resolve within {PROCESS_WAIT:?}", f.id()),
+    }
+}

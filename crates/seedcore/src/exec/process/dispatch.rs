@@ -32,7 +32,7 @@ use super::handle::{InFlight, Kill, Worker, DEAD, READY, STARTING};
 use super::proto::ToWorkerRef;
 use super::spawn::ProcessConfig;
 use super::status::now_ns;
-use crate::error::TaskError;
+use crate::error::{SubmitError, TaskError};
 use crate::sched::timer::Timer;
 use crate::sched::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
 use crate::sched::{Ranked, ShutdownMode};
@@ -93,6 +93,14 @@ pub(super) struct PoolState {
     pub(super) respawn_scheduled: bool,
     /// Tasks each worker program says it serves (from its Hello).
     pub(super) known: Option<HashMap<String, bool>>,
+}
+
+/// Workers starting or ready: those that can still take tasks.
+pub(super) fn live_workers(workers: &[Arc<Worker>]) -> usize {
+    workers
+        .iter()
+        .filter(|w| matches!(w.state.load(Ordering::Acquire), STARTING | READY))
+        .count()
 }
 
 /// Why the pool cannot run tasks.
@@ -187,17 +195,28 @@ impl ProcessPool {
 
     /// Whether the pool's workers serve `name` (once one has said hello;
     /// before that, the pool's own registry answers). `None`: unknown.
-    pub(crate) fn serves(&self, name: &str) -> Option<bool> {
-        let st = self.state.lock();
+    fn serves_locked(st: &PoolState, own_program: bool, name: &str) -> Option<bool> {
         match &st.known {
             Some(k) => k.get(name).copied(),
-            None if self.cfg.program.is_none() => {
+            None if own_program => {
                 super::find(name).map(|e| matches!(e.kind, super::registry::EntryKind::Async(_)))
             }
             // A separate program that has not said hello yet: trust the
             // caller until it does.
             None => Some(false),
         }
+    }
+
+    /// Whether a task called `name` may be submitted (the pool is not
+    /// broken and its workers serve it), and whether it is async; one look
+    /// under the pool lock.
+    pub(crate) fn admit(&self, name: &str) -> Result<bool, SubmitError> {
+        let st = self.state.lock();
+        if let Some(b) = &st.broken {
+            return Err(SubmitError::PoolBroken(b.why.clone()));
+        }
+        Self::serves_locked(&st, self.cfg.program.is_none(), name)
+            .ok_or_else(|| SubmitError::UnknownTask(name.to_owned()))
     }
 
     /// Queues `job` and dispatches what can be dispatched.
@@ -225,11 +244,6 @@ impl ProcessPool {
             });
         }
         self.pump();
-    }
-
-    /// Why the pool cannot run tasks now, if it cannot.
-    pub(crate) fn broken(&self) -> Option<String> {
-        self.state.lock().broken.as_ref().map(|b| b.why.clone())
     }
 
     /// Hands queued tasks to workers with room for them (and resolves those
@@ -448,11 +462,7 @@ impl ProcessPool {
             self.ensure_started(&mut st);
             return target;
         }
-        let live = st
-            .workers
-            .iter()
-            .filter(|w| matches!(w.state.load(Ordering::Acquire), STARTING | READY))
-            .count();
+        let live = live_workers(&st.workers);
         if live < target {
             for _ in live..target {
                 self.spawn_locked(&mut st);
@@ -470,10 +480,7 @@ impl ProcessPool {
     /// Retires idle workers above the target.
     pub(super) fn trim(&self) {
         let workers: Vec<Arc<Worker>> = self.state.lock().workers.clone();
-        let live = workers
-            .iter()
-            .filter(|w| matches!(w.state.load(Ordering::Acquire), STARTING | READY))
-            .count();
+        let live = live_workers(&workers);
         let keep = self.target.load(Ordering::Acquire).max(self.cfg.core);
         let mut extra = live.saturating_sub(keep);
         for w in &workers {

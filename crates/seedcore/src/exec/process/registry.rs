@@ -270,30 +270,46 @@ pub(crate) fn record_panics() {
     }));
 }
 
-/// The outcome of a caught panic, with what the hook recorded of it.
-fn panicked(p: &(dyn std::any::Any + Send)) -> Outcome {
-    let (location, backtrace) = LAST_PANIC
-        .try_with(|c| c.borrow_mut().take())
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    Outcome::Panicked {
-        message: crate::error::panic_message(p),
-        location,
-        backtrace,
+/// A caught panic, with what the hook recorded of it.
+struct Caught {
+    message: String,
+    location: Option<String>,
+    backtrace: Option<String>,
+}
+
+impl Caught {
+    fn of(p: &(dyn std::any::Any + Send)) -> Caught {
+        let (location, backtrace) = LAST_PANIC
+            .try_with(|c| c.borrow_mut().take())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        Caught {
+            message: crate::error::panic_message(p),
+            location,
+            backtrace,
+        }
+    }
+
+    fn into_outcome(self) -> Outcome {
+        Outcome::Panicked {
+            message: self.message,
+            location: self.location,
+            backtrace: self.backtrace,
+        }
+    }
+
+    /// How the panic reads inside another outcome's message.
+    fn text(&self) -> String {
+        panic_text(&self.message, self.location.as_deref())
     }
 }
 
-/// How a caught panic reads inside another outcome's message.
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    match panicked(p) {
-        Outcome::Panicked {
-            message,
-            location: Some(l),
-            ..
-        } => format!("panicked at {l}: {message}"),
-        Outcome::Panicked { message, .. } => format!("panicked: {message}"),
-        _ => unreachable!("panicked() makes a panic"),
+/// `panicked at LOCATION: MESSAGE`, or without the location where unknown.
+pub(crate) fn panic_text(message: &str, location: Option<&str>) -> String {
+    match location {
+        Some(l) => format!("panicked at {l}: {message}"),
+        None => format!("panicked: {message}"),
     }
 }
 
@@ -304,7 +320,7 @@ fn decode<A: DeserializeOwned>(args: &[u8], fds: Vec<OwnedFd>) -> Result<A, Outc
         shm::with_fds(fds, || postcard::from_bytes::<A>(args))
     })) {
         Ok(r) => r.map_err(|e| Outcome::BadArgs(e.to_string())),
-        Err(p) => Err(Outcome::BadArgs(panic_text(&*p))),
+        Err(p) => Err(Outcome::BadArgs(Caught::of(&*p).text())),
     }
 }
 
@@ -324,7 +340,7 @@ fn encode<R: Serialize>(r: &R) -> (Outcome, Vec<OwnedFd>) {
         Err(p) => (
             Outcome::Failed(format!(
                 "the result could not be encoded: its Serialize impl {}",
-                panic_text(&*p)
+                Caught::of(&*p).text()
             )),
             Vec::new(),
         ),
@@ -335,7 +351,7 @@ fn finish<R: Serialize>(r: std::thread::Result<Result<R, String>>) -> (Outcome, 
     match r {
         Ok(Ok(v)) => encode(&v),
         Ok(Err(e)) => (Outcome::Failed(e), Vec::new()),
-        Err(p) => (panicked(&*p), Vec::new()),
+        Err(p) => (Caught::of(&*p).into_outcome(), Vec::new()),
     }
 }
 
@@ -397,14 +413,12 @@ where
                 .map(|a| match catch_unwind(AssertUnwindSafe(|| f(a))) {
                     Ok(Ok(r)) => Ok(r),
                     Ok(Err(e)) => Err(BatchItemError::Failed(e)),
-                    Err(p) => Err(BatchItemError::Panicked(match panicked(&*p) {
-                        Outcome::Panicked {
-                            message,
-                            location: Some(l),
-                            ..
-                        } => format!("{message} (at {l})"),
-                        Outcome::Panicked { message, .. } => message,
-                        _ => unreachable!("panicked() makes a panic"),
+                    Err(p) => Err(BatchItemError::Panicked({
+                        let c = Caught::of(&*p);
+                        match c.location {
+                            Some(l) => format!("{} (at {l})", c.message),
+                            None => c.message,
+                        }
                     })),
                 })
                 .collect();

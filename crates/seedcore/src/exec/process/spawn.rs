@@ -15,8 +15,8 @@
 //!   calls `seedcore::init()`) breaks it at once. Starts the OS refused are
 //!   retried with back-off, and a hello mends a pool they broke.
 
-use super::dispatch::{Broken, PoolState, ProcessPool, Queued};
-use super::handle::{Kill, Worker, READY, STARTING};
+use super::dispatch::{live_workers, Broken, PoolState, ProcessPool, Queued};
+use super::handle::{Kill, Worker, STARTING};
 use super::reap::monitor;
 use super::status::StatusPage;
 use super::worker::{FINI_ENV, INIT_ENV, MAX_FRAME_ENV};
@@ -144,11 +144,7 @@ impl ProcessPool {
     /// refuses new ones.
     pub(super) fn start_failed(&self, st: &mut PoolState, why: String, permanent: bool) {
         st.start_failures += 1;
-        let live = st
-            .workers
-            .iter()
-            .any(|w| matches!(w.state.load(Ordering::Acquire), STARTING | READY));
-        let breaks = permanent || (st.start_failures >= 3 && !live);
+        let breaks = permanent || (st.start_failures >= 3 && live_workers(&st.workers) == 0);
         if !breaks || st.broken.as_ref().is_some_and(|b| b.permanent) {
             return;
         }
@@ -181,11 +177,7 @@ impl ProcessPool {
             let Some(pool) = me.upgrade() else { return };
             let mut st = pool.state.lock();
             st.respawn_scheduled = false;
-            let live = st
-                .workers
-                .iter()
-                .filter(|w| matches!(w.state.load(Ordering::Acquire), STARTING | READY))
-                .count();
+            let live = live_workers(&st.workers);
             let wanted = pool
                 .target
                 .load(Ordering::Acquire)

@@ -136,10 +136,10 @@ fn run_hook(name: &str, what: &str) -> Result<(), String> {
         Outcome::Ok(_) => Ok(()),
         Outcome::Panicked {
             message, location, ..
-        } => Err(match location {
-            Some(l) => format!("the {what} `{name}` panicked at {l}: {message}"),
-            None => format!("the {what} `{name}` panicked: {message}"),
-        }),
+        } => Err(format!(
+            "the {what} `{name}` {}",
+            registry::panic_text(&message, location.as_deref())
+        )),
         Outcome::Failed(m) => Err(format!("the {what} `{name}` failed: {m}")),
         Outcome::BadArgs(m) => Err(format!(
             "the {what} `{name}` could not take its arguments: {m}"
