@@ -64,6 +64,45 @@ pub(crate) enum Entry {
     Skipped(Skipped),
 }
 
+impl Measurement {
+    /// The figure of `samples` (their median) for `suite`'s `metric`.
+    pub(crate) fn of(
+        suite: &'static str,
+        metric: &'static str,
+        subject: &'static str,
+        unit: &'static str,
+        samples: Vec<f64>,
+    ) -> Measurement {
+        Measurement {
+            suite,
+            metric,
+            subject,
+            value: report::median(&samples),
+            unit,
+            samples,
+        }
+    }
+}
+
+impl Entry {
+    /// A subject of `suite`'s `metric` that was not measured, and why.
+    pub(crate) fn skipped(
+        suite: &'static str,
+        metric: &'static str,
+        subject: &'static str,
+        unit: &'static str,
+        reason: String,
+    ) -> Entry {
+        Entry::Skipped(Skipped {
+            suite,
+            metric,
+            subject,
+            unit,
+            reason,
+        })
+    }
+}
+
 /// How big a run is: the full measurement or a quick smoke run.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Scale {

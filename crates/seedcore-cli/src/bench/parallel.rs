@@ -30,7 +30,6 @@
 //! process map ≤ 1/3 of `Pool.map` per item, CPU speedup ≥ 1.9 ×
 //! (`cores` = 2).
 
-use super::report::median;
 use super::{note, Entry, Measurement, Scale, Skipped};
 use anyhow::{ensure, Context};
 use rayon::prelude::*;
@@ -207,14 +206,7 @@ fn measurement(
     unit: &'static str,
     samples: Vec<f64>,
 ) -> Measurement {
-    Measurement {
-        suite: SUITE,
-        metric,
-        subject,
-        value: median(&samples),
-        unit,
-        samples,
-    }
+    Measurement::of(SUITE, metric, subject, unit, samples)
 }
 
 /// 64 rounds of xorshift over the item.

@@ -36,9 +36,8 @@
 //! A peer that cannot run is reported as skipped, with the reason and how
 //! to install it.
 
-use super::report::median;
 use super::tiny::{expected, task};
-use super::{note, Entry, Measurement, Scale, Skipped};
+use super::{note, Entry, Measurement, Scale};
 use anyhow::{ensure, Context};
 use seedcore::{ConcurrentSystem, SharedBytes, ShutdownMode, TaskOptions};
 use std::hint::black_box;
@@ -229,14 +228,7 @@ fn measurement(metric: &'static str, subject: &'static str, samples: Vec<f64>) -
         .iter()
         .find(|(m, _)| *m == metric)
         .map_or("", |(_, u)| *u);
-    Measurement {
-        suite: SUITE,
-        metric,
-        subject,
-        value: median(&samples),
-        unit,
-        samples,
-    }
+    Measurement::of(SUITE, metric, subject, unit, samples)
 }
 
 /// Tiny-task throughput of `submit_process` + `TaskFuture::wait`.
@@ -653,13 +645,7 @@ fn skipped(metric: &'static str, subject: &'static str, reason: String) -> Entry
         .iter()
         .find(|(m, _)| *m == metric)
         .map_or("", |(_, u)| *u);
-    Entry::Skipped(Skipped {
-        suite: SUITE,
-        metric,
-        subject,
-        unit,
-        reason,
-    })
+    Entry::skipped(SUITE, metric, subject, unit, reason)
 }
 
 /// One JSON line of the Python script, if it names a known metric and peer

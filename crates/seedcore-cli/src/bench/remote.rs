@@ -16,7 +16,7 @@
 
 use super::process::{probe, venv_dir};
 use super::report::median;
-use super::{note, Entry, Measurement, Scale, Skipped};
+use super::{note, Entry, Measurement, Scale};
 use anyhow::{ensure, Context};
 use seedcore::{ConcurrentSystem, ProcessTask, ShutdownMode, TaskOptions};
 use std::io::{Read, Write};
@@ -111,13 +111,7 @@ fn skipped(
     unit: &'static str,
     reason: String,
 ) -> Entry {
-    Entry::Skipped(Skipped {
-        suite: SUITE,
-        metric,
-        subject,
-        unit,
-        reason,
-    })
+    Entry::skipped(SUITE, metric, subject, unit, reason)
 }
 
 fn measurement(
@@ -126,14 +120,7 @@ fn measurement(
     unit: &'static str,
     samples: Vec<f64>,
 ) -> Measurement {
-    Measurement {
-        suite: SUITE,
-        metric,
-        subject,
-        value: median(&samples),
-        unit,
-        samples,
-    }
+    Measurement::of(SUITE, metric, subject, unit, samples)
 }
 
 /// The suite's own `redis-server`, killed on drop.
