@@ -14,6 +14,7 @@
 
 mod bench;
 mod cli;
+mod counting_alloc;
 mod demo;
 mod exec;
 mod table;
@@ -26,9 +27,11 @@ use std::process::ExitCode;
 /// The binary allocates with mimalloc: task records are allocated on the
 /// submitting thread and freed elsewhere, a pattern glibc's arenas serve
 /// with lock contention. Every subject of `seedcore bench` runs in this
-/// process, so peers and seedcore measure with the same allocator.
+/// process, so peers and seedcore measure with the same allocator. It counts
+/// the bytes live on the heap for `seedcore bench threads`' memory figure
+/// ([`counting_alloc`]).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: counting_alloc::CountingMiMalloc = counting_alloc::CountingMiMalloc;
 
 fn main() -> ExitCode {
     no_huge_pages();

@@ -119,12 +119,22 @@ fn bench_threads_quick_json_has_every_subject() {
         ("tiny_task_ns", "tokio_spawn", "ns"),
         ("tiny_task_ns", "tokio_spawn_blocking", "ns"),
         ("priority_latency_us", "seedcore", "us"),
+        ("queued_task_bytes", "seedcore", "bytes"),
+        ("queued_task_bytes", "rayon_spawn", "bytes"),
+        ("queued_task_bytes", "tokio_spawn", "bytes"),
+        ("queued_task_bytes", "tokio_spawn_blocking", "bytes"),
     ] {
         assert!(
             seen.iter()
                 .any(|(m, s, u)| m == metric && s == subject && u == unit),
             "missing {metric}/{subject} ({unit}) in:\n{stdout}"
         );
+    }
+    // A queued no-op task holds some bytes, and far fewer than 100 KB: a
+    // figure outside that range means the count or the gate is broken.
+    for v in lines.iter().filter(|v| v["metric"] == "queued_task_bytes") {
+        let bytes = v["value"].as_f64().expect("value is a number");
+        assert!(bytes > 0.0 && bytes < 100_000.0, "implausible: {v}");
     }
 }
 

@@ -323,6 +323,44 @@ fn higher_priorities_run_first_under_a_backlog() {
 }
 
 #[test]
+fn a_task_cancelled_while_queued_never_runs() {
+    let Some(redis) = Redis::start("cancel", &[]) else {
+        return;
+    };
+    let _w = Worker::start(&redis, 1, 1);
+    wait_workers(&redis, 1);
+    let sys = client(&redis);
+    let dir = temp_dir("cancel-marks");
+    let (busy, queued_mark) = (dir.join("busy"), dir.join("queued"));
+    let a = sys
+        .submit_remote(
+            TaskOptions::new(),
+            MARKED,
+            (busy.display().to_string(), 1_500),
+        )
+        .unwrap();
+    assert!(eventually(LONG, || lines(&busy).len() == 1));
+    // The worker holds one entry at a time: this one waits in the stream.
+    let b = sys
+        .submit_remote(
+            TaskOptions::new(),
+            MARKED,
+            (queued_mark.display().to_string(), 1),
+        )
+        .unwrap();
+    assert!(b.cancel());
+    assert!(matches!(b.wait(), Err(TaskError::Cancelled)));
+    a.wait().unwrap();
+    let c = sys.submit_remote(TaskOptions::new(), ADD, (1, 2)).unwrap();
+    assert_eq!(c.wait().unwrap(), 3);
+    assert!(
+        lines(&queued_mark).is_empty(),
+        "the cancelled task never ran"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn three_worker_processes_share_the_work() {
     let Some(redis) = Redis::start("three", &[]) else {
         return;
@@ -542,4 +580,37 @@ fn bad_urls_and_wrong_passwords_are_typed_errors() {
     .map(|_| ())
     .unwrap_err();
     assert_eq!(e, RemoteError::NoSecret);
+}
+
+#[test]
+fn bench_remote_reports_seedcore_and_celery() {
+    let (stdout, lines) = common::bench_json("remote", &[("SEEDCORE_BENCH_INSTALL_PEERS", "0")]);
+    for metric in ["tasks_per_s", "round_trip_p50_us"] {
+        for subject in ["seedcore", "celery"] {
+            let line = lines
+                .iter()
+                .find(|l| l["metric"] == metric && l["subject"] == subject)
+                .unwrap_or_else(|| panic!("no {subject} {metric} line:\n{stdout}"));
+            // A figure, or a reason it was not measured (no redis-server,
+            // no Celery in the bench's virtual environment).
+            assert!(
+                line["value"].as_f64().is_some_and(|v| v > 0.0) || line["skipped"].is_string(),
+                "{line}"
+            );
+        }
+    }
+    let have_redis = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if have_redis {
+        let rate = lines
+            .iter()
+            .find(|l| l["metric"] == "tasks_per_s" && l["subject"] == "seedcore")
+            .unwrap();
+        assert!(
+            rate["value"].as_f64().is_some(),
+            "seedcore measured: {rate}"
+        );
+    }
 }

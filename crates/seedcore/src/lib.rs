@@ -102,6 +102,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! [`join`](ConcurrentSystem::join) runs two closures at once, the second
+//! on the pool unless the caller gets to it first, for divide and conquer
+//! as with `rayon::join`.
+//!
 //! **Channels.** [`channel::bounded`] gives blocking, timed and async sends
 //! and receives; [`produce`](ConcurrentSystem::produce) feeds tasks from
 //! one.
@@ -174,10 +178,13 @@ pub use options::{Backoff, Priority, RetryOn, RetryPolicy, TaskOptions};
 pub use parallel::{ChunkSize, Pipeline, Stage};
 pub use sched::callback::{CallbackExecutor, CallbackQueue};
 pub use sched::ShutdownHandle;
-pub use system::{ConcurrentSystem, ExecutorHandle, ShutdownReport, SystemBuilder};
-pub use task::{as_completed, wait, AsCompleted, WaitFor, WaitSet};
+pub use system::{
+    ConcurrentSystem, ExecutorHandle, ShutdownReport, SystemBuilder, MAX_INITIALIZER_ARGS_BYTES,
+};
+pub use task::{as_completed, wait, AsCompleted, WaitFor, WaitSet, Waitable};
 pub use task::{
-    CancellationToken, ExecutorKind, TaskContext, TaskFuture, TaskHandle, TaskId, TaskStatus,
+    CancellationToken, ExecutorKind, SharedFuture, TaskContext, TaskFuture, TaskHandle, TaskId,
+    TaskStatus,
 };
 pub use wire::shm::SharedBytes;
 

@@ -39,6 +39,12 @@ impl Priority {
         }
     }
 
+    /// The priority of a level read back from a task's record (a level
+    /// that [`Priority::new`] accepted).
+    pub(crate) const fn from_level(level: u8) -> Priority {
+        Priority(level)
+    }
+
     /// The numeric level (`0` is the most urgent).
     pub const fn level(self) -> u8 {
         self.0
@@ -246,9 +252,11 @@ pub(crate) struct LockSpec {
 }
 
 /// The options most tasks leave at their defaults, kept out of line so
-/// that a plain task carries one pointer for them.
+/// that a plain task carries one pointer for them, shared (not copied) by
+/// every task submitted with clones of the same options.
 #[derive(Debug, Clone, Default)]
 struct Extra {
+    timeout: Option<Duration>,
     retry: RetryPolicy,
     locks: Vec<LockSpec>,
     lock_timeout: Option<Duration>,
@@ -257,7 +265,41 @@ struct Extra {
 
 static NO_RETRY: RetryPolicy = RetryPolicy::none();
 
+/// Every option but the priority: what a task's record keeps (one
+/// pointer; the priority lives beside the task's state).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Opts(Option<Arc<Extra>>);
+
+impl Opts {
+    fn extra_mut(&mut self) -> &mut Extra {
+        Arc::make_mut(self.0.get_or_insert_with(Default::default))
+    }
+
+    /// The timeout of each attempt, if any.
+    pub(crate) fn get_timeout(&self) -> Option<Duration> {
+        self.0.as_ref().and_then(|e| e.timeout)
+    }
+
+    pub(crate) fn get_retry(&self) -> &RetryPolicy {
+        self.0.as_ref().map_or(&NO_RETRY, |e| &e.retry)
+    }
+
+    pub(crate) fn get_lock_timeout(&self) -> Option<Duration> {
+        self.0.as_ref().and_then(|e| e.lock_timeout)
+    }
+
+    pub(crate) fn get_name(&self) -> Option<&str> {
+        self.0.as_ref().and_then(|e| e.name.as_deref())
+    }
+
+    pub(crate) fn locks(&self) -> &[LockSpec] {
+        self.0.as_ref().map_or(&[], |e| &e.locks)
+    }
+}
+
 /// Options of one task. Every executor honours all of them.
+///
+/// Cloning options is cheap: everything but the priority is shared.
 ///
 /// ```
 /// use seedcore::{Priority, RetryPolicy, TaskOptions};
@@ -276,8 +318,7 @@ static NO_RETRY: RetryPolicy = RetryPolicy::none();
 #[derive(Debug, Clone, Default)]
 pub struct TaskOptions {
     pub(crate) priority: Priority,
-    pub(crate) timeout: Option<Duration>,
-    extra: Option<Box<Extra>>,
+    rest: Opts,
 }
 
 impl TaskOptions {
@@ -287,7 +328,12 @@ impl TaskOptions {
     }
 
     fn extra_mut(&mut self) -> &mut Extra {
-        self.extra.get_or_insert_with(Box::default)
+        self.rest.extra_mut()
+    }
+
+    /// The priority and the rest, as a task's record keeps them.
+    pub(crate) fn into_parts(self) -> (Priority, Opts) {
+        (self.priority, self.rest)
     }
 
     /// Sets the priority.
@@ -298,7 +344,7 @@ impl TaskOptions {
 
     /// Sets the timeout of each attempt, measured from its start.
     pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = Some(d);
+        self.extra_mut().timeout = Some(d);
         self
     }
 
@@ -348,30 +394,30 @@ impl TaskOptions {
 
     /// The timeout, if any.
     pub fn get_timeout(&self) -> Option<Duration> {
-        self.timeout
+        self.rest.get_timeout()
     }
 
     /// The retry policy.
     pub fn get_retry(&self) -> &RetryPolicy {
-        self.extra.as_ref().map_or(&NO_RETRY, |e| &e.retry)
+        self.rest.get_retry()
     }
 
     /// The lock timeout, if any.
     pub fn get_lock_timeout(&self) -> Option<Duration> {
-        self.extra.as_ref().and_then(|e| e.lock_timeout)
+        self.rest.get_lock_timeout()
     }
 
     /// The name, if any.
     pub fn get_name(&self) -> Option<&str> {
-        self.extra.as_ref().and_then(|e| e.name.as_deref())
+        self.rest.get_name()
     }
 
     pub(crate) fn locks(&self) -> &[LockSpec] {
-        self.extra.as_ref().map_or(&[], |e| &e.locks)
+        self.rest.locks()
     }
 
     pub(crate) fn validate(&self) -> Result<(), SubmitError> {
-        if self.timeout == Some(Duration::ZERO) {
+        if self.get_timeout() == Some(Duration::ZERO) {
             return Err(SubmitError::InvalidOptions(
                 "timeout must be greater than zero".into(),
             ));

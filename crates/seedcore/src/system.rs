@@ -39,6 +39,8 @@ pub(crate) const SERVICES: u8 = 3;
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) sched: Arc<Scheduler>,
+    /// What each task record holds of `sched`: one pointer.
+    pub(crate) sched_ref: crate::task::SchedRef,
     pub(crate) threads: Arc<ThreadPool>,
     pub(crate) asyncs: Arc<AsyncExec>,
     pub(crate) process: Arc<ProcessPool>,
@@ -77,7 +79,15 @@ pub struct SystemBuilder {
     #[cfg(feature = "remote")]
     pub(crate) remote: Option<crate::remote::RemoteConfig>,
     thread_init: Option<ThreadInit>,
+    /// The process initializer's arguments, encoded; `Err` says why they
+    /// could not be, for [`build`](Self::build).
+    init_args: Option<Result<Vec<u8>, String>>,
 }
+
+/// Largest encoding, in bytes, of the arguments given to
+/// [`SystemBuilder::process_initializer_with`]. They reach each worker
+/// process in its environment, where one variable is limited in size.
+pub const MAX_INITIALIZER_ARGS_BYTES: usize = 32 << 10;
 
 impl SystemBuilder {
     /// The settings, for builder methods defined next to their feature
@@ -233,9 +243,71 @@ impl SystemBuilder {
     }
 
     /// A registered process task each worker process runs when it starts
-    /// (`processes.initializer`).
+    /// (`processes.initializer`), with unit arguments. It replaces an
+    /// initializer given before, and its arguments.
     pub fn process_initializer<A, R>(mut self, hook: ProcessTask<A, R>) -> Self {
         self.config.processes.initializer = Some(hook.name().to_owned());
+        self.init_args = None;
+        self
+    }
+
+    /// A registered process task each worker process runs when it starts
+    /// (`processes.initializer`), called with `args`. The arguments are
+    /// encoded once, here; every worker, replacements included, decodes
+    /// its own copy before it takes a task.
+    ///
+    /// If `args` cannot be encoded, or its encoding is over
+    /// [`MAX_INITIALIZER_ARGS_BYTES`], [`build`](Self::build) returns a
+    /// [`ConfigError`] for `processes.initializer`. If a worker cannot
+    /// decode them, the initializer fails: the process pool is broken with
+    /// a message saying so, as when the initializer itself fails.
+    ///
+    /// ```no_run
+    /// seedcore::process_task! {
+    ///     fn load_model(path: String) {
+    ///         // Open `path` once per worker process.
+    /// #       let _ = path;
+    ///     }
+    /// }
+    ///
+    /// fn main() -> Result<(), seedcore::ConfigError> {
+    ///     seedcore::init();
+    ///     let system = seedcore::ConcurrentSystem::builder()
+    ///         .process_initializer_with(load_model, "/models/small.bin".to_owned())
+    ///         .build()?;
+    /// #   drop(system);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn process_initializer_with<A, R>(mut self, hook: ProcessTask<A, R>, args: A) -> Self
+    where
+        A: serde::Serialize,
+    {
+        self.config.processes.initializer = Some(hook.name().to_owned());
+        // As task arguments are encoded, so that a type's own message
+        // reaches the error.
+        let encoded = crate::wire::codec::to_vec(&args, 64)
+            .map_err(|e| {
+                let why = crate::wire::why::describe(&args, &e);
+                format!(
+                    "the arguments of `{}` cannot be encoded: {why}",
+                    hook.name()
+                )
+            })
+            .and_then(|bytes| {
+                if bytes.len() > MAX_INITIALIZER_ARGS_BYTES {
+                    Err(format!(
+                        "the arguments of `{}` take {} bytes encoded, over the limit of {} \
+                         (pass a path or a key instead, and load the data in the initializer)",
+                        hook.name(),
+                        bytes.len(),
+                        MAX_INITIALIZER_ARGS_BYTES
+                    ))
+                } else {
+                    Ok(bytes)
+                }
+            });
+        self.init_args = Some(encoded);
         self
     }
 
@@ -290,6 +362,10 @@ impl SystemBuilder {
         let config = self.config;
         let thread_init = self.thread_init;
         config.validate()?;
+        let init_args = self
+            .init_args
+            .transpose()
+            .map_err(|why| ConfigError::new("processes.initializer", why))?;
         let os = |field: &str, e: std::io::Error| {
             ConfigError::new(field, format!("the OS refused to start a thread: {e}"))
         };
@@ -306,7 +382,7 @@ impl SystemBuilder {
         })
         .map_err(|e| os("threads.core", e))?;
         let timer = Arc::new(Timer::start(&config.name).map_err(|e| os("name", e))?);
-        let process = ProcessPool::new(process_config(&config), Arc::downgrade(&timer));
+        let process = ProcessPool::new(process_config(&config, init_args), Arc::downgrade(&timer));
         let callbacks = Dispatcher::start(
             config.callbacks.executor.clone(),
             &config.name,
@@ -332,6 +408,7 @@ impl SystemBuilder {
         }
         let shared = Arc::new(Shared {
             config,
+            sched_ref: Arc::new(sched.clone() as Arc<dyn crate::task::Schedule>),
             sched,
             threads,
             asyncs,
@@ -358,7 +435,7 @@ impl SystemBuilder {
 /// is the shrink policy's: workers idle for `balance.shrink_timeout` retire
 /// exactly when `balance.shrink` is [`ShrinkPolicy::TimeoutShrink`], as the
 /// balancer retires threads.
-fn process_config(config: &Config) -> ProcessConfig {
+fn process_config(config: &Config, init_args: Option<Vec<u8>>) -> ProcessConfig {
     let p = &config.processes;
     let idle_timeout = (config.balance.shrink == ShrinkPolicy::TimeoutShrink)
         .then_some(config.balance.shrink_timeout);
@@ -375,6 +452,7 @@ fn process_config(config: &Config) -> ProcessConfig {
         idle_timeout,
         priority: p.priority,
         init: p.initializer.clone(),
+        init_args,
         fini: p.finalizer.clone(),
         max_frame: p.max_frame_bytes,
         output: p.output,
@@ -426,7 +504,7 @@ impl ConcurrentSystem {
         if let Some(limit) = shared.config.balance.max_pending_tasks {
             crate::balance::admit(shared, limit)?;
         }
-        let cell = shared.sched.create(opts, slot, body)?;
+        let cell = shared.sched.create(&shared.sched_ref, opts, slot, body)?;
         Ok(shared.sched.enqueue(cell))
     }
 
@@ -897,7 +975,11 @@ mod tests {
             (ShrinkPolicy::NoShrink, None),
         ] {
             config.balance.shrink = policy;
-            assert_eq!(process_config(&config).idle_timeout, idle, "{policy:?}");
+            assert_eq!(
+                process_config(&config, None).idle_timeout,
+                idle,
+                "{policy:?}"
+            );
         }
     }
 }

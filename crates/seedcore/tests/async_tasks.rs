@@ -395,3 +395,47 @@ async fn async_and_thread_tasks_are_awaitable_inside_a_tokio_app() {
     // Dropping the system inside a runtime must not panic.
     drop(system);
 }
+
+#[test]
+fn an_async_task_that_blocks_on_an_async_future_with_one_driver_still_resolves() {
+    // The mistake: `wait()` instead of `.await` inside an async task, with
+    // every driver taken. The blocked driver gets a stand-in meanwhile.
+    let system = Arc::new(
+        seedcore::ConcurrentSystem::builder()
+            .core_threads(1)
+            .async_threads(1)
+            .build()
+            .unwrap(),
+    );
+    let inner = system.clone();
+    let outer = system
+        .submit_async(TaskOptions::new(), move |_| {
+            let sys = inner.clone();
+            async move {
+                let a = sys
+                    .submit_async(TaskOptions::new(), |_| async { 40u32 })
+                    .unwrap();
+                let b = sys
+                    .submit_async(TaskOptions::new(), |_| async {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        2u32
+                    })
+                    .unwrap();
+                a.wait().unwrap() + b.wait().unwrap()
+            }
+        })
+        .unwrap();
+    let got = outer
+        .wait_timeout(Duration::from_secs(30))
+        .expect("a blocking wait inside an async task deadlocked");
+    assert_eq!(got.unwrap(), 42);
+    // The stand-in retires once nobody blocks.
+    assert!(
+        (0..400).any(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            common::row(&system.stats(), seedcore::ExecutorKind::Async).workers == 1
+        }),
+        "stand-in drivers left: {:?}",
+        common::row(&system.stats(), seedcore::ExecutorKind::Async)
+    );
+}

@@ -357,3 +357,288 @@ fn cancel_handle_cancels_a_future_another_thread_waits_on() {
     assert!(matches!(r, Err(TaskError::Cancelled)), "{r:?}");
     assert!(handle.is_done());
 }
+
+// ---------------------------------------------------------------------------
+// SharedFuture: many readers of one result
+// ---------------------------------------------------------------------------
+
+/// A thread task held at a gate (bounded by [`LONG`]) that returns `v`.
+fn gated<T: Clone + Send + Sync + 'static>(
+    system: &seedcore::ConcurrentSystem,
+    v: T,
+) -> (seedcore::SharedFuture<T>, common::Gate) {
+    let gate = common::Gate::new();
+    let g = gate.clone();
+    let fut = system
+        .submit_thread(TaskOptions::new(), move |_| {
+            g.wait();
+            v.clone()
+        })
+        .unwrap();
+    (fut.shared(), gate)
+}
+
+#[test]
+fn shared_future_clones_waited_on_by_several_threads_all_get_the_value() {
+    let system = common::system("fp-sh-threads", 1, 2);
+    let (shared, gate) = gated(&system, String::from("value"));
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let f = shared.clone();
+            std::thread::spawn(move || f.wait_timeout(LONG))
+        })
+        .collect();
+    gate.open();
+    for w in waiters {
+        let got = w.join().unwrap().expect("a waiter timed out");
+        assert_eq!(got.unwrap(), "value");
+    }
+    assert_eq!(shared.wait().unwrap(), "value");
+    assert_eq!(shared.try_get().unwrap().unwrap(), "value");
+    assert!(shared.is_done());
+    assert_eq!(shared.status(), seedcore::TaskStatus::Succeeded);
+}
+
+#[test]
+fn three_callbacks_on_one_shared_future_all_run_with_the_value() {
+    let system = common::system("fp-sh-cbs", 1, 2);
+    let (shared, gate) = gated(&system, 7u32);
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..3 {
+        let (runs, tx) = (runs.clone(), tx.clone());
+        shared.on_complete(move |r| {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tx.send((i, r.unwrap())).unwrap();
+        });
+    }
+    gate.open();
+    let mut got: Vec<_> = (0..3)
+        .map(|_| rx.recv_timeout(LONG).expect("a callback did not run"))
+        .collect();
+    got.sort();
+    assert_eq!(got, [(0, 7), (1, 7), (2, 7)]);
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_callback_attached_to_a_shared_future_after_it_resolved_runs() {
+    let system = common::system("fp-sh-late", 1, 2);
+    let shared = system
+        .submit_thread(TaskOptions::new(), |_| 11u64)
+        .unwrap()
+        .shared();
+    assert_eq!(shared.wait_timeout(LONG).unwrap().unwrap(), 11);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx2 = tx.clone();
+    shared.on_complete(move |r| tx.send(r.unwrap()).unwrap());
+    // A later clone's callback, too.
+    shared
+        .clone()
+        .on_complete(move |r| tx2.send(r.unwrap() + 1).unwrap());
+    let mut got = [
+        rx.recv_timeout(LONG).unwrap(),
+        rx.recv_timeout(LONG).unwrap(),
+    ];
+    got.sort();
+    assert_eq!(got, [11, 12]);
+}
+
+#[test]
+fn one_clone_cancels_while_another_thread_waits_and_every_reader_sees_cancelled() {
+    let system = common::system("fp-sh-cancel", 1, 2);
+    let shared = system
+        .submit_thread(TaskOptions::new(), |cx| {
+            common::spin_until_cancelled(|| cx.is_cancelled());
+            0u8
+        })
+        .unwrap()
+        .shared();
+    let (tx, rx) = std::sync::mpsc::channel();
+    shared.on_complete(move |r| tx.send(r).unwrap());
+    let f = shared.clone();
+    let waiter = std::thread::spawn(move || f.wait_timeout(LONG));
+    let canceller = shared.clone();
+    assert!(canceller.cancel());
+    drop(canceller);
+    let r = waiter.join().unwrap().expect("the waiter timed out");
+    assert!(matches!(r, Err(TaskError::Cancelled)), "{r:?}");
+    let cb = rx.recv_timeout(LONG).expect("the callback did not run");
+    assert!(matches!(cb, Err(TaskError::Cancelled)), "{cb:?}");
+    assert!(matches!(shared.wait(), Err(TaskError::Cancelled)));
+    assert!(shared.cancel(), "cancelled already: still true");
+    assert_eq!(
+        shared.cancel_handle().status(),
+        seedcore::TaskStatus::Failed(TaskErrorKind::Cancelled)
+    );
+}
+
+#[test]
+fn a_task_s_own_error_reaches_every_clone_with_its_message() {
+    let system = common::system("fp-sh-err", 1, 2);
+    let shared = system
+        .submit_thread_fallible(TaskOptions::new(), |_| {
+            Err::<u8, _>(common::MyError("broken".into()))
+        })
+        .unwrap()
+        .shared();
+    for f in [shared.clone(), shared.clone(), shared] {
+        match f.wait_timeout(LONG).expect("resolves") {
+            Err(TaskError::Failed(e)) => assert_eq!(e.to_string(), "my error: broken"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn clones_of_a_shared_future_are_awaited_from_async_code() {
+    let system = common::system("fp-sh-async", 1, 2);
+    let (shared, gate) = gated(&system, 5u32);
+    // From an async task of the same system, awaiting two clones.
+    let (a, b) = (shared.clone(), shared.clone());
+    let in_async = system
+        .submit_async(TaskOptions::new(), move |_| {
+            let (a, b) = (a.clone(), b.clone());
+            async move { a.await.unwrap() + b.await.unwrap() }
+        })
+        .unwrap();
+    // From a runtime of the test's own: several clones pending at once,
+    // each polled more than once before the task resolves.
+    let (c, d) = (shared.clone(), shared.clone());
+    let opener = gate.clone();
+    let on_tokio = common::block_on(async move {
+        let rt = tokio::runtime::Handle::current();
+        let c = rt.spawn(c);
+        let d = rt.spawn(d);
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        opener.open();
+        (c.await.unwrap().unwrap(), d.await.unwrap().unwrap())
+    });
+    assert_eq!(on_tokio, (5, 5));
+    assert_eq!(in_async.wait_timeout(LONG).unwrap().unwrap(), 10);
+    // A resolved one is ready at once, again and again.
+    assert_eq!(common::block_on(shared.clone()).unwrap(), 5);
+    assert_eq!(common::block_on(shared).unwrap(), 5);
+}
+
+/// A task of a one-thread pool waits on a shared future of a task it
+/// submitted: the waiting thread must not starve it.
+#[test]
+fn nested_wait_on_a_shared_future_at_max_threads_resolves() {
+    let system = Arc::new(common::system("fp-sh-nested", 1, 1));
+    let weak: Weak<seedcore::ConcurrentSystem> = Arc::downgrade(&system);
+    let outer = system
+        .submit_thread(TaskOptions::new(), move |_| {
+            let sys = weak.upgrade().expect("system alive");
+            let inner = sys
+                .submit_thread(TaskOptions::new(), |_| 21u64)
+                .unwrap()
+                .shared();
+            let again = inner.clone();
+            let first = inner.wait().unwrap();
+            let second = again.wait_timeout(LONG).map(|r| r.unwrap());
+            (first, second)
+        })
+        .unwrap();
+    let got = outer.wait_timeout(LONG).expect("nested wait deadlocked");
+    assert_eq!(got.unwrap(), (21, Some(21)));
+}
+
+#[test]
+fn wait_and_as_completed_take_shared_futures() {
+    let system = common::system("fp-sh-many", 2, 2);
+    let (slow, gate) = gated(&system, 1u32);
+    let fast = system
+        .submit_thread(TaskOptions::new(), |_| 2u32)
+        .unwrap()
+        .shared();
+    let futs = vec![slow.clone(), fast.clone()];
+    let first = seedcore::wait(&futs, seedcore::WaitFor::FirstCompleted, Some(LONG));
+    assert_eq!(first.done, vec![1]);
+    assert_eq!(first.pending, vec![0]);
+    let mut it = seedcore::as_completed(futs, Some(LONG));
+    assert_eq!(it.next().map(|(i, r)| (i, r.unwrap())), Some((1, 2)));
+    gate.open();
+    assert_eq!(it.next().map(|(i, r)| (i, r.unwrap())), Some((0, 1)));
+    assert!(it.next().is_none());
+    // The originals still read the result.
+    assert_eq!((slow.wait().unwrap(), fast.wait().unwrap()), (1, 2));
+}
+
+#[test]
+fn dropping_every_shared_future_detaches_the_task() {
+    let system = common::system("fp-sh-drop", 1, 2);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let (shared, gate) = {
+        let gate = common::Gate::new();
+        let g = gate.clone();
+        let fut = system
+            .submit_thread(TaskOptions::new(), move |_| {
+                g.wait();
+                tx.lock().unwrap().send(()).unwrap();
+                3u8
+            })
+            .unwrap();
+        (fut.shared(), gate)
+    };
+    let copy = shared.clone();
+    drop((shared, copy));
+    gate.open();
+    rx.recv_timeout(LONG)
+        .expect("the detached task did not run");
+}
+
+/// Counts its wake-ups and reports each on a channel.
+struct CountingWaker {
+    wakes: std::sync::atomic::AtomicUsize,
+    tx: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.tx.lock().unwrap().send(());
+    }
+}
+
+#[test]
+fn each_pending_clone_is_woken_and_a_repoll_replaces_its_waker() {
+    use std::future::Future;
+    use std::task::{Context, Poll};
+    let system = common::system("fp-sh-wakers", 1, 2);
+    let (shared, gate) = gated(&system, 9u8);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waker = || {
+        let w = Arc::new(CountingWaker {
+            wakes: Default::default(),
+            tx: std::sync::Mutex::new(tx.clone()),
+        });
+        (w.clone(), std::task::Waker::from(w))
+    };
+    let (old, old_w) = waker();
+    let (new, new_w) = waker();
+    let (other, other_w) = waker();
+    let mut a = shared.clone();
+    let mut b = shared.clone();
+    let poll = |f: &mut seedcore::SharedFuture<u8>, w: &std::task::Waker| {
+        std::pin::Pin::new(f).poll(&mut Context::from_waker(w))
+    };
+    assert!(poll(&mut a, &old_w).is_pending());
+    assert!(
+        poll(&mut a, &new_w).is_pending(),
+        "the same clone, a new waker"
+    );
+    assert!(poll(&mut b, &other_w).is_pending());
+    gate.open();
+    for _ in 0..2 {
+        rx.recv_timeout(LONG)
+            .expect("a pending clone was not woken");
+    }
+    let seq = std::sync::atomic::Ordering::SeqCst;
+    assert_eq!((new.wakes.load(seq), other.wakes.load(seq)), (1, 1));
+    assert_eq!(old.wakes.load(seq), 0, "a replaced waker was woken");
+    assert!(matches!(poll(&mut a, &new_w), Poll::Ready(Ok(9))));
+    assert!(matches!(poll(&mut b, &other_w), Poll::Ready(Ok(9))));
+}

@@ -16,17 +16,13 @@ mod sync {
     pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 
     pub(crate) mod thread {
-        pub(crate) use loom::thread::{current, park, yield_now, Thread};
+        pub(crate) use loom::thread::{current, park, Thread};
 
         /// loom has no clock: a timed park is a plain park in the model.
         pub(crate) fn park_timeout(_: std::time::Duration) {
             park()
         }
     }
-
-    /// One poll before parking keeps the model small; it still covers the
-    /// path where the spin finds the result and the one where it parks.
-    pub(crate) const SPIN_POLLS: u32 = 1;
 
     pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|e| e.into_inner())
@@ -214,7 +210,7 @@ fn two_submissions_reach_two_sleeping_workers() {
 
 /// A task begun once, as the executor holds it.
 fn running_task() -> TaskState {
-    let s = TaskState::new();
+    let s = TaskState::new(0, 0);
     assert_eq!(
         s.transition_to_running(),
         Begin::Started {
@@ -267,7 +263,7 @@ fn a_revert_and_a_deadline_never_both_take_an_attempt() {
 #[test]
 fn exactly_one_resolution_wins_and_its_outcome_stays() {
     loom::model(|| {
-        let s = Arc::new(TaskState::new());
+        let s = Arc::new(TaskState::new(0, 0));
         let handles: Vec<_> = [1u8, 4, 5]
             .into_iter()
             .map(|code| {
@@ -290,7 +286,7 @@ fn exactly_one_resolution_wins_and_its_outcome_stays() {
 #[test]
 fn a_lock_timeout_and_the_lock_holder_waking_the_task_never_both_act() {
     loom::model(|| {
-        let s = Arc::new(TaskState::new());
+        let s = Arc::new(TaskState::new(0, 0));
         let LockWait::First(wait) = s.transition_to_lock_wait() else {
             panic!("the first wait of an attempt is the first");
         };
@@ -311,7 +307,7 @@ fn a_lock_timeout_and_the_lock_holder_waking_the_task_never_both_act() {
 #[test]
 fn a_task_handed_to_two_workers_begins_once() {
     loom::model(|| {
-        let s = Arc::new(TaskState::new());
+        let s = Arc::new(TaskState::new(0, 0));
         let s2 = s.clone();
         let other = thread::spawn(move || s2.transition_to_running());
         let mine = s.transition_to_running();

@@ -315,6 +315,124 @@ fn dropping_a_map_cancels_its_chunks() {
     assert!(sys.stats().cancelled >= 4, "{:?}", sys.stats());
 }
 
+/// Runs `f` on its own thread; fails the test if it takes longer than
+/// [`LONG`] (a hang ends in a failure, not a stuck test run).
+fn within_long<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(LONG)
+        .expect("the map did not end: it hangs")
+}
+
+#[test]
+fn a_map_past_its_deadline_yields_timed_out_cancels_the_rest_and_ends() {
+    let sys = Arc::new(system("par-deadline", 2, 2));
+    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (s2, st, fi) = (sys.clone(), started.clone(), finished.clone());
+    let got: Vec<Result<u64, TaskError>> = within_long(move || {
+        s2.map(0..200u64, move |i| {
+            st.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(200));
+            fi.fetch_add(1, Ordering::SeqCst);
+            i
+        })
+        .chunk_size(ChunkSize::Fixed(1))
+        .timeout(Duration::from_millis(300))
+        .ordered()
+        .collect()
+    });
+    // Whatever finished in time, in order, then one timeout, then the end.
+    let (last, done) = got.split_last().expect("the map yields its timeout");
+    assert!(
+        matches!(last, Err(TaskError::TimedOut(d)) if *d == Duration::from_millis(300)),
+        "{last:?}"
+    );
+    for (i, r) in done.iter().enumerate() {
+        assert_eq!(r.as_ref().ok(), Some(&(i as u64)), "{r:?}");
+    }
+    assert!(done.len() < 200, "every item finished: no timeout was due");
+    // The chunks still out were cancelled: once the running ones end,
+    // nothing else starts.
+    assert!(eventually(LONG, || sys.stats().running == 0));
+    let ran = started.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        ran,
+        "items started after the timeout"
+    );
+    assert_eq!(finished.load(Ordering::SeqCst), ran);
+    assert!(ran < 200, "{ran} items ran");
+    assert!(sys.stats().cancelled >= 1, "{:?}", sys.stats());
+
+    // The same for a fold and for a stream: the timeout is their error.
+    let s3 = sys.clone();
+    let folded = within_long(move || {
+        s3.map(0..200u64, |i| {
+            std::thread::sleep(Duration::from_millis(200));
+            i
+        })
+        .chunk_size(ChunkSize::Fixed(1))
+        .deadline(std::time::Instant::now() + Duration::from_millis(100))
+        .fold(0, |a, x| a + x)
+    });
+    assert!(matches!(folded, Err(TaskError::TimedOut(_))), "{folded:?}");
+    let s4 = sys.clone();
+    let streamed: Vec<Result<u64, TaskError>> = within_long(move || {
+        common::block_on(
+            s4.map(0..200u64, |i| {
+                std::thread::sleep(Duration::from_millis(200));
+                i
+            })
+            .chunk_size(ChunkSize::Fixed(1))
+            .timeout(Duration::from_millis(100))
+            .unordered()
+            .into_stream()
+            .collect(),
+        )
+    });
+    assert!(
+        matches!(streamed.last(), Some(Err(TaskError::TimedOut(_)))),
+        "{streamed:?}"
+    );
+    assert_eq!(streamed.iter().filter(|r| r.is_err()).count(), 1);
+}
+
+#[test]
+fn a_map_that_ends_before_its_deadline_yields_every_result() {
+    let sys = system("par-deadline-met", 2, 4);
+    let want: Vec<u64> = (0..5_000u64).map(|i| i * 2).collect();
+    let got: Vec<u64> = sys
+        .map(0..5_000u64, work)
+        .timeout(LONG)
+        .ordered()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got, want);
+    let mut got: Vec<u64> = sys
+        .map(0..5_000u64, work)
+        .deadline(std::time::Instant::now() + LONG)
+        .unordered()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    // Results that arrived in time are still read after the deadline:
+    // one chunk holds every item, so the first brings them all.
+    let mut it = sys
+        .map(0..4u64, |i| i)
+        .chunk_size(ChunkSize::Fixed(4))
+        .timeout(Duration::from_millis(200))
+        .ordered();
+    assert_eq!(it.next().unwrap().unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let rest: Vec<u64> = it.collect::<Result<_, _>>().unwrap();
+    assert_eq!(rest, [1, 2, 3]);
+}
+
 #[test]
 fn a_chunk_timeout_fails_its_items_only() {
     let sys = system("par-timeout", 2, 4);

@@ -301,6 +301,54 @@ fn process_chunks_spread_over_the_workers() {
 }
 
 #[test]
+fn a_process_map_past_its_deadline_yields_timed_out_and_stops_its_tasks() {
+    let sys = std::sync::Arc::new(system("pp-deadline"));
+    let s2 = sys.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let got: Vec<Result<u64, TaskError>> = s2
+            .map_process(
+                std::iter::once(0)
+                    .chain(std::iter::repeat(120_000))
+                    .take(50),
+                nap,
+            )
+            .chunk_size(ChunkSize::Fixed(1))
+            .max_in_flight(6)
+            .timeout(Duration::from_millis(1_500))
+            .ordered()
+            .collect();
+        let _ = tx.send(got);
+    });
+    let got = rx
+        .recv_timeout(LONG)
+        .expect("the map did not end: it hangs");
+    // The first nap is short; it may or may not beat the deadline on a
+    // loaded machine. The long ones cannot.
+    let (last, done) = got.split_last().expect("the map yields its timeout");
+    assert!(matches!(last, Err(TaskError::TimedOut(_))), "{got:?}");
+    assert!(done.iter().all(|r| r.as_ref().ok() == Some(&0)), "{got:?}");
+    assert!(done.len() <= 1, "{got:?}");
+    // The running naps were stopped (their workers killed), not left to
+    // sleep on: a new task runs at once, well before any nap could end.
+    let f = sys.submit_process(TaskOptions::new(), double, 21).unwrap();
+    assert_eq!(f.wait_timeout(LONG).ok().unwrap().unwrap(), 42);
+    assert!(sys.stats().cancelled >= 2, "{:?}", sys.stats());
+}
+
+#[test]
+fn a_process_map_within_its_deadline_yields_every_result() {
+    let sys = system("pp-deadline-met");
+    let got: Vec<u64> = sys
+        .map_process(0..2_000u64, double)
+        .timeout(LONG)
+        .ordered()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got, (0..2_000u64).map(|x| x * 2).collect::<Vec<_>>());
+}
+
+#[test]
 fn dropping_a_process_map_cancels_its_chunks() {
     let sys = system("pp-drop");
     let mut it = sys

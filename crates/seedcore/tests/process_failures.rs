@@ -58,6 +58,62 @@ seedcore::process_task! {
     fn square(x: u64) -> u64 { x * x }
 }
 
+/// Encodes, but a worker refuses to decode it.
+struct RefusedInWorker;
+
+impl Serialize for RefusedInWorker {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(7)
+    }
+}
+
+impl<'de> Deserialize<'de> for RefusedInWorker {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("the licence key is malformed"))
+    }
+}
+
+seedcore::process_task! {
+    /// An initializer whose arguments no worker can decode.
+    fn picky_init(_key: RefusedInWorker) {}
+}
+
+/// Cannot be encoded at all.
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "an Unencodable value holds a socket",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for Unencodable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u8::deserialize(d).map(|_| Unencodable)
+    }
+}
+
+seedcore::process_task! {
+    /// An initializer whose arguments cannot be encoded.
+    fn unencodable_init(_x: Unencodable) {}
+}
+
+/// The length of what `blob_init` was given, in this worker.
+static BLOB_LEN: AtomicUsize = AtomicUsize::new(0);
+
+seedcore::process_task! {
+    /// An initializer with a large argument.
+    fn blob_init(blob: Vec<u8>) {
+        BLOB_LEN.store(blob.len(), Ordering::SeqCst);
+    }
+}
+
+seedcore::process_task! {
+    fn blob_len() -> usize { BLOB_LEN.load(Ordering::SeqCst) }
+}
+
 /// Shuts down within the test's patience, or fails it.
 fn shutdown_in_time(sys: ConcurrentSystem) {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -110,6 +166,64 @@ fn an_initializer_that_returns_an_error_breaks_the_pool_with_that_error() {
         .unwrap();
     let f = sys.submit_process(TaskOptions::new(), square, 2).unwrap();
     expect_broken(f, "cannot open the model: permission denied");
+    shutdown_in_time(sys);
+}
+
+#[test]
+fn initializer_arguments_a_worker_cannot_decode_break_the_pool_saying_so() {
+    let sys = builder("pf-init-args-decode")
+        .process_initializer_with(picky_init, RefusedInWorker)
+        .build()
+        .unwrap();
+    let f = sys.submit_process(TaskOptions::new(), square, 2).unwrap();
+    expect_broken(f, "could not take its arguments");
+    match sys.submit_process(TaskOptions::new(), square, 3) {
+        Err(SubmitError::PoolBroken(why)) => {
+            assert!(why.contains("picky_init"), "{why}");
+            assert!(why.contains("could not take its arguments"), "{why}");
+        }
+        other => panic!("expected PoolBroken at submit, got {:?}", other.map(|_| ())),
+    }
+    shutdown_in_time(sys);
+}
+
+#[test]
+fn initializer_arguments_that_cannot_be_encoded_or_are_too_large_fail_build() {
+    let err = builder("pf-init-args-enc")
+        .process_initializer_with(unencodable_init, Unencodable)
+        .build()
+        .err()
+        .unwrap_or_else(|| panic!("build must refuse arguments that do not encode"));
+    assert_eq!(err.field, "processes.initializer");
+    assert!(err.reason.contains("cannot be encoded"), "{}", err.reason);
+
+    let too_big = vec![1u8; seedcore::MAX_INITIALIZER_ARGS_BYTES + 1];
+    let err = builder("pf-init-args-big")
+        .process_initializer_with(blob_init, too_big)
+        .build()
+        .err()
+        .unwrap_or_else(|| panic!("build must refuse arguments over the limit"));
+    assert_eq!(err.field, "processes.initializer");
+    assert!(err.reason.contains("over the limit"), "{}", err.reason);
+
+    // Just under the limit they reach the worker whole (the length
+    // prefix takes a few bytes).
+    let len = seedcore::MAX_INITIALIZER_ARGS_BYTES - 8;
+    let sys = builder("pf-init-args-fit")
+        .process_initializer_with(blob_init, vec![2u8; len])
+        .build()
+        .unwrap();
+    let f = sys
+        .submit_process(TaskOptions::new(), blob_len, ())
+        .unwrap();
+    assert_eq!(wait(f).unwrap(), len);
+    // A later plain initializer replaces the arguments too.
+    let sys2 = builder("pf-init-args-replaced")
+        .process_initializer_with(unencodable_init, Unencodable)
+        .process_initializer(refusing_init)
+        .build()
+        .unwrap();
+    shutdown_in_time(sys2);
     shutdown_in_time(sys);
 }
 

@@ -408,6 +408,23 @@ seedcore::process_task! {
     fn read_init() -> u64 { INIT_VALUE.load(Ordering::SeqCst) }
 }
 
+/// What `init_with_args` was given, in this worker.
+static INIT_ARGS: std::sync::Mutex<Option<(String, u64)>> = std::sync::Mutex::new(None);
+
+seedcore::process_task! {
+    /// A worker initializer that takes arguments: keeps them in a static.
+    fn init_with_args(args: (String, u64)) {
+        *INIT_ARGS.lock().unwrap() = Some(args);
+    }
+}
+
+seedcore::process_task! {
+    /// This worker's pid and what its initializer was given.
+    fn read_init_args() -> (u32, Option<(String, u64)>) {
+        (std::process::id(), INIT_ARGS.lock().unwrap().clone())
+    }
+}
+
 seedcore::process_task! {
     /// The worker finalizer: leaves a file named after the parent and
     /// this worker.
@@ -1366,6 +1383,64 @@ fn the_worker_initializer_runs_before_tasks() {
         .submit_process(TaskOptions::new(), read_init, ())
         .unwrap();
     assert_eq!(wait(f).unwrap(), 0);
+}
+
+#[test]
+fn the_worker_initializer_gets_its_arguments_in_every_worker() {
+    let given = ("model-7.bin".to_owned(), 99_u64);
+    // One task per worker: each task meets a new worker process.
+    let sys = builder("pt-init-args")
+        .core_processes(2)
+        .max_processes(2)
+        .max_tasks_per_process(1)
+        .process_initializer_with(init_with_args, given.clone())
+        .build()
+        .unwrap();
+    let futs: Vec<_> = (0..4)
+        .map(|_| {
+            sys.submit_process(TaskOptions::new(), read_init_args, ())
+                .unwrap()
+        })
+        .collect();
+    let mut pids = std::collections::HashSet::new();
+    for f in futs {
+        let (pid, got) = wait(f).unwrap();
+        assert_eq!(got.as_ref(), Some(&given), "worker {pid}");
+        pids.insert(pid);
+    }
+    assert_eq!(pids.len(), 4, "each task ran in its own worker: {pids:?}");
+    // Without arguments the static is untouched.
+    let plain = builder("pt-init-args-none").build().unwrap();
+    let f = plain
+        .submit_process(TaskOptions::new(), read_init_args, ())
+        .unwrap();
+    assert_eq!(wait(f).unwrap().1, None);
+}
+
+#[test]
+fn a_worker_that_replaces_a_killed_one_gets_the_initializer_arguments() {
+    let given = ("shard-3".to_owned(), 3_u64);
+    let sys = builder("pt-init-args-kill")
+        .process_initializer_with(init_with_args, given.clone())
+        .build()
+        .unwrap();
+    let ask = || {
+        wait(
+            sys.submit_process(TaskOptions::new(), read_init_args, ())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let (first, got) = ask();
+    assert_eq!(got.as_ref(), Some(&given));
+    sigkill(first);
+    assert!(eventually(LONG, || {
+        let pids = common::processes(&sys.stats()).pids;
+        pids.len() == 1 && pids[0] != first
+    }));
+    let (second, got) = ask();
+    assert_ne!(second, first, "the killed worker answered");
+    assert_eq!(got.as_ref(), Some(&given), "the replacement's arguments");
 }
 
 #[test]

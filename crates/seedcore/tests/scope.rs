@@ -3,7 +3,7 @@
 
 mod common;
 
-use seedcore::{TaskError, TaskOptions};
+use seedcore::{ConcurrentSystem, TaskError, TaskOptions};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -95,4 +95,63 @@ fn a_map_error_is_returned_and_every_chunk_still_finishes() {
     }
     // Items after 57 in its chunk were not mapped; every other chunk was.
     assert!(seen.load(Ordering::SeqCst) > 100);
+}
+
+#[test]
+fn join_returns_both_results_and_borrows_from_the_stack() {
+    let system = ConcurrentSystem::builder().core_threads(2).build().unwrap();
+    let words = ["alpha".to_string(), "beta".into()];
+    let (a, b) = system.join(|| words[0].len(), || words[1].len());
+    assert_eq!((a, b), (5, 4));
+}
+
+#[test]
+fn recursive_join_on_a_one_thread_pool_neither_deadlocks_nor_loses_work() {
+    fn sum(system: &ConcurrentSystem, v: &[u64]) -> u64 {
+        if v.len() <= 64 {
+            return v.iter().sum();
+        }
+        let (l, r) = v.split_at(v.len() / 2);
+        let (a, b) = system.join(|| sum(system, l), || sum(system, r));
+        a + b
+    }
+    let system = ConcurrentSystem::builder()
+        .core_threads(1)
+        .max_threads(1)
+        .build()
+        .unwrap();
+    let v: Vec<u64> = (1..=20_000).collect();
+    assert_eq!(sum(&system, &v), 20_000 * 20_001 / 2);
+    // Every join's second closure ran exactly once: the sum is exact.
+}
+
+#[test]
+fn a_panic_in_the_second_closure_of_a_join_is_raised_with_its_message() {
+    let system = ConcurrentSystem::builder().core_threads(2).build().unwrap();
+    let ran_a = std::sync::atomic::AtomicBool::new(false);
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        system.join(
+            || {
+                // Long enough that a pool thread takes the second closure.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                ran_a.store(true, std::sync::atomic::Ordering::SeqCst);
+            },
+            || -> u32 { panic!("second side failed") },
+        )
+    }))
+    .expect_err("the panic is raised");
+    assert!(ran_a.load(std::sync::atomic::Ordering::SeqCst));
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap();
+    assert!(msg.contains("second side failed"), "{msg}");
+}
+
+#[test]
+fn a_join_after_shutdown_still_runs_both_closures() {
+    let system = ConcurrentSystem::builder().core_threads(1).build().unwrap();
+    system.shutdown(seedcore::ShutdownMode::Graceful);
+    assert_eq!(system.join(|| 1, || 2), (1, 2));
 }

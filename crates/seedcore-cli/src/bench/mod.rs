@@ -13,6 +13,7 @@ mod gpu;
 mod parallel;
 mod peers;
 mod process;
+mod queued;
 mod remote;
 mod report;
 mod threads;
@@ -33,7 +34,7 @@ pub(crate) struct Measurement {
     pub(crate) subject: &'static str,
     /// The median over the measured repetitions.
     pub(crate) value: f64,
-    /// Unit of `value` (`ns`, `us`).
+    /// Unit of `value` (`ns`, `us`, `bytes`).
     pub(crate) unit: &'static str,
     /// Every measured repetition (shown in the table's min..max column only).
     pub(crate) samples: Vec<f64>,

@@ -6,9 +6,9 @@
 //! with the reason:
 //! `{"suite": "process", "metric": "tiny_task_ns", "subject": "pebble", "value": null, "unit": "ns", "skipped": "..."}`.
 //! Table: one row per measurement with the ratio of its value to seedcore's value
-//! for the same metric (above 1 means the subject took longer than seedcore, or,
-//! for a rate such as GB/s, moved more), then the skip reasons and the suites'
-//! notes.
+//! for the same metric (above 1 means the subject took longer than seedcore or,
+//! for a size in bytes, held more: worse; for a rate such as GB/s, it moved
+//! more: better), then the skip reasons and the suites' notes.
 
 use super::{Entry, Measurement, Skipped};
 use std::io::Write;
@@ -149,7 +149,7 @@ fn table(results: &[Entry], notes: &[String]) -> String {
     {
         s.push_str(
             "\nvs seedcore = subject's median / seedcore's median for the same metric \
-             (above 1: slower than seedcore; for a rate such as GB/s, faster).\n",
+             (above 1: slower than seedcore, or more bytes; for a rate such as GB/s, faster).\n",
         );
     }
     let mut reasons: Vec<String> = Vec::new();

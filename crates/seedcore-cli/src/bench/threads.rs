@@ -15,7 +15,12 @@
 //!   submitted and records when it starts. Latency = start − submit. With a strict
 //!   priority queue this is at most one backlog task's length plus the wake-up,
 //!   whatever the backlog; a FIFO pool would need backlog × 10 µs / cores.
+//! - `queued_task_bytes` (subjects `seedcore`, `rayon_spawn`, `tokio_spawn`,
+//!   `tokio_spawn_blocking`): the heap bytes one queued no-op task holds,
+//!   workload of [`super::queued`]; seedcore queues `submit_thread` tasks
+//!   with default options behind `cores` gated workers. Lower is better.
 
+use super::queued::{self, Gate};
 use super::report::median;
 use super::tiny::{self, task, timed};
 use super::{note, peers, Measurement, Scale};
@@ -35,6 +40,10 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<Vec<Measurement>> {
         seedcore_async(scale)?,
         peers::tokio_spawn_as(ASYNC_METRIC, scale)?,
         seedcore_priority_latency(scale)?,
+        seedcore_queued(scale)?,
+        peers::rayon_queued(scale)?,
+        peers::tokio_queued(scale)?,
+        peers::tokio_blocking_queued(scale)?,
     ])
 }
 
@@ -150,5 +159,26 @@ fn seedcore_priority_latency(scale: Scale) -> anyhow::Result<Measurement> {
         value: median(&samples),
         unit: "us",
         samples,
+    })
+}
+
+/// Heap bytes of one queued `submit_thread` no-op, behind `cores` gated
+/// workers of a fresh system.
+fn seedcore_queued(scale: Scale) -> anyhow::Result<Measurement> {
+    queued::measure("seedcore", scale, |n| {
+        let sys = system(scale)?;
+        let gate = Gate::new();
+        let _open = gate.open_on_drop();
+        let held = gate.hold_workers(scale.workers, |g| {
+            Ok(sys.submit_thread(TaskOptions::new(), move |_: &TaskContext| g.hold())?)
+        })?;
+        let (bytes, fs) = queued::count(&gate, n, || {
+            Ok(sys.submit_thread(TaskOptions::new(), |_: &TaskContext| ())?)
+        })?;
+        for f in held.into_iter().chain(fs) {
+            f.wait()?;
+        }
+        sys.shutdown(ShutdownMode::Graceful);
+        Ok(bytes)
     })
 }

@@ -308,12 +308,14 @@ fn run(weak: Weak<Shared>, control: Arc<Control>, mut balancer: Balancer, interv
                 "balancer decision",
             );
         }
+        // Recorded before they take effect, so that whoever sees a pool
+        // resized also sees the decision in the stats.
+        shared.balance.record(d.events);
         for &(kind, target) in &d.targets {
             if let Some((_, e)) = shared.sched.executors().find(|(_, e)| e.kind() == kind) {
                 e.resize(target);
             }
         }
-        shared.balance.record(d.events);
     }
 }
 

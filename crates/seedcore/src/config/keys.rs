@@ -211,7 +211,8 @@ config_keys! {
         check ok;
 
         /// A registered process task (`fn()`) each worker runs when it
-        /// starts.
+        /// starts. To give it arguments, use
+        /// [`SystemBuilder::process_initializer_with`](crate::SystemBuilder::process_initializer_with).
         initializer: Option<String> = None;
         type "string", default "none",
         parse |r| r.text().map(Some),

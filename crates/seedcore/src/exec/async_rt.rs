@@ -41,7 +41,10 @@ use crate::sched::idle::Idle;
 use crate::sched::join_by;
 use crate::sched::WorkerInfo;
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, ShutdownMode, StopReport};
-use crate::task::{Attempt, Body, ExecutorKind, Job, StopReason, TaskCell, TaskContext, TaskId};
+use crate::task::{
+    set_blocker, Attempt, Blocker, Body, ExecutorKind, InTask, Job, StopReason, TaskCell,
+    TaskContext, TaskId,
+};
 use crossbeam_deque::{Injector, Steal};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
@@ -59,6 +62,13 @@ use tokio::runtime::{Handle, Runtime};
 /// Rounds of busy-polling before an idle driver sleeps.
 const SPIN_ROUNDS: u32 = 32;
 
+/// The most stand-in drivers at once (see [`Blocker`] for [`AsyncExec`]).
+const MAX_STANDINS: usize = 256;
+
+/// How long an idle stand-in sleeps before it looks whether it is still
+/// needed.
+const STANDIN_NAP: Duration = Duration::from_millis(20);
+
 /// The async executor of one system.
 pub(crate) struct AsyncExec {
     /// Attempts waiting for a slot, by priority.
@@ -72,6 +82,11 @@ pub(crate) struct AsyncExec {
     threads: usize,
     name: String,
     drivers: Mutex<Vec<JoinHandle<()>>>,
+    /// Drivers blocked in a wait on a future, and the stand-ins started
+    /// for them (see [`Blocker`]).
+    blocked: AtomicUsize,
+    standins: AtomicUsize,
+    standin_threads: Mutex<Vec<JoinHandle<()>>>,
     /// Driver thread ids with the tasks each has polled, for the monitor.
     driver_info: Mutex<Vec<(u32, String, Arc<AtomicU64>)>>,
     started: OnceLock<Option<Handle>>,
@@ -96,6 +111,9 @@ impl AsyncExec {
             threads,
             name,
             drivers: Mutex::new(Vec::new()),
+            blocked: AtomicUsize::new(0),
+            standins: AtomicUsize::new(0),
+            standin_threads: Mutex::new(Vec::new()),
             driver_info: Mutex::new(Vec::new()),
             started: OnceLock::new(),
             runtime: Mutex::new(None),
@@ -140,7 +158,7 @@ impl AsyncExec {
                         .name(format!("{}-async-{i}", self.name))
                         .spawn(move || {
                             if let Some(me) = me.upgrade() {
-                                me.drive(&h);
+                                me.drive(&h, false);
                             }
                         });
                     match spawned {
@@ -209,16 +227,24 @@ impl AsyncExec {
     }
 
     /// A driver thread: poll and start until the executor exits.
-    fn drive(&self, handle: &Handle) {
+    /// A stand-in (`standin`) exits once no driver is blocked for it.
+    fn drive(&self, handle: &Handle, standin: bool) {
         let _rt = handle.enter();
+        let me: Weak<dyn Blocker> = self.me.clone();
+        set_blocker(me);
         let done = Arc::new(AtomicU64::new(0));
-        self.driver_info.lock().push((
-            crate::exec::thread::os_thread_id(),
-            std::thread::current().name().unwrap_or_default().to_owned(),
-            done.clone(),
-        ));
+        if !standin {
+            self.driver_info.lock().push((
+                crate::exec::thread::os_thread_id(),
+                std::thread::current().name().unwrap_or_default().to_owned(),
+                done.clone(),
+            ));
+        }
         'outer: loop {
             if let Some(w) = self.next() {
+                // A future that blocks on another task's future then keeps
+                // the executor's capacity (see `Blocker`).
+                let _in_task = InTask::enter();
                 match w {
                     Work::Poll(r) => {
                         r.run();
@@ -234,7 +260,7 @@ impl AsyncExec {
                 }
                 continue;
             }
-            if self.exiting.load(Ordering::Acquire) {
+            if self.exiting.load(Ordering::Acquire) || (standin && self.standin_retires()) {
                 break;
             }
             for i in 0..SPIN_ROUNDS {
@@ -252,7 +278,51 @@ impl AsyncExec {
                 self.idle.cancel();
                 continue;
             }
-            self.idle.sleep(None);
+            self.idle.sleep(standin.then_some(STANDIN_NAP));
+        }
+    }
+
+    /// Whether the calling stand-in may exit: there are more stand-ins
+    /// than blocked drivers. It then no longer counts as one.
+    fn standin_retires(&self) -> bool {
+        self.standins
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n > self.blocked.load(Ordering::SeqCst)).then(|| n - 1)
+            })
+            .is_ok()
+    }
+
+    /// Starts a stand-in driver while `blocked` drivers are blocked.
+    fn add_standin(&self, blocked: usize) {
+        let Some(Some(handle)) = self.started.get().cloned() else {
+            return;
+        };
+        let counted = self
+            .standins
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < blocked && n < MAX_STANDINS).then(|| n + 1)
+            });
+        if counted.is_err() {
+            return;
+        }
+        let me = self.me.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-async-standin", self.name))
+            .spawn(move || {
+                if let Some(me) = me.upgrade() {
+                    me.drive(&handle, true);
+                }
+            });
+        match spawned {
+            Ok(t) => {
+                let mut threads = self.standin_threads.lock();
+                threads.retain(|t| !t.is_finished());
+                threads.push(t);
+            }
+            Err(e) => {
+                self.standins.fetch_sub(1, Ordering::SeqCst);
+                log::error!("seedcore: could not start a driver for a blocked one: {e}");
+            }
         }
     }
 
@@ -272,6 +342,23 @@ enum Work {
     Start(Arc<dyn Job>),
 }
 
+/// A driver that blocks in a wait on a future (an async task calling
+/// `TaskFuture::wait` instead of awaiting) gets a stand-in driver while the
+/// wait lasts, as the thread pool's threads do, so the tasks it waits for
+/// still run when every driver is blocked.
+impl Blocker for AsyncExec {
+    fn begin(&self) {
+        let blocked = self.blocked.fetch_add(1, Ordering::SeqCst) + 1;
+        if !self.stopped.load(Ordering::Acquire) {
+            self.add_standin(blocked);
+        }
+    }
+
+    fn end(&self) {
+        self.blocked.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Executor for AsyncExec {
     fn kind(&self) -> ExecutorKind {
         ExecutorKind::Async
@@ -283,7 +370,7 @@ impl Executor for AsyncExec {
             job.fail(TaskError::SystemShutdown);
             return;
         }
-        self.new.push(job.header().opts.priority, job);
+        self.new.push(job.header().priority(), job);
         self.idle.notify_one();
         // After the fence in `notify_one`: either `stop` drains this task,
         // or this sees the stop and drains.
@@ -314,7 +401,11 @@ impl Executor for AsyncExec {
         self.exiting.store(true, Ordering::SeqCst);
         self.idle.notify_all();
         let mut detached = 0;
-        for t in std::mem::take(&mut *self.drivers.lock()) {
+        let standins = std::mem::take(&mut *self.standin_threads.lock());
+        for t in std::mem::take(&mut *self.drivers.lock())
+            .into_iter()
+            .chain(standins)
+        {
             if !join_by(t, deadline) {
                 detached += 1;
             }
@@ -350,7 +441,7 @@ impl Executor for AsyncExec {
         row.queued = row.queue_depth.iter().sum();
         let started = matches!(self.started.get(), Some(Some(_)));
         row.workers = if started {
-            self.drivers.lock().len()
+            self.drivers.lock().len() + self.standins.load(Ordering::Relaxed)
         } else {
             0
         };

@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 /// Chunks in flight per worker when `max_in_flight` is not given.
 const IN_FLIGHT_PER_WORKER: usize = 4;
@@ -253,6 +255,14 @@ star_fn!(A, B, C, D, E, G, H, J);
 ///   Do not iterate one from inside a thread task of the same system unless
 ///   the pool has threads to spare (`threads.max`): the waiting task holds a
 ///   pool thread.
+/// * **Deadline.** With [`deadline`](Self::deadline) or
+///   [`timeout`](Self::timeout), the whole map has a time limit (Python's
+///   `Executor.map(timeout=..)`). Results that arrive in time are yielded
+///   as usual, even when read after the deadline; once it has passed and
+///   the map would wait, it cancels every outstanding chunk (queued ones
+///   never start, a running thread chunk stops before its next item, a
+///   running process task is stopped as a cancel stops it), yields one
+///   [`TaskError::TimedOut`] in place of everything not done, and ends.
 #[must_use = "a map does nothing until .ordered(), .unordered() or a fold"]
 pub struct MapBuilder<'a, T, R> {
     system: &'a ConcurrentSystem,
@@ -264,6 +274,7 @@ pub struct MapBuilder<'a, T, R> {
     stop_on_error: bool,
     progress: bool,
     label: &'static str,
+    deadline: Option<Deadline>,
 }
 
 impl<'a, T, R> MapBuilder<'a, T, R>
@@ -286,6 +297,7 @@ where
             stop_on_error: false,
             progress: false,
             label: "map",
+            deadline: None,
         }
     }
 
@@ -315,6 +327,27 @@ where
     /// (every item yields its own outcome).
     pub fn stop_on_error(mut self, stop: bool) -> Self {
         self.stop_on_error = stop;
+        self
+    }
+
+    /// End the whole map at `at`: what is not done by then is cancelled
+    /// and reported as one [`TaskError::TimedOut`] (see "Deadline" above).
+    /// The error's duration is the time from this call to `at`.
+    pub fn deadline(mut self, at: Instant) -> Self {
+        let limit = at.saturating_duration_since(Instant::now());
+        self.deadline = Some(Deadline { at, limit });
+        self
+    }
+
+    /// End the whole map `limit` from now (not per item, not per chunk:
+    /// for that, use the timeout of [`options`](Self::options)); see
+    /// [`deadline`](Self::deadline).
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        let now = Instant::now();
+        let at = now
+            .checked_add(limit)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+        self.deadline = Some(Deadline { at, limit });
         self
     }
 
@@ -351,6 +384,11 @@ where
             .max(1);
         let len_hint = self.source.len_hint();
         let progress = Progress::new(self.progress, len_hint, self.label);
+        let deadline = self.deadline.map(|d| Armed {
+            deadline: d,
+            timer: self.system.shared().sched.timer.clone(),
+            waker: None,
+        });
         let core = Core::new(
             self.system,
             self.runner,
@@ -376,6 +414,7 @@ where
                 stop_on_error: self.stop_on_error,
                 done: false,
                 progress,
+                deadline,
             },
             blocker: Blocker::default(),
         }
@@ -395,7 +434,36 @@ impl<T, R> fmt::Debug for MapBuilder<'_, T, R> {
             .field("max_in_flight", &self.max_in_flight)
             .field("stop_on_error", &self.stop_on_error)
             .field("progress", &self.progress)
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
+    }
+}
+
+/// When a whole map must end, and the limit it was given (for the error).
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    limit: Duration,
+}
+
+/// A deadline with what wakes the consumer at it: the system's timer,
+/// holding the waker it was last armed with.
+struct Armed {
+    deadline: Deadline,
+    timer: Arc<crate::sched::timer::Timer>,
+    waker: Option<Waker>,
+}
+
+impl Armed {
+    /// Makes sure the consumer waiting with `cx` is woken at the deadline,
+    /// arming the timer again only for a new waker.
+    fn arm(&mut self, cx: &Context<'_>) {
+        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return;
+        }
+        let w = cx.waker().clone();
+        self.waker = Some(w.clone());
+        self.timer.schedule(self.deadline.at, move || w.wake());
     }
 }
 
@@ -430,6 +498,7 @@ struct Flow<'a, R> {
     stop_on_error: bool,
     done: bool,
     progress: Progress,
+    deadline: Option<Armed>,
 }
 
 impl<R> Flow<'_, R> {
@@ -474,7 +543,22 @@ impl<R> Flow<'_, R> {
                 self.progress.finish();
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match &mut self.deadline {
+                None => Poll::Pending,
+                Some(d) if Instant::now() < d.deadline.at => {
+                    d.arm(cx);
+                    Poll::Pending
+                }
+                Some(d) => {
+                    // Past the deadline with nothing ready: what is still
+                    // out is cancelled and ends as one timed-out "chunk".
+                    let limit = d.deadline.limit;
+                    self.driver.cancel();
+                    self.done = true;
+                    self.progress.abandon();
+                    Poll::Ready(Some(ChunkOut::failed(1, TaskError::TimedOut(limit))))
+                }
+            },
         }
     }
 

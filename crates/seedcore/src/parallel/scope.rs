@@ -314,4 +314,59 @@ impl ConcurrentSystem {
         drop(guard);
         out
     }
+
+    /// Runs `a` on the calling thread and `b` on the thread pool at the
+    /// same time, and returns both results, as `rayon::join` does: both may
+    /// borrow from the caller's stack. If no pool thread has taken `b` by
+    /// the time `a` returns, the calling thread runs `b` itself, so a join
+    /// never waits for a thread; called from a thread task, the pool keeps
+    /// its capacity while the caller waits for `b`.
+    ///
+    /// A panic in either closure is raised again here, after both have
+    /// stopped (`b`'s with its message).
+    ///
+    /// ```
+    /// use seedcore::ConcurrentSystem;
+    ///
+    /// fn sum(system: &ConcurrentSystem, v: &[u64]) -> u64 {
+    ///     if v.len() <= 1_000 {
+    ///         return v.iter().sum();
+    ///     }
+    ///     let (left, right) = v.split_at(v.len() / 2);
+    ///     let (a, b) = system.join(|| sum(system, left), || sum(system, right));
+    ///     a + b
+    /// }
+    ///
+    /// let system = ConcurrentSystem::builder().core_threads(2).build()?;
+    /// let v: Vec<u64> = (1..=100_000).collect();
+    /// assert_eq!(sum(&system, &v), 5_000_050_000);
+    /// # Ok::<(), seedcore::ConfigError>(())
+    /// ```
+    pub fn join<A, B, RA, RB>(&self, a: A, b: B) -> (RA, RB)
+    where
+        A: FnOnce() -> RA,
+        B: FnOnce() -> RB + Send,
+        RB: Send + 'static,
+    {
+        // Whoever takes `b` out runs it: a pool thread, or the caller once
+        // `a` is done.
+        let b = Mutex::new(Some(b));
+        self.scope(|s| {
+            let task = s.submit_thread(TaskOptions::new(), |_| b.lock().take().map(|b| b()));
+            let ra = a();
+            if let Some(b) = b.lock().take() {
+                if let Ok(task) = &task {
+                    task.cancel();
+                }
+                return (ra, b());
+            }
+            let task = task.expect("a task that was not submitted never takes its closure");
+            match task.wait() {
+                Ok(Some(rb)) => (ra, rb),
+                Ok(None) => unreachable!("only the task could take the closure"),
+                Err(TaskError::Panicked(p)) => std::panic::resume_unwind(Box::new(p.to_string())),
+                Err(e) => panic!("the second closure of a join did not finish: {e}"),
+            }
+        })
+    }
 }

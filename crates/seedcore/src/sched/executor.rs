@@ -148,7 +148,7 @@ impl Runnable {
 
     /// The task's priority: queue by it.
     pub fn priority(&self) -> Priority {
-        self.job.header().opts.priority
+        self.job.header().priority()
     }
 
     /// The task's name, if it was given one.

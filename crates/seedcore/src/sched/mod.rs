@@ -44,7 +44,9 @@ pub(crate) use queue::Ranked;
 use crate::error::{SubmitError, TaskError, TaskErrorKind};
 use crate::options::TaskOptions;
 use crate::task::StopReason;
-use crate::task::{in_task, Acquire, Body, Header, Job, Schedule, TaskCell, TaskFuture, TaskId};
+use crate::task::{
+    in_task, Acquire, Body, Header, Job, SchedRef, Schedule, TaskCell, TaskFuture, TaskId,
+};
 use callback::Dispatcher;
 use counters::Counters;
 use crossbeam_utils::CachePadded;
@@ -193,7 +195,8 @@ impl Scheduler {
     /// Creates the record of an accepted task for the executor in `slot`
     /// (the options were validated and the task admitted).
     pub(crate) fn create<B: Body>(
-        self: &Arc<Self>,
+        &self,
+        sched: &SchedRef,
         opts: TaskOptions,
         slot: u8,
         body: B,
@@ -204,8 +207,7 @@ impl Scheduler {
                 .map_err(SubmitError::InvalidOptions)?;
         }
         let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let sched: Arc<dyn Schedule> = self.clone();
-        let header = Header::new(id, opts, sched, slot);
+        let header = Header::new(id, opts, sched.clone(), slot);
         self.stats.submitted();
         Ok(Arc::new(TaskCell::new(header, body)))
     }
@@ -358,15 +360,15 @@ impl Schedule for Scheduler {
     }
 
     fn attempt_started(&self, h: &Header, waited: Option<Duration>) {
-        self.stats.attempt_started(h.exec, h.opts.priority, waited);
+        self.stats.attempt_started(h.exec(), h.priority(), waited);
     }
 
     fn attempt_ended(&self, h: &Header, ran: Duration) {
-        self.stats.attempt_ended(h.exec, h.opts.priority, ran);
+        self.stats.attempt_ended(h.exec(), h.priority(), ran);
     }
 
     fn attempt_reverted(&self, h: &Header) {
-        self.stats.attempt_undone(h.exec);
+        self.stats.attempt_undone(h.exec());
     }
 
     fn retried(&self, _h: &Header) {

@@ -42,9 +42,11 @@ use super::completion::Completion;
 use super::state::{Begin, LockWait, Phase, Resolve, TaskState};
 use super::{StopReason, TaskId, TaskStatus};
 use crate::error::{TaskError, TaskErrorKind};
-use crate::options::TaskOptions;
+use crate::options::{Opts, Priority, TaskOptions};
 use parking_lot::Mutex;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 /// What taking a task's locks found.
@@ -119,32 +121,55 @@ pub(crate) enum Deadline {
 }
 
 /// What every executor knows about a task.
+///
+/// Every queued task holds one, so it is kept to what every task needs:
+/// the options other than the priority are one shared pointer, the
+/// executor's slot and the priority sit in the padding of the state, and an
+/// attempt's tracing span lives in a side table while a subscriber wants it.
 pub(crate) struct Header {
     pub(crate) id: TaskId,
-    pub(crate) opts: TaskOptions,
-    pub(crate) sched: Arc<dyn Schedule>,
-    /// The executor's slot in the scheduler's table.
-    pub(crate) exec: u8,
+    pub(crate) opts: Opts,
+    pub(crate) sched: SchedRef,
     pub(crate) state: TaskState,
     submitted_at: StatClock,
-    /// When the current attempt started waiting for its locks.
-    lock_wait: Mutex<Option<Instant>>,
-    /// The current attempt's span, while a subscriber wants them.
-    span: Mutex<Option<tracing::Span>>,
 }
 
+/// A task's scheduler: one pointer, to the trait object its system keeps
+/// once (a task record holds it for every queued task).
+pub(crate) type SchedRef = Arc<Arc<dyn Schedule>>;
+
+/// The spans of the attempts that run now, by the address of their task's
+/// header; see [`Header::open_span`].
+static SPANS: LazyLock<Mutex<HashMap<usize, tracing::Span>>> = LazyLock::new(Default::default);
+
+/// How many entries [`SPANS`] holds: closing an attempt looks there only
+/// when it is not empty, so that spans cost nothing while nobody traces.
+static OPEN_SPANS: AtomicUsize = AtomicUsize::new(0);
+
 impl Header {
-    pub(crate) fn new(id: TaskId, opts: TaskOptions, sched: Arc<dyn Schedule>, exec: u8) -> Self {
+    pub(crate) fn new(id: TaskId, opts: TaskOptions, sched: SchedRef, exec: u8) -> Self {
+        let (priority, opts) = opts.into_parts();
         Header {
             id,
             opts,
             sched,
-            exec,
-            state: TaskState::new(),
+            state: TaskState::new(exec, priority.level()),
             submitted_at: StatClock::now(),
-            lock_wait: Mutex::new(None),
-            span: Mutex::new(None),
         }
+    }
+
+    /// The executor's slot in the scheduler's table.
+    pub(crate) fn exec(&self) -> u8 {
+        self.state.exec
+    }
+
+    /// The task's priority.
+    pub(crate) fn priority(&self) -> Priority {
+        Priority::from_level(self.state.level)
+    }
+
+    fn span_key(&self) -> usize {
+        self as *const Header as usize
     }
 
     /// Opens the span of attempt `n`.
@@ -157,29 +182,35 @@ impl Header {
             "attempt",
             task = self.id.0,
             name = self.opts.get_name(),
-            priority = self.opts.priority.level(),
-            executor = self.sched.kind_of(self.exec).name(),
+            priority = self.state.level,
+            executor = self.sched.kind_of(self.exec()).name(),
             attempt = n,
         );
-        *self.span.lock() = Some(span);
+        if SPANS.lock().insert(self.span_key(), span).is_none() {
+            OPEN_SPANS.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The current attempt's span, if one is open.
     fn span(&self) -> Option<tracing::Span> {
-        if spans_wanted() {
-            self.span.lock().clone()
-        } else {
-            None
+        if OPEN_SPANS.load(Ordering::Relaxed) == 0 {
+            return None;
         }
+        SPANS.lock().get(&self.span_key()).cloned()
     }
 
     /// Closes the current attempt's span: the caller's is the last handle.
+    /// It looks whenever a span is open anywhere, not only while spans are
+    /// wanted, so that no entry outlives its task.
     fn take_span(&self) -> Option<tracing::Span> {
-        if spans_wanted() {
-            self.span.lock().take()
-        } else {
-            None
+        if OPEN_SPANS.load(Ordering::Relaxed) == 0 {
+            return None;
         }
+        let span = SPANS.lock().remove(&self.span_key());
+        if span.is_some() {
+            OPEN_SPANS.fetch_sub(1, Ordering::Relaxed);
+        }
+        span
     }
 
     pub(crate) fn is_resolved(&self) -> bool {
@@ -242,6 +273,14 @@ fn outcome_kind(code: u8) -> Option<Result<(), TaskErrorKind>> {
     }
 }
 
+impl Drop for Header {
+    fn drop(&mut self) {
+        // An attempt span left open (a task dropped mid-attempt) must not
+        // be found by a later task at the same address.
+        drop(self.take_span());
+    }
+}
+
 /// A task as the scheduler, the lock table, the timer and the executors'
 /// queues see it.
 pub(crate) trait Job: Send + Sync + 'static {
@@ -264,7 +303,8 @@ pub(crate) trait Job: Send + Sync + 'static {
     fn deadline(self: Arc<Self>, n: u32);
 
     /// The lock timeout of the wait keyed by `wait` passed.
-    fn lock_deadline(&self, wait: u64, lock: Arc<str>);
+    /// (`since`: when the wait began).
+    fn lock_deadline(&self, wait: u64, lock: Arc<str>, since: Instant);
 
     fn is_resolved(&self) -> bool {
         self.header().is_resolved()
@@ -273,7 +313,7 @@ pub(crate) trait Job: Send + Sync + 'static {
 
 /// A task's typed half: what its future reads.
 pub(crate) trait TaskRef<T>: Job {
-    fn completion(&self) -> &Completion<Result<T, TaskError>>;
+    fn completion(&self) -> &Completion<Outcome<T>>;
 }
 
 /// What differs per executor: the task's code and how its executor queues,
@@ -288,7 +328,7 @@ pub(crate) trait Body: Sized + Send + Sync + 'static {
     /// the task's slot of `sched` (the task's own scheduler, passed in so
     /// that a fresh submission bumps no reference count for it).
     fn enqueue(sched: &dyn Schedule, cell: Arc<TaskCell<Self>>) {
-        let exec = cell.header.exec;
+        let exec = cell.header.exec();
         sched.enqueue(exec, cell);
     }
 
@@ -296,7 +336,7 @@ pub(crate) trait Body: Sized + Send + Sync + 'static {
     /// executor in the task's slot.
     fn stop(cell: &TaskCell<Self>, n: u32, why: StopReason) {
         let h = &cell.header;
-        h.sched.stop_attempt(h.exec, h.id, n, why);
+        h.sched.stop_attempt(h.exec(), h.id, n, why);
     }
 
     /// Whether attempt `n` has run for `limit` when its deadline fires.
@@ -308,9 +348,13 @@ pub(crate) trait Body: Sized + Send + Sync + 'static {
 /// One allocation per task: header, result slot and body.
 pub(crate) struct TaskCell<B: Body> {
     pub(crate) header: Header,
-    completion: Completion<Result<B::Output, TaskError>>,
+    completion: Completion<Outcome<B::Output>>,
     body: B,
 }
+
+/// A result as a task record stores it: the error boxed, so that the slot
+/// of a task that returns nothing is one word.
+pub(crate) type Outcome<T> = Result<T, Box<TaskError>>;
 
 pub(crate) fn caught<T>(r: std::thread::Result<Result<T, TaskError>>) -> Result<T, TaskError> {
     r.unwrap_or_else(|p| Err(TaskError::Panicked(crate::error::panic_message(&*p).into())))
@@ -348,7 +392,7 @@ impl<B: Body> TaskCell<B> {
             }
         }
         h.sched.resolved(h, kind);
-        let won = self.completion.complete(r).won();
+        let won = self.completion.complete(r.map_err(Box::new)).won();
         debug_assert!(won, "the outcome CAS decides the only completer");
         true
     }
@@ -364,15 +408,15 @@ impl<B: Body> TaskCell<B> {
             Acquire::Taken => true,
             Acquire::Waiting(lock) => {
                 if let LockWait::First(w) = h.state.transition_to_lock_wait() {
-                    *h.lock_wait.lock() = Some(Instant::now());
                     if let Some(lt) = h.opts.get_lock_timeout() {
                         let weak = Arc::downgrade(&me);
+                        let since = Instant::now();
                         h.sched.schedule_at(
-                            Instant::now() + lt,
+                            since + lt,
                             false,
                             Box::new(move || {
                                 if let Some(j) = weak.upgrade() {
-                                    j.lock_deadline(w, lock);
+                                    j.lock_deadline(w, lock, since);
                                 }
                             }),
                         );
@@ -402,12 +446,7 @@ impl<B: Body> TaskCell<B> {
             return None;
         }
         let n = match h.state.transition_to_running() {
-            Begin::Started { n, was_waiting } => {
-                if was_waiting {
-                    *h.lock_wait.lock() = None;
-                }
-                n
-            }
+            Begin::Started { n, .. } => n,
             Begin::NotQueued => {
                 self.release_locks();
                 return None;
@@ -419,7 +458,7 @@ impl<B: Body> TaskCell<B> {
         if spans_wanted() {
             h.open_span(n);
         }
-        if let Some(t) = h.opts.timeout {
+        if let Some(t) = h.opts.get_timeout() {
             self.arm_deadline(n, Instant::now() + t);
         }
         Some(Attempt { n, started })
@@ -461,6 +500,7 @@ impl<B: Body> TaskCell<B> {
     /// meanwhile, it is closed instead (its code has stopped: it never ran).
     pub(crate) fn revert(self: Arc<Self>, a: Attempt) {
         let h = &self.header;
+        drop(h.take_span());
         if !h.state.revert(a.n).won() {
             h.sched.attempt_ended(h, Duration::ZERO);
             self.release_locks();
@@ -470,7 +510,7 @@ impl<B: Body> TaskCell<B> {
         self.release_locks();
         if !h.is_resolved() {
             let sched = h.sched.clone();
-            B::enqueue(&*sched, self);
+            B::enqueue(&**sched, self);
         }
     }
 
@@ -544,7 +584,7 @@ impl<B: Body> Job for TaskCell<B> {
     fn schedule(self: Arc<Self>) {
         if self.requeue() {
             let sched = self.header.sched.clone();
-            B::enqueue(&*sched, self);
+            B::enqueue(&**sched, self);
         }
     }
 
@@ -563,7 +603,7 @@ impl<B: Body> Job for TaskCell<B> {
         if h.is_resolved() || h.state.phase() != (n, Phase::Running) {
             return;
         }
-        let limit = h.opts.timeout.unwrap_or_default();
+        let limit = h.opts.get_timeout().unwrap_or_default();
         match B::deadline(&self, n, limit) {
             Deadline::NotBefore(at) => self.arm_deadline(n, at),
             Deadline::Passed => {
@@ -584,12 +624,12 @@ impl<B: Body> Job for TaskCell<B> {
         }
     }
 
-    fn lock_deadline(&self, wait: u64, lock: Arc<str>) {
+    fn lock_deadline(&self, wait: u64, lock: Arc<str>, since: Instant) {
         let h = &self.header;
         if !h.state.end_lock_wait(wait).won() {
             return;
         }
-        let waited = h.lock_wait.lock().map(|t| t.elapsed()).unwrap_or_default();
+        let waited = since.elapsed();
         h.sched.forget_waiter(h);
         self.resolve(Err(TaskError::LockTimeout {
             lock: lock.to_string(),
@@ -599,7 +639,7 @@ impl<B: Body> Job for TaskCell<B> {
 }
 
 impl<B: Body> TaskRef<B::Output> for TaskCell<B> {
-    fn completion(&self) -> &Completion<Result<B::Output, TaskError>> {
+    fn completion(&self) -> &Completion<Outcome<B::Output>> {
         &self.completion
     }
 }
@@ -684,5 +724,31 @@ pub(crate) struct BlockGuard(Arc<dyn Blocker>);
 impl Drop for BlockGuard {
     fn drop(&mut self) {
         self.0.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Outcome, TaskCell};
+    use crate::error::TaskError;
+    use crate::sched::ClosureBody;
+    use crate::TaskContext;
+    use std::mem::size_of;
+
+    fn record_bytes<F>(_: &F) -> usize
+    where
+        F: Fn(&TaskContext) -> Result<(), TaskError> + Send + Sync + 'static,
+    {
+        // The allocation: the record and the two reference counts of its Arc.
+        size_of::<TaskCell<ClosureBody<(), F>>>() + 2 * size_of::<usize>()
+    }
+
+    #[test]
+    fn a_no_op_task_record_fits_an_88_byte_allocation() {
+        // An allocator's size class for it is then at most 96 bytes (mimalloc
+        // serves 96-byte requests from 112-byte blocks), and with the
+        // queue's 24 bytes a slot a queued no-op task costs at most 128.
+        assert!(record_bytes(&|_: &TaskContext| Ok(())) <= 88);
+        assert!(size_of::<Outcome<()>>() == size_of::<usize>());
     }
 }

@@ -2,39 +2,44 @@
 //!
 //! # Invariants
 //!
-//! * `state` moves `PENDING → COMPLETING → COMPLETE` and never back. The one
-//!   caller of [`Completion::complete`] whose compare-exchange moves it out of
-//!   `PENDING` is the only writer of the result: "resolves exactly once" is
-//!   this single CAS, and [`Resolve`] tells every caller whether it won.
-//! * The result and the waiter live under one mutex, so a waiter that
-//!   registers itself either sees the result or is seen by the completer; a
-//!   wake-up cannot be lost between the two.
+//! * The slot moves `Empty → Waiting → Ready → Taken` (a step may be
+//!   skipped) and never back, except that a waiter that gives up takes its
+//!   registration back (`Waiting → Empty`). The one caller of
+//!   [`Completion::complete`] that finds it neither `Ready` nor `Taken` is
+//!   the only writer of the result: "resolves exactly once" is that one
+//!   look under the lock, and [`Resolve`] tells every caller whether it won.
+//! * The result and the waiter share one slot under one mutex, so a waiter
+//!   that registers itself either sees the result or is seen by the
+//!   completer; a wake-up cannot be lost between the two.
 //! * A registered callback consumes the result: the future that registered
 //!   it was consumed too, so nobody else can wait for it.
+//!
+//! # Size
+//!
+//! A task record holds one of these for every queued task, so it is one
+//! word of lock and two of slot: a waiter is boxed, because most results
+//! are taken without anyone having to wait for them.
 //!
 //! This file names its primitives only through `crate::sync`, so that the
 //! model-checking tests can compile it against loom.
 
-use crate::sync::{lock, thread, AtomicU8, Mutex, Ordering, SPIN_POLLS};
+use crate::sync::{lock, thread, Mutex};
 use std::task::Waker;
 use std::time::Instant;
 
-const PENDING: u8 = 0;
-const COMPLETING: u8 = 1;
-const COMPLETE: u8 = 2;
-
 /// Who is waiting for the result.
 enum Waiter<R> {
-    None,
     Thread(thread::Thread),
     Waker(Waker),
     Callback(Box<dyn FnOnce(R) + Send>),
 }
 
-struct Inner<R> {
-    result: Option<R>,
-    waiter: Waiter<R>,
-    taken: bool,
+enum Slot<R> {
+    Empty,
+    Waiting(Box<Waiter<R>>),
+    Ready(R),
+    /// The result was handed out.
+    Taken,
 }
 
 /// The outcome of an attempt to resolve a [`Completion`].
@@ -54,80 +59,76 @@ impl<R> Resolve<R> {
 
 /// A write-once slot with blocking, async and callback readers.
 pub(crate) struct Completion<R> {
-    state: AtomicU8,
-    inner: Mutex<Inner<R>>,
+    slot: Mutex<Slot<R>>,
 }
 
 impl<R> Completion<R> {
     pub(crate) fn new() -> Self {
         Completion {
-            state: AtomicU8::new(PENDING),
-            inner: Mutex::new(Inner {
-                result: None,
-                waiter: Waiter::None,
-                taken: false,
-            }),
+            slot: Mutex::new(Slot::Empty),
         }
-    }
-
-    /// Whether a result has been decided (it may still be being stored).
-    pub(crate) fn is_resolved(&self) -> bool {
-        self.state.load(Ordering::Acquire) != PENDING
     }
 
     /// Stores `r` if nobody has yet; wakes the waiter or runs the callback.
     pub(crate) fn complete(&self, r: R) -> Resolve<R> {
-        if self
-            .state
-            .compare_exchange(PENDING, COMPLETING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Resolve::Lost(r);
-        }
-        let mut g = lock(&self.inner);
-        let waiter = std::mem::replace(&mut g.waiter, Waiter::None);
-        if let Waiter::Callback(cb) = waiter {
-            g.taken = true;
-            self.state.store(COMPLETE, Ordering::Release);
-            drop(g);
-            cb(r);
-            return Resolve::Won;
-        }
-        g.result = Some(r);
-        self.state.store(COMPLETE, Ordering::Release);
-        drop(g);
-        match waiter {
-            Waiter::Thread(t) => t.unpark(),
-            Waiter::Waker(w) => w.wake(),
-            Waiter::None | Waiter::Callback(_) => {}
+        let mut g = lock(&self.slot);
+        let waiter = match std::mem::replace(&mut *g, Slot::Taken) {
+            Slot::Empty => None,
+            Slot::Waiting(w) => Some(w),
+            done @ (Slot::Ready(_) | Slot::Taken) => {
+                *g = done;
+                return Resolve::Lost(r);
+            }
+        };
+        match waiter.map(|w| *w) {
+            Some(Waiter::Callback(cb)) => {
+                drop(g);
+                cb(r);
+            }
+            Some(Waiter::Thread(t)) => {
+                *g = Slot::Ready(r);
+                drop(g);
+                t.unpark();
+            }
+            Some(Waiter::Waker(w)) => {
+                *g = Slot::Ready(r);
+                drop(g);
+                w.wake();
+            }
+            None => *g = Slot::Ready(r),
         }
         Resolve::Won
     }
 
-    /// Blocks the calling thread until the result is there and takes it.
-    ///
-    /// It first polls for a short while: a result that arrives within a
-    /// few microseconds then costs no sleep and wake-up on either side.
-    pub(crate) fn wait(&self) -> R {
-        for i in 0..SPIN_POLLS {
-            if self.state.load(Ordering::Acquire) == COMPLETE {
-                break;
-            }
-            if i % 4 == 3 {
-                thread::yield_now();
-            } else {
-                core::hint::spin_loop();
-            }
+    /// Takes the result out of `g` if it is there.
+    fn take(g: &mut Slot<R>) -> Option<R> {
+        if !matches!(g, Slot::Ready(_)) {
+            return None;
         }
+        match std::mem::replace(g, Slot::Taken) {
+            Slot::Ready(r) => Some(r),
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    /// Registers the calling thread as the waiter, reusing its box.
+    fn wait_here(g: &mut Slot<R>) {
+        match g {
+            Slot::Waiting(w) if matches!(**w, Waiter::Thread(_)) => {}
+            Slot::Taken => panic!("task result already taken"),
+            _ => *g = Slot::Waiting(Box::new(Waiter::Thread(thread::current()))),
+        }
+    }
+
+    /// Blocks the calling thread until the result is there and takes it.
+    pub(crate) fn wait(&self) -> R {
         loop {
             {
-                let mut g = lock(&self.inner);
-                if let Some(r) = g.result.take() {
-                    g.taken = true;
+                let mut g = lock(&self.slot);
+                if let Some(r) = Self::take(&mut g) {
                     return r;
                 }
-                assert!(!g.taken, "task result already taken");
-                g.waiter = Waiter::Thread(thread::current());
+                Self::wait_here(&mut g);
             }
             thread::park();
         }
@@ -137,17 +138,17 @@ impl<R> Completion<R> {
     pub(crate) fn wait_deadline(&self, deadline: Instant) -> Option<R> {
         loop {
             {
-                let mut g = lock(&self.inner);
-                if let Some(r) = g.result.take() {
-                    g.taken = true;
+                let mut g = lock(&self.slot);
+                if let Some(r) = Self::take(&mut g) {
                     return Some(r);
                 }
-                let now = Instant::now();
-                if now >= deadline {
-                    g.waiter = Waiter::None;
+                if Instant::now() >= deadline {
+                    if matches!(*g, Slot::Waiting(_)) {
+                        *g = Slot::Empty;
+                    }
                     return None;
                 }
-                g.waiter = Waiter::Thread(thread::current());
+                Self::wait_here(&mut g);
             }
             thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
         }
@@ -155,34 +156,22 @@ impl<R> Completion<R> {
 
     /// Takes the result if it is there, without blocking.
     pub(crate) fn try_take(&self) -> Option<R> {
-        if !self.is_resolved() {
-            return None;
-        }
-        // Decided but not yet stored: the completer is between its CAS and
-        // its store, a few instructions away.
-        while self.state.load(Ordering::Acquire) == COMPLETING {
-            core::hint::spin_loop();
-            thread::yield_now();
-        }
-        let mut g = lock(&self.inner);
-        let r = g.result.take();
-        if r.is_some() {
-            g.taken = true;
-        }
-        r
+        Self::take(&mut lock(&self.slot))
     }
 
     /// The `Future::poll` half: takes the result or registers `waker`.
     pub(crate) fn poll_take(&self, waker: &Waker) -> Option<R> {
-        let mut g = lock(&self.inner);
-        if let Some(r) = g.result.take() {
-            g.taken = true;
+        let mut g = lock(&self.slot);
+        if let Some(r) = Self::take(&mut g) {
             return Some(r);
         }
-        assert!(!g.taken, "TaskFuture polled after it returned its result");
-        match &g.waiter {
-            Waiter::Waker(w) if w.will_wake(waker) => {}
-            _ => g.waiter = Waiter::Waker(waker.clone()),
+        match &mut *g {
+            Slot::Taken => panic!("TaskFuture polled after it returned its result"),
+            Slot::Waiting(w) => match &mut **w {
+                Waiter::Waker(old) if old.will_wake(waker) => {}
+                other => *other = Waiter::Waker(waker.clone()),
+            },
+            g => *g = Slot::Waiting(Box::new(Waiter::Waker(waker.clone()))),
         }
         None
     }
@@ -190,32 +179,35 @@ impl<R> Completion<R> {
     /// Hands the result to `cb` once it is there (at once if it already is,
     /// on the calling thread; otherwise on the thread that completes).
     pub(crate) fn on_complete(&self, cb: Box<dyn FnOnce(R) + Send>) {
-        let mut g = lock(&self.inner);
-        if let Some(r) = g.result.take() {
-            g.taken = true;
+        let mut g = lock(&self.slot);
+        if let Some(r) = Self::take(&mut g) {
             drop(g);
             cb(r);
             return;
         }
-        assert!(!g.taken, "task result already taken");
-        g.waiter = Waiter::Callback(cb);
+        assert!(!matches!(*g, Slot::Taken), "task result already taken");
+        *g = Slot::Waiting(Box::new(Waiter::Callback(cb)));
     }
-}
 
-impl<R> Completion<R> {
-    /// Whether the result is decided; if not, `waker` is woken when it is
+    /// Whether the result is there; if not, `waker` is woken when it is
     /// (it takes the place of an earlier waker, never of a blocked thread
     /// or a callback, which the owner of the future cannot have now).
     pub(crate) fn watch(&self, waker: &Waker) -> bool {
-        let mut g = lock(&self.inner);
-        if self.is_resolved() || g.result.is_some() {
-            return true;
+        let mut g = lock(&self.slot);
+        match &mut *g {
+            Slot::Ready(_) | Slot::Taken => true,
+            Slot::Waiting(w) => {
+                if let Waiter::Waker(old) = &mut **w {
+                    if !old.will_wake(waker) {
+                        *old = waker.clone();
+                    }
+                }
+                false
+            }
+            Slot::Empty => {
+                *g = Slot::Waiting(Box::new(Waiter::Waker(waker.clone())));
+                false
+            }
         }
-        match &g.waiter {
-            Waiter::Waker(w) if w.will_wake(waker) => {}
-            Waiter::None | Waiter::Waker(_) => g.waiter = Waiter::Waker(waker.clone()),
-            Waiter::Thread(_) | Waiter::Callback(_) => {}
-        }
-        false
     }
 }

@@ -1,8 +1,10 @@
 //! `TaskFuture`, the handle of one task's result, and `TaskHandle`, its
 //! result-less twin.
 
+use super::cell::Outcome;
 use super::{blocking, Job, TaskId, TaskRef, TaskStatus};
 use crate::error::{TaskError, TaskErrorKind};
+use crate::sync::SPIN_POLLS;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +17,11 @@ use std::time::{Duration, Instant};
 ///
 /// It resolves exactly once, to the task's value or a [`TaskError`], also
 /// when a worker dies, a callback panics or the system shuts down.
+///
+/// It has one reader: [`wait`](Self::wait), `.await` and
+/// [`on_complete`](Self::on_complete) consume it. For many (several
+/// threads, clones to await, several callbacks), turn it into a
+/// [`SharedFuture`](crate::SharedFuture) with [`shared`](Self::shared).
 ///
 /// Dropping a `TaskFuture` detaches the task: it still runs (with its
 /// retries) and its result is discarded. Use [`cancel`](Self::cancel) to
@@ -33,10 +40,27 @@ impl<T: Send + 'static> TaskFuture<T> {
     ///
     /// Called from a thread task, the pool starts a thread to stand in
     /// for the waiting one while the wait lasts, so that a task waiting on
-    /// tasks it submitted never deadlocks a full pool.
+    /// tasks it submitted never deadlocks a full pool. Called from an async
+    /// task (which should `.await` instead), the async runtime does the
+    /// same for its thread.
     pub fn wait(self) -> Result<T, TaskError> {
-        let _blocked = (!self.task.is_resolved()).then(blocking).flatten();
-        self.task.completion().wait()
+        // A result that arrives within a few microseconds then costs no
+        // sleep and wake-up on either side.
+        for i in 0..SPIN_POLLS {
+            if self.task.is_resolved() {
+                break;
+            }
+            if i % 4 == 3 {
+                std::thread::yield_now();
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+        if self.task.is_resolved() {
+            return unboxed(self.task.completion().wait());
+        }
+        let _blocked = blocking();
+        off_runtime(|| unboxed(self.task.completion().wait()))
     }
 
     /// Blocks until the task resolves or `timeout` passes; on timeout the
@@ -49,8 +73,8 @@ impl<T: Send + 'static> TaskFuture<T> {
     /// future is handed back, still valid.
     pub fn wait_deadline(self, deadline: Instant) -> Result<Result<T, TaskError>, TaskFuture<T>> {
         let _blocked = (!self.task.is_resolved()).then(blocking).flatten();
-        match self.task.completion().wait_deadline(deadline) {
-            Some(r) => Ok(r),
+        match off_runtime(|| self.task.completion().wait_deadline(deadline)) {
+            Some(r) => Ok(unboxed(r)),
             None => Err(self),
         }
     }
@@ -59,10 +83,10 @@ impl<T: Send + 'static> TaskFuture<T> {
     pub fn try_get(self) -> Result<Result<T, TaskError>, TaskFuture<T>> {
         if self.task.is_resolved() {
             // Decided: the result is being stored right now.
-            return Ok(self.task.completion().wait());
+            return Ok(unboxed(self.task.completion().wait()));
         }
         match self.task.completion().try_take() {
-            Some(r) => Ok(r),
+            Some(r) => Ok(unboxed(r)),
             None => Err(self),
         }
     }
@@ -81,11 +105,21 @@ impl<T: Send + 'static> TaskFuture<T> {
     where
         F: FnOnce(Result<T, TaskError>) + Send + 'static,
     {
+        let sched = self.task.header().sched.clone();
+        self.on_resolved_inline(move |r| sched.dispatch(Box::new(move || callback(r))))
+    }
+
+    /// Hands the result to `f` on the thread that resolves the task (or on
+    /// the calling thread, if it has resolved): for the crate's own
+    /// short, non-blocking hand-offs only, never for user code.
+    pub(crate) fn on_resolved_inline<F>(self, f: F) -> TaskHandle
+    where
+        F: FnOnce(Result<T, TaskError>) + Send + 'static,
+    {
         let job: Arc<dyn Job> = self.task.clone();
-        let sched = job.header().sched.clone();
-        self.task.completion().on_complete(Box::new(move |r| {
-            sched.dispatch(Box::new(move || callback(r)));
-        }));
+        self.task
+            .completion()
+            .on_complete(Box::new(move |r| f(unboxed(r))));
         TaskHandle { job }
     }
 }
@@ -127,10 +161,28 @@ impl<T: Send + 'static> Future for TaskFuture<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.task.completion().poll_take(cx.waker()) {
-            Some(r) => Poll::Ready(r),
+            Some(r) => Poll::Ready(unboxed(r)),
             None => Poll::Pending,
         }
     }
+}
+
+/// Runs the blocking wait `f` so that it cannot stall an async runtime: on
+/// a worker thread of a multi-thread tokio runtime (an async task that
+/// blocks on a future instead of awaiting it), the runtime hands the
+/// thread's other tasks to a new thread while the wait lasts, as the thread
+/// pool does for its own threads. Elsewhere `f` just runs.
+pub(crate) fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// A result as the task's record stored it, as its reader gets it.
+fn unboxed<T>(r: Outcome<T>) -> Result<T, TaskError> {
+    r.map_err(|e| *e)
 }
 
 impl<T: 'static> fmt::Debug for TaskFuture<T> {

@@ -1,17 +1,96 @@
 //! Waiting on many futures at once: [`wait`] (concurrent.futures' `wait`)
-//! and [`as_completed`].
+//! and [`as_completed`], over [`TaskFuture`]s or [`SharedFuture`]s.
 //!
 //! One notifier serves the whole set: each pending future holds a waker that
 //! unparks the waiting thread, which then looks at the futures again. No
 //! polling: the thread sleeps until a future resolves or the timeout ends.
 
-use super::TaskFuture;
+use super::{SharedFuture, TaskFuture};
 use crate::error::TaskError;
 use crate::task::TaskStatus;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
+
+mod sealed {
+    /// Keeps [`Waitable`](super::Waitable) to the crate's futures: its
+    /// methods reach into their internals.
+    pub trait Sealed {}
+}
+
+/// A future that [`wait`] and [`as_completed`] take: a [`TaskFuture`] or
+/// a [`SharedFuture`].
+pub trait Waitable: sealed::Sealed {
+    /// The task's value.
+    type Value;
+
+    /// Whether the task has resolved.
+    fn is_done(&self) -> bool;
+
+    /// Where the task stands.
+    fn status(&self) -> TaskStatus;
+
+    /// Whether the task has resolved; if not, `waker` is woken when it
+    /// does (in place of the waker this future was last watched with).
+    #[doc(hidden)]
+    fn watch(&self, waker: &Waker) -> bool;
+
+    /// The result of a resolved task.
+    #[doc(hidden)]
+    fn take(self) -> Result<Self::Value, TaskError>;
+}
+
+impl<T> sealed::Sealed for TaskFuture<T> {}
+
+impl<T: Send + 'static> Waitable for TaskFuture<T> {
+    type Value = T;
+
+    fn is_done(&self) -> bool {
+        TaskFuture::is_done(self)
+    }
+
+    fn status(&self) -> TaskStatus {
+        TaskFuture::status(self)
+    }
+
+    fn watch(&self, waker: &Waker) -> bool {
+        self.task.completion().watch(waker)
+    }
+
+    fn take(self) -> Result<T, TaskError> {
+        match self.try_get() {
+            Ok(r) => r,
+            Err(f) => f.wait(),
+        }
+    }
+}
+
+impl<T> sealed::Sealed for SharedFuture<T> {}
+
+impl<T: Clone + Send + 'static> Waitable for SharedFuture<T> {
+    type Value = T;
+
+    fn is_done(&self) -> bool {
+        SharedFuture::is_done(self)
+    }
+
+    fn status(&self) -> TaskStatus {
+        SharedFuture::status(self)
+    }
+
+    fn watch(&self, waker: &Waker) -> bool {
+        SharedFuture::watch(self, waker)
+    }
+
+    fn take(self) -> Result<T, TaskError> {
+        match self.try_get() {
+            Some(r) => r,
+            None => self.wait(),
+        }
+    }
+}
 
 /// When [`wait`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,15 +159,11 @@ impl Notifier {
 
 /// Blocks until `what` holds for `futures` or `timeout` passes, and says
 /// which have resolved and which not. No future is consumed: read results
-/// with [`TaskFuture::try_get`] or `wait`.
+/// with [`TaskFuture::try_get`] or [`SharedFuture::try_get`], or `wait`.
 ///
 /// Called from a thread task, the pool keeps its capacity while this waits
 /// (see [`TaskFuture::wait`]).
-pub fn wait<T: Send + 'static>(
-    futures: &[TaskFuture<T>],
-    what: WaitFor,
-    timeout: Option<Duration>,
-) -> WaitSet {
+pub fn wait<F: Waitable>(futures: &[F], what: WaitFor, timeout: Option<Duration>) -> WaitSet {
     let deadline = timeout.map(|t| Instant::now() + t);
     let (notifier, waker) = Notifier::new();
     let mut blocked = None;
@@ -96,7 +171,7 @@ pub fn wait<T: Send + 'static>(
         let mut set = WaitSet::default();
         let mut failed = false;
         for (i, f) in futures.iter().enumerate() {
-            if f.task.completion().watch(&waker) {
+            if f.watch(&waker) {
                 failed |= matches!(f.status(), TaskStatus::Failed(_));
                 set.done.push(i);
             } else {
@@ -134,33 +209,36 @@ pub fn wait<T: Send + 'static>(
 /// they resolve (concurrent.futures' `as_completed`). With a timeout, the
 /// iteration ends when it passes; [`AsCompleted::into_pending`] then hands
 /// back the futures not yet resolved.
-pub fn as_completed<T: Send + 'static>(
-    futures: Vec<TaskFuture<T>>,
+pub fn as_completed<F: Waitable>(
+    futures: Vec<F>,
     timeout: Option<Duration>,
-) -> AsCompleted<T> {
+) -> AsCompleted<F::Value, F> {
     AsCompleted {
         futures: futures.into_iter().map(Some).collect(),
         deadline: timeout.map(|t| Instant::now() + t),
         timed_out: false,
+        value: PhantomData,
     }
 }
 
-/// The iterator of [`as_completed`].
+/// The iterator of [`as_completed`], over futures `F` of tasks whose
+/// value is `T`.
 #[derive(Debug)]
-pub struct AsCompleted<T: 'static> {
-    futures: Vec<Option<TaskFuture<T>>>,
+pub struct AsCompleted<T: 'static, F = TaskFuture<T>> {
+    futures: Vec<Option<F>>,
     deadline: Option<Instant>,
     timed_out: bool,
+    value: PhantomData<fn() -> T>,
 }
 
-impl<T: Send + 'static> AsCompleted<T> {
+impl<T, F: Waitable<Value = T>> AsCompleted<T, F> {
     /// Whether the iteration ended at its timeout with futures pending.
     pub fn timed_out(&self) -> bool {
         self.timed_out
     }
 
     /// The futures not yet yielded, with their indices.
-    pub fn into_pending(self) -> Vec<(usize, TaskFuture<T>)> {
+    pub fn into_pending(self) -> Vec<(usize, F)> {
         self.futures
             .into_iter()
             .enumerate()
@@ -172,18 +250,14 @@ impl<T: Send + 'static> AsCompleted<T> {
         for (i, slot) in self.futures.iter_mut().enumerate() {
             if slot.as_ref().is_some_and(|f| f.is_done()) {
                 let f = slot.take()?;
-                let r = match f.try_get() {
-                    Ok(r) => r,
-                    Err(f) => f.wait(),
-                };
-                return Some((i, r));
+                return Some((i, f.take()));
             }
         }
         None
     }
 }
 
-impl<T: Send + 'static> Iterator for AsCompleted<T> {
+impl<T, F: Waitable<Value = T>> Iterator for AsCompleted<T, F> {
     type Item = (usize, Result<T, TaskError>);
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -199,7 +273,7 @@ impl<T: Send + 'static> Iterator for AsCompleted<T> {
             let mut pending = false;
             for f in self.futures.iter().flatten() {
                 pending = true;
-                if f.task.completion().watch(&waker) {
+                if f.watch(&waker) {
                     break;
                 }
             }
@@ -223,7 +297,7 @@ impl<T: Send + 'static> Iterator for AsCompleted<T> {
     }
 }
 
-impl<T: Send + 'static> AsCompleted<T> {
+impl<T, F: Waitable<Value = T>> AsCompleted<T, F> {
     fn any_done(&self) -> bool {
         self.futures.iter().flatten().any(|f| f.is_done())
     }

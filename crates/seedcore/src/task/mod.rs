@@ -12,16 +12,18 @@ mod context;
 mod future;
 mod kind;
 mod many;
+mod shared;
 pub(crate) mod state;
 
 pub(crate) use cell::{
     blocking, caught, in_task, set_blocker, Acquire, Attempt, Blocker, Body, Deadline, Header,
-    InTask, Job, Schedule, StatClock, TaskCell, TaskRef,
+    InTask, Job, SchedRef, Schedule, StatClock, TaskCell, TaskRef,
 };
 pub use context::{CancellationToken, TaskContext};
 pub use future::{TaskFuture, TaskHandle};
 pub use kind::{ExecutorKind, StopReason};
-pub use many::{as_completed, wait, AsCompleted, WaitFor, WaitSet};
+pub use many::{as_completed, wait, AsCompleted, WaitFor, WaitSet, Waitable};
+pub use shared::SharedFuture;
 
 use crate::error::TaskErrorKind;
 

@@ -122,14 +122,20 @@ pub(crate) struct TaskState {
     attempt: AtomicU64,
     outcome: AtomicU8,
     cancel: AtomicU32,
+    /// Two bytes the task never changes, kept here in the padding of the
+    /// atomics: the executor's slot and the priority level.
+    pub(crate) exec: u8,
+    pub(crate) level: u8,
 }
 
 impl TaskState {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(exec: u8, level: u8) -> Self {
         TaskState {
             attempt: AtomicU64::new(word(0, QUEUED)),
             outcome: AtomicU8::new(0),
             cancel: AtomicU32::new(0),
+            exec,
+            level,
         }
     }
 

@@ -238,7 +238,7 @@ impl ProcessPool {
             st.seq += 1;
             let seq = st.seq;
             st.queue.push(Queued {
-                level: job.header().opts.priority.level(),
+                level: job.header().priority().level(),
                 seq,
                 item: job,
             });
@@ -304,7 +304,7 @@ impl ProcessPool {
                                 let running = w.status.running().map(|(id, _)| id);
                                 w.inflight.lock().iter().any(|(id, f)| {
                                     Some(*id) != running
-                                        && f.job.header().opts.priority.level() > level
+                                        && f.job.header().priority().level() > level
                                 })
                             })
                             .min_by_key(|w| w.load.load(Ordering::Acquire))
@@ -352,7 +352,7 @@ impl ProcessPool {
             let (args, _) = job.payload();
             let msg = ToWorkerRef::Run {
                 id,
-                priority: job.header().opts.priority.level(),
+                priority: job.header().priority().level(),
                 task: job.task_name(),
                 args,
                 boxed: job.boxed(),
@@ -404,8 +404,11 @@ impl ProcessPool {
     /// page says when), an async one's when it was sent.
     pub(crate) fn deadline_of(&self, task: TaskId, n: u32, limit: Duration) -> Deadline {
         let Some((w, run, is_async)) = self.holder(task, Some(n)) else {
-            // Not on a worker (being settled right now): nothing to stop.
-            return Deadline::Passed;
+            // On no worker: being handed to one, or taken from a worker that
+            // died and about to be settled or sent again. Either way its
+            // code does not run now; look again shortly rather than call a
+            // task that waited its turn timed out.
+            return Deadline::NotBefore(Instant::now() + limit.min(Duration::from_millis(5)));
         };
         if is_async {
             return Deadline::Passed;

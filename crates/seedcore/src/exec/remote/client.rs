@@ -119,9 +119,9 @@ impl Inner {
             return;
         }
         let now = unix_ms();
-        let timeout_ms = h.opts.timeout.map(|t| t.as_millis() as u64);
+        let timeout_ms = h.opts.get_timeout().map(|t| t.as_millis() as u64);
         let life = timeout_ms.unwrap_or(self.cfg.message_ttl.as_millis() as u64);
-        let level = h.opts.priority.level();
+        let level = h.priority().level();
         let msg = TaskMessage {
             version: super::proto::version(),
             client: self.client_id,

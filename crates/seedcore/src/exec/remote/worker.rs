@@ -160,6 +160,9 @@ struct State {
     capacity: usize,
     system: Arc<ConcurrentSystem>,
     held: Mutex<HashMap<String, Held>>,
+    /// Cancels of attempts not held here (yet), by id, with when they came:
+    /// such an entry, read later, is answered `Cancelled` without running.
+    cancelled: Mutex<HashMap<String, u64>>,
     in_flight: AtomicUsize,
     wake: Notify,
     stopping: AtomicBool,
@@ -233,6 +236,7 @@ pub fn serve(config: RemoteConfig, options: ServeOptions) -> Result<WorkerHandle
         capacity: options.processes * options.prefetch,
         system: Arc::new(system),
         held: Mutex::new(HashMap::new()),
+        cancelled: Mutex::new(HashMap::new()),
         in_flight: AtomicUsize::new(0),
         wake: Notify::new(),
         stopping: AtomicBool::new(false),
@@ -416,13 +420,21 @@ fn take(s: &Arc<State>, level: u8, e: Entry, reclaimed: bool) {
     if reclaimed {
         s.reclaimed.fetch_add(1, Ordering::Relaxed);
     }
+    let id = cancel_id(&msg);
     let (ctx, crx) = oneshot::channel();
+    let cancel = if s.cancelled.lock().remove(&id).is_some() {
+        // Cancelled while it waited in the stream: answer without running.
+        let _ = ctx.send(());
+        None
+    } else {
+        Some(ctx)
+    };
     s.held.lock().insert(
-        cancel_id(&msg),
+        id,
         Held {
             level,
             id: e.id.clone(),
-            cancel: Some(ctx),
+            cancel,
         },
     );
     s.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -453,7 +465,10 @@ fn cancel_id(m: &TaskMessage) -> String {
 }
 
 /// Runs one message on the local pool.
-async fn run(s: &State, m: &TaskMessage, cancel: oneshot::Receiver<()>) -> WireOutcome {
+async fn run(s: &State, m: &TaskMessage, mut cancel: oneshot::Receiver<()>) -> WireOutcome {
+    if cancel.try_recv().is_ok() {
+        return WireOutcome::Cancelled;
+    }
     let Some(name) = crate::exec::process::find_task(&m.name) else {
         s.refused.fetch_add(1, Ordering::Relaxed);
         return WireOutcome::Refused(format!("no task named `{}` on this worker", m.name));
@@ -683,10 +698,13 @@ async fn cancels(s: Arc<State>) {
                 let id: Vec<&str> = key.rsplitn(4, ':').collect();
                 if id.len() == 4 {
                     let k = format!("{}:{}:{}", id[2], id[1], id[0]);
-                    if let Some(h) = s.held.lock().get_mut(&k) {
-                        if let Some(c) = h.cancel.take() {
-                            let _ = c.send(());
+                    match s.held.lock().get_mut(&k) {
+                        Some(h) => {
+                            if let Some(c) = h.cancel.take() {
+                                let _ = c.send(());
+                            }
                         }
+                        None => remember_cancel(&s, k),
                     }
                 }
             }
@@ -707,6 +725,18 @@ pub(crate) struct Live {
     pub(crate) held: usize,
     pub(crate) reclaimed: u64,
     pub(crate) duplicates: u64,
+}
+
+/// Keeps a cancel of an entry not held here; cancels older than the
+/// message TTL are forgotten once the set grows.
+fn remember_cancel(s: &State, id: String) {
+    let now = unix_ms();
+    let mut c = s.cancelled.lock();
+    if c.len() >= 10_000 {
+        let ttl = s.cfg.message_ttl.as_millis() as u64;
+        c.retain(|_, at| now.saturating_sub(*at) < ttl);
+    }
+    c.insert(id, now);
 }
 
 /// The live workers in a `{ns}:workers` hash, and what they hold.

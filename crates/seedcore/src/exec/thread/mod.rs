@@ -258,7 +258,7 @@ impl ThreadPool {
 
     /// Queues `job` and wakes a sleeping thread if there is one.
     fn push(&self, job: Arc<dyn Job>) {
-        let p = job.header().opts.priority;
+        let p = job.header().priority();
         self.queue.push(p, job);
         self.idle.notify_one();
         // SeqCst, as the store in `initialize`: either this sees the flag,

@@ -36,6 +36,9 @@ use std::time::Duration;
 
 /// The environment variables naming the worker's hooks.
 pub(crate) const INIT_ENV: &str = "SEEDCORE_WORKER_INIT";
+/// The initializer's encoded arguments, in hex (an environment value is
+/// text); absent for unit arguments.
+pub(crate) const INIT_ARGS_ENV: &str = "SEEDCORE_WORKER_INIT_ARGS";
 pub(crate) const FINI_ENV: &str = "SEEDCORE_WORKER_FINI";
 pub(crate) const MAX_FRAME_ENV: &str = "SEEDCORE_WORKER_MAX_FRAME";
 
@@ -59,6 +62,7 @@ pub(crate) fn run_if_worker() -> Option<i32> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(64 << 20);
     let init = std::env::var(INIT_ENV).ok();
+    let init_args = std::env::var(INIT_ARGS_ENV).ok();
     let fini = std::env::var(FINI_ENV).ok();
     // Children of this worker are not workers.
     for v in [
@@ -66,6 +70,7 @@ pub(crate) fn run_if_worker() -> Option<i32> {
         STATUS_ENV,
         INDEX_ENV,
         INIT_ENV,
+        INIT_ARGS_ENV,
         FINI_ENV,
         MAX_FRAME_ENV,
     ] {
@@ -90,6 +95,10 @@ pub(crate) fn run_if_worker() -> Option<i32> {
             return Some(3);
         }
     };
+    let init = init.map(|name| Hook {
+        name,
+        args: init_args,
+    });
     Some(serve(sock, status, max_frame, init, fini, &index))
 }
 
@@ -120,9 +129,38 @@ pub(crate) fn refuse_if_uninitialized() {
     std::process::exit(3);
 }
 
-/// Runs hook `name` (the initializer or finalizer); `Err` says why it
-/// failed, for the parent.
-fn run_hook(name: &str, what: &str) -> Result<(), String> {
+/// The initializer as the parent named it, with its arguments in hex.
+struct Hook {
+    name: String,
+    args: Option<String>,
+}
+
+/// `bytes` in lowercase hex.
+pub(crate) fn hex_encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+/// The bytes `text` spells in hex; `None` if it is not hex.
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let t = text.as_bytes();
+    if t.len() % 2 != 0 {
+        return None;
+    }
+    t.chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+/// Runs hook `name` (the initializer or finalizer) with encoded `args`;
+/// `Err` says why it failed, for the parent.
+fn run_hook(name: &str, what: &str, args: &[u8]) -> Result<(), String> {
     let Some(entry) = registry::find(name) else {
         return Err(format!(
             "the {what} `{name}` is not a registered process task"
@@ -131,8 +169,7 @@ fn run_hook(name: &str, what: &str) -> Result<(), String> {
     let EntryKind::Sync(f) = entry.kind else {
         return Err(format!("the {what} `{name}` must not be async"));
     };
-    let args = postcard::to_allocvec(&()).expect("unit encodes");
-    match f(&args, Vec::new()).0 {
+    match f(args, Vec::new()).0 {
         Outcome::Ok(_) => Ok(()),
         Outcome::Panicked {
             message, location, ..
@@ -167,12 +204,23 @@ fn serve(
     sock: UnixStream,
     status: StatusPage,
     max_frame: usize,
-    init: Option<String>,
+    init: Option<Hook>,
     fini: Option<String>,
     index: &str,
 ) -> i32 {
-    if let Some(name) = &init {
-        if let Err(why) = run_hook(name, "initializer") {
+    let unit = postcard::to_allocvec(&()).expect("unit encodes");
+    if let Some(hook) = &init {
+        let args = match &hook.args {
+            None => Ok(unit.clone()),
+            Some(hex) => hex_decode(hex).ok_or_else(|| {
+                format!(
+                    "the initializer `{}` could not take its arguments: \
+                     they reached the worker garbled (not hex)",
+                    hook.name
+                )
+            }),
+        };
+        if let Err(why) = args.and_then(|a| run_hook(&hook.name, "initializer", &a)) {
             eprintln!("seedcore worker {index}: {why}");
             refuse(&sock, &why);
             return 3;
@@ -370,7 +418,7 @@ fn serve(
         rt.shutdown_timeout(Duration::from_secs(1));
     }
     if let Some(name) = &fini {
-        if let Err(why) = run_hook(name, "finalizer") {
+        if let Err(why) = run_hook(name, "finalizer", &unit) {
             eprintln!("seedcore worker {index}: {why}");
             return 3;
         }
@@ -397,4 +445,18 @@ fn watch_parent() {
 /// Whether the socket has bytes to read now.
 fn readable(reader: &FrameReader) -> bool {
     reader.poll_readable()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hex_decode, hex_encode};
+
+    #[test]
+    fn hex_round_trips_every_byte_and_rejects_what_is_not_hex() {
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(hex_decode(&hex_encode(&all)).as_deref(), Some(&all[..]));
+        assert_eq!(hex_decode(""), Some(Vec::new()));
+        assert_eq!(hex_decode("abc"), None);
+        assert_eq!(hex_decode("zz"), None);
+    }
 }
