@@ -123,6 +123,10 @@ fn bench_threads_quick_json_has_every_subject() {
         ("queued_task_bytes", "rayon_spawn", "bytes"),
         ("queued_task_bytes", "tokio_spawn", "bytes"),
         ("queued_task_bytes", "tokio_spawn_blocking", "bytes"),
+        ("scope_us", "seedcore", "us"),
+        ("scope_us", "rayon_scope", "us"),
+        ("join_tree_us", "seedcore", "us"),
+        ("join_tree_us", "rayon_join", "us"),
     ] {
         assert!(
             seen.iter()

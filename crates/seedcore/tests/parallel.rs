@@ -776,3 +776,60 @@ fn map_options_set_chunk_priority() {
     let log = order.lock().unwrap().clone();
     assert_eq!(log, ["map", "map", "map", "low", "low", "low"]);
 }
+
+#[test]
+fn a_map_and_a_pipeline_iterated_in_a_task_of_a_full_pool_finish() {
+    // The only pool thread runs the task that iterates: the chunks queued
+    // behind it run on the thread the pool starts while that task waits.
+    let sys = Arc::new(system("par-nested-full", 1, 1));
+    let inner = sys.clone();
+    let f = sys
+        .submit_thread(TaskOptions::new(), move |_| {
+            let mapped: u64 = inner
+                .map(0..1_000u64, work)
+                .ordered()
+                .map(|r| r.unwrap())
+                .sum();
+            let piped: u64 = inner
+                .pipeline(0..100u64)
+                .stage(Stage::thread(|i: u64| i + 1))
+                .run()
+                .map(|r| r.unwrap())
+                .sum();
+            (mapped, piped)
+        })
+        .unwrap();
+    let (mapped, piped) = f
+        .wait_timeout(Duration::from_secs(30))
+        .expect("the nested map and pipeline ended")
+        .unwrap();
+    assert_eq!(mapped, (0..1_000u64).map(|i| i * 2).sum::<u64>());
+    assert_eq!(piped, (1..=100u64).sum::<u64>());
+}
+
+#[test]
+fn a_producer_and_a_consumer_task_on_a_one_thread_pool_meet_over_a_channel() {
+    // The consumer takes the only thread and waits for items that the
+    // producer, queued behind it, sends into a channel of one slot.
+    let sys = system("par-channel-full", 1, 1);
+    let (tx, rx) = bounded::<u64>(1);
+    let consumer = sys
+        .submit_thread(TaskOptions::new(), move |_| rx.iter().sum::<u64>())
+        .unwrap();
+    let producer = sys
+        .submit_thread(TaskOptions::new(), move |_| {
+            for i in 0..100u64 {
+                tx.send(i).unwrap();
+            }
+        })
+        .unwrap();
+    producer
+        .wait_timeout(Duration::from_secs(30))
+        .expect("the producer ended")
+        .unwrap();
+    let total = consumer
+        .wait_timeout(Duration::from_secs(30))
+        .expect("the consumer ended")
+        .unwrap();
+    assert_eq!(total, (0..100u64).sum::<u64>());
+}

@@ -155,3 +155,89 @@ fn a_join_after_shutdown_still_runs_both_closures() {
     system.shutdown(seedcore::ShutdownMode::Graceful);
     assert_eq!(system.join(|| 1, || 2), (1, 2));
 }
+
+#[test]
+fn a_scope_opened_in_a_task_of_a_full_pool_ends_once_its_unwaited_tasks_ran() {
+    // One pool thread, taken by the task that opens the scope: the scope's
+    // own tasks can only run if the scope's end keeps the pool's capacity
+    // while it waits for them.
+    let system = std::sync::Arc::new(
+        ConcurrentSystem::builder()
+            .core_threads(1)
+            .max_threads(1)
+            .build()
+            .unwrap(),
+    );
+    let inner = system.clone();
+    let f = system
+        .submit_thread(TaskOptions::new(), move |_| {
+            let ran = AtomicUsize::new(0);
+            inner.scope(|s| {
+                for _ in 0..3 {
+                    let _ = s
+                        .submit_thread(TaskOptions::new(), |_| {
+                            ran.fetch_add(1, Ordering::SeqCst);
+                        })
+                        .unwrap();
+                }
+            });
+            ran.load(Ordering::SeqCst)
+        })
+        .unwrap();
+    let ran = f
+        .wait_timeout(Duration::from_secs(30))
+        .expect("the scope ended")
+        .unwrap();
+    assert_eq!(ran, 3, "the scope ended only after each of its tasks ran");
+}
+
+#[test]
+fn a_scoped_future_waited_past_its_timeout_is_handed_back_and_still_resolves() {
+    let system = common::system("scope-wait-timeout", 2, 2);
+    let open = AtomicBool::new(false);
+    system.scope(|s| {
+        let f = s
+            .submit_thread(TaskOptions::new(), |_| {
+                while !open.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                7
+            })
+            .unwrap();
+        let f = f
+            .wait_timeout(Duration::from_millis(20))
+            .expect_err("the task is still running");
+        assert!(!f.is_done());
+        open.store(true, Ordering::SeqCst);
+        assert_eq!(f.wait().unwrap(), 7);
+    });
+}
+
+#[test]
+fn cancelling_a_queued_scoped_task_resolves_it_cancelled_and_the_scope_ends() {
+    // One thread, held by the first task until the second is cancelled.
+    let system = common::system("scope-cancel", 1, 1);
+    let release = AtomicBool::new(false);
+    let ran = AtomicBool::new(false);
+    system.scope(|s| {
+        let holder = s
+            .submit_thread(TaskOptions::new(), |_| {
+                while !release.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .unwrap();
+        let queued = s
+            .submit_thread(TaskOptions::new(), |_| ran.store(true, Ordering::SeqCst))
+            .unwrap();
+        assert!(queued.cancel());
+        assert!(queued.is_done());
+        assert!(matches!(queued.wait(), Err(TaskError::Cancelled)));
+        release.store(true, Ordering::SeqCst);
+        holder.wait().unwrap();
+    });
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "a cancelled queued task never runs"
+    );
+}

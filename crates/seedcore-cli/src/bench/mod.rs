@@ -16,6 +16,7 @@ mod process;
 mod queued;
 mod remote;
 mod report;
+mod scoped;
 mod threads;
 mod tiny;
 

@@ -19,9 +19,13 @@
 //!   `tokio_spawn_blocking`): the heap bytes one queued no-op task holds,
 //!   workload of [`super::queued`]; seedcore queues `submit_thread` tasks
 //!   with default options behind `cores` gated workers. Lower is better.
+//! - `scope_us` (subjects `seedcore`, `rayon_scope`) and `join_tree_us`
+//!   (subjects `seedcore`, `rayon_join`): work that borrows from the stack,
+//!   workloads of [`super::scoped`].
 
 use super::queued::{self, Gate};
 use super::report::median;
+use super::scoped;
 use super::tiny::{self, task, timed};
 use super::{note, peers, Measurement, Scale};
 use anyhow::Context;
@@ -44,6 +48,10 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<Vec<Measurement>> {
         peers::rayon_queued(scale)?,
         peers::tokio_queued(scale)?,
         peers::tokio_blocking_queued(scale)?,
+        scoped::seedcore_scope(scale)?,
+        scoped::rayon_scope(scale)?,
+        scoped::seedcore_join(scale)?,
+        scoped::rayon_join(scale)?,
     ])
 }
 

@@ -5,7 +5,10 @@
 //! wait on: each side is `Clone` (many producers, many consumers), a full
 //! channel blocks its senders (backpressure), and a [`Receiver`] is both a
 //! blocking iterator and a [`Stream`]. The error types are
-//! crossbeam-channel's.
+//! crossbeam-channel's. A thread task that blocks in a send or a receive
+//! keeps its pool's capacity (the pool starts a thread to stand in for it
+//! while it waits), so a producer and a consumer on a full pool never
+//! deadlock each other.
 //!
 //! # Wake-ups
 //!
@@ -36,6 +39,14 @@ use std::time::Duration;
 pub use crossbeam_channel::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
+
+/// Runs a channel operation that may block: from a thread task, the pool
+/// starts a thread to stand in for this one while it waits (the other end
+/// may be a task queued behind it), as a blocking wait on a future does.
+fn waiting<R>(op: impl FnOnce() -> R) -> R {
+    let _blocked = crate::task::blocking();
+    crate::task::off_runtime(op)
+}
 
 /// A bounded channel of `capacity` items (`0` counts as `1`): the
 /// producer-consumer link of seedcore's parallel patterns.
@@ -126,7 +137,12 @@ impl<T> Sender<T> {
     /// Sends `item`, waiting while the channel is full. Fails (handing the
     /// item back) when every receiver is gone.
     pub fn send(&self, item: T) -> Result<(), SendError<T>> {
-        self.tx().send(item)?;
+        let item = match self.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(item)) => item,
+            Err(TrySendError::Disconnected(item)) => return Err(SendError(item)),
+        };
+        waiting(|| self.tx().send(item))?;
         self.wake.notify();
         Ok(())
     }
@@ -140,7 +156,7 @@ impl<T> Sender<T> {
 
     /// Sends `item`, waiting at most `timeout` for room.
     pub fn send_timeout(&self, item: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        self.tx().send_timeout(item, timeout)?;
+        waiting(|| self.tx().send_timeout(item, timeout))?;
         self.wake.notify();
         Ok(())
     }
@@ -200,7 +216,11 @@ impl<T> Receiver<T> {
     /// The next item, waiting for one; `Err` once the channel is empty and
     /// every sender is gone.
     pub fn recv(&self) -> Result<T, RecvError> {
-        self.inner.recv()
+        match self.inner.try_recv() {
+            Ok(item) => Ok(item),
+            Err(TryRecvError::Disconnected) => Err(RecvError),
+            Err(TryRecvError::Empty) => waiting(|| self.inner.recv()),
+        }
     }
 
     /// The next item if there is one now.
@@ -210,12 +230,12 @@ impl<T> Receiver<T> {
 
     /// The next item, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        self.inner.recv_timeout(timeout)
+        waiting(|| self.inner.recv_timeout(timeout))
     }
 
     /// A blocking iterator over the items, until the channel disconnects.
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        self.inner.iter()
+        std::iter::from_fn(|| self.recv().ok())
     }
 
     /// Items in the channel now.
@@ -265,7 +285,7 @@ impl<T> Iterator for Receiver<T> {
 
     /// Blocks for the next item; `None` once the channel disconnects.
     fn next(&mut self) -> Option<T> {
-        self.inner.recv().ok()
+        self.recv().ok()
     }
 }
 

@@ -252,9 +252,10 @@ star_fn!(A, B, C, D, E, G, H, J);
 ///   [`PipelineIter`](crate::parallel::PipelineIter), or calling its `cancel()`, cancels every outstanding
 ///   chunk task (a running thread chunk stops before its next item).
 /// * **Blocking.** Iterating a map blocks the calling thread while it waits.
-///   Do not iterate one from inside a thread task of the same system unless
-///   the pool has threads to spare (`threads.max`): the waiting task holds a
-///   pool thread.
+///   Iterated from inside a thread task of the same system, the pool starts
+///   a thread to stand in for the waiting one while the wait lasts (as for
+///   [`TaskFuture::wait`](crate::TaskFuture::wait)), so a nested map never
+///   deadlocks a full pool.
 /// * **Deadline.** With [`deadline`](Self::deadline) or
 ///   [`timeout`](Self::timeout), the whole map has a time limit (Python's
 ///   `Executor.map(timeout=..)`). Results that arrive in time are yielded

@@ -129,7 +129,9 @@ impl Wake for ThreadWaker {
 }
 
 /// Drives a poll function to completion on the calling thread, parking it
-/// between wake-ups. Keeps its waker between calls on the same thread.
+/// between wake-ups (as a blocking wait on a future: see
+/// [`TaskFuture::wait`](crate::TaskFuture::wait)). Keeps its waker between
+/// calls on the same thread.
 #[derive(Default)]
 pub(crate) struct Blocker {
     waker: Option<(ThreadId, Arc<ThreadWaker>, Waker)>,
@@ -152,13 +154,19 @@ impl Blocker {
             unreachable!("the waker was just set")
         };
         let mut cx = Context::from_waker(waker);
+        // Taken at the first wait: from a thread task, the pool keeps its
+        // capacity while this thread waits for work queued behind it.
+        let mut blocked = None;
         loop {
             if let Poll::Ready(v) = f(&mut cx) {
                 return v;
             }
-            while !tw.notified.swap(false, Ordering::Acquire) {
-                thread::park();
-            }
+            blocked.get_or_insert_with(crate::task::blocking);
+            crate::task::off_runtime(|| {
+                while !tw.notified.swap(false, Ordering::Acquire) {
+                    thread::park();
+                }
+            });
         }
     }
 }

@@ -16,12 +16,14 @@
 
 use crate::error::{BoxError, SubmitError, TaskError};
 use crate::options::TaskOptions;
+use crate::sync::SPIN_POLLS;
 use crate::system::ConcurrentSystem;
-use crate::task::{TaskContext, TaskFuture, TaskId};
+use crate::task::completion::Completion;
+use crate::task::{blocking, off_runtime, TaskContext, TaskHandle, TaskId};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A scoped task's code, with its borrows erased; see the module's
 /// soundness note.
@@ -29,9 +31,6 @@ type Code<T> = ScopedCode<'static, T>;
 
 /// A scoped task's code as submitted, borrowing for `'a`.
 type ScopedCode<'a, T> = Box<dyn Fn(&TaskContext) -> Result<T, BoxError> + Send + Sync + 'a>;
-
-/// A scoped task: its slot, and the task to wait for.
-type Entry = (Arc<dyn Closable>, Arc<dyn crate::task::Job>);
 
 /// Where a scoped task's code lives until its scope closes.
 struct Slot<T>(RwLock<Option<Code<T>>>);
@@ -51,10 +50,23 @@ impl<T: 'static> Closable for Slot<T> {
 /// The tasks of one scope.
 #[derive(Default)]
 struct ScopeState {
-    tasks: Mutex<Vec<Entry>>,
-    /// Signalled when a scoped call returns (most tasks resolve then).
-    returned: Condvar,
-    lock: Mutex<()>,
+    /// The slots to close when the scope ends.
+    slots: Mutex<Vec<Arc<dyn Closable>>>,
+    /// Tasks submitted and not yet resolved.
+    pending: Mutex<usize>,
+    /// Signalled when `pending` reaches zero.
+    settled: Condvar,
+}
+
+impl ScopeState {
+    /// One task of this scope has resolved.
+    fn resolved(&self) {
+        let mut pending = self.pending.lock();
+        *pending -= 1;
+        if *pending == 0 {
+            self.settled.notify_all();
+        }
+    }
 }
 
 /// A scope opened by [`ConcurrentSystem::scope`]: what is submitted through
@@ -70,7 +82,8 @@ pub struct Scope<'scope, 'env: 'scope> {
 impl std::fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scope")
-            .field("tasks", &self.state.tasks.lock().len())
+            .field("tasks", &self.state.slots.lock().len())
+            .field("pending", &*self.state.pending.lock())
             .finish()
     }
 }
@@ -79,47 +92,68 @@ impl std::fmt::Debug for Scope<'_, '_> {
 /// its scope.
 #[must_use = "the scope waits for the task anyway; its result is lost"]
 pub struct ScopedFuture<'scope, T> {
-    inner: TaskFuture<T>,
+    /// The result, handed over by the task as it resolves, so that the
+    /// scope learns of every resolution as it happens (a cancel or a
+    /// timeout included) while this future is waited on.
+    result: Arc<Completion<Result<T, TaskError>>>,
+    handle: TaskHandle,
     _scope: PhantomData<&'scope ()>,
 }
 
 impl<T: Send + 'static> ScopedFuture<'_, T> {
-    /// Blocks until the task resolves.
+    /// Blocks until the task resolves; from a thread task, the pool keeps
+    /// its capacity meanwhile, as with [`TaskFuture::wait`](crate::TaskFuture::wait).
     pub fn wait(self) -> Result<T, TaskError> {
-        self.inner.wait()
+        // As `TaskFuture::wait`: a result a few microseconds away costs no
+        // sleep and wake-up.
+        for i in 0..SPIN_POLLS {
+            if let Some(r) = self.result.try_take() {
+                return r;
+            }
+            if i % 4 == 3 {
+                std::thread::yield_now();
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+        let _blocked = blocking();
+        off_runtime(|| self.result.wait())
     }
 
     /// Blocks until the task resolves or `timeout` passes; on timeout the
     /// future is handed back.
     pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, Self> {
-        self.inner
-            .wait_timeout(timeout)
-            .map_err(|inner| ScopedFuture {
-                inner,
-                _scope: PhantomData,
-            })
+        if let Some(r) = self.result.try_take() {
+            return Ok(r);
+        }
+        let deadline = Instant::now() + timeout;
+        let _blocked = blocking();
+        match off_runtime(|| self.result.wait_deadline(deadline)) {
+            Some(r) => Ok(r),
+            None => Err(self),
+        }
     }
 
     /// The task's id.
     pub fn id(&self) -> TaskId {
-        self.inner.id()
+        self.handle.id()
     }
 
     /// Whether the task has resolved.
     pub fn is_done(&self) -> bool {
-        self.inner.is_done()
+        self.handle.is_done()
     }
 
-    /// Cancels the task; see [`TaskFuture::cancel`].
+    /// Cancels the task; see [`TaskFuture::cancel`](crate::TaskFuture::cancel).
     pub fn cancel(&self) -> bool {
-        self.inner.cancel()
+        self.handle.cancel()
     }
 }
 
 impl<T: 'static> std::fmt::Debug for ScopedFuture<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("ScopedFuture")
-            .field(&self.inner.id())
+            .field(&self.handle.id())
             .finish()
     }
 }
@@ -171,23 +205,26 @@ impl<'scope> Scope<'scope, '_> {
         // and so that no call begins afterwards (see the module docs).
         let code: Code<T> = unsafe { std::mem::transmute(code) };
         let slot = Arc::new(Slot(RwLock::new(Some(code))));
-        let state = self.state.clone();
         let reader = slot.clone();
-        let future = self.system.submit_thread_fallible(opts, move |cx| {
-            let out = match &*reader.0.read() {
-                Some(code) => code(cx),
-                None => Err("the scope of this task has ended".into()),
-            };
-            let _g = state.lock.lock();
-            state.returned.notify_all();
-            out
-        })?;
-        self.state
-            .tasks
-            .lock()
-            .push((slot as Arc<dyn Closable>, future.job()));
+        let future =
+            self.system
+                .submit_thread_fallible(opts, move |cx| match &*reader.0.read() {
+                    Some(code) => code(cx),
+                    None => Err("the scope of this task has ended".into()),
+                })?;
+        self.state.slots.lock().push(slot);
+        *self.state.pending.lock() += 1;
+        let result = Arc::new(Completion::new());
+        let (into, state) = (result.clone(), self.state.clone());
+        // Runs on the resolving thread (here, if it has resolved already):
+        // stores the result for the future, then counts the task settled.
+        let handle = future.on_resolved_inline(move |r| {
+            let _ = into.complete(r);
+            state.resolved();
+        });
         Ok(ScopedFuture {
-            inner: future,
+            result,
+            handle,
             _scope: PhantomData,
         })
     }
@@ -246,25 +283,23 @@ impl<'scope> Scope<'scope, '_> {
         }
     }
 
-    /// Waits for every task, then closes their slots.
+    /// Waits for every task to resolve, then closes their slots (which
+    /// waits for calls still running).
     fn finish(&self) {
-        loop {
-            let pending = {
-                let tasks = self.state.tasks.lock();
-                tasks.iter().any(|(_, job)| !job.is_resolved())
-            };
-            if !pending {
-                break;
+        {
+            let mut pending = self.state.pending.lock();
+            if *pending > 0 {
+                // From a thread task, the pool keeps its capacity meanwhile.
+                let _blocked = blocking();
+                off_runtime(|| {
+                    while *pending > 0 {
+                        self.state.settled.wait(&mut pending);
+                    }
+                });
             }
-            let mut g = self.state.lock.lock();
-            // Tasks resolved from elsewhere (cancel, timeout) signal
-            // nothing: look again after a short wait.
-            self.state
-                .returned
-                .wait_for(&mut g, Duration::from_millis(5));
         }
-        let tasks = std::mem::take(&mut *self.state.tasks.lock());
-        for (slot, _) in tasks {
+        let slots = std::mem::take(&mut *self.state.slots.lock());
+        for slot in slots {
             slot.close();
         }
     }

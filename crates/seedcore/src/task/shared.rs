@@ -213,7 +213,7 @@ impl<T: Clone + Send + 'static> SharedFuture<T> {
         }
         // A task already decided hands its result over in a moment.
         let _blocked = (!self.handle.is_done()).then(blocking).flatten();
-        super::future::off_runtime(|| self.shared.block(deadline))
+        super::off_runtime(|| self.shared.block(deadline))
     }
 
     /// A copy of the result if the task has resolved.

@@ -1,0 +1,201 @@
+//! Scoped work against rayon's, in the `threads` suite: work that borrows
+//! from the caller's stack.
+//!
+//! - `scope_us` (subjects `seedcore`, `rayon_scope`): one scope, opened on
+//!   the main thread, spawns `4 × cores` tiny tasks that each write their
+//!   result into their own element of a borrowed `Vec`, and waits for none
+//!   of them itself: the scope's end waits. Timed: the whole scope, per
+//!   scope, over `SCOPES` scopes in a row; the results are checked.
+//! - `join_tree_us` (subjects `seedcore`, `rayon_join`): a recursive sum
+//!   of `0..2^20` split in halves by `join` down to leaves of 4,096 values
+//!   (255 joins per tree), started from the main thread (rayon's inside
+//!   `ThreadPool::install`). Timed: one tree; the sum is checked.
+//!
+//! Reported: the median over the repetitions. Lower is better.
+
+use super::tiny::task;
+use super::{note, Measurement, Scale};
+use anyhow::{ensure, Context};
+use seedcore::{ConcurrentSystem, ShutdownMode, TaskOptions};
+use std::hint::black_box;
+use std::time::Instant;
+
+const SUITE: &str = "threads";
+const SCOPE_METRIC: &str = "scope_us";
+const JOIN_METRIC: &str = "join_tree_us";
+/// Scopes timed in a row per repetition.
+const SCOPES: usize = 200;
+/// The values a join tree sums, and the size of its leaves.
+const TREE: u64 = 1 << 20;
+const LEAF: u64 = 4_096;
+
+/// Measured repetitions for this scale.
+fn reps(scale: Scale) -> usize {
+    if scale.quick {
+        3
+    } else {
+        11
+    }
+}
+
+/// The sum of `0..TREE` through [`task`] (each value `& 7`).
+fn tree_sum() -> u64 {
+    (0..TREE).map(|i| i & 7).sum()
+}
+
+/// One leaf: the values `lo..hi` through [`task`].
+fn leaf(lo: u64, hi: u64) -> u64 {
+    (lo..hi).map(task).sum()
+}
+
+/// One warm-up, then `reps` timed repetitions of `rep` (µs each).
+fn measure(
+    metric: &'static str,
+    subject: &'static str,
+    scale: Scale,
+    mut rep: impl FnMut() -> anyhow::Result<f64>,
+) -> anyhow::Result<Measurement> {
+    let reps = reps(scale);
+    note(&format!(
+        "{metric}: {subject}: {} workers, 1 warm-up + {reps} reps",
+        scale.workers
+    ));
+    rep()?;
+    let samples = (0..reps)
+        .map(|_| rep())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Measurement::of(SUITE, metric, subject, "us", samples))
+}
+
+/// A seedcore system with exactly `cores` pool threads.
+fn system(scale: Scale) -> anyhow::Result<ConcurrentSystem> {
+    ConcurrentSystem::builder()
+        .core_threads(scale.workers)
+        .max_threads(scale.workers)
+        .build()
+        .context("building the seedcore system")
+}
+
+/// A rayon pool with `cores` threads.
+fn rayon_pool(scale: Scale) -> anyhow::Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(scale.workers)
+        .build()
+        .context("building the rayon pool")
+}
+
+/// Checks that every task of a scope wrote its own index's result.
+fn check_scope(out: &[u64]) -> anyhow::Result<()> {
+    for (i, v) in out.iter().enumerate() {
+        ensure!(*v == (i as u64 & 7) + 1, "scope: task {i} wrote {v}");
+    }
+    Ok(())
+}
+
+/// `ConcurrentSystem::scope` with unwaited tasks writing into a borrowed vector.
+pub(crate) fn seedcore_scope(scale: Scale) -> anyhow::Result<Measurement> {
+    let sys = system(scale)?;
+    let tasks = 4 * scale.workers;
+    let m = measure(SCOPE_METRIC, "seedcore", scale, || {
+        let mut out = vec![0u64; tasks];
+        let t = Instant::now();
+        for _ in 0..SCOPES {
+            sys.scope(|s| -> anyhow::Result<()> {
+                for (i, slot) in out.iter_mut().enumerate() {
+                    let slot = std::sync::Mutex::new(slot);
+                    // Ended by the scope, not waited on here.
+                    drop(s.submit_thread(TaskOptions::new(), move |_| {
+                        **slot.lock().unwrap_or_else(|e| e.into_inner()) = task(i as u64) + 1;
+                    })?);
+                }
+                Ok(())
+            })?;
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / SCOPES as f64;
+        check_scope(&out)?;
+        Ok(us)
+    })?;
+    sys.shutdown(ShutdownMode::Graceful);
+    Ok(m)
+}
+
+/// `rayon::ThreadPool::scope` with the same tasks.
+pub(crate) fn rayon_scope(scale: Scale) -> anyhow::Result<Measurement> {
+    let pool = rayon_pool(scale)?;
+    let tasks = 4 * scale.workers;
+    measure(SCOPE_METRIC, "rayon_scope", scale, || {
+        let mut out = vec![0u64; tasks];
+        let t = Instant::now();
+        for _ in 0..SCOPES {
+            pool.scope(|s| {
+                for (i, slot) in out.iter_mut().enumerate() {
+                    s.spawn(move |_| *slot = task(i as u64) + 1);
+                }
+            });
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / SCOPES as f64;
+        check_scope(&out)?;
+        Ok(us)
+    })
+}
+
+/// The join tree over `lo..hi` on seedcore.
+fn seedcore_tree(sys: &ConcurrentSystem, lo: u64, hi: u64) -> u64 {
+    if hi - lo <= LEAF {
+        return leaf(lo, hi);
+    }
+    let mid = lo + (hi - lo) / 2;
+    let (a, b) = sys.join(
+        || seedcore_tree(sys, lo, mid),
+        || seedcore_tree(sys, mid, hi),
+    );
+    a + b
+}
+
+/// The join tree over `lo..hi` on rayon.
+fn rayon_tree(lo: u64, hi: u64) -> u64 {
+    if hi - lo <= LEAF {
+        return leaf(lo, hi);
+    }
+    let mid = lo + (hi - lo) / 2;
+    let (a, b) = rayon::join(|| rayon_tree(lo, mid), || rayon_tree(mid, hi));
+    a + b
+}
+
+/// Times one tree whose sum `run` returns, and checks it.
+fn timed_tree(run: impl FnOnce() -> u64) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let s = black_box(run());
+    let us = t.elapsed().as_secs_f64() * 1e6;
+    ensure!(s == tree_sum(), "join tree: wrong sum {s}");
+    Ok(us)
+}
+
+/// `ConcurrentSystem::join`, recursively, from the main thread.
+pub(crate) fn seedcore_join(scale: Scale) -> anyhow::Result<Measurement> {
+    let sys = system(scale)?;
+    let m = measure(JOIN_METRIC, "seedcore", scale, || {
+        timed_tree(|| seedcore_tree(&sys, 0, TREE))
+    })?;
+    sys.shutdown(ShutdownMode::Graceful);
+    Ok(m)
+}
+
+/// `rayon::join`, recursively, inside `ThreadPool::install`.
+pub(crate) fn rayon_join(scale: Scale) -> anyhow::Result<Measurement> {
+    let pool = rayon_pool(scale)?;
+    measure(JOIN_METRIC, "rayon_join", scale, || {
+        timed_tree(|| pool.install(|| rayon_tree(0, TREE)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_of_leaves_sums_to_the_whole_range() {
+        assert_eq!(rayon_tree(0, TREE), tree_sum());
+        assert_eq!(TREE / LEAF, 256, "255 joins per tree, as the docs say");
+    }
+}
