@@ -161,13 +161,7 @@ fn a_scope_opened_in_a_task_of_a_full_pool_ends_once_its_unwaited_tasks_ran() {
     // One pool thread, taken by the task that opens the scope: the scope's
     // own tasks can only run if the scope's end keeps the pool's capacity
     // while it waits for them.
-    let system = std::sync::Arc::new(
-        ConcurrentSystem::builder()
-            .core_threads(1)
-            .max_threads(1)
-            .build()
-            .unwrap(),
-    );
+    let system = std::sync::Arc::new(common::system("scope-full-pool", 1, 1));
     let inner = system.clone();
     let f = system
         .submit_thread(TaskOptions::new(), move |_| {

@@ -19,9 +19,25 @@ pub(crate) const SIGNIFICANT_DIGITS: u8 = 3;
 ///
 /// [HdrHistogram]: https://hdrhistogram.github.io/HdrHistogram/
 /// [`ConcurrentSystem::metrics_json`]: crate::ConcurrentSystem::metrics_json
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Histogram {
     pub(crate) h: hdrhistogram::Histogram<u64>,
+}
+
+/// A summary, not the thousands of counters a histogram holds: `Stats` is
+/// printed with `{:?}`.
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Histogram");
+        d.field("count", &self.count());
+        if self.count() > 0 {
+            d.field("mean", &self.mean())
+                .field("p50", &self.percentile(0.5))
+                .field("p99", &self.percentile(0.99))
+                .field("max", &self.max());
+        }
+        d.finish()
+    }
 }
 
 impl Default for Histogram {
@@ -249,4 +265,23 @@ impl Stats {
 /// Serializes a duration as seconds (`f64`).
 pub(crate) fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Histogram;
+    use std::time::Duration;
+
+    #[test]
+    fn debug_prints_a_summary_not_the_counters() {
+        let mut h = Histogram::default();
+        assert_eq!(format!("{h:?}"), "Histogram { count: 0 }");
+        for us in [10, 20, 30, 40_000] {
+            h.record(Duration::from_micros(us));
+        }
+        let s = format!("{h:?}");
+        assert!(s.starts_with("Histogram { count: 4, mean: "), "{s}");
+        assert!(s.contains("p99: 40.") && s.contains("max: 40."), "{s}");
+        assert!(s.len() < 200, "{} bytes: {s}", s.len());
+    }
 }
