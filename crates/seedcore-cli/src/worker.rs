@@ -35,7 +35,9 @@ seedcore::process_task! {
         use std::io::Write;
         let pid = std::process::id();
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&args.0) {
-            let _ = writeln!(f, "{pid}");
+            // One write per line: workers append to the same file at once,
+            // and `writeln!` may split a line over several writes.
+            let _ = f.write_all(format!("{pid}\n").as_bytes());
         }
         std::thread::sleep(Duration::from_millis(args.1));
         pid
