@@ -24,7 +24,7 @@ use anyhow::Context;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A rayon pool of `cores` threads.
-fn rayon_pool(scale: Scale) -> anyhow::Result<rayon::ThreadPool> {
+pub(crate) fn rayon_pool(scale: Scale) -> anyhow::Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(scale.workers)
         .thread_name(|i| format!("rayon-bench-{i}"))

@@ -13,9 +13,11 @@
 //!
 //! Reported: the median over the repetitions. Lower is better.
 
+use super::peers::rayon_pool;
+use super::threads::system;
 use super::tiny::task;
 use super::{note, Measurement, Scale};
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 use seedcore::{ConcurrentSystem, ShutdownMode, TaskOptions};
 use std::hint::black_box;
 use std::time::Instant;
@@ -65,23 +67,6 @@ fn measure(
         .map(|_| rep())
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Measurement::of(SUITE, metric, subject, "us", samples))
-}
-
-/// A seedcore system with exactly `cores` pool threads.
-fn system(scale: Scale) -> anyhow::Result<ConcurrentSystem> {
-    ConcurrentSystem::builder()
-        .core_threads(scale.workers)
-        .max_threads(scale.workers)
-        .build()
-        .context("building the seedcore system")
-}
-
-/// A rayon pool with `cores` threads.
-fn rayon_pool(scale: Scale) -> anyhow::Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(scale.workers)
-        .build()
-        .context("building the rayon pool")
 }
 
 /// Checks that every task of a scope wrote its own index's result.

@@ -57,7 +57,7 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<Vec<Measurement>> {
 
 /// A seedcore system whose thread pool (and async runtime) has exactly
 /// `cores` threads.
-fn system(scale: Scale) -> anyhow::Result<ConcurrentSystem> {
+pub(super) fn system(scale: Scale) -> anyhow::Result<ConcurrentSystem> {
     ConcurrentSystem::builder()
         .core_threads(scale.workers)
         .max_threads(scale.workers)

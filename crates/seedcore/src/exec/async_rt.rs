@@ -153,15 +153,7 @@ impl AsyncExec {
                 *self.runtime.lock() = Some(rt);
                 let mut drivers = self.drivers.lock();
                 for i in 0..self.threads {
-                    let (me, h) = (self.me.clone(), handle.clone());
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("{}-async-{i}", self.name))
-                        .spawn(move || {
-                            if let Some(me) = me.upgrade() {
-                                me.drive(&h, false);
-                            }
-                        });
-                    match spawned {
+                    match self.spawn_driver(format!("{}-async-{i}", self.name), &handle, false) {
                         Ok(t) => drivers.push(t),
                         Err(e) => log::error!("seedcore: could not start an async driver: {e}"),
                     }
@@ -224,6 +216,21 @@ impl AsyncExec {
             || (!self.new.is_empty()
                 && !self.stopped.load(Ordering::SeqCst)
                 && self.running.load(Ordering::SeqCst) < self.limit)
+    }
+
+    /// Starts a thread named `name` that runs [`drive`](Self::drive).
+    fn spawn_driver(
+        &self,
+        name: String,
+        handle: &Handle,
+        standin: bool,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let (me, handle) = (self.me.clone(), handle.clone());
+        std::thread::Builder::new().name(name).spawn(move || {
+            if let Some(me) = me.upgrade() {
+                me.drive(&handle, standin);
+            }
+        })
     }
 
     /// A driver thread: poll and start until the executor exits.
@@ -305,15 +312,7 @@ impl AsyncExec {
         if counted.is_err() {
             return;
         }
-        let me = self.me.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("{}-async-standin", self.name))
-            .spawn(move || {
-                if let Some(me) = me.upgrade() {
-                    me.drive(&handle, true);
-                }
-            });
-        match spawned {
+        match self.spawn_driver(format!("{}-async-standin", self.name), &handle, true) {
             Ok(t) => {
                 let mut threads = self.standin_threads.lock();
                 threads.retain(|t| !t.is_finished());

@@ -40,12 +40,11 @@ pub use crossbeam_channel::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 
-/// Runs a channel operation that may block: from a thread task, the pool
-/// starts a thread to stand in for this one while it waits (the other end
-/// may be a task queued behind it), as a blocking wait on a future does.
+/// Runs a channel operation that may block as a wait on a future runs:
+/// from a thread task, the pool starts a thread to stand in for this one
+/// while it waits (the other end may be a task queued behind it).
 fn waiting<R>(op: impl FnOnce() -> R) -> R {
-    let _blocked = crate::task::blocking();
-    crate::task::off_runtime(op)
+    crate::task::wait_blocking(false, op)
 }
 
 /// A bounded channel of `capacity` items (`0` counts as `1`): the

@@ -16,10 +16,9 @@
 
 use crate::error::{BoxError, SubmitError, TaskError};
 use crate::options::TaskOptions;
-use crate::sync::SPIN_POLLS;
 use crate::system::ConcurrentSystem;
 use crate::task::completion::Completion;
-use crate::task::{blocking, off_runtime, TaskContext, TaskHandle, TaskId};
+use crate::task::{spin_until, wait_blocking, TaskContext, TaskHandle, TaskId};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -104,31 +103,18 @@ impl<T: Send + 'static> ScopedFuture<'_, T> {
     /// Blocks until the task resolves; from a thread task, the pool keeps
     /// its capacity meanwhile, as with [`TaskFuture::wait`](crate::TaskFuture::wait).
     pub fn wait(self) -> Result<T, TaskError> {
-        // As `TaskFuture::wait`: a result a few microseconds away costs no
-        // sleep and wake-up.
-        for i in 0..SPIN_POLLS {
-            if let Some(r) = self.result.try_take() {
-                return r;
-            }
-            if i % 4 == 3 {
-                std::thread::yield_now();
-            } else {
-                core::hint::spin_loop();
-            }
-        }
-        let _blocked = blocking();
-        off_runtime(|| self.result.wait())
+        // A decided task hands its result over in a moment.
+        let decided = spin_until(|| self.handle.is_done());
+        wait_blocking(decided, || self.result.wait())
     }
 
     /// Blocks until the task resolves or `timeout` passes; on timeout the
     /// future is handed back.
     pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, Self> {
-        if let Some(r) = self.result.try_take() {
-            return Ok(r);
-        }
         let deadline = Instant::now() + timeout;
-        let _blocked = blocking();
-        match off_runtime(|| self.result.wait_deadline(deadline)) {
+        match wait_blocking(self.handle.is_done(), || {
+            self.result.wait_deadline(deadline)
+        }) {
             Some(r) => Ok(r),
             None => Err(self),
         }
@@ -288,15 +274,12 @@ impl<'scope> Scope<'scope, '_> {
     fn finish(&self) {
         {
             let mut pending = self.state.pending.lock();
-            if *pending > 0 {
-                // From a thread task, the pool keeps its capacity meanwhile.
-                let _blocked = blocking();
-                off_runtime(|| {
-                    while *pending > 0 {
-                        self.state.settled.wait(&mut pending);
-                    }
-                });
-            }
+            let settled = *pending == 0;
+            wait_blocking(settled, || {
+                while *pending > 0 {
+                    self.state.settled.wait(&mut pending);
+                }
+            });
         }
         let slots = std::mem::take(&mut *self.state.slots.lock());
         for slot in slots {

@@ -44,23 +44,8 @@ impl<T: Send + 'static> TaskFuture<T> {
     /// task (which should `.await` instead), the async runtime does the
     /// same for its thread.
     pub fn wait(self) -> Result<T, TaskError> {
-        // A result that arrives within a few microseconds then costs no
-        // sleep and wake-up on either side.
-        for i in 0..SPIN_POLLS {
-            if self.task.is_resolved() {
-                break;
-            }
-            if i % 4 == 3 {
-                std::thread::yield_now();
-            } else {
-                core::hint::spin_loop();
-            }
-        }
-        if self.task.is_resolved() {
-            return unboxed(self.task.completion().wait());
-        }
-        let _blocked = blocking();
-        off_runtime(|| unboxed(self.task.completion().wait()))
+        let decided = spin_until(|| self.task.is_resolved());
+        wait_blocking(decided, || unboxed(self.task.completion().wait()))
     }
 
     /// Blocks until the task resolves or `timeout` passes; on timeout the
@@ -72,8 +57,8 @@ impl<T: Send + 'static> TaskFuture<T> {
     /// Blocks until the task resolves or `deadline` passes; on timeout the
     /// future is handed back, still valid.
     pub fn wait_deadline(self, deadline: Instant) -> Result<Result<T, TaskError>, TaskFuture<T>> {
-        let _blocked = (!self.task.is_resolved()).then(blocking).flatten();
-        match off_runtime(|| self.task.completion().wait_deadline(deadline)) {
+        let decided = self.task.is_resolved();
+        match wait_blocking(decided, || self.task.completion().wait_deadline(deadline)) {
             Some(r) => Ok(unboxed(r)),
             None => Err(self),
         }
@@ -165,6 +150,36 @@ impl<T: Send + 'static> Future for TaskFuture<T> {
             None => Poll::Pending,
         }
     }
+}
+
+/// Polls `decided` for a short while before a blocking wait parks: a
+/// result that arrives within a few microseconds then costs no sleep and
+/// wake-up on either side. Returns its last answer.
+pub(crate) fn spin_until(mut decided: impl FnMut() -> bool) -> bool {
+    for i in 0..SPIN_POLLS {
+        if decided() {
+            return true;
+        }
+        if i % 4 == 3 {
+            std::thread::yield_now();
+        } else {
+            core::hint::spin_loop();
+        }
+    }
+    decided()
+}
+
+/// Runs `f`, a wait for a task's result, as every blocking wait runs:
+/// unless the task is already `decided` (its result is being stored and
+/// `f` returns in a moment), the calling pool thread is reported blocked
+/// while `f` lasts, so that its pool starts a thread to stand in for it
+/// (see [`blocking`]), and `f` runs [`off_runtime`].
+pub(crate) fn wait_blocking<R>(decided: bool, f: impl FnOnce() -> R) -> R {
+    if decided {
+        return f();
+    }
+    let _blocked = blocking();
+    off_runtime(f)
 }
 
 /// Runs the blocking wait `f` so that it cannot stall an async runtime: on

@@ -60,10 +60,8 @@ impl<T: Send + 'static> Waitable for TaskFuture<T> {
     }
 
     fn take(self) -> Result<T, TaskError> {
-        match self.try_get() {
-            Ok(r) => r,
-            Err(f) => f.wait(),
-        }
+        // Resolved: the wait returns at once.
+        self.wait()
     }
 }
 
@@ -85,10 +83,8 @@ impl<T: Clone + Send + 'static> Waitable for SharedFuture<T> {
     }
 
     fn take(self) -> Result<T, TaskError> {
-        match self.try_get() {
-            Some(r) => r,
-            None => self.wait(),
-        }
+        // Resolved: the wait returns at once.
+        self.wait()
     }
 }
 

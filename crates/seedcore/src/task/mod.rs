@@ -20,7 +20,7 @@ pub(crate) use cell::{
     InTask, Job, SchedRef, Schedule, StatClock, TaskCell, TaskRef,
 };
 pub use context::{CancellationToken, TaskContext};
-pub(crate) use future::off_runtime;
+pub(crate) use future::{off_runtime, spin_until, wait_blocking};
 pub use future::{TaskFuture, TaskHandle};
 pub use kind::{ExecutorKind, StopReason};
 pub use many::{as_completed, wait, AsCompleted, WaitFor, WaitSet, Waitable};

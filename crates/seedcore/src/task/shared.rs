@@ -5,7 +5,7 @@
 //! it, through the inline hand-off, and keeps the result here, where every
 //! clone reads a copy of it.
 
-use super::{blocking, SchedRef, TaskFuture, TaskHandle, TaskId, TaskStatus};
+use super::{SchedRef, TaskFuture, TaskHandle, TaskId, TaskStatus};
 use crate::error::TaskError;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
@@ -212,8 +212,7 @@ impl<T: Clone + Send + 'static> SharedFuture<T> {
             return Some(r);
         }
         // A task already decided hands its result over in a moment.
-        let _blocked = (!self.handle.is_done()).then(blocking).flatten();
-        super::off_runtime(|| self.shared.block(deadline))
+        super::wait_blocking(self.handle.is_done(), || self.shared.block(deadline))
     }
 
     /// A copy of the result if the task has resolved.

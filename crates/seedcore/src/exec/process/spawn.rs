@@ -19,7 +19,7 @@ use super::dispatch::{live_workers, Broken, PoolState, ProcessPool, Queued};
 use super::handle::{Kill, Worker, STARTING};
 use super::reap::monitor;
 use super::status::StatusPage;
-use super::worker::{hex_encode, FINI_ENV, INIT_ARGS_ENV, INIT_ENV, MAX_FRAME_ENV};
+use super::worker::{FINI_ENV, INIT_ARGS_ENV, INIT_ENV, MAX_FRAME_ENV};
 use super::{INDEX_ENV, STATUS_ENV, WORKER_ENV};
 use crate::wire::frame::FrameReader;
 use parking_lot::Mutex;
@@ -221,7 +221,7 @@ impl ProcessPool {
         if let Some(h) = &cfg.init {
             cmd.env(INIT_ENV, h);
             if let Some(a) = &cfg.init_args {
-                cmd.env(INIT_ARGS_ENV, hex_encode(a));
+                cmd.env(INIT_ARGS_ENV, hex::encode(a));
             }
         }
         if let Some(h) = &cfg.fini {

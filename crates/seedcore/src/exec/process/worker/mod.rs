@@ -135,29 +135,6 @@ struct Hook {
     args: Option<String>,
 }
 
-/// `bytes` in lowercase hex.
-pub(crate) fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
-}
-
-/// The bytes `text` spells in hex; `None` if it is not hex.
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let t = text.as_bytes();
-    if t.len() % 2 != 0 {
-        return None;
-    }
-    t.chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
-}
-
 /// Runs hook `name` (the initializer or finalizer) with encoded `args`;
 /// `Err` says why it failed, for the parent.
 fn run_hook(name: &str, what: &str, args: &[u8]) -> Result<(), String> {
@@ -212,7 +189,7 @@ fn serve(
     if let Some(hook) = &init {
         let args = match &hook.args {
             None => Ok(unit.clone()),
-            Some(hex) => hex_decode(hex).ok_or_else(|| {
+            Some(text) => hex::decode(text).map_err(|_| {
                 format!(
                     "the initializer `{}` could not take its arguments: \
                      they reached the worker garbled (not hex)",
@@ -445,18 +422,4 @@ fn watch_parent() {
 /// Whether the socket has bytes to read now.
 fn readable(reader: &FrameReader) -> bool {
     reader.poll_readable()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{hex_decode, hex_encode};
-
-    #[test]
-    fn hex_round_trips_every_byte_and_rejects_what_is_not_hex() {
-        let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(hex_decode(&hex_encode(&all)).as_deref(), Some(&all[..]));
-        assert_eq!(hex_decode(""), Some(Vec::new()));
-        assert_eq!(hex_decode("abc"), None);
-        assert_eq!(hex_decode("zz"), None);
-    }
 }
