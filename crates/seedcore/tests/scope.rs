@@ -188,13 +188,11 @@ fn a_scope_opened_in_a_task_of_a_full_pool_ends_once_its_unwaited_tasks_ran() {
 #[test]
 fn a_scoped_future_waited_past_its_timeout_is_handed_back_and_still_resolves() {
     let system = common::system("scope-wait-timeout", 2, 2);
-    let open = AtomicBool::new(false);
+    let open = common::Gate::new();
     system.scope(|s| {
         let f = s
             .submit_thread(TaskOptions::new(), |_| {
-                while !open.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                open.wait();
                 7
             })
             .unwrap();
@@ -202,7 +200,7 @@ fn a_scoped_future_waited_past_its_timeout_is_handed_back_and_still_resolves() {
             .wait_timeout(Duration::from_millis(20))
             .expect_err("the task is still running");
         assert!(!f.is_done());
-        open.store(true, Ordering::SeqCst);
+        open.open();
         assert_eq!(f.wait().unwrap(), 7);
     });
 }
@@ -211,14 +209,12 @@ fn a_scoped_future_waited_past_its_timeout_is_handed_back_and_still_resolves() {
 fn cancelling_a_queued_scoped_task_resolves_it_cancelled_and_the_scope_ends() {
     // One thread, held by the first task until the second is cancelled.
     let system = common::system("scope-cancel", 1, 1);
-    let release = AtomicBool::new(false);
+    let release = common::Gate::new();
     let ran = AtomicBool::new(false);
     system.scope(|s| {
         let holder = s
             .submit_thread(TaskOptions::new(), |_| {
-                while !release.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                release.wait();
             })
             .unwrap();
         let queued = s
@@ -227,7 +223,7 @@ fn cancelling_a_queued_scoped_task_resolves_it_cancelled_and_the_scope_ends() {
         assert!(queued.cancel());
         assert!(queued.is_done());
         assert!(matches!(queued.wait(), Err(TaskError::Cancelled)));
-        release.store(true, Ordering::SeqCst);
+        release.open();
         holder.wait().unwrap();
     });
     assert!(
