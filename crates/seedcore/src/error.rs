@@ -103,6 +103,42 @@ pub enum TaskErrorKind {
     GpuMemory,
 }
 
+impl TaskErrorKind {
+    /// A small number per kind, for the task's packed state word. The
+    /// `match` is exhaustive, so a new kind cannot be left without one.
+    pub(crate) const fn code(self) -> u8 {
+        match self {
+            TaskErrorKind::Panicked => 0,
+            TaskErrorKind::Failed => 1,
+            TaskErrorKind::TimedOut => 2,
+            TaskErrorKind::Cancelled => 3,
+            TaskErrorKind::LockTimeout => 4,
+            TaskErrorKind::SystemShutdown => 5,
+            TaskErrorKind::WorkerDied => 6,
+            TaskErrorKind::MemoryLimit => 7,
+            TaskErrorKind::PoolBroken => 8,
+            TaskErrorKind::GpuMemory => 9,
+        }
+    }
+
+    /// The kind whose [`code`](Self::code) is `code`.
+    pub(crate) const fn from_code(code: u8) -> Option<TaskErrorKind> {
+        Some(match code {
+            0 => TaskErrorKind::Panicked,
+            1 => TaskErrorKind::Failed,
+            2 => TaskErrorKind::TimedOut,
+            3 => TaskErrorKind::Cancelled,
+            4 => TaskErrorKind::LockTimeout,
+            5 => TaskErrorKind::SystemShutdown,
+            6 => TaskErrorKind::WorkerDied,
+            7 => TaskErrorKind::MemoryLimit,
+            8 => TaskErrorKind::PoolBroken,
+            9 => TaskErrorKind::GpuMemory,
+            _ => return None,
+        })
+    }
+}
+
 impl TaskError {
     /// Wraps a task's own error.
     pub fn failed(e: impl Into<BoxError>) -> Self {
@@ -186,7 +222,12 @@ impl TaskError {
     pub(crate) fn duplicate(&self) -> TaskError {
         match self {
             TaskError::Panicked(m) => TaskError::Panicked(m.clone()),
-            TaskError::Failed(b) => TaskError::Failed(b.to_string().into()),
+            TaskError::Failed(b) => match b.downcast_ref::<crate::exec::process::Raised>() {
+                // The payload is the point of a raised error: every reader
+                // gets it.
+                Some(r) => TaskError::Failed(Box::new(r.clone())),
+                None => TaskError::Failed(b.to_string().into()),
+            },
             TaskError::TimedOut(d) => TaskError::TimedOut(*d),
             TaskError::Cancelled => TaskError::Cancelled,
             TaskError::LockTimeout { lock, waited } => TaskError::LockTimeout {
@@ -576,6 +617,49 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_kind_has_a_code_that_reads_back_as_it() {
+        let every = [
+            TaskError::Panicked(TaskPanic::new("p")),
+            TaskError::failed("f"),
+            TaskError::TimedOut(Duration::from_secs(1)),
+            TaskError::Cancelled,
+            TaskError::LockTimeout {
+                lock: "l".into(),
+                waited: Duration::from_secs(1),
+            },
+            TaskError::SystemShutdown,
+            TaskError::WorkerDied {
+                exit_code: None,
+                signal: Some(9),
+                pid: None,
+                task: None,
+                detail: String::new(),
+            },
+            TaskError::PoolBroken("b".into()),
+            TaskError::MemoryLimit { limit: 1, rss: 2 },
+            TaskError::GpuMemory {
+                device: None,
+                requested: 1,
+                available: 0,
+            },
+        ];
+        let mut codes: Vec<u8> = every.iter().map(|e| e.kind().code()).collect();
+        for e in &every {
+            assert_eq!(TaskErrorKind::from_code(e.kind().code()), Some(e.kind()));
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), every.len(), "two kinds share a code");
+        // Every code that decodes is the code of what it decodes to.
+        for c in 0..=u8::MAX {
+            if let Some(k) = TaskErrorKind::from_code(c) {
+                assert_eq!(k.code(), c);
+                assert!(codes.contains(&c), "{k:?} is missing from the list above");
+            }
+        }
+    }
 
     #[test]
     fn durations_and_sizes_read_as_people_write_them() {

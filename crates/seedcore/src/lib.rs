@@ -223,8 +223,8 @@ pub mod process {
     #[doc(hidden)]
     pub use crate::exec::process::TaskEntry;
     pub use crate::exec::process::{
-        init, is_worker, BatchIntoIter, BatchItemError, BatchResults, BatchTask, ProcessPriority,
-        ProcessTask, WorkerOutput,
+        init, is_worker, run_worker, BatchIntoIter, BatchItemError, BatchResults, BatchTask,
+        ProcessPriority, ProcessTask, Raised, WorkerOutput,
     };
 }
 
@@ -257,7 +257,8 @@ pub mod remote {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::exec::process::{
-        assert_process_data, run_async, run_batch, run_sync, ProcessData, PROCESS_TASKS,
+        assert_process_data, run_async, run_batch, run_raising, run_sync, ProcessData,
+        PROCESS_TASKS,
     };
     pub use ctor;
     pub use linkme;

@@ -30,7 +30,8 @@ config_keys! {
     /// keyword). An error names the key as `section.key`
     /// ([`ConfigError::field`](crate::ConfigError::field)).
     ///
-    /// Durations are written like `"250ms"`, `"5s"` or `"1m 30s"`; sizes as
+    /// Durations are written like `"250ms"`, `"5s"` or `"1m 30s"` (in TOML,
+    /// a bare number is seconds: `2.5`); sizes as
     /// a number of bytes or a string like `"512MiB"` or `"2 GB"`; fractions
     /// as a number like `0.8` or a string like `"80%"`. An unknown key or
     /// section is an error, and so is a key of the old flat layout

@@ -107,6 +107,16 @@ impl Raw<'_> {
     }
 
     pub(super) fn duration(&self) -> Result<Duration, String> {
+        // A bare number is seconds (how Python and JSON callers write it).
+        let secs = match self {
+            Raw::Toml(toml::Value::Float(f)) => Some(*f),
+            Raw::Toml(toml::Value::Integer(i)) => Some(*i as f64),
+            _ => None,
+        };
+        if let Some(x) = secs {
+            return Duration::try_from_secs_f64(x)
+                .map_err(|_| format!("expected a non-negative number of seconds, got {x}"));
+        }
         let s = self.text()?;
         humantime::parse_duration(s.trim())
             .map_err(|e| format!("expected a duration like \"250ms\" or \"5s\", got `{s}` ({e})"))

@@ -241,27 +241,12 @@ impl Header {
     }
 }
 
-const KINDS: [TaskErrorKind; 9] = [
-    TaskErrorKind::Panicked,
-    TaskErrorKind::Failed,
-    TaskErrorKind::TimedOut,
-    TaskErrorKind::Cancelled,
-    TaskErrorKind::LockTimeout,
-    TaskErrorKind::SystemShutdown,
-    TaskErrorKind::WorkerDied,
-    TaskErrorKind::MemoryLimit,
-    TaskErrorKind::PoolBroken,
-];
-
+/// The outcome as the state word stores it: 0 unresolved, 1 a value,
+/// 2 + the error kind's code.
 fn outcome_code(o: Result<(), TaskErrorKind>) -> u8 {
     match o {
         Ok(()) => 1,
-        Err(k) => {
-            2 + KINDS
-                .iter()
-                .position(|&x| x == k)
-                .expect("every kind listed") as u8
-        }
+        Err(k) => 2 + k.code(),
     }
 }
 
@@ -269,7 +254,9 @@ fn outcome_kind(code: u8) -> Option<Result<(), TaskErrorKind>> {
     match code {
         0 => None,
         1 => Some(Ok(())),
-        c => Some(Err(KINDS[(c - 2) as usize])),
+        c => Some(Err(TaskErrorKind::from_code(c - 2).expect(
+            "the state word holds only codes written by outcome_code",
+        ))),
     }
 }
 

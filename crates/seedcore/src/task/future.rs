@@ -95,6 +95,20 @@ impl<T: Send + 'static> TaskFuture<T> {
     }
 
     /// Hands the result to `f` on the thread that resolves the task (or on
+    /// the calling thread, if it has resolved), skipping the callback
+    /// executor: for language bindings that store the result and wake
+    /// their own waiters. `f` must be short and must never block (it runs
+    /// on the scheduler's and the executors' own threads); user callbacks
+    /// belong in [`on_complete`](Self::on_complete).
+    #[doc(hidden)]
+    pub fn on_resolved<F>(self, f: F) -> TaskHandle
+    where
+        F: FnOnce(Result<T, TaskError>) + Send + 'static,
+    {
+        self.on_resolved_inline(f)
+    }
+
+    /// Hands the result to `f` on the thread that resolves the task (or on
     /// the calling thread, if it has resolved): for the crate's own
     /// short, non-blocking hand-offs only, never for user code.
     pub(crate) fn on_resolved_inline<F>(self, f: F) -> TaskHandle

@@ -218,6 +218,43 @@ impl SharedBytes {
         }
     }
 
+    /// Takes over `fd`, a memfd made elsewhere (with `MFD_ALLOW_SEALING`)
+    /// that holds at least `len` bytes: it is sealed against resizing and
+    /// future writes, then mapped. For code that fills shared memory
+    /// itself (a language binding writing a buffer with `write`) and hands
+    /// it over without another copy. A `len` of zero gives an empty plain
+    /// buffer.
+    ///
+    /// # Errors
+    ///
+    /// `fd` is no memfd that can be sealed, or holds fewer than `len`
+    /// bytes; or `mmap` fails.
+    #[cfg(target_os = "linux")]
+    pub fn from_memfd(fd: std::os::fd::OwnedFd, len: usize) -> io::Result<SharedBytes> {
+        memfd::seal(&fd)?;
+        Ok(match memfd::Mapping::import(fd, len as u64)? {
+            Some(m) => SharedBytes {
+                repr: Repr::Shared(Arc::new(m)),
+            },
+            None => SharedBytes::from_vec(Vec::new()),
+        })
+    }
+
+    /// A new descriptor of the sealed memfd behind these bytes, for code
+    /// that maps it itself (`None` for a plain buffer). The bytes are never
+    /// written through this value again (as when they leave the process).
+    ///
+    /// # Errors
+    ///
+    /// Sealing or duplicating the descriptor failed.
+    #[cfg(target_os = "linux")]
+    pub fn memfd(&self) -> Option<io::Result<std::os::fd::OwnedFd>> {
+        match &self.repr {
+            Repr::Inline(_) => None,
+            Repr::Shared(m) => Some(m.export()),
+        }
+    }
+
     /// Pushes a descriptor for these bytes into the active fd sink, if one
     /// is active and the bytes should travel through shared memory;
     /// returns the `(index, len)` to write in the frame.
@@ -651,7 +688,7 @@ mod memfd {
     }
 
     /// Seals the size, and future writes where the kernel knows that seal.
-    fn seal(fd: &OwnedFd) -> io::Result<()> {
+    pub(super) fn seal(fd: &OwnedFd) -> io::Result<()> {
         let size = SealFlags::SHRINK | SealFlags::GROW;
         match fs::fcntl_add_seals(fd, size | SealFlags::FUTURE_WRITE) {
             Ok(()) => Ok(()),

@@ -51,9 +51,9 @@ pub(crate) fn find_task(name: &str) -> Option<&'static str> {
 }
 #[doc(hidden)]
 pub use registry::{
-    assert_process_data, run_async, run_batch, run_sync, ProcessData, PROCESS_TASKS,
+    assert_process_data, run_async, run_batch, run_raising, run_sync, ProcessData, PROCESS_TASKS,
 };
-pub use registry::{BatchTask, ProcessTask, TaskEntry};
+pub use registry::{BatchTask, ProcessTask, Raised, TaskEntry};
 pub(crate) use spawn::ProcessConfig;
 pub use spawn::{ProcessPriority, WorkerOutput};
 pub(crate) use worker::refuse_if_uninitialized;
@@ -80,6 +80,15 @@ pub fn init() {
     if let Some(code) = worker::run_if_worker() {
         std::process::exit(code);
     }
+}
+
+/// Serves as a worker if this process was started as one by a pool, and
+/// returns the worker's exit code when its pool lets it go; `None` at once
+/// in any other process. [`init`] is this followed by `exit`; a host that
+/// must tidy up before it exits (an interpreter flushing its streams and
+/// running its exit handlers) calls this and exits itself.
+pub fn run_worker() -> Option<i32> {
+    worker::run_if_worker()
 }
 
 /// Whether this process is a seedcore worker. Submitting process tasks

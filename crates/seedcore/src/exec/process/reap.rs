@@ -134,6 +134,9 @@ impl ProcessPool {
                     .with_backtrace(backtrace),
             )),
             Outcome::Failed(m) => Err(TaskError::failed(m)),
+            Outcome::Raised { message, payload } => {
+                Err(TaskError::failed(super::Raised::new(message, payload)))
+            }
             Outcome::BadArgs(m) => Err(TaskError::failed(format!(
                 "the worker could not decode the arguments of `{}`: {m}",
                 f.job.task_name()

@@ -31,6 +31,15 @@ pub enum Outcome {
     },
     /// The task returned this error.
     Failed(String),
+    /// The task raised an error that carries a payload for the caller
+    /// (see [`Raised`]).
+    Raised {
+        /// The error, for people.
+        message: String,
+        /// The opaque payload, as the task encoded it.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
     /// The arguments did not decode as the task's argument type.
     BadArgs(String),
     /// The worker has no task of that name.
@@ -372,6 +381,74 @@ where
         Err(o) => (o, Vec::new()),
     }
 }
+
+/// Runs a sync task body whose error carries a payload ([`Raised`]) in
+/// a worker: decode, call (catching panics), encode.
+#[doc(hidden)]
+pub fn run_raising<A, R>(
+    args: &[u8],
+    fds: Vec<OwnedFd>,
+    f: fn(A) -> Result<R, Raised>,
+) -> (Outcome, Vec<OwnedFd>)
+where
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    match decode::<A>(args, fds) {
+        Ok(a) => match catch_unwind(AssertUnwindSafe(|| f(a))) {
+            Ok(Err(raised)) => (
+                Outcome::Raised {
+                    message: raised.message,
+                    payload: raised.payload,
+                },
+                Vec::new(),
+            ),
+            Ok(Ok(v)) => finish::<R>(Ok(Ok(v))),
+            Err(p) => finish::<R>(Err(p)),
+        },
+        Err(o) => (o, Vec::new()),
+    }
+}
+
+/// A process task's own error with an opaque payload for the caller: the
+/// task's future resolves [`TaskError::Failed`](crate::TaskError::Failed)
+/// holding this value (get it back with `downcast_ref::<Raised>()`), so
+/// retries treat it as any other error. Language bindings carry an
+/// exception this way (a pickled Python exception, say); the message is
+/// what logs and [`Display`](fmt::Display) show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raised {
+    message: String,
+    payload: Vec<u8>,
+}
+
+impl Raised {
+    /// An error reading `message` and carrying `payload`.
+    pub fn new(message: impl Into<String>, payload: Vec<u8>) -> Self {
+        Raised {
+            message: message.into(),
+            payload,
+        }
+    }
+
+    /// The error, for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The payload, as the task encoded it.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+impl fmt::Display for Raised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Raised {}
 
 /// Runs an async task body in a worker.
 #[doc(hidden)]

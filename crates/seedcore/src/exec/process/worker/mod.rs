@@ -154,7 +154,9 @@ fn run_hook(name: &str, what: &str, args: &[u8]) -> Result<(), String> {
             "the {what} `{name}` {}",
             registry::panic_text(&message, location.as_deref())
         )),
-        Outcome::Failed(m) => Err(format!("the {what} `{name}` failed: {m}")),
+        Outcome::Failed(m) | Outcome::Raised { message: m, .. } => {
+            Err(format!("the {what} `{name}` failed: {m}"))
+        }
         Outcome::BadArgs(m) => Err(format!(
             "the {what} `{name}` could not take its arguments: {m}"
         )),

@@ -41,12 +41,30 @@ impl Outbox {
         let mut fds = fds;
         if bytes.len() > self.max_frame && fds.len() < MAX_FDS {
             // Too large for a frame: the result goes through shared memory.
-            let FromWorker::Done {
-                outcome: Outcome::Ok(payload),
-                ..
-            } = &msg
-            else {
-                unreachable!("only results grow past the frame limit")
+            let FromWorker::Done { outcome, .. } = &msg else {
+                unreachable!("push builds only results")
+            };
+            let Outcome::Ok(payload) = outcome else {
+                // An error too large for a frame (a huge message or
+                // payload): its start says what it was.
+                let text = match outcome {
+                    Outcome::Failed(m) | Outcome::Raised { message: m, .. } => m.as_str(),
+                    _ => "",
+                };
+                let cut: String = text.chars().take(4096).collect();
+                let failed = FromWorker::Done {
+                    id,
+                    outcome: Outcome::Failed(format!(
+                        "the task's error is over the frame limit ({} encoded); it began: {cut}",
+                        crate::error::human_bytes(bytes.len() as u64)
+                    )),
+                };
+                self.frames.push((
+                    postcard::to_allocvec(&failed).expect("results encode"),
+                    Vec::new(),
+                ));
+                self.since.get_or_insert_with(Instant::now);
+                return;
             };
             match crate::wire::shm::export_bytes(payload) {
                 Ok(fd) => {

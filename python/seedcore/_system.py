@@ -1,0 +1,543 @@
+"""``ConcurrentSystem``: the Rust core's system, driven from Python."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import concurrent.futures as cf
+import datetime
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union
+
+from . import _pickling, _worker
+from ._errors import ConfigError, SystemShutdown
+from ._future import CallbackQueue, TaskFuture
+from ._seedcore import System as _RustSystem
+
+T = TypeVar("T")
+
+#: The task options every ``submit_*`` takes as keyword arguments; they are
+#: not passed on to the function (use ``functools.partial`` for a function
+#: that has a parameter of one of these names).
+OPTION_NAMES = frozenset(
+    (
+        "priority",
+        "timeout",
+        "retries",
+        "retry_on",
+        "backoff",
+        "jitter",
+        "lock",
+        "limit",
+        "lock_timeout",
+        "name",
+    )
+)
+
+_SECTIONS = ("threads", "async", "processes", "balance", "callbacks")
+_TOP = ("name", "shutdown_mode", "shutdown_timeout")
+
+_LIVE: "weakref.WeakSet[ConcurrentSystem]" = weakref.WeakSet()
+# Rust systems inherited by a forked child: never dropped there (dropping
+# would stop workers that belong to the parent).
+_ORPHANED: List[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for s in list(_LIVE):
+        _ORPHANED.append(s._rs)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    # Before the interpreter tears down: running thread tasks still get the
+    # GIL, and no worker outlives this process.
+    for s in list(_LIVE):
+        try:
+            s.shutdown(wait=True)
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+
+
+def _toml_value(v: Any, where: str) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(where, f"must be a finite number, not {v}")
+        return repr(v)
+    if isinstance(v, datetime.timedelta):
+        return repr(v.total_seconds())
+    if isinstance(v, (str, os.PathLike)):
+        return json.dumps(os.fspath(v))
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x, where) for x in v) + "]"
+    raise ConfigError(where, f"unsupported value {v!r} of type {type(v).__name__}")
+
+
+def _to_toml(cfg: Dict[str, Any]) -> str:
+    lines: List[str] = []
+    for k, v in cfg.items():
+        if not isinstance(v, dict):
+            lines.append(f"{k} = {_toml_value(v, k)}")
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            lines.append(f"[{k}]")
+            for kk, vv in v.items():
+                lines.append(f"{kk} = {_toml_value(vv, f'{k}.{kk}')}")
+    return "\n".join(lines) + "\n"
+
+
+def _read_toml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ImportError:  # Python < 3.11
+        try:
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            return {"__text__": open(path, encoding="utf-8").read()}
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError("config", f"cannot read {os.fspath(path)}: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("config", f"{os.fspath(path)} is not valid TOML: {e}") from e
+
+
+def _worker_command() -> Tuple[str, List[str]]:
+    """How a Python worker starts: this interpreter, its flags, the module
+    and the parent's preparation (as ``multiprocessing`` spawn makes it)."""
+    import multiprocessing.spawn
+
+    prep = multiprocessing.spawn.get_preparation_data("seedcore-worker")
+    # The authkey is a secret and argv is public.
+    prep.pop("authkey", None)
+    args = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    # The worker imports this very package, wherever it was loaded from
+    # (an install, a checkout on sys.path); the rest of sys.path comes with
+    # the preparation.
+    home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    boot = f"import sys; sys.path.insert(0, {home!r}); from seedcore._worker import main; sys.exit(main())"
+    args += ["-c", boot, _worker.encode_preparation(prep)]
+    return sys.executable, args
+
+
+class _AsyncLoop:
+    """The event loop on which ``submit_async`` coroutines run, in a
+    thread of its own, started on first use."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="seedcore-asyncio", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def _split(kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Takes the task options out of ``kwargs``."""
+    return {k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_NAMES}
+
+
+def _call_chunk(fn: Callable, chunk: List[tuple]) -> List[Any]:
+    """Runs ``fn(*args)`` for each item of a map's chunk (in a worker)."""
+    return [fn(*args) for args in chunk]
+
+
+class ConcurrentSystem:
+    """Threads, worker processes and async tasks with priorities, timeouts
+    that stop work, retries, locks, callbacks and a balancer, from Python.
+
+    Configure it with one dict per section (the keys of the Rust key table,
+    see ``docs/configuration.md``), a TOML file, or both (keyword
+    arguments win)::
+
+        with seedcore.ConcurrentSystem(threads={"core": 2},
+                                       processes={"core": 2, "max_memory": "1GiB"}) as system:
+            fut = system.submit_process(parse, "42", timeout=5, retries=2)
+            print(fut.result())
+
+    Durations are seconds (``2.5``), ``timedelta``s or strings (``"250ms"``);
+    sizes are bytes or strings (``"512MiB"``). An invalid value raises
+    :class:`ConfigError` naming the key.
+
+    ``callbacks`` says where done callbacks run: ``None`` (a notifier
+    thread), an asyncio event loop (through ``call_soon_threadsafe``;
+    a qasync loop for Qt), or a :class:`CallbackQueue` your own loop drains.
+    ``initializer(*initargs)`` runs in each worker process before its first
+    task; if it raises, the pool is broken and tasks fail with
+    :class:`PoolBroken` carrying its message.
+
+    Worker processes are fresh interpreters (``sys.executable -m
+    seedcore._worker``), never forked: as with multiprocessing's spawn
+    method, the main script's top level runs in them, so code that builds a
+    system must sit under ``if __name__ == "__main__":``.
+    """
+
+    def __init__(
+        self,
+        config: Union[str, os.PathLike, None] = None,
+        *,
+        threads: Optional[Dict[str, Any]] = None,
+        processes: Optional[Dict[str, Any]] = None,
+        balance: Optional[Dict[str, Any]] = None,
+        callbacks: Any = None,
+        initializer: Optional[Callable[..., Any]] = None,
+        initargs: tuple = (),
+        **more: Any,
+    ) -> None:
+        if _worker.importing_main:
+            raise RuntimeError(
+                "a ConcurrentSystem is being built while a worker process imports the main "
+                "module: the code that builds it must sit under "
+                "`if __name__ == \"__main__\":` (worker processes import the main script, "
+                "as with multiprocessing's spawn start method)"
+            )
+        cfg: Dict[str, Any] = {}
+        text_prefix = ""
+        if config is not None:
+            loaded = _read_toml(config)
+            if "__text__" in loaded:
+                text_prefix = loaded["__text__"]
+            else:
+                cfg = loaded
+        sections = {"threads": threads, "processes": processes, "balance": balance}
+        async_section = more.pop("async_", None)
+        if async_section is not None:
+            sections["async"] = async_section
+        for k, v in list(more.items()):
+            if k in _SECTIONS or k in _TOP:
+                sections[k] = more.pop(k)
+        if more:
+            name = sorted(more)[0]
+            raise ConfigError(name, "unknown section or key")
+        for k, v in sections.items():
+            if v is None:
+                continue
+            if k in _TOP:
+                cfg[k] = v
+                continue
+            if not isinstance(v, dict):
+                raise ConfigError(k, f"must be a dict of settings, not {type(v).__name__}")
+            merged = dict(cfg.get(k) or {})
+            merged.update(v)
+            cfg[k] = merged
+        if isinstance(callbacks, str):
+            if callbacks not in ("thread", "notifier"):
+                raise ConfigError("callbacks", f"unknown callback executor {callbacks!r}")
+            callbacks = None
+        if callbacks is not None and not isinstance(callbacks, (asyncio.AbstractEventLoop, CallbackQueue)):
+            raise ConfigError(
+                "callbacks", "must be None, an asyncio event loop or a seedcore.CallbackQueue"
+            )
+        self._callbacks = callbacks
+        procs = cfg.get("processes") or {}
+        program, args = (None, [])
+        if "program" not in procs:
+            program, args = _worker_command()
+        init = None
+        if initializer is not None:
+            try:
+                init = _pickling.pickle.dumps((initializer, tuple(initargs)), 5)
+            except Exception as e:
+                raise TypeError(f"the initializer cannot be pickled: {e}") from e
+        toml_text = text_prefix + ("\n" if text_prefix else "") + _to_toml(cfg)
+        self._rs = _RustSystem(toml_text, program, args, init)
+        self._pid = os.getpid()
+        self._async: Optional[_AsyncLoop] = None
+        self._lock = threading.Lock()
+        _LIVE.add(self)
+
+    # --- guards --------------------------------------------------------
+    def _sys(self) -> Any:
+        if os.getpid() != self._pid:
+            raise RuntimeError(
+                "this ConcurrentSystem belongs to the process that built it; a forked child "
+                "cannot use it (build a new one in the child)"
+            )
+        return self._rs
+
+    def _future(self, handle: Any) -> TaskFuture:
+        return TaskFuture(handle, self._callbacks)
+
+    # --- submitting ------------------------------------------------------
+    def submit_process(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TaskFuture[T]:
+        """Runs ``fn(*args, **kwargs)`` in a worker process. ``fn`` travels
+        by reference (a module-level function, as with concurrent.futures;
+        lambdas and closures need cloudpickle). Task options are keyword
+        arguments: ``priority`` (0 most urgent .. 10, default 5),
+        ``timeout`` (seconds from the start of each attempt: the worker is
+        killed, with its process group), ``retries``, ``retry_on``
+        (``"error"``, ``"timeout"``, ``"crash"``, ``"all"``), ``backoff``
+        (seconds, or ``(initial, factor, max)``), ``jitter``, ``lock`` (a
+        name or names), ``limit`` (``(name, permits)`` or a dict),
+        ``lock_timeout``, ``name``."""
+        rs = self._sys()
+        opts = _split(kwargs)
+        payload, buffers = _pickling.dumps_call(fn, args, kwargs)
+        return self._future(rs.submit_process(payload, buffers, opts))
+
+    def submit_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TaskFuture[T]:
+        """Runs ``fn(*args, **kwargs)`` on the thread pool, with the task
+        options of :meth:`submit_process`. A timeout resolves the future at
+        the deadline (``TaskTimedOut``); the Python code itself cannot be
+        stopped and runs on, its result discarded (use a process task for
+        code that must be stopped)."""
+        rs = self._sys()
+        opts = _split(kwargs)
+        call = (lambda: fn(*args, **kwargs)) if (args or kwargs) else fn
+        return self._future(rs.submit_thread(call, opts))
+
+    def submit_async(self, coroutine_fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
+        """Runs the coroutine ``coroutine_fn(*args, **kwargs)`` on the
+        system's event loop (a thread of its own), with the task options of
+        :meth:`submit_process`: a timeout or a cancel cancels the coroutine;
+        a retry calls ``coroutine_fn`` again."""
+        rs = self._sys()
+        opts = _split(kwargs)
+        loop = self._event_loop()
+
+        def start() -> cf.Future:
+            return asyncio.run_coroutine_threadsafe(coroutine_fn(*args, **kwargs), loop)
+
+        return self._future(rs.submit_async(start, opts))
+
+    def submit_command(
+        self,
+        command: Union[str, List[str]],
+        *,
+        cwd: Union[str, os.PathLike, None] = None,
+        env: Optional[Dict[str, str]] = None,
+        **options: Any,
+    ) -> TaskFuture[Dict[str, Any]]:
+        """Runs an external command in its own process group: a list of
+        arguments run directly, or a string run by ``sh -c``. Resolves to a
+        dict (``returncode``, ``signal``, ``stdout``, ``stderr`` as bytes,
+        ``duration``, ``attempts``, ``pid``); a non-zero exit raises
+        :class:`CommandFailed` holding that dict (retried by ``retries``).
+        A timeout kills the whole group."""
+        rs = self._sys()
+        bad = set(options) - OPTION_NAMES
+        if bad:
+            raise TypeError(f"submit_command() got unknown options {sorted(bad)}")
+        argv = None if isinstance(command, str) else [os.fspath(a) for a in command]
+        shell = command if isinstance(command, str) else None
+        pairs = list(env.items()) if env else None
+        cwd_s = os.fspath(cwd) if cwd is not None else None
+        return self._future(rs.submit_command(argv, shell, cwd_s, pairs, options))
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._async is None:
+                self._async = _AsyncLoop()
+            return self._async.loop
+
+    # --- maps ------------------------------------------------------------
+    def _map(
+        self,
+        fn: Callable,
+        items: Iterable[tuple],
+        *,
+        pool: str,
+        ordered: bool,
+        chunksize: Optional[int],
+        timeout: Optional[float],
+        window: Optional[int],
+        options: Dict[str, Any],
+        sized: Optional[int],
+    ) -> Iterator[Any]:
+        if pool not in ("process", "thread"):
+            raise ValueError(f"pool must be \"process\" or \"thread\", not {pool!r}")
+        if chunksize is None:
+            if sized is not None:
+                # multiprocessing.Pool.map's rule: four chunks per worker.
+                chunksize = max(1, math.ceil(sized / (4 * (os.cpu_count() or 1))))
+            else:
+                chunksize = 1
+        if chunksize < 1:
+            raise ValueError("chunksize must be at least 1")
+        if window is None:
+            window = 4 * (os.cpu_count() or 1) + 4
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        submit = self.submit_process if pool == "process" else self.submit_thread
+        it = iter(items)
+
+        def chunks() -> Iterator[List[tuple]]:
+            while True:
+                c = list(itertools.islice(it, chunksize))
+                if not c:
+                    return
+                yield c
+
+        source = chunks()
+        pending: "collections.deque[TaskFuture]" = collections.deque()
+
+        def fill() -> None:
+            while len(pending) < window:
+                c = next(source, None)
+                if c is None:
+                    return
+                pending.append(submit(_call_chunk, fn, c, **options))
+
+        def left() -> Optional[float]:
+            if deadline is None:
+                return None
+            return max(0.0, deadline - time.monotonic())
+
+        try:
+            fill()
+            if ordered:
+                while pending:
+                    f = pending.popleft()
+                    try:
+                        out = f.result(left())
+                    finally:
+                        fill()
+                    yield from out
+            else:
+                while pending:
+                    done, _ = cf.wait(list(pending), timeout=left(), return_when=cf.FIRST_COMPLETED)
+                    if not done:
+                        raise cf.TimeoutError()
+                    for f in done:
+                        pending.remove(f)
+                    fill()
+                    for f in done:
+                        yield from f.result()
+        finally:
+            for f in pending:
+                f.cancel()
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: Optional[float] = None,
+        chunksize: Optional[int] = None,
+        pool: str = "process",
+        window: Optional[int] = None,
+        **options: Any,
+    ) -> Iterator[T]:
+        """``fn`` over the iterables (zipped), results in order, like
+        ``Executor.map`` and ``Pool.imap``: lazily, with at most ``window``
+        chunks in flight, so an endless generator works. ``chunksize``
+        defaults to ``Pool.map``'s rule where the input has a length, else
+        1. ``timeout`` counts from this call; past it ``TimeoutError`` is
+        raised. Stopping the iteration cancels what is in flight. ``pool``
+        is ``"process"`` or ``"thread"``; task options apply to each chunk."""
+        sized = None
+        if len(iterables) == 1 and hasattr(iterables[0], "__len__"):
+            sized = len(iterables[0])  # type: ignore[arg-type]
+        return self._map(
+            fn,
+            zip(*iterables),
+            pool=pool,
+            ordered=True,
+            chunksize=chunksize,
+            timeout=timeout,
+            window=window,
+            options=options,
+            sized=sized,
+        )
+
+    def imap(self, fn: Callable[..., T], iterable: Iterable[Any], chunksize: int = 1, **kw: Any) -> Iterator[T]:
+        """``Pool.imap``: results in order, lazily."""
+        return self._map(fn, ((x,) for x in iterable), ordered=True, chunksize=chunksize,
+                         pool=kw.pop("pool", "process"), timeout=kw.pop("timeout", None),
+                         window=kw.pop("window", None), options=kw, sized=None)
+
+    def imap_unordered(
+        self, fn: Callable[..., T], iterable: Iterable[Any], chunksize: int = 1, **kw: Any
+    ) -> Iterator[T]:
+        """``Pool.imap_unordered``: results as they complete, lazily."""
+        return self._map(fn, ((x,) for x in iterable), ordered=False, chunksize=chunksize,
+                         pool=kw.pop("pool", "process"), timeout=kw.pop("timeout", None),
+                         window=kw.pop("window", None), options=kw, sized=None)
+
+    def starmap(
+        self, fn: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None, **kw: Any
+    ) -> List[T]:
+        """``Pool.starmap``: ``fn(*args)`` for each tuple, as a list."""
+        items = list(iterable)
+        return list(self._map(fn, (tuple(a) for a in items), ordered=True, chunksize=chunksize,
+                              pool=kw.pop("pool", "process"), timeout=kw.pop("timeout", None),
+                              window=kw.pop("window", None), options=kw, sized=len(items)))
+
+    # --- observing -------------------------------------------------------
+    def stats(self) -> Dict[str, Any]:
+        """The core's stats snapshot as a dict: counts per outcome,
+        queue-wait and run-time percentiles, per-executor readings."""
+        return json.loads(self._sys().stats_json())
+
+    def monitor(self) -> Dict[str, Any]:
+        """The monitor's reading as a dict: the machine (cores, memory,
+        CPU load) and every worker (pid, CPU, RSS, state)."""
+        return json.loads(self._sys().monitor_json())
+
+    def metrics(self) -> str:
+        """The metrics in the Prometheus text format."""
+        return self._sys().metrics()
+
+    def resize(self, pool: str, size: int) -> int:
+        """Resizes ``"threads"`` or ``"processes"`` towards ``size`` (within
+        its core and max); the size it is going to."""
+        return self._sys().resize(pool, size)
+
+    # --- stopping --------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """Whether the system is shut down."""
+        return self._rs.closed
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, mode: Optional[str] = None) -> None:
+        """Stops the system, as ``Executor.shutdown``: queued and running
+        tasks finish (``cancel_futures=True``: queued tasks are cancelled,
+        running ones finish); ``wait=False`` returns at once while that
+        happens. ``mode`` names a seedcore mode instead: ``"graceful"``,
+        ``"cancel_queued"`` or ``"immediate"`` (running work is stopped:
+        process tasks' workers are killed). Later submissions raise
+        :class:`SystemShutdown`. Idempotent."""
+        if os.getpid() != self._pid:
+            return
+        if mode is None:
+            mode = "cancel_queued" if cancel_futures else "graceful"
+        self._rs.shutdown(mode, wait)
+        with self._lock:
+            loop, self._async = self._async, None
+        if loop is not None:
+            loop.stop()
+        _LIVE.discard(self)
+
+    def __enter__(self) -> "ConcurrentSystem":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown(wait=True)
+
+    def __repr__(self) -> str:
+        return f"<seedcore.ConcurrentSystem{' closed' if self.closed else ''}>"
+
+
+__all__ = ["ConcurrentSystem", "OPTION_NAMES", "SystemShutdown"]

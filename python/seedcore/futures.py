@@ -1,0 +1,220 @@
+"""``concurrent.futures`` executors on seedcore: change the import, keep
+the code.
+
+``ProcessPoolExecutor`` and ``ThreadPoolExecutor`` are real
+``concurrent.futures.Executor`` subclasses whose ``submit`` returns real
+``concurrent.futures.Future`` objects (:class:`seedcore.TaskFuture`), so
+``cf.wait``, ``cf.as_completed``, ``loop.run_in_executor`` and every
+library that takes an executor accept them unchanged.
+
+Differences from the standard library, all deliberate:
+
+* ``mp_context`` accepts only ``None`` or a ``"spawn"`` context: workers
+  are always fresh interpreters, never forked.
+* A worker that dies (segfault, ``os._exit``, a kill) fails only the task
+  it was running, with :class:`seedcore.WorkerDied` (a
+  ``BrokenProcessPool``); the pool replaces the worker and stays usable.
+  A failing ``initializer`` breaks the pool: its tasks raise
+  :class:`seedcore.PoolBroken` (also a ``BrokenProcessPool``).
+* ``Future.cancel()`` also stops a running task (its worker is killed).
+* ``shutdown(cancel_futures=True)`` cancels every task that has not
+  started; the standard library also runs the few it already moved to its
+  call queue.
+* ``map`` submits lazily, at most ``buffersize`` (default: a few per
+  worker) chunks ahead, so an endless iterable works; its ``timeout``
+  counts from the call, as in the standard library.
+* ``submit`` also takes seedcore's task options as keyword arguments
+  (``priority``, ``timeout``, ``retries``, ...), which are therefore not
+  passed to the function (see :data:`seedcore.OPTION_NAMES`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import concurrent.futures.thread
+import os
+import threading
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from ._errors import SystemShutdown
+from ._future import TaskFuture
+from ._system import ConcurrentSystem
+
+__all__ = ["ProcessPoolExecutor", "ThreadPoolExecutor", "TaskFuture"]
+
+
+class _Executor(cf.Executor):
+    _pool = "process"
+
+    def __init__(self) -> None:
+        self._system: Optional[ConcurrentSystem] = None
+        self._shutdown = False
+        self._lock = threading.Lock()
+
+    def _submitter(self) -> Callable[..., TaskFuture]:
+        raise NotImplementedError
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
+        """Schedules ``fn(*args, **kwargs)``; returns its future. Raises
+        ``RuntimeError`` after :meth:`shutdown`."""
+        with self._lock:
+            if self._shutdown or self._system is None:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            submit = self._submitter()
+        return submit(fn, *args, **kwargs)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: Optional[float] = None,
+        chunksize: int = 1,
+        buffersize: Optional[int] = None,
+    ) -> Iterator[Any]:
+        """``Executor.map``: results in order; ``timeout`` from this call."""
+        with self._lock:
+            if self._shutdown or self._system is None:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            system = self._system
+        return system.map(
+            fn, *iterables, timeout=timeout, chunksize=chunksize, pool=self._pool, window=buffersize
+        )
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As ``Executor.shutdown``: pending futures run unless
+        ``cancel_futures``; ``wait`` blocks until they are done."""
+        with self._lock:
+            self._shutdown = True
+            system = self._system
+        if system is not None:
+            system.shutdown(wait, cancel_futures=cancel_futures)
+
+
+class ProcessPoolExecutor(_Executor):
+    """``concurrent.futures.ProcessPoolExecutor`` on seedcore's process
+    pool: ``max_workers`` worker processes (default: the CPU count),
+    ``initializer(*initargs)`` in each, ``max_tasks_per_child`` to recycle
+    workers."""
+
+    _pool = "process"
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        mp_context: Any = None,
+        initializer: Optional[Callable[..., Any]] = None,
+        initargs: tuple = (),
+        *,
+        max_tasks_per_child: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if max_workers is None:
+            max_workers = os.cpu_count() or 1
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if mp_context is not None:
+            method = getattr(mp_context, "get_start_method", lambda: str(mp_context))()
+            if method != "spawn":
+                raise ValueError(
+                    f"mp_context with start method {method!r} is not supported: seedcore workers "
+                    f"always start as fresh interpreters (\"spawn\")"
+                )
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        processes: dict = {"core": max_workers, "max": max_workers}
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int) or max_tasks_per_child < 1:
+                raise ValueError("max_tasks_per_child must be >= 1")
+            processes["max_tasks_per_process"] = max_tasks_per_child
+        self._max_workers = max_workers
+        # Threads serve the map's own bookkeeping only; keep them few.
+        self._system = ConcurrentSystem(
+            processes=processes,
+            threads={"core": 1, "max": 2},
+            balance={"expand": "none", "shrink": "none"},
+            initializer=initializer,
+            initargs=initargs,
+        )
+
+    def _submitter(self) -> Callable[..., TaskFuture]:
+        assert self._system is not None
+        return self._system.submit_process
+
+
+class ThreadPoolExecutor(_Executor):
+    """``concurrent.futures.ThreadPoolExecutor`` on seedcore's thread pool:
+    ``max_workers`` threads (default ``min(32, cpu_count + 4)``),
+    ``initializer(*initargs)`` on each before its first task."""
+
+    _pool = "thread"
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        thread_name_prefix: str = "",
+        initializer: Optional[Callable[..., Any]] = None,
+        initargs: tuple = (),
+    ) -> None:
+        super().__init__()
+        if max_workers is None:
+            max_workers = min(32, (os.cpu_count() or 1) + 4)
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._max_workers = max_workers
+        self._initializer = initializer
+        self._initargs = initargs
+        self._init_lock = threading.Lock()
+        self._inited: "set[int]" = set()
+        self._broken: Optional[BaseException] = None
+        top: dict = {}
+        if thread_name_prefix:
+            top["name"] = thread_name_prefix
+        self._system = ConcurrentSystem(
+            threads={"core": max_workers, "max": max_workers},
+            balance={"expand": "none", "shrink": "none"},
+            **top,
+        )
+
+    def _run(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if self._initializer is not None:
+            tid = threading.get_ident()
+            if tid not in self._inited:
+                with self._init_lock:
+                    if self._broken is not None:
+                        raise cf.thread.BrokenThreadPool(
+                            f"a thread initializer failed: {self._broken!r}"
+                        ) from self._broken
+                    try:
+                        self._initializer(*self._initargs)
+                    except BaseException as e:
+                        self._broken = e
+                        raise cf.thread.BrokenThreadPool(
+                            f"a thread initializer failed: {e!r}"
+                        ) from e
+                    self._inited.add(tid)
+        return fn(*args, **kwargs)
+
+    def _submitter(self) -> Callable[..., TaskFuture]:
+        assert self._system is not None
+        system = self._system
+        if self._initializer is None:
+            return system.submit_thread
+        run = self._run
+
+        def submit(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
+            opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _opts()}
+            return system.submit_thread(run, fn, args, kwargs, **opts)
+
+        return submit
+
+
+def _opts():
+    from ._system import OPTION_NAMES
+
+    return OPTION_NAMES
+
+
+# Referenced for the docs.
+_ = SystemShutdown

@@ -1,0 +1,45 @@
+import os
+import sys
+
+import pytest
+
+# The helper module of process tasks sits beside the tests.
+sys.path.insert(0, os.path.dirname(__file__))
+
+import seedcore  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def system():
+    """A small system shared by the tests of one module."""
+    with seedcore.ConcurrentSystem(
+        threads={"core": 2, "max": 4}, processes={"core": 2, "max": 2}
+    ) as s:
+        yield s
+
+
+def wait_until(predicate, timeout=10.0, step=0.02):
+    """Polls ``predicate`` until it is true or ``timeout`` passes."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
