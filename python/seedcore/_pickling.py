@@ -18,7 +18,7 @@ import pickle
 from typing import Any, List, Tuple, Union
 
 from ._seedcore import SHM_THRESHOLD
-from ._shared import SharedBytes
+from ._shared import SharedBytes, shareable
 
 Wire = Union[bytes, Tuple[int, int]]
 
@@ -119,8 +119,7 @@ def _out_of_band(buffers: List[Wire]):
         raw = pb.raw()
         if raw.nbytes < SHM_THRESHOLD:
             return True  # in band
-        owner = raw.obj
-        shared = owner._share() if isinstance(owner, SharedBytes) and raw.nbytes == len(owner) else None
+        shared = shareable(raw)
         buffers.append(shared if shared is not None else _to_memfd(raw))
         return False
 

@@ -159,9 +159,10 @@ def _split(kwargs: Dict[str, Any]) -> Dict[str, Any]:
     return {k: kwargs.pop(k) for k in list(kwargs) if k in OPTION_NAMES}
 
 
-def _call_chunk(fn: Callable, chunk: List[tuple]) -> List[Any]:
-    """Runs ``fn(*args)`` for each item of a map's chunk (in a worker)."""
-    return [fn(*args) for args in chunk]
+def _call_chunk(fn: Callable, chunk: List[Any], star: bool) -> List[Any]:
+    """Runs ``fn`` over a map's chunk (in a worker): ``fn(item)``, or
+    ``fn(*item)`` when ``star``. ``map`` and ``starmap`` loop in C."""
+    return list(itertools.starmap(fn, chunk) if star else map(fn, chunk))
 
 
 class ConcurrentSystem:
@@ -356,8 +357,9 @@ class ConcurrentSystem:
     def _map(
         self,
         fn: Callable,
-        items: Iterable[tuple],
+        items: Iterable[Any],
         *,
+        star: bool,
         pool: str,
         ordered: bool,
         chunksize: Optional[int],
@@ -384,7 +386,7 @@ class ConcurrentSystem:
         submit = self.submit_process if pool == "process" else self.submit_thread
         it = iter(items)
 
-        def chunks() -> Iterator[List[tuple]]:
+        def chunks() -> Iterator[List[Any]]:
             while True:
                 c = list(itertools.islice(it, chunksize))
                 if not c:
@@ -399,7 +401,7 @@ class ConcurrentSystem:
                 c = next(source, None)
                 if c is None:
                     return
-                pending.append(submit(_call_chunk, fn, c, **options))
+                pending.append(submit(_call_chunk, fn, c, star, **options))
 
         def left() -> Optional[float]:
             if deadline is None:
@@ -450,9 +452,11 @@ class ConcurrentSystem:
         sized = None
         if len(iterables) == 1 and hasattr(iterables[0], "__len__"):
             sized = len(iterables[0])  # type: ignore[arg-type]
+        one = len(iterables) == 1
         return self._map(
             fn,
-            zip(*iterables),
+            iterables[0] if one else zip(*iterables),
+            star=not one,
             pool=pool,
             ordered=True,
             chunksize=chunksize,
@@ -464,7 +468,7 @@ class ConcurrentSystem:
 
     def imap(self, fn: Callable[..., T], iterable: Iterable[Any], chunksize: int = 1, **kw: Any) -> Iterator[T]:
         """``Pool.imap``: results in order, lazily."""
-        return self._map(fn, ((x,) for x in iterable), ordered=True, chunksize=chunksize,
+        return self._map(fn, iterable, star=False, ordered=True, chunksize=chunksize,
                          pool=kw.pop("pool", "process"), timeout=kw.pop("timeout", None),
                          window=kw.pop("window", None), options=kw, sized=None)
 
@@ -472,7 +476,7 @@ class ConcurrentSystem:
         self, fn: Callable[..., T], iterable: Iterable[Any], chunksize: int = 1, **kw: Any
     ) -> Iterator[T]:
         """``Pool.imap_unordered``: results as they complete, lazily."""
-        return self._map(fn, ((x,) for x in iterable), ordered=False, chunksize=chunksize,
+        return self._map(fn, iterable, star=False, ordered=False, chunksize=chunksize,
                          pool=kw.pop("pool", "process"), timeout=kw.pop("timeout", None),
                          window=kw.pop("window", None), options=kw, sized=None)
 
@@ -481,7 +485,7 @@ class ConcurrentSystem:
     ) -> List[T]:
         """``Pool.starmap``: ``fn(*args)`` for each tuple, as a list."""
         items = list(iterable)
-        return list(self._map(fn, (tuple(a) for a in items), ordered=True, chunksize=chunksize,
+        return list(self._map(fn, items, star=True, ordered=True, chunksize=chunksize,
                               pool=kw.pop("pool", "process"), timeout=kw.pop("timeout", None),
                               window=kw.pop("window", None), options=kw, sized=len(items)))
 

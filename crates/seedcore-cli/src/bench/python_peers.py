@@ -1,9 +1,14 @@
-"""Python peers of `seedcore bench process`.
+"""Python peers of `seedcore bench process` and `seedcore bench python`.
 
-Embedded in the seedcore binary (bench/process.rs) and run by it with python3:
+Embedded in the seedcore binary (bench/pyharness.rs) and run by it:
 
-    python3 python_peers.py <tiny|latency|payload> --workers W --n N --reps R
-                            [--warmup K] --peers python_ppe,mp_pool_apply_async,...
+    python3 python_peers.py <tiny|latency|payload|map|numpy|bytes|timeout>
+                            --workers W --n N --reps R [--warmup K]
+                            --peers python_ppe,mp_pool_apply_async,...
+
+The `python` suite adds seedcore's own Python package as a subject
+(`seedcore`, a `seedcore.ConcurrentSystem` of W worker processes), loky, and
+the workloads map, numpy, bytes and timeout.
 
 The workloads and method are those of shared/peers/python/bench.py, so the
 figures are comparable with shared/peers/RESULTS.md: start method fork, W
@@ -131,12 +136,92 @@ class PebblePeer:
     def echo(self, b):
         return self.pool.schedule(echo, args=(b,)).result()
 
+    def timed_out(self, seconds, limit):
+        fut = self.pool.schedule(time.sleep, args=(seconds,), timeout=limit)
+        try:
+            fut.result()
+        except TimeoutError:
+            return True
+        return False
+
     def close(self):
         self.pool.close()
         self.pool.join()
 
 
+class SeedcorePeer:
+    """seedcore's Python package: submit_process, then result()."""
+
+    def __init__(self, w):
+        import seedcore
+
+        self.s = seedcore.ConcurrentSystem(
+            processes={"core": w, "max": w},
+            threads={"core": 1, "max": 2},
+            balance={"expand": "none", "shrink": "none"},
+        )
+
+    def many(self, n):
+        submit = self.s.submit_process
+        futs = [submit(task, i) for i in range(n)]
+        return sum(f.result() for f in futs)
+
+    def one(self, i):
+        return self.s.submit_process(task, i).result()
+
+    def echo(self, b):
+        return self.s.submit_process(echo, b).result()
+
+    def map(self, n):
+        return sum(self.s.map(task, range(n)))
+
+    def timed_out(self, seconds, limit):
+        import seedcore
+
+        fut = self.s.submit_process(time.sleep, seconds, timeout=limit)
+        try:
+            fut.result()
+        except seedcore.TaskTimedOut:
+            return True
+        return False
+
+    def close(self):
+        self.s.shutdown(wait=True)
+
+
+class LokyPeer:
+    """loky.get_reusable_executor: submit, then result()."""
+
+    def __init__(self, w):
+        import loky
+
+        self.ex = loky.get_reusable_executor(max_workers=w, timeout=None)
+
+    def many(self, n):
+        futs = [self.ex.submit(task, i) for i in range(n)]
+        return sum(f.result() for f in futs)
+
+    def one(self, i):
+        return self.ex.submit(task, i).result()
+
+    def echo(self, b):
+        return self.ex.submit(echo, b).result()
+
+    def close(self):
+        self.ex.shutdown(wait=True)
+
+
+class PoolMapPeer(PoolApplyAsyncPeer):
+    """multiprocessing.Pool.map with its default chunksize."""
+
+    def map(self, n):
+        return sum(self.pool.map(task, range(n)))
+
+
 PEERS = {
+    "seedcore": SeedcorePeer,
+    "loky": LokyPeer,
+    "mp_pool_map": PoolMapPeer,
     "python_ppe": ProcessPoolExecutorPeer,
     "mp_pool_apply_async": PoolApplyAsyncPeer,
     "mp_pool_map_chunk1": PoolMapChunk1Peer,
@@ -207,7 +292,75 @@ def payload(peer, a):
     return [("payload_64mib_gbps", "GB/s", gbps)]
 
 
+def map_tiny(peer, a):
+    """`map` of N tiny items, every result summed; ns per item."""
+    n = a.n
+    want = sum(i & 7 for i in range(n))
+    assert peer.map(n) == want  # warm-up
+    ns = []
+    for _ in range(a.reps):
+        t = time.perf_counter()
+        got = peer.map(n)
+        ns.append((time.perf_counter() - t) * 1e9 / n)
+        assert got == want, (got, want)
+    return [("map_tiny_ns", "ns", ns)]
+
+
+def _echo_rate(peer, a, data, check):
+    assert peer.one(0) == 0  # workers started
+    check(peer.echo(data))  # warm-up
+    gbps = []
+    for _ in range(a.reps):
+        t = time.perf_counter()
+        v = peer.echo(data)
+        secs = time.perf_counter() - t
+        check(v)
+        del v
+        gbps.append(2 * a.n / secs / 1e9)
+    return gbps
+
+
+def numpy_payload(peer, a):
+    """A numpy array of N bytes (non-zero float64s) echoed; GB/s counts 2 x N."""
+    import numpy as np
+
+    data = np.arange(a.n // 8, dtype=np.float64)
+    last = float(data[-1])
+
+    def check(v):
+        assert v.nbytes == a.n and float(v[-1]) == last, v.nbytes
+
+    return [("numpy_64mib_gbps", "GB/s", _echo_rate(peer, a, data, check))]
+
+
+def bytes_payload(peer, a):
+    """`bytes` of N (non-zero) bytes echoed; GB/s counts 2 x N."""
+    data = bytes(range(256)) * (a.n // 256)
+
+    def check(v):
+        assert len(v) == a.n and v[-1] == 255, len(v)
+
+    return [("bytes_64mib_gbps", "GB/s", _echo_rate(peer, a, data, check))]
+
+
+def timeout_resolve(peer, a):
+    """A task that sleeps 30 s with a timeout of N ms, on an idle warm worker:
+    milliseconds from its deadline to its resolved future."""
+    limit = a.n / 1000
+    ms = []
+    for _ in range(a.reps):
+        assert peer.one(0) == 0  # a worker is up and idle
+        t = time.perf_counter()
+        assert peer.timed_out(30, limit)
+        ms.append(max((time.perf_counter() - t - limit) * 1000, 0.001))
+    return [("timeout_resolve_ms", "ms", ms)]
+
+
 WORKLOADS = {
+    "map": (map_tiny, [("map_tiny_ns", "ns")]),
+    "numpy": (numpy_payload, [("numpy_64mib_gbps", "GB/s")]),
+    "bytes": (bytes_payload, [("bytes_64mib_gbps", "GB/s")]),
+    "timeout": (timeout_resolve, [("timeout_resolve_ms", "ms")]),
     "tiny": (tiny, [("tiny_task_ns", "ns")]),
     "latency": (latency, [("round_trip_p50_us", "us"), ("round_trip_p99_us", "us")]),
     "payload": (payload, [("payload_64mib_gbps", "GB/s")]),
