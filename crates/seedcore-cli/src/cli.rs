@@ -124,13 +124,17 @@ pub(crate) enum Suite {
     /// Distributed mode over Redis: tiny tasks/s and round trip through 2
     /// workers, against Celery on the same Redis.
     Remote,
+    /// seedcore's Python package against ProcessPoolExecutor,
+    /// multiprocessing.Pool, pebble and loky, in the active Python
+    /// (`$SEEDCORE_PYTHON`, else `python3`).
+    Python,
     /// Every suite that is built.
     All,
 }
 
 impl Suite {
     /// Every concrete suite, in the order `all` runs them.
-    pub(crate) const CONCRETE: [Suite; 7] = [
+    pub(crate) const CONCRETE: [Suite; 8] = [
         Suite::Threads,
         Suite::Process,
         Suite::Parallel,
@@ -138,6 +142,7 @@ impl Suite {
         Suite::Exec,
         Suite::Gpu,
         Suite::Remote,
+        Suite::Python,
     ];
 
     /// Whether the suite is built: its doc line (its help) does not say
@@ -161,6 +166,7 @@ impl Suite {
             Suite::Exec => "exec",
             Suite::Gpu => "gpu",
             Suite::Remote => "remote",
+            Suite::Python => "python",
             Suite::All => "all",
         }
     }

@@ -77,6 +77,46 @@ pub enum TaskError {
     },
 }
 
+/// A process task's own error with an opaque payload for the caller: the
+/// task's future resolves [`TaskError::Failed`](crate::TaskError::Failed)
+/// holding this value (get it back with `downcast_ref::<Raised>()`), so
+/// retries treat it as any other error. Language bindings carry an
+/// exception this way (a pickled Python exception, say); the message is
+/// what logs and [`Display`](fmt::Display) show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raised {
+    pub(crate) message: String,
+    pub(crate) payload: Vec<u8>,
+}
+
+impl Raised {
+    /// An error reading `message` and carrying `payload`.
+    pub fn new(message: impl Into<String>, payload: Vec<u8>) -> Self {
+        Raised {
+            message: message.into(),
+            payload,
+        }
+    }
+
+    /// The error, for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The payload, as the task encoded it.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+impl fmt::Display for Raised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Raised {}
+
 /// The kind of a [`TaskError`], without its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -222,7 +262,7 @@ impl TaskError {
     pub(crate) fn duplicate(&self) -> TaskError {
         match self {
             TaskError::Panicked(m) => TaskError::Panicked(m.clone()),
-            TaskError::Failed(b) => match b.downcast_ref::<crate::exec::process::Raised>() {
+            TaskError::Failed(b) => match b.downcast_ref::<Raised>() {
                 // The payload is the point of a raised error: every reader
                 // gets it.
                 Some(r) => TaskError::Failed(Box::new(r.clone())),

@@ -13,6 +13,8 @@ mod gpu;
 mod parallel;
 mod peers;
 mod process;
+mod pyharness;
+mod python;
 mod queued;
 mod remote;
 mod report;
@@ -156,6 +158,11 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             }
             Suite::Remote => {
                 let (entries, suite_notes) = remote::run(scale, args.install_peers)?;
+                results.extend(entries);
+                notes.extend(suite_notes);
+            }
+            Suite::Python => {
+                let (entries, suite_notes) = python::run(scale)?;
                 results.extend(entries);
                 notes.extend(suite_notes);
             }

@@ -36,13 +36,14 @@
 //! A peer that cannot run is reported as skipped, with the reason and how
 //! to install it.
 
+use super::pyharness::{install_pebble, probe, venv_dir, Harness, NO_PIP_ENV, PEBBLE};
 use super::tiny::{expected, task};
 use super::{note, Entry, Measurement, Scale};
 use anyhow::{ensure, Context};
 use seedcore::{ConcurrentSystem, SharedBytes, ShutdownMode, TaskOptions};
 use std::hint::black_box;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,12 @@ const PY_PEERS: [&str; 4] = [
     "mp_pool_map_chunk1",
     "pebble",
 ];
+/// The script's side of the suite.
+const HARNESS: Harness = Harness {
+    suite: SUITE,
+    metrics: &METRICS,
+    subjects: &PY_PEERS,
+};
 /// Every subject in report order.
 const SUBJECTS: [&str; 7] = [
     "seedcore",
@@ -85,16 +92,8 @@ const SUBJECTS: [&str; 7] = [
     "mp_pool_map_chunk1",
     "pebble",
 ];
-/// The pebble release installed when it is missing (the one of `shared/peers`).
-const PEBBLE: &str = "pebble==5.2.3";
-/// The Python side of the suite.
-const PY_SCRIPT: &str = include_str!("python_peers.py");
 /// Environment variable that turns this binary into the pipe-echo child.
 const PIPE_ECHO_ENV: &str = "SEEDCORE_BENCH_PIPE_ECHO_CHILD";
-/// Set (to anything) to forbid installing pebble with pip.
-const NO_PIP_ENV: &str = "SEEDCORE_BENCH_NO_PIP";
-/// Where to put the virtual environment for pebble, instead of the default.
-const VENV_ENV: &str = "SEEDCORE_PEERS_VENV";
 
 /// Workload sizes and repetitions of a run.
 #[derive(Debug, Clone, Copy)]
@@ -545,294 +544,22 @@ impl PythonEnv {
             _ => &[PAYLOAD],
         };
         let mut out = Vec::new();
-        let skip_all = |out: &mut Vec<Entry>, peer: &'static str, reason: &str| {
-            for &metric in metrics {
-                out.push(skipped(metric, peer, reason.to_string()));
-            }
-        };
-        let python = match &self.python {
-            Ok(p) => p,
-            Err(why) => {
-                for peer in PY_PEERS {
-                    skip_all(&mut out, peer, why);
-                }
-                return out;
-            }
-        };
         let peers: Vec<&'static str> = PY_PEERS
             .into_iter()
             .filter(|p| match (&self.no_pebble, *p) {
                 (Some(why), "pebble") => {
-                    skip_all(&mut out, "pebble", why);
+                    for &metric in metrics {
+                        out.push(HARNESS.skipped(metric, "pebble", why.clone()));
+                    }
                     false
                 }
                 _ => true,
             })
             .collect();
-        let script = match ScriptFile::write() {
-            Ok(s) => s,
-            Err(e) => {
-                for peer in peers {
-                    skip_all(
-                        &mut out,
-                        peer,
-                        &format!("cannot write the Python script: {e}"),
-                    );
-                }
-                return out;
-            }
-        };
-        // Generous: the full run of one workload takes about 30 s here.
-        let limit = Duration::from_secs(if scale.quick { 300 } else { 900 });
-        let mut cmd = Command::new(python);
-        cmd.arg(&script.0)
-            .arg(workload)
-            .args(["--workers", &scale.workers.to_string()])
-            .args(["--n", &n.to_string()])
-            .args(["--reps", &reps.to_string()])
-            .args(["--warmup", &warmup.to_string()])
-            .args(["--peers", &peers.join(",")])
-            .env("PYTHONUNBUFFERED", "1");
-        let (status, stdout, _) = match run_with_limit(cmd, limit, false) {
-            Ok(r) => r,
-            Err(e) => {
-                for peer in peers {
-                    skip_all(
-                        &mut out,
-                        peer,
-                        &format!("the Python peers did not run: {e:#}"),
-                    );
-                }
-                return out;
-            }
-        };
-        let mut reported: Vec<(&'static str, &'static str)> = Vec::new();
-        for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
-            match parse_line(line) {
-                Some(e) => {
-                    let key = match &e {
-                        Entry::Measured(m) => (m.metric, m.subject),
-                        Entry::Skipped(s) => (s.metric, s.subject),
-                    };
-                    reported.push(key);
-                    out.push(e);
-                }
-                None => note(&format!("python peers: ignored output line {line:?}")),
-            }
-        }
-        let missing = match status {
-            Some(s) if s.success() => "the Python script did not report it".to_string(),
-            Some(s) => format!("the Python peers script failed ({s}); see its stderr above"),
-            None => format!(
-                "the Python peers script ran past {} s and was killed",
-                limit.as_secs()
-            ),
-        };
-        for peer in peers {
-            for &metric in metrics {
-                if !reported.contains(&(metric, peer)) {
-                    out.push(skipped(metric, peer, missing.clone()));
-                }
-            }
-        }
+        let python = self.python.as_deref().map_err(Clone::clone);
+        out.extend(HARNESS.run(python, workload, metrics, &peers, scale, n, reps, warmup));
         out
     }
-}
-
-/// A skipped subject of this suite.
-fn skipped(metric: &'static str, subject: &'static str, reason: String) -> Entry {
-    let unit = METRICS
-        .iter()
-        .find(|(m, _)| *m == metric)
-        .map_or("", |(_, u)| *u);
-    Entry::skipped(SUITE, metric, subject, unit, reason)
-}
-
-/// One JSON line of the Python script, if it names a known metric and peer
-/// and has positive samples or a skip reason.
-fn parse_line(line: &str) -> Option<Entry> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    let metric = METRICS
-        .iter()
-        .map(|(m, _)| *m)
-        .find(|m| v["metric"] == *m)?;
-    let subject = PY_PEERS.into_iter().find(|s| v["subject"] == *s)?;
-    if let Some(reason) = v["skipped"].as_str() {
-        return Some(skipped(metric, subject, reason.to_string()));
-    }
-    let samples: Vec<f64> = v["samples"]
-        .as_array()?
-        .iter()
-        .map(serde_json::Value::as_f64)
-        .collect::<Option<_>>()?;
-    if samples.is_empty() || samples.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return None;
-    }
-    Some(Entry::Measured(measurement(metric, subject, samples)))
-}
-
-/// The embedded Python script, written to a temporary file that is removed
-/// when this value is dropped.
-#[derive(Debug)]
-struct ScriptFile(PathBuf);
-
-impl ScriptFile {
-    fn write() -> std::io::Result<ScriptFile> {
-        let path = std::env::temp_dir().join(format!(
-            "seedcore-bench-python-peers-{}.py",
-            std::process::id()
-        ));
-        std::fs::write(&path, PY_SCRIPT)?;
-        Ok(ScriptFile(path))
-    }
-}
-
-impl Drop for ScriptFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Runs `python -c code` and returns its trimmed stdout, or why it failed.
-pub(super) fn probe(python: &Path, code: &str) -> Result<String, String> {
-    let out = Command::new(python)
-        .args(["-c", code])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", python.display()))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(last_line(&out.stderr))
-    }
-}
-
-/// The last non-empty line of a command's output.
-fn last_line(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("(no output)")
-        .trim()
-        .to_string()
-}
-
-/// Where the virtual environment for pebble goes: `$SEEDCORE_PEERS_VENV`,
-/// else `peers-venv` in the cargo target folder this binary was built in,
-/// else the user's cache folder.
-pub(super) fn venv_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os(VENV_ENV) {
-        return PathBuf::from(p);
-    }
-    let target = std::env::current_exe().ok().and_then(|exe| {
-        // target/<profile>/seedcore, or target/<profile>/deps/... for tests.
-        exe.ancestors()
-            .skip(1)
-            .take(3)
-            .find(|d| d.join("CACHEDIR.TAG").is_file())
-            .map(Path::to_path_buf)
-    });
-    if let Some(t) = target {
-        return t.join("peers-venv");
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("seedcore").join("peers-venv")
-}
-
-/// Creates the virtual environment (if missing) and installs pebble into it.
-fn install_pebble(python: &Path, venv: &Path) -> Result<(), String> {
-    note(&format!(
-        "pebble is missing: installing {PEBBLE} into {} with pip",
-        venv.display()
-    ));
-    let limit = Duration::from_secs(300);
-    if !venv.join("bin").join("python").exists() {
-        let mut cmd = Command::new(python);
-        cmd.args(["-m", "venv"]).arg(venv);
-        check(run_with_limit(cmd, limit, true), "python3 -m venv")?;
-    }
-    let mut cmd = Command::new(venv.join("bin").join("python"));
-    cmd.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--timeout",
-        "15",
-        "--retries",
-        "1",
-        PEBBLE,
-    ]);
-    check(run_with_limit(cmd, limit, true), "pip install")
-}
-
-/// What [`run_with_limit`] returns: the exit status (`None`: killed at the
-/// limit), stdout and stderr (when captured).
-type RunResult = std::io::Result<(Option<ExitStatus>, String, String)>;
-
-/// Turns a run into `Ok` when it exited with success, else a reason.
-fn check(r: RunResult, what: &str) -> Result<(), String> {
-    match r {
-        Ok((Some(s), _, _)) if s.success() => Ok(()),
-        Ok((Some(s), _, err)) => Err(format!("{what}: {s}: {}", last_line(err.as_bytes()))),
-        Ok((None, _, _)) => Err(format!("{what}: timed out")),
-        Err(e) => Err(format!("{what}: {e}")),
-    }
-}
-
-/// Runs `cmd` with stdout captured (and stderr captured when
-/// `capture_stderr`, else shown on this process's stderr), killing it if it
-/// runs longer than `limit`.
-fn run_with_limit(mut cmd: Command, limit: Duration, capture_stderr: bool) -> RunResult {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-    cmd.stderr(if capture_stderr {
-        Stdio::piped()
-    } else {
-        Stdio::inherit()
-    });
-    let mut child = cmd.spawn()?;
-    let reader = |s: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = String::new();
-            if let Some(mut s) = s {
-                let _ = s.read_to_string(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = reader(
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let err = reader(
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break Some(s);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        // Rare wake-ups: the child may be measuring on these cores.
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
-    Ok((status, out, err))
 }
 
 #[cfg(test)]
@@ -849,13 +576,13 @@ mod tests {
 
     #[test]
     fn parses_python_lines() {
-        let m = parse_line(
+        let m = HARNESS.parse_line(
             r#"{"metric": "tiny_task_ns", "subject": "python_ppe", "unit": "ns", "samples": [3.0, 1.0, 2.0]}"#,
         );
         assert!(
             matches!(m, Some(Entry::Measured(ref m)) if m.value == 2.0 && m.unit == "ns" && m.suite == "process")
         );
-        let s = parse_line(
+        let s = HARNESS.parse_line(
             r#"{"metric": "round_trip_p99_us", "subject": "pebble", "unit": "us", "skipped": "no"}"#,
         );
         assert!(matches!(s, Some(Entry::Skipped(ref s)) if s.reason == "no" && s.unit == "us"));
@@ -866,7 +593,7 @@ mod tests {
             r#"{"metric": "tiny_task_ns", "subject": "pebble", "samples": [0.0]}"#,
             "not json",
         ] {
-            assert!(parse_line(bad).is_none(), "{bad}");
+            assert!(HARNESS.parse_line(bad).is_none(), "{bad}");
         }
     }
 

@@ -14,7 +14,7 @@
 //! (`--install-peers` or `SEEDCORE_BENCH_INSTALL_PEERS=1`), skipped with
 //! the reason otherwise.
 
-use super::process::{probe, venv_dir};
+use super::pyharness::{probe, venv_dir};
 use super::report::median;
 use super::{note, Entry, Measurement, Scale};
 use anyhow::{ensure, Context};

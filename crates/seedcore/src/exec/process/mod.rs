@@ -49,11 +49,12 @@ pub(crate) use registry::find;
 pub(crate) fn find_task(name: &str) -> Option<&'static str> {
     find(name).map(|e| e.name)
 }
+pub use crate::error::Raised;
 #[doc(hidden)]
 pub use registry::{
     assert_process_data, run_async, run_batch, run_raising, run_sync, ProcessData, PROCESS_TASKS,
 };
-pub use registry::{BatchTask, ProcessTask, Raised, TaskEntry};
+pub use registry::{BatchTask, ProcessTask, TaskEntry};
 pub(crate) use spawn::ProcessConfig;
 pub use spawn::{ProcessPriority, WorkerOutput};
 pub(crate) use worker::refuse_if_uninitialized;

@@ -3,6 +3,7 @@
 //! the typed handle the parent submits with.
 
 use super::batch::{BatchItemError, BatchResults};
+use crate::error::Raised;
 use crate::wire::shm;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -409,46 +410,6 @@ where
         Err(o) => (o, Vec::new()),
     }
 }
-
-/// A process task's own error with an opaque payload for the caller: the
-/// task's future resolves [`TaskError::Failed`](crate::TaskError::Failed)
-/// holding this value (get it back with `downcast_ref::<Raised>()`), so
-/// retries treat it as any other error. Language bindings carry an
-/// exception this way (a pickled Python exception, say); the message is
-/// what logs and [`Display`](fmt::Display) show.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Raised {
-    message: String,
-    payload: Vec<u8>,
-}
-
-impl Raised {
-    /// An error reading `message` and carrying `payload`.
-    pub fn new(message: impl Into<String>, payload: Vec<u8>) -> Self {
-        Raised {
-            message: message.into(),
-            payload,
-        }
-    }
-
-    /// The error, for people.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The payload, as the task encoded it.
-    pub fn payload(&self) -> &[u8] {
-        &self.payload
-    }
-}
-
-impl fmt::Display for Raised {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Raised {}
 
 /// Runs an async task body in a worker.
 #[doc(hidden)]
