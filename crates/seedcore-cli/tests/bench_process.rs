@@ -1,7 +1,7 @@
-//! Runs `seedcore bench process --quick --json` and checks the shape of its
-//! output: every required (metric, subject) pair is there, with a positive
-//! value, or (for a Python peer) as a skip line with a reason. Timings are
-//! never compared.
+//! Runs `seedcore bench process --quick --json` and `seedcore bench python
+//! --quick --json` and checks the shape of their output: every required
+//! (metric, subject) pair is there, with a positive value, or (for a Python
+//! subject) as a skip line with a reason. Timings are never compared.
 
 mod common;
 
@@ -109,6 +109,66 @@ fn bench_process_quick_json_has_every_subject() {
         for metric in PEER_METRICS {
             assert!(
                 find(metric, subject).is_some(),
+                "missing {metric}/{subject} (neither measured nor skipped) in:\n{stdout}"
+            );
+        }
+    }
+}
+
+/// The `python` suite: each metric with its unit and subjects (seedcore's
+/// package is a Python subject too: skipped where it is not installed).
+const PYTHON_SUITE: [(&str, &str, &[&str]); 5] = [
+    (
+        "tiny_task_ns",
+        "ns",
+        &[
+            "seedcore",
+            "python_ppe",
+            "mp_pool_apply_async",
+            "pebble",
+            "loky",
+        ],
+    ),
+    ("map_tiny_ns", "ns", &["seedcore", "mp_pool_map"]),
+    ("numpy_64mib_gbps", "GB/s", &["seedcore", "python_ppe"]),
+    ("bytes_64mib_gbps", "GB/s", &["seedcore", "python_ppe"]),
+    ("timeout_resolve_ms", "ms", &["seedcore", "pebble"]),
+];
+
+#[test]
+fn bench_python_quick_json_has_every_subject() {
+    let (stdout, lines) = common::bench_json("python", &[]);
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for v in &lines {
+        assert_eq!(v["suite"], "python", "{v}");
+        let metric = v["metric"].as_str().expect("metric is a string");
+        let subject = v["subject"].as_str().expect("subject is a string");
+        let (_, unit, subjects) = PYTHON_SUITE
+            .iter()
+            .find(|(m, _, _)| *m == metric)
+            .unwrap_or_else(|| panic!("unexpected metric {metric}:\n{stdout}"));
+        assert_eq!(v["unit"], *unit, "{v}");
+        assert!(subjects.contains(&subject), "unexpected {metric}/{subject}");
+        match v["skipped"].as_str() {
+            Some(reason) => {
+                assert!(!reason.trim().is_empty(), "skipped without a reason: {v}");
+                assert!(v["value"].is_null(), "{v}");
+            }
+            None => {
+                let value = v["value"].as_f64().expect("value is a number");
+                assert!(value > 0.0 && value.is_finite(), "non-positive value: {v}");
+            }
+        }
+        assert!(
+            !seen.iter().any(|(m, s)| m == metric && s == subject),
+            "{metric}/{subject} reported twice:\n{stdout}"
+        );
+        seen.push((metric.to_string(), subject.to_string()));
+    }
+    for (metric, _, subjects) in PYTHON_SUITE {
+        for subject in subjects {
+            assert!(
+                seen.iter().any(|(m, s)| m == metric && s == subject),
                 "missing {metric}/{subject} (neither measured nor skipped) in:\n{stdout}"
             );
         }

@@ -394,3 +394,84 @@ fn an_immediate_shutdown_cancels_what_waits_in_the_executors_queue() {
         assert!(matches!(f.wait(), Err(TaskError::Cancelled)));
     }
 }
+
+/// An executor that fails every task it is handed with the next error of
+/// its list: every kind of `TaskError` takes the core's resolve path (the
+/// packed outcome, the status, the stats) without the executor that would
+/// raise it (a GPU, a dead worker).
+struct Failing {
+    errors: Mutex<Vec<TaskError>>,
+}
+
+impl Executor for Failing {
+    fn kind(&self) -> ExecutorKind {
+        ExecutorKind::Custom("failing")
+    }
+
+    fn accept(&self, task: Runnable) {
+        let e = self.errors.lock().remove(0);
+        assert!(task.fail(e));
+    }
+
+    fn drain(&self) -> Vec<Runnable> {
+        Vec::new()
+    }
+
+    fn stop(&self, _deadline: Instant, _mode: ShutdownMode) -> StopReport {
+        StopReport::default()
+    }
+
+    fn stats(&self) -> ExecutorStats {
+        ExecutorStats::new(ExecutorKind::Custom("failing"))
+    }
+
+    fn workers(&self) -> Vec<WorkerInfo> {
+        Vec::new()
+    }
+}
+
+#[test]
+fn every_error_kind_resolves_its_task_through_the_core() {
+    let every = || {
+        vec![
+            TaskError::Panicked("p".into()),
+            TaskError::failed("f"),
+            TaskError::TimedOut(Duration::from_secs(1)),
+            TaskError::Cancelled,
+            TaskError::LockTimeout {
+                lock: "l".into(),
+                waited: Duration::from_secs(1),
+            },
+            TaskError::SystemShutdown,
+            TaskError::WorkerDied {
+                exit_code: None,
+                signal: Some(9),
+                pid: None,
+                task: None,
+                detail: "killed".into(),
+            },
+            TaskError::MemoryLimit { limit: 1, rss: 2 },
+            TaskError::PoolBroken("b".into()),
+            TaskError::GpuMemory {
+                device: None,
+                requested: 1 << 30,
+                available: 0,
+            },
+        ]
+    };
+    let kinds: Vec<_> = every().iter().map(TaskError::kind).collect();
+    let system = ConcurrentSystem::builder().core_threads(1).build().unwrap();
+    let on = system
+        .add_executor(Failing {
+            errors: Mutex::new(every()),
+        })
+        .unwrap();
+    for kind in kinds {
+        let fut = system.submit_on(&on, TaskOptions::new(), |_| ()).unwrap();
+        let handle = fut.cancel_handle();
+        let err = fut.wait().expect_err("the executor fails every task");
+        assert_eq!(err.kind(), kind);
+        assert_eq!(handle.status(), TaskStatus::Failed(kind));
+    }
+    assert_eq!(system.stats().resolved(), 10);
+}
