@@ -64,11 +64,14 @@ if hasattr(os, "register_at_fork"):
 @atexit.register
 def _shutdown_all() -> None:
     # Before the interpreter tears down: running thread tasks still get the
-    # GIL, and no worker outlives this process.
+    # GIL, and no worker outlives this process. A normal exit lets submitted
+    # work finish (as concurrent.futures does); an exit on an uncaught
+    # exception (Ctrl-C included) stops it: workers killed, queue cancelled.
+    mode = "immediate" if getattr(sys, "last_type", None) is not None else None
     for s in list(_LIVE):
         try:
-            s.shutdown(wait=True)
-        except Exception:  # noqa: BLE001 - exiting anyway
+            s.shutdown(wait=True, mode=mode)
+        except BaseException:  # noqa: BLE001 - exiting anyway
             pass
 
 
@@ -522,7 +525,10 @@ class ConcurrentSystem:
         happens. ``mode`` names a seedcore mode instead: ``"graceful"``,
         ``"cancel_queued"`` or ``"immediate"`` (running work is stopped:
         process tasks' workers are killed). Later submissions raise
-        :class:`SystemShutdown`. Idempotent."""
+        :class:`SystemShutdown`. Idempotent. A Ctrl-C while it waits makes it
+        immediate and raises ``KeyboardInterrupt``; leaving a ``with`` block
+        on a Ctrl-C, or the interpreter on an uncaught exception, shuts down
+        immediately too."""
         if os.getpid() != self._pid:
             return
         if mode is None:
@@ -537,8 +543,11 @@ class ConcurrentSystem:
     def __enter__(self) -> "ConcurrentSystem":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.shutdown(wait=True)
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        # Ctrl-C out of the block stops the work; anything else lets it
+        # finish, as concurrent.futures does.
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        self.shutdown(wait=True, mode="immediate" if interrupted else None)
 
     def __repr__(self) -> str:
         return f"<seedcore.ConcurrentSystem{' closed' if self.closed else ''}>"

@@ -1,7 +1,10 @@
 """The worker side: ``python -m seedcore._worker PREPARATION``.
 
 A process pool of a :class:`seedcore.ConcurrentSystem` starts its workers
-as fresh Python interpreters (never by ``fork``) running this module. It
+as fresh Python interpreters (never by ``fork``) running :func:`main` (by a
+one-line ``-c`` bootstrap that first puts the parent's copy of the package
+on ``sys.path``, so that a worker imports the very package its parent
+runs, installed or not). It
 hands control to the Rust worker loop, which runs each pickled call through
 :func:`run`, and exits with the loop's exit code once the pool lets the
 worker go, through ``sys.exit`` so that ``atexit`` handlers run and the

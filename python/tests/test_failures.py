@@ -222,6 +222,59 @@ def test_ctrl_c_interrupts_a_wait_on_a_result(tmp_path):
     assert p.wait(30) == 0
 
 
+def test_ctrl_c_out_of_a_with_block_stops_the_work_and_exits(tmp_path):
+    script = tmp_path / "interrupted.py"
+    script.write_text(textwrap.dedent("""
+        import seedcore
+        import tasks
+
+        if __name__ == "__main__":
+            with seedcore.ConcurrentSystem(processes={"core": 2, "max": 2}) as s:
+                pids = {s.submit_process(tasks.pid).result(timeout=30) for _ in range(10)}
+                print(" ".join(map(str, pids)), flush=True)
+                s.submit_process(tasks.sleep_then, 60).result()
+    """))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__)] + sys.path))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    pids = [int(x) for x in p.stdout.readline().split()]
+    time.sleep(0.5)
+    sent = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    p.wait(30)
+    assert time.monotonic() - sent < 10, "the running task was waited for"
+    assert "KeyboardInterrupt" in p.stderr.read()
+    for pid in pids:
+        assert wait_until(lambda: not pid_alive(pid), 10), f"worker {pid} outlived Ctrl-C"
+
+
+def test_a_second_ctrl_c_stops_a_graceful_shutdown(tmp_path):
+    script = tmp_path / "graceful.py"
+    script.write_text(textwrap.dedent("""
+        import seedcore
+        import tasks
+
+        if __name__ == "__main__":
+            s = seedcore.ConcurrentSystem(processes={"core": 1, "max": 1})
+            s.submit_process(tasks.noop).result(timeout=30)
+            s.submit_process(tasks.sleep_then, 60)
+            print("shutting down", flush=True)
+            try:
+                s.shutdown(wait=True)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+    """))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__)] + sys.path))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    assert p.stdout.readline().strip() == "shutting down"
+    time.sleep(0.5)
+    sent = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    assert p.stdout.readline().strip() == "interrupted"
+    assert p.wait(30) == 0
+    assert time.monotonic() - sent < 10
+
+
 def test_no_worker_survives_its_killed_parent(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent("""

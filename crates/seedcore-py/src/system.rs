@@ -16,6 +16,9 @@ use seedcore::{
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often a blocked shutdown wakes to let Python handle signals.
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
 /// A concurrent system, as `seedcore.ConcurrentSystem` drives it.
 #[pyclass(frozen, module = "seedcore._seedcore")]
 pub(crate) struct System {
@@ -457,7 +460,9 @@ impl System {
     }
 
     /// Shuts down: `"graceful"`, `"cancel_queued"` or `"immediate"`;
-    /// waits for it unless `wait` is false. Idempotent.
+    /// waits for it unless `wait` is false (the wait wakes for signals: a
+    /// Ctrl-C makes it immediate and raises). Idempotent; an immediate
+    /// shutdown asked for during a graceful one makes that one immediate.
     #[pyo3(signature = (mode="graceful", wait=true))]
     fn shutdown(&self, py: Python<'_>, mode: &str, wait: bool) -> PyResult<()> {
         let mode = match mode {
@@ -473,15 +478,28 @@ impl System {
         let Some(sys) = self.inner.lock().clone() else {
             return Ok(());
         };
-        if wait {
-            py.detach(|| {
-                sys.shutdown(mode);
-            });
-            self.inner.lock().take();
-        } else {
-            let handle = sys.shutdown_background(mode);
-            drop(handle);
+        let handle = sys.shutdown_background(mode);
+        if !wait {
+            return Ok(());
         }
+        loop {
+            if py.detach(|| handle.wait_timeout(SIGNAL_SLICE)).is_some() {
+                break;
+            }
+            if let Err(interrupted) = py.check_signals() {
+                // Ctrl-C while the work finishes: stop it now (workers
+                // killed, queued work cancelled) and let the signal's
+                // exception through.
+                if mode != ShutdownMode::Immediate {
+                    let s = sys.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("seedcore-py-stop".into())
+                        .spawn(move || s.shutdown(ShutdownMode::Immediate));
+                }
+                return Err(interrupted);
+            }
+        }
+        self.inner.lock().take();
         Ok(())
     }
 }

@@ -872,7 +872,10 @@ impl ConcurrentSystem {
     }
 
     /// Shuts the system down (see the module docs for the steps) and waits
-    /// for it. Calling it again returns the first report.
+    /// for it. Calling it again returns the first report; called with
+    /// [`ShutdownMode::Immediate`] while a graceful shutdown is still
+    /// waiting for work, it makes that one immediate first (the report
+    /// then says `timed_out`).
     pub fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
         let s = &self.shared;
         // Step 0: the balancer stops resizing the pools (idempotent).

@@ -295,6 +295,35 @@ fn graceful_shutdown_out_of_time_cancels_the_rest() {
 }
 
 #[test]
+fn an_immediate_shutdown_during_a_graceful_one_makes_it_immediate() {
+    // The graceful shutdown would wait up to its (long) timeout for the
+    // running task; the immediate one asked for meanwhile ends the wait.
+    let system = Arc::new(
+        common::builder("s-escalate")
+            .core_threads(1)
+            .max_threads(1)
+            .shutdown_timeout(Duration::from_secs(120))
+            .build()
+            .unwrap(),
+    );
+    let (busy, _) = busy_until_cancelled(&system);
+    let queued = system.submit_thread(TaskOptions::new(), |_| ()).unwrap();
+    let graceful = system.shutdown_background(ShutdownMode::Graceful);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !graceful.is_done(),
+        "the graceful shutdown waits for the running task"
+    );
+    let start = Instant::now();
+    let report = system.shutdown(ShutdownMode::Immediate);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(report.cancelled, 1);
+    assert!(graceful.wait_timeout(LONG).is_some());
+    assert!(resolve(queued).unwrap_err().is_cancelled());
+    assert!(resolve(busy).unwrap(), "the running task saw its token");
+}
+
+#[test]
 fn submissions_after_shutdown_are_system_closed() {
     let system = common::system("s-closed", 1, 2);
     assert!(!system.is_closed());

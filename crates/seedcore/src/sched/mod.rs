@@ -118,6 +118,9 @@ pub(crate) struct Scheduler {
     /// Set by an immediate shutdown: every attempt is cancelled and no
     /// retry is scheduled.
     cancel_all: AtomicBool,
+    /// Set by an immediate shutdown asked for while a graceful one waits:
+    /// the waiting one stops waiting and stops the work instead.
+    escalate: AtomicBool,
     executors: [OnceLock<Arc<dyn Executor>>; MAX_EXECUTORS],
     /// Executors registered so far (registration is rare: under a lock).
     registered: Mutex<usize>,
@@ -135,6 +138,7 @@ impl Scheduler {
             callbacks,
             closed: AtomicBool::new(false),
             cancel_all: AtomicBool::new(false),
+            escalate: AtomicBool::new(false),
             executors: std::array::from_fn(|_| OnceLock::new()),
             registered: Mutex::new(0),
             next_id: CachePadded::new(AtomicU64::new(1)),
@@ -240,7 +244,12 @@ impl Scheduler {
     /// configured or asked. Calling it again returns the first report.
     pub(crate) fn shutdown(&self, mode: ShutdownMode, timeout: Duration) -> ShutdownReport {
         if self.closed.swap(true, Ordering::SeqCst) {
-            // Someone else is shutting down: wait for their report.
+            // Someone else is shutting down: an immediate shutdown turns a
+            // graceful one under way into an immediate one (a second Ctrl-C);
+            // either way, wait for its report.
+            if mode == ShutdownMode::Immediate {
+                self.escalate.store(true, Ordering::SeqCst);
+            }
             loop {
                 if let Some(r) = self.shutdown_done.lock().clone() {
                     return r;
@@ -269,7 +278,7 @@ impl Scheduler {
                 if self.stats.pending() <= own + lingering as u64 {
                     break;
                 }
-                if Instant::now() >= deadline {
+                if Instant::now() >= deadline || self.escalate.load(Ordering::SeqCst) {
                     timed_out = true;
                     break;
                 }

@@ -447,7 +447,7 @@ impl ProcessPool {
         let Some((w, id, is_async)) = self.holder(task, n) else {
             return;
         };
-        if !is_async && w.status.running().is_some_and(|(r, _)| r == id) {
+        if !is_async && w.status.cancel(id) {
             w.kill(why);
         } else {
             w.send_msg(&ToWorkerRef::Cancel { id });

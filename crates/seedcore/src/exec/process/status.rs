@@ -13,7 +13,9 @@
 //! and a ring of the ids of the last `RING` tasks finished, so that when a
 //! worker dies the parent can tell a task that finished (whose result may
 //! not have been sent) from one that never started. The id is written last on start and first on finish, so a reader
-//! that sees an id sees that task's start time.
+//! that sees an id sees that task's start time. The last word is written
+//! by the parent: the id of a task it cancels, so that a worker about to
+//! start that very task skips it (see [`StatusPage::begin`]).
 
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
@@ -25,7 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const SIZE: usize = 4096;
 /// Finished ids remembered (more than a worker is ever sent ahead).
 const RING: usize = 256;
-const WORDS: usize = 3 + RING;
+/// The word the parent writes: the task it cancels.
+const CANCEL: usize = 3 + RING;
+const WORDS: usize = 4 + RING;
 const _: () = assert!(WORDS * 8 <= SIZE);
 
 /// One mapping of a worker's status page.
@@ -86,10 +90,30 @@ impl StatusPage {
         unsafe { &*self.ptr.as_ptr().add(i) }
     }
 
-    /// Worker: task `id` starts now.
-    pub(crate) fn start(&self, id: u64) {
+    /// Worker: task `id` starts now, unless the parent cancelled it:
+    /// `false` then (and nothing is recorded as running).
+    ///
+    /// With [`cancel`](Self::cancel), a handshake: the worker writes the
+    /// running id then reads the cancelled one, the parent writes the
+    /// cancelled id then reads the running one, all sequentially
+    /// consistent, so at least one of them sees the other. A cancel that
+    /// comes as the worker takes the task is never lost between them: the
+    /// worker skips the task, or the parent sees it running and kills it.
+    pub(crate) fn begin(&self, id: u64) -> bool {
         self.word(1).store(now_ns(), Ordering::Release);
-        self.word(0).store(id, Ordering::Release);
+        self.word(0).store(id, Ordering::SeqCst);
+        if self.word(CANCEL).load(Ordering::SeqCst) == id {
+            self.word(0).store(0, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// Parent: cancels task `id`; whether the worker is running it now
+    /// (then only killing the worker stops it).
+    pub(crate) fn cancel(&self, id: u64) -> bool {
+        self.word(CANCEL).store(id, Ordering::SeqCst);
+        self.word(0).load(Ordering::SeqCst) == id
     }
 
     /// Worker: the running task is done.

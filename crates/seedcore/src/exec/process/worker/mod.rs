@@ -352,7 +352,12 @@ fn serve(
                 if outbox.lock().flush().is_err() {
                     break 0;
                 }
-                status.start(p.id);
+                if !status.begin(p.id) {
+                    // Cancelled as it was taken: the parent was told no
+                    // result will come but this one.
+                    outbox.lock().push(p.id, Outcome::Cancelled, Vec::new());
+                    continue;
+                }
                 let (outcome, fds) = f(args, p.fds);
                 status.finish();
                 outbox.lock().push(p.id, outcome, fds);
