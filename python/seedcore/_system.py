@@ -173,7 +173,7 @@ class ConcurrentSystem:
     that stop work, retries, locks, callbacks and a balancer, from Python.
 
     Configure it with one dict per section (the keys of the Rust key table,
-    see ``docs/configuration.md``), a TOML file, or both (keyword
+    see ``docs/python.md``), a TOML file, or both (keyword
     arguments win)::
 
         with seedcore.ConcurrentSystem(threads={"core": 2},
