@@ -215,8 +215,8 @@ pub(crate) fn fit_columns(cols: &[Column], w: usize) -> Vec<(usize, usize)> {
     kept
 }
 
-/// A table of `cols` fitted to `w` columns, and the headers it kept.
-pub(crate) fn table(cols: &[Column], w: usize) -> (Table<'static>, Vec<&'static str>) {
+/// A table of `cols` fitted to `w` columns.
+pub(crate) fn table(cols: &[Column], w: usize) -> Table<'static> {
     let kept = fit_columns(cols, w);
     let rows = cols.first().map_or(0, |c| c.cells.len());
     let align = |text: String, col: &Column, cw: usize| {
@@ -248,10 +248,9 @@ pub(crate) fn table(cols: &[Column], w: usize) -> (Table<'static>, Vec<&'static 
         .iter()
         .map(|&(_, cw)| Constraint::Length(cw as u16))
         .collect();
-    let table = Table::new(body, widths)
+    Table::new(body, widths)
         .header(header)
-        .column_spacing(SPACING as u16);
-    (table, kept.iter().map(|&(i, _)| cols[i].header).collect())
+        .column_spacing(SPACING as u16)
 }
 
 #[cfg(test)]

@@ -355,6 +355,10 @@ fn panels_without_room_are_named_in_the_footer() {
     let footer = small.lines().last().unwrap();
     assert!(footer.contains("hidden: "), "{small}");
     assert!(footer.contains("balancer"), "{small}");
+    // The keys come before the hint's advice.
+    for key in ["q quit", "s sort", "p pause", "? help"] {
+        assert!(footer.contains(key), "no `{key}` in the footer:\n{small}");
+    }
     assert!(
         !small.contains("latest first"),
         "the events are hidden, not cut:\n{small}"

@@ -522,7 +522,7 @@ fn draw_executors(f: &mut Frame<'_>, area: Rect, list: &[ExecutorRow]) {
         ),
     ];
     let inner = area.width.saturating_sub(2) as usize;
-    let (table, _) = fit::table(&cols, inner);
+    let table = fit::table(&cols, inner);
     let title = fit::title(
         &[
             format!("executors ({})", list.len()),
@@ -605,7 +605,7 @@ fn draw_workers(f: &mut Frame<'_>, area: Rect, cols: Vec<Column>, total: usize, 
         return;
     }
     let inner = area.width.saturating_sub(2) as usize;
-    let (table, _) = fit::table(&cols, inner);
+    let table = fit::table(&cols, inner);
     f.render_widget(table.block(block), area);
 }
 
@@ -874,7 +874,7 @@ fn draw_events(f: &mut Frame<'_>, area: Rect, r: &Reading) {
             latest.iter().map(|e| e.reason.clone()).collect(),
         ),
     ];
-    let (table, _) = fit::table(&cols, area.width.saturating_sub(2) as usize);
+    let table = fit::table(&cols, area.width.saturating_sub(2) as usize);
     f.render_widget(table.block(block), area);
 }
 
@@ -909,7 +909,11 @@ fn draw_footer(
             Style::default().fg(Color::Black).bg(Color::Yellow),
         ),
         (1, some("q quit".into()), keys),
-        (5, some(format!("s sort: {}", view.sort.name())), keys),
+        (
+            5,
+            vec![format!("s sort: {}", view.sort.name()), "s sort".into()],
+            keys,
+        ),
         // Paused, the way back matters more.
         (
             if view.paused { 2 } else { 6 },
@@ -929,18 +933,31 @@ fn draw_footer(
         (8, some(snap.source.clone()), keys),
     ];
     const SEP: &str = " · ";
+    let w = area.width as usize;
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&i| items[i].0);
+    // First every item in its shortest wording, by priority, while they
+    // fit; then each, by priority, in its longest wording that still fits.
     let mut chosen: Vec<Option<String>> = vec![None; items.len()];
-    // A leading space, then items and separators.
-    let mut used = 1;
-    for i in order {
-        let sep = if used > 1 { fit::width(SEP) } else { 0 };
-        let room = (area.width as usize).saturating_sub(used + sep);
-        if let Some(t) = fit::first_fitting(&items[i].1, room) {
-            used += sep + fit::width(&t);
-            chosen[i] = Some(t);
+    let line_width = |chosen: &[Option<String>]| {
+        let texts: Vec<&String> = chosen.iter().flatten().collect();
+        1 + texts.iter().map(|t| fit::width(t)).sum::<usize>()
+            + fit::width(SEP) * texts.len().saturating_sub(1)
+    };
+    for &i in &order {
+        if let Some(shortest) = items[i].1.last() {
+            chosen[i] = Some(shortest.clone());
+            if line_width(&chosen) > w {
+                chosen[i] = None;
+            }
         }
+    }
+    for &i in &order {
+        let Some(now) = chosen[i].clone() else {
+            continue;
+        };
+        let room = w - line_width(&chosen) + fit::width(&now);
+        chosen[i] = fit::first_fitting(&items[i].1, room).or(Some(now));
     }
     let mut spans = vec![Span::raw(" ")];
     for (text, (_, _, style)) in chosen.into_iter().zip(&items) {
@@ -1026,5 +1043,37 @@ pub(crate) fn micros(us: u64) -> String {
         format!("{:.1} ms", us as f64 / 1e3)
     } else {
         format!("{us} µs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_goes_to_the_executors_then_the_summary_then_the_workers_then_the_charts() {
+        // Four executors (7 rows), a summary of 6, 8 workers, 10 events.
+        let plan = |h| Plan::new(h, 6, 4, 8, 10, false);
+        assert_eq!(plan(6), None, "no room for a row per executor");
+        let p = plan(7).unwrap();
+        assert_eq!((p.executors, p.summary, p.workers, p.charts), (7, 0, 0, 0));
+        assert_eq!(
+            p.hidden(),
+            ["summary", "workers", "charts", "balancer", "queue"]
+        );
+        let p = plan(13).unwrap();
+        assert_eq!((p.summary, p.workers, p.charts), (6, 0, 0));
+        // One worker row before any chart, then four.
+        let p = plan(17).unwrap();
+        assert_eq!((p.workers, p.charts), (4, 0));
+        let p = plan(20).unwrap();
+        assert_eq!((p.workers, p.charts), (7, 0));
+        let p = plan(22).unwrap();
+        assert_eq!((p.workers, p.charts), (7, CHARTS_COMPACT));
+        // Every row is handed out, and a large terminal hides nothing.
+        let p = plan(60).unwrap();
+        assert!(p.hidden().is_empty(), "{p:?}");
+        let sum = p.summary + p.executors + p.charts + p.workers + p.queue_below + p.events;
+        assert_eq!(sum, 60);
     }
 }
