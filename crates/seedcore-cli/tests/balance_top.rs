@@ -1,7 +1,7 @@
 //! The balancer's command-line parts with the real binary: the `balance`
 //! benchmark's output shape, and `seedcore top --once` reading a
-//! `seedcore demo --serve` run, which stops cleanly on Ctrl-C. No timing is
-//! asserted.
+//! `seedcore demo --serve` run at three terminal sizes, which stops cleanly
+//! on Ctrl-C. No timing is asserted.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -63,33 +63,62 @@ fn top_once_reads_a_serving_demo_which_stops_on_ctrl_c() {
     // Let the scenarios finish and the bursty load start.
     let _ = rx.recv_timeout(Duration::from_secs(60));
     let url = format!("http://{addr}");
-    let top = Command::new(BIN)
-        .args(["top", "--url", &url, "--once", "--interval", "500ms"])
-        .args(["--width", "120", "--height", "40"])
-        .output()
-        .expect("top runs");
-    let frame = String::from_utf8_lossy(&top.stdout);
-    assert!(
-        top.status.success(),
-        "{}",
-        String::from_utf8_lossy(&top.stderr)
-    );
+    let frame_at = |w: u16, h: u16| {
+        let top = Command::new(BIN)
+            .args(["top", "--url", &url, "--once", "--interval", "500ms"])
+            .args(["--width", &w.to_string(), "--height", &h.to_string()])
+            .output()
+            .expect("top runs");
+        assert!(
+            top.status.success(),
+            "{}",
+            String::from_utf8_lossy(&top.stderr)
+        );
+        let frame = String::from_utf8_lossy(&top.stdout).into_owned();
+        assert_eq!(frame.lines().count(), h as usize, "{frame}");
+        assert!(
+            frame.lines().all(|l| l.chars().count() <= w as usize),
+            "{frame}"
+        );
+        frame
+    };
+    // Every size shows every executor's row and the summary's counts.
+    for (w, h) in [(80, 24), (120, 40), (200, 60)] {
+        let frame = frame_at(w, h);
+        let starts_a_row = |name: &str| {
+            frame
+                .lines()
+                .any(|l| l.trim_start_matches('│').starts_with(&format!("{name} ")))
+        };
+        for executor in ["threads", "processes", "async", "services"] {
+            assert!(
+                starts_a_row(executor),
+                "{w}x{h}: no {executor} row:\n{frame}"
+            );
+        }
+        for part in [
+            "seedcore top",
+            "executors (4)",
+            " submitted",
+            " done",
+            " queued",
+            " running",
+        ] {
+            assert!(frame.contains(part), "{w}x{h}: no `{part}` in:\n{frame}");
+        }
+    }
+    // A large one shows every panel.
+    let frame = frame_at(200, 60);
     for part in [
-        "seedcore top",
-        "executors (4)",
-        "threads",
-        "processes",
-        "async",
-        "services",
         "throughput",
         "queue wait p99",
-        "workers",
+        "run time p99",
+        "workers (",
         "queued per priority",
         "balancer:",
     ] {
         assert!(frame.contains(part), "no `{part}` in the frame:\n{frame}");
     }
-    assert_eq!(frame.lines().count(), 40, "{frame}");
 
     let pid = demo.id().to_string();
     let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();

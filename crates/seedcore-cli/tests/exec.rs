@@ -1,7 +1,10 @@
 //! `seedcore exec` through the real binary: inputs, replacement strings and
-//! quoting (against GNU parallel's documented outputs), timeouts that kill
-//! grandchildren, retries, halt rules, keep-order, the job log and resume
-//! after the runner itself is SIGKILLed, gating, Ctrl-C, usage errors.
+//! quoting (against GNU parallel's documented outputs), the job shell,
+//! jobs that leave children behind, timeouts that kill grandchildren,
+//! retries, halt rules, keep-order, the job log (GNU parallel's) and resume
+//! after the runner itself is SIGKILLed or from GNU parallel's log, gating,
+//! Ctrl-C, usage errors; and, where GNU parallel is installed, the same
+//! command lines through both.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -13,12 +16,20 @@ mod common;
 
 use common::BIN;
 
+/// The binary, its jobs run by `/bin/sh` whatever shell started the tests
+/// (tests of the shell's choice set their own).
+fn seedcore() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("PARALLEL_SHELL", "/bin/sh");
+    c
+}
+
 fn exec(args: &[&str]) -> Output {
     exec_stdin(args, b"")
 }
 
 fn exec_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
+    let mut child = seedcore()
         .arg("exec")
         .args(args)
         .env_remove("RUST_LOG")
@@ -189,7 +200,7 @@ fn a_timeout_kills_the_jobs_grandchildren_and_counts_as_a_failure() {
 }
 
 #[test]
-fn a_failing_job_is_retried_and_the_log_counts_its_attempts() {
+fn a_failing_job_is_retried_and_json_counts_its_attempts() {
     let d = dir("retry");
     let marker = d.join("marker");
     let log = d.join("log");
@@ -199,6 +210,7 @@ fn a_failing_job_is_retried_and_the_log_counts_its_attempts() {
         "2",
         "--retry-delay",
         "10ms",
+        "--json",
         "--joblog",
         log.to_str().unwrap(),
         job,
@@ -206,10 +218,14 @@ fn a_failing_job_is_retried_and_the_log_counts_its_attempts() {
         marker.to_str().unwrap(),
     ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(stdout(&o), "ok\n");
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (v["stdout"].as_str(), v["attempts"].as_u64()),
+        (Some("ok\n"), Some(2))
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     let rec: Vec<&str> = text.lines().nth(1).unwrap().split('\t').collect();
-    assert_eq!((rec[6], rec[8]), ("0", "2"), "{text}");
+    assert_eq!((rec[6], rec[7]), ("0", "0"), "{text}");
     // Without retries the same job fails: exit status 1.
     std::fs::remove_file(&marker).unwrap();
     let o = exec(&[job, ":::", marker.to_str().unwrap()]);
@@ -290,41 +306,44 @@ fn the_exit_status_is_the_number_of_failures_capped_at_101() {
 }
 
 #[test]
-fn the_joblog_has_gnu_parallels_columns_plus_attempts() {
+fn the_joblog_has_gnu_parallels_nine_columns_exactly() {
     let d = dir("joblog");
     let log = d.join("log");
     let o = exec(&[
         "-j1",
         "--joblog",
         log.to_str().unwrap(),
-        "exit {}",
+        "printf {}; exit {}",
         ":::",
         "0",
         "3",
+        "12",
     ]);
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2);
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
+    // GNU parallel's header, column for column.
     assert_eq!(
         lines[0],
-        "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tAttempts\tCommand"
+        "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
     );
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 4);
     let mut by_seq = HashMap::new();
     for l in &lines[1..] {
         let c: Vec<&str> = l.split('\t').collect();
-        assert_eq!(c.len(), 10, "{l}");
+        assert_eq!(c.len(), 9, "{l}");
         assert_eq!(c[1], ":");
         assert!(c[2].parse::<f64>().unwrap() > 1.6e9, "an epoch time: {l}");
+        // JobRuntime right-aligned in ten characters, as `%10.3f`.
+        assert_eq!(c[3].len(), 10, "{l}");
         assert!(c[3].trim().parse::<f64>().unwrap() >= 0.0);
-        assert_eq!((c[4], c[5]), ("0", "0"));
-        by_seq.insert(
-            c[0].to_string(),
-            (c[6].to_string(), c[7].to_string(), c[9].to_string()),
-        );
+        assert_eq!(c[4], "0");
+        by_seq.insert(c[0].to_string(), [c[5], c[6], c[7], c[8]].map(String::from));
     }
-    assert_eq!(by_seq["1"], ("0".into(), "0".into(), "exit 0".into()));
-    assert_eq!(by_seq["2"], ("3".into(), "0".into(), "exit 3".into()));
+    // Receive: the bytes the job wrote to stdout.
+    assert_eq!(by_seq["1"], ["1", "0", "0", "printf 0; exit 0"]);
+    assert_eq!(by_seq["2"], ["1", "3", "0", "printf 3; exit 3"]);
+    assert_eq!(by_seq["3"], ["2", "12", "0", "printf 12; exit 12"]);
 }
 
 #[test]
@@ -349,7 +368,7 @@ fn log_records(log: &Path) -> (HashMap<u64, (i32, i32)>, usize) {
     let mut n = 0;
     for l in text.lines().skip(1) {
         let c: Vec<&str> = l.split('\t').collect();
-        if c.len() < 10 {
+        if c.len() < 9 {
             continue;
         }
         n += 1;
@@ -370,7 +389,7 @@ fn resume_after_the_runner_is_sigkilled_loses_no_job_and_reruns_none_logged() {
     let input: String = (1..=n).map(|i| format!("{i}\n")).collect();
     let job = format!("echo {{}} >> {}; sleep 0.05", runs.display());
     let args = ["-j2", "--joblog", log.to_str().unwrap(), job.as_str()];
-    let mut child = Command::new(BIN)
+    let mut child = seedcore()
         .arg("exec")
         .args(args)
         .stdin(Stdio::piped())
@@ -491,7 +510,7 @@ fn memfree_and_load_hold_jobs_back_until_the_readings_allow_them() {
     let marker = d.join("ran");
     // Plenty of memory but a load over the limit: nothing may start.
     std::fs::write(&readings, "8000000000 9.5").unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = seedcore()
         .args(["exec", "--memfree", "1G", "--load", "4", "--readings"])
         .arg(&readings)
         .args(["touch", ":::"])
@@ -519,7 +538,7 @@ fn ctrl_c_stops_running_jobs_and_a_second_ctrl_c_kills_them() {
     let d = dir("ctrl-c");
     // A job that dies on SIGTERM.
     let pidfile = d.join("polite");
-    let mut child = Command::new(BIN)
+    let mut child = seedcore()
         .args([
             "exec",
             "--grace",
@@ -545,7 +564,7 @@ fn ctrl_c_stops_running_jobs_and_a_second_ctrl_c_kills_them() {
 
     // A job that ignores SIGTERM: the second Ctrl-C kills it.
     let pidfile = d.join("stubborn");
-    let mut child = Command::new(BIN)
+    let mut child = seedcore()
         .args([
             "exec",
             "--grace",
@@ -612,4 +631,457 @@ fn a_jobs_file_gives_each_job_its_command_env_cwd_and_options() {
     std::fs::write(&jobs, "{\"comand\": \"true\"}\n").unwrap();
     let o = exec(&["--jobs-file", jobs.to_str().unwrap()]);
     assert_eq!(code(&o), 255, "a typo is a usage error");
+}
+
+/// Runs `seedcore exec ARGS` with `env` set (a `None` value unsets it).
+fn exec_env(args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
+    let mut c = seedcore();
+    c.arg("exec").args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.stdin(Stdio::null())
+        .output()
+        .expect("the seedcore binary runs")
+}
+
+#[test]
+fn a_job_killed_by_a_signal_logs_exitval_0_and_the_signal_as_gnu_parallel() {
+    let d = dir("signal");
+    let log = d.join("log");
+    let o = exec(&[
+        "--json",
+        "--joblog",
+        log.to_str().unwrap(),
+        "kill -9 $$; echo {}",
+        ":::",
+        "a",
+    ]);
+    assert_eq!(code(&o), 1, "a killed job failed");
+    let (recs, n) = log_records(&log);
+    assert_eq!((recs[&1], n), ((0, 9), 1));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (v["exit"].as_i64(), v["signal"].as_i64()),
+        (Some(0), Some(9))
+    );
+}
+
+#[test]
+fn retries_counts_tries_in_all_as_gnu_parallel() {
+    let d = dir("tries");
+    let runs = d.join("runs");
+    let job = format!("echo {{}} >> {}; exit 1", runs.display());
+    let count = || {
+        let n = std::fs::read_to_string(&runs).map_or(0, |t| t.lines().count());
+        let _ = std::fs::remove_file(&runs);
+        n
+    };
+    // parallel --retries 3 'echo x >> runs; exit 1' ::: a runs it 3 times.
+    for (retries, tries) in [(Some("3"), 3), (Some("1"), 1), (None, 1)] {
+        let mut args = vec!["--retry-delay", "0", "--json"];
+        if let Some(r) = retries {
+            args.extend(["--retries", r]);
+        }
+        args.extend([job.as_str(), ":::", "a"]);
+        let o = exec(&args);
+        assert_eq!(code(&o), 1);
+        assert_eq!(count(), tries, "--retries {retries:?}");
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        assert_eq!(v["attempts"].as_u64(), Some(tries as u64));
+    }
+    // 0: no limit; this job succeeds at its fifth try.
+    let job = format!(
+        "echo {{}} >> {r}; [ $(wc -l < {r}) -ge 5 ]",
+        r = runs.display()
+    );
+    let mut child = seedcore()
+        .args([
+            "exec",
+            "--retries",
+            "0",
+            "--retry-delay",
+            "0",
+            &job,
+            ":::",
+            "a",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let st = wait_exit(&mut child);
+    if st.is_none() {
+        child.kill().unwrap();
+    }
+    assert!(st.is_some_and(|s| s.success()), "{st:?}");
+    assert_eq!(count(), 5);
+    let help = seedcore().args(["exec", "--help"]).output().unwrap();
+    assert!(
+        stdout(&help).contains("N times in all"),
+        "{}",
+        stdout(&help)
+    );
+}
+
+#[test]
+fn a_job_is_done_when_its_shell_exits_though_a_child_keeps_its_output_open() {
+    let d = dir("detached");
+    let release = d.join("release");
+    let log = d.join("log");
+    // The child holds stdout and stderr until the test releases it.
+    let mut child = seedcore()
+        .args(["exec", "--joblog", log.to_str().unwrap()])
+        .arg("(while [ ! -e {} ]; do sleep 0.02; done) & echo started")
+        .arg(":::")
+        .arg(&release)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = wait_exit(&mut child);
+    std::fs::write(&release, "").unwrap();
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "the run waited for the job's child: {st:?}"
+    );
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert_eq!(out, "started\n");
+    assert_eq!(log_records(&log).0[&1], (0, 0));
+}
+
+#[test]
+fn jobs_run_in_the_shell_gnu_parallel_picks() {
+    // bash's echo leaves backslashes be; dash's expands them.
+    let tab = |o: &Output| stdout(o).contains('\t');
+    let job = ["echo {} ${BASH_VERSION:+bash}", ":::", "a\\tb"];
+    let o = exec_env(&job, &[("PARALLEL_SHELL", Some("/bin/bash"))]);
+    assert_eq!(stdout(&o), "a\\tb bash\n", "{}", stderr(&o));
+    let dash = Path::new("/bin/dash").exists();
+    if dash {
+        let o = exec_env(&job, &[("PARALLEL_SHELL", Some("/bin/dash"))]);
+        assert!(tab(&o) && !stdout(&o).contains("bash"), "{}", stdout(&o));
+    }
+    // Unset: the shell it was started from (`; true` keeps the shell
+    // from exec'ing it), before $SHELL.
+    let line = format!("{BIN} exec 'echo {{}} ${{BASH_VERSION:+bash}}' ::: 'a\\tb'; true");
+    for (shell, is_bash) in [("/bin/bash", true), ("/bin/dash", false)] {
+        if !Path::new(shell).exists() {
+            continue;
+        }
+        let o = Command::new(shell)
+            .args(["-c", &line])
+            .env_remove("PARALLEL_SHELL")
+            .env("SHELL", if is_bash { "/bin/dash" } else { "/bin/bash" })
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout(&o).contains("bash"),
+            is_bash,
+            "{shell}: {}",
+            stdout(&o)
+        );
+        assert_eq!(tab(&o), !is_bash, "{shell}: {}", stdout(&o));
+    }
+    let o = exec_env(
+        &["true", ":::", "a"],
+        &[("PARALLEL_SHELL", Some("/nonexistent/seedcore-sh"))],
+    );
+    assert_eq!(code(&o), 255);
+    assert!(
+        stderr(&o).contains("/nonexistent/seedcore-sh"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn input_lines_keep_a_carriage_return_and_values_split_at_newlines() {
+    let o = exec_stdin(&["-k", "printf '[%s]\\n' {}"], b"a\r\nb\n\nc");
+    assert_eq!(stdout(&o), "[a\r]\n[b]\n[]\n[c]\n");
+    let o = exec(&["-k", "echo", "x{}x", ":::", "a\n", "b"]);
+    assert_eq!(stdout(&o), "xax\nxx\nxbx\n");
+}
+
+#[test]
+fn dotfiles_trailing_slashes_and_plus_strings_follow_gnu_parallel() {
+    // parallel -k --plus "printf '%s|' {.} {/} {//} {/.} {+/} {+.} {..} {+..}; echo" ::: .bashrc a/b/ dir.d/f.tar.gz
+    let o = exec(&[
+        "-k",
+        "--plus",
+        "printf '%s|' {.} {/} {//} {/.} {+/} {+.} {..} {+..}; echo",
+        ":::",
+        ".bashrc",
+        "a/b/",
+        "dir.d/f.tar.gz",
+    ]);
+    assert_eq!(
+        stdout(&o),
+        "|.bashrc|.|||bashrc|.bashrc||\n\
+         a/b/||a||a/b||a/b/||\n\
+         dir.d/f.tar|f.tar.gz|dir.d|f.tar|dir.d|gz|dir.d/f|tar.gz|\n",
+        "{}",
+        stderr(&o)
+    );
+    // {##} needs every input first: stdin is read to its end.
+    let o = exec_stdin(&["-k", "--plus", "echo", "{0#}/{##}"], b"a\nb\n");
+    assert_eq!(stdout(&o), "1/2\n2/2\n");
+    // Without --plus they are text, as in GNU parallel.
+    let o = exec(&["echo", "{+/}", ":::", "a/b"]);
+    assert_eq!(stdout(&o), "{+/} a/b\n");
+    for bad in ["{:-x}", "{%.c}", "{/a/b}", "{uniq}"] {
+        let o = exec(&["--plus", "echo", bad, ":::", "a"]);
+        assert_eq!(code(&o), 255, "{bad}");
+        assert!(stderr(&o).contains(bad), "{bad}: {}", stderr(&o));
+    }
+    let o = exec(&["echo", "{= $_ .= 1 =}", ":::", "a"]);
+    assert_eq!(code(&o), 255);
+    assert!(stderr(&o).contains("perl"), "{}", stderr(&o));
+}
+
+#[test]
+fn resume_reads_a_log_gnu_parallel_wrote() {
+    let d = dir("gnu-log");
+    let log = d.join("log");
+    let runs = d.join("runs");
+    // As GNU parallel 20221122 writes it: job 1 succeeded, 2 exited 1,
+    // 3 was killed by SIGKILL; 4 never ran.
+    let gnu = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n\
+               1\t:\t1796612122.290\t     0.000\t0\t2\t0\t0\techo 1\n\
+               2\t:\t1796612122.297\t     0.005\t0\t0\t1\t0\techo 2; exit 1\n\
+               3\t:\t1796612122.456\t     0.000\t0\t0\t0\t9\tkill -9 $$\n";
+    let job = format!("echo {{}} >> {}", runs.display());
+    let run = |flag: &str| {
+        let o = exec(&[
+            "-j1",
+            flag,
+            "--joblog",
+            log.to_str().unwrap(),
+            &job,
+            ":::",
+            "1",
+            "2",
+            "3",
+            "4",
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+        let _ = std::fs::remove_file(&runs);
+        ran
+    };
+    std::fs::write(&log, gnu).unwrap();
+    assert_eq!(run("--resume"), "4\n");
+    std::fs::write(&log, gnu).unwrap();
+    assert_eq!(run("--resume-failed"), "2\n3\n4\n");
+    // Appended to, still GNU parallel's format.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with(gnu));
+    assert!(text.lines().all(|l| l.split('\t').count() == 9), "{text}");
+    // A line that is no record makes the log unusable.
+    std::fs::write(&log, "Seq\nnonsense\n").unwrap();
+    let o = exec(&[
+        "--resume",
+        "--joblog",
+        log.to_str().unwrap(),
+        "true",
+        ":::",
+        "1",
+    ]);
+    assert_eq!(code(&o), 255);
+}
+
+/// Runs ARGS through GNU parallel with jobs in `shell` (`home` keeps its
+/// state).
+fn gnu(args: &[&str], shell: &str, home: &Path) -> Output {
+    Command::new("parallel")
+        .arg("--will-cite")
+        .args(args)
+        .env("PARALLEL_SHELL", shell)
+        .env("HOME", home)
+        .stdin(Stdio::null())
+        .output()
+        .expect("GNU parallel runs")
+}
+
+/// Runs ARGS through `seedcore exec` and through GNU parallel, both with
+/// jobs in `shell`; (seedcore's, GNU parallel's).
+fn both(args: &[&str], shell: &str, home: &Path) -> (Output, Output) {
+    let ours = exec_env(args, &[("PARALLEL_SHELL", Some(shell))]);
+    (ours, gnu(args, shell, home))
+}
+
+/// A job log's records without the times (Starttime, JobRuntime), by Seq.
+fn log_without_times(log: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let mut rows: Vec<Vec<String>> = text
+        .lines()
+        .map(|l| {
+            let mut c: Vec<String> = l.split('\t').map(String::from).collect();
+            c.drain(2..4);
+            c
+        })
+        .collect();
+    rows[1..].sort();
+    rows
+}
+
+#[test]
+fn matches_gnu_parallel_where_it_is_installed() {
+    let installed = Command::new("parallel")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        eprintln!("GNU parallel is not installed: nothing to compare with");
+        return;
+    }
+    let d = dir("gnu-oracle");
+    let home = d.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let inputs = d.join("inputs");
+    std::fs::write(
+        &inputs,
+        ".bashrc\na/b/\na/b/.c\ndir.d/sub/file.tar.gz\nnodir\n/\n//\n/a\na//b\na b.c\n\nx.\n.a.b\n\
+         ../x\n./y.tar.gz\na.b/c\na.b.c.d/e.f.g.h\n..\n.\na..b\n/.x\ncr\r\nit's\n'q'\n$HOME\n",
+    )
+    .unwrap();
+    let inputs = inputs.to_str().unwrap();
+    let parts =
+        "printf '%s|' {} {.} {/} {//} {/.} {+/} {+.} {..} {...} {+..} {+...} {/..} {/...}; echo";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["-k", "--plus", parts, "::::", inputs], "/bin/sh"),
+        (
+            vec!["-k", "--dry-run", "echo", "{}", "::::", inputs],
+            "/bin/sh",
+        ),
+        (
+            vec!["-k", "echo", "{2}-{1}", ":::", "a\nb", "c", ":::", "1", "2"],
+            "/bin/sh",
+        ),
+        (
+            vec![
+                "-k",
+                "--plus",
+                "echo",
+                "{0#}/{##}",
+                "{#}",
+                ":::",
+                "1",
+                "2",
+                "3",
+                "4",
+                "5",
+                "6",
+                "7",
+                "8",
+                "9",
+                "10",
+            ],
+            "/bin/sh",
+        ),
+        (vec!["-k", "echo", ":::", "a\\tb", "c\\\\d"], "/bin/bash"),
+        (vec!["-k", "echo", ":::", "a\\tb", "c\\\\d"], "/bin/sh"),
+        (
+            vec!["-k", "sleep 5 & echo started {}", ":::", "1"],
+            "/bin/sh",
+        ),
+        (
+            vec!["-k", "echo", "{+/}", "{..}", ":::", "a/b.c.d"],
+            "/bin/sh",
+        ),
+    ];
+    for (args, shell) in &cases {
+        let (ours, gnu) = both(args, shell, &home);
+        assert_eq!(
+            (stdout(&ours), code(&ours)),
+            (stdout(&gnu), code(&gnu)),
+            "{args:?} in {shell}: {}",
+            stderr(&ours)
+        );
+    }
+
+    // The job log, times aside: columns, Receive, a signal, a failure.
+    let (ours_log, gnu_log) = (d.join("ours.log"), d.join("gnu.log"));
+    let job = ["-j1", "printf {}; exit {}", ":::", "0", "3", "12"];
+    let kill = ["-j1", "kill -9 $$; echo {}", ":::", "a"];
+    for (job, code_both) in [(&job[..], 2), (&kill[..], 1)] {
+        let mut ours_args = vec!["--joblog", ours_log.to_str().unwrap()];
+        ours_args.extend(job);
+        let ours = exec_env(&ours_args, &[("PARALLEL_SHELL", Some("/bin/sh"))]);
+        let mut gnu_args = vec!["--joblog", gnu_log.to_str().unwrap()];
+        gnu_args.extend(job);
+        let theirs = gnu(&gnu_args, "/bin/sh", &home);
+        assert_eq!((code(&ours), code(&theirs)), (code_both, code_both));
+        assert_eq!(
+            log_without_times(&ours_log),
+            log_without_times(&gnu_log),
+            "{job:?}"
+        );
+    }
+
+    // --retries: the same number of tries.
+    for (tool, runs) in [
+        ("seedcore", d.join("runs-ours")),
+        ("gnu", d.join("runs-gnu")),
+    ] {
+        let job = format!("echo {{}} >> {}; exit 1", runs.display());
+        let args = ["--retries", "3", job.as_str(), ":::", "a"];
+        let o = if tool == "gnu" {
+            gnu(&args, "/bin/sh", &home)
+        } else {
+            exec(&[&["--retry-delay", "0"][..], &args[..]].concat())
+        };
+        assert_eq!(code(&o), 1);
+        assert_eq!(
+            std::fs::read_to_string(&runs).unwrap(),
+            "a\na\na\n",
+            "{tool}"
+        );
+    }
+
+    // Each resumes the other's log.
+    let runs = d.join("runs-resume");
+    let job = format!("echo {{}} >> {}; exit $(({{}} % 2))", runs.display());
+    let log = d.join("shared.log");
+    let log = log.to_str().unwrap();
+    let o = gnu(
+        &["-j1", "--joblog", log, &job, ":::", "1", "2"],
+        "/bin/sh",
+        &home,
+    );
+    assert_eq!(code(&o), 1);
+    let o = exec(&[
+        "-j1",
+        "--resume-failed",
+        "--joblog",
+        log,
+        &job,
+        ":::",
+        "1",
+        "2",
+        "3",
+        "4",
+    ]);
+    assert_eq!(code(&o), 2);
+    let o = gnu(
+        &[
+            "-j1", "--resume", "--joblog", log, &job, ":::", "1", "2", "3", "4", "6",
+        ],
+        "/bin/sh",
+        &home,
+    );
+    assert_eq!(code(&o), 0);
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        "1\n2\n1\n3\n4\n6\n",
+        "GNU parallel ran 1 and 2, this runner 1 again (failed), 3 and 4, GNU parallel 6"
+    );
 }

@@ -9,8 +9,16 @@ mod common;
 
 use common::BIN;
 
+/// The binary, its jobs run by `/bin/sh` whatever shell started the tests
+/// (tests of the shell's choice set their own).
+fn seedcore() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("PARALLEL_SHELL", "/bin/sh");
+    c
+}
+
 fn exec(args: &[&str]) -> Output {
-    Command::new(BIN)
+    seedcore()
         .arg("exec")
         .args(args)
         .env_remove("RUST_LOG")
@@ -30,21 +38,24 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The joblog's records: (Exitval, Signal, Attempts, Command) by Seq.
-fn records(log: &std::path::Path) -> Vec<(u64, i32, i32, u32, String)> {
+/// The joblog's records: (Seq, Exitval, Signal, Command) by Seq.
+fn records(log: &std::path::Path) -> Vec<(u64, i32, i32, String)> {
     let t = std::fs::read_to_string(log).unwrap();
     let mut lines = t.lines();
     assert!(lines.next().unwrap().starts_with("Seq\tHost\tStarttime"));
     let mut r: Vec<_> = lines
         .map(|l| {
             let c: Vec<&str> = l.split('\t').collect();
-            assert_eq!(c.len(), 10, "a record has ten columns: {l:?}");
+            assert_eq!(
+                c.len(),
+                9,
+                "a record has GNU parallel's nine columns: {l:?}"
+            );
             (
                 c[0].parse().unwrap(),
                 c[6].parse().unwrap(),
                 c[7].parse().unwrap(),
-                c[8].parse().unwrap(),
-                c[9].to_string(),
+                c[8].to_string(),
             )
         })
         .collect();
@@ -59,6 +70,7 @@ fn json_lines_jobs_bring_their_command_env_cwd_and_retries() {
     let log = d.join("log");
     let flag = d.join("flag");
     let flag = flag.to_str().unwrap();
+    let runs = d.join("runs");
     std::fs::write(
         &jobs,
         format!(
@@ -70,8 +82,11 @@ fn json_lines_jobs_bring_their_command_env_cwd_and_retries() {
                 // Fails once, then succeeds: two attempts.
                 "{{\"command\": \"test -e {flag} || {{ touch {flag}; exit 3; }}\", \"retries\": 2}}\n",
                 "{{\"command\": \"exit 4\"}}\n",
+                // `retries` as --retries: three tries in all.
+                "{{\"command\": \"echo x >> {runs}; exit 5\", \"retries\": 3}}\n",
             ),
-            flag = flag
+            flag = flag,
+            runs = runs.display()
         ),
     )
     .unwrap();
@@ -80,24 +95,36 @@ fn json_lines_jobs_bring_their_command_env_cwd_and_retries() {
         "-j2",
         "--retry-delay",
         "10ms",
+        "--json",
         "--joblog",
         log.to_str().unwrap(),
         "--jobs-file",
         jobs.to_str().unwrap(),
     ]);
+    let objs: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let outs: String = objs.iter().map(|v| v["stdout"].as_str().unwrap()).collect();
     assert_eq!(
-        text(&o.stdout),
+        outs,
         "hello there\n/\na b|c|",
         "stderr: {}",
         text(&o.stderr)
     );
-    // One job failed for good.
-    assert_eq!(o.status.code(), Some(1));
+    // Two jobs failed for good.
+    assert_eq!(o.status.code(), Some(2));
     let r = records(&log);
-    assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-    assert_eq!((r[3].1, r[3].3), (0, 2), "the retried job: {:?}", r[3]);
-    assert_eq!((r[4].1, r[4].3), (4, 1));
-    assert_eq!(r[2].4, "printf '%s|' 'a b' c");
+    assert_eq!(
+        r.iter().map(|x| x.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    let attempts = |k: usize| objs[k]["attempts"].as_u64().unwrap();
+    assert_eq!((r[3].1, attempts(3)), (0, 2), "the retried job: {:?}", r[3]);
+    assert_eq!((r[4].1, attempts(4)), (4, 1));
+    assert_eq!((r[5].1, attempts(5)), (5, 3));
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "x\nx\nx\n");
+    assert_eq!(r[2].3, "printf '%s|' 'a b' c");
 }
 
 #[test]

@@ -256,3 +256,46 @@ fn submit_command_adds_a_default_executor_on_first_use() {
         .unwrap();
     assert_eq!(out.stdout.as_bytes(), Some(&b"hi\n"[..]));
 }
+
+#[test]
+fn a_command_is_done_when_it_exits_though_a_child_it_left_holds_its_pipes() {
+    let system = system(1);
+    let dir = std::env::temp_dir().join(format!("seedcore-cmd-detached-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (release, marker) = (dir.join("release"), dir.join("marker"));
+    // The background child keeps stdout and stderr open until the test
+    // releases it, then writes to both and leaves a marker.
+    let line = format!(
+        "(while [ ! -e {r} ]; do sleep 0.02; done; echo late; echo late >&2; touch {m}) & \
+         echo started; echo warn >&2",
+        r = release.display(),
+        m = marker.display()
+    );
+    let out = system
+        .submit_command(TaskOptions::new(), CommandSpec::shell(line))
+        .unwrap()
+        .wait_timeout(Duration::from_secs(30))
+        .expect("done when the shell exits, not when its child does")
+        .unwrap();
+    assert_eq!(out.stdout.as_bytes(), Some(&b"started\n"[..]));
+    assert_eq!(out.stderr.as_bytes(), Some(&b"warn\n"[..]));
+    // The child's later writes go nowhere, and do not kill it (SIGPIPE).
+    std::fs::write(&release, "").unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while !marker.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        marker.exists(),
+        "the detached child died writing its output"
+    );
+    // The next command on the same slot runs as usual.
+    let out = system
+        .submit_command(TaskOptions::new(), CommandSpec::new("echo").arg("next"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(out.stdout.as_bytes(), Some(&b"next\n"[..]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,9 +6,10 @@
 //!
 //! Two workloads: `true` (pure start-up cost per job) and `echo` (a job
 //! that writes a line, which `seedcore exec` and GNU parallel capture and
-//! print; xargs lets it write straight to the shared stdout). Every
-//! subject's stdout goes to `/dev/null`. GNU parallel absent: reported
-//! skipped with the reason.
+//! print; xargs lets it write straight to the shared stdout). Both are
+//! shell builtins, so `seedcore exec`, like GNU parallel, runs each job in
+//! the job shell; xargs starts the programs. Every subject's stdout goes
+//! to `/dev/null`. GNU parallel absent: reported skipped with the reason.
 
 use super::{note, report::median, Entry, Measurement, Scale, Skipped};
 use anyhow::{bail, Context};

@@ -3,8 +3,19 @@
 //! group before them (taken pairwise, cut to the shorter), `::::` files
 //! of lines (`::::+` linked likewise; `-` is stdin), or, with none of
 //! these, the lines of stdin, read as they come.
+//!
+//! As in GNU parallel, a line ends at `\n` alone (a `\r` before it stays
+//! in the input), and a `:::` value holding newlines is that many values.
 
 use std::io::{self, BufRead};
+
+/// The lines of `r`, each without its `\n` and nothing else.
+fn lines(r: impl BufRead) -> impl Iterator<Item = io::Result<String>> {
+    r.split(b'\n').map(|l| {
+        String::from_utf8(l?)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a line is not valid UTF-8"))
+    })
+}
 
 /// One input source after linking: rows of one or more values.
 #[derive(Debug, Clone, Default)]
@@ -35,11 +46,10 @@ impl std::fmt::Display for InputError {
 impl std::error::Error for InputError {}
 
 fn read_lines(path: &str) -> Result<Vec<String>, InputError> {
-    let lines = |r: &mut dyn BufRead| -> io::Result<Vec<String>> { r.lines().collect() };
     let got = if path == "-" {
-        lines(&mut io::stdin().lock())
+        lines(io::stdin().lock()).collect()
     } else {
-        std::fs::File::open(path).and_then(|f| lines(&mut io::BufReader::new(f)))
+        std::fs::File::open(path).and_then(|f| lines(io::BufReader::new(f)).collect())
     };
     got.map_err(|e| InputError(format!("cannot read input file {path}: {e}")))
 }
@@ -70,7 +80,12 @@ impl Parsed {
                     groups.push(read_lines(f)?);
                 }
             } else {
-                groups.push(values.to_vec());
+                groups.push(
+                    values
+                        .iter()
+                        .flat_map(|v| v.split('\n').map(str::to_string))
+                        .collect(),
+                );
             }
             let linked = sep.ends_with('+');
             for (k, g) in groups.into_iter().enumerate() {
@@ -123,7 +138,7 @@ impl Parsed {
     /// The jobs' inputs, in order.
     pub(crate) fn into_jobs(self) -> Box<dyn Iterator<Item = Result<Vec<String>, InputError>>> {
         if self.stdin {
-            let lines = io::BufReader::new(io::stdin()).lines();
+            let lines = lines(io::BufReader::new(io::stdin()));
             return Box::new(lines.map(|l| {
                 l.map(|v| vec![v])
                     .map_err(|e| InputError(format!("cannot read stdin: {e}")))
@@ -186,6 +201,17 @@ mod tests {
             jobs(&[":::", "x", ":::", "a", "b", ":::+", "1", "2"]),
             [["x", "a", "1"], ["x", "b", "2"]]
         );
+    }
+
+    #[test]
+    fn lines_end_at_newline_alone_and_values_split_at_newlines() {
+        // printf 'a\r\nb\n\nc' | parallel echo: a\r, b, an empty line, c.
+        let got: Vec<String> = lines(&b"a\r\nb\n\nc"[..]).map(Result::unwrap).collect();
+        assert_eq!(got, ["a\r", "b", "", "c"]);
+        assert_eq!(lines(&b"x\n"[..]).count(), 1);
+        assert!(lines(&b"\xff\n"[..]).next().unwrap().is_err());
+        // parallel echo ::: $'a\n' b: three jobs, a, an empty one, b.
+        assert_eq!(jobs(&["echo", ":::", "a\n", "b"]), [["a"], [""], ["b"]]);
     }
 
     #[test]

@@ -1,19 +1,27 @@
-//! The job log: GNU parallel's tab-separated columns (Seq Host Starttime
-//! JobRuntime Send Receive Exitval Signal) then Attempts, then Command last
-//! (the one free-text column), one record per finished job, appended and
+//! The job log, GNU parallel's exactly: a header, then one tab-separated
+//! record per finished job, `Seq Host Starttime JobRuntime Send Receive
+//! Exitval Signal Command` (Host `:`, Send 0, Receive the bytes the job
+//! wrote to stdout, newlines in the command written as NUL), appended and
 //! synced to disk before the next, so a crash of the runner loses nothing
-//! the log shows. `--resume` skips every job the log names;
-//! `--resume-failed` only those that succeeded.
+//! the log shows. `--joblog +FILE` appends to FILE without a header.
+//!
+//! `--resume` skips every job the log names; `--resume-failed` only those
+//! with a record of Exitval 0 and Signal 0. Both read GNU parallel's logs
+//! and the logs of earlier versions of this runner (an `Attempts` column
+//! before `Command`): the columns they look at are the same. A record torn
+//! by a crash (fewer than nine columns, or not numbers where numbers go)
+//! names no job; a line that is no record at all makes the log unusable,
+//! as in GNU parallel.
 
 use anyhow::Context;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The header line.
 pub(crate) const HEADER: &str =
-    "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tAttempts\tCommand";
+    "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand";
 
 /// One finished job.
 #[derive(Debug, Clone)]
@@ -22,9 +30,10 @@ pub(crate) struct Record<'a> {
     /// Seconds since the epoch.
     pub(crate) start: f64,
     pub(crate) runtime: f64,
+    /// Bytes the job wrote to stdout.
+    pub(crate) received: u64,
     pub(crate) exit: i32,
     pub(crate) signal: i32,
-    pub(crate) attempts: u32,
     pub(crate) command: &'a str,
 }
 
@@ -34,32 +43,52 @@ pub(crate) struct JobLog {
     file: File,
 }
 
-/// What an earlier log says: seq → (exit, signal) of its last record.
-pub(crate) type Done = HashMap<u64, (i32, i32)>;
+/// What an earlier log says: seq → whether one of its records shows it
+/// succeeded (Exitval 0, Signal 0).
+pub(crate) type Done = HashMap<u64, bool>;
+
+/// The path of `--joblog ARG` and whether to append (`+FILE`).
+pub(crate) fn target(arg: &Path) -> (PathBuf, bool) {
+    match arg.to_str().and_then(|s| s.strip_prefix('+')) {
+        Some(p) => (PathBuf::from(p), true),
+        None => (arg.to_path_buf(), false),
+    }
+}
+
+/// Reads the records of an earlier log (its first line is the header).
+fn read(path: &Path, text: &str) -> anyhow::Result<Done> {
+    let mut done = Done::new();
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.splitn(9, '\t').collect();
+        let Ok(seq) = cols[0].parse::<u64>() else {
+            anyhow::bail!("joblog {} is not a job log: {line:?}", path.display());
+        };
+        // A torn record: the job is not known to be done.
+        let num = |i: usize| cols.get(i).and_then(|c| c.trim().parse::<f64>().ok());
+        if cols.len() < 9 || (2..8).any(|i| num(i).is_none()) {
+            continue;
+        }
+        let (Some(exit), Some(sig)) = (num(6), num(7)) else {
+            continue;
+        };
+        let ok = exit == 0.0 && sig == 0.0;
+        *done.entry(seq).or_default() |= ok;
+    }
+    Ok(done)
+}
 
 impl JobLog {
-    /// Opens `path`: appended to when resuming (after reading what it
-    /// holds), started afresh otherwise.
-    pub(crate) fn open(path: &Path, resume: bool) -> anyhow::Result<(JobLog, Done)> {
+    /// Opens `--joblog ARG`: read then appended to when resuming (a log
+    /// with a first line), appended to for `+FILE`, started afresh with
+    /// the header otherwise.
+    pub(crate) fn open(arg: &Path, resume: bool) -> anyhow::Result<(JobLog, Done)> {
+        let (path, mut append) = target(arg);
         let mut done = Done::new();
-        let mut fresh = true;
         if resume {
-            match std::fs::read_to_string(path) {
+            match std::fs::read_to_string(&path) {
                 Ok(text) => {
-                    fresh = text.is_empty();
-                    for line in text.lines().skip(1) {
-                        let cols: Vec<&str> = line.split('\t').collect();
-                        // A torn last line (a crash mid-write) is no record.
-                        if cols.len() < 10 {
-                            continue;
-                        }
-                        let (Ok(seq), Ok(exit), Ok(sig)) =
-                            (cols[0].parse(), cols[6].parse(), cols[7].parse())
-                        else {
-                            continue;
-                        };
-                        done.insert(seq, (exit, sig));
-                    }
+                    append |= !text.is_empty();
+                    done = read(&path, &text)?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -68,21 +97,21 @@ impl JobLog {
             }
         }
         let mut opts = OpenOptions::new();
-        if fresh {
-            opts.write(true).create(true).truncate(true);
+        if append {
+            opts.append(true).create(true);
         } else {
-            opts.append(true);
+            opts.write(true).create(true).truncate(true);
         }
         let mut file = opts
-            .open(path)
+            .open(&path)
             .with_context(|| format!("cannot open joblog {}", path.display()))?;
-        if fresh {
+        if !append {
             writeln!(file, "{HEADER}")?;
             file.sync_data()?;
         } else {
             // A record torn by a crash gets its own line ended first.
-            let text = std::fs::read(path)?;
-            if text.last() != Some(&b'\n') {
+            let text = std::fs::read(&path)?;
+            if !text.is_empty() && text.last() != Some(&b'\n') {
                 file.write_all(b"\n")?;
             }
         }
@@ -91,13 +120,71 @@ impl JobLog {
 
     /// Appends one record and syncs it to disk.
     pub(crate) fn write(&mut self, r: &Record<'_>) -> anyhow::Result<()> {
-        let command = r.command.replace(['\n', '\t'], " ");
-        let line = format!(
-            "{}\t:\t{:.3}\t{:10.3}\t0\t0\t{}\t{}\t{}\t{}\n",
-            r.seq, r.start, r.runtime, r.exit, r.signal, r.attempts, command
-        );
+        let line = format!("{}\n", format_record(r));
         self.file.write_all(line.as_bytes())?;
         self.file.sync_data().context("cannot sync the joblog")?;
         Ok(())
+    }
+}
+
+/// A record as GNU parallel writes it (without its newline).
+fn format_record(r: &Record<'_>) -> String {
+    // GNU parallel: "Newlines make it hard to parse the joblog".
+    let command = r.command.replace('\n', "\0");
+    format!(
+        "{}\t:\t{:.3}\t{:10.3}\t0\t{}\t{}\t{}\t{}",
+        r.seq, r.start, r.runtime, r.received, r.exit, r.signal, command
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_have_gnu_parallels_nine_columns() {
+        let r = Record {
+            seq: 3,
+            start: 1_700_000_000.25,
+            runtime: 1.5,
+            received: 12,
+            exit: 0,
+            signal: 9,
+            command: "echo a\tb\nc",
+        };
+        assert_eq!(
+            format_record(&r),
+            "3\t:\t1700000000.250\t     1.500\t0\t12\t0\t9\techo a\tb\0c"
+        );
+        assert_eq!(HEADER.split('\t').count(), 9);
+    }
+
+    #[test]
+    fn gnu_logs_and_older_logs_with_attempts_are_read_alike() {
+        let p = Path::new("log");
+        let gnu = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n\
+                   1\t:\t1796612122.290\t     0.000\t0\t0\t0\t0\texit 0\n\
+                   2\t:\t1796612122.297\t     0.005\t0\t0\t3\t0\texit 3\n\
+                   4\t:\t1796612122.456\t     0.000\t0\t0\t0\t9\tkill -9 $$\n\
+                   5\t:\t1796612122.5\t     0.1\t0\t0\t0\t0\t\n";
+        let done = read(p, gnu).unwrap();
+        assert_eq!(done.len(), 4);
+        assert!(done[&1] && !done[&2] && !done[&4] && done[&5]);
+        let older =
+            "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tAttempts\tCommand\n\
+                     1\t:\t1.0\t     0.000\t0\t0\t1\t0\t1\tfalse\n\
+                     1\t:\t2.0\t     0.000\t0\t0\t0\t0\t2\ttrue\n\
+                     7\t:\t3.0\t     0.000\t0\t0\t0\t0\t1\ttrue\n\
+                     8\t:\t3.0\t   ";
+        let done = read(p, older).unwrap();
+        assert_eq!(done.len(), 2, "the torn record names no job");
+        assert!(done[&1] && done[&7]);
+        assert!(read(p, "header\nnot a record\n").is_err());
+    }
+
+    #[test]
+    fn a_plus_appends() {
+        assert_eq!(target(Path::new("+a/log")), (PathBuf::from("a/log"), true));
+        assert_eq!(target(Path::new("log")), (PathBuf::from("log"), false));
     }
 }

@@ -15,10 +15,15 @@
 //! priority = 2
 //! ```
 //!
-//! A string command is a shell line (`sh -c`), an array is a program and
-//! its arguments started directly. Unknown keys are errors, so a typo is
-//! not silently ignored.
+//! A string command is a line for the job shell (the same as for a
+//! template: `$PARALLEL_SHELL`, the shell `seedcore exec` was started
+//! from, `$SHELL`, `/bin/sh`), an array is a program and its arguments
+//! started directly. `retries` means what `--retries` means: tries in
+//! all, 0 for no limit. Unknown keys are errors, so a typo is not
+//! silently ignored.
 
+use super::shell::{JobShell, Quoting};
+use super::template::quote;
 use seedcore::command::CommandSpec;
 use seedcore::{Backoff, Priority, RetryPolicy, TaskOptions};
 use serde::Deserialize;
@@ -30,7 +35,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum JobCommand {
-    /// Run by `sh -c`.
+    /// Run by the job shell.
     Line(String),
     /// Program and arguments, started directly.
     Argv(Vec<String>),
@@ -56,7 +61,7 @@ pub(crate) struct Job {
     pub(crate) priority: Option<u8>,
     /// Overrides `--timeout`.
     pub(crate) timeout: Option<Timeout>,
-    /// Overrides `--retries`.
+    /// Overrides `--retries` (tries in all; 0 for no limit).
     pub(crate) retries: Option<u32>,
     /// Added to the environment.
     #[serde(default)]
@@ -125,11 +130,16 @@ impl Job {
         self,
         base: &TaskOptions,
         retry_delay: Duration,
+        shell: &JobShell,
     ) -> Result<(CommandSpec, String, Option<TaskOptions>), String> {
         let (mut spec, line) = match self.command {
-            JobCommand::Line(l) => (CommandSpec::shell(l.clone()), l),
+            JobCommand::Line(l) => (CommandSpec::shell(l.clone()).shell_program(&shell.path), l),
             JobCommand::Argv(a) => {
-                let line = super::template::Rendered::Direct(a.clone()).line();
+                let line = a
+                    .iter()
+                    .map(|w| quote(w, Quoting::Sh))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 let mut a = a.into_iter();
                 let program = a.next().unwrap_or_default();
                 (CommandSpec::new(program).args(a), line)
@@ -160,6 +170,7 @@ impl Job {
             None => {}
         }
         if let Some(r) = self.retries {
+            let r = super::run::retries_after_first(r);
             opts = opts.retry(RetryPolicy::retries(r).backoff(Backoff::Exponential {
                 initial: retry_delay,
                 factor: 2.0,

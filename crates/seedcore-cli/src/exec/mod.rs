@@ -1,6 +1,7 @@
 //! `seedcore exec`: run a command for each input, in parallel, on the
 //! seedcore engine (the library's command executor), with GNU parallel's
-//! inputs, replacement strings, job log and exit status.
+//! inputs, replacement strings, shell, job log, retries and exit status.
+//! What differs from GNU parallel is listed in `docs/exec.md`.
 //!
 //! Exit status: the number of failed jobs (a non-zero exit, a signal, a
 //! timeout, a command that cannot start), capped at 101; 130 after Ctrl-C;
@@ -11,6 +12,7 @@ mod inputs;
 mod joblog;
 mod jobsfile;
 mod run;
+mod shell;
 mod template;
 
 use clap::Args;
@@ -31,9 +33,11 @@ pub(crate) struct ExecArgs {
     /// Time between SIGTERM and SIGKILL for a job that is stopped.
     #[arg(long, default_value = "2s")]
     pub(crate) grace: String,
-    /// Run a failed job up to this many more times, with back-off.
-    #[arg(long, default_value_t = 0)]
-    pub(crate) retries: u32,
+    /// Try a failing job up to N times in all, as GNU parallel counts:
+    /// 1 (the default) runs it once, 3 at most three times; 0 tries it
+    /// until it succeeds. A timeout counts as a failure.
+    #[arg(long, value_name = "N")]
+    pub(crate) retries: Option<u32>,
     /// Delay before the first retry, doubled for each next one (capped at 30 s).
     #[arg(long, default_value = "100ms")]
     pub(crate) retry_delay: String,
@@ -44,16 +48,26 @@ pub(crate) struct ExecArgs {
     /// (`soon` lets running jobs finish, `now` kills them).
     #[arg(long)]
     pub(crate) halt: Option<String>,
-    /// Append one record per finished job to FILE (GNU parallel's columns
-    /// plus Attempts), synced to disk.
-    #[arg(long)]
+    /// Write one record per finished job to FILE, in GNU parallel's
+    /// format (Seq Host Starttime JobRuntime Send Receive Exitval Signal
+    /// Command), synced to disk; `+FILE` appends. A job killed by a signal
+    /// has Exitval 0 and the signal; a timed-out one Exitval -1, Signal 15.
+    /// Attempts are in --json's output.
+    #[arg(long, visible_alias = "jl", value_name = "FILE")]
     pub(crate) joblog: Option<PathBuf>,
-    /// Skip the jobs the --joblog shows finished.
+    /// Skip the jobs the --joblog shows finished (it may be GNU
+    /// parallel's).
     #[arg(long)]
     pub(crate) resume: bool,
     /// Skip the jobs the --joblog shows succeeded; run the failed ones again.
     #[arg(long)]
     pub(crate) resume_failed: bool,
+    /// GNU parallel's extra replacement strings: {+/} {+.} {+..} {+...}
+    /// {..} {...} {/..} {/...} {##} {0#} {0%} (and {N+/} and so on). Its
+    /// dynamic ones ({:-x}, {#re}, {%re}, {/re/x}, {^x}, {,x}, ...) and
+    /// {choose_k} {uniq} {slot} {host} are refused, as is {= perl =}.
+    #[arg(long)]
+    pub(crate) plus: bool,
     /// Print one JSON object per job instead of its output.
     #[arg(long)]
     pub(crate) json: bool,
@@ -83,6 +97,10 @@ pub(crate) struct ExecArgs {
     pub(crate) jobs_file: Option<PathBuf>,
     /// The command template, then its inputs: `::: values`, `:::+ values`
     /// (linked to the group before), `:::: files`, or lines on stdin.
+    /// Jobs run in the shell GNU parallel would pick: $PARALLEL_SHELL,
+    /// else the shell `seedcore exec` was started from, else $SHELL, else
+    /// /bin/sh (a template without shell syntax that names a program is
+    /// started directly).
     #[arg(trailing_var_arg = true)]
     pub(crate) rest: Vec<String>,
 }

@@ -9,7 +9,8 @@
 
 use super::inputs::{InputError, Parsed};
 use super::joblog::{JobLog, Record};
-use super::template::{Rendered, Template, TemplateError};
+use super::shell::JobShell;
+use super::template::{JobPlace, Rendered, Template, TemplateError};
 use super::{ExecArgs, Usage};
 use anyhow::Context;
 use seedcore::command::{failed_output, CommandExecutor, CommandOutput, CommandSpec};
@@ -222,11 +223,18 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     if (args.resume || args.resume_failed) && args.joblog.is_none() {
         return Err(usage("--resume and --resume-failed need --joblog FILE"));
     }
+    let shell = JobShell::find().map_err(usage)?;
     let parsed = Parsed::parse(&args.rest).map_err(|e: InputError| usage(e.0))?;
-    let template =
-        Template::parse(&parsed.command, parsed.width()).map_err(|e: TemplateError| usage(e.0))?;
+    let template = Template::parse(&parsed.command, parsed.width(), args.plus, &shell)
+        .map_err(|e: TemplateError| usage(e.0))?;
     let mut total = parsed.count();
     let mut jobs = parsed.into_jobs();
+    if template.uses_total() && total.is_none() {
+        // {##} and {0#} need the number of jobs: stdin is read to its end.
+        let all: Vec<_> = jobs.collect();
+        total = Some(all.iter().take_while(|j| j.is_ok()).count() as u64);
+        jobs = Box::new(all.into_iter());
+    }
     // jobs file: its jobs instead of a template's.
     let mut file_jobs = match &args.jobs_file {
         Some(_) if !args.rest.is_empty() => {
@@ -249,7 +257,7 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     };
     let skip = |seq: u64| match done_before.get(&seq) {
         None => false,
-        Some(&(exit, sig)) => args.resume || (exit == 0 && sig == 0),
+        Some(&succeeded) => args.resume || succeeded,
     };
 
     // The engine: a command executor of `slots` slots (fixed, or between
@@ -280,14 +288,16 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = timeout {
         opts = opts.timeout(t);
     }
-    if args.retries > 0 {
-        opts = opts.retry(
-            RetryPolicy::retries(args.retries).backoff(Backoff::Exponential {
+    // GNU parallel's --retries: tries in all, 0 for no limit.
+    let tries = args.retries.unwrap_or(1);
+    if tries != 1 {
+        opts = opts.retry(RetryPolicy::retries(retries_after_first(tries)).backoff(
+            Backoff::Exponential {
                 initial: retry_delay,
                 factor: 2.0,
                 max: Duration::from_secs(30),
-            }),
-        );
+            },
+        ));
     }
 
     // SAFETY: the handler only increments an atomic, which is
@@ -349,7 +359,7 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 let (mut spec, line, job_opts) = job
-                    .into_spec(&opts, retry_delay)
+                    .into_spec(&opts, retry_delay, &shell)
                     .map_err(|e| usage(format!("jobs file, job {seq}: {e}")))?;
                 if args.dry_run {
                     writeln!(out, "{line}")?;
@@ -358,6 +368,7 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
                 if let Some(n) = args.nice {
                     spec = spec.nice(n);
                 }
+                spec = with_env(spec, seq);
                 let tx = tx.clone();
                 let handle = system
                     .submit_command(job_opts.unwrap_or_else(|| opts.clone()), spec)
@@ -397,22 +408,28 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             } else {
                 1
             };
-            let rendered = template.render(&inputs, seq, slot);
+            let place = JobPlace {
+                seq,
+                slot,
+                total: total.unwrap_or(0),
+                slots: max_slots,
+            };
+            let Rendered { line, argv } = template.render(&inputs, place);
             if args.dry_run {
-                writeln!(out, "{}", rendered.line())?;
+                writeln!(out, "{line}")?;
                 continue;
             }
-            let line = rendered.line();
-            let mut spec = match rendered {
-                Rendered::Direct(mut words) => {
+            let mut spec = match argv {
+                Some(mut words) => {
                     let program = words.remove(0);
                     CommandSpec::new(program).args(words)
                 }
-                Rendered::Shell(l) => CommandSpec::shell(l),
+                None => CommandSpec::shell(line.clone()).shell_program(&shell.path),
             };
             if let Some(n) = args.nice {
                 spec = spec.nice(n);
             }
+            spec = with_env(spec, seq);
             let tx = tx.clone();
             let handle = system
                 .submit_command(opts.clone(), spec)
@@ -451,7 +468,7 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             if template.uses_slot() {
                 free_slots.push(pending.slot);
             }
-            let Some(f) = finish(s, pending, result, timeout, args.retries) else {
+            let Some(f) = finish(s, pending, result, timeout, tries) else {
                 // Cancelled (halt now, Ctrl-C): not done, so not logged.
                 if args.keep_order {
                     order.retain(|&q| q != s);
@@ -468,9 +485,9 @@ pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
                     seq: f.seq,
                     start: f.start,
                     runtime: f.runtime,
+                    received: f.output.as_ref().map_or(0, |o| o.stdout.len()),
                     exit: f.exit,
                     signal: f.signal,
-                    attempts: f.attempts,
                     command: &f.line,
                 })?;
             }
@@ -583,13 +600,30 @@ fn now_epoch() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The retries after the first try of GNU parallel's `--retries TRIES`
+/// (tries in all; 0 for no limit).
+pub(super) fn retries_after_first(tries: u32) -> u32 {
+    if tries == 0 {
+        u32::MAX
+    } else {
+        tries - 1
+    }
+}
+
+/// Adds the variables GNU parallel gives each job.
+fn with_env(spec: CommandSpec, seq: u64) -> CommandSpec {
+    spec.env("PARALLEL_SEQ", seq.to_string())
+        .env("PARALLEL_PID", std::process::id().to_string())
+}
+
 /// The record of a finished job; `None` for one that was cancelled.
+/// `tries`: `--retries`, the most attempts a job has.
 fn finish(
     seq: u64,
     p: Pending,
     result: Result<CommandOutput, TaskError>,
     timeout: Option<Duration>,
-    retries: u32,
+    tries: u32,
 ) -> Option<Finished> {
     let end = now_epoch();
     let mut f = Finished {
@@ -600,7 +634,7 @@ fn finish(
         runtime: 0.0,
         exit: 0,
         signal: 0,
-        attempts: retries + 1,
+        attempts: tries,
         status: "ok",
         output: None,
         message: None,
@@ -608,7 +642,8 @@ fn finish(
     let with_output = |f: &mut Finished, o: CommandOutput| {
         f.runtime = o.duration.as_secs_f64();
         f.start = end - f.runtime;
-        f.exit = o.code.unwrap_or(-1);
+        // Killed by a signal: GNU parallel logs Exitval 0 and the signal.
+        f.exit = o.code.unwrap_or(0);
         f.signal = o.signal.unwrap_or(0);
         f.attempts = o.attempts;
         f.output = Some(o);

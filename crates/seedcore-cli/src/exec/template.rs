@@ -1,31 +1,51 @@
 //! The command template: GNU parallel's replacement strings and quoting.
 //!
 //! `{}` the input (all inputs, space-separated, when there are several),
-//! `{.}` without its extension, `{/}` its basename, `{//}` its dirname
-//! (`.` when it has none), `{/.}` its basename without extension, `{#}`
-//! the job's sequence number, `{%}` its slot, `{N}` (and `{N.}`, `{N/}`,
-//! `{N//}`, `{N/.}`) input source N. A template without replacement
-//! strings gets ` {}` appended, as in GNU parallel. Anything else in
-//! braces is left as it is.
+//! `{.}` without its extension, `{/}` its basename, `{//}` its dirname,
+//! `{/.}` its basename without extension, `{#}` the job's sequence
+//! number, `{%}` its slot, `{N}` (and `{N.}`, `{N/}`, `{N//}`, `{N/.}`)
+//! input source N. With `--plus`, also `{+/}` `{+.}` `{+..}` `{+...}`
+//! `{..}` `{...}` `{/..}` `{/...}` (and their `{N...}` forms), `{##}`
+//! (the number of jobs), `{0#}` and `{0%}` (zero-padded); GNU parallel's
+//! other `--plus` strings (`{:-x}`, `{#re}`, `{%re}`, `{/re/x}`, `{^x}`,
+//! `{,x}`, `{choose_k}`, `{uniq}`, `{slot}`, `{host}`, ...) and `{= perl =}`
+//! are refused. Each string edits the input with GNU parallel's own
+//! definition (a Perl substitution, reproduced here), so dotfiles and
+//! trailing slashes come out as they do there: `{.}` of `.bashrc` is empty,
+//! `{/}` of `a/b/` is empty. A template without replacement strings gets
+//! ` {}` appended, as in GNU parallel. Anything else in braces is left as
+//! it is.
 //!
-//! Substituted inputs are shell-quoted as GNU parallel quotes them (a
-//! word of `[-_.+a-zA-Z0-9/]` stays as it is, anything else is put in
-//! single quotes), and the line is run by `sh -c`. When the template has
-//! no shell syntax at all (no quotes, `$`, pipes, redirections, globs,
-//! `~`, `#`, assignments or shell keywords and builtins), the same words
-//! are started directly, without a shell: the result is the same and the
-//! job starts faster.
+//! Substituted inputs are quoted for the job shell as GNU parallel quotes
+//! them (for `sh`: a word of `[-_.+a-zA-Z0-9/]` stays as it is, anything
+//! else is put in single quotes), and the line is run by that shell. When
+//! the shell is a Bourne shell that reads no startup file for `-c` and the
+//! template has no shell syntax at all (no quotes, `$`, pipes,
+//! redirections, globs, `~`, `#`, assignments), and its command is a
+//! program in `PATH` (not a shell keyword, builtin or exported function),
+//! the same words are started directly, without a shell: the result is
+//! the same and the job starts faster.
 
+use super::shell::{which, JobShell, Quoting};
 use std::fmt;
 
 /// What a replacement string takes of an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
+    /// `{}`
     Whole,
-    NoExt,
+    /// `{.}` (1), `{..}` (2), `{...}` (3): without that many extensions.
+    NoExt(usize),
+    /// `{/}`
     Base,
+    /// `{//}`
     Dir,
-    BaseNoExt,
+    /// `{/.}`, `{/..}`, `{/...}`
+    BaseNoExt(usize),
+    /// `{+/}`: what `{/}` leaves out.
+    DirPlus,
+    /// `{+.}`, `{+..}`, `{+...}`: what `{.}` (and so on) leaves out.
+    Ext(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +54,16 @@ enum Piece {
     /// An input: `None` for all of them (`{}`), `Some(i)` for source `i`
     /// (0-based).
     Input(Option<usize>, Part),
-    Seq,
-    Slot,
+    /// `{#}`, or `{0#}` zero-padded to the width of the number of jobs.
+    Seq {
+        padded: bool,
+    },
+    /// `{%}`, or `{0%}` zero-padded to the width of the number of slots.
+    Slot {
+        padded: bool,
+    },
+    /// `{##}`: the number of jobs.
+    Total,
     /// Whitespace between words.
     Break,
 }
@@ -44,10 +72,10 @@ enum Piece {
 #[derive(Debug, Clone)]
 pub(crate) struct Template {
     pieces: Vec<Piece>,
-    /// Whether the line needs `sh -c`.
+    /// Whether the line needs the shell.
     shell: bool,
-    /// Whether `{%}` appears.
-    uses_slot: bool,
+    /// How inputs are quoted.
+    quoting: Quoting,
     /// No command: each input line is itself the command.
     raw: bool,
 }
@@ -64,36 +92,120 @@ impl fmt::Display for TemplateError {
 
 impl std::error::Error for TemplateError {}
 
+/// What a job is: where it runs in the template's sequence.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JobPlace {
+    /// Its sequence number, from 1.
+    pub(crate) seq: u64,
+    /// Its slot, from 1.
+    pub(crate) slot: usize,
+    /// The number of jobs (0 when not known: only `{##}` and `{0#}` need it).
+    pub(crate) total: u64,
+    /// The number of slots.
+    pub(crate) slots: usize,
+}
+
 /// The command of one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Rendered {
-    /// Run directly: program and arguments.
-    Direct(Vec<String>),
-    /// Run with `sh -c`.
-    Shell(String),
+pub(crate) struct Rendered {
+    /// The command line as GNU parallel builds it: what the shell runs, and
+    /// what the job log and `--dry-run` show.
+    pub(crate) line: String,
+    /// The same words to start directly (program and arguments), when the
+    /// line needs no shell.
+    pub(crate) argv: Option<Vec<String>>,
 }
 
-impl Rendered {
-    /// The command as a shell line (the joblog's and `--dry-run`'s form).
-    pub(crate) fn line(&self) -> String {
-        match self {
-            Rendered::Shell(s) => s.clone(),
-            Rendered::Direct(words) => words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" "),
-        }
-    }
-}
-
-/// Shell keywords and builtins without a program of their own: a line
-/// starting with one needs the shell.
+/// Shell keywords and builtins: a line starting with one needs the shell.
+/// Those that are programs too (`echo`, `printf`, `test`, `kill`, `pwd`,
+/// ...) are here as well, since the shell runs its own, which may differ
+/// (dash's and zsh's `echo` expand backslashes).
 const SHELL_WORDS: &[&str] = &[
-    "!", "case", "do", "done", "elif", "else", "esac", "fi", "for", "function", "if", "in",
-    "select", "then", "until", "while", "time", "alias", "bg", "cd", "command", "eval", "exec",
-    "exit", "export", "fg", "getopts", "hash", "jobs", "read", "readonly", "return", "set",
-    "shift", "source", ".", ":", "times", "trap", "type", "ulimit", "umask", "unalias", "unset",
-    "wait", "break", "continue", "local", "declare", "typeset", "let", "builtin",
+    "!",
+    "case",
+    "do",
+    "done",
+    "elif",
+    "else",
+    "esac",
+    "fi",
+    "for",
+    "function",
+    "if",
+    "in",
+    "select",
+    "then",
+    "until",
+    "while",
+    "time",
+    "alias",
+    "bg",
+    "cd",
+    "command",
+    "eval",
+    "exec",
+    "exit",
+    "export",
+    "fg",
+    "getopts",
+    "hash",
+    "jobs",
+    "read",
+    "readonly",
+    "return",
+    "set",
+    "shift",
+    "source",
+    ".",
+    ":",
+    "times",
+    "trap",
+    "type",
+    "ulimit",
+    "umask",
+    "unalias",
+    "unset",
+    "wait",
+    "break",
+    "continue",
+    "local",
+    "declare",
+    "typeset",
+    "let",
+    "builtin",
+    "echo",
+    "printf",
+    "test",
+    "[",
+    "true",
+    "false",
+    "kill",
+    "pwd",
+    "which",
+    "print",
+    "whence",
+    "enable",
+    "help",
+    "logout",
+    "mapfile",
+    "readarray",
+    "shopt",
+    "disown",
+    "dirs",
+    "pushd",
+    "popd",
+    "suspend",
+    "compgen",
+    "complete",
+    "caller",
+    "history",
+    "fc",
+    "bind",
+    "noglob",
+    "nocorrect",
 ];
 
-/// Characters with a meaning to the shell.
+/// Characters with a meaning to some Bourne shell.
 fn is_meta(c: char) -> bool {
     matches!(
         c,
@@ -118,27 +230,95 @@ fn is_meta(c: char) -> bool {
             | '}'
             | '\n'
             | '!'
+            | '^'
     )
 }
 
-/// Quotes `s` for `sh` as GNU parallel does.
-pub(crate) fn quote(s: &str) -> String {
+/// Quotes `s` for a shell as GNU parallel does.
+pub(crate) fn quote(s: &str, quoting: Quoting) -> String {
+    match quoting {
+        Quoting::Sh => quote_sh(s),
+        Quoting::Csh => quote_csh(s),
+        Quoting::Rc => quote_rc(s),
+    }
+}
+
+fn quote_sh(s: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '/');
-    if !s.is_empty() && s.chars().all(safe) {
+    if s.is_empty() {
+        return "''".into();
+    }
+    if s.chars().all(safe) {
         return s.to_string();
     }
-    format!("'{}'", s.replace('\'', "'\"'\"'"))
+    let q = format!("'{}'", s.replace('\'', "'\"'\"'"));
+    // An input that starts or ends with a quote leaves an empty '' there.
+    let q = q.strip_prefix("''").unwrap_or(&q);
+    q.strip_suffix("''").unwrap_or(q).to_string()
+}
+
+/// Characters (t)csh and rc give a meaning to, in GNU parallel's list
+/// (bytes 2-9 and 11-26, then the printable ones; every non-ASCII
+/// character, where GNU parallel takes each byte past 0x81).
+fn special_csh_rc(c: char) -> bool {
+    matches!(c, '\u{2}'..='\u{9}' | '\u{b}'..='\u{1a}')
+        || "\\#?`(){}[]^*<=>~|; \"!$&'".contains(c)
+        || !c.is_ascii()
+}
+
+fn quote_csh(s: &str) -> String {
+    if s.is_empty() {
+        return "''".into();
+    }
+    let mut q = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c == '\n' {
+            q.push_str("\"\\\n\"");
+        } else {
+            if special_csh_rc(c) {
+                q.push('\\');
+            }
+            q.push(c);
+        }
+    }
+    q
+}
+
+fn quote_rc(s: &str) -> String {
+    if s.is_empty() {
+        return "''".into();
+    }
+    let s = s.replace('\'', "''");
+    let mut q = String::with_capacity(s.len() + 8);
+    let mut run = false;
+    for c in s.chars() {
+        let special = c == '\n' || special_csh_rc(c);
+        if special != run {
+            q.push('\'');
+            run = special;
+        }
+        q.push(c);
+    }
+    if run {
+        q.push('\'');
+    }
+    q
 }
 
 impl Template {
     /// Parses the command words (joined by spaces, as GNU parallel does).
-    /// `sources` is the number of input sources, for `{N}` checks.
-    pub(crate) fn parse(words: &[String], sources: usize) -> Result<Template, TemplateError> {
+    /// `sources` is the number of input sources, for `{N}` checks; `plus`
+    /// enables `--plus`'s strings; `shell` runs the jobs.
+    pub(crate) fn parse(
+        words: &[String],
+        sources: usize,
+        plus: bool,
+        shell: &JobShell,
+    ) -> Result<Template, TemplateError> {
         let line = words.join(" ");
         let mut pieces = Vec::new();
         let mut text = String::new();
         let mut any_repl = false;
-        let mut uses_slot = false;
         let mut meta = false;
         let mut rest = line.as_str();
         let flush = |text: &mut String, pieces: &mut Vec<Piece>| {
@@ -155,9 +335,8 @@ impl Template {
                             "bad template: perl expressions ({{{inner}}}) are not supported"
                         )));
                     }
-                    if let Some(p) = parse_repl(inner, sources)? {
+                    if let Some(p) = parse_repl(inner, sources, plus)? {
                         flush(&mut text, &mut pieces);
-                        uses_slot |= p == Piece::Slot;
                         pieces.push(p);
                         any_repl = true;
                         rest = &rest[end + 1..];
@@ -171,7 +350,8 @@ impl Template {
                     pieces.push(Piece::Break);
                 }
             } else {
-                meta |= is_meta(c);
+                // `=word` is a path lookup to zsh.
+                meta |= is_meta(c) || c == '=' && text.is_empty();
                 text.push(c);
             }
             rest = &rest[c.len_utf8()..];
@@ -186,62 +366,83 @@ impl Template {
         while matches!(pieces.last(), Some(Piece::Break)) {
             pieces.pop();
         }
-        // A first word that the shell itself runs, or an assignment.
-        let first: String = pieces
-            .iter()
-            .take_while(|p| !matches!(p, Piece::Break))
-            .map(|p| match p {
-                Piece::Text(t) => t.as_str(),
-                _ => "\u{0}",
-            })
-            .collect();
-        let shell = meta
-            || words.is_empty()
-            || SHELL_WORDS.contains(&first.as_str())
-            || first.contains('=');
+        // The command word, when it is plain text.
+        let first: Option<&str> = match pieces.as_slice() {
+            [Piece::Text(t), Piece::Break, ..] | [Piece::Text(t)] => Some(t),
+            _ => None,
+        };
+        let program = first.filter(|w| {
+            !SHELL_WORDS.contains(w)
+                && !w.contains('=')
+                && std::env::var_os(format!("BASH_FUNC_{w}%%")).is_none()
+                && which(w).is_some()
+        });
+        let needs_shell = meta || words.is_empty() || !shell.direct || program.is_none();
         Ok(Template {
             pieces,
-            shell,
-            uses_slot,
+            shell: needs_shell,
+            quoting: shell.quoting,
             raw: words.is_empty(),
         })
     }
 
-    /// Whether `{%}` appears.
+    /// Whether `{%}` or `{0%}` appears.
     pub(crate) fn uses_slot(&self) -> bool {
-        self.uses_slot
+        self.pieces.iter().any(|p| matches!(p, Piece::Slot { .. }))
     }
 
-    /// Whether jobs are run by `sh -c`.
+    /// Whether the number of jobs is needed (`{##}`, `{0#}`).
+    pub(crate) fn uses_total(&self) -> bool {
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Total | Piece::Seq { padded: true }))
+    }
+
+    /// Whether jobs are run by the shell.
     #[cfg(test)]
     pub(crate) fn uses_shell(&self) -> bool {
         self.shell
     }
 
-    /// The command of job `seq` with `inputs` on slot `slot`.
-    pub(crate) fn render(&self, inputs: &[String], seq: u64, slot: usize) -> Rendered {
+    /// The command of the job with `inputs` at `at`.
+    pub(crate) fn render(&self, inputs: &[String], at: JobPlace) -> Rendered {
         if self.raw {
-            return Rendered::Shell(inputs.join(" "));
+            return Rendered {
+                line: inputs.join(" "),
+                argv: None,
+            };
+        }
+        let number = |p: &Piece| -> Option<String> {
+            let padded = |n: u64, of: u64| format!("{n:0w$}", w = of.max(1).to_string().len());
+            Some(match *p {
+                Piece::Seq { padded: false } => at.seq.to_string(),
+                Piece::Seq { padded: true } => padded(at.seq, at.total),
+                Piece::Slot { padded: false } => at.slot.to_string(),
+                Piece::Slot { padded: true } => padded(at.slot as u64, at.slots as u64),
+                Piece::Total => at.total.to_string(),
+                _ => return None,
+            })
+        };
+        let mut line = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => line.push_str(t),
+                Piece::Break => line.push(' '),
+                Piece::Input(None, part) => {
+                    let all: Vec<String> = inputs
+                        .iter()
+                        .map(|i| quote(&apply(i, *part), self.quoting))
+                        .collect();
+                    line.push_str(&all.join(" "));
+                }
+                Piece::Input(Some(i), part) => {
+                    line.push_str(&quote(&apply(input(inputs, *i), *part), self.quoting))
+                }
+                other => line.push_str(&number(other).unwrap_or_default()),
+            }
         }
         if self.shell {
-            let mut s = String::new();
-            for p in &self.pieces {
-                match p {
-                    Piece::Text(t) => s.push_str(t),
-                    Piece::Break => s.push(' '),
-                    Piece::Seq => s.push_str(&seq.to_string()),
-                    Piece::Slot => s.push_str(&slot.to_string()),
-                    Piece::Input(None, part) => {
-                        let all: Vec<String> =
-                            inputs.iter().map(|i| quote(&apply(i, *part))).collect();
-                        s.push_str(&all.join(" "));
-                    }
-                    Piece::Input(Some(i), part) => {
-                        s.push_str(&quote(&apply(input(inputs, *i), *part)))
-                    }
-                }
-            }
-            return Rendered::Shell(s);
+            return Rendered { line, argv: None };
         }
         let mut words = Vec::new();
         let mut word: Option<String> = None;
@@ -249,12 +450,6 @@ impl Template {
             match p {
                 Piece::Break => words.extend(word.take()),
                 Piece::Text(t) => word.get_or_insert_with(String::new).push_str(t),
-                Piece::Seq => word
-                    .get_or_insert_with(String::new)
-                    .push_str(&seq.to_string()),
-                Piece::Slot => word
-                    .get_or_insert_with(String::new)
-                    .push_str(&slot.to_string()),
                 Piece::Input(Some(i), part) => word
                     .get_or_insert_with(String::new)
                     .push_str(&apply(input(inputs, *i), *part)),
@@ -272,10 +467,16 @@ impl Template {
                         word.get_or_insert_with(String::new);
                     }
                 }
+                other => word
+                    .get_or_insert_with(String::new)
+                    .push_str(&number(other).unwrap_or_default()),
             }
         }
         words.extend(word);
-        Rendered::Direct(words)
+        Rendered {
+            line,
+            argv: Some(words),
+        }
     }
 }
 
@@ -283,25 +484,64 @@ fn input(inputs: &[String], i: usize) -> &str {
     inputs.get(i).map(String::as_str).unwrap_or("")
 }
 
+/// `--plus`'s strings that take a Perl regular expression or a feature
+/// this runner lacks: `Some(why)` when `inner` is one.
+fn unsupported_plus(inner: &str) -> Option<&'static str> {
+    let named = [
+        "choose_k", "uniq", "slot", "host", "sshlogin", "agrp", "hgrp",
+    ];
+    if named.contains(&inner) {
+        return Some("not supported");
+    }
+    let dynamic = match inner.chars().next() {
+        Some(':') | Some('^') | Some(',') => inner.len() > 1,
+        Some('#') => inner.len() > 1 && inner != "##",
+        Some('%') => inner.len() > 1,
+        Some('/') => inner.len() > 2 && inner[1..].contains('/'),
+        _ => false,
+    };
+    dynamic.then_some(
+        "a dynamic replacement string (a Perl regular expression or substring), not supported",
+    )
+}
+
 /// `{N...}` or `{...}`: `Ok(None)` when `inner` is no replacement string.
-fn parse_repl(inner: &str, sources: usize) -> Result<Option<Piece>, TemplateError> {
+fn parse_repl(inner: &str, sources: usize, plus: bool) -> Result<Option<Piece>, TemplateError> {
     let part = |s: &str| match s {
         "" => Some(Part::Whole),
-        "." => Some(Part::NoExt),
+        "." => Some(Part::NoExt(1)),
         "/" => Some(Part::Base),
         "//" => Some(Part::Dir),
-        "/." => Some(Part::BaseNoExt),
+        "/." => Some(Part::BaseNoExt(1)),
+        ".." if plus => Some(Part::NoExt(2)),
+        "..." if plus => Some(Part::NoExt(3)),
+        "/.." if plus => Some(Part::BaseNoExt(2)),
+        "/..." if plus => Some(Part::BaseNoExt(3)),
+        "+/" if plus => Some(Part::DirPlus),
+        "+." if plus => Some(Part::Ext(1)),
+        "+.." if plus => Some(Part::Ext(2)),
+        "+..." if plus => Some(Part::Ext(3)),
         _ => None,
     };
     match inner {
-        "#" => return Ok(Some(Piece::Seq)),
-        "%" => return Ok(Some(Piece::Slot)),
+        "#" => return Ok(Some(Piece::Seq { padded: false })),
+        "%" => return Ok(Some(Piece::Slot { padded: false })),
+        "##" if plus => return Ok(Some(Piece::Total)),
+        "0#" if plus => return Ok(Some(Piece::Seq { padded: true })),
+        "0%" if plus => return Ok(Some(Piece::Slot { padded: true })),
         _ => {}
     }
     if let Some(p) = part(inner) {
         return Ok(Some(Piece::Input(None, p)));
     }
     let digits = inner.chars().take_while(char::is_ascii_digit).count();
+    if plus {
+        if let Some(why) = unsupported_plus(&inner[digits..]) {
+            return Err(TemplateError(format!(
+                "bad template: {{{inner}}}: {why} (see `seedcore exec --help`)"
+            )));
+        }
+    }
     if digits == 0 {
         return Ok(None);
     }
@@ -326,54 +566,90 @@ fn parse_repl(inner: &str, sources: usize) -> Result<Option<Piece>, TemplateErro
     Ok(Some(Piece::Input(Some(n - 1), p)))
 }
 
-/// Applies a replacement string's part to an input.
+/// The `n`th last `.` of `s`.
+fn nth_last_dot(s: &str, n: usize) -> Option<usize> {
+    s.rmatch_indices('.').nth(n - 1).map(|(i, _)| i)
+}
+
+/// Applies a replacement string's part to an input, as GNU parallel's
+/// Perl definition of it does (quoted beside each).
 fn apply(s: &str, part: Part) -> String {
-    let base = |s: &str| -> String {
-        let t = s.trim_end_matches('/');
-        match t.rfind('/') {
-            Some(i) => t[i + 1..].to_string(),
-            None if t.is_empty() && !s.is_empty() => "/".into(),
-            None => t.to_string(),
-        }
-    };
-    let no_ext = |s: &str| -> String {
-        // Only an extension of the last path component, and not a
-        // leading dot (`.bashrc` has none).
-        let start = s.rfind('/').map(|i| i + 1).unwrap_or(0);
-        match s[start..].rfind('.') {
-            Some(i) if i > 0 => s[..start + i].to_string(),
-            _ => s.to_string(),
-        }
+    // s:.*/::
+    let base = |s: &str| s.rsplit('/').next().unwrap_or_default().to_string();
+    // {.}: s:\.[^/.]*$::  {..}: s:\.[^/.]*\.[^/.]*$::  {...}: three.
+    let no_ext = |s: &str, n: usize| match nth_last_dot(s, n) {
+        Some(i) if !s[i..].contains('/') => s[..i].to_string(),
+        _ => s.to_string(),
     };
     match part {
         Part::Whole => s.to_string(),
-        Part::NoExt => no_ext(s),
+        Part::NoExt(n) => no_ext(s, n),
         Part::Base => base(s),
-        Part::BaseNoExt => no_ext(&base(s)),
-        Part::Dir => {
-            let t = s.trim_end_matches('/');
-            match t.rfind('/') {
-                Some(0) => "/".into(),
-                Some(i) => t[..i].to_string(),
-                None if s.starts_with('/') => "/".into(),
-                None => ".".into(),
-            }
-        }
+        Part::BaseNoExt(n) => no_ext(&base(s), n),
+        Part::Dir => dirname(s),
+        // s:/[^/]*$:: || s:.*$::
+        Part::DirPlus => s.rfind('/').map_or(String::new(), |i| s[..i].to_string()),
+        // {+.}: s:.*\.:: || s:.*$::
+        // {+..}: s:.*\.([^/.]*\.[^/.]*)$:$1: || s:.*$::  {+...}: three.
+        Part::Ext(n) => match nth_last_dot(s, n) {
+            Some(i) if n == 1 || !s[i..].contains('/') => s[i + 1..].to_string(),
+            _ => String::new(),
+        },
     }
+}
+
+/// Perl's `File::Basename::dirname` on Unix: `a/b/` is `a`, `a` is `.`,
+/// `/` is `/`.
+fn dirname(s: &str) -> String {
+    // fileparse: the directory (with its last `/`, `./` when none) and the rest.
+    let fileparse = |s: &str| -> (String, String) {
+        match s.rfind('/') {
+            Some(i) => (s[..=i].to_string(), s[i + 1..].to_string()),
+            None => ("./".into(), s.to_string()),
+        }
+    };
+    // s{(.)/*\z}{$1}s: trailing slashes off, the first character kept.
+    let strip = |d: &str| -> String {
+        let t = d.trim_end_matches('/');
+        if t.is_empty() {
+            d[..d.len().min(1)].to_string()
+        } else {
+            t.to_string()
+        }
+    };
+    let (mut dir, basename) = fileparse(s);
+    dir = strip(&dir);
+    if basename.is_empty() {
+        dir = strip(&fileparse(&dir).0);
+    }
+    dir
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sh() -> JobShell {
+        JobShell::new("/bin/sh".into())
+    }
+
     fn t(words: &[&str], sources: usize) -> Template {
         let w: Vec<String> = words.iter().map(|s| s.to_string()).collect();
-        Template::parse(&w, sources).unwrap()
+        Template::parse(&w, sources, true, &sh()).unwrap()
+    }
+
+    fn at(seq: u64) -> JobPlace {
+        JobPlace {
+            seq,
+            slot: 1,
+            total: 1,
+            slots: 1,
+        }
     }
 
     fn line(words: &[&str], inputs: &[&str]) -> String {
         let i: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
-        t(words, i.len()).render(&i, 1, 1).line()
+        t(words, i.len()).render(&i, at(1)).line
     }
 
     #[test]
@@ -386,12 +662,119 @@ mod tests {
             ),
             "echo dir.d/sub/file.tar file.tar.gz dir.d/sub file.tar 1 1"
         );
-        assert_eq!(
-            line(&["echo", "{.}", "{/}", "{//}", "{/.}"], &["nodir"]),
-            "echo nodir nodir . nodir"
-        );
         assert_eq!(line(&["echo", "{2}-{1}"], &["a", "1"]), "echo 1-a");
         assert_eq!(line(&["echo", "{1/.}"], &["x/y.c", "z"]), "echo y");
+    }
+
+    /// GNU parallel 20221122, `parallel -k --plus "printf '%s|' {} {.} {/}
+    /// {//} {/.} {+/} {+.} {..} {...} {+..} {+...} {/..} {/...}; echo"`
+    /// over these inputs, one per line.
+    const GNU_PARTS: &[&str] = &[
+        ".bashrc||.bashrc|.|||bashrc|.bashrc|.bashrc|||.bashrc|.bashrc|",
+        "a/b/|a/b/||a||a/b||a/b/|a/b/|||||",
+        "a/b/.c|a/b/|.c|a/b||a/b|c|a/b/.c|a/b/.c|||.c|.c|",
+        "dir.d/sub/file.tar.gz|dir.d/sub/file.tar|file.tar.gz|dir.d/sub|file.tar|dir.d/sub|gz|dir.d/sub/file|dir.d/sub/file.tar.gz|tar.gz||file|file.tar.gz|",
+        "nodir|nodir|nodir|.|nodir|||nodir|nodir|||nodir|nodir|",
+        "/|/||/||||/|/|||||",
+        "//|//||/||/||//|//|||||",
+        "/a|/a|a|/|a|||/a|/a|||a|a|",
+        "a//b|a//b|b|a|b|a/||a//b|a//b|||b|b|",
+        "a b.c|a b|a b.c|.|a b||c|a b.c|a b.c|||a b.c|a b.c|",
+        "|||.||||||||||",
+        "x.|x|x.|.|x|||x.|x.|||x.|x.|",
+        ".a.b|.a|.a.b|.|.a||b||.a.b|a.b|||.a.b|",
+        "../x|../x|x|..|x|..|/x|../x|../x|||x|x|",
+        "./y.tar.gz|./y.tar|y.tar.gz|.|y.tar|.|gz|./y|./y.tar.gz|tar.gz||y|y.tar.gz|",
+        "a.b/c|a.b/c|c|a.b|c|a.b|b/c|a.b/c|a.b/c|||c|c|",
+        "a.b.c.d/e.f.g.h|a.b.c.d/e.f.g|e.f.g.h|a.b.c.d|e.f.g|a.b.c.d|h|a.b.c.d/e.f|a.b.c.d/e|g.h|f.g.h|e.f|e|",
+        "..|.|..|.|.||||..|.|||..|",
+        ".||.|.||||.|.|||.|.|",
+        "a..b|a.|a..b|.|a.||b|a|a..b|.b||a|a..b|",
+        "/.x|/|.x|/|||x|/.x|/.x|||.x|.x|",
+    ];
+
+    #[test]
+    fn every_part_edits_inputs_as_gnu_parallels_perl_does() {
+        let parts = [
+            Part::Whole,
+            Part::NoExt(1),
+            Part::Base,
+            Part::Dir,
+            Part::BaseNoExt(1),
+            Part::DirPlus,
+            Part::Ext(1),
+            Part::NoExt(2),
+            Part::NoExt(3),
+            Part::Ext(2),
+            Part::Ext(3),
+            Part::BaseNoExt(2),
+            Part::BaseNoExt(3),
+        ];
+        for row in GNU_PARTS {
+            let want: Vec<&str> = row.split('|').collect();
+            let input = want[0];
+            for (k, part) in parts.iter().enumerate() {
+                assert_eq!(apply(input, *part), want[k], "{part:?} of {input:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn plus_strings_need_plus_and_take_positions() {
+        let w = |s: &str| vec![s.to_string()];
+        // Without --plus they are text (and the input is appended).
+        let plain = Template::parse(&w("echo {+/} {..}"), 1, false, &sh()).unwrap();
+        assert_eq!(
+            plain.render(&["a/b.c.d".into()], at(1)).line,
+            "echo {+/} {..} a/b.c.d"
+        );
+        // parallel --plus echo {1+/} {2..} {2+.} {1/..} ::: a/b.c ::: x.y.z
+        assert_eq!(
+            line(
+                &["echo", "{1+/}", "{2..}", "{2+.}", "{1/..}"],
+                &["a/b.c", "x.y.z"]
+            ),
+            "echo a x z b.c"
+        );
+        // {##} the number of jobs, {0#} and {0%} padded to its width and
+        // the slots'.
+        let tpl = t(&["echo", "{##}", "{0#}", "{0%}"], 1);
+        assert!(tpl.uses_total() && tpl.uses_slot());
+        let place = JobPlace {
+            seq: 7,
+            slot: 3,
+            total: 120,
+            slots: 12,
+        };
+        assert_eq!(tpl.render(&["a".into()], place).line, "echo 120 007 03");
+    }
+
+    #[test]
+    fn plus_strings_this_runner_lacks_are_refused_by_name() {
+        let w = |s: &str| vec![s.to_string()];
+        for bad in [
+            "{:-x}",
+            "{:2}",
+            "{:1:2}",
+            "{#a}",
+            "{##a}",
+            "{%a}",
+            "{%%a}",
+            "{/a/b}",
+            "{//a/b}",
+            "{^a}",
+            "{,,a}",
+            "{choose_k}",
+            "{uniq}",
+            "{slot}",
+            "{host}",
+            "{2:-x}",
+        ] {
+            let e = Template::parse(&w(&format!("echo {bad}")), 2, true, &sh()).unwrap_err();
+            assert!(e.0.contains(bad), "{bad}: {e}");
+            // Without --plus GNU parallel leaves them as text.
+            assert!(Template::parse(&w(&format!("echo {bad}")), 2, false, &sh()).is_ok());
+        }
     }
 
     #[test]
@@ -402,6 +785,22 @@ mod tests {
         assert_eq!(line(&["echo", "{}"], &["x;y"]), "echo 'x;y'");
         assert_eq!(line(&["echo", "{}"], &[""]), "echo ''");
         assert_eq!(line(&["echo", "{}"], &["a=b"]), "echo 'a=b'");
+        // parallel --dry-run echo ::: "'a'" "a'": no empty '' at the ends.
+        assert_eq!(line(&["echo", "{}"], &["'a'"]), "echo \"'\"'a'\"'\"");
+        assert_eq!(line(&["echo", "{}"], &["a'"]), "echo 'a'\"'\"");
+        assert_eq!(line(&["echo", "{}"], &["a\r"]), "echo 'a\r'");
+    }
+
+    #[test]
+    fn csh_and_rc_get_their_own_quoting() {
+        // GNU parallel's shell_quote_scalar_csh and _rc.
+        assert_eq!(quote("a b'c", Quoting::Csh), "a\\ b\\'c");
+        assert_eq!(quote("x=$y!", Quoting::Csh), "x\\=\\$y\\!");
+        assert_eq!(quote("a\nb", Quoting::Csh), "a\"\\\n\"b");
+        assert_eq!(quote("", Quoting::Csh), "''");
+        assert_eq!(quote("it's", Quoting::Rc), "it''''s");
+        assert_eq!(quote("a b;c", Quoting::Rc), "a' 'b';'c");
+        assert_eq!(quote("plain-1.2", Quoting::Rc), "plain-1.2");
     }
 
     #[test]
@@ -409,30 +808,49 @@ mod tests {
         assert_eq!(line(&["echo"], &["a", "1"]), "echo a 1");
         let i = vec!["a b".to_string()];
         assert_eq!(
-            t(&["echo", "x"], 1).render(&i, 1, 1),
-            Rendered::Direct(vec!["echo".into(), "x".into(), "a b".into()])
+            t(&["cat", "x"], 1).render(&i, at(1)).argv,
+            Some(vec!["cat".into(), "x".into(), "a b".into()])
         );
     }
 
     #[test]
-    fn plain_templates_run_directly_and_shell_syntax_goes_to_sh() {
-        assert!(!t(&["echo", "{}"], 1).uses_shell());
-        assert!(t(&["echo {} | wc"], 1).uses_shell());
+    fn plain_programs_run_directly_and_shell_syntax_and_builtins_go_to_the_shell() {
+        assert!(!t(&["cat", "{}"], 1).uses_shell());
+        assert!(!t(&["cut", "-d,", "-f1", "{}"], 1).uses_shell());
+        assert!(t(&["cat {} | wc"], 1).uses_shell());
         assert!(t(&["exit", "{}"], 1).uses_shell());
+        // Builtins that are programs too: the shell's own runs.
+        assert!(t(&["echo", "{}"], 1).uses_shell());
+        assert!(t(&["printf", "%s", "{}"], 1).uses_shell());
         assert!(t(&["FOO=1", "env"], 1).uses_shell());
+        assert!(t(&["cat", "=x"], 1).uses_shell());
         assert!(t(&[], 1).uses_shell());
-        assert!(t(&["echo", "$HOME"], 1).uses_shell());
+        assert!(t(&["cat", "$HOME"], 1).uses_shell());
+        assert!(t(&["{}", "x"], 1).uses_shell());
+        assert!(t(&["seedcore-no-such-program", "{}"], 1).uses_shell());
+        // Not a Bourne shell: always the shell.
+        let fish = JobShell::new("/usr/bin/fish".into());
+        let w = vec!["cat".to_string(), "{}".into()];
+        assert!(Template::parse(&w, 1, false, &fish).unwrap().uses_shell());
+        // The logged line is GNU parallel's, run directly or not.
+        let r = t(&["cut", "-d,", "-f1", "{}"], 1).render(&["a b".into()], at(1));
+        assert_eq!(r.line, "cut -d, -f1 'a b'");
+        assert_eq!(
+            r.argv,
+            Some(vec!["cut".into(), "-d,".into(), "-f1".into(), "a b".into()])
+        );
         // No command: the input is the command, unquoted.
         let i = vec!["echo a | tr a b".to_string()];
-        assert_eq!(t(&[], 1).render(&i, 1, 1).line(), "echo a | tr a b");
+        assert_eq!(t(&[], 1).render(&i, at(1)).line, "echo a | tr a b");
     }
 
     #[test]
     fn bad_templates_are_errors() {
         let w = |s: &str| vec![s.to_string()];
-        assert!(Template::parse(&w("echo {0}"), 1).is_err());
-        assert!(Template::parse(&w("echo {3}"), 2).is_err());
-        assert!(Template::parse(&w("echo {= s/a/b/ =}"), 1).is_err());
-        assert!(Template::parse(&w("awk {print}"), 1).is_ok());
+        let parse = |s: &str, n| Template::parse(&w(s), n, false, &sh());
+        assert!(parse("echo {0}", 1).is_err());
+        assert!(parse("echo {3}", 2).is_err());
+        assert!(parse("echo {= s/a/b/ =}", 1).is_err());
+        assert!(parse("awk {print}", 1).is_ok());
     }
 }

@@ -1,12 +1,14 @@
 //! One child process in its own process group: spawned, its output
 //! collected through `poll(2)` on the worker's own thread (no thread per
-//! child), waited for without reaping first so that a kill of its group
-//! can never reach a recycled process id, and its whole group killed.
+//! child) until it exits, waited for without reaping first so that a kill
+//! of its group can never reach a recycled process id, and its whole
+//! group killed.
 
 use super::output::Sink;
 use super::{CommandSpec, Program, Stdin};
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
@@ -65,20 +67,38 @@ pub(crate) fn spawn(spec: &CommandSpec) -> io::Result<Child> {
     Ok(child)
 }
 
-/// Reads the child's stdout and stderr to their ends into the sinks.
-pub(crate) fn collect(child: &mut Child, out: &mut Sink<'_>, err: &mut Sink<'_>) -> io::Result<()> {
-    use std::io::Read;
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
+/// Reads the child's stdout and stderr into the sinks until the child
+/// itself exits, then what the pipes hold at that moment.
+///
+/// The command is over when its own process is (GNU parallel's rule): a
+/// descendant it left running (`daemon &`) may hold the pipes open for
+/// long after, and is not waited for. Such pipes go to the [`drain`]
+/// thread, which discards what they carry until their last writer closes
+/// them, so the descendant is neither blocked on a full pipe nor killed by
+/// SIGPIPE.
+///
+/// [`drain`]: super::drain
+pub(crate) fn collect<'a>(
+    child: &mut Child,
+    out: &mut Sink<'a>,
+    err: &mut Sink<'a>,
+) -> io::Result<()> {
+    let exit = ExitWatch::new(child.id());
+    let mut streams = [
+        child.stdout.take().map(|s| File::from(OwnedFd::from(s))),
+        child.stderr.take().map(|s| File::from(OwnedFd::from(s))),
+    ];
+    let sinks = [out, err];
     let mut chunk = vec![0u8; 64 * 1024];
-    while stdout.is_some() || stderr.is_some() {
+    while streams.iter().any(Option::is_some) {
         let mut fds = [
-            pollfd(stdout.as_ref().map(|s| s.as_raw_fd())),
-            pollfd(stderr.as_ref().map(|s| s.as_raw_fd())),
+            pollfd(streams[0].as_ref().map(|s| s.as_raw_fd())),
+            pollfd(streams[1].as_ref().map(|s| s.as_raw_fd())),
+            pollfd(exit.fd()),
         ];
-        // SAFETY: `fds` is a live array of two pollfd; a negative fd is
+        // SAFETY: `fds` is a live array of three pollfd; a negative fd is
         // ignored by poll.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 3, exit.poll_timeout()) };
         if rc < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -86,28 +106,145 @@ pub(crate) fn collect(child: &mut Child, out: &mut Sink<'_>, err: &mut Sink<'_>)
             }
             return Err(e);
         }
-        if fds[0].revents != 0 {
-            if let Some(s) = &mut stdout {
+        for (k, stream) in streams.iter_mut().enumerate() {
+            if fds[k].revents == 0 {
+                continue;
+            }
+            if let Some(s) = stream {
                 match s.read(&mut chunk) {
-                    Ok(0) => stdout = None,
-                    Ok(n) => out.push(&chunk[..n])?,
+                    Ok(0) => *stream = None,
+                    Ok(n) => sinks[k].push(&chunk[..n])?,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             }
         }
-        if fds[1].revents != 0 {
-            if let Some(s) = &mut stderr {
-                match s.read(&mut chunk) {
-                    Ok(0) => stderr = None,
-                    Ok(n) => err.push(&chunk[..n])?,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+        if streams.iter().any(Option::is_some) && exit.exited(fds[2].revents != 0) {
+            for (k, stream) in streams.iter_mut().enumerate() {
+                if let Some(s) = stream.take() {
+                    drain_now(s, sinks[k], &mut chunk)?;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Reads what a pipe holds now (at most its capacity: everything the
+/// exited child wrote, since it was read all along), then hands the pipe,
+/// if a descendant still holds it, to the drain thread.
+fn drain_now(s: File, sink: &mut Sink<'_>, chunk: &mut [u8]) -> io::Result<()> {
+    set_nonblocking(s.as_raw_fd())?;
+    let mut left = pipe_capacity(s.as_raw_fd());
+    loop {
+        match (&s).read(chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                sink.push(&chunk[..n])?;
+                left = left.saturating_sub(n);
+                if left == 0 {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    super::drain::adopt(OwnedFd::from(s));
+    Ok(())
+}
+
+/// Sets `O_NONBLOCK` on our end of a pipe (its own open file description:
+/// the writers' end is untouched).
+pub(crate) fn set_nonblocking(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own, with plain integer flags.
+    let rc = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK)
+        }
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How many bytes the pipe `fd` can hold.
+fn pipe_capacity(fd: i32) -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: fcntl on a descriptor we own.
+        let n = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+        if n > 0 {
+            return n as usize;
+        }
+    }
+    let _ = fd;
+    1 << 20
+}
+
+/// Tells when the child has exited, without reaping it: a pidfd that
+/// becomes readable (Linux 5.3 and later), or else a look every 50 ms.
+struct ExitWatch {
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+}
+
+impl ExitWatch {
+    fn new(pid: u32) -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: pidfd_open takes a pid and flags; it returns a new
+            // descriptor, which we own, or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+            if fd >= 0 {
+                // SAFETY: a fresh descriptor that nothing else owns.
+                let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+                return ExitWatch {
+                    pid,
+                    pidfd: Some(pidfd),
+                };
+            }
+        }
+        ExitWatch { pid, pidfd: None }
+    }
+
+    fn fd(&self) -> Option<i32> {
+        self.pidfd.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// poll's timeout: none with a pidfd, 50 ms for the look otherwise.
+    fn poll_timeout(&self) -> i32 {
+        if self.pidfd.is_some() {
+            -1
+        } else {
+            50
+        }
+    }
+
+    /// Whether the child has exited; `signalled`: its pidfd is readable.
+    fn exited(&self, signalled: bool) -> bool {
+        if self.pidfd.is_some() {
+            return signalled;
+        }
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a live siginfo_t; the flags neither block nor reap.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
+            )
+        };
+        // SAFETY: waitid filled `info`; si_pid is 0 when nothing has exited.
+        rc == 0 && unsafe { info.si_pid() } != 0
+    }
 }
 
 fn pollfd(fd: Option<i32>) -> libc::pollfd {

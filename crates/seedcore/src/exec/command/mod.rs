@@ -3,8 +3,11 @@
 //!
 //! Invariants:
 //! * One worker thread per slot runs one child at a time: it spawns it,
-//!   collects its stdout and stderr with `poll(2)`, waits for it to exit
-//!   without reaping, then reaps it holding its slot's lock. A kill of
+//!   collects its stdout and stderr with `poll(2)` until the child exits
+//!   (then what the pipes hold; a descendant left running that keeps them
+//!   open is not waited for, and what it writes later is discarded),
+//!   waits for it to exit without reaping, then reaps it holding its
+//!   slot's lock. A kill of
 //!   the child's group (`stop_attempt`, shutdown) is sent only under that
 //!   lock while the slot names the child, so it never reaches a recycled
 //!   process id.
@@ -16,6 +19,7 @@
 //!   [`CommandOutput`]; the retry policy decides (`RetryOn::ERROR`).
 
 mod child;
+mod drain;
 mod output;
 
 pub use output::Captured;
@@ -185,9 +189,10 @@ pub struct CommandOutput {
     pub code: Option<i32>,
     /// The signal that ended it, when one did.
     pub signal: Option<i32>,
-    /// What it wrote to stdout.
+    /// What it wrote to stdout (with what its descendants wrote there
+    /// until it exited).
     pub stdout: Captured,
-    /// What it wrote to stderr.
+    /// What it wrote to stderr (likewise).
     pub stderr: Captured,
     /// From its start to its exit.
     pub duration: Duration,
