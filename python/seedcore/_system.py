@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -229,7 +230,7 @@ class ConcurrentSystem:
         async_section = more.pop("async_", None)
         if async_section is not None:
             sections["async"] = async_section
-        for k, v in list(more.items()):
+        for k in list(more):
             if k in _SECTIONS or k in _TOP:
                 sections[k] = more.pop(k)
         if more:
@@ -262,7 +263,7 @@ class ConcurrentSystem:
         init = None
         if initializer is not None:
             try:
-                init = _pickling.pickle.dumps((initializer, tuple(initargs)), 5)
+                init = pickle.dumps((initializer, tuple(initargs)), 5)
             except Exception as e:
                 raise TypeError(f"the initializer cannot be pickled: {e}") from e
         toml_text = text_prefix + ("\n" if text_prefix else "") + _to_toml(cfg)

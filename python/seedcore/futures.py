@@ -31,7 +31,7 @@ Differences from the standard library, all deliberate:
 from __future__ import annotations
 
 import concurrent.futures as cf
-import concurrent.futures.thread
+import concurrent.futures.thread  # noqa: F401 - makes cf.thread.BrokenThreadPool reachable
 import os
 import threading
 from typing import Any, Callable, Iterable, Iterator, Optional

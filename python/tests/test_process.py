@@ -4,7 +4,6 @@ import concurrent.futures as cf
 import itertools
 import os
 import time
-import traceback
 
 import pytest
 
