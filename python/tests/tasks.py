@@ -88,26 +88,28 @@ def allocate(megabytes, hold=5.0):
     return len(block)
 
 
-def flaky_by_file(path, fail_times):
-    """Fails (crashes the worker) until it has been called fail_times times."""
+def _count_call(path):
+    """How many times this was called before with ``path``; counts this one."""
     n = 0
     if os.path.exists(path):
         with open(path) as f:
             n = int(f.read() or 0)
     with open(path, "w") as f:
         f.write(str(n + 1))
+    return n
+
+
+def flaky_by_file(path, fail_times):
+    """Crashes its worker on the first ``fail_times`` calls."""
+    n = _count_call(path)
     if n < fail_times:
         os.kill(os.getpid(), signal.SIGKILL)
     return n + 1
 
 
 def fail_until_file(path, fail_times):
-    n = 0
-    if os.path.exists(path):
-        with open(path) as f:
-            n = int(f.read() or 0)
-    with open(path, "w") as f:
-        f.write(str(n + 1))
+    """Raises on the first ``fail_times`` calls."""
+    n = _count_call(path)
     if n < fail_times:
         raise RuntimeError(f"attempt {n + 1} fails")
     return n + 1

@@ -89,6 +89,30 @@ impl Measurement {
 }
 
 impl Entry {
+    /// The entry's metric and subject.
+    pub(crate) fn key(&self) -> (&'static str, &'static str) {
+        match self {
+            Entry::Measured(m) => (m.metric, m.subject),
+            Entry::Skipped(s) => (s.metric, s.subject),
+        }
+    }
+
+    /// Sorts `entries` for the report: by metric, then subject, each in
+    /// the order given.
+    pub(crate) fn sort_in(
+        entries: &mut [Entry],
+        metrics: &[(&'static str, &'static str)],
+        subjects: &[&'static str],
+    ) {
+        entries.sort_by_key(|e| {
+            let (metric, subject) = e.key();
+            (
+                metrics.iter().position(|(m, _)| *m == metric),
+                subjects.iter().position(|s| *s == subject),
+            )
+        });
+    }
+
     /// A subject of `suite`'s `metric` that was not measured, and why.
     pub(crate) fn skipped(
         suite: &'static str,

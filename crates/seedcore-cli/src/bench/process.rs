@@ -175,16 +175,7 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<(Vec<Entry>, Vec<String>)> {
     drop(data);
     entries.extend(py.run("payload", scale, sz.payload, sz.payload_reps, 0));
 
-    entries.sort_by_key(|e| {
-        let (metric, subject) = match e {
-            Entry::Measured(m) => (m.metric, m.subject),
-            Entry::Skipped(s) => (s.metric, s.subject),
-        };
-        (
-            METRICS.iter().position(|(m, _)| *m == metric),
-            SUBJECTS.iter().position(|s| *s == subject),
-        )
-    });
+    Entry::sort_in(&mut entries, &METRICS, &SUBJECTS);
 
     let mut notes = vec![format!(
         "process: {w} worker processes per pool (= cores); seedcore processes.prefetch 16; Python start method fork"

@@ -153,11 +153,7 @@ impl Harness {
         for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
             match self.parse_line(line) {
                 Some(e) => {
-                    let key = match &e {
-                        Entry::Measured(m) => (m.metric, m.subject),
-                        Entry::Skipped(s) => (s.metric, s.subject),
-                    };
-                    reported.push(key);
+                    reported.push(e.key());
                     out.push(e);
                 }
                 None => note(&format!("python peers: ignored output line {line:?}")),
@@ -219,7 +215,7 @@ pub(super) fn probe(python: &Path, code: &str) -> Result<String, String> {
 }
 
 /// The last non-empty line of a command's output.
-pub(super) fn last_line(bytes: &[u8]) -> String {
+fn last_line(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .lines()
         .rev()

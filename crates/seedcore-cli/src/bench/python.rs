@@ -19,7 +19,7 @@
 //! peers (pebble, loky, numpy) are installed with pip into that same
 //! environment; otherwise they are skipped with the reason.
 
-use super::pyharness::{last_line, probe, run_with_limit, Harness, NO_PIP_ENV, PEBBLE};
+use super::pyharness::{check, probe, run_with_limit, Harness, NO_PIP_ENV, PEBBLE};
 use super::{note, Entry, Scale};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -209,12 +209,10 @@ fn pip_install(python: &Path, specs: &[&str]) -> Result<(), String> {
         "1",
     ])
     .args(specs);
-    match run_with_limit(cmd, Duration::from_secs(600), true) {
-        Ok((Some(s), _, _)) if s.success() => Ok(()),
-        Ok((Some(s), _, err)) => Err(format!("{s}: {}", last_line(err.as_bytes()))),
-        Ok((None, _, _)) => Err("timed out".to_string()),
-        Err(e) => Err(e.to_string()),
-    }
+    check(
+        run_with_limit(cmd, Duration::from_secs(600), true),
+        "pip install",
+    )
 }
 
 /// Runs the suite.
@@ -254,16 +252,7 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<(Vec<Entry>, Vec<String>)> {
         TIMEOUT_MS,
         reps,
     ));
-    entries.sort_by_key(|e| {
-        let (metric, subject) = match e {
-            Entry::Measured(m) => (m.metric, m.subject),
-            Entry::Skipped(s) => (s.metric, s.subject),
-        };
-        (
-            METRICS.iter().position(|(m, _)| *m == metric),
-            SUBJECTS.iter().position(|s| *s == subject),
-        )
-    });
+    Entry::sort_in(&mut entries, &METRICS, &SUBJECTS);
     let mut notes = env.notes;
     notes.push(format!(
         "python: {} worker processes per pool (= cores); the standard library's pools start with fork, seedcore's workers as fresh interpreters",
