@@ -301,7 +301,7 @@ mod tests {
             ("[threads]\ncore = -1", "threads.core"),
             ("[threads]\ncore = 4\nmax = 3", "threads.max"),
             ("[threads]\nkeep_alive = \"soon\"", "threads.keep_alive"),
-            ("[threads]\nkeep_alive = 5", "threads.keep_alive"),
+            ("[threads]\nkeep_alive = -5", "threads.keep_alive"),
             ("[threads]\nkeep_alive = \"0s\"", "threads.keep_alive"),
             ("[threads]\nstack_size = 100", "threads.stack_size"),
             ("[async]\nthreads = 0", "async.threads"),
@@ -347,6 +347,14 @@ mod tests {
             let err = Config::from_toml_str(text).expect_err(text);
             assert_eq!(err.field, field, "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_bare_number_is_seconds() {
+        let c = Config::from_toml_str("[threads]\nkeep_alive = 2.5\n[balance]\nshrink_timeout = 3")
+            .unwrap();
+        assert_eq!(c.threads.keep_alive, Duration::from_millis(2500));
+        assert_eq!(c.balance.shrink_timeout, Duration::from_secs(3));
     }
 
     #[test]
