@@ -262,7 +262,12 @@ pub(super) fn install_pebble(python: &Path, venv: &Path) -> Result<(), String> {
         cmd.args(["-m", "venv"]).arg(venv);
         check(run_with_limit(cmd, limit, true), "python3 -m venv")?;
     }
-    let mut cmd = Command::new(venv.join("bin").join("python"));
+    pip_install(&venv.join("bin").join("python"), &[PEBBLE], limit)
+}
+
+/// `python -m pip install specs...` into that interpreter's environment.
+pub(super) fn pip_install(python: &Path, specs: &[&str], limit: Duration) -> Result<(), String> {
+    let mut cmd = Command::new(python);
     cmd.args([
         "-m",
         "pip",
@@ -273,8 +278,8 @@ pub(super) fn install_pebble(python: &Path, venv: &Path) -> Result<(), String> {
         "15",
         "--retries",
         "1",
-        PEBBLE,
-    ]);
+    ])
+    .args(specs);
     check(run_with_limit(cmd, limit, true), "pip install")
 }
 

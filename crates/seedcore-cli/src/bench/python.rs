@@ -19,10 +19,9 @@
 //! peers (pebble, loky, numpy) are installed with pip into that same
 //! environment; otherwise they are skipped with the reason.
 
-use super::pyharness::{check, probe, run_with_limit, Harness, NO_PIP_ENV, PEBBLE};
+use super::pyharness::{pip_install, probe, Harness, NO_PIP_ENV, PEBBLE};
 use super::{note, Entry, Scale};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 const SUITE: &str = "python";
@@ -117,7 +116,7 @@ impl Env {
                     specs.join(" "),
                     python.display()
                 ));
-                if let Err(e) = pip_install(&python, &specs) {
+                if let Err(e) = pip_install(&python, &specs, Duration::from_secs(600)) {
                     install_error = Some(format!("installing it with pip failed: {e}"));
                 }
                 missing.retain(|(m, _)| has(m).is_err());
@@ -192,27 +191,6 @@ impl Env {
         out.extend(HARNESS.run(python, workload, &[metric], &peers, scale, n, reps, 0));
         out
     }
-}
-
-/// `python -m pip install specs...` into the interpreter's environment.
-fn pip_install(python: &Path, specs: &[&str]) -> Result<(), String> {
-    let mut cmd = Command::new(python);
-    cmd.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--timeout",
-        "15",
-        "--retries",
-        "1",
-    ])
-    .args(specs);
-    check(
-        run_with_limit(cmd, Duration::from_secs(600), true),
-        "pip install",
-    )
 }
 
 /// Runs the suite.
