@@ -652,7 +652,10 @@ fn redis_killed_for_good_fails_every_future_within_the_window() {
     let sys = client_with(&redis, |c| c.reconnect_window(window));
     // Running, queued behind them, and one without a worker's attention.
     let fs: Vec<_> = (0..6)
-        .map(|_| sys.submit_remote(TaskOptions::new(), SLEEP, 30_000).unwrap())
+        .map(|_| {
+            sys.submit_remote(TaskOptions::new(), SLEEP, 30_000)
+                .unwrap()
+        })
         .collect();
     assert!(eventually(LONG, || queued(&redis) == 6));
     std::thread::sleep(Duration::from_millis(300));
@@ -672,7 +675,11 @@ fn redis_killed_for_good_fails_every_future_within_the_window() {
             _ => panic!("not Unreachable: {e:?}"),
         }
     }
-    assert!(t.elapsed() < window + Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < window + Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
     // Past the window a new task fails at once.
     let t = std::time::Instant::now();
     let e = sys
@@ -681,7 +688,10 @@ fn redis_killed_for_good_fails_every_future_within_the_window() {
         .wait_timeout(Duration::from_secs(1))
         .expect("fails at once")
         .unwrap_err();
-    assert!(matches!(remote_error(&e), Some(RemoteError::Unreachable { .. })), "{e:?}");
+    assert!(
+        matches!(remote_error(&e), Some(RemoteError::Unreachable { .. })),
+        "{e:?}"
+    );
     assert!(t.elapsed() < Duration::from_millis(500));
     // And once the server is back, tasks run again.
     redis.start_again();
@@ -698,6 +708,8 @@ fn errors_from_redis_fail_the_attempts() {
     let Some(redis) = Redis::start("oom", &[]) else {
         return;
     };
+    let _w = Worker::start(&redis, 1, 2);
+    wait_workers(&redis, 1);
     let sys = client(&redis);
     let mut c = redis.conn();
     let _: () = redis::cmd("CONFIG")
@@ -717,13 +729,11 @@ fn errors_from_redis_fail_the_attempts() {
         _ => panic!("not a Redis error: {e:?}"),
     }
     // Retryable: with room again, the retry goes through.
-    let _w = Worker::start(&redis, 1, 2);
     let f = sys
         .submit_remote(
             TaskOptions::new().retry(
-                seedcore::RetryPolicy::retries(5).backoff(seedcore::Backoff::Fixed(
-                    Duration::from_millis(300),
-                )),
+                seedcore::RetryPolicy::retries(5)
+                    .backoff(seedcore::Backoff::Fixed(Duration::from_millis(300))),
             ),
             ADD,
             (2, 2),
@@ -868,17 +878,14 @@ fn a_replayed_message_is_refused() {
     let dir = temp_dir("replay-marks");
     let mark = dir.join("runs");
     let f = sys
-        .submit_remote(
-            TaskOptions::new(),
-            MARKED,
-            (mark.display().to_string(), 1),
-        )
+        .submit_remote(TaskOptions::new(), MARKED, (mark.display().to_string(), 1))
         .unwrap();
     // Captured while it waits in the stream.
     let mut c = redis.conn();
     assert!(eventually(LONG, || queued(&redis) == 1));
     let stream = "{seedcore}:q:5";
-    let v: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+    let v: Entries = redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
         .arg("+")
@@ -919,7 +926,11 @@ fn a_replayed_message_is_refused() {
         .arg("{seedcore}:refused")
         .query(&mut c)
         .unwrap();
-    assert_eq!((dup, refused), (1, 1), "the replay dropped, the moved one refused");
+    assert_eq!(
+        (dup, refused),
+        (1, 1),
+        "the replay dropped, the moved one refused"
+    );
     // A later task still runs; the replayed one never did.
     let g = sys.submit_remote(TaskOptions::new(), ADD, (1, 1)).unwrap();
     assert_eq!(g.wait().unwrap(), 2);
@@ -939,7 +950,10 @@ fn short_secrets_and_secrets_on_the_command_line_are_refused() {
     )
     .map(|_| ())
     .unwrap_err();
-    assert!(matches!(e, RemoteError::BadSetting(ref m) if m.contains("32 bytes")), "{e}");
+    assert!(
+        matches!(e, RemoteError::BadSetting(ref m) if m.contains("32 bytes")),
+        "{e}"
+    );
     let out = Command::new(BIN)
         .args(["worker", "--redis", &redis.url(), "--secret", SECRET])
         .output()
@@ -971,7 +985,11 @@ fn many_tasks_leave_redis_bounded() {
         return;
     };
     // 100,000 in a release build; fewer in a debug one, same assertions.
-    let n: usize = if cfg!(debug_assertions) { 20_000 } else { 100_000 };
+    let n: usize = if cfg!(debug_assertions) {
+        20_000
+    } else {
+        100_000
+    };
     let window = 2_000;
     let _a = Worker::start(&redis, 1, 256);
     let _b = Worker::start(&redis, 1, 256);

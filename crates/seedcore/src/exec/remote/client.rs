@@ -242,7 +242,9 @@ impl Inner {
     fn fail_pending(&self, keys: impl IntoIterator<Item = (u64, u32)>, e: impl Fn() -> TaskError) {
         let ps: Vec<Pending> = {
             let mut pending = self.pending.lock();
-            keys.into_iter().filter_map(|k| pending.remove(&k)).collect()
+            keys.into_iter()
+                .filter_map(|k| pending.remove(&k))
+                .collect()
         };
         for p in ps {
             p.job.finish(p.attempt, Err(e()));
@@ -368,6 +370,15 @@ impl RemoteExec {
         let mut conn = rt.block_on(streams::first_connect(&cfg, &redis))?;
         rt.block_on(streams::ensure_groups(&mut conn, &keys))
             .map_err(|e| RemoteError::Redis(e.to_string()))?;
+        // The server's run id from the start: a restart is a new one.
+        let first_run_id = rt
+            .block_on(
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async::<Value>(&mut conn),
+            )
+            .ok()
+            .and_then(|v| run_id(&v));
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             signer: Signer::new(&cfg.secret, &cfg.namespace),
@@ -387,7 +398,7 @@ impl RemoteExec {
             reconnects: AtomicU64::new(0),
             down_since: Mutex::new(None),
             unreachable: AtomicBool::new(false),
-            run_id: Mutex::new(None),
+            run_id: Mutex::new(first_run_id),
             live_until: AtomicU64::new(0),
             cfg,
         });

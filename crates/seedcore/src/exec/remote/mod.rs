@@ -11,10 +11,10 @@
 //!   after the visibility timeout another worker claims them (XAUTOCLAIM).
 //!   Live workers refresh the idle time of their entries on each heartbeat
 //!   so that long tasks are not taken from them.
-//! * First result wins: the result key of an attempt is set with `NX`, and
-//!   only the winner pushes it to the client's reply list, so a duplicate
-//!   run is counted, never delivered twice. Results expire after the
-//!   result TTL.
+//! * First result wins: a result is stored only while its attempt is in
+//!   the client's live set, which storing it leaves, so a duplicate run is
+//!   counted, never delivered twice. The client deletes a result once
+//!   delivered; uncollected ones expire after the result TTL.
 //! * The client waits on its reply list with `BLPOP` (no polling), drains
 //!   what else is there with `LPOP n`, and after a reconnect reads the
 //!   result keys of every attempt still pending, so a reply lost with a
@@ -282,7 +282,10 @@ pub enum RemoteError {
 /// Reads a secret file: its bytes, one trailing newline dropped.
 fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, RemoteError> {
     let mut b = std::fs::read(path).map_err(|e| {
-        RemoteError::BadSetting(format!("cannot read the secret file {}: {e}", path.display()))
+        RemoteError::BadSetting(format!(
+            "cannot read the secret file {}: {e}",
+            path.display()
+        ))
     })?;
     if b.last() == Some(&b'\n') {
         b.pop();

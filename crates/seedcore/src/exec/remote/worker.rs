@@ -498,7 +498,14 @@ async fn admit(
                 s.refused.fetch_add(1, Ordering::Relaxed);
                 match r.msg {
                     // Signed: its client hears why, signed.
-                    Some(m) => answer(s, level, e.id, &m, WireOutcome::Refused(r.why.to_string()), false),
+                    Some(m) => answer(
+                        s,
+                        level,
+                        e.id,
+                        &m,
+                        WireOutcome::Refused(r.why.to_string()),
+                        false,
+                    ),
                     None => {
                         let _ = s.stores.send(Store::Refuse { level, id: e.id });
                     }
@@ -1212,9 +1219,7 @@ where
         .map_err(|e| RemoteError::Redis(e.to_string()))?;
     let r = rt.block_on(async {
         let conn = streams::first_connect(config, &client).await?;
-        f(conn)
-            .await
-            .map_err(|e| RemoteError::Redis(e.to_string()))
+        f(conn).await.map_err(|e| RemoteError::Redis(e.to_string()))
     });
     streams::close_runtime(rt);
     r
