@@ -52,9 +52,11 @@ pub(crate) struct WorkerArgs {
     /// The Redis server: redis://[user:password@]host:port[/db].
     #[arg(long)]
     pub(crate) redis: String,
-    /// The shared secret (default: SEEDCORE_REMOTE_SECRET).
+    /// A file holding the shared secret (default: SEEDCORE_REMOTE_SECRET,
+    /// else the file named by SEEDCORE_REMOTE_SECRET_FILE); never on the
+    /// command line.
     #[arg(long)]
-    pub(crate) secret: Option<String>,
+    pub(crate) secret_file: Option<std::path::PathBuf>,
     /// The deployment's key prefix.
     #[arg(long)]
     pub(crate) namespace: Option<String>,
@@ -67,6 +69,21 @@ pub(crate) struct WorkerArgs {
     /// How long a silent worker keeps its tasks before others take them.
     #[arg(long, default_value_t = 30_000)]
     pub(crate) visibility_timeout_ms: u64,
+    /// Deliveries of one entry before it goes to the dead-letter stream.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) max_deliveries: u32,
+    /// How long SIGTERM/SIGINT wait for running tasks to finish and be
+    /// stored.
+    #[arg(long, default_value_t = 30_000)]
+    pub(crate) grace_ms: u64,
+    /// List the dead letters (one line each: id, task, deliveries,
+    /// attempt) and exit.
+    #[arg(long)]
+    pub(crate) list_dead: bool,
+    /// Put the dead letter with this id (or `all`) back on its stream and
+    /// exit.
+    #[arg(long)]
+    pub(crate) requeue_dead: Option<String>,
 }
 
 /// Flags of `seedcore bench`.

@@ -49,22 +49,78 @@ seedcore::process_task! {
     fn remote_crash() { std::process::abort() }
 }
 
-/// Runs the worker until SIGINT or SIGTERM.
+seedcore::process_task! {
+    /// Appends this process's id to the file `path`, then kills the
+    /// `seedcore worker` that runs it (its parent) and itself: a poison
+    /// message.
+    fn remote_kill_worker(path: String) {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+            let _ = f.write_all(format!("{}\n", std::process::id()).as_bytes());
+        }
+        // SAFETY: plain signals to this process's parent and itself.
+        unsafe {
+            libc::kill(libc::getppid(), libc::SIGKILL);
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+/// Runs the worker until SIGINT or SIGTERM, or lists or requeues dead
+/// letters.
 pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = RemoteConfig::new(&args.redis)
-        .visibility_timeout(Duration::from_millis(args.visibility_timeout_ms));
-    if let Some(s) = &args.secret {
-        cfg = cfg.secret(s);
+        .visibility_timeout(Duration::from_millis(args.visibility_timeout_ms))
+        .max_deliveries(args.max_deliveries);
+    if let Some(path) = &args.secret_file {
+        cfg = cfg.secret_file(path)?;
     }
     if let Some(ns) = &args.namespace {
         cfg = cfg.namespace(ns);
+    }
+    if args.list_dead {
+        for d in seedcore::remote::dead_letters(&cfg, 100_000)? {
+            println!(
+                "{} {} deliveries={} attempt={} level={} at_ms={}",
+                d.id, d.task_name, d.deliveries, d.attempt, d.level, d.at_ms
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(id) = &args.requeue_dead {
+        let ids: Vec<String> = if id == "all" {
+            seedcore::remote::dead_letters(&cfg, 100_000)?
+                .into_iter()
+                .map(|d| d.id)
+                .collect()
+        } else {
+            vec![id.clone()]
+        };
+        let mut n = 0;
+        for id in &ids {
+            if seedcore::remote::requeue_dead_letter(&cfg, id)? {
+                n += 1;
+            } else {
+                eprintln!("no dead letter {id}");
+            }
+        }
+        println!("requeued {n}");
+        return Ok(if n == ids.len() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     let mut opts = ServeOptions::default().prefetch(args.prefetch);
     if let Some(n) = args.processes {
         opts = opts.processes(n);
     }
     let worker = seedcore::remote::serve(cfg, opts).context("cannot start the worker")?;
-    eprintln!("seedcore worker {} serving {}", worker.name(), args.redis);
+    eprintln!(
+        "seedcore worker {} serving {}",
+        worker.name(),
+        cfg_url_redacted(&args.redis)
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -75,6 +131,10 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
             _ = term.recv() => Ok(()),
         }
     })?;
-    worker.stop(Duration::from_secs(5));
+    worker.stop(Duration::from_millis(args.grace_ms));
     Ok(ExitCode::SUCCESS)
+}
+
+fn cfg_url_redacted(url: &str) -> String {
+    RemoteConfig::new(url).redacted_url()
 }

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const SECRET: &str = "test-secret";
+const SECRET: &str = "test-secret-of-at-least-32-bytes!";
 const LONG: Duration = Duration::from_secs(60);
 
 /// Polls `cond` until it holds or `within` passes; whether it held.
@@ -38,6 +38,8 @@ const ECHO: ProcessTask<String, String> = ProcessTask::external("seedcore::worke
 const SLEEP: ProcessTask<u64, u64> = ProcessTask::external("seedcore::worker::remote_sleep");
 const MARKED: ProcessTask<(String, u64), u32> =
     ProcessTask::external("seedcore::worker::remote_marked_sleep");
+const KILL_WORKER: ProcessTask<String, ()> =
+    ProcessTask::external("seedcore::worker::remote_kill_worker");
 
 /// A `redis-server` of this test, killed on drop.
 struct Redis {
@@ -128,8 +130,16 @@ impl Redis {
     /// Kills the server (SIGKILL: nothing is flushed but what the append
     /// log already has) and starts it again on the same port and folder.
     fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    fn start_again(&mut self) {
         self.child = Self::spawn(self.port, &self.dir, &self.args);
         self.wait_ready();
     }
@@ -156,7 +166,8 @@ struct Worker(Child);
 impl Worker {
     fn start(redis: &Redis, processes: usize, prefetch: usize) -> Worker {
         let child = Command::new(BIN)
-            .args(["worker", "--redis", &redis.url(), "--secret", SECRET])
+            .args(["worker", "--redis", &redis.url()])
+            .env("SEEDCORE_REMOTE_SECRET", SECRET)
             .args(["--processes", &processes.to_string()])
             .args(["--prefetch", &prefetch.to_string()])
             .args(["--visibility-timeout-ms", "1500"])
@@ -441,7 +452,7 @@ fn forged_and_unsigned_messages_are_refused() {
     // A message signed with another secret is a forgery.
     let other = ConcurrentSystem::builder()
         .remote(redis.url())
-        .remote_secret("not-the-secret")
+        .remote_secret("not-the-secret-but-32-bytes-long!")
         .build()
         .unwrap();
     let forged = other
@@ -480,14 +491,15 @@ fn forged_and_unsigned_messages_are_refused() {
         .unwrap();
     assert_eq!(refused, 3, "the forged, the unsigned and the garbage entry");
     assert!(eventually(LONG, || gauge(&sys, "refused") == 3));
-    let results: Vec<String> = redis::cmd("KEYS")
-        .arg("{seedcore}:r:*")
-        .query(&mut c)
-        .unwrap();
-    assert_eq!(
-        results.len(),
-        1,
-        "only the signed task stored a result: {results:?}"
+    // The signed task's result was deleted once delivered; the refused
+    // ones never stored any.
+    assert!(
+        eventually(LONG, || redis::cmd("KEYS")
+            .arg("{seedcore}:r:*")
+            .query::<Vec<String>>(&mut c)
+            .unwrap()
+            .is_empty()),
+        "no result key is left"
     );
 }
 
@@ -613,4 +625,424 @@ fn bench_remote_reports_seedcore_and_celery() {
             "seedcore measured: {rate}"
         );
     }
+}
+
+fn client_with(redis: &Redis, f: impl FnOnce(RemoteConfig) -> RemoteConfig) -> ConcurrentSystem {
+    ConcurrentSystem::builder()
+        .remote_config(f(RemoteConfig::new(redis.url()).secret(SECRET)))
+        .build()
+        .expect("the client connects")
+}
+
+fn remote_error(e: &TaskError) -> Option<&RemoteError> {
+    match e {
+        TaskError::Failed(b) => b.downcast_ref::<RemoteError>(),
+        _ => None,
+    }
+}
+
+#[test]
+fn redis_killed_for_good_fails_every_future_within_the_window() {
+    let Some(mut redis) = Redis::start("gone", &[]) else {
+        return;
+    };
+    let _w = Worker::start(&redis, 1, 2);
+    wait_workers(&redis, 1);
+    let window = Duration::from_secs(2);
+    let sys = client_with(&redis, |c| c.reconnect_window(window));
+    // Running, queued behind them, and one without a worker's attention.
+    let fs: Vec<_> = (0..6)
+        .map(|_| {
+            sys.submit_remote(TaskOptions::new(), SLEEP, 30_000)
+                .unwrap()
+        })
+        .collect();
+    assert!(eventually(LONG, || queued(&redis) == 6));
+    std::thread::sleep(Duration::from_millis(300));
+    redis.kill();
+    let t = std::time::Instant::now();
+    // Submitted while the server is gone: also inside the window.
+    let late = sys.submit_remote(TaskOptions::new(), ADD, (1, 1)).unwrap();
+    for f in fs.into_iter().chain([late]) {
+        let e = f
+            .wait_timeout(window + Duration::from_secs(5))
+            .expect("resolves within the reconnect window")
+            .unwrap_err();
+        match remote_error(&e) {
+            Some(RemoteError::Unreachable { url, .. }) => {
+                assert!(url.contains("127.0.0.1"), "{url}")
+            }
+            _ => panic!("not Unreachable: {e:?}"),
+        }
+    }
+    assert!(
+        t.elapsed() < window + Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
+    // Past the window a new task fails at once.
+    let t = std::time::Instant::now();
+    let e = sys
+        .submit_remote(TaskOptions::new(), ADD, (2, 2))
+        .unwrap()
+        .wait_timeout(Duration::from_secs(1))
+        .expect("fails at once")
+        .unwrap_err();
+    assert!(
+        matches!(remote_error(&e), Some(RemoteError::Unreachable { .. })),
+        "{e:?}"
+    );
+    assert!(t.elapsed() < Duration::from_millis(500));
+    // And once the server is back, tasks run again.
+    redis.start_again();
+    assert!(eventually(LONG, || {
+        sys.submit_remote(TaskOptions::new(), ADD, (2, 3))
+            .unwrap()
+            .wait_timeout(LONG)
+            .is_ok_and(|r| r.ok() == Some(5))
+    }));
+}
+
+#[test]
+fn errors_from_redis_fail_the_attempts() {
+    let Some(redis) = Redis::start("oom", &[]) else {
+        return;
+    };
+    let _w = Worker::start(&redis, 1, 2);
+    wait_workers(&redis, 1);
+    let sys = client(&redis);
+    let mut c = redis.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    let e = sys
+        .submit_remote(TaskOptions::new(), ADD, (1, 2))
+        .unwrap()
+        .wait_timeout(LONG)
+        .expect("resolves")
+        .unwrap_err();
+    match remote_error(&e) {
+        Some(RemoteError::Redis(m)) => assert!(m.contains("OOM"), "{m}"),
+        _ => panic!("not a Redis error: {e:?}"),
+    }
+    // Retryable: with room again, the retry goes through.
+    let f = sys
+        .submit_remote(
+            TaskOptions::new().retry(
+                seedcore::RetryPolicy::retries(5)
+                    .backoff(seedcore::Backoff::Fixed(Duration::from_millis(300))),
+            ),
+            ADD,
+            (2, 2),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(f.wait_timeout(LONG).expect("resolves").unwrap(), 4);
+}
+
+#[test]
+fn redis_restarted_empty_pending_tasks_complete_once() {
+    let Some(mut redis) = Redis::start("empty", &[]) else {
+        return;
+    };
+    let _w = Worker::start(&redis, 1, 1);
+    wait_workers(&redis, 1);
+    let sys = client(&redis);
+    let dir = temp_dir("empty-marks");
+    let marks: Vec<PathBuf> = (0..6).map(|i| dir.join(format!("t{i}"))).collect();
+    let fs: Vec<_> = marks
+        .iter()
+        .map(|m| {
+            sys.submit_remote(TaskOptions::new(), MARKED, (m.display().to_string(), 400))
+                .unwrap()
+        })
+        .collect();
+    assert!(eventually(LONG, || lines(&marks[0]).len() == 1));
+    redis.restart(); // no persistence: everything in it is gone
+    for f in fs {
+        f.wait_timeout(LONG)
+            .expect("resolves after the restart")
+            .expect("and succeeds");
+    }
+    for m in &marks {
+        assert_eq!(lines(m).len(), 1, "{} ran once", m.display());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_poison_message_is_dead_lettered_after_max_deliveries() {
+    let Some(redis) = Redis::start("poison", &[]) else {
+        return;
+    };
+    // A supervisor: a worker again whenever the last one died.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sup = {
+        let stop = stop.clone();
+        let url = redis.url();
+        std::thread::spawn(move || {
+            let spawn = || {
+                Command::new(BIN)
+                    .args(["worker", "--redis", &url])
+                    .env("SEEDCORE_REMOTE_SECRET", SECRET)
+                    .args(["--processes", "1", "--visibility-timeout-ms", "1500"])
+                    .process_group(0)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            };
+            let mut w = spawn();
+            let mut starts = 1;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                if let Ok(Some(_)) = w.try_wait() {
+                    w = spawn();
+                    starts += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // SAFETY: signals the process group this test started.
+            unsafe {
+                libc::kill(-(w.id() as i32), libc::SIGKILL);
+            }
+            let _ = w.wait();
+            starts
+        })
+    };
+    wait_workers(&redis, 1);
+    let sys = client(&redis);
+    let dir = temp_dir("poison-marks");
+    let mark = dir.join("runs");
+    let f = sys
+        .submit_remote(TaskOptions::new(), KILL_WORKER, mark.display().to_string())
+        .unwrap();
+    let e = f.wait_timeout(LONG).expect("resolves").unwrap_err();
+    match &e {
+        TaskError::WorkerDied { detail, .. } => {
+            assert!(detail.contains("delivered 3 times"), "{detail}");
+            assert!(detail.contains("dead-letter"), "{detail}");
+        }
+        _ => panic!("not WorkerDied: {e:?}"),
+    }
+    assert_eq!(lines(&mark).len(), 3, "delivered (and run) 3 times");
+    // The dead letter is listed, and can be put back.
+    let list = Command::new(BIN)
+        .args(["worker", "--redis", &redis.url(), "--list-dead"])
+        .env("SEEDCORE_REMOTE_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("remote_kill_worker deliveries=3"), "{out}");
+    let requeue = Command::new(BIN)
+        .args(["worker", "--redis", &redis.url(), "--requeue-dead", "all"])
+        .env("SEEDCORE_REMOTE_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(requeue.status.success());
+    assert!(String::from_utf8_lossy(&requeue.stdout).contains("requeued 1"));
+    assert!(
+        eventually(LONG, || lines(&mark).len() == 4),
+        "a requeued dead letter runs again"
+    );
+    // Dead workers leave the workers hash.
+    let mut c = redis.conn();
+    assert!(eventually(LONG, || {
+        let n: usize = redis::cmd("HLEN")
+            .arg("{seedcore}:workers")
+            .query(&mut c)
+            .unwrap_or(0);
+        n <= 2
+    }));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let starts = sup.join().unwrap();
+    assert!(starts >= 4, "{starts}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_replayed_message_is_refused() {
+    let Some(redis) = Redis::start("replay", &[]) else {
+        return;
+    };
+    let sys = client(&redis);
+    let dir = temp_dir("replay-marks");
+    let mark = dir.join("runs");
+    let f = sys
+        .submit_remote(TaskOptions::new(), MARKED, (mark.display().to_string(), 1))
+        .unwrap();
+    // Captured while it waits in the stream.
+    let mut c = redis.conn();
+    assert!(eventually(LONG, || queued(&redis) == 1));
+    let stream = "{seedcore}:q:5";
+    type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+    let v: Entries = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    let fields = v[0].1.clone();
+    let field = |k: &str| fields.iter().find(|f| f.0 == k).unwrap().1.clone();
+    let (m, sig) = (field("m"), field("s"));
+    let w = Worker::start(&redis, 1, 4);
+    f.wait_timeout(LONG).expect("resolves").unwrap();
+    assert_eq!(lines(&mark).len(), 1);
+    // Added again after it ran: refused, never run.
+    let _: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("m")
+        .arg(&m)
+        .arg("s")
+        .arg(&sig)
+        .query(&mut c)
+        .unwrap();
+    // And moved to another priority level: its signature is bound to it.
+    let _: String = redis::cmd("XADD")
+        .arg("{seedcore}:q:0")
+        .arg("*")
+        .arg("m")
+        .arg(&m)
+        .arg("s")
+        .arg(&sig)
+        .query(&mut c)
+        .unwrap();
+    assert!(eventually(LONG, || queued(&redis) == 0));
+    let dup: u64 = redis::cmd("GET")
+        .arg("{seedcore}:duplicates")
+        .query(&mut c)
+        .unwrap();
+    let refused: u64 = redis::cmd("GET")
+        .arg("{seedcore}:refused")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        (dup, refused),
+        (1, 1),
+        "the replay dropped, the moved one refused"
+    );
+    // A later task still runs; the replayed one never did.
+    let g = sys.submit_remote(TaskOptions::new(), ADD, (1, 1)).unwrap();
+    assert_eq!(g.wait().unwrap(), 2);
+    assert_eq!(lines(&mark).len(), 1, "the side effect happened once");
+    drop(w);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn short_secrets_and_secrets_on_the_command_line_are_refused() {
+    let Some(redis) = Redis::start("secret", &[]) else {
+        return;
+    };
+    let e = seedcore::remote::serve(
+        RemoteConfig::new(redis.url()).secret("short"),
+        ServeOptions::default().processes(1),
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(
+        matches!(e, RemoteError::BadSetting(ref m) if m.contains("32 bytes")),
+        "{e}"
+    );
+    let out = Command::new(BIN)
+        .args(["worker", "--redis", &redis.url(), "--secret", SECRET])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "--secret is not a flag");
+    // From a file, with the password hidden in what it prints.
+    let dir = temp_dir("secret-file");
+    let file = dir.join("secret");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let mut w = Command::new(BIN)
+        .args(["worker", "--redis"])
+        .arg(format!("redis://:hunter2@127.0.0.1:{}/", redis.port))
+        .arg("--secret-file")
+        .arg(&file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = w.kill();
+    let out = w.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("hunter2"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn many_tasks_leave_redis_bounded() {
+    let Some(redis) = Redis::start("bounded", &[]) else {
+        return;
+    };
+    // 100,000 in a release build; fewer in a debug one, same assertions.
+    let n: usize = if cfg!(debug_assertions) {
+        20_000
+    } else {
+        100_000
+    };
+    let window = 2_000;
+    let _a = Worker::start(&redis, 1, 256);
+    let _b = Worker::start(&redis, 1, 256);
+    wait_workers(&redis, 2);
+    let sys = client(&redis);
+    let mut c = redis.conn();
+    let memory = |c: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("memory").query(c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // Warm up (streams, groups, scripts), then measure from there.
+    for f in (0..100)
+        .map(|i| sys.submit_remote(TaskOptions::new(), ADD, (i, 1)).unwrap())
+        .collect::<Vec<_>>()
+    {
+        f.wait().unwrap();
+    }
+    let before = memory(&mut c);
+    let t = std::time::Instant::now();
+    let mut fs = std::collections::VecDeque::new();
+    let mut sum = 0u64;
+    for i in 0..n as u64 {
+        fs.push_back(sys.submit_remote(TaskOptions::new(), ADD, (i, 1)).unwrap());
+        if fs.len() >= window {
+            sum += fs.pop_front().unwrap().wait().unwrap();
+        }
+    }
+    for f in fs {
+        sum += f.wait().unwrap();
+    }
+    let n64 = n as u64;
+    assert_eq!(sum, n64 * (n64 + 1) / 2);
+    eprintln!("{n} tasks in {:?}", t.elapsed());
+    // What is left: the streams, the workers, the counters: no result, no
+    // reply, no live set, no cancel key.
+    let ok = eventually(Duration::from_secs(10), || {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+        keys.len() <= 16
+            && keys
+                .iter()
+                .all(|k| !k.contains(":r:") && !k.contains(":live:") && !k.contains(":reply:"))
+    });
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert!(ok, "{} keys: {:?}", keys.len(), &keys[..keys.len().min(20)]);
+    let after = memory(&mut c);
+    eprintln!("used_memory before {before}, after {after}");
+    assert!(
+        after < before + (1 << 20),
+        "memory grew from {before} to {after} bytes"
+    );
 }

@@ -249,7 +249,8 @@ pub mod gpu {
 #[cfg(feature = "remote")]
 pub mod remote {
     pub use crate::exec::remote::{
-        serve, RemoteConfig, RemoteError, ServeOptions, WorkerCounts, WorkerHandle,
+        dead_letters, requeue_dead_letter, serve, DeadLetter, RemoteConfig, RemoteError,
+        ServeOptions, WorkerCounts, WorkerHandle, MIN_SECRET_BYTES,
     };
 }
 

@@ -191,12 +191,13 @@ impl Drop for Proc {
 
 fn seedcore_side(redis: &RedisServer, w: &Workload) -> anyhow::Result<Vec<Measurement>> {
     let exe = std::env::current_exe().context("this executable")?;
-    let secret = format!("bench-{}", fastrand_u64());
+    let secret = format!("bench-{:016x}{:016x}", fastrand_u64(), fastrand_u64());
     let namespace = format!("bench{}", std::process::id());
     let _workers: Vec<Proc> = (0..2)
         .map(|_| {
             Command::new(&exe)
-                .args(["worker", "--redis", &redis.url(), "--secret", &secret])
+                .args(["worker", "--redis", &redis.url()])
+                .env("SEEDCORE_REMOTE_SECRET", &secret)
                 .args(["--namespace", &namespace, "--processes", "1"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

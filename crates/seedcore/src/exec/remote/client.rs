@@ -6,7 +6,7 @@
 //! deadline, a cancel or the shutdown stops it ([`RemoteExec`]'s
 //! `stop_attempt` also tells the worker, which cancels its local task).
 
-use super::proto::{unix_ms, ResultMessage, Signer, TaskMessage};
+use super::proto::{self, unix_ms, Kind, Signer, TaskMessage};
 use super::streams::{self, Keys};
 use super::{RemoteConfig, RemoteError};
 use crate::config::ShutdownMode;
@@ -30,20 +30,30 @@ pub(crate) const KIND: ExecutorKind = ExecutorKind::Custom("remote");
 
 /// What the sender writes.
 enum Outgoing {
+    /// A task message, and its attempt's field in the live set.
     Task {
+        key: (u64, u32),
         level: u8,
-        body: Vec<u8>,
-        sig: Vec<u8>,
+        body: Arc<[u8]>,
+        sig: Arc<[u8]>,
+        /// Sent again after a restart of the server: only if no result.
+        again: bool,
     },
-    Cancel {
-        key: String,
-    },
+    /// An attempt that ended here: out of the live set (a worker that
+    /// reads its entry refuses it) and, if running, cancelled.
+    Cancel { field: String },
 }
 
 /// An attempt waiting for its result.
 struct Pending {
     job: Arc<dyn RemoteJob>,
     attempt: Attempt,
+    level: u8,
+    body: Arc<[u8]>,
+    sig: Arc<[u8]>,
+    /// When its message expires (Unix ms), and how long it was valid.
+    expires_ms: u64,
+    life: Duration,
 }
 
 /// A remote task as the executor holds it.
@@ -73,6 +83,15 @@ pub(crate) struct Inner {
     refused: AtomicU64,
     workers: Mutex<Vec<WorkerInfo>>,
     reconnects: AtomicU64,
+    /// Since when the server has not answered (none while it does).
+    down_since: Mutex<Option<Instant>>,
+    /// Down for longer than the reconnect window: attempts fail at once.
+    unreachable: AtomicBool,
+    /// The server's run id: a new one means a restart.
+    run_id: Mutex<Option<String>>,
+    /// The latest expiry of a message sent (Unix ms): the live set lives
+    /// at least this long.
+    live_until: AtomicU64,
 }
 
 /// The body of a remote task: the registered name and the encoded
@@ -97,7 +116,22 @@ impl<T: Send + 'static> Body for RemoteBody<T> {
 impl<T: Send + 'static> RemoteJob for TaskCell<RemoteBody<T>> {
     fn finish(self: Arc<Self>, a: Attempt, r: Result<Vec<u8>, TaskError>) {
         let decode = self.body().decode;
-        let out = r.and_then(|b| decode(&b));
+        // A `Deserialize` impl may panic: the task's error, as locally,
+        // never the reply reader's end.
+        let out = r.and_then(|b| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode(&b))).unwrap_or_else(
+                |p| {
+                    let m = p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    Err(TaskError::Panicked(crate::error::TaskPanic::new(format!(
+                        "decoding the result panicked: {m}"
+                    ))))
+                },
+            )
+        });
         self.end(a, out);
     }
 
@@ -118,9 +152,14 @@ impl Inner {
             cell.end(a, Err(TaskError::SystemShutdown));
             return;
         }
+        if self.unreachable.load(Ordering::Acquire) {
+            cell.end(a, Err(self.unreachable_error()));
+            return;
+        }
         let now = unix_ms();
         let timeout_ms = h.opts.get_timeout().map(|t| t.as_millis() as u64);
         let life = timeout_ms.unwrap_or(self.cfg.message_ttl.as_millis() as u64);
+        self.live_until.fetch_max(now + life, Ordering::AcqRel);
         let level = h.priority().level();
         let msg = TaskMessage {
             version: super::proto::version(),
@@ -133,41 +172,151 @@ impl Inner {
             timeout_ms,
             args: cell.body().args.clone(),
         };
-        let body = msg.encode();
-        let sig = self.signer.sign(&body).to_vec();
+        let body: Arc<[u8]> = msg.encode().into();
+        let sig: Arc<[u8]> = self.signer.sign(Kind::Task(level), &body).to_vec().into();
         self.pending.lock().insert(
             (msg.task, a.n),
             Pending {
                 job: cell.clone(),
                 attempt: a,
+                level,
+                body: body.clone(),
+                sig: sig.clone(),
+                expires_ms: msg.expires_ms,
+                life: Duration::from_millis(life),
             },
         );
-        if self.out.send(Outgoing::Task { level, body, sig }).is_err() {
+        let key = (msg.task, a.n);
+        let m = Outgoing::Task {
+            key,
+            level,
+            body,
+            sig,
+            again: false,
+        };
+        if self.out.send(m).is_err() {
             if let Some(p) = self.pending.lock().remove(&(msg.task, a.n)) {
                 p.job.finish(p.attempt, Err(TaskError::SystemShutdown));
             }
         }
     }
 
-    /// One result from the reply list (or a result key).
-    fn deliver(&self, raw: &[u8]) {
+    /// One result from the reply list (or a result key); its key, to be
+    /// deleted now that it is delivered, goes to `done`.
+    fn deliver(&self, raw: &[u8], done: &mut Vec<String>) {
         let Some(r) = self.signer.open_result(raw) else {
             log::warn!("seedcore remote: refused a result with a bad signature");
             return;
         };
-        self.complete(r);
-    }
-
-    fn complete(&self, r: ResultMessage) {
         if r.client != self.client_id {
             return;
         }
+        done.push(self.keys.result(r.client, r.task, r.attempt));
         let Some(p) = self.pending.lock().remove(&(r.task, r.attempt)) else {
             // Its attempt was stopped here already, or it came twice.
             self.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         };
         p.job.finish(p.attempt, r.outcome.into_local("remote"));
+    }
+
+    fn unreachable_error(&self) -> TaskError {
+        TaskError::failed(RemoteError::Unreachable {
+            url: streams::redact(&self.cfg.url),
+            window: self.cfg.reconnect_window,
+        })
+    }
+
+    /// The server did not answer.
+    fn mark_down(&self) {
+        self.down_since.lock().get_or_insert_with(Instant::now);
+    }
+
+    /// The server answered.
+    fn mark_up(&self) {
+        *self.down_since.lock() = None;
+        self.unreachable.store(false, Ordering::Release);
+    }
+
+    /// Ends the pending attempts `keys` with `e` (those still pending).
+    fn fail_pending(&self, keys: impl IntoIterator<Item = (u64, u32)>, e: impl Fn() -> TaskError) {
+        let ps: Vec<Pending> = {
+            let mut pending = self.pending.lock();
+            keys.into_iter()
+                .filter_map(|k| pending.remove(&k))
+                .collect()
+        };
+        for p in ps {
+            p.job.finish(p.attempt, Err(e()));
+        }
+    }
+
+    /// Past the reconnect window: every waiting attempt fails.
+    fn check_window(&self) {
+        let down_for = self.down_since.lock().map(|t| t.elapsed());
+        if down_for.is_some_and(|d| d >= self.cfg.reconnect_window)
+            && !self.unreachable.swap(true, Ordering::AcqRel)
+        {
+            log::error!(
+                "seedcore remote: Redis at {} unreachable for {:?}: failing every waiting task",
+                streams::redact(&self.cfg.url),
+                self.cfg.reconnect_window
+            );
+            let keys: Vec<(u64, u32)> = self.pending.lock().keys().copied().collect();
+            self.fail_pending(keys, || self.unreachable_error());
+        }
+    }
+
+    /// Sends every pending attempt's message again (after the server
+    /// restarted: what it held may be gone; a copy of an attempt that a
+    /// worker claimed is refused, so nothing runs twice for it).
+    fn resend_pending(&self) {
+        let msgs: Vec<Outgoing> = self
+            .pending
+            .lock()
+            .iter()
+            .map(|(k, p)| Outgoing::Task {
+                key: *k,
+                level: p.level,
+                body: p.body.clone(),
+                sig: p.sig.clone(),
+                again: true,
+            })
+            .collect();
+        log::warn!(
+            "seedcore remote: Redis restarted; sending {} waiting tasks again",
+            msgs.len()
+        );
+        for m in msgs {
+            let _ = self.out.send(m);
+        }
+    }
+
+    /// Fails attempts whose message expired with no worker holding it.
+    async fn expire(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        let now = unix_ms();
+        let old: Vec<((u64, u32), Duration)> = self
+            .pending
+            .lock()
+            .iter()
+            .filter(|(_, p)| p.expires_ms + 1000 < now)
+            .map(|(k, p)| (*k, p.life))
+            .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<String> = old.iter().map(|((t, a), _)| proto::field(*t, *a)).collect();
+        let gone: Vec<i64> = redis::Script::new(streams::UNCLAIMED)
+            .key(self.keys.live(self.client_id))
+            .arg(&fields)
+            .invoke_async(conn)
+            .await?;
+        for ((k, life), g) in old.into_iter().zip(gone) {
+            if g == 1 {
+                self.fail_pending([k], || TaskError::failed(RemoteError::Expired(life)));
+            }
+        }
+        Ok(())
     }
 
     /// Reads the result keys of every pending attempt: after a reconnect,
@@ -181,9 +330,11 @@ impl Inner {
                 .collect();
             let vals: Vec<Option<Vec<u8>>> =
                 redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+            let mut done = Vec::new();
             for v in vals.into_iter().flatten() {
-                self.deliver(&v);
+                self.deliver(&v, &mut done);
             }
+            unlink(conn, done);
         }
         Ok(())
     }
@@ -219,9 +370,18 @@ impl RemoteExec {
         let mut conn = rt.block_on(streams::first_connect(&cfg, &redis))?;
         rt.block_on(streams::ensure_groups(&mut conn, &keys))
             .map_err(|e| RemoteError::Redis(e.to_string()))?;
+        // The server's run id from the start: a restart is a new one.
+        let first_run_id = rt
+            .block_on(
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async::<Value>(&mut conn),
+            )
+            .ok()
+            .and_then(|v| run_id(&v));
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
-            signer: Signer::new(&cfg.secret),
+            signer: Signer::new(&cfg.secret, &cfg.namespace),
             keys,
             client_id: fastrand::u64(1..),
             redis,
@@ -236,6 +396,10 @@ impl RemoteExec {
             refused: AtomicU64::new(0),
             workers: Mutex::new(Vec::new()),
             reconnects: AtomicU64::new(0),
+            down_since: Mutex::new(None),
+            unreachable: AtomicBool::new(false),
+            run_id: Mutex::new(first_run_id),
+            live_until: AtomicU64::new(0),
             cfg,
         });
         rt.spawn(sender(inner.clone(), conn.clone(), rx));
@@ -284,8 +448,8 @@ impl Executor for RemoteExec {
         if let Some(p) = i.pending.lock().remove(&(task.as_u64(), attempt)) {
             p.job.finish(p.attempt, Err(TaskError::Cancelled));
         }
-        let key = i.keys.cancel(i.client_id, task.as_u64(), attempt);
-        let _ = i.out.send(Outgoing::Cancel { key });
+        let field = proto::field(task.as_u64(), attempt);
+        let _ = i.out.send(Outgoing::Cancel { field });
     }
 
     fn drain(&self) -> Vec<Runnable> {
@@ -363,15 +527,59 @@ async fn reconnect(inner: &Inner, blocking: bool) -> Option<MultiplexedConnectio
         match streams::connect(&inner.redis, blocking).await {
             Ok(c) => {
                 inner.reconnects.fetch_add(1, Ordering::Relaxed);
+                inner.mark_up();
                 return Some(c);
             }
             Err(e) => {
+                inner.mark_down();
                 log::debug!("seedcore remote: reconnecting: {e}");
                 tokio::time::sleep(streams::backoff(n)).await;
                 n += 1;
             }
         }
     }
+}
+
+/// Connects until it works, the executor closes or the reconnect window
+/// has passed (then `None`).
+async fn reconnect_within(inner: &Inner) -> Option<MultiplexedConnection> {
+    let mut n = 0;
+    loop {
+        if inner.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        inner.check_window();
+        if inner.unreachable.load(Ordering::Acquire) {
+            return None;
+        }
+        match streams::connect(&inner.redis, false).await {
+            Ok(c) => {
+                inner.reconnects.fetch_add(1, Ordering::Relaxed);
+                inner.mark_up();
+                return Some(c);
+            }
+            Err(e) => {
+                inner.mark_down();
+                log::debug!("seedcore remote: reconnecting: {e}");
+                tokio::time::sleep(streams::backoff(n)).await;
+                n += 1;
+            }
+        }
+    }
+}
+
+/// Deletes delivered results, without waiting.
+fn unlink(conn: &MultiplexedConnection, keys: Vec<String>) {
+    if keys.is_empty() {
+        return;
+    }
+    let mut c = conn.clone();
+    tokio::spawn(async move {
+        let _ = redis::cmd("UNLINK")
+            .arg(&keys)
+            .query_async::<()>(&mut c)
+            .await;
+    });
 }
 
 /// Writes task messages and cancels, as many per pipeline as are waiting.
@@ -381,42 +589,97 @@ async fn sender(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let mut batch = Vec::with_capacity(256);
+    let live = inner.keys.live(inner.client_id);
+    let channel = inner.keys.cancel_channel();
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut pipe = redis::pipe();
-        let ttl = inner.cfg.result_ttl.as_secs().max(1);
+        let mut tasks = Vec::new();
         for o in &batch {
             match o {
-                Outgoing::Task { level, body, sig } => {
+                Outgoing::Task {
+                    key,
+                    level,
+                    body,
+                    sig,
+                    again: true,
+                } => {
+                    pipe.cmd("EVAL")
+                        .arg(streams::SEND_AGAIN)
+                        .arg(3)
+                        .arg(inner.keys.result(inner.client_id, key.0, key.1))
+                        .arg(&live)
+                        .arg(inner.keys.stream(*level))
+                        .arg(proto::field(key.0, key.1))
+                        .arg(&**body)
+                        .arg(&**sig)
+                        .ignore();
+                    tasks.push(*key);
+                }
+                Outgoing::Task {
+                    key,
+                    level,
+                    body,
+                    sig,
+                    again: false,
+                } => {
+                    // Live before it can be read; `NX` keeps a worker's
+                    // claim when a message is sent again.
+                    pipe.cmd("HSETNX")
+                        .arg(&live)
+                        .arg(proto::field(key.0, key.1))
+                        .arg("0")
+                        .ignore();
                     pipe.cmd("XADD")
                         .arg(inner.keys.stream(*level))
                         .arg("*")
                         .arg("m")
-                        .arg(body.as_slice())
+                        .arg(&**body)
                         .arg("s")
-                        .arg(sig.as_slice())
+                        .arg(&**sig)
                         .ignore();
+                    tasks.push(*key);
                 }
-                Outgoing::Cancel { key } => {
-                    pipe.cmd("SET").arg(key).arg(1).arg("EX").arg(ttl).ignore();
+                Outgoing::Cancel { field } => {
+                    pipe.cmd("HDEL").arg(&live).arg(field).ignore();
                     pipe.cmd("PUBLISH")
-                        .arg(inner.keys.cancel_channel())
-                        .arg(key)
+                        .arg(&channel)
+                        .arg(format!("{:x}:{field}", inner.client_id))
                         .ignore();
                 }
             }
         }
-        // Nothing accepted is dropped: a failed pipeline is sent again on
-        // a new connection (a message may then arrive twice; the first
-        // result wins).
+        if !tasks.is_empty() {
+            // The live set outlives every message in it.
+            let until = inner.live_until.load(Ordering::Acquire) + 60_000;
+            pipe.cmd("PEXPIREAT").arg(&live).arg(until).ignore();
+        }
+        // Nothing accepted is dropped: a pipeline that failed with the
+        // connection is sent again on a new one (a message may then arrive
+        // twice; its live-set claim lets only one copy run) until the
+        // reconnect window passes; an error from Redis fails its attempts.
         loop {
             match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => break,
-                Err(e) if streams::is_disconnect(&e) => match reconnect(&inner, false).await {
-                    Some(c) => conn = c,
-                    None => return,
-                },
+                Ok(()) => {
+                    inner.mark_up();
+                    break;
+                }
+                Err(e) if streams::is_disconnect(&e) => {
+                    inner.mark_down();
+                    match reconnect_within(&inner).await {
+                        Some(c) => conn = c,
+                        None if inner.closed.load(Ordering::Acquire) => return,
+                        None => {
+                            inner.fail_pending(tasks.drain(..), || inner.unreachable_error());
+                            break;
+                        }
+                    }
+                }
                 Err(e) => {
                     log::error!("seedcore remote: Redis refused task messages: {e}");
+                    let why = e.to_string();
+                    inner.fail_pending(tasks.drain(..), || {
+                        TaskError::failed(RemoteError::Redis(why.clone()))
+                    });
                     break;
                 }
             }
@@ -437,13 +700,14 @@ async fn replies(inner: Arc<Inner>) {
         }
         let got: redis::RedisResult<Option<(String, Vec<u8>)>> = redis::cmd("BLPOP")
             .arg(&key)
-            .arg(1)
+            .arg(streams::BLOCK.as_secs())
             .query_async(&mut conn)
             .await;
+        let mut done = Vec::new();
         let r = match got {
             Ok(None) => continue,
             Ok(Some((_, v))) => {
-                inner.deliver(&v);
+                inner.deliver(&v, &mut done);
                 redis::cmd("LPOP")
                     .arg(&key)
                     .arg(1024)
@@ -451,18 +715,20 @@ async fn replies(inner: Arc<Inner>) {
                     .await
                     .map(|more| {
                         for v in more.into_iter().flatten() {
-                            inner.deliver(&v);
+                            inner.deliver(&v, &mut done);
                         }
                     })
             }
             Err(e) => Err(e),
         };
+        unlink(&conn, done);
         if let Err(e) = r {
             if !streams::is_disconnect(&e) {
                 log::error!("seedcore remote: reading results: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
+            inner.mark_down();
             match reconnect(&inner, true).await {
                 Some(c) => conn = c,
                 None => return,
@@ -474,51 +740,101 @@ async fn replies(inner: Arc<Inner>) {
     }
 }
 
-/// Reads the queue depths and the live workers once a second, for stats.
+/// The `run_id` line of `INFO server`.
+fn run_id(info: &Value) -> Option<String> {
+    let text = streams::text(info)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|s| s.trim().to_owned())
+}
+
+/// Four times a second: the reconnect window, a server restart, expired
+/// messages; once a second, the queue depths and the live workers, for
+/// stats.
 async fn watch(inner: Arc<Inner>, mut conn: MultiplexedConnection) {
+    let mut tick = 0u64;
+    let mut up = true;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        tick += 1;
         if inner.closed.load(Ordering::Acquire) {
             return;
         }
-        let mut pipe = redis::pipe();
-        for l in streams::levels() {
-            pipe.cmd("XLEN").arg(inner.keys.stream(l));
-        }
-        pipe.cmd("HGETALL").arg(inner.keys.workers());
-        pipe.cmd("GET").arg(inner.keys.counter("refused"));
-        let r: redis::RedisResult<Vec<Value>> = pipe.query_async(&mut conn).await;
-        match r {
-            Ok(vals) => {
-                for (a, v) in inner.depth.iter().zip(&vals) {
-                    if let Value::Int(n) = v {
-                        a.store(*n as usize, Ordering::Relaxed);
-                    }
+        inner.check_window();
+        if !up {
+            // One try per tick: the window runs meanwhile.
+            match streams::connect(&inner.redis, false).await {
+                Ok(c) => {
+                    conn = c;
+                    up = true;
+                    inner.mark_up();
                 }
-                if let Some(v) = vals.get(LEVELS) {
-                    let live = super::worker::live_workers(v);
-                    *inner.workers.lock() = live.workers;
-                    inner.in_flight.store(live.held, Ordering::Relaxed);
-                    inner
-                        .worker_reclaimed
-                        .store(live.reclaimed, Ordering::Relaxed);
-                    inner
-                        .worker_duplicates
-                        .store(live.duplicates, Ordering::Relaxed);
-                }
-                if let Some(v) = vals.get(LEVELS + 1) {
-                    let n = streams::bytes(v)
-                        .and_then(|b| String::from_utf8(b).ok())
-                        .and_then(|t| t.parse().ok())
-                        .unwrap_or(0);
-                    inner.refused.store(n, Ordering::Relaxed);
+                Err(_) => {
+                    inner.mark_down();
+                    continue;
                 }
             }
-            Err(e) if streams::is_disconnect(&e) => match reconnect(&inner, false).await {
-                Some(c) => conn = c,
-                None => return,
-            },
-            Err(_) => {}
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO").arg("server");
+        let full = tick % 4 == 0;
+        if full {
+            for l in streams::levels() {
+                pipe.cmd("XLEN").arg(inner.keys.stream(l));
+            }
+            pipe.cmd("HGETALL").arg(inner.keys.workers());
+            pipe.cmd("GET").arg(inner.keys.counter("refused"));
+        }
+        let r: redis::RedisResult<Vec<Value>> = pipe.query_async(&mut conn).await;
+        let vals = match r {
+            Ok(v) => v,
+            Err(e) if streams::is_disconnect(&e) => {
+                inner.mark_down();
+                up = false;
+                continue;
+            }
+            Err(_) => continue,
+        };
+        inner.mark_up();
+        if let Some(id) = vals.first().and_then(run_id) {
+            let before = inner.run_id.lock().replace(id.clone());
+            if before.is_some_and(|b| b != id) {
+                // What was stored meanwhile is read, the rest sent again.
+                if let Err(e) = inner.recover(&mut conn).await {
+                    log::warn!("seedcore remote: recovering results: {e}");
+                }
+                inner.resend_pending();
+            }
+        }
+        if let Err(e) = inner.expire(&mut conn).await {
+            log::debug!("seedcore remote: expiring messages: {e}");
+        }
+        if !full {
+            continue;
+        }
+        let vals = &vals[1..];
+        for (a, v) in inner.depth.iter().zip(vals) {
+            if let Value::Int(n) = v {
+                a.store(*n as usize, Ordering::Relaxed);
+            }
+        }
+        if let Some(v) = vals.get(LEVELS) {
+            let live = super::worker::live_workers(v);
+            *inner.workers.lock() = live.workers;
+            inner.in_flight.store(live.held, Ordering::Relaxed);
+            inner
+                .worker_reclaimed
+                .store(live.reclaimed, Ordering::Relaxed);
+            inner
+                .worker_duplicates
+                .store(live.duplicates, Ordering::Relaxed);
+        }
+        if let Some(v) = vals.get(LEVELS + 1) {
+            let n = streams::bytes(v)
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            inner.refused.store(n, Ordering::Relaxed);
         }
     }
 }

@@ -11,10 +11,10 @@
 //!   after the visibility timeout another worker claims them (XAUTOCLAIM).
 //!   Live workers refresh the idle time of their entries on each heartbeat
 //!   so that long tasks are not taken from them.
-//! * First result wins: the result key of an attempt is set with `NX`, and
-//!   only the winner pushes it to the client's reply list, so a duplicate
-//!   run is counted, never delivered twice. Results expire after the
-//!   result TTL.
+//! * First result wins: a result is stored only while its attempt is in
+//!   the client's live set, which storing it leaves, so a duplicate run is
+//!   counted, never delivered twice. The client deletes a result once
+//!   delivered; uncollected ones expire after the result TTL.
 //! * The client waits on its reply list with `BLPOP` (no polling), drains
 //!   what else is there with `LPOP n`, and after a reconnect reads the
 //!   result keys of every attempt still pending, so a reply lost with a
@@ -24,7 +24,9 @@
 //!
 //! Every message is signed with HMAC-SHA256 over a shared secret, results
 //! too; workers refuse unsigned, forged, expired or oversized messages and
-//! unknown task names, and count refusals in `{ns}:refused`.
+//! unknown task names, and count refusals in `{ns}:refused`. A worker runs
+//! an attempt only while it is in its client's live set (`{ns}:live:<client>`),
+//! so a message replayed after its attempt ended is refused.
 
 pub(crate) mod client;
 pub(crate) mod proto;
@@ -34,7 +36,9 @@ pub(crate) mod worker;
 use std::fmt;
 use std::time::Duration;
 
-pub use worker::{serve, ServeOptions, WorkerCounts, WorkerHandle};
+pub use worker::{
+    dead_letters, requeue_dead_letter, serve, DeadLetter, ServeOptions, WorkerCounts, WorkerHandle,
+};
 
 /// Settings of the remote executor (client) and of a worker.
 #[derive(Clone)]
@@ -56,26 +60,81 @@ pub struct RemoteConfig {
     pub result_ttl: Duration,
     /// The largest encoded arguments accepted.
     pub max_payload_bytes: usize,
-    /// How long a message without a timeout stays valid.
+    /// How long a message without a timeout stays valid (a message with a
+    /// timeout is valid until its deadline). A worker refuses, with a
+    /// signed answer, a message it reads later; the client fails an
+    /// attempt no worker took by then.
     pub message_ttl: Duration,
+    /// How long the client keeps reconnecting to an unreachable server
+    /// before it fails every waiting attempt, and every new one at once,
+    /// with [`RemoteError::Unreachable`] (inside
+    /// [`TaskError::Failed`](crate::TaskError::Failed)) until the server
+    /// answers again.
+    pub reconnect_window: Duration,
+    /// How many times an entry is delivered at most: an entry whose
+    /// workers died with it this often goes to the dead-letter stream
+    /// `{ns}:dead`, and its future fails with
+    /// [`TaskError::WorkerDied`](crate::TaskError::WorkerDied) naming the
+    /// count.
+    pub max_deliveries: u32,
 }
 
+/// The shortest secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
 impl RemoteConfig {
-    /// Settings for `url`, with the secret from `SEEDCORE_REMOTE_SECRET`
-    /// (or none) and the defaults: visibility timeout 30 s, result TTL
-    /// 1 h, payload limit 16 MiB, message TTL 24 h.
+    /// Settings for `url`, with the secret from `SEEDCORE_REMOTE_SECRET`,
+    /// else from the file named by `SEEDCORE_REMOTE_SECRET_FILE` (or none),
+    /// and the defaults: visibility timeout 30 s, result TTL 1 h, payload
+    /// limit 16 MiB, message TTL 1 h, reconnect window 30 s, 3 deliveries.
     pub fn new(url: impl Into<String>) -> Self {
+        let secret = match std::env::var("SEEDCORE_REMOTE_SECRET") {
+            Ok(s) => s.into_bytes(),
+            Err(_) => std::env::var_os("SEEDCORE_REMOTE_SECRET_FILE")
+                .and_then(|p| read_secret(std::path::Path::new(&p)).ok())
+                .unwrap_or_default(),
+        };
         RemoteConfig {
             url: url.into(),
-            secret: std::env::var("SEEDCORE_REMOTE_SECRET")
-                .map(String::into_bytes)
-                .unwrap_or_default(),
+            secret,
             namespace: "seedcore".into(),
             visibility_timeout: Duration::from_secs(30),
             result_ttl: Duration::from_secs(3600),
             max_payload_bytes: 16 << 20,
-            message_ttl: Duration::from_secs(24 * 3600),
+            message_ttl: Duration::from_secs(3600),
+            reconnect_window: Duration::from_secs(30),
+            max_deliveries: 3,
         }
+    }
+
+    /// Reads the shared secret from the file at `path` (one trailing
+    /// newline is ignored), so that it never appears in a command line.
+    pub fn secret_file(mut self, path: impl AsRef<std::path::Path>) -> Result<Self, RemoteError> {
+        self.secret = read_secret(path.as_ref())?;
+        Ok(self)
+    }
+
+    /// The URL with its password hidden, for messages and logs.
+    pub fn redacted_url(&self) -> String {
+        streams::redact(&self.url)
+    }
+
+    /// Sets how long a message without a timeout stays valid.
+    pub fn message_ttl(mut self, d: Duration) -> Self {
+        self.message_ttl = d;
+        self
+    }
+
+    /// Sets the reconnect window.
+    pub fn reconnect_window(mut self, d: Duration) -> Self {
+        self.reconnect_window = d;
+        self
+    }
+
+    /// Sets the most deliveries of one entry.
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = n;
+        self
     }
 
     /// Sets the shared secret.
@@ -112,6 +171,22 @@ impl RemoteConfig {
         if self.secret.is_empty() {
             return Err(RemoteError::NoSecret);
         }
+        if self.secret.len() < MIN_SECRET_BYTES {
+            return Err(RemoteError::BadSetting(format!(
+                "the shared secret must be at least {MIN_SECRET_BYTES} bytes (it has {})",
+                self.secret.len()
+            )));
+        }
+        if self.max_deliveries == 0 {
+            return Err(RemoteError::BadSetting(
+                "max_deliveries must be at least 1".into(),
+            ));
+        }
+        if self.message_ttl < Duration::from_secs(1) {
+            return Err(RemoteError::BadSetting(
+                "message_ttl must be at least 1s".into(),
+            ));
+        }
         if self.visibility_timeout < Duration::from_millis(100) {
             return Err(RemoteError::BadSetting(
                 "visibility_timeout must be at least 100ms".into(),
@@ -140,6 +215,9 @@ impl fmt::Debug for RemoteConfig {
             .field("visibility_timeout", &self.visibility_timeout)
             .field("result_ttl", &self.result_ttl)
             .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("message_ttl", &self.message_ttl)
+            .field("reconnect_window", &self.reconnect_window)
+            .field("max_deliveries", &self.max_deliveries)
             .finish()
     }
 }
@@ -181,7 +259,39 @@ pub enum RemoteError {
     /// A setting is out of range.
     #[error("invalid remote setting: {0}")]
     BadSetting(String),
-    /// Redis answered an unexpected error.
+    /// Redis answered an unexpected error (out of memory, a read-only
+    /// replica after a fail-over, a cluster redirection); an attempt that
+    /// fails with it may be retried.
     #[error("Redis error: {0}")]
     Redis(String),
+    /// The server could not be reached for the whole reconnect window:
+    /// waiting attempts fail with it, and new ones at once, until it
+    /// answers again.
+    #[error("Redis at {url} has been unreachable for more than {window:?}")]
+    Unreachable {
+        /// The URL, password hidden.
+        url: String,
+        /// The reconnect window.
+        window: Duration,
+    },
+    /// No worker took the attempt's message before it expired.
+    #[error("no remote worker took the task within {0:?} (its message expired)")]
+    Expired(Duration),
+}
+
+/// Reads a secret file: its bytes, one trailing newline dropped.
+fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, RemoteError> {
+    let mut b = std::fs::read(path).map_err(|e| {
+        RemoteError::BadSetting(format!(
+            "cannot read the secret file {}: {e}",
+            path.display()
+        ))
+    })?;
+    if b.last() == Some(&b'\n') {
+        b.pop();
+        if b.last() == Some(&b'\r') {
+            b.pop();
+        }
+    }
+    Ok(b)
 }

@@ -3,9 +3,12 @@
 //! A task travels as one stream entry with two fields: `m`, the
 //! postcard-encoded [`TaskMessage`], and `s`, its HMAC-SHA256 over the
 //! shared secret. A result is one string: 32 bytes of HMAC, then the
-//! encoded [`ResultMessage`]. Nothing in a message is executed: a worker
-//! looks the name up among the registered process tasks and refuses
-//! anything unsigned, forged, expired, oversized or unknown.
+//! encoded [`ResultMessage`]. The MAC also covers the format version, the
+//! namespace, the message's type (task or result) and, for a task, its
+//! stream, so a message cannot be moved to another deployment, another
+//! priority level or passed off as a result. Nothing in a message is
+//! executed: a worker looks the name up among the registered process tasks
+//! and refuses anything unsigned, forged, expired, oversized or unknown.
 
 use crate::error::{TaskError, TaskPanic};
 use hmac::{Hmac, Mac};
@@ -16,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 type HmacSha256 = Hmac<Sha256>;
 
 /// The format's version, the first field of every message.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Length of a signature.
 pub(crate) const SIG_LEN: usize = 32;
@@ -58,8 +61,14 @@ pub(crate) enum WireOutcome {
         limit: u64,
         rss: u64,
     },
-    /// The worker cannot run it (pool broken, unknown task, bad arguments).
+    /// The worker cannot run it (pool broken, unknown task, bad arguments,
+    /// expired, oversized).
     Refused(String),
+    /// The entry was delivered `deliveries` times, each delivery's worker
+    /// died with it, and it went to the dead-letter stream.
+    Poisoned {
+        deliveries: u64,
+    },
 }
 
 /// A worker's answer to one [`TaskMessage`].
@@ -80,7 +89,15 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The shared secret, keyed once.
+/// What a MAC is over, besides the body: the type of message and, for a
+/// task, its stream's level.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Task(u8),
+    Result,
+}
+
+/// The shared secret, keyed once, and the namespace it signs for.
 #[derive(Clone)]
 pub(crate) struct Signer {
     mac: HmacSha256,
@@ -93,23 +110,33 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    pub(crate) fn new(secret: &[u8]) -> Self {
-        Signer {
-            mac: HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length"),
-        }
+    /// A signer for `namespace`: its MACs are bound to it.
+    pub(crate) fn new(secret: &[u8], namespace: &str) -> Self {
+        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+        mac.update(&[VERSION]);
+        mac.update(&(namespace.len() as u32).to_le_bytes());
+        mac.update(namespace.as_bytes());
+        Signer { mac }
     }
 
-    pub(crate) fn sign(&self, body: &[u8]) -> [u8; SIG_LEN] {
+    fn keyed(&self, kind: Kind) -> HmacSha256 {
         let mut m = self.mac.clone();
-        m.update(&[VERSION]);
+        match kind {
+            Kind::Task(level) => m.update(&[b'T', level]),
+            Kind::Result => m.update(&[b'R', 0]),
+        }
+        m
+    }
+
+    pub(crate) fn sign(&self, kind: Kind, body: &[u8]) -> [u8; SIG_LEN] {
+        let mut m = self.keyed(kind);
         m.update(body);
         m.finalize().into_bytes().into()
     }
 
     /// Constant-time check of `sig` over `body`.
-    pub(crate) fn verify(&self, body: &[u8], sig: &[u8]) -> bool {
-        let mut m = self.mac.clone();
-        m.update(&[VERSION]);
+    pub(crate) fn verify(&self, kind: Kind, body: &[u8], sig: &[u8]) -> bool {
+        let mut m = self.keyed(kind);
         m.update(body);
         m.verify_slice(sig).is_ok()
     }
@@ -118,14 +145,14 @@ impl Signer {
     pub(crate) fn seal_result(&self, r: &ResultMessage) -> Vec<u8> {
         let body = postcard::to_allocvec(r).expect("results encode");
         let mut out = Vec::with_capacity(SIG_LEN + body.len());
-        out.extend_from_slice(&self.sign(&body));
+        out.extend_from_slice(&self.sign(Kind::Result, &body));
         out.extend_from_slice(&body);
         out
     }
 
     /// Checks and decodes a stored result.
     pub(crate) fn open_result(&self, raw: &[u8]) -> Option<ResultMessage> {
-        if raw.len() < SIG_LEN || !self.verify(&raw[SIG_LEN..], &raw[..SIG_LEN]) {
+        if raw.len() < SIG_LEN || !self.verify(Kind::Result, &raw[SIG_LEN..], &raw[..SIG_LEN]) {
             return None;
         }
         postcard::from_bytes(&raw[SIG_LEN..]).ok()
@@ -136,6 +163,17 @@ impl TaskMessage {
     pub(crate) fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("task messages encode")
     }
+
+    /// The attempt's name in the client's live set and in cancels:
+    /// `<task>:<attempt>`.
+    pub(crate) fn field(&self) -> String {
+        field(self.task, self.attempt)
+    }
+}
+
+/// An attempt's field in its client's live set: `<task>:<attempt>`.
+pub(crate) fn field(task: u64, attempt: u32) -> String {
+    format!("{task}:{attempt}")
 }
 
 /// Why a worker refused a stream entry.
@@ -148,27 +186,56 @@ pub(crate) enum Refusal {
     Expired,
 }
 
-/// Checks and decodes one stream entry's fields.
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Unsigned => f.write_str("unsigned"),
+            Refusal::Forged => f.write_str("forged (bad signature)"),
+            Refusal::Malformed => f.write_str("malformed"),
+            Refusal::Oversized(n) => write!(f, "oversized ({n} bytes)"),
+            Refusal::Expired => f.write_str("expired before a worker took it"),
+        }
+    }
+}
+
+/// A refused entry, with its message where the signature held (then the
+/// refusal is answered, signed, to the client that sent it).
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) why: Refusal,
+    pub(crate) msg: Option<TaskMessage>,
+}
+
+/// Checks and decodes one stream entry's fields, read from the stream of
+/// `level`.
 pub(crate) fn open_task(
     signer: &Signer,
+    level: u8,
     body: Option<&[u8]>,
     sig: Option<&[u8]>,
     max_payload: usize,
-) -> Result<TaskMessage, Refusal> {
-    let body = body.ok_or(Refusal::Malformed)?;
-    let sig = sig.ok_or(Refusal::Unsigned)?;
-    if body.len() > max_payload + 1024 {
-        return Err(Refusal::Oversized(body.len()));
+) -> Result<TaskMessage, Refused> {
+    let no = |why| Refused { why, msg: None };
+    let body = body.ok_or(no(Refusal::Malformed))?;
+    let sig = sig.ok_or(no(Refusal::Unsigned))?;
+    if !signer.verify(Kind::Task(level), body, sig) {
+        return Err(no(Refusal::Forged));
     }
-    if !signer.verify(body, sig) {
-        return Err(Refusal::Forged);
+    let m: TaskMessage = postcard::from_bytes(body).map_err(|_| no(Refusal::Malformed))?;
+    if m.version != VERSION || m.priority != level {
+        return Err(no(Refusal::Malformed));
     }
-    let m: TaskMessage = postcard::from_bytes(body).map_err(|_| Refusal::Malformed)?;
-    if m.version != VERSION {
-        return Err(Refusal::Malformed);
+    if m.args.len() > max_payload {
+        return Err(Refused {
+            why: Refusal::Oversized(body.len()),
+            msg: Some(m),
+        });
     }
     if m.expires_ms != 0 && m.expires_ms < unix_ms() {
-        return Err(Refusal::Expired);
+        return Err(Refused {
+            why: Refusal::Expired,
+            msg: Some(m),
+        });
     }
     Ok(m)
 }
@@ -227,6 +294,16 @@ impl WireOutcome {
             WireOutcome::Refused(why) => Err(TaskError::failed(format!(
                 "the remote worker refused the task: {why}"
             ))),
+            WireOutcome::Poisoned { deliveries } => Err(TaskError::WorkerDied {
+                exit_code: None,
+                signal: None,
+                pid: None,
+                task: None,
+                detail: format!(
+                    "poisoned: delivered {deliveries} times, its worker died each time; \
+                     moved to the dead-letter stream (last seen by remote worker {worker})"
+                ),
+            }),
         }
     }
 }
@@ -251,43 +328,58 @@ mod tests {
 
     #[test]
     fn a_signed_message_opens_and_a_forged_one_does_not() {
-        let s = Signer::new(b"secret");
+        let s = Signer::new(b"secret", "ns");
         let body = msg().encode();
-        let sig = s.sign(&body);
-        assert!(open_task(&s, Some(&body), Some(&sig), 1 << 20).is_ok());
-        let other = Signer::new(b"other");
+        let sig = s.sign(Kind::Task(5), &body);
+        assert!(open_task(&s, 5, Some(&body), Some(&sig), 1 << 20).is_ok());
+        let other = Signer::new(b"other", "ns");
+        let why = |r: Result<TaskMessage, Refused>| r.unwrap_err().why;
         assert_eq!(
-            open_task(&other, Some(&body), Some(&sig), 1 << 20).unwrap_err(),
+            why(open_task(&other, 5, Some(&body), Some(&sig), 1 << 20)),
             Refusal::Forged
         );
         let mut tampered = body.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(
-            open_task(&s, Some(&tampered), Some(&sig), 1 << 20).unwrap_err(),
+            why(open_task(&s, 5, Some(&tampered), Some(&sig), 1 << 20)),
             Refusal::Forged
         );
         assert_eq!(
-            open_task(&s, Some(&body), None, 1 << 20).unwrap_err(),
+            why(open_task(&s, 5, Some(&body), None, 1 << 20)),
             Refusal::Unsigned
+        );
+        // Bound to its namespace, its stream and its type.
+        let elsewhere = Signer::new(b"secret", "other-ns");
+        assert_eq!(
+            why(open_task(&elsewhere, 5, Some(&body), Some(&sig), 1 << 20)),
+            Refusal::Forged
+        );
+        assert_eq!(
+            why(open_task(&s, 0, Some(&body), Some(&sig), 1 << 20)),
+            Refusal::Forged
+        );
+        let as_result = s.sign(Kind::Result, &body);
+        assert_eq!(
+            why(open_task(&s, 5, Some(&body), Some(&as_result), 1 << 20)),
+            Refusal::Forged
         );
     }
 
     #[test]
     fn an_expired_message_is_refused() {
-        let s = Signer::new(b"secret");
+        let s = Signer::new(b"secret", "ns");
         let mut m = msg();
         m.expires_ms = 1;
         let body = m.encode();
-        let sig = s.sign(&body);
-        assert_eq!(
-            open_task(&s, Some(&body), Some(&sig), 1 << 20).unwrap_err(),
-            Refusal::Expired
-        );
+        let sig = s.sign(Kind::Task(5), &body);
+        let r = open_task(&s, 5, Some(&body), Some(&sig), 1 << 20).unwrap_err();
+        assert_eq!(r.why, Refusal::Expired);
+        assert_eq!(r.msg.unwrap().task, 2, "answered to its client");
     }
 
     #[test]
     fn results_are_sealed() {
-        let s = Signer::new(b"k");
+        let s = Signer::new(b"k", "ns");
         let r = ResultMessage {
             version: VERSION,
             client: 1,

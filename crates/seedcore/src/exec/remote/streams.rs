@@ -36,8 +36,15 @@ impl Keys {
     pub(crate) fn reply(&self, client: u64) -> String {
         format!("{}:reply:{client:x}", self.ns)
     }
-    pub(crate) fn cancel(&self, client: u64, task: u64, attempt: u32) -> String {
-        format!("{}:cancel:{client:x}:{task}:{attempt}", self.ns)
+    /// The client's live set: a hash of its attempts still waiting, field
+    /// `<task>:<attempt>`, value `0` until a worker claims it, then the
+    /// claiming entry's id.
+    pub(crate) fn live(&self, client: u64) -> String {
+        format!("{}:live:{client:x}", self.ns)
+    }
+    /// The dead-letter stream.
+    pub(crate) fn dead(&self) -> String {
+        format!("{}:dead", self.ns)
     }
     pub(crate) fn cancel_channel(&self) -> String {
         format!("{}:cancels", self.ns)
@@ -50,21 +57,84 @@ impl Keys {
     }
 }
 
-/// Stores a result if it is the attempt's first, then acknowledges and
-/// deletes its entry; only the first result reaches the reply list.
-/// KEYS: result, reply list, stream, duplicates counter. ARGV: value, ttl
-/// seconds, group, entry id.
+/// Acknowledges and deletes an entry, then stores its result if its
+/// attempt is still in the client's live set (removing it there): only
+/// the first result of a live attempt reaches the reply list.
+/// KEYS: result, reply list, stream, duplicates counter, live set.
+/// ARGV: value, ttl seconds, group, entry id, live field.
 pub(crate) const STORE: &str = r"
-local first = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
 redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
 redis.call('XDEL', KEYS[3], ARGV[4])
-if first then
+if redis.call('HDEL', KEYS[5], ARGV[5]) == 1 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
   redis.call('RPUSH', KEYS[2], ARGV[1])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
   return 1
 end
 redis.call('INCR', KEYS[4])
 return 0
+";
+
+/// Claims attempts before they run: one whose field in its client's live
+/// set is `0` (not claimed) or this entry's id (claimed by this entry
+/// before, a redelivery) is claimed for this entry and may run; one that
+/// is absent (ended, cancelled, timed out, or a replay) or claimed by
+/// another copy may not. KEYS: the live set of each entry. ARGV: field and
+/// entry id of each. Returns 1 (run) or 0 per entry.
+pub(crate) const CLAIM: &str = r"
+local out = {}
+for i = 1, #KEYS do
+  local f, id = ARGV[2*i-1], ARGV[2*i]
+  local v = redis.call('HGET', KEYS[i], f)
+  if v == '0' or v == id then
+    if v ~= id then redis.call('HSET', KEYS[i], f, id) end
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+";
+
+/// Sends a message again unless its attempt has a result already (then
+/// the client reads that): live if absent (a worker's claim is kept), then
+/// added to its stream. KEYS: result, live set, stream. ARGV: field,
+/// message, signature.
+pub(crate) const SEND_AGAIN: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSETNX', KEYS[2], ARGV[1], '0')
+redis.call('XADD', KEYS[3], '*', 'm', ARGV[2], 's', ARGV[3])
+return 1
+";
+
+/// Removes unclaimed attempts from a live set (KEYS[1]); ARGV: fields.
+/// Returns per field 1 (removed, or absent: no worker has it) or 0
+/// (claimed: a worker runs it).
+pub(crate) const UNCLAIMED: &str = r"
+local out = {}
+for i = 1, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if not v or v == '0' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+";
+
+/// Takes over entries idle past ARGV[3] ms from the cursor ARGV[4], with
+/// their delivery counts. KEYS: the stream. ARGV: group, consumer,
+/// min idle, cursor, count. Returns {next cursor, entries, counts}.
+pub(crate) const RECLAIM: &str = r"
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
+local counts = {}
+for i, e in ipairs(r[2]) do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
+  if p[1] then counts[i] = p[1][4] else counts[i] = 0 end
+end
+return {r[1], r[2], counts}
 ";
 
 /// Reads up to ARGV[3] new entries from the first stream of KEYS (highest
@@ -120,16 +190,24 @@ pub(crate) fn connect_error(cfg: &RemoteConfig, e: &RedisError) -> RemoteError {
     }
 }
 
-/// A multiplexed connection; `blocking` ones have no response timeout
-/// (they carry BLPOP / XREADGROUP BLOCK).
+/// How long a blocking command (BLPOP, XREADGROUP BLOCK) waits at most.
+pub(crate) const BLOCK: Duration = Duration::from_secs(1);
+
+/// A multiplexed connection with a response timeout (on `blocking` ones,
+/// which carry BLPOP / XREADGROUP BLOCK, past their blocking time), so
+/// that a half-open connection fails instead of hanging.
 pub(crate) async fn connect(
     client: &Client,
     blocking: bool,
 ) -> Result<MultiplexedConnection, RedisError> {
-    let timeout = (!blocking).then_some(Duration::from_secs(10));
+    let timeout = if blocking {
+        BLOCK + Duration::from_secs(5)
+    } else {
+        Duration::from_secs(10)
+    };
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(timeout);
+        .set_response_timeout(Some(timeout));
     let mut c = client
         .get_multiplexed_async_connection_with_config(&cfg)
         .await?;
@@ -219,6 +297,8 @@ pub(crate) struct Entry {
     pub(crate) id: String,
     pub(crate) body: Option<Vec<u8>>,
     pub(crate) sig: Option<Vec<u8>>,
+    /// Its other fields (dead letters carry where they came from).
+    pub(crate) extra: Vec<(String, String)>,
 }
 
 pub(crate) fn bytes(v: &Value) -> Option<Vec<u8>> {
@@ -229,7 +309,7 @@ pub(crate) fn bytes(v: &Value) -> Option<Vec<u8>> {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(crate) fn text(v: &Value) -> Option<String> {
     bytes(v).and_then(|b| String::from_utf8(b).ok())
 }
 
@@ -249,16 +329,29 @@ pub(crate) fn entries(v: &Value) -> Vec<Entry> {
             id,
             body: None,
             sig: None,
+            extra: Vec::new(),
         };
-        if let Some(Value::Array(fields)) = pair.get(1) {
-            for kv in fields.chunks(2) {
-                if let [k, v] = kv {
-                    match text(k).as_deref() {
-                        Some("m") => e.body = bytes(v),
-                        Some("s") => e.sig = bytes(v),
-                        _ => {}
+        let fields: Vec<(&Value, &Value)> = match pair.get(1) {
+            Some(Value::Array(f)) => f
+                .chunks(2)
+                .filter_map(|kv| match kv {
+                    [k, v] => Some((k, v)),
+                    _ => None,
+                })
+                .collect(),
+            Some(Value::Map(m)) => m.iter().map(|(k, v)| (k, v)).collect(),
+            _ => Vec::new(),
+        };
+        for (k, v) in fields {
+            match text(k).as_deref() {
+                Some("m") => e.body = bytes(v),
+                Some("s") => e.sig = bytes(v),
+                Some(k) => {
+                    if let Some(v) = text(v) {
+                        e.extra.push((k.to_owned(), v));
                     }
                 }
+                None => {}
             }
         }
         out.push(e);

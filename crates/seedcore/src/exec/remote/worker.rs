@@ -4,7 +4,7 @@
 //! result and acknowledges its entry in one script, sends heartbeats and
 //! takes over the entries of workers that stopped sending them.
 
-use super::proto::{self, unix_ms, Refusal, ResultMessage, Signer, TaskMessage, WireOutcome};
+use super::proto::{self, unix_ms, ResultMessage, Signer, TaskMessage, WireOutcome};
 use super::streams::{self, Entry, Keys, GROUP};
 use super::{RemoteConfig, RemoteError};
 use crate::error::TaskError;
@@ -106,12 +106,32 @@ impl WorkerHandle {
         &self.state.me
     }
 
-    /// Blocks until the worker is stopped from another thread or its
-    /// connection settings turn out wrong for good (never, normally).
+    /// Blocks until the worker is stopped from another thread (through a
+    /// clone of its [`stopper`](Self::stopper)).
     pub fn wait(&self) {
         while !self.state.stopping.load(Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Blocks until the worker is stopped from another thread or `timeout`
+    /// passes; whether it was stopped.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let until = std::time::Instant::now() + timeout;
+        while !self.state.stopping.load(Ordering::Acquire) {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// A flag that, set from any thread, makes [`wait`](Self::wait)
+    /// return and the worker stop reading (call [`stop`](Self::stop)
+    /// then).
+    pub fn stopper(&self) -> WorkerStopper {
+        WorkerStopper(self.state.clone())
     }
 
     /// Stops reading, waits up to `grace` for the tasks held to finish and
@@ -144,10 +164,26 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// A held entry.
+/// Stops a worker's reading from another thread; see
+/// [`WorkerHandle::stopper`].
+#[derive(Debug, Clone)]
+pub struct WorkerStopper(Arc<State>);
+
+impl WorkerStopper {
+    /// Stops reading new entries and wakes [`WorkerHandle::wait`].
+    pub fn stop(&self) {
+        self.0.stopping.store(true, Ordering::Release);
+        self.0.wake.notify_waiters();
+    }
+}
+
+/// A held entry, by its attempt (`<client>:<task>:<attempt>`).
 struct Held {
     level: u8,
     id: String,
+    client: u64,
+    field: String,
+    expires_ms: u64,
     cancel: Option<oneshot::Sender<()>>,
 }
 
@@ -160,10 +196,9 @@ struct State {
     capacity: usize,
     system: Arc<ConcurrentSystem>,
     held: Mutex<HashMap<String, Held>>,
-    /// Cancels of attempts not held here (yet), by id, with when they came:
-    /// such an entry, read later, is answered `Cancelled` without running.
-    cancelled: Mutex<HashMap<String, u64>>,
     in_flight: AtomicUsize,
+    /// Where XAUTOCLAIM goes on, per level.
+    cursors: Mutex<Vec<String>>,
     wake: Notify,
     stopping: AtomicBool,
     done: AtomicU64,
@@ -181,7 +216,8 @@ impl std::fmt::Debug for State {
 
 /// What the writer does with one entry.
 enum Store {
-    /// Store this sealed result, acknowledge the entry.
+    /// Store this sealed result if its attempt is live, acknowledge the
+    /// entry; `held` when it was counted in flight.
     Result {
         level: u8,
         id: String,
@@ -189,9 +225,24 @@ enum Store {
         task: u64,
         attempt: u32,
         value: Vec<u8>,
+        held: bool,
     },
-    /// Acknowledge and delete a refused entry.
+    /// Acknowledge and delete a refused entry (counted refused).
     Refuse { level: u8, id: String },
+    /// Acknowledge and delete an entry whose attempt is not live (ended,
+    /// or a copy another entry runs; counted as a duplicate).
+    Stale { level: u8, id: String },
+    /// Move an entry to the dead-letter stream.
+    Dead {
+        level: u8,
+        id: String,
+        body: Vec<u8>,
+        sig: Vec<u8>,
+        deliveries: u64,
+        client: u64,
+        task: u64,
+        attempt: u32,
+    },
 }
 
 /// Starts a worker of the Redis deployment at `config.url`: it returns
@@ -229,15 +280,15 @@ pub fn serve(config: RemoteConfig, options: ServeOptions) -> Result<WorkerHandle
         .unwrap_or_else(|| format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..)));
     let (tx, rx) = mpsc::unbounded_channel();
     let state = Arc::new(State {
-        signer: Signer::new(&config.secret),
+        signer: Signer::new(&config.secret, &config.namespace),
         keys,
         redis,
         me,
         capacity: options.processes * options.prefetch,
         system: Arc::new(system),
         held: Mutex::new(HashMap::new()),
-        cancelled: Mutex::new(HashMap::new()),
         in_flight: AtomicUsize::new(0),
+        cursors: Mutex::new(vec!["0-0".to_owned(); LEVELS]),
         wake: Notify::new(),
         stopping: AtomicBool::new(false),
         done: AtomicU64::new(0),
@@ -271,8 +322,12 @@ async fn reconnect(s: &State, blocking: bool) -> Option<MultiplexedConnection> {
         }
         match streams::connect(&s.redis, blocking).await {
             Ok(mut c) => {
-                // A restarted server without persistence has no groups.
-                if streams::ensure_groups(&mut c, &s.keys).await.is_ok() {
+                // A restarted server without persistence has no groups and
+                // no live sets: claim again what runs here, so that the
+                // copies the clients send again do not run a second time.
+                if streams::ensure_groups(&mut c, &s.keys).await.is_ok()
+                    && reassert(s, &mut c).await.is_ok()
+                {
                     return Some(c);
                 }
             }
@@ -281,6 +336,28 @@ async fn reconnect(s: &State, blocking: bool) -> Option<MultiplexedConnection> {
         tokio::time::sleep(streams::backoff(n)).await;
         n += 1;
     }
+}
+
+/// Claims again, where absent, the attempts held here.
+async fn reassert(s: &State, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    if s.held.lock().is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for h in s.held.lock().values() {
+        let live = s.keys.live(h.client);
+        pipe.cmd("HSETNX")
+            .arg(&live)
+            .arg(&h.field)
+            .arg(&h.id)
+            .ignore();
+        pipe.cmd("PEXPIREAT")
+            .arg(&live)
+            .arg(h.expires_ms + 60_000)
+            .arg("NX")
+            .ignore();
+    }
+    pipe.query_async::<()>(conn).await
 }
 
 /// Reads entries while there is room, highest level first.
@@ -356,9 +433,13 @@ async fn reader(s: Arc<State>) {
                 continue;
             }
         };
-        for (level, entries) in batch {
-            for e in entries {
-                take(&s, level, e, false);
+        let batch: Vec<(u8, Entry, u64)> = batch
+            .into_iter()
+            .flat_map(|(l, es)| es.into_iter().map(move |e| (l, e, 1)))
+            .collect();
+        if let Err(e) = admit(&s, &mut conn, batch, false).await {
+            if !handle_error(&s, &mut conn, &e).await {
+                return;
             }
         }
     }
@@ -384,83 +465,155 @@ async fn handle_error(s: &State, conn: &mut MultiplexedConnection, e: &redis::Re
     }
 }
 
-/// Checks one entry and runs it, or refuses it.
-fn take(s: &Arc<State>, level: u8, e: Entry, reclaimed: bool) {
-    if e.body.is_none() && e.sig.is_none() {
-        // Deleted meanwhile (a result stored): nothing to do.
-        return;
+/// Checks entries (`level`, entry, deliveries so far) and runs those
+/// whose attempt this worker claims; refuses, dead-letters or drops the
+/// rest. An error leaves the unclaimed entries pending (they come back).
+async fn admit(
+    s: &Arc<State>,
+    conn: &mut MultiplexedConnection,
+    batch: Vec<(u8, Entry, u64)>,
+    reclaimed: bool,
+) -> redis::RedisResult<()> {
+    let mut ok: Vec<(u8, Entry, TaskMessage)> = Vec::new();
+    for (level, e, deliveries) in batch {
+        if e.body.is_none() && e.sig.is_none() {
+            // Deleted meanwhile (a result stored): nothing to do.
+            continue;
+        }
+        let opened = proto::open_task(
+            &s.signer,
+            level,
+            e.body.as_deref(),
+            e.sig.as_deref(),
+            s.cfg.max_payload_bytes,
+        );
+        let msg = match opened {
+            Ok(m) => m,
+            Err(r) => {
+                log::warn!(
+                    "seedcore remote worker: refused entry {} of level {level}: {}",
+                    e.id,
+                    r.why
+                );
+                s.refused.fetch_add(1, Ordering::Relaxed);
+                match r.msg {
+                    // Signed: its client hears why, signed.
+                    Some(m) => answer(
+                        s,
+                        level,
+                        e.id,
+                        &m,
+                        WireOutcome::Refused(r.why.to_string()),
+                        false,
+                    ),
+                    None => {
+                        let _ = s.stores.send(Store::Refuse { level, id: e.id });
+                    }
+                }
+                continue;
+            }
+        };
+        let key = attempt_key(&msg);
+        if let Some(h) = s.held.lock().get(&key) {
+            if h.id == e.id {
+                // Ours already (a late heartbeat let it look idle).
+                continue;
+            }
+        }
+        if deliveries > u64::from(s.cfg.max_deliveries) {
+            log::error!(
+                "seedcore remote worker: entry {} ({}) delivered {deliveries} times, each \
+                 time its worker died: moved to the dead-letter stream",
+                e.id,
+                msg.name
+            );
+            let _ = s.stores.send(Store::Dead {
+                level,
+                id: e.id,
+                body: e.body.unwrap_or_default(),
+                sig: e.sig.unwrap_or_default(),
+                deliveries: deliveries - 1,
+                client: msg.client,
+                task: msg.task,
+                attempt: msg.attempt,
+            });
+            continue;
+        }
+        ok.push((level, e, msg));
     }
-    if s.held.lock().contains_key(&e.id) {
-        return;
+    if ok.is_empty() {
+        return Ok(());
     }
-    let msg = match proto::open_task(
-        &s.signer,
-        e.body.as_deref(),
-        e.sig.as_deref(),
-        s.cfg.max_payload_bytes,
-    ) {
-        Ok(m) => m,
-        Err(why) => {
-            let what = match why {
-                Refusal::Unsigned => "unsigned".to_owned(),
-                Refusal::Forged => "forged (bad signature)".to_owned(),
-                Refusal::Malformed => "malformed".to_owned(),
-                Refusal::Oversized(n) => format!("oversized ({n} bytes)"),
-                Refusal::Expired => "expired".to_owned(),
-            };
-            log::warn!(
-                "seedcore remote worker: refused entry {} of level {level}: {what}",
+    let claim = redis::Script::new(streams::CLAIM);
+    let mut script = claim.prepare_invoke();
+    for (_, e, m) in &ok {
+        script.key(s.keys.live(m.client)).arg(m.field()).arg(&e.id);
+    }
+    let claimed: Vec<i64> = script.invoke_async(conn).await?;
+    for ((level, e, msg), c) in ok.into_iter().zip(claimed) {
+        if c != 1 {
+            // Its attempt ended (a replay, a cancel, a copy already run)
+            // or another copy runs it.
+            log::debug!(
+                "seedcore remote worker: entry {} is not live: dropped",
                 e.id
             );
-            s.refused.fetch_add(1, Ordering::Relaxed);
-            let _ = s.stores.send(Store::Refuse { level, id: e.id });
-            return;
+            s.duplicates.fetch_add(1, Ordering::Relaxed);
+            let _ = s.stores.send(Store::Stale { level, id: e.id });
+            continue;
         }
-    };
-    if reclaimed {
-        s.reclaimed.fetch_add(1, Ordering::Relaxed);
+        if reclaimed {
+            s.reclaimed.fetch_add(1, Ordering::Relaxed);
+        }
+        start(s, level, e.id, msg);
     }
-    let id = cancel_id(&msg);
-    let (ctx, crx) = oneshot::channel();
-    let cancel = if s.cancelled.lock().remove(&id).is_some() {
-        // Cancelled while it waited in the stream: answer without running.
-        let _ = ctx.send(());
-        None
-    } else {
-        Some(ctx)
+    Ok(())
+}
+
+/// Stores `outcome` for a message that did not run.
+fn answer(s: &State, level: u8, id: String, m: &TaskMessage, outcome: WireOutcome, held: bool) {
+    let r = ResultMessage {
+        version: proto::version(),
+        client: m.client,
+        task: m.task,
+        attempt: m.attempt,
+        outcome,
     };
-    s.held.lock().insert(
+    let _ = s.stores.send(Store::Result {
+        level,
         id,
+        client: m.client,
+        task: m.task,
+        attempt: m.attempt,
+        value: s.signer.seal_result(&r),
+        held,
+    });
+}
+
+/// Runs one claimed message.
+fn start(s: &Arc<State>, level: u8, id: String, msg: TaskMessage) {
+    let (ctx, crx) = oneshot::channel();
+    s.held.lock().insert(
+        attempt_key(&msg),
         Held {
             level,
-            id: e.id.clone(),
-            cancel,
+            id: id.clone(),
+            client: msg.client,
+            field: msg.field(),
+            expires_ms: msg.expires_ms,
+            cancel: Some(ctx),
         },
     );
     s.in_flight.fetch_add(1, Ordering::AcqRel);
     let st = s.clone();
     tokio::spawn(async move {
         let outcome = run(&st, &msg, crx).await;
-        let r = ResultMessage {
-            version: proto::version(),
-            client: msg.client,
-            task: msg.task,
-            attempt: msg.attempt,
-            outcome,
-        };
-        let value = st.signer.seal_result(&r);
-        let _ = st.stores.send(Store::Result {
-            level,
-            id: e.id,
-            client: msg.client,
-            task: msg.task,
-            attempt: msg.attempt,
-            value,
-        });
+        answer(&st, level, id, &msg, outcome, true);
     });
 }
 
-fn cancel_id(m: &TaskMessage) -> String {
+/// An attempt's key among the held entries and in cancels.
+fn attempt_key(m: &TaskMessage) -> String {
     format!("{:x}:{}:{}", m.client, m.task, m.attempt)
 }
 
@@ -504,6 +657,8 @@ async fn writer(
     let ttl = s.cfg.result_ttl.as_secs().max(1);
     let dup_key = s.keys.counter("duplicates");
     let refused_key = s.keys.counter("refused");
+    let store = redis::Script::new(streams::STORE);
+    let _ = store.prepare_invoke().load_async(&mut conn).await;
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut pipe = redis::pipe();
         let mut results = 0;
@@ -516,28 +671,95 @@ async fn writer(
                     task,
                     attempt,
                     value,
+                    ..
                 } => {
                     results += 1;
-                    pipe.cmd("EVAL")
-                        .arg(streams::STORE)
-                        .arg(4)
+                    pipe.cmd("EVALSHA")
+                        .arg(store.get_hash())
+                        .arg(5)
                         .arg(s.keys.result(*client, *task, *attempt))
                         .arg(s.keys.reply(*client))
                         .arg(s.keys.stream(*level))
                         .arg(&dup_key)
+                        .arg(s.keys.live(*client))
                         .arg(value.as_slice())
                         .arg(ttl)
                         .arg(GROUP)
-                        .arg(id);
+                        .arg(id)
+                        .arg(proto::field(*task, *attempt));
                 }
-                Store::Refuse { level, id } => {
+                Store::Refuse { level, id } | Store::Stale { level, id } => {
                     pipe.cmd("XACK")
                         .arg(s.keys.stream(*level))
                         .arg(GROUP)
                         .arg(id)
                         .ignore();
                     pipe.cmd("XDEL").arg(s.keys.stream(*level)).arg(id).ignore();
-                    pipe.cmd("INCR").arg(&refused_key).ignore();
+                    let counter = if matches!(st, Store::Refuse { .. }) {
+                        &refused_key
+                    } else {
+                        &dup_key
+                    };
+                    pipe.cmd("INCR").arg(counter).ignore();
+                }
+                Store::Dead {
+                    level,
+                    id,
+                    body,
+                    sig,
+                    deliveries,
+                    client,
+                    task,
+                    attempt,
+                } => {
+                    pipe.cmd("XADD")
+                        .arg(s.keys.dead())
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(DEAD_LETTERS_KEPT)
+                        .arg("*")
+                        .arg("m")
+                        .arg(body.as_slice())
+                        .arg("s")
+                        .arg(sig.as_slice())
+                        .arg("level")
+                        .arg(*level)
+                        .arg("entry")
+                        .arg(id)
+                        .arg("deliveries")
+                        .arg(*deliveries)
+                        .arg("client")
+                        .arg(format!("{client:x}"))
+                        .arg("task")
+                        .arg(*task)
+                        .arg("attempt")
+                        .arg(*attempt)
+                        .arg("at_ms")
+                        .arg(unix_ms())
+                        .ignore();
+                    let r = ResultMessage {
+                        version: proto::version(),
+                        client: *client,
+                        task: *task,
+                        attempt: *attempt,
+                        outcome: WireOutcome::Poisoned {
+                            deliveries: *deliveries,
+                        },
+                    };
+                    results += 1;
+                    pipe.cmd("EVALSHA")
+                        .arg(store.get_hash())
+                        .arg(5)
+                        .arg(s.keys.result(*client, *task, *attempt))
+                        .arg(s.keys.reply(*client))
+                        .arg(s.keys.stream(*level))
+                        .arg(&dup_key)
+                        .arg(s.keys.live(*client))
+                        .arg(s.signer.seal_result(&r))
+                        .arg(ttl)
+                        .arg(GROUP)
+                        .arg(id)
+                        .arg(proto::field(*task, *attempt));
                 }
             }
         }
@@ -545,10 +767,19 @@ async fn writer(
             match pipe.query_async::<Vec<i64>>(&mut conn).await {
                 Ok(v) => break v,
                 Err(e) if streams::is_disconnect(&e) => match reconnect(&s, false).await {
-                    Some(c) => conn = c,
+                    Some(c) => {
+                        conn = c;
+                        let _ = store.prepare_invoke().load_async(&mut conn).await;
+                    }
                     None => return,
                 },
+                Err(e) if e.to_string().contains("NOSCRIPT") => {
+                    // A restarted server forgot the script: load it, again.
+                    let _ = store.prepare_invoke().load_async(&mut conn).await;
+                }
                 Err(e) => {
+                    // The entries stay pending and come back to a worker
+                    // after the visibility timeout.
                     log::error!("seedcore remote worker: storing results: {e}");
                     break vec![1; results];
                 }
@@ -563,6 +794,7 @@ async fn writer(
                 client,
                 task,
                 attempt,
+                held: true,
                 ..
             } = st
             {
@@ -582,6 +814,7 @@ async fn writer(
 async fn heartbeat(s: Arc<State>, mut conn: MultiplexedConnection) {
     let vt = s.cfg.visibility_timeout;
     let every = vt / 3;
+    let mut n = 0u64;
     loop {
         if s.stopping.load(Ordering::Acquire) {
             let _ = redis::cmd("HDEL")
@@ -591,7 +824,8 @@ async fn heartbeat(s: Arc<State>, mut conn: MultiplexedConnection) {
                 .await;
             return;
         }
-        if let Err(e) = beat(&s, &mut conn, vt).await {
+        n += 1;
+        if let Err(e) = beat(&s, &mut conn, vt, n).await {
             if streams::is_disconnect(&e) {
                 match reconnect(&s, false).await {
                     Some(c) => conn = c,
@@ -609,6 +843,7 @@ async fn beat(
     s: &Arc<State>,
     conn: &mut MultiplexedConnection,
     vt: Duration,
+    n: u64,
 ) -> redis::RedisResult<()> {
     let c = WorkerCounts {
         done: s.done.load(Ordering::Relaxed),
@@ -618,14 +853,16 @@ async fn beat(
         in_flight: s.in_flight.load(Ordering::Relaxed),
     };
     let line = format!(
-        "{} {} {} {} {} {} {}",
+        "{} {} {} {} {} {} {} {} {}",
         unix_ms(),
         vt.as_millis(),
         std::process::id(),
         c.in_flight,
         c.done,
         c.reclaimed,
-        c.duplicates
+        c.duplicates,
+        c.refused,
+        hostname()
     );
     let mut by_level: [Vec<String>; LEVELS] = Default::default();
     for h in s.held.lock().values() {
@@ -639,6 +876,7 @@ async fn beat(
         .ignore();
     for (l, ids) in by_level.iter().enumerate() {
         if !ids.is_empty() {
+            // JUSTID: the idle time is reset, the delivery count is not.
             pipe.cmd("XCLAIM")
                 .arg(s.keys.stream(l as u8))
                 .arg(GROUP)
@@ -650,7 +888,9 @@ async fn beat(
         }
     }
     pipe.query_async::<()>(conn).await?;
-    // Take over what silent workers hold, while there is room.
+    // Take over what silent workers hold, while there is room, going on
+    // from where the last beat stopped in each stream.
+    let reclaim = redis::Script::new(streams::RECLAIM);
     for l in streams::levels() {
         let room = s
             .capacity
@@ -658,25 +898,125 @@ async fn beat(
         if room == 0 || s.stopping.load(Ordering::Acquire) {
             break;
         }
-        let v: Value = redis::cmd("XAUTOCLAIM")
-            .arg(s.keys.stream(l))
+        let cursor = s.cursors.lock()[l as usize].clone();
+        let v: Value = reclaim
+            .key(s.keys.stream(l))
             .arg(GROUP)
             .arg(&s.me)
             .arg(vt.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
+            .arg(&cursor)
             .arg(room)
-            .query_async(conn)
+            .invoke_async(conn)
             .await?;
-        if let Value::Array(parts) = v {
-            if let Some(list) = parts.get(1) {
-                for e in streams::entries(list) {
-                    take(s, l, e, true);
-                }
+        let Value::Array(parts) = v else { continue };
+        if let Some(next) = parts.first().and_then(streams::text) {
+            s.cursors.lock()[l as usize] = next;
+        }
+        let entries = parts.get(1).map(streams::entries).unwrap_or_default();
+        let counts: Vec<u64> = match parts.get(2) {
+            Some(Value::Array(c)) => c
+                .iter()
+                .map(|v| match v {
+                    Value::Int(n) => *n as u64,
+                    _ => 1,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let batch: Vec<(u8, Entry, u64)> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (l, e, counts.get(i).copied().unwrap_or(1)))
+            .collect();
+        if !batch.is_empty() {
+            admit(s, conn, batch, true).await?;
+        }
+    }
+    // Now and then: trim what no message can still use, forget dead
+    // workers.
+    if n % 10 == 1 {
+        housekeeping(s, conn, vt).await?;
+    }
+    Ok(())
+}
+
+/// Trims the streams of entries older than twice the message TTL (no
+/// message is valid that long) and removes workers silent for five
+/// visibility timeouts once they hold nothing.
+async fn housekeeping(
+    s: &State,
+    conn: &mut MultiplexedConnection,
+    vt: Duration,
+) -> redis::RedisResult<()> {
+    let min_id = unix_ms().saturating_sub(2 * s.cfg.message_ttl.as_millis() as u64);
+    let mut pipe = redis::pipe();
+    for l in streams::levels() {
+        pipe.cmd("XTRIM")
+            .arg(s.keys.stream(l))
+            .arg("MINID")
+            .arg("~")
+            .arg(min_id)
+            .ignore();
+    }
+    pipe.cmd("HGETALL").arg(s.keys.workers());
+    let (all,): (Value,) = pipe.query_async(conn).await?;
+    let dead_after = (vt * 5).as_millis() as u64;
+    let now = unix_ms();
+    for (name, line) in hash_pairs(&all) {
+        let ts: u64 = String::from_utf8_lossy(&line)
+            .split(' ')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        if now.saturating_sub(ts) < dead_after {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let mut pending = 0;
+        for l in streams::levels() {
+            let p: Value = redis::cmd("XPENDING")
+                .arg(s.keys.stream(l))
+                .arg(GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(1)
+                .arg(&name)
+                .query_async(conn)
+                .await?;
+            if matches!(&p, Value::Array(a) if !a.is_empty()) {
+                pending += 1;
             }
+        }
+        if pending == 0 {
+            let mut pipe = redis::pipe();
+            for l in streams::levels() {
+                pipe.cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(s.keys.stream(l))
+                    .arg(GROUP)
+                    .arg(&name)
+                    .ignore();
+            }
+            pipe.cmd("HDEL").arg(s.keys.workers()).arg(&name).ignore();
+            pipe.query_async::<()>(conn).await?;
+            log::info!("seedcore remote worker: forgot the dead worker {name}");
         }
     }
     Ok(())
+}
+
+fn hash_pairs(v: &Value) -> Vec<(Vec<u8>, Vec<u8>)> {
+    match v {
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|kv| Some((streams::bytes(&kv[0])?, streams::bytes(kv.get(1)?)?)))
+            .collect(),
+        Value::Map(m) => m
+            .iter()
+            .filter_map(|(k, v)| Some((streams::bytes(k)?, streams::bytes(v)?)))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Cancels of running attempts, by pub/sub.
@@ -694,17 +1034,11 @@ async fn cancels(s: Arc<State>) {
                 let Ok(key) = m.get_payload::<String>() else {
                     continue;
                 };
-                // `{ns}:cancel:<client>:<task>:<attempt>`
-                let id: Vec<&str> = key.rsplitn(4, ':').collect();
-                if id.len() == 4 {
-                    let k = format!("{}:{}:{}", id[2], id[1], id[0]);
-                    match s.held.lock().get_mut(&k) {
-                        Some(h) => {
-                            if let Some(c) = h.cancel.take() {
-                                let _ = c.send(());
-                            }
-                        }
-                        None => remember_cancel(&s, k),
+                // `<client>:<task>:<attempt>`; an entry not held here is
+                // out of its live set already, so refused when read.
+                if let Some(h) = s.held.lock().get_mut(&key) {
+                    if let Some(c) = h.cancel.take() {
+                        let _ = c.send(());
                     }
                 }
             }
@@ -727,31 +1061,9 @@ pub(crate) struct Live {
     pub(crate) duplicates: u64,
 }
 
-/// Keeps a cancel of an entry not held here; cancels older than the
-/// message TTL are forgotten once the set grows.
-fn remember_cancel(s: &State, id: String) {
-    let now = unix_ms();
-    let mut c = s.cancelled.lock();
-    if c.len() >= 10_000 {
-        let ttl = s.cfg.message_ttl.as_millis() as u64;
-        c.retain(|_, at| now.saturating_sub(*at) < ttl);
-    }
-    c.insert(id, now);
-}
-
 /// The live workers in a `{ns}:workers` hash, and what they hold.
 pub(crate) fn live_workers(v: &Value) -> Live {
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = match v {
-        Value::Array(items) => items
-            .chunks(2)
-            .filter_map(|kv| Some((streams::bytes(&kv[0])?, streams::bytes(kv.get(1)?)?)))
-            .collect(),
-        Value::Map(m) => m
-            .iter()
-            .filter_map(|(k, v)| Some((streams::bytes(k)?, streams::bytes(v)?)))
-            .collect(),
-        _ => Vec::new(),
-    };
+    let pairs = hash_pairs(v);
     let now = unix_ms();
     let mut live = Live::default();
     for (name, line) in pairs {
@@ -772,4 +1084,143 @@ pub(crate) fn live_workers(v: &Value) -> Live {
         live.workers.push(w);
     }
     live
+}
+
+/// How many dead letters the dead-letter stream keeps (about; oldest
+/// trimmed first).
+const DEAD_LETTERS_KEPT: u64 = 10_000;
+
+/// An entry of the dead-letter stream `{ns}:dead`: a message that was
+/// delivered `max_deliveries` times, each time with its worker dying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// Its id in the dead-letter stream.
+    pub id: String,
+    /// The registered task name (empty where the message no longer
+    /// verifies with this secret).
+    pub task_name: String,
+    /// The priority level (its stream).
+    pub level: u8,
+    /// How many deliveries it had.
+    pub deliveries: u64,
+    /// When it was dead-lettered, Unix milliseconds.
+    pub at_ms: u64,
+    /// The attempt, as `<client>:<task>:<attempt>`.
+    pub attempt: String,
+}
+
+/// Lists the dead letters of the deployment at `config.url`, oldest first
+/// (at most `limit`).
+pub fn dead_letters(config: &RemoteConfig, limit: usize) -> Result<Vec<DeadLetter>, RemoteError> {
+    config.validate()?;
+    let signer = Signer::new(&config.secret, &config.namespace);
+    let keys = Keys::new(&config.namespace);
+    with_conn(config, |mut conn| async move {
+        let v: Value = redis::cmd("XRANGE")
+            .arg(keys.dead())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        Ok(streams::entries(&v)
+            .into_iter()
+            .map(|e| dead_letter(&signer, e, config.max_payload_bytes))
+            .collect())
+    })
+}
+
+fn dead_letter(signer: &Signer, e: Entry, max: usize) -> DeadLetter {
+    let field = |k: &str| {
+        e.extra
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let level: u8 = field("level").parse().unwrap_or(0);
+    let name = match proto::open_task(signer, level, e.body.as_deref(), e.sig.as_deref(), max) {
+        Ok(m) => m.name,
+        Err(r) => r.msg.map(|m| m.name).unwrap_or_default(),
+    };
+    DeadLetter {
+        task_name: name,
+        level,
+        deliveries: field("deliveries").parse().unwrap_or(0),
+        at_ms: field("at_ms").parse().unwrap_or(0),
+        attempt: format!("{}:{}:{}", field("client"), field("task"), field("attempt")),
+        id: e.id,
+    }
+}
+
+/// Puts the dead letter `id` back on its stream, live again, with its
+/// deliveries counted from zero, and removes it from the dead-letter
+/// stream; whether it was there. Its result, when a worker stores one,
+/// waits under its attempt's result key (its client was answered
+/// already).
+pub fn requeue_dead_letter(config: &RemoteConfig, id: &str) -> Result<bool, RemoteError> {
+    config.validate()?;
+    let keys = Keys::new(&config.namespace);
+    with_conn(config, |mut conn| async move {
+        let v: Value = redis::cmd("XRANGE")
+            .arg(keys.dead())
+            .arg(id)
+            .arg(id)
+            .query_async(&mut conn)
+            .await?;
+        let Some(e) = streams::entries(&v).into_iter().next() else {
+            return Ok(false);
+        };
+        let field = |k: &str| {
+            e.extra
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let (Some(body), Some(sig)) = (&e.body, &e.sig) else {
+            return Ok(false);
+        };
+        let level: u8 = field("level").parse().unwrap_or(0);
+        let client = u64::from_str_radix(&field("client"), 16).unwrap_or(0);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("HSET")
+            .arg(keys.live(client))
+            .arg(format!("{}:{}", field("task"), field("attempt")))
+            .arg("0")
+            .ignore();
+        pipe.cmd("XADD")
+            .arg(keys.stream(level))
+            .arg("*")
+            .arg("m")
+            .arg(body.as_slice())
+            .arg("s")
+            .arg(sig.as_slice())
+            .ignore();
+        pipe.cmd("XDEL").arg(keys.dead()).arg(id).ignore();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(true)
+    })
+}
+
+/// Runs `f` on one connection to `config.url`, on a runtime of its own.
+fn with_conn<T, F, Fut>(config: &RemoteConfig, f: F) -> Result<T, RemoteError>
+where
+    F: FnOnce(MultiplexedConnection) -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    let client = streams::client(config)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RemoteError::Redis(e.to_string()))?;
+    let r = rt.block_on(async {
+        let conn = streams::first_connect(config, &client).await?;
+        f(conn).await.map_err(|e| RemoteError::Redis(e.to_string()))
+    });
+    streams::close_runtime(rt);
+    r
 }
