@@ -517,42 +517,25 @@ impl Drop for RemoteExec {
     }
 }
 
-/// Connects until it works or the executor closes.
-async fn reconnect(inner: &Inner, blocking: bool) -> Option<MultiplexedConnection> {
+/// Connects until it works or the executor closes; with `within_window`,
+/// also gives up (`None`) once the reconnect window has passed.
+async fn reconnect(
+    inner: &Inner,
+    blocking: bool,
+    within_window: bool,
+) -> Option<MultiplexedConnection> {
     let mut n = 0;
     loop {
         if inner.closed.load(Ordering::Acquire) {
             return None;
+        }
+        if within_window {
+            inner.check_window();
+            if inner.unreachable.load(Ordering::Acquire) {
+                return None;
+            }
         }
         match streams::connect(&inner.redis, blocking).await {
-            Ok(c) => {
-                inner.reconnects.fetch_add(1, Ordering::Relaxed);
-                inner.mark_up();
-                return Some(c);
-            }
-            Err(e) => {
-                inner.mark_down();
-                log::debug!("seedcore remote: reconnecting: {e}");
-                tokio::time::sleep(streams::backoff(n)).await;
-                n += 1;
-            }
-        }
-    }
-}
-
-/// Connects until it works, the executor closes or the reconnect window
-/// has passed (then `None`).
-async fn reconnect_within(inner: &Inner) -> Option<MultiplexedConnection> {
-    let mut n = 0;
-    loop {
-        if inner.closed.load(Ordering::Acquire) {
-            return None;
-        }
-        inner.check_window();
-        if inner.unreachable.load(Ordering::Acquire) {
-            return None;
-        }
-        match streams::connect(&inner.redis, false).await {
             Ok(c) => {
                 inner.reconnects.fetch_add(1, Ordering::Relaxed);
                 inner.mark_up();
@@ -665,7 +648,7 @@ async fn sender(
                 }
                 Err(e) if streams::is_disconnect(&e) => {
                     inner.mark_down();
-                    match reconnect_within(&inner).await {
+                    match reconnect(&inner, false, true).await {
                         Some(c) => conn = c,
                         None if inner.closed.load(Ordering::Acquire) => return,
                         None => {
@@ -691,7 +674,7 @@ async fn sender(
 /// Waits on the reply list (BLPOP) and drains it (LPOP n).
 async fn replies(inner: Arc<Inner>) {
     let key = inner.keys.reply(inner.client_id);
-    let Some(mut conn) = reconnect(&inner, true).await else {
+    let Some(mut conn) = reconnect(&inner, true, false).await else {
         return;
     };
     loop {
@@ -729,7 +712,7 @@ async fn replies(inner: Arc<Inner>) {
                 continue;
             }
             inner.mark_down();
-            match reconnect(&inner, true).await {
+            match reconnect(&inner, true, false).await {
                 Some(c) => conn = c,
                 None => return,
             }
