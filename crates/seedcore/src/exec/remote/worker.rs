@@ -659,6 +659,30 @@ async fn writer(
     let refused_key = s.keys.counter("refused");
     let store = redis::Script::new(streams::STORE);
     let _ = store.prepare_invoke().load_async(&mut conn).await;
+    // One store script call: keep `value` as the attempt's result if the
+    // attempt is live, and acknowledge the entry.
+    #[allow(clippy::too_many_arguments)]
+    let store_result = |pipe: &mut redis::Pipeline,
+                        level: u8,
+                        id: &str,
+                        client: u64,
+                        task: u64,
+                        attempt: u32,
+                        value: &[u8]| {
+        pipe.cmd("EVALSHA")
+            .arg(store.get_hash())
+            .arg(5)
+            .arg(s.keys.result(client, task, attempt))
+            .arg(s.keys.reply(client))
+            .arg(s.keys.stream(level))
+            .arg(&dup_key)
+            .arg(s.keys.live(client))
+            .arg(value)
+            .arg(ttl)
+            .arg(GROUP)
+            .arg(id)
+            .arg(proto::field(task, attempt));
+    };
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut pipe = redis::pipe();
         let mut results = 0;
@@ -674,19 +698,7 @@ async fn writer(
                     ..
                 } => {
                     results += 1;
-                    pipe.cmd("EVALSHA")
-                        .arg(store.get_hash())
-                        .arg(5)
-                        .arg(s.keys.result(*client, *task, *attempt))
-                        .arg(s.keys.reply(*client))
-                        .arg(s.keys.stream(*level))
-                        .arg(&dup_key)
-                        .arg(s.keys.live(*client))
-                        .arg(value.as_slice())
-                        .arg(ttl)
-                        .arg(GROUP)
-                        .arg(id)
-                        .arg(proto::field(*task, *attempt));
+                    store_result(&mut pipe, *level, id, *client, *task, *attempt, value);
                 }
                 Store::Refuse { level, id } | Store::Stale { level, id } => {
                     pipe.cmd("XACK")
@@ -747,19 +759,8 @@ async fn writer(
                         },
                     };
                     results += 1;
-                    pipe.cmd("EVALSHA")
-                        .arg(store.get_hash())
-                        .arg(5)
-                        .arg(s.keys.result(*client, *task, *attempt))
-                        .arg(s.keys.reply(*client))
-                        .arg(s.keys.stream(*level))
-                        .arg(&dup_key)
-                        .arg(s.keys.live(*client))
-                        .arg(s.signer.seal_result(&r))
-                        .arg(ttl)
-                        .arg(GROUP)
-                        .arg(id)
-                        .arg(proto::field(*task, *attempt));
+                    let sealed = s.signer.seal_result(&r);
+                    store_result(&mut pipe, *level, id, *client, *task, *attempt, &sealed);
                 }
             }
         }
