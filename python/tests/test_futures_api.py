@@ -91,10 +91,10 @@ def test_a_raising_callback_is_logged_not_raised(system, caplog):
 
 
 def test_wait_and_as_completed_take_task_futures(system):
-    futs = [system.submit_process(tasks.sleep_then, d, d) for d in (0.4, 0.1, 0.2)]
+    futs = [system.submit_process(tasks.sleep_then, d, d) for d in (3.0, 0.0, 0.2)]
     order = [f.result() for f in seedcore.as_completed(futs, timeout=30)]
-    assert sorted(order) == [0.1, 0.2, 0.4]
-    assert order[0] == 0.1
+    assert sorted(order) == [0.0, 0.2, 3.0]
+    assert order[-1] == 3.0
     done, not_done = seedcore.wait(futs, timeout=30, return_when=seedcore.ALL_COMPLETED)
     assert len(done) == 3 and not not_done
     slow = system.submit_process(tasks.sleep_then, 2.0)

@@ -113,7 +113,7 @@ def test_priorities_order_queued_tasks(tmp_path):
     with seedcore.ConcurrentSystem(processes={"core": 1, "max": 1, "prefetch": 1},
                                    balance={"expand": "none"}) as s:
         s.submit_process(tasks.noop).result(timeout=30)  # the worker is up
-        blocker = s.submit_process(tasks.sleep_then, 0.5)
+        blocker = s.submit_process(tasks.sleep_then, 2.0)
         low = [s.submit_process(tasks.append_line, path, f"low{i}", priority=9) for i in range(3)]
         high = [s.submit_process(tasks.append_line, path, f"high{i}", priority=1) for i in range(3)]
         for f in [blocker, *low, *high]:
@@ -147,7 +147,9 @@ def test_map_over_an_endless_generator_has_backpressure(system):
 
 
 def test_map_timeout_counts_from_the_call(system):
-    it = system.map(tasks.sleep_then, [0.0, 5.0], timeout=0.5, chunksize=1)
+    # Warm the pool first: the margin below must not include a worker's start.
+    system.submit_process(tasks.noop).result(timeout=60)
+    it = system.map(tasks.sleep_then, [0.0, 30.0], timeout=3.0, chunksize=1)
     assert next(it) is None
     with pytest.raises(cf.TimeoutError):
         next(it)
