@@ -45,6 +45,27 @@ seedcore::process_task! {
 }
 
 seedcore::process_task! {
+    /// Appends a line to the file `path`, then fails while the file has at
+    /// most `fails` lines: a task that succeeds on attempt `fails + 1`,
+    /// which returns the number of attempts.
+    fn remote_flaky(args: (String, u32)) -> Result<u32, String> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&args.0)
+            .map_err(|e| e.to_string())?;
+        f.write_all(b"x\n").map_err(|e| e.to_string())?;
+        let n = std::fs::read_to_string(&args.0).map_err(|e| e.to_string())?.lines().count() as u32;
+        if n <= args.1 {
+            Err(format!("attempt {n} fails"))
+        } else {
+            Ok(n)
+        }
+    }
+}
+
+seedcore::process_task! {
     /// Aborts its worker process.
     fn remote_crash() { std::process::abort() }
 }
@@ -81,8 +102,8 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     if args.list_dead {
         for d in seedcore::remote::dead_letters(&cfg, 100_000)? {
             println!(
-                "{} {} deliveries={} attempt={} level={} at_ms={}",
-                d.id, d.task_name, d.deliveries, d.attempt, d.level, d.at_ms
+                "{} {} id={} deliveries={} attempt={} level={} at_ms={}",
+                d.id, d.task_name, d.task_id, d.deliveries, d.attempt, d.level, d.at_ms
             );
         }
         return Ok(ExitCode::SUCCESS);

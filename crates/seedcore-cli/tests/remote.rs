@@ -5,7 +5,7 @@
 mod common;
 
 use common::BIN;
-use seedcore::remote::{RemoteConfig, RemoteError, ServeOptions};
+use seedcore::remote::{RemoteClient, RemoteConfig, RemoteError, RemoteId, ServeOptions};
 use seedcore::{ConcurrentSystem, Priority, ProcessTask, TaskError, TaskOptions};
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -693,14 +693,22 @@ fn redis_killed_for_good_fails_every_future_within_the_window() {
         "{e:?}"
     );
     assert!(t.elapsed() < Duration::from_millis(500));
-    // And once the server is back, tasks run again.
+    // Once the server is back, tasks run again: the worker stops the
+    // tasks whose futures failed meanwhile (it does not finish 30 s
+    // sleeps for nobody).
     redis.start_again();
+    let t = std::time::Instant::now();
     assert!(eventually(LONG, || {
         sys.submit_remote(TaskOptions::new(), ADD, (2, 3))
             .unwrap()
             .wait_timeout(LONG)
             .is_ok_and(|r| r.ok() == Some(5))
     }));
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the abandoned sleeps were stopped: {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -842,7 +850,8 @@ fn a_poison_message_is_dead_lettered_after_max_deliveries() {
         .unwrap();
     let out = String::from_utf8_lossy(&list.stdout);
     assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.contains("remote_kill_worker deliveries=3"), "{out}");
+    assert!(out.contains("remote_kill_worker id="), "{out}");
+    assert!(out.contains(" deliveries=3 "), "{out}");
     let requeue = Command::new(BIN)
         .args(["worker", "--redis", &redis.url(), "--requeue-dead", "all"])
         .env("SEEDCORE_REMOTE_SECRET", SECRET)
@@ -1045,4 +1054,206 @@ fn many_tasks_leave_redis_bounded() {
         after < before + (1 << 20),
         "memory grew from {before} to {after} bytes"
     );
+}
+
+const FLAKY: ProcessTask<(String, u32), u32> =
+    ProcessTask::external("seedcore::worker::remote_flaky");
+
+fn remote_config(redis: &Redis) -> RemoteConfig {
+    RemoteConfig::new(redis.url()).secret(SECRET)
+}
+
+/// Run by [`results_and_retries_outlive_the_submitting_process`] in a
+/// child process: submits two tasks by id and exits at once.
+#[test]
+#[ignore = "a child process of another test"]
+fn detached_submitter() {
+    let (Ok(url), Ok(dir)) = (
+        std::env::var("SEEDCORE_TEST_REDIS"),
+        std::env::var("SEEDCORE_TEST_DIR"),
+    ) else {
+        return;
+    };
+    let client = RemoteClient::connect(RemoteConfig::new(url).secret(SECRET)).unwrap();
+    client
+        .submit(
+            &TaskOptions::new(),
+            RemoteId::new("sum-of-two").unwrap(),
+            ADD,
+            &(40, 2),
+        )
+        .unwrap();
+    // Fails twice, then succeeds: the worker retries, not this process.
+    client
+        .submit(
+            &TaskOptions::new().retry(seedcore::RetryPolicy::retries(3)),
+            RemoteId::new("flaky").unwrap(),
+            FLAKY,
+            &(format!("{dir}/flaky"), 2),
+        )
+        .unwrap();
+}
+
+#[test]
+fn results_and_retries_outlive_the_submitting_process() {
+    let Some(redis) = Redis::start("byid", &[]) else {
+        return;
+    };
+    let dir = temp_dir("byid");
+    // The submitter runs and exits before any worker is up.
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "detached_submitter", "--ignored", "--quiet"])
+        .env("SEEDCORE_TEST_REDIS", redis.url())
+        .env("SEEDCORE_TEST_DIR", &dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(queued(&redis), 2, "both tasks wait in Redis");
+    let _w = Worker::start(&redis, 1, 4);
+    let other = RemoteClient::connect(remote_config(&redis)).unwrap();
+    let sum = other
+        .result(&RemoteId::new("sum-of-two").unwrap(), ADD, LONG)
+        .unwrap();
+    assert_eq!(sum.map(|r| r.ok()), Some(Some(42)));
+    let flaky = other
+        .result(&RemoteId::new("flaky").unwrap(), FLAKY, LONG)
+        .unwrap();
+    assert_eq!(
+        flaky.map(|r| r.ok()),
+        Some(Some(3)),
+        "two failed attempts, then the third"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("flaky"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+    // Kept: read again; an unknown id is not there.
+    assert_eq!(
+        other
+            .result(&RemoteId::new("sum-of-two").unwrap(), ADD, Duration::ZERO)
+            .unwrap()
+            .map(|r| r.ok()),
+        Some(Some(42))
+    );
+    assert!(other
+        .result(
+            &RemoteId::new("never-sent").unwrap(),
+            ADD,
+            Duration::from_millis(50)
+        )
+        .unwrap()
+        .is_none());
+    // From a system, under its own id: kept once delivered too.
+    let sys = client(&redis);
+    let id = RemoteId::new("from-a-system").unwrap();
+    let f = sys
+        .submit_remote_as(TaskOptions::new(), id.clone(), ADD, (1, 2))
+        .unwrap();
+    assert_eq!(f.wait().unwrap(), 3);
+    assert_eq!(
+        other.result(&id, ADD, LONG).unwrap().map(|r| r.ok()),
+        Some(Some(3))
+    );
+    // A generated id names the task too.
+    let f = sys.submit_remote(TaskOptions::new(), SLEEP, 300).unwrap();
+    let gen = sys.remote_id(f.id()).unwrap();
+    assert!(!gen.as_str().is_empty());
+    assert_eq!(f.wait().unwrap(), 300);
+    assert!(RemoteId::new("bad id").is_err());
+}
+
+#[test]
+fn retries_run_on_the_worker_once_each() {
+    let Some(redis) = Redis::start("wretry", &[]) else {
+        return;
+    };
+    let dir = temp_dir("wretry");
+    let _w = Worker::start(&redis, 1, 4);
+    wait_workers(&redis, 1);
+    let sys = client(&redis);
+    let ok = dir.join("ok");
+    let f = sys
+        .submit_remote(
+            TaskOptions::new()
+                .retry(seedcore::RetryPolicy::retries(2))
+                .timeout(Duration::from_secs(20)),
+            FLAKY,
+            (ok.display().to_string(), 2),
+        )
+        .unwrap();
+    assert_eq!(f.wait().unwrap(), 3);
+    assert_eq!(std::fs::read_to_string(&ok).unwrap().lines().count(), 3);
+    // Out of retries: the worker's last error, after exactly 1 + 1
+    // attempts (the client does not retry what the worker retried).
+    let bad = dir.join("bad");
+    let e = sys
+        .submit_remote(
+            TaskOptions::new().retry(seedcore::RetryPolicy::retries(1)),
+            FLAKY,
+            (bad.display().to_string(), 5),
+        )
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(e.to_string().contains("attempt 2 fails"), "{e}");
+    assert_eq!(std::fs::read_to_string(&bad).unwrap().lines().count(), 2);
+}
+
+#[test]
+fn a_task_is_cancelled_by_id_from_another_client() {
+    let Some(redis) = Redis::start("cancelid", &[]) else {
+        return;
+    };
+    let dir = temp_dir("cancelid");
+    let _w = Worker::start(&redis, 1, 1);
+    wait_workers(&redis, 1);
+    let sys = client(&redis);
+    let other = RemoteClient::connect(remote_config(&redis)).unwrap();
+    let marks = dir.join("marks");
+    let running_id = RemoteId::new("running").unwrap();
+    let running = sys
+        .submit_remote_as(
+            TaskOptions::new(),
+            running_id.clone(),
+            MARKED,
+            (marks.display().to_string(), 30_000),
+        )
+        .unwrap();
+    assert!(eventually(LONG, || lines(&marks).len() == 1), "it started");
+    // Behind it (one process, prefetch 1): still in the stream.
+    let queued_id = RemoteId::new("queued").unwrap();
+    let waiting = sys
+        .submit_remote_as(
+            TaskOptions::new(),
+            queued_id.clone(),
+            MARKED,
+            (marks.display().to_string(), 0),
+        )
+        .unwrap();
+    assert!(other.cancel(&queued_id).unwrap());
+    assert!(other.cancel(&running_id).unwrap());
+    assert!(matches!(
+        running.wait_timeout(LONG).expect("stopped"),
+        Err(TaskError::Cancelled)
+    ));
+    assert!(matches!(
+        waiting.wait_timeout(LONG).expect("answered"),
+        Err(TaskError::Cancelled)
+    ));
+    assert_eq!(lines(&marks).len(), 1, "the queued task never ran");
+    assert!(matches!(
+        other.result(&running_id, MARKED, Duration::ZERO).unwrap(),
+        Some(Err(TaskError::Cancelled))
+    ));
+    // A finished task cannot be cancelled.
+    let id = RemoteId::new("done").unwrap();
+    sys.submit_remote_as(TaskOptions::new(), id.clone(), ADD, (1, 1))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(!other.cancel(&id).unwrap());
 }

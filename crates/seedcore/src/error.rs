@@ -603,6 +603,11 @@ pub enum SubmitError {
     /// The process pool cannot run tasks (see [`TaskError::PoolBroken`]).
     #[error("the process pool cannot run tasks: {0}")]
     PoolBroken(String),
+    /// The executor's backend refused or could not take the task (the
+    /// remote executor's Redis server answered an error or could not be
+    /// reached); nothing was queued.
+    #[error("the task could not be handed over: {0}")]
+    Unavailable(String),
     /// Process tasks cannot be submitted from inside a worker process.
     #[error("process tasks cannot be submitted from a worker process")]
     InsideWorker,

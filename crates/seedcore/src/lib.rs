@@ -245,12 +245,14 @@ pub mod gpu {
 /// Distributed mode (feature `remote`): the same process tasks on worker
 /// machines fed through Redis Streams, at least once, signed. The client
 /// side is [`SystemBuilder::remote`] and [`ConcurrentSystem::submit_remote`];
-/// the worker side is [`serve`](remote::serve). See `docs/remote.md`.
+/// the worker side is [`serve`](remote::serve); tasks by id, from any
+/// process, go through [`RemoteClient`](remote::RemoteClient). See
+/// `docs/remote.md`.
 #[cfg(feature = "remote")]
 pub mod remote {
     pub use crate::exec::remote::{
-        dead_letters, requeue_dead_letter, serve, DeadLetter, RemoteConfig, RemoteError,
-        ServeOptions, WorkerCounts, WorkerHandle, MIN_SECRET_BYTES,
+        dead_letters, requeue_dead_letter, serve, DeadLetter, RemoteClient, RemoteConfig,
+        RemoteError, RemoteId, ServeOptions, WorkerCounts, WorkerHandle, MIN_SECRET_BYTES,
     };
 }
 

@@ -104,6 +104,11 @@ impl RetryOn {
     /// Retry on every failure above.
     pub const ALL: RetryOn = RetryOn(15);
 
+    /// The kinds as bits (a retry policy on the wire).
+    pub(crate) const fn bits(self) -> u8 {
+        self.0
+    }
+
     /// Whether `self` includes every kind in `other`.
     pub const fn contains(self, other: RetryOn) -> bool {
         self.0 & other.0 == other.0
@@ -192,15 +197,38 @@ impl RetryPolicy {
         self.retries
     }
 
+    /// The policy's parts (retries, backoff, jitter, which failures), as a
+    /// message to a remote worker carries them.
+    pub(crate) fn parts(&self) -> (u32, Backoff, f64, u8) {
+        (self.retries, self.backoff, self.jitter, self.on.0)
+    }
+
+    /// A policy from [`parts`](Self::parts); unknown failure bits are
+    /// dropped.
+    pub(crate) fn from_parts(retries: u32, backoff: Backoff, jitter: f64, on: u8) -> Self {
+        RetryPolicy {
+            retries,
+            backoff,
+            jitter,
+            on: RetryOn(on & RetryOn::ALL.0),
+        }
+    }
+
     /// Whether attempt number `attempt` (1-based) that failed with `e`
     /// should be followed by another.
     pub(crate) fn should_retry(&self, attempt: u32, e: &TaskError) -> bool {
         attempt <= self.retries && self.on.matches(e)
     }
 
-    /// The delay before attempt `attempt + 1`.
-    pub(crate) fn delay(&self, attempt: u32) -> Duration {
-        let base = match self.backoff {
+    /// The longest delay before attempt `attempt + 1` (jitter at its
+    /// widest).
+    pub(crate) fn delay_max(&self, attempt: u32) -> Duration {
+        let secs = self.base_delay(attempt).as_secs_f64() * (1.0 + self.jitter);
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    }
+
+    fn base_delay(&self, attempt: u32) -> Duration {
+        match self.backoff {
             Backoff::Fixed(d) => d,
             Backoff::Exponential {
                 initial,
@@ -211,7 +239,12 @@ impl RetryPolicy {
                 let secs = (initial.as_secs_f64() * exp).min(max.as_secs_f64());
                 Duration::from_secs_f64(secs)
             }
-        };
+        }
+    }
+
+    /// The delay before attempt `attempt + 1`.
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
+        let base = self.base_delay(attempt);
         if self.jitter > 0.0 && !base.is_zero() {
             let spread = (fastrand::f64() * 2.0 - 1.0) * self.jitter;
             base.mul_f64((1.0 + spread).max(0.0))

@@ -468,6 +468,16 @@ impl<B: Body> TaskCell<B> {
     /// Attempt `a`'s code has stopped with `out`: stats, locks, then the
     /// result if nobody ended the attempt before (a deadline, a cancel).
     pub(crate) fn end(self: &Arc<Self>, a: Attempt, out: Result<B::Output, TaskError>) {
+        self.end_with(a, out, true);
+    }
+
+    /// [`end`](Self::end) with an outcome that is final: no retry follows
+    /// (the executor retried already, as a remote worker does).
+    pub(crate) fn end_final(self: &Arc<Self>, a: Attempt, out: Result<B::Output, TaskError>) {
+        self.end_with(a, out, false);
+    }
+
+    fn end_with(self: &Arc<Self>, a: Attempt, out: Result<B::Output, TaskError>, retry: bool) {
         let h = &self.header;
         let ran = a.started.elapsed();
         h.sched.attempt_ended(h, ran);
@@ -478,7 +488,12 @@ impl<B: Body> TaskCell<B> {
             if span.is_some() {
                 trace_outcome(&out, ran);
             }
-            self.settle(a.n, out);
+            match out {
+                Err(e) if !retry => {
+                    self.resolve(Err(e));
+                }
+                out => self.settle(a.n, out),
+            }
         }
     }
 

@@ -6,12 +6,13 @@
 //! deadline, a cancel or the shutdown stops it ([`RemoteExec`]'s
 //! `stop_attempt` also tells the worker, which cancels its local task).
 
-use super::proto::{self, unix_ms, Kind, Signer, TaskMessage};
+use super::ids::RemoteId;
+use super::proto::{self, unix_ms, Kind, Signer, TaskMessage, WireRetry};
 use super::streams::{self, Keys};
 use super::{RemoteConfig, RemoteError};
 use crate::config::ShutdownMode;
 use crate::error::{SubmitError, TaskError};
-use crate::options::{TaskOptions, LEVELS};
+use crate::options::{RetryOn, RetryPolicy, TaskOptions, LEVELS};
 use crate::sched::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
 use crate::system::{ConcurrentSystem, SystemBuilder};
 use crate::task::{Attempt, Body, ExecutorKind, Job, StopReason, TaskCell, TaskFuture, TaskId};
@@ -33,6 +34,7 @@ enum Outgoing {
     /// A task message, and its attempt's field in the live set.
     Task {
         key: (u64, u32),
+        rid: RemoteId,
         level: u8,
         body: Arc<[u8]>,
         sig: Arc<[u8]>,
@@ -42,12 +44,19 @@ enum Outgoing {
     /// An attempt that ended here: out of the live set (a worker that
     /// reads its entry refuses it) and, if running, cancelled.
     Cancel { field: String },
+    /// Attempts that ended here while the server was unreachable: out of
+    /// the live set and into the gone set (see [`streams::FORGET`]).
+    Forget { fields: Vec<String> },
 }
 
 /// An attempt waiting for its result.
 struct Pending {
     job: Arc<dyn RemoteJob>,
     attempt: Attempt,
+    /// The task's id: its result's key.
+    rid: RemoteId,
+    /// Keep the result under the id once delivered.
+    keep: bool,
     level: u8,
     body: Arc<[u8]>,
     sig: Arc<[u8]>,
@@ -58,8 +67,10 @@ struct Pending {
 
 /// A remote task as the executor holds it.
 pub(crate) trait RemoteJob: Send + Sync + 'static {
-    /// Attempt `a` ended: with the worker's result, or stopped here.
-    fn finish(self: Arc<Self>, a: Attempt, r: Result<Vec<u8>, TaskError>);
+    /// Attempt `a` ended: with the worker's result (`from_worker`: final,
+    /// the worker applied the retry policy), or stopped here (retried
+    /// here by the policy).
+    fn finish(self: Arc<Self>, a: Attempt, r: Result<Vec<u8>, TaskError>, from_worker: bool);
     /// Resolves the task with `e` (shutdown).
     fn fail_with(&self, e: TaskError);
 }
@@ -92,6 +103,10 @@ pub(crate) struct Inner {
     /// The latest expiry of a message sent (Unix ms): the live set lives
     /// at least this long.
     live_until: AtomicU64,
+    /// Attempts that ended here while the server could not be told (their
+    /// fields): told once it answers, so that no worker goes on running
+    /// them for nobody.
+    orphans: Mutex<Vec<String>>,
 }
 
 /// The body of a remote task: the registered name and the encoded
@@ -101,6 +116,13 @@ pub(crate) struct RemoteBody<T> {
     name: &'static str,
     args: Vec<u8>,
     decode: fn(&[u8]) -> Result<T, TaskError>,
+    /// The id given at submission (else one made of the client's and the
+    /// task's).
+    rid: Option<RemoteId>,
+    /// The timeout of each attempt on the worker.
+    timeout: Option<Duration>,
+    /// The retry policy the worker applies.
+    retry: Option<WireRetry>,
 }
 
 impl<T: Send + 'static> Body for RemoteBody<T> {
@@ -114,25 +136,14 @@ impl<T: Send + 'static> Body for RemoteBody<T> {
 }
 
 impl<T: Send + 'static> RemoteJob for TaskCell<RemoteBody<T>> {
-    fn finish(self: Arc<Self>, a: Attempt, r: Result<Vec<u8>, TaskError>) {
+    fn finish(self: Arc<Self>, a: Attempt, r: Result<Vec<u8>, TaskError>, from_worker: bool) {
         let decode = self.body().decode;
-        // A `Deserialize` impl may panic: the task's error, as locally,
-        // never the reply reader's end.
-        let out = r.and_then(|b| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode(&b))).unwrap_or_else(
-                |p| {
-                    let m = p
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic".into());
-                    Err(TaskError::Panicked(crate::error::TaskPanic::new(format!(
-                        "decoding the result panicked: {m}"
-                    ))))
-                },
-            )
-        });
-        self.end(a, out);
+        let out = r.and_then(|b| caught(decode, &b));
+        if from_worker {
+            self.end_final(a, out);
+        } else {
+            self.end(a, out);
+        }
     }
 
     fn fail_with(&self, e: TaskError) {
@@ -143,6 +154,26 @@ impl<T: Send + 'static> RemoteJob for TaskCell<RemoteBody<T>> {
 fn decode<R: serde::de::DeserializeOwned>(b: &[u8]) -> Result<R, TaskError> {
     postcard::from_bytes(b)
         .map_err(|e| TaskError::failed(format!("the result could not be decoded: {e}")))
+}
+
+/// Decodes with `decode`; a `Deserialize` impl may panic: the task's
+/// error, as locally, never the reply reader's end.
+fn caught<R>(decode: fn(&[u8]) -> Result<R, TaskError>, b: &[u8]) -> Result<R, TaskError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode(b))).unwrap_or_else(|p| {
+        let m = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(TaskError::Panicked(crate::error::TaskPanic::new(format!(
+            "decoding the result panicked: {m}"
+        ))))
+    })
+}
+
+/// Decodes a result of type `R`, a panic caught.
+pub(crate) fn decode_caught<R: serde::de::DeserializeOwned>(b: &[u8]) -> Result<R, TaskError> {
+    caught(decode::<R>, b)
 }
 
 impl Inner {
@@ -157,20 +188,36 @@ impl Inner {
             return;
         }
         let now = unix_ms();
-        let timeout_ms = h.opts.get_timeout().map(|t| t.as_millis() as u64);
-        let life = timeout_ms.unwrap_or(self.cfg.message_ttl.as_millis() as u64);
+        let body = cell.body();
+        // The core's deadline covers every attempt on the worker: the
+        // message lives as long.
+        let life = h
+            .opts
+            .get_timeout()
+            .map_or(self.cfg.message_ttl.as_millis() as u64, |t| {
+                t.as_millis() as u64
+            });
         self.live_until.fetch_max(now + life, Ordering::AcqRel);
         let level = h.priority().level();
+        let rid = body
+            .rid
+            .clone()
+            .unwrap_or_else(|| RemoteId::of_task(self.client_id, h.id.as_u64()));
+        let keep = body.rid.is_some();
         let msg = TaskMessage {
             version: super::proto::version(),
             client: self.client_id,
             task: h.id.as_u64(),
             attempt: a.n,
-            name: cell.body().name.to_owned(),
+            id: rid.as_str().to_owned(),
+            keep,
+            reply: true,
+            retry: body.retry.clone(),
+            name: body.name.to_owned(),
             priority: level,
             expires_ms: now + life,
-            timeout_ms,
-            args: cell.body().args.clone(),
+            timeout_ms: body.timeout.map(|t| t.as_millis() as u64),
+            args: body.args.clone(),
         };
         let body: Arc<[u8]> = msg.encode().into();
         let sig: Arc<[u8]> = self.signer.sign(Kind::Task(level), &body).to_vec().into();
@@ -179,6 +226,8 @@ impl Inner {
             Pending {
                 job: cell.clone(),
                 attempt: a,
+                rid,
+                keep,
                 level,
                 body: body.clone(),
                 sig: sig.clone(),
@@ -189,6 +238,7 @@ impl Inner {
         let key = (msg.task, a.n);
         let m = Outgoing::Task {
             key,
+            rid: RemoteId::new(msg.id).expect("valid ids"),
             level,
             body,
             sig,
@@ -196,7 +246,8 @@ impl Inner {
         };
         if self.out.send(m).is_err() {
             if let Some(p) = self.pending.lock().remove(&(msg.task, a.n)) {
-                p.job.finish(p.attempt, Err(TaskError::SystemShutdown));
+                p.job
+                    .finish(p.attempt, Err(TaskError::SystemShutdown), false);
             }
         }
     }
@@ -211,13 +262,17 @@ impl Inner {
         if r.client != self.client_id {
             return;
         }
-        done.push(self.keys.result(r.client, r.task, r.attempt));
         let Some(p) = self.pending.lock().remove(&(r.task, r.attempt)) else {
-            // Its attempt was stopped here already, or it came twice.
+            // Its attempt was stopped here already, or it came twice (the
+            // result expires with the result TTL).
             self.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        p.job.finish(p.attempt, r.outcome.into_local("remote"));
+        if !p.keep {
+            done.push(self.keys.result(p.rid.as_str()));
+        }
+        p.job
+            .finish(p.attempt, r.outcome.into_local("remote"), true);
     }
 
     fn unreachable_error(&self) -> TaskError {
@@ -247,7 +302,7 @@ impl Inner {
                 .collect()
         };
         for p in ps {
-            p.job.finish(p.attempt, Err(e()));
+            p.job.finish(p.attempt, Err(e()), false);
         }
     }
 
@@ -263,7 +318,21 @@ impl Inner {
                 self.cfg.reconnect_window
             );
             let keys: Vec<(u64, u32)> = self.pending.lock().keys().copied().collect();
+            self.orphan(keys.iter().map(|&(t, a)| proto::field(t, a)));
             self.fail_pending(keys, || self.unreachable_error());
+        }
+    }
+
+    /// Remembers attempts ended while the server was away.
+    fn orphan(&self, fields: impl IntoIterator<Item = String>) {
+        self.orphans.lock().extend(fields);
+    }
+
+    /// Tells the server (now answering) about the orphans.
+    fn flush_orphans(&self) {
+        let fields = std::mem::take(&mut *self.orphans.lock());
+        if !fields.is_empty() {
+            let _ = self.out.send(Outgoing::Forget { fields });
         }
     }
 
@@ -277,6 +346,7 @@ impl Inner {
             .iter()
             .map(|(k, p)| Outgoing::Task {
                 key: *k,
+                rid: p.rid.clone(),
                 level: p.level,
                 body: p.body.clone(),
                 sig: p.sig.clone(),
@@ -322,14 +392,14 @@ impl Inner {
     /// Reads the result keys of every pending attempt: after a reconnect,
     /// a reply popped by a lost connection is found here.
     async fn recover(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
-        let ids: Vec<(u64, u32)> = self.pending.lock().keys().copied().collect();
-        for chunk in ids.chunks(500) {
-            let keys: Vec<String> = chunk
-                .iter()
-                .map(|&(t, n)| self.keys.result(self.client_id, t, n))
-                .collect();
-            let vals: Vec<Option<Vec<u8>>> =
-                redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+        let ids: Vec<String> = self
+            .pending
+            .lock()
+            .values()
+            .map(|p| self.keys.result(p.rid.as_str()))
+            .collect();
+        for keys in ids.chunks(500) {
+            let vals: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(keys).query_async(conn).await?;
             let mut done = Vec::new();
             for v in vals.into_iter().flatten() {
                 self.deliver(&v, &mut done);
@@ -400,6 +470,7 @@ impl RemoteExec {
             unreachable: AtomicBool::new(false),
             run_id: Mutex::new(first_run_id),
             live_until: AtomicU64::new(0),
+            orphans: Mutex::new(Vec::new()),
             cfg,
         });
         rt.spawn(sender(inner.clone(), conn.clone(), rx));
@@ -411,11 +482,18 @@ impl RemoteExec {
         })
     }
 
+    /// The body of a task, and the options the core keeps for it: the
+    /// worker retries (the policy travels with the message), the core
+    /// only retries what failed on the way (an unreachable server, an
+    /// error from Redis, a message no worker took), and its deadline
+    /// covers every attempt on the worker.
     pub(crate) fn body<R: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         name: &'static str,
         args: Vec<u8>,
-    ) -> Result<RemoteBody<R>, SubmitError> {
+        rid: Option<RemoteId>,
+        opts: TaskOptions,
+    ) -> Result<(RemoteBody<R>, TaskOptions), SubmitError> {
         let limit = self.inner.cfg.max_payload_bytes;
         if args.len() > limit {
             return Err(SubmitError::PayloadTooLarge {
@@ -423,12 +501,27 @@ impl RemoteExec {
                 limit,
             });
         }
-        Ok(RemoteBody {
+        let retry = WireRetry::from_policy(opts.get_retry());
+        let timeout = opts.get_timeout();
+        let mut core = opts;
+        if let Some(r) = &retry {
+            let (n, backoff, jitter, on) = core.get_retry().parts();
+            let transport = on & RetryOn::ERROR.bits();
+            core = core.retry(RetryPolicy::from_parts(n, backoff, jitter, transport));
+            if let Some(t) = timeout {
+                core = core.timeout(r.budget(t));
+            }
+        }
+        let body = RemoteBody {
             inner: self.inner.clone(),
             name,
             args,
             decode: decode::<R>,
-        })
+            rid,
+            timeout,
+            retry,
+        };
+        Ok((body, core))
     }
 }
 
@@ -446,7 +539,7 @@ impl Executor for RemoteExec {
     fn stop_attempt(&self, task: TaskId, attempt: u32, _why: StopReason) {
         let i = &self.inner;
         if let Some(p) = i.pending.lock().remove(&(task.as_u64(), attempt)) {
-            p.job.finish(p.attempt, Err(TaskError::Cancelled));
+            p.job.finish(p.attempt, Err(TaskError::Cancelled), false);
         }
         let field = proto::field(task.as_u64(), attempt);
         let _ = i.out.send(Outgoing::Cancel { field });
@@ -469,7 +562,8 @@ impl Executor for RemoteExec {
         let left: Vec<Pending> = i.pending.lock().drain().map(|(_, p)| p).collect();
         for p in left {
             p.job.fail_with(TaskError::SystemShutdown);
-            p.job.finish(p.attempt, Err(TaskError::SystemShutdown));
+            p.job
+                .finish(p.attempt, Err(TaskError::SystemShutdown), false);
         }
         if let Some(rt) = self.rt.lock().take() {
             streams::close_runtime(rt);
@@ -573,6 +667,7 @@ async fn sender(
 ) {
     let mut batch = Vec::with_capacity(256);
     let live = inner.keys.live(inner.client_id);
+    let gone = inner.keys.gone(inner.client_id);
     let channel = inner.keys.cancel_channel();
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut pipe = redis::pipe();
@@ -581,6 +676,7 @@ async fn sender(
             match o {
                 Outgoing::Task {
                     key,
+                    rid,
                     level,
                     body,
                     sig,
@@ -589,7 +685,7 @@ async fn sender(
                     pipe.cmd("EVAL")
                         .arg(streams::SEND_AGAIN)
                         .arg(3)
-                        .arg(inner.keys.result(inner.client_id, key.0, key.1))
+                        .arg(inner.keys.result(rid.as_str()))
                         .arg(&live)
                         .arg(inner.keys.stream(*level))
                         .arg(proto::field(key.0, key.1))
@@ -604,6 +700,7 @@ async fn sender(
                     body,
                     sig,
                     again: false,
+                    ..
                 } => {
                     // Live before it can be read; `NX` keeps a worker's
                     // claim when a message is sent again.
@@ -629,6 +726,23 @@ async fn sender(
                         .arg(format!("{:x}:{field}", inner.client_id))
                         .ignore();
                 }
+                Outgoing::Forget { fields } => {
+                    let until = inner.live_until.load(Ordering::Acquire) + 60_000;
+                    pipe.cmd("EVAL")
+                        .arg(streams::FORGET)
+                        .arg(2)
+                        .arg(&live)
+                        .arg(&gone)
+                        .arg(fields)
+                        .arg(until)
+                        .ignore();
+                    for field in fields {
+                        pipe.cmd("PUBLISH")
+                            .arg(&channel)
+                            .arg(format!("{:x}:{field}", inner.client_id))
+                            .ignore();
+                    }
+                }
             }
         }
         if !tasks.is_empty() {
@@ -652,6 +766,13 @@ async fn sender(
                         Some(c) => conn = c,
                         None if inner.closed.load(Ordering::Acquire) => return,
                         None => {
+                            // Whatever of the batch reached the server
+                            // is ended there once it answers again.
+                            inner.orphan(batch.iter().flat_map(|o| match o {
+                                Outgoing::Task { key, .. } => vec![proto::field(key.0, key.1)],
+                                Outgoing::Cancel { field } => vec![field.clone()],
+                                Outgoing::Forget { fields } => fields.clone(),
+                            }));
                             inner.fail_pending(tasks.drain(..), || inner.unreachable_error());
                             break;
                         }
@@ -779,6 +900,7 @@ async fn watch(inner: Arc<Inner>, mut conn: MultiplexedConnection) {
             Err(_) => continue,
         };
         inner.mark_up();
+        inner.flush_orphans();
         if let Some(id) = vals.first().and_then(run_id) {
             let before = inner.run_id.lock().replace(id.clone());
             if before.is_some_and(|b| b != id) {
@@ -882,6 +1004,38 @@ impl ConcurrentSystem {
         A: serde::Serialize,
         R: serde::de::DeserializeOwned + Send + 'static,
     {
+        self.submit_remote_inner(opts, None, task, args)
+    }
+
+    /// [`submit_remote`](Self::submit_remote) under the caller's id: the
+    /// result is kept under it for the result TTL, also once delivered
+    /// here, so that [`RemoteClient::result`](super::RemoteClient::result)
+    /// finds it from any process, after this one has exited too.
+    pub fn submit_remote_as<A, R>(
+        &self,
+        opts: TaskOptions,
+        id: RemoteId,
+        task: ProcessTask<A, R>,
+        args: A,
+    ) -> Result<TaskFuture<R>, SubmitError>
+    where
+        A: serde::Serialize,
+        R: serde::de::DeserializeOwned + Send + 'static,
+    {
+        self.submit_remote_inner(opts, Some(id), task, args)
+    }
+
+    fn submit_remote_inner<A, R>(
+        &self,
+        opts: TaskOptions,
+        rid: Option<RemoteId>,
+        task: ProcessTask<A, R>,
+        args: A,
+    ) -> Result<TaskFuture<R>, SubmitError>
+    where
+        A: serde::Serialize,
+        R: serde::de::DeserializeOwned + Send + 'static,
+    {
         let Some((slot, exec)) = self.shared().remote.get() else {
             return Err(SubmitError::InvalidOptions(
                 "no remote executor: build the system with SystemBuilder::remote(url)".into(),
@@ -893,8 +1047,26 @@ impl ConcurrentSystem {
                 "shared-memory buffers cannot travel to remote workers".into(),
             ));
         }
-        let body = exec.body::<R>(task.name(), enc.bytes)?;
+        let (body, opts) = exec.body::<R>(task.name(), enc.bytes, rid, opts)?;
         self.submit_body(opts, *slot, body)
+    }
+
+    /// The [`RemoteId`] of the remote task `task` submitted by this system
+    /// with [`submit_remote`](Self::submit_remote) (one given to
+    /// [`submit_remote_as`](Self::submit_remote_as) is the caller's):
+    /// [`RemoteClient::result`](super::RemoteClient::result) and
+    /// [`cancel`](super::RemoteClient::cancel) find the task by it from
+    /// any process. `None` without a remote executor.
+    pub fn remote_id(&self, task: TaskId) -> Option<RemoteId> {
+        let (_, exec) = self.shared().remote.get()?;
+        let i = &exec.inner;
+        let pending = i
+            .pending
+            .lock()
+            .iter()
+            .find(|((t, _), _)| *t == task.as_u64())
+            .map(|(_, p)| p.rid.clone());
+        Some(pending.unwrap_or_else(|| RemoteId::of_task(i.client_id, task.as_u64())))
     }
 }
 

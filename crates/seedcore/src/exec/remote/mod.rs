@@ -29,6 +29,7 @@
 //! so a message replayed after its attempt ended is refused.
 
 pub(crate) mod client;
+pub(crate) mod ids;
 pub(crate) mod proto;
 pub(crate) mod streams;
 pub(crate) mod worker;
@@ -36,6 +37,7 @@ pub(crate) mod worker;
 use std::fmt;
 use std::time::Duration;
 
+pub use ids::{RemoteClient, RemoteId};
 pub use worker::{
     dead_letters, requeue_dead_letter, serve, DeadLetter, ServeOptions, WorkerCounts, WorkerHandle,
 };

@@ -11,6 +11,7 @@
 //! and refuses anything unsigned, forged, expired, oversized or unknown.
 
 use crate::error::{TaskError, TaskPanic};
+use crate::options::{Backoff, RetryPolicy};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -19,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 type HmacSha256 = Hmac<Sha256>;
 
 /// The format's version, the first field of every message.
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 /// Length of a signature.
 pub(crate) const SIG_LEN: usize = 32;
@@ -33,6 +34,18 @@ pub(crate) struct TaskMessage {
     pub(crate) client: u64,
     pub(crate) task: u64,
     pub(crate) attempt: u32,
+    /// The task's stable id ([`RemoteId`](super::RemoteId)): its result
+    /// is found by it, and a cancel by id names it.
+    pub(crate) id: String,
+    /// Keep the result under the id for the result TTL, even once
+    /// delivered (else it is deleted when its client reads it).
+    pub(crate) keep: bool,
+    /// Whether a client waits on its reply list (not for a detached
+    /// submission).
+    pub(crate) reply: bool,
+    /// The retry policy: the worker retries the task itself, so retries
+    /// survive the client.
+    pub(crate) retry: Option<WireRetry>,
     pub(crate) name: String,
     pub(crate) priority: u8,
     /// Unix milliseconds after which the message is refused (the client
@@ -42,6 +55,71 @@ pub(crate) struct TaskMessage {
     pub(crate) timeout_ms: Option<u64>,
     #[serde(with = "serde_bytes")]
     pub(crate) args: Vec<u8>,
+}
+
+/// A [`RetryPolicy`] as a message carries it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireRetry {
+    retries: u32,
+    /// `None`: fixed delay `initial_ms`.
+    factor: Option<f64>,
+    initial_ms: u64,
+    max_ms: u64,
+    jitter: f64,
+    on: u8,
+}
+
+impl WireRetry {
+    /// The policy on the wire, or `None` if it retries nothing.
+    pub(crate) fn from_policy(p: &RetryPolicy) -> Option<Self> {
+        let (retries, backoff, jitter, on) = p.parts();
+        if retries == 0 {
+            return None;
+        }
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+        let (factor, initial_ms, max_ms) = match backoff {
+            Backoff::Fixed(d) => (None, ms(d), ms(d)),
+            Backoff::Exponential {
+                initial,
+                factor,
+                max,
+            } => (Some(factor), ms(initial), ms(max)),
+        };
+        Some(WireRetry {
+            retries,
+            factor,
+            initial_ms,
+            max_ms,
+            jitter,
+            on,
+        })
+    }
+
+    /// The policy the worker applies.
+    pub(crate) fn policy(&self) -> RetryPolicy {
+        let backoff = match self.factor {
+            None => Backoff::Fixed(Duration::from_millis(self.initial_ms)),
+            Some(factor) => Backoff::Exponential {
+                initial: Duration::from_millis(self.initial_ms),
+                factor,
+                max: Duration::from_millis(self.max_ms),
+            },
+        };
+        RetryPolicy::from_parts(self.retries, backoff, self.jitter, self.on)
+    }
+
+    /// The longest a task may take over all its attempts, each with
+    /// `timeout`: what the client waits for.
+    pub(crate) fn budget(&self, timeout: Duration) -> Duration {
+        let p = self.policy();
+        let n = self.retries.min(1000);
+        let mut total = timeout.saturating_mul(n + 1);
+        for a in 1..=n {
+            // The delay before attempt a+1, at its longest (full jitter).
+            total = total.saturating_add(p.delay_max(a));
+        }
+        total
+    }
 }
 
 /// How an attempt ended, as a worker reports it.
@@ -75,6 +153,8 @@ pub(crate) enum WireOutcome {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ResultMessage {
     pub(crate) version: u8,
+    /// The task's stable id: a result fetched by id must carry it.
+    pub(crate) id: String,
     pub(crate) client: u64,
     pub(crate) task: u64,
     pub(crate) attempt: u32,
@@ -203,7 +283,7 @@ impl std::fmt::Display for Refusal {
 #[derive(Debug)]
 pub(crate) struct Refused {
     pub(crate) why: Refusal,
-    pub(crate) msg: Option<TaskMessage>,
+    pub(crate) msg: Option<Box<TaskMessage>>,
 }
 
 /// Checks and decodes one stream entry's fields, read from the stream of
@@ -228,13 +308,13 @@ pub(crate) fn open_task(
     if m.args.len() > max_payload {
         return Err(Refused {
             why: Refusal::Oversized(body.len()),
-            msg: Some(m),
+            msg: Some(Box::new(m)),
         });
     }
     if m.expires_ms != 0 && m.expires_ms < unix_ms() {
         return Err(Refused {
             why: Refusal::Expired,
-            msg: Some(m),
+            msg: Some(Box::new(m)),
         });
     }
     Ok(m)
@@ -318,6 +398,10 @@ mod tests {
             client: 1,
             task: 2,
             attempt: 1,
+            id: "t-2".into(),
+            keep: false,
+            reply: true,
+            retry: None,
             name: "echo".into(),
             priority: 5,
             expires_ms: 0,
@@ -378,10 +462,32 @@ mod tests {
     }
 
     #[test]
+    fn retry_policies_travel_whole() {
+        let p = RetryPolicy::retries(3)
+            .backoff(Backoff::Exponential {
+                initial: Duration::from_millis(100),
+                factor: 2.0,
+                max: Duration::from_secs(1),
+            })
+            .jitter(0.5)
+            .on(crate::options::RetryOn::CRASH);
+        let w = WireRetry::from_policy(&p).unwrap();
+        let back: WireRetry = postcard::from_bytes(&postcard::to_allocvec(&w).unwrap()).unwrap();
+        assert_eq!(back.policy(), p);
+        assert!(WireRetry::from_policy(&RetryPolicy::none()).is_none());
+        // 4 attempts of 1 s, delays of at most 150, 300 and 600 ms.
+        assert_eq!(
+            w.budget(Duration::from_secs(1)),
+            Duration::from_millis(4000 + 150 + 300 + 600)
+        );
+    }
+
+    #[test]
     fn results_are_sealed() {
         let s = Signer::new(b"k", "ns");
         let r = ResultMessage {
             version: VERSION,
+            id: "t-2".into(),
             client: 1,
             task: 2,
             attempt: 3,

@@ -30,8 +30,15 @@ impl Keys {
     pub(crate) fn stream(&self, level: u8) -> String {
         format!("{}:q:{level}", self.ns)
     }
-    pub(crate) fn result(&self, client: u64, task: u64, attempt: u32) -> String {
-        format!("{}:r:{client:x}:{task}:{attempt}", self.ns)
+    /// A task's result, by its [`RemoteId`](super::RemoteId).
+    pub(crate) fn result(&self, id: &str) -> String {
+        format!("{}:r:{id}", self.ns)
+    }
+    /// The cancel mark of a task, by its id: set by
+    /// [`RemoteClient::cancel`](super::RemoteClient::cancel), read by the
+    /// workers before they run an entry of it.
+    pub(crate) fn cancelled(&self, id: &str) -> String {
+        format!("{}:x:{id}", self.ns)
     }
     pub(crate) fn reply(&self, client: u64) -> String {
         format!("{}:reply:{client:x}", self.ns)
@@ -41,6 +48,12 @@ impl Keys {
     /// claiming entry's id.
     pub(crate) fn live(&self, client: u64) -> String {
         format!("{}:live:{client:x}", self.ns)
+    }
+    /// Attempts a client ended while the server could not hear it (it was
+    /// down): a worker that held one claims it back after a restart only
+    /// if it is not here.
+    pub(crate) fn gone(&self, client: u64) -> String {
+        format!("{}:gone:{client:x}", self.ns)
     }
     /// The dead-letter stream.
     pub(crate) fn dead(&self) -> String {
@@ -59,16 +72,19 @@ impl Keys {
 
 /// Acknowledges and deletes an entry, then stores its result if its
 /// attempt is still in the client's live set (removing it there): only
-/// the first result of a live attempt reaches the reply list.
+/// the first result of a live attempt is kept (under the task's id) and,
+/// where a client waits, reaches its reply list.
 /// KEYS: result, reply list, stream, duplicates counter, live set.
-/// ARGV: value, ttl seconds, group, entry id, live field.
+/// ARGV: value, ttl seconds, group, entry id, live field, `1` to reply.
 pub(crate) const STORE: &str = r"
 redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
 redis.call('XDEL', KEYS[3], ARGV[4])
 if redis.call('HDEL', KEYS[5], ARGV[5]) == 1 then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  if ARGV[6] == '1' then
+    redis.call('RPUSH', KEYS[2], ARGV[1])
+    redis.call('EXPIRE', KEYS[2], ARGV[2])
+  end
   return 1
 end
 redis.call('INCR', KEYS[4])
@@ -79,15 +95,20 @@ return 0
 /// set is `0` (not claimed) or this entry's id (claimed by this entry
 /// before, a redelivery) is claimed for this entry and may run; one that
 /// is absent (ended, cancelled, timed out, or a replay) or claimed by
-/// another copy may not. KEYS: the live set of each entry. ARGV: field and
-/// entry id of each. Returns 1 (run) or 0 per entry.
+/// another copy may not; one whose task was cancelled by id is not run
+/// but answered. KEYS: the live set and the cancel mark of each entry.
+/// ARGV: field and entry id of each. Returns per entry 1 (run), 0 (drop)
+/// or 2 (answer `Cancelled`).
 pub(crate) const CLAIM: &str = r"
 local out = {}
-for i = 1, #KEYS do
+for i = 1, #KEYS / 2 do
   local f, id = ARGV[2*i-1], ARGV[2*i]
-  local v = redis.call('HGET', KEYS[i], f)
-  if v == '0' or v == id then
-    if v ~= id then redis.call('HSET', KEYS[i], f, id) end
+  local live = KEYS[2*i-1]
+  local v = redis.call('HGET', live, f)
+  if (v == '0' or v == id) and redis.call('EXISTS', KEYS[2*i]) == 1 then
+    out[i] = 2
+  elseif v == '0' or v == id then
+    if v ~= id then redis.call('HSET', live, f, id) end
     out[i] = 1
   else
     out[i] = 0
@@ -104,6 +125,30 @@ pub(crate) const SEND_AGAIN: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSETNX', KEYS[2], ARGV[1], '0')
 redis.call('XADD', KEYS[3], '*', 'm', ARGV[2], 's', ARGV[3])
+return 1
+";
+
+/// Ends attempts a client gave up while the server was unreachable: out
+/// of the live set (a worker that runs one sees it gone and stops it) and
+/// into the gone set, which keeps a worker from claiming it back after a
+/// restart. KEYS: live set, gone set. ARGV: fields, then the gone set's
+/// expiry (Unix ms).
+pub(crate) const FORGET: &str = r"
+for i = 1, #ARGV - 1 do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  redis.call('SADD', KEYS[2], ARGV[i])
+end
+redis.call('PEXPIREAT', KEYS[2], ARGV[#ARGV])
+return 1
+";
+
+/// A worker claims again an attempt it runs (after a restart of the
+/// server lost the live set), unless its client gave it up meanwhile.
+/// KEYS: live set, gone set. ARGV: field, entry id, expiry (Unix ms).
+pub(crate) const REASSERT: &str = r"
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'NX')
 return 1
 ";
 
@@ -406,6 +451,6 @@ mod tests {
         let k = Keys::new("app");
         assert_eq!(k.stream(3), "{app}:q:3");
         assert_eq!(level_of(&k.stream(10)), 10);
-        assert!(k.result(255, 7, 1).starts_with("{app}:r:ff:7:1"));
+        assert!(k.result("ff-7").starts_with("{app}:r:ff-7"));
     }
 }

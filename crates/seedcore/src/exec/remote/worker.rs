@@ -181,6 +181,8 @@ impl WorkerStopper {
 struct Held {
     level: u8,
     id: String,
+    /// The task's [`RemoteId`](super::RemoteId): cancels by id name it.
+    rid: String,
     client: u64,
     field: String,
     expires_ms: u64,
@@ -221,6 +223,8 @@ enum Store {
     Result {
         level: u8,
         id: String,
+        rid: String,
+        reply: bool,
         client: u64,
         task: u64,
         attempt: u32,
@@ -239,6 +243,8 @@ enum Store {
         body: Vec<u8>,
         sig: Vec<u8>,
         deliveries: u64,
+        rid: String,
+        reply: bool,
         client: u64,
         task: u64,
         attempt: u32,
@@ -327,6 +333,7 @@ async fn reconnect(s: &State, blocking: bool) -> Option<MultiplexedConnection> {
                 // copies the clients send again do not run a second time.
                 if streams::ensure_groups(&mut c, &s.keys).await.is_ok()
                     && reassert(s, &mut c).await.is_ok()
+                    && stop_ended(s, &mut c).await.is_ok()
                 {
                     return Some(c);
                 }
@@ -338,26 +345,63 @@ async fn reconnect(s: &State, blocking: bool) -> Option<MultiplexedConnection> {
     }
 }
 
-/// Claims again, where absent, the attempts held here.
+/// Claims again, where absent, the attempts held here (unless their
+/// clients gave them up while the server was away).
 async fn reassert(s: &State, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
-    if s.held.lock().is_empty() {
+    let held: Vec<(u64, String, String, u64)> = s
+        .held
+        .lock()
+        .values()
+        .map(|h| (h.client, h.field.clone(), h.id.clone(), h.expires_ms))
+        .collect();
+    if held.is_empty() {
         return Ok(());
     }
+    // EVAL, not EVALSHA: a restarted server has no scripts.
     let mut pipe = redis::pipe();
-    for h in s.held.lock().values() {
-        let live = s.keys.live(h.client);
-        pipe.cmd("HSETNX")
-            .arg(&live)
-            .arg(&h.field)
-            .arg(&h.id)
-            .ignore();
-        pipe.cmd("PEXPIREAT")
-            .arg(&live)
-            .arg(h.expires_ms + 60_000)
-            .arg("NX")
+    for (client, field, id, expires_ms) in &held {
+        pipe.cmd("EVAL")
+            .arg(streams::REASSERT)
+            .arg(2)
+            .arg(s.keys.live(*client))
+            .arg(s.keys.gone(*client))
+            .arg(field)
+            .arg(id)
+            .arg(expires_ms + 60_000)
             .ignore();
     }
     pipe.query_async::<()>(conn).await
+}
+
+/// Stops the held attempts that left their client's live set (their
+/// client ended them and the cancel did not reach this worker: it was
+/// published while the worker or the server was away).
+async fn stop_ended(s: &State, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    let held: Vec<(String, u64, String, String)> = s
+        .held
+        .lock()
+        .iter()
+        .map(|(k, h)| (k.clone(), h.client, h.field.clone(), h.rid.clone()))
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (_, client, field, rid) in &held {
+        pipe.cmd("HEXISTS").arg(s.keys.live(*client)).arg(field);
+        pipe.cmd("EXISTS").arg(s.keys.cancelled(rid));
+    }
+    let flags: Vec<i64> = pipe.query_async(conn).await?;
+    let mut map = s.held.lock();
+    for ((key, ..), f) in held.into_iter().zip(flags.chunks(2)) {
+        if f[0] == 0 || f[1] == 1 {
+            if let Some(c) = map.get_mut(&key).and_then(|h| h.cancel.take()) {
+                log::info!("seedcore remote worker: attempt {key} ended at its client: stopped");
+                let _ = c.send(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads entries while there is room, highest level first.
@@ -533,6 +577,8 @@ async fn admit(
                 body: e.body.unwrap_or_default(),
                 sig: e.sig.unwrap_or_default(),
                 deliveries: deliveries - 1,
+                rid: msg.id.clone(),
+                reply: msg.reply,
                 client: msg.client,
                 task: msg.task,
                 attempt: msg.attempt,
@@ -547,10 +593,19 @@ async fn admit(
     let claim = redis::Script::new(streams::CLAIM);
     let mut script = claim.prepare_invoke();
     for (_, e, m) in &ok {
-        script.key(s.keys.live(m.client)).arg(m.field()).arg(&e.id);
+        script
+            .key(s.keys.live(m.client))
+            .key(s.keys.cancelled(&m.id))
+            .arg(m.field())
+            .arg(&e.id);
     }
     let claimed: Vec<i64> = script.invoke_async(conn).await?;
     for ((level, e, msg), c) in ok.into_iter().zip(claimed) {
+        if c == 2 {
+            // Cancelled by id before it ran: its client hears so.
+            answer(s, level, e.id, &msg, WireOutcome::Cancelled, false);
+            continue;
+        }
         if c != 1 {
             // Its attempt ended (a replay, a cancel, a copy already run)
             // or another copy runs it.
@@ -574,6 +629,7 @@ async fn admit(
 fn answer(s: &State, level: u8, id: String, m: &TaskMessage, outcome: WireOutcome, held: bool) {
     let r = ResultMessage {
         version: proto::version(),
+        id: m.id.clone(),
         client: m.client,
         task: m.task,
         attempt: m.attempt,
@@ -582,6 +638,8 @@ fn answer(s: &State, level: u8, id: String, m: &TaskMessage, outcome: WireOutcom
     let _ = s.stores.send(Store::Result {
         level,
         id,
+        rid: m.id.clone(),
+        reply: m.reply,
         client: m.client,
         task: m.task,
         attempt: m.attempt,
@@ -598,6 +656,7 @@ fn start(s: &Arc<State>, level: u8, id: String, msg: TaskMessage) {
         Held {
             level,
             id: id.clone(),
+            rid: msg.id.clone(),
             client: msg.client,
             field: msg.field(),
             expires_ms: msg.expires_ms,
@@ -628,9 +687,16 @@ async fn run(s: &State, m: &TaskMessage, mut cancel: oneshot::Receiver<()>) -> W
     };
     let mut opts =
         TaskOptions::new().priority(Priority::new(m.priority).unwrap_or(Priority::NORMAL));
-    if m.timeout_ms.is_some() {
+    if let Some(t) = m.timeout_ms {
+        // Each attempt has the task's timeout, all of them together no
+        // more than the message's life (what its client waits).
         let left = m.expires_ms.saturating_sub(unix_ms()).max(1);
-        opts = opts.timeout(Duration::from_millis(left));
+        let each = if m.retry.is_some() { t.max(1) } else { left };
+        opts = opts.timeout(Duration::from_millis(each.min(left)));
+    }
+    if let Some(r) = &m.retry {
+        // The worker retries: retries survive the client.
+        opts = opts.retry(r.policy());
     }
     let fut = match s.system.submit_process_raw(opts, name, m.args.clone()) {
         Ok(f) => f,
@@ -665,6 +731,7 @@ async fn writer(
     let store_result = |pipe: &mut redis::Pipeline,
                         level: u8,
                         id: &str,
+                        (rid, reply): (&str, bool),
                         client: u64,
                         task: u64,
                         attempt: u32,
@@ -672,7 +739,7 @@ async fn writer(
         pipe.cmd("EVALSHA")
             .arg(store.get_hash())
             .arg(5)
-            .arg(s.keys.result(client, task, attempt))
+            .arg(s.keys.result(rid))
             .arg(s.keys.reply(client))
             .arg(s.keys.stream(level))
             .arg(&dup_key)
@@ -681,7 +748,8 @@ async fn writer(
             .arg(ttl)
             .arg(GROUP)
             .arg(id)
-            .arg(proto::field(task, attempt));
+            .arg(proto::field(task, attempt))
+            .arg(if reply { "1" } else { "0" });
     };
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut pipe = redis::pipe();
@@ -691,6 +759,8 @@ async fn writer(
                 Store::Result {
                     level,
                     id,
+                    rid,
+                    reply,
                     client,
                     task,
                     attempt,
@@ -698,7 +768,16 @@ async fn writer(
                     ..
                 } => {
                     results += 1;
-                    store_result(&mut pipe, *level, id, *client, *task, *attempt, value);
+                    store_result(
+                        &mut pipe,
+                        *level,
+                        id,
+                        (rid, *reply),
+                        *client,
+                        *task,
+                        *attempt,
+                        value,
+                    );
                 }
                 Store::Refuse { level, id } | Store::Stale { level, id } => {
                     pipe.cmd("XACK")
@@ -720,6 +799,8 @@ async fn writer(
                     body,
                     sig,
                     deliveries,
+                    rid,
+                    reply,
                     client,
                     task,
                     attempt,
@@ -746,11 +827,14 @@ async fn writer(
                         .arg(*task)
                         .arg("attempt")
                         .arg(*attempt)
+                        .arg("id")
+                        .arg(rid)
                         .arg("at_ms")
                         .arg(unix_ms())
                         .ignore();
                     let r = ResultMessage {
                         version: proto::version(),
+                        id: rid.clone(),
                         client: *client,
                         task: *task,
                         attempt: *attempt,
@@ -760,7 +844,16 @@ async fn writer(
                     };
                     results += 1;
                     let sealed = s.signer.seal_result(&r);
-                    store_result(&mut pipe, *level, id, *client, *task, *attempt, &sealed);
+                    store_result(
+                        &mut pipe,
+                        *level,
+                        id,
+                        (rid, *reply),
+                        *client,
+                        *task,
+                        *attempt,
+                        &sealed,
+                    );
                 }
             }
         }
@@ -889,6 +982,7 @@ async fn beat(
         }
     }
     pipe.query_async::<()>(conn).await?;
+    stop_ended(s, conn).await?;
     // Take over what silent workers hold, while there is room, going on
     // from where the last beat stopped in each stream.
     let reclaim = redis::Script::new(streams::RECLAIM);
@@ -1035,12 +1129,18 @@ async fn cancels(s: Arc<State>) {
                 let Ok(key) = m.get_payload::<String>() else {
                     continue;
                 };
-                // `<client>:<task>:<attempt>`; an entry not held here is
-                // out of its live set already, so refused when read.
-                if let Some(h) = s.held.lock().get_mut(&key) {
-                    if let Some(c) = h.cancel.take() {
-                        let _ = c.send(());
+                // `<client>:<task>:<attempt>`, or `id:<task id>`; an entry
+                // not held here is out of its live set (or marked
+                // cancelled) already, so not run when read.
+                let mut held = s.held.lock();
+                if let Some(rid) = key.strip_prefix("id:") {
+                    for h in held.values_mut().filter(|h| h.rid == rid) {
+                        if let Some(c) = h.cancel.take() {
+                            let _ = c.send(());
+                        }
                     }
+                } else if let Some(c) = held.get_mut(&key).and_then(|h| h.cancel.take()) {
+                    let _ = c.send(());
                 }
             }
             Ok::<(), redis::RedisError>(())
@@ -1109,6 +1209,8 @@ pub struct DeadLetter {
     pub at_ms: u64,
     /// The attempt, as `<client>:<task>:<attempt>`.
     pub attempt: String,
+    /// The task's [`RemoteId`](super::RemoteId).
+    pub task_id: String,
 }
 
 /// Lists the dead letters of the deployment at `config.url`, oldest first
@@ -1152,6 +1254,7 @@ fn dead_letter(signer: &Signer, e: Entry, max: usize) -> DeadLetter {
         deliveries: field("deliveries").parse().unwrap_or(0),
         at_ms: field("at_ms").parse().unwrap_or(0),
         attempt: format!("{}:{}:{}", field("client"), field("task"), field("attempt")),
+        task_id: field("id"),
         id: e.id,
     }
 }
