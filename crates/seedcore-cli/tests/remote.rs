@@ -1257,3 +1257,62 @@ fn a_task_is_cancelled_by_id_from_another_client() {
         .unwrap();
     assert!(!other.cancel(&id).unwrap());
 }
+
+#[test]
+fn a_graceful_stop_hands_back_what_it_has_not_started() {
+    let Some(redis) = Redis::start("handback", &[]) else {
+        return;
+    };
+    let dir = temp_dir("handback");
+    let marks = dir.join("marks");
+    // One process, eight held: one runs, seven wait in its pool. A long
+    // visibility timeout: what it holds would otherwise wait a minute.
+    let first = Command::new(BIN)
+        .args(["worker", "--redis", &redis.url()])
+        .env("SEEDCORE_REMOTE_SECRET", SECRET)
+        .args(["--processes", "1", "--prefetch", "8"])
+        .args(["--visibility-timeout-ms", "60000", "--grace-ms", "30000"])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = Worker(first);
+    wait_workers(&redis, 1);
+    let sys = client(&redis);
+    let fs: Vec<_> = (0..8)
+        .map(|_| {
+            sys.submit_remote(
+                TaskOptions::new(),
+                MARKED,
+                (marks.display().to_string(), 1_000),
+            )
+            .unwrap()
+        })
+        .collect();
+    assert!(eventually(LONG, || lines(&marks).len() == 1), "one started");
+    assert!(eventually(LONG, || queued(&redis) == 8), "all held");
+    // SIGTERM: the running task finishes, the rest go back at once.
+    // SAFETY: a plain signal to the worker this test started.
+    unsafe {
+        libc::kill(first.pid() as i32, libc::SIGTERM);
+    }
+    let second = Worker::start(&redis, 2, 4);
+    let t = std::time::Instant::now();
+    let pids: Vec<u32> = fs
+        .into_iter()
+        .map(|f| f.wait_timeout(LONG).expect("resolves").unwrap())
+        .collect();
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "not left for the visibility timeout: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(lines(&marks).len(), 8, "each ran once");
+    assert_eq!(
+        pids.iter().filter(|&&p| p == pids[0]).count(),
+        1,
+        "the stopping worker ran only the one it had started: {pids:?}"
+    );
+    drop(second);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -152,6 +152,20 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'NX')
 return 1
 ";
 
+/// Gives an entry back unstarted (a worker's graceful stop): if its
+/// attempt is still claimed by it, the claim is released and a copy added
+/// to the stream; the entry itself is acknowledged and deleted. KEYS:
+/// stream, live set. ARGV: group, entry id, field, message, signature.
+pub(crate) const HAND_BACK: &str = r"
+if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[2] then
+  redis.call('HSET', KEYS[2], ARGV[3], '0')
+  redis.call('XADD', KEYS[1], '*', 'm', ARGV[4], 's', ARGV[5])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+";
+
 /// Removes unclaimed attempts from a live set (KEYS[1]); ARGV: fields.
 /// Returns per field 1 (removed, or absent: no worker has it) or 0
 /// (claimed: a worker runs it).

@@ -134,9 +134,12 @@ impl WorkerHandle {
         WorkerStopper(self.state.clone())
     }
 
-    /// Stops reading, waits up to `grace` for the tasks held to finish and
-    /// be stored, then stops. Entries not finished stay pending in Redis
-    /// and are taken over by other workers after the visibility timeout.
+    /// Stops reading, hands the entries it holds but has not started back
+    /// to their streams (other workers take them at once), waits up to
+    /// `grace` for the running tasks to finish and be stored, then stops.
+    /// Entries not finished by then stay pending in Redis and are taken
+    /// over by other workers after the visibility timeout. A zero `grace`
+    /// hands nothing back.
     pub fn stop(mut self, grace: Duration) {
         self.stop_inner(grace);
     }
@@ -146,6 +149,31 @@ impl WorkerHandle {
         s.stopping.store(true, Ordering::Release);
         s.wake.notify_waiters();
         let until = std::time::Instant::now() + grace;
+        if !grace.is_zero() {
+            if let Some(rt) = &self.rt {
+                // On a thread of its own: the caller may be inside a
+                // runtime, where blocking on another is refused.
+                let back = std::thread::scope(|sc| {
+                    sc.spawn(|| {
+                        rt.block_on(async {
+                            let mut c = streams::connect(&s.redis, false).await?;
+                            hand_back(s, &mut c).await
+                        })
+                    })
+                    .join()
+                    .unwrap_or(Ok(0))
+                });
+                match back {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        log::info!("seedcore remote worker: handed back {n} unstarted entries")
+                    }
+                    // They stay pending: another worker takes them after
+                    // the visibility timeout.
+                    Err(e) => log::warn!("seedcore remote worker: handing back entries: {e}"),
+                }
+            }
+        }
         while s.in_flight.load(Ordering::Acquire) > 0 && std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -187,6 +215,13 @@ struct Held {
     field: String,
     expires_ms: u64,
     cancel: Option<oneshot::Sender<()>>,
+    /// The entry as read, handed back unchanged on a graceful stop.
+    body: Vec<u8>,
+    sig: Vec<u8>,
+    /// The local task, once submitted to the pool.
+    local: Option<crate::TaskHandle>,
+    /// Handed back to the stream unstarted: no answer.
+    handed_back: bool,
 }
 
 struct State {
@@ -620,7 +655,7 @@ async fn admit(
         if reclaimed {
             s.reclaimed.fetch_add(1, Ordering::Relaxed);
         }
-        start(s, level, e.id, msg);
+        start(s, level, e, msg);
     }
     Ok(())
 }
@@ -649,10 +684,12 @@ fn answer(s: &State, level: u8, id: String, m: &TaskMessage, outcome: WireOutcom
 }
 
 /// Runs one claimed message.
-fn start(s: &Arc<State>, level: u8, id: String, msg: TaskMessage) {
+fn start(s: &Arc<State>, level: u8, e: Entry, msg: TaskMessage) {
     let (ctx, crx) = oneshot::channel();
+    let id = e.id;
+    let key = attempt_key(&msg);
     s.held.lock().insert(
-        attempt_key(&msg),
+        key.clone(),
         Held {
             level,
             id: id.clone(),
@@ -661,14 +698,80 @@ fn start(s: &Arc<State>, level: u8, id: String, msg: TaskMessage) {
             field: msg.field(),
             expires_ms: msg.expires_ms,
             cancel: Some(ctx),
+            body: e.body.unwrap_or_default(),
+            sig: e.sig.unwrap_or_default(),
+            local: None,
+            handed_back: false,
         },
     );
     s.in_flight.fetch_add(1, Ordering::AcqRel);
     let st = s.clone();
     tokio::spawn(async move {
-        let outcome = run(&st, &msg, crx).await;
-        answer(&st, level, id, &msg, outcome, true);
+        let outcome = run(&st, &key, &msg, crx).await;
+        let back = {
+            let mut held = st.held.lock();
+            let back = held.get(&key).is_some_and(|h| h.handed_back);
+            if back {
+                held.remove(&key);
+            }
+            back
+        };
+        if back {
+            st.in_flight.fetch_sub(1, Ordering::AcqRel);
+            st.wake.notify_waiters();
+        } else {
+            answer(&st, level, id, &msg, outcome, true);
+        }
     });
+}
+
+/// On a graceful stop: the held entries whose local task has not started
+/// go back to their stream at once (a copy at its end, the attempt's claim
+/// released), for another worker to take without waiting for the
+/// visibility timeout. Returns how many.
+async fn hand_back(s: &State, conn: &mut MultiplexedConnection) -> redis::RedisResult<usize> {
+    /// Level, entry id, client, field, message, signature.
+    type Back = (u8, String, u64, String, Vec<u8>, Vec<u8>);
+    let back: Vec<Back> = {
+        let mut held = s.held.lock();
+        held.values_mut()
+            .filter(|h| {
+                h.local
+                    .as_ref()
+                    .is_some_and(|l| l.status() == crate::TaskStatus::Queued && l.cancel())
+            })
+            .map(|h| {
+                h.handed_back = true;
+                (
+                    h.level,
+                    h.id.clone(),
+                    h.client,
+                    h.field.clone(),
+                    h.body.clone(),
+                    h.sig.clone(),
+                )
+            })
+            .collect()
+    };
+    if back.is_empty() {
+        return Ok(0);
+    }
+    let mut pipe = redis::pipe();
+    for (level, id, client, field, body, sig) in &back {
+        pipe.cmd("EVAL")
+            .arg(streams::HAND_BACK)
+            .arg(2)
+            .arg(s.keys.stream(*level))
+            .arg(s.keys.live(*client))
+            .arg(GROUP)
+            .arg(id)
+            .arg(field)
+            .arg(body.as_slice())
+            .arg(sig.as_slice())
+            .ignore();
+    }
+    pipe.query_async::<()>(conn).await?;
+    Ok(back.len())
 }
 
 /// An attempt's key among the held entries and in cancels.
@@ -677,7 +780,12 @@ fn attempt_key(m: &TaskMessage) -> String {
 }
 
 /// Runs one message on the local pool.
-async fn run(s: &State, m: &TaskMessage, mut cancel: oneshot::Receiver<()>) -> WireOutcome {
+async fn run(
+    s: &State,
+    key: &str,
+    m: &TaskMessage,
+    mut cancel: oneshot::Receiver<()>,
+) -> WireOutcome {
     if cancel.try_recv().is_ok() {
         return WireOutcome::Cancelled;
     }
@@ -702,6 +810,9 @@ async fn run(s: &State, m: &TaskMessage, mut cancel: oneshot::Receiver<()>) -> W
         Ok(f) => f,
         Err(e) => return WireOutcome::Refused(e.to_string()),
     };
+    if let Some(h) = s.held.lock().get_mut(key) {
+        h.local = Some(fut.cancel_handle());
+    }
     let mut fut = std::pin::pin!(fut);
     let r: Result<Vec<u8>, TaskError> = tokio::select! {
         r = &mut fut => r,
