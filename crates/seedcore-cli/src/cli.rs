@@ -98,8 +98,8 @@ pub(crate) struct BenchArgs {
     /// Smaller workloads and fewer repetitions (a smoke run, not a measurement).
     #[arg(long)]
     pub(crate) quick: bool,
-    /// Install missing peers that can be installed (pebble, and Celery for
-    /// `remote`, with pip into a virtual environment under target/). Without it, missing peers are
+    /// Install missing peers that can be installed (pebble, and Celery and
+    /// Dramatiq for `remote`, with pip into a virtual environment under target/). Without it, missing peers are
     /// reported as skipped, with how to install them.
     #[arg(long)]
     pub(crate) install_peers: bool,
@@ -139,7 +139,7 @@ pub(crate) enum Suite {
     /// without it or without a GPU).
     Gpu,
     /// Distributed mode over Redis: tiny tasks/s and round trip through 2
-    /// workers, against Celery on the same Redis.
+    /// workers, against Celery and Dramatiq on the same Redis.
     Remote,
     /// seedcore's Python package against ProcessPoolExecutor,
     /// multiprocessing.Pool, pebble and loky, in the active Python

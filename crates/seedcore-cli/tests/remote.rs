@@ -595,35 +595,47 @@ fn bad_urls_and_wrong_passwords_are_typed_errors() {
 }
 
 #[test]
-fn bench_remote_reports_seedcore_and_celery() {
+fn bench_remote_reports_seedcore_celery_and_dramatiq() {
     let (stdout, lines) = common::bench_json("remote", &[("SEEDCORE_BENCH_INSTALL_PEERS", "0")]);
-    for metric in ["tasks_per_s", "round_trip_p50_us"] {
-        for subject in ["seedcore", "celery"] {
-            let line = lines
-                .iter()
-                .find(|l| l["metric"] == metric && l["subject"] == subject)
-                .unwrap_or_else(|| panic!("no {subject} {metric} line:\n{stdout}"));
-            // A figure, or a reason it was not measured (no redis-server,
-            // no Celery in the bench's virtual environment).
-            assert!(
-                line["value"].as_f64().is_some_and(|v| v > 0.0) || line["skipped"].is_string(),
-                "{line}"
-            );
-        }
+    let all = ["seedcore", "celery", "celery_group", "dramatiq"];
+    let one_at_a_time = ["seedcore", "celery", "dramatiq"];
+    let expected = all.iter().map(|s| ("tasks_per_s", *s)).chain(
+        ["round_trip_p50_us", "round_trip_p99_us"]
+            .into_iter()
+            .flat_map(|m| one_at_a_time.iter().map(move |s| (m, *s))),
+    );
+    for (metric, subject) in expected {
+        let line = lines
+            .iter()
+            .find(|l| l["metric"] == metric && l["subject"] == subject)
+            .unwrap_or_else(|| panic!("no {subject} {metric} line:\n{stdout}"));
+        // A figure, or a reason it was not measured (no redis-server, no
+        // Celery or Dramatiq in the bench's virtual environment).
+        assert!(
+            line["value"].as_f64().is_some_and(|v| v > 0.0) || line["skipped"].is_string(),
+            "{line}"
+        );
     }
+    assert_eq!(
+        lines.len(),
+        10,
+        "one line per metric and subject:\n{stdout}"
+    );
     let have_redis = Command::new("redis-server")
         .arg("--version")
         .output()
         .is_ok();
     if have_redis {
-        let rate = lines
-            .iter()
-            .find(|l| l["metric"] == "tasks_per_s" && l["subject"] == "seedcore")
-            .unwrap();
-        assert!(
-            rate["value"].as_f64().is_some(),
-            "seedcore measured: {rate}"
-        );
+        for metric in ["tasks_per_s", "round_trip_p50_us", "round_trip_p99_us"] {
+            let line = lines
+                .iter()
+                .find(|l| l["metric"] == metric && l["subject"] == "seedcore")
+                .unwrap();
+            assert!(
+                line["value"].as_f64().is_some(),
+                "seedcore measured: {line}"
+            );
+        }
     }
 }
 

@@ -181,7 +181,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 notes.extend(suite_notes);
             }
             Suite::Remote => {
-                let (entries, suite_notes) = remote::run(scale, args.install_peers)?;
+                let (entries, suite_notes) = remote::run(scale)?;
                 results.extend(entries);
                 notes.extend(suite_notes);
             }

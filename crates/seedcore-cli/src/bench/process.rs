@@ -37,6 +37,7 @@
 //! to install it.
 
 use super::pyharness::{install_pebble, probe, venv_dir, Harness, NO_PIP_ENV, PEBBLE};
+use super::report::percentile;
 use super::tiny::{expected, task};
 use super::{note, Entry, Measurement, Scale};
 use anyhow::{ensure, Context};
@@ -252,13 +253,6 @@ fn seedcore_tiny(scale: Scale, sz: Sizes) -> anyhow::Result<Measurement> {
     }
     sys.shutdown(ShutdownMode::Graceful);
     Ok(measurement(TINY, "seedcore", samples))
-}
-
-/// Nearest-rank percentile of sorted values (the rule of `shared/peers`).
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let n = sorted.len();
-    let rank = (p / 100.0 * n as f64).ceil() as usize;
-    sorted[rank.clamp(1, n) - 1]
 }
 
 /// Round trips of `one` (which returns `task(i)` for `i`): warm-up, then
@@ -556,14 +550,6 @@ impl PythonEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentile_is_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 50.0), 50.0);
-        assert_eq!(percentile(&v, 99.0), 99.0);
-        assert_eq!(percentile(&[7.0], 99.0), 7.0);
-    }
 
     #[test]
     fn parses_python_lines() {

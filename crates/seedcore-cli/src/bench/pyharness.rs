@@ -1,9 +1,12 @@
-//! The one harness of the Python peers: the script `python_peers.py`
-//! (embedded in this binary, written to a temporary file for each run), run
-//! with a given interpreter for one workload and a list of peers, its JSON
-//! lines read back as the suite's [`Entry`]s. A peer the script did not
-//! report, or that could not run, comes back skipped with the reason; never
-//! a made-up figure. Used by the `process` and `python` suites.
+//! The one harness of the Python peers: a script embedded in this binary
+//! (written to a temporary file for each run), run with a given interpreter,
+//! its JSON lines read back as the suite's [`Entry`]s. A peer the script did
+//! not report, or that could not run, comes back skipped with the reason;
+//! never a made-up figure. The `process` and `python` suites run
+//! `python_peers.py` for one workload and a list of peers
+//! ([`Harness::run`]); the `remote` suite runs `remote_peers.py`
+//! ([`Harness::run_script`]). The virtual environments and pip installs of
+//! every suite go through [`make_venv`] and [`pip_install`].
 
 use super::{note, Entry, Measurement, Scale};
 use std::io::Read;
@@ -94,58 +97,72 @@ impl Harness {
         reps: usize,
         warmup: usize,
     ) -> Vec<Entry> {
-        let mut out = Vec::new();
-        let skip_all = |out: &mut Vec<Entry>, peer: &'static str, reason: &str| {
-            for &metric in metrics {
-                out.push(self.skipped(metric, peer, reason.to_string()));
-            }
-        };
+        let expected: Vec<(&'static str, &'static str)> = peers
+            .iter()
+            .flat_map(|&peer| metrics.iter().map(move |&metric| (metric, peer)))
+            .collect();
         let python = match python {
             Ok(p) => p,
             Err(why) => {
-                for &peer in peers {
-                    skip_all(&mut out, peer, &why);
-                }
-                return out;
+                return expected
+                    .iter()
+                    .map(|&(metric, peer)| self.skipped(metric, peer, why.clone()))
+                    .collect()
             }
         };
         if peers.is_empty() {
-            return out;
+            return Vec::new();
         }
-        let script = match ScriptFile::write() {
+        let args: Vec<String> = [
+            workload.to_string(),
+            "--workers".into(),
+            scale.workers.to_string(),
+            "--n".into(),
+            n.to_string(),
+            "--reps".into(),
+            reps.to_string(),
+            "--warmup".into(),
+            warmup.to_string(),
+            "--peers".into(),
+            peers.join(","),
+        ]
+        .into();
+        // Generous: the full run of one workload takes about 30 s here.
+        let limit = Duration::from_secs(if scale.quick { 300 } else { 900 });
+        self.run_script(python, ("python-peers", PY_SCRIPT), &args, &expected, limit)
+    }
+
+    /// Runs `script` (a name for its temporary file, and its text) with
+    /// `python` and `args`, killed past `limit`, and reads back its lines
+    /// for the `expected` metric and subject pairs: each pair it did not
+    /// report comes back skipped with the reason.
+    pub(super) fn run_script(
+        &self,
+        python: &Path,
+        script: (&str, &str),
+        args: &[String],
+        expected: &[(&'static str, &'static str)],
+        limit: Duration,
+    ) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let skip_all = |out: &mut Vec<Entry>, reason: &str| {
+            for &(metric, subject) in expected {
+                out.push(self.skipped(metric, subject, reason.to_string()));
+            }
+        };
+        let file = match ScriptFile::write(script.0, script.1) {
             Ok(s) => s,
             Err(e) => {
-                for &peer in peers {
-                    skip_all(
-                        &mut out,
-                        peer,
-                        &format!("cannot write the Python script: {e}"),
-                    );
-                }
+                skip_all(&mut out, &format!("cannot write the Python script: {e}"));
                 return out;
             }
         };
-        // Generous: the full run of one workload takes about 30 s here.
-        let limit = Duration::from_secs(if scale.quick { 300 } else { 900 });
         let mut cmd = Command::new(python);
-        cmd.arg(&script.0)
-            .arg(workload)
-            .args(["--workers", &scale.workers.to_string()])
-            .args(["--n", &n.to_string()])
-            .args(["--reps", &reps.to_string()])
-            .args(["--warmup", &warmup.to_string()])
-            .args(["--peers", &peers.join(",")])
-            .env("PYTHONUNBUFFERED", "1");
+        cmd.arg(&file.0).args(args).env("PYTHONUNBUFFERED", "1");
         let (status, stdout, _) = match run_with_limit(cmd, limit, false) {
             Ok(r) => r,
             Err(e) => {
-                for &peer in peers {
-                    skip_all(
-                        &mut out,
-                        peer,
-                        &format!("the Python peers did not run: {e:#}"),
-                    );
-                }
+                skip_all(&mut out, &format!("the Python peers did not run: {e:#}"));
                 return out;
             }
         };
@@ -167,29 +184,25 @@ impl Harness {
                 limit.as_secs()
             ),
         };
-        for &peer in peers {
-            for &metric in metrics {
-                if !reported.contains(&(metric, peer)) {
-                    out.push(self.skipped(metric, peer, missing.clone()));
-                }
+        for &key in expected {
+            if !reported.contains(&key) {
+                out.push(self.skipped(key.0, key.1, missing.clone()));
             }
         }
         out
     }
 }
 
-/// The embedded Python script, written to a temporary file that is removed
+/// An embedded Python script, written to a temporary file that is removed
 /// when this value is dropped.
 #[derive(Debug)]
-pub(super) struct ScriptFile(pub(super) PathBuf);
+struct ScriptFile(PathBuf);
 
 impl ScriptFile {
-    pub(super) fn write() -> std::io::Result<ScriptFile> {
-        let path = std::env::temp_dir().join(format!(
-            "seedcore-bench-python-peers-{}.py",
-            std::process::id()
-        ));
-        std::fs::write(&path, PY_SCRIPT)?;
+    fn write(name: &str, text: &str) -> std::io::Result<ScriptFile> {
+        let path =
+            std::env::temp_dir().join(format!("seedcore-bench-{name}-{}.py", std::process::id()));
+        std::fs::write(&path, text)?;
         Ok(ScriptFile(path))
     }
 }
@@ -257,12 +270,22 @@ pub(super) fn install_pebble(python: &Path, venv: &Path) -> Result<(), String> {
         venv.display()
     ));
     let limit = Duration::from_secs(300);
-    if !venv.join("bin").join("python").exists() {
-        let mut cmd = Command::new(python);
-        cmd.args(["-m", "venv"]).arg(venv);
-        check(run_with_limit(cmd, limit, true), "python3 -m venv")?;
-    }
+    make_venv(python, venv)?;
     pip_install(&venv.join("bin").join("python"), &[PEBBLE], limit)
+}
+
+/// Creates the virtual environment `venv` with `python`, unless it has an
+/// interpreter already.
+pub(super) fn make_venv(python: &Path, venv: &Path) -> Result<(), String> {
+    if venv.join("bin").join("python").exists() {
+        return Ok(());
+    }
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "venv"]).arg(venv);
+    check(
+        run_with_limit(cmd, Duration::from_secs(300), true),
+        "python3 -m venv",
+    )
 }
 
 /// `python -m pip install specs...` into that interpreter's environment.

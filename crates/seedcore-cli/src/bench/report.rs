@@ -26,6 +26,13 @@ pub(crate) fn median(samples: &[f64]) -> f64 {
     }
 }
 
+/// Nearest-rank percentile of sorted values (the rule of `shared/peers`).
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let n = sorted.len();
+    let rank = (p / 100.0 * n as f64).ceil() as usize;
+    sorted[rank.clamp(1, n) - 1]
+}
+
 /// Prints every entry to stdout, as JSON lines or as a table followed by
 /// `notes` (the notes are not part of the JSON output).
 pub(crate) fn print(results: &[Entry], notes: &[String], json: bool) -> anyhow::Result<()> {
@@ -216,6 +223,14 @@ mod tests {
     fn median_odd_and_even() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn percentile_is_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
     }
 
     #[test]
