@@ -49,7 +49,7 @@ pub(crate) enum Command {
 /// Flags of `seedcore worker`.
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
-    /// The Redis server: redis://[user:password@]host:port[/db].
+    /// The Redis server: `redis://[user:password@]host:port[/db]`.
     #[arg(long)]
     pub(crate) redis: String,
     /// A file holding the shared secret (default: SEEDCORE_REMOTE_SECRET,
