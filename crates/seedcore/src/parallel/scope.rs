@@ -87,7 +87,7 @@ impl std::fmt::Debug for Scope<'_, '_> {
     }
 }
 
-/// The future of a scoped task: like [`TaskFuture`], but it cannot leave
+/// The future of a scoped task: like [`TaskFuture`](crate::TaskFuture), but it cannot leave
 /// its scope.
 #[must_use = "the scope waits for the task anyway; its result is lost"]
 pub struct ScopedFuture<'scope, T> {
