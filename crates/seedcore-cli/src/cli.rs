@@ -49,15 +49,19 @@ pub(crate) enum Command {
 /// Flags of `seedcore worker`.
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
-    /// The Redis server: `redis://[user:password@]host:port[/db]`.
+    /// The Redis server: `redis://[user:password@]host:port[/db]`
+    /// (default: `remote.url` of the configuration).
     #[arg(long)]
-    pub(crate) redis: String,
+    pub(crate) redis: Option<String>,
+    /// A TOML configuration whose `[remote]` section sets the worker
+    /// (`SEEDCORE_REMOTE_*` variables apply over it; flags over both).
+    #[arg(long)]
+    pub(crate) config: Option<std::path::PathBuf>,
     /// A file holding the shared secret (default: SEEDCORE_REMOTE_SECRET,
-    /// else the file named by SEEDCORE_REMOTE_SECRET_FILE); never on the
-    /// command line.
+    /// else `remote.secret_file`); never on the command line.
     #[arg(long)]
     pub(crate) secret_file: Option<std::path::PathBuf>,
-    /// The deployment's key prefix.
+    /// The deployment's key prefix (default: `remote.namespace`).
     #[arg(long)]
     pub(crate) namespace: Option<String>,
     /// Local worker processes (default: one per core).
@@ -66,16 +70,19 @@ pub(crate) struct WorkerArgs {
     /// Tasks held per worker process.
     #[arg(long, default_value_t = 64)]
     pub(crate) prefetch: usize,
-    /// How long a silent worker keeps its tasks before others take them.
-    #[arg(long, default_value_t = 30_000)]
-    pub(crate) visibility_timeout_ms: u64,
-    /// Deliveries of one entry before it goes to the dead-letter stream.
-    #[arg(long, default_value_t = 3)]
-    pub(crate) max_deliveries: u32,
+    /// How long a silent worker keeps its tasks before others take them
+    /// (default: `remote.visibility_timeout`, 30 s).
+    #[arg(long)]
+    pub(crate) visibility_timeout_ms: Option<u64>,
+    /// Deliveries of one entry before it goes to the dead-letter stream
+    /// (default: `remote.max_deliveries`, 3).
+    #[arg(long)]
+    pub(crate) max_deliveries: Option<u32>,
     /// How long SIGTERM/SIGINT wait for running tasks to finish and be
-    /// stored.
-    #[arg(long, default_value_t = 30_000)]
-    pub(crate) grace_ms: u64,
+    /// stored; unstarted ones go back at once (default: `remote.grace`,
+    /// 30 s).
+    #[arg(long)]
+    pub(crate) grace_ms: Option<u64>,
     /// List the dead letters (one line each: id, task, deliveries,
     /// attempt) and exit.
     #[arg(long)]

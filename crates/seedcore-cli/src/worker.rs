@@ -90,9 +90,26 @@ seedcore::process_task! {
 /// Runs the worker until SIGINT or SIGTERM, or lists or requeues dead
 /// letters.
 pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
-    let mut cfg = RemoteConfig::new(&args.redis)
-        .visibility_timeout(Duration::from_millis(args.visibility_timeout_ms))
-        .max_deliveries(args.max_deliveries);
+    // The `[remote]` section (file, then environment), then the flags.
+    let mut settings = match &args.config {
+        Some(path) => seedcore::Config::load(path)?,
+        None => seedcore::Config::from_env()?,
+    }
+    .remote;
+    if let Some(url) = &args.redis {
+        settings.url = Some(url.clone());
+    }
+    if settings.url.is_none() {
+        anyhow::bail!("no Redis server: give --redis URL, or set remote.url (SEEDCORE_REMOTE_URL)");
+    }
+    let grace = args.grace_ms.map_or(settings.grace, Duration::from_millis);
+    let mut cfg = RemoteConfig::from_settings(&settings)?;
+    if let Some(ms) = args.visibility_timeout_ms {
+        cfg = cfg.visibility_timeout(Duration::from_millis(ms));
+    }
+    if let Some(n) = args.max_deliveries {
+        cfg = cfg.max_deliveries(n);
+    }
     if let Some(path) = &args.secret_file {
         cfg = cfg.secret_file(path)?;
     }
@@ -136,12 +153,9 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.processes {
         opts = opts.processes(n);
     }
+    let url = cfg.redacted_url();
     let worker = seedcore::remote::serve(cfg, opts).context("cannot start the worker")?;
-    eprintln!(
-        "seedcore worker {} serving {}",
-        worker.name(),
-        cfg_url_redacted(&args.redis)
-    );
+    eprintln!("seedcore worker {} serving {}", worker.name(), url);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -152,10 +166,6 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
             _ = term.recv() => Ok(()),
         }
     })?;
-    worker.stop(Duration::from_millis(args.grace_ms));
+    worker.stop(grace);
     Ok(ExitCode::SUCCESS)
-}
-
-fn cfg_url_redacted(url: &str) -> String {
-    RemoteConfig::new(url).redacted_url()
 }

@@ -1328,3 +1328,61 @@ fn a_graceful_stop_hands_back_what_it_has_not_started() {
     drop(second);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_remote_section_configures_the_client_and_the_worker() {
+    let Some(redis) = Redis::start("section", &[]) else {
+        return;
+    };
+    let dir = temp_dir("section");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let toml = dir.join("seedcore.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[remote]\nurl = \"{}\"\nsecret_file = \"{}\"\nnamespace = \"sect\"\n\
+             visibility_timeout = \"2s\"\ngrace = \"5s\"\n",
+            redis.url(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    // The worker takes the file alone: no --redis, no secret in its
+    // environment.
+    let worker = Command::new(BIN)
+        .args(["worker", "--config"])
+        .arg(&toml)
+        .args(["--processes", "1"])
+        .env_remove("SEEDCORE_REMOTE_SECRET")
+        .process_group(0)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _worker = Worker(worker);
+    let cfg = seedcore::Config::load(&toml).unwrap();
+    assert_eq!(cfg.remote.namespace, "sect");
+    let sys = ConcurrentSystem::builder()
+        .config(cfg)
+        .build()
+        .expect("the [remote] section attaches the remote executor");
+    let f = sys
+        .submit_remote(TaskOptions::new(), ADD, (20, 22))
+        .unwrap();
+    assert_eq!(f.wait_timeout(LONG).expect("runs").unwrap(), 42);
+    // In its own namespace.
+    let mut c = redis.conn();
+    let n: usize = redis::cmd("HLEN")
+        .arg("{sect}:workers")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1);
+    // A bad section is a typed error naming the key.
+    std::fs::write(&toml, "[remote]\nurl = \"redis://127.0.0.1:1/\"\n").unwrap();
+    let err = ConcurrentSystem::builder()
+        .config(seedcore::Config::load(&toml).unwrap())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field, "remote.url");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -362,6 +362,23 @@ impl SystemBuilder {
         let config = self.config;
         let thread_init = self.thread_init;
         config.validate()?;
+        // The builder's remote settings, else the `[remote]` section's.
+        #[cfg(feature = "remote")]
+        let remote = match remote {
+            Some(r) => Some(r),
+            None if config.remote.url.is_some() => Some(
+                crate::remote::RemoteConfig::from_settings(&config.remote)
+                    .map_err(|e| ConfigError::new("remote.url", e.to_string()))?,
+            ),
+            None => None,
+        };
+        #[cfg(not(feature = "remote"))]
+        if config.remote.url.is_some() {
+            return Err(ConfigError::new(
+                "remote.url",
+                "this build of seedcore has no remote executor (cargo feature `remote`)",
+            ));
+        }
         let init_args = self
             .init_args
             .transpose()

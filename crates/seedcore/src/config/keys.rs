@@ -4,7 +4,7 @@
 use super::parse::check::{at_least_one, hook, max_over, ok, positive, share, some_at_least_one};
 use super::parse::Raw;
 use super::table::{config_keys, Key};
-use super::ShutdownMode;
+use super::{Secret, ShutdownMode};
 use crate::balance::{ExpandPolicy, QueueFull, ShrinkPolicy};
 use crate::exec::process::{ProcessPriority, WorkerOutput};
 use crate::sched::callback::CallbackExecutor;
@@ -326,6 +326,117 @@ config_keys! {
         type "fraction", default "no ceiling",
         parse |r| r.fraction().map(Some),
         check |v, _| v.map_or(Ok(()), share);
+    }
+
+    /// The remote executor (distributed mode, feature `remote`): where
+    /// its Redis server is and how tasks travel. With `remote.url` set, a
+    /// system built from this configuration attaches the remote executor;
+    /// `seedcore worker` reads the same section. The shared secret comes
+    /// from `SEEDCORE_REMOTE_SECRET` or the file `remote.secret_file`,
+    /// never from a configuration file or a command line.
+    ["remote"] remote: RemoteSettings {
+        /// The Redis server, `redis://[user:password@]host:port[/db]`.
+        url: Option<String> = None;
+        type "string", default "none (no remote executor)",
+        parse |r| r.text().map(Some),
+        check |v, _| match v {
+            Some(u) if !u.starts_with("redis://") && !u.starts_with("rediss://") => {
+                Err("must start with redis:// or rediss://".to_owned())
+            }
+            _ => Ok(()),
+        };
+
+        /// The shared secret messages are signed with (at least 32 bytes):
+        /// from the environment only (`SEEDCORE_REMOTE_SECRET`); a file
+        /// that holds it is refused.
+        secret: Option<Secret> = None;
+        type "string, environment only", default "none",
+        parse |r| r.secret(),
+        check |v, _| match v {
+            Some(s) if s.expose().len() < 32 => Err(format!(
+                "must be at least 32 bytes (it has {})",
+                s.expose().len()
+            )),
+            _ => Ok(()),
+        };
+
+        /// A file holding the shared secret (one trailing newline ignored).
+        secret_file: Option<PathBuf> = None;
+        type "path", default "none",
+        parse |r| r.path().map(Some),
+        check ok;
+
+        /// Key prefix: one deployment (one stream set) per namespace.
+        namespace: String = "seedcore".to_owned();
+        type "string", default "`\"seedcore\"`",
+        parse |r| r.text(),
+        check |v, _| {
+            if v.is_empty() || v.contains(['{', '}']) {
+                return Err("must be non-empty, without braces".to_owned());
+            }
+            Ok(())
+        };
+
+        /// How long an entry stays with a worker that sends no heartbeat
+        /// before another worker takes it.
+        visibility_timeout: Duration = Duration::from_secs(30);
+        type "duration", default "`\"30s\"`",
+        parse |r| r.duration(),
+        check |v, _| {
+            if *v < Duration::from_millis(100) {
+                return Err(format!("must be at least 100ms, got {v:?}"));
+            }
+            Ok(())
+        };
+
+        /// How long the client keeps reconnecting to an unreachable server
+        /// before waiting and new tasks fail.
+        reconnect_window: Duration = Duration::from_secs(30);
+        type "duration", default "`\"30s\"`",
+        parse |r| r.duration(),
+        check positive;
+
+        /// How many times an entry is delivered at most before it goes to
+        /// the dead-letter stream.
+        max_deliveries: usize = 3;
+        type "integer", default "3",
+        parse |r| r.count(),
+        check at_least_one;
+
+        /// How long results are kept for collection.
+        result_ttl: Duration = Duration::from_secs(3600);
+        type "duration", default "`\"1h\"`",
+        parse |r| r.duration(),
+        check |v, _| {
+            if *v < Duration::from_secs(1) {
+                return Err(format!("must be at least 1s, got {v:?}"));
+            }
+            Ok(())
+        };
+
+        /// How long a message without a timeout stays valid.
+        message_ttl: Duration = Duration::from_secs(3600);
+        type "duration", default "`\"1h\"`",
+        parse |r| r.duration(),
+        check |v, _| {
+            if *v < Duration::from_secs(1) {
+                return Err(format!("must be at least 1s, got {v:?}"));
+            }
+            Ok(())
+        };
+
+        /// The largest encoded arguments accepted.
+        max_payload_bytes: usize = 16 << 20;
+        type "size", default "`\"16MiB\"`",
+        parse |r| r.size(),
+        check at_least_one;
+
+        /// How long a worker's graceful stop (SIGTERM) waits for its
+        /// running tasks; what it has not started goes back at once.
+        grace: Duration = Duration::from_secs(30);
+        type "duration", default "`\"30s\"`",
+        parse |r| r.duration(),
+        check ok;
     }
 
     /// Completion callbacks.

@@ -11,7 +11,8 @@ mod parse;
 mod table;
 
 pub use keys::{
-    AsyncConfig, BalanceConfig, CallbacksConfig, Config, ProcessesConfig, ThreadsConfig,
+    AsyncConfig, BalanceConfig, CallbacksConfig, Config, ProcessesConfig, RemoteSettings,
+    ThreadsConfig,
 };
 
 use crate::error::ConfigError;
@@ -21,6 +22,29 @@ use std::path::Path;
 use table::Key;
 
 pub use crate::sched::ShutdownMode;
+
+/// A secret setting: its bytes are never printed (`Debug` shows
+/// `<hidden>`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Wraps `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Secret(bytes)
+    }
+
+    /// The secret's bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
 
 /// Keys of the old flat layout and their places now, so that an old file
 /// or environment fails with directions instead of being half-applied.
@@ -418,5 +442,47 @@ mod tests {
         assert_eq!(p.start_timeout, Duration::from_secs(3));
         assert_eq!(c.balance.shrink, ShrinkPolicy::TimeoutShrink);
         assert_eq!(c.balance.shrink_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_remote_section_reads_from_toml_and_the_environment_and_hides_its_secret() {
+        let c = Config::from_toml_str(
+            "[remote]\nurl = \"redis://cache:6379/2\"\nnamespace = \"jobs\"\n\
+             visibility_timeout = \"45s\"\nmax_deliveries = 5\nmax_payload_bytes = \"1MiB\"",
+        )
+        .unwrap();
+        assert_eq!(c.remote.url.as_deref(), Some("redis://cache:6379/2"));
+        assert_eq!(c.remote.namespace, "jobs");
+        assert_eq!(c.remote.visibility_timeout, Duration::from_secs(45));
+        assert_eq!(c.remote.max_deliveries, 5);
+        assert_eq!(c.remote.max_payload_bytes, 1 << 20);
+        // A secret never comes from a file.
+        let err = Config::from_toml_str("[remote]\nsecret = \"0123456789abcdef0123456789abcdef\"")
+            .unwrap_err();
+        assert_eq!(err.field, "remote.secret");
+        assert!(err.reason.contains("SEEDCORE_REMOTE_SECRET"), "{err}");
+        // From the environment it is read, checked, and never printed.
+        let secret = "0123456789abcdef0123456789abcdef!";
+        let c = env(&[
+            ("SEEDCORE_REMOTE_URL", "redis://127.0.0.1/"),
+            ("SEEDCORE_REMOTE_SECRET", secret),
+            ("SEEDCORE_REMOTE_SECRET_FILE", "/run/secrets/x"),
+            ("SEEDCORE_REMOTE_RECONNECT_WINDOW", "5s"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.remote.secret.as_ref().unwrap().expose(),
+            secret.as_bytes()
+        );
+        assert_eq!(c.remote.reconnect_window, Duration::from_secs(5));
+        assert!(!format!("{c:?}").contains(secret));
+        let err = env(&[("SEEDCORE_REMOTE_SECRET", "short")])
+            .and_then(|c| c.validate())
+            .unwrap_err();
+        assert_eq!(err.field, "remote.secret");
+        let err = Config::from_toml_str("[remote]\nurl = \"http://x\"").unwrap_err();
+        assert_eq!(err.field, "remote.url");
+        let err = env(&[("SEEDCORE_REMOTE_URLS", "redis://x")]).unwrap_err();
+        assert!(err.reason.contains("unknown key of [remote]"), "{err}");
     }
 }

@@ -37,6 +37,19 @@ impl Raw<'_> {
         }
     }
 
+    /// A secret: from the environment only, so that it is never written
+    /// in a file that is shared or checked in.
+    pub(super) fn secret(&self) -> Result<Option<super::Secret>, String> {
+        match self {
+            Raw::Env(s) => Ok(Some(super::Secret::new(s.as_bytes().to_vec()))),
+            Raw::Toml(_) => Err(
+                "a secret is not read from a configuration file: set SEEDCORE_REMOTE_SECRET, \
+                 or name a file that holds it with remote.secret_file"
+                    .to_owned(),
+            ),
+        }
+    }
+
     pub(super) fn path(&self) -> Result<PathBuf, String> {
         self.text().map(PathBuf::from)
     }

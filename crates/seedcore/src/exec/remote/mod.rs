@@ -109,6 +109,31 @@ impl RemoteConfig {
         }
     }
 
+    /// Settings from the `[remote]` section of a
+    /// [`Config`](crate::Config) (a TOML file, `SEEDCORE_REMOTE_*`
+    /// variables): the secret from `remote.secret` (environment only),
+    /// else the file `remote.secret_file`, else as [`new`](Self::new).
+    /// [`RemoteError::BadSetting`] if `remote.url` is not set.
+    pub fn from_settings(s: &crate::config::RemoteSettings) -> Result<Self, RemoteError> {
+        let url = s.url.clone().ok_or_else(|| {
+            RemoteError::BadSetting("remote.url is not set (SEEDCORE_REMOTE_URL)".into())
+        })?;
+        let mut c = RemoteConfig::new(url);
+        if let Some(secret) = &s.secret {
+            c.secret = secret.expose().to_vec();
+        } else if let Some(path) = &s.secret_file {
+            c = c.secret_file(path)?;
+        }
+        c.namespace = s.namespace.clone();
+        c.visibility_timeout = s.visibility_timeout;
+        c.result_ttl = s.result_ttl;
+        c.max_payload_bytes = s.max_payload_bytes;
+        c.message_ttl = s.message_ttl;
+        c.reconnect_window = s.reconnect_window;
+        c.max_deliveries = u32::try_from(s.max_deliveries).unwrap_or(u32::MAX);
+        Ok(c)
+    }
+
     /// Reads the shared secret from the file at `path` (one trailing
     /// newline is ignored), so that it never appears in a command line.
     pub fn secret_file(mut self, path: impl AsRef<std::path::Path>) -> Result<Self, RemoteError> {
