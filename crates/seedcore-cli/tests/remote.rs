@@ -1386,3 +1386,49 @@ fn a_remote_section_configures_the_client_and_the_worker() {
     assert_eq!(err.field, "remote.url");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn remote_workers_show_in_the_monitor_and_prometheus_by_host_and_pid() {
+    let Some(redis) = Redis::start("observe", &[]) else {
+        return;
+    };
+    let w = Worker::start(&redis, 1, 4);
+    wait_workers(&redis, 1);
+    let sys = client(&redis);
+    sys.submit_remote(TaskOptions::new(), ADD, (1, 1))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(eventually(LONG, || live_workers(&sys) == 1));
+    let mon = sys.monitor();
+    let remote: Vec<_> = mon
+        .workers
+        .iter()
+        .filter(|r| r.executor.name() == "remote")
+        .collect();
+    assert_eq!(remote.len(), 1, "{:?}", mon.workers);
+    let r = remote[0];
+    assert_eq!(
+        r.id,
+        w.pid(),
+        "the worker's own pid, not one of this machine's"
+    );
+    assert_eq!(r.state, "remote");
+    let host = r.host.clone().expect("its host");
+    assert!(!host.is_empty());
+    assert!(r.name.starts_with(&host), "{}", r.name);
+    let prom = sys.metrics_prometheus();
+    assert!(
+        prom.lines()
+            .any(|l| l.starts_with("seedcore_executor_gauge")
+                && l.contains("executor=\"remote\"")
+                && l.contains("name=\"reclaimed\"")),
+        "{prom}"
+    );
+    assert!(
+        prom.lines()
+            .any(|l| l.starts_with("seedcore_worker_cpu_percent")
+                && l.contains(&format!("host=\"{host}\""))),
+        "{prom}"
+    );
+}

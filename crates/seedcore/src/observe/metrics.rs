@@ -230,6 +230,19 @@ fn prometheus(name: &str, st: &Stats, mon: &MonitorSnapshot) -> String {
     // series, not names.
     let rows = &st.executors;
     p.per_executor(
+        "seedcore_executor_gauge",
+        "Figures of an executor's own, by executor and name (the remote executor's reclaimed, \
+         duplicates, refused and pending; the GPU executor's per-device figures)",
+        rows,
+        Some("name"),
+        |e| {
+            e.gauges
+                .iter()
+                .map(|(k, v)| (k.clone(), *v as usize))
+                .collect()
+        },
+    );
+    p.per_executor(
         "seedcore_executor_queued",
         "Tasks waiting for a worker, by executor",
         rows,
@@ -354,10 +367,14 @@ fn prometheus(name: &str, st: &Stats, mon: &MonitorSnapshot) -> String {
         [(no_labels(), mon.cpu_percent)],
     );
     let worker = |w: &crate::observe::WorkerReading| {
-        vec![
+        let mut l = vec![
             ("executor", w.executor.name().to_owned()),
             ("id", w.id.to_string()),
-        ]
+        ];
+        if let Some(h) = &w.host {
+            l.push(("host", h.clone()));
+        }
+        l
     };
     p.gauge(
         "seedcore_worker_cpu_percent",

@@ -53,6 +53,10 @@ pub struct WorkerReading {
     pub tasks_done: Option<u64>,
     /// The task it runs now, where the executor reports it.
     pub current_task: Option<u64>,
+    /// The machine of a worker elsewhere (a remote worker, whose `id` is
+    /// its process id there: its CPU and memory are not read here);
+    /// `None` for this machine's.
+    pub host: Option<String>,
 }
 
 impl WorkerReading {
@@ -67,6 +71,7 @@ impl WorkerReading {
             rss: None,
             tasks_done: Some(w.tasks_done),
             current_task: w.current_task.map(|id| id.as_u64()),
+            host: w.host.clone(),
         }
     }
 }
@@ -201,7 +206,11 @@ impl Monitor {
     ) -> MonitorSnapshot {
         let pids: Vec<u32> = executors
             .iter()
-            .flat_map(|(_, ws)| ws.iter().filter(|w| w.is_process).map(|w| w.id))
+            .flat_map(|(_, ws)| {
+                ws.iter()
+                    .filter(|w| w.is_process && w.host.is_none())
+                    .map(|w| w.id)
+            })
             .collect();
         self.with(|m| {
             m.refresh_machine();
@@ -256,7 +265,10 @@ impl Monitor {
                 let mut readings = Vec::with_capacity(workers.len());
                 for w in workers {
                     let mut r = WorkerReading::of(*executor, w);
-                    if w.is_process {
+                    if w.host.is_some() {
+                        // Elsewhere: its pid means nothing in this /proc.
+                        r.state = "remote".to_owned();
+                    } else if w.is_process {
                         // A process gone between the listing and now is left out.
                         let Some(p) = m.sys.process(Pid::from_u32(w.id)) else {
                             continue;
@@ -281,7 +293,12 @@ impl Monitor {
             }
             // Forget the CPU times of threads and processes that are gone.
             let live: std::collections::HashSet<u32> = std::iter::once(own.as_u32())
-                .chain(snap.workers.iter().map(|w| w.id))
+                .chain(
+                    snap.workers
+                        .iter()
+                        .filter(|w| w.host.is_none())
+                        .map(|w| w.id),
+                )
                 .chain(pids.iter().copied())
                 .collect();
             m.cpu_time.retain(|id, _| live.contains(id));

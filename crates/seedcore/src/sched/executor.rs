@@ -278,6 +278,9 @@ pub struct WorkerInfo {
     pub tasks_done: u64,
     /// The task it runs now.
     pub current_task: Option<TaskId>,
+    /// The machine it runs on, for a worker on another machine (a remote
+    /// worker: `id` is its process id there); `None` for local workers.
+    pub host: Option<String>,
 }
 
 impl WorkerInfo {
@@ -289,6 +292,7 @@ impl WorkerInfo {
             name: name.into(),
             tasks_done: 0,
             current_task: None,
+            host: None,
         }
     }
 
@@ -297,6 +301,14 @@ impl WorkerInfo {
         WorkerInfo {
             is_process: true,
             ..WorkerInfo::thread(pid, name)
+        }
+    }
+
+    /// A worker process `pid` on the machine `host` (not this one).
+    pub fn remote(pid: u32, name: impl Into<String>, host: impl Into<String>) -> Self {
+        WorkerInfo {
+            host: Some(host.into()),
+            ..WorkerInfo::process(pid, name)
         }
     }
 }

@@ -1291,7 +1291,8 @@ pub(crate) fn live_workers(v: &Value) -> Live {
         live.held += held as usize;
         live.reclaimed += f[5];
         live.duplicates += f[6];
-        let mut w = WorkerInfo::process(pid as u32, String::from_utf8_lossy(&name));
+        let host = line.split(' ').nth(8).unwrap_or("?").to_owned();
+        let mut w = WorkerInfo::remote(pid as u32, String::from_utf8_lossy(&name), host);
         w.tasks_done = done;
         live.workers.push(w);
     }
