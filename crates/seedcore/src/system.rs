@@ -802,7 +802,8 @@ impl ConcurrentSystem {
         if let Some(s) = find() {
             return Ok(s);
         }
-        match self.add_executor(crate::command::CommandExecutor::default()) {
+        let settings = &self.shared.config.command;
+        match self.add_executor(crate::command::CommandExecutor::from_settings(settings)) {
             Ok(h) => Ok(h.slot),
             // Added by another thread meanwhile.
             Err(e) => find().ok_or(e),

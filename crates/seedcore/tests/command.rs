@@ -299,3 +299,21 @@ fn a_command_is_done_when_it_exits_though_a_child_it_left_holds_its_pipes() {
     assert_eq!(out.stdout.as_bytes(), Some(&b"next\n"[..]));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_command_section_sizes_the_executor_added_on_first_use() {
+    let config = seedcore::Config::from_toml_str("[command]\nslots = 1\nmax_slots = 3").unwrap();
+    let system = ConcurrentSystem::builder().config(config).build().unwrap();
+    system
+        .submit_command(TaskOptions::new(), CommandSpec::new("true"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let stats = system.stats();
+    let e = stats
+        .executors
+        .iter()
+        .find(|e| e.kind.name() == "command")
+        .expect("added");
+    assert_eq!((e.core, e.max), (1, 3));
+}

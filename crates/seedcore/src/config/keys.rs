@@ -328,6 +328,71 @@ config_keys! {
         check |v, _| v.map_or(Ok(()), share);
     }
 
+    /// The command executor ([`submit_command`](crate::ConcurrentSystem::submit_command)),
+    /// added with these settings on the first command.
+    ["command"] command: CommandSettings {
+        /// Commands run at once at the start (the balancer may grow and
+        /// shrink it within `command.min_slots` and `command.max_slots`).
+        slots: usize = cores();
+        type "integer", default "logical cores",
+        parse |r| r.count(),
+        check at_least_one;
+
+        /// The largest size the balancer may give it.
+        max_slots: Option<usize> = None;
+        type "integer", default "the larger of `command.slots` and 4 × cores",
+        parse |r| r.count().map(Some),
+        check |v, c| match v {
+            Some(n) if *n < c.command.slots => Err(format!(
+                "must be at least command.slots ({}), got {n}",
+                c.command.slots
+            )),
+            _ => Ok(()),
+        };
+
+        /// The smallest size the balancer may shrink it to.
+        min_slots: Option<usize> = None;
+        type "integer", default "`command.slots`",
+        parse |r| r.count().map(Some),
+        check |v, c| match v {
+            Some(0) => Err("must be at least 1".to_owned()),
+            Some(n) if *n > c.command.slots => Err(format!(
+                "must be at most command.slots ({}), got {n}",
+                c.command.slots
+            )),
+            _ => Ok(()),
+        };
+
+        /// How long a stopped command has between SIGTERM and SIGKILL.
+        grace: Duration = Duration::from_secs(2);
+        type "duration", default "`\"2s\"`",
+        parse |r| r.duration(),
+        check ok;
+
+        /// Output of one stream past this many bytes goes to a spool file.
+        spool_threshold: usize = 1 << 20;
+        type "size", default "`\"1MiB\"`",
+        parse |r| r.size(),
+        check ok;
+
+        /// Where spool files go.
+        spool_dir: Option<PathBuf> = None;
+        type "path", default "the system's temporary directory",
+        parse |r| r.path().map(Some),
+        check ok;
+    }
+
+    /// The GPU executor (feature `cuda`), started with these settings on
+    /// the first GPU task.
+    ["gpu"] gpu: GpuSettings {
+        /// Tasks one device runs at once: its worker threads, each with a
+        /// stream of its own.
+        streams_per_device: usize = 4;
+        type "integer", default "4",
+        parse |r| r.count(),
+        check at_least_one;
+    }
+
     /// The remote executor (distributed mode, feature `remote`): where
     /// its Redis server is and how tasks travel. With `remote.url` set, a
     /// system built from this configuration attaches the remote executor;

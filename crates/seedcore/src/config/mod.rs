@@ -11,8 +11,8 @@ mod parse;
 mod table;
 
 pub use keys::{
-    AsyncConfig, BalanceConfig, CallbacksConfig, Config, ProcessesConfig, RemoteSettings,
-    ThreadsConfig,
+    AsyncConfig, BalanceConfig, CallbacksConfig, CommandSettings, Config, GpuSettings,
+    ProcessesConfig, RemoteSettings, ThreadsConfig,
 };
 
 use crate::error::ConfigError;
@@ -484,5 +484,25 @@ mod tests {
         assert_eq!(err.field, "remote.url");
         let err = env(&[("SEEDCORE_REMOTE_URLS", "redis://x")]).unwrap_err();
         assert!(err.reason.contains("unknown key of [remote]"), "{err}");
+    }
+
+    #[test]
+    fn the_command_and_gpu_sections_are_keys_like_the_others() {
+        let c = Config::from_toml_str(
+            "[command]\nslots = 2\nmax_slots = 6\ngrace = \"500ms\"\nspool_threshold = \"64KiB\"\n\
+             [gpu]\nstreams_per_device = 8",
+        )
+        .unwrap();
+        assert_eq!(c.command.slots, 2);
+        assert_eq!(c.command.max_slots, Some(6));
+        assert_eq!(c.command.grace, Duration::from_millis(500));
+        assert_eq!(c.command.spool_threshold, 64 << 10);
+        assert_eq!(c.gpu.streams_per_device, 8);
+        let err = Config::from_toml_str("[command]\nslots = 4\nmax_slots = 2").unwrap_err();
+        assert_eq!(err.field, "command.max_slots");
+        let err = env(&[("SEEDCORE_GPU_STREAMS_PER_DEVICE", "0")])
+            .and_then(|c| c.validate())
+            .unwrap_err();
+        assert_eq!(err.field, "gpu.streams_per_device");
     }
 }

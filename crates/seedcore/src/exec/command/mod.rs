@@ -349,6 +349,23 @@ impl CommandExecutor {
         }
     }
 
+    /// An executor with the `[command]` section's settings.
+    pub fn from_settings(s: &crate::config::CommandSettings) -> Self {
+        let mut e = CommandExecutor::new(s.slots)
+            .grace(s.grace)
+            .spool_threshold(s.spool_threshold);
+        if let Some(dir) = &s.spool_dir {
+            e = e.spool_dir(dir);
+        }
+        if let Some(n) = s.max_slots {
+            e = e.max_slots(n);
+        }
+        if let Some(n) = s.min_slots {
+            e = e.min_slots(n);
+        }
+        e
+    }
+
     fn inner_mut(&mut self) -> &mut Inner {
         Arc::get_mut(&mut self.inner).expect("configured before its first task")
     }

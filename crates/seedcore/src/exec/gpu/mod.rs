@@ -165,6 +165,11 @@ impl Default for GpuConfig {
 }
 
 impl GpuConfig {
+    /// The `[gpu]` section's settings.
+    pub fn from_settings(s: &crate::config::GpuSettings) -> Self {
+        GpuConfig::default().streams_per_device(s.streams_per_device)
+    }
+
     /// Sets [`streams_per_device`](Self::streams_per_device) (at least 1).
     pub fn streams_per_device(mut self, n: usize) -> Self {
         self.streams_per_device = n.max(1);
@@ -811,8 +816,8 @@ pub(crate) type GpuSlot = std::sync::OnceLock<Result<(u8, Arc<GpuExecutor>), Sub
 
 impl crate::ConcurrentSystem {
     /// Starts the GPU executor with `config` (feature `cuda`); without
-    /// this, the first [`submit_gpu`](Self::submit_gpu) starts it with
-    /// [`GpuConfig::default`]. Fails with [`SubmitError::NoGpu`] where
+    /// this, the first [`submit_gpu`](Self::submit_gpu) starts it with the
+    /// `[gpu]` section of the system's configuration. Fails with [`SubmitError::NoGpu`] where
     /// there is no usable GPU, and changes nothing if it already started.
     pub fn start_gpu(&self, config: GpuConfig) -> Result<(), SubmitError> {
         self.gpu_executor(&config).map(|_| ())
@@ -869,7 +874,8 @@ impl crate::ConcurrentSystem {
         E: Into<BoxError>,
         F: Fn(&GpuContext) -> Result<T, E> + Send + Sync + 'static,
     {
-        let (slot, exec) = self.gpu_executor(&GpuConfig::default())?;
+        let config = GpuConfig::from_settings(&self.shared().config.gpu);
+        let (slot, exec) = self.gpu_executor(&config)?;
         if let DeviceChoice::One(o) = opts.device {
             if !exec.ordinals().any(|d| d == o) {
                 let have: Vec<usize> = exec.ordinals().collect();
