@@ -44,7 +44,7 @@ OPTION_NAMES = frozenset(
     )
 )
 
-_SECTIONS = ("threads", "async", "processes", "balance", "callbacks")
+_SECTIONS = ("threads", "async", "processes", "balance", "callbacks", "command")
 _TOP = ("name", "shutdown_mode", "shutdown_timeout")
 
 _LIVE: "weakref.WeakSet[ConcurrentSystem]" = weakref.WeakSet()

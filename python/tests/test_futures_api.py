@@ -188,3 +188,13 @@ def test_commands_run_in_their_own_group(system):
     with pytest.raises(seedcore.CommandFailed) as info:
         system.submit_command("exit 3").result(timeout=30)
     assert info.value.returncode == 3
+
+
+def test_the_command_section_is_taken():
+    with seedcore.ConcurrentSystem(command={"slots": 1, "max_slots": 2}) as s:
+        assert s.submit_command("true").result(timeout=30)["returncode"] == 0
+        row = next(e for e in s.stats()["executors"] if e["executor"] == "command")
+        assert (row["core"], row["max"]) == (1, 2)
+    with pytest.raises(seedcore.ConfigError) as info:
+        seedcore.ConcurrentSystem(command={"slots": 0})
+    assert "command.slots" in str(info.value)
