@@ -83,6 +83,11 @@ pub(crate) struct WorkerArgs {
     /// 30 s).
     #[arg(long)]
     pub(crate) grace_ms: Option<u64>,
+    /// Run messages naming the task OLD with the registered task NEW
+    /// (`--alias OLD=NEW`, repeatable): a renamed task keeps serving
+    /// clients that send its old name.
+    #[arg(long, value_name = "OLD=NEW")]
+    pub(crate) alias: Vec<String>,
     /// List the dead letters (one line each: id, task, deliveries,
     /// attempt) and exit.
     #[arg(long)]

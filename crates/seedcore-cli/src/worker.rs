@@ -150,6 +150,12 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let mut opts = ServeOptions::default().prefetch(args.prefetch);
+    for a in &args.alias {
+        let Some((old, new)) = a.split_once('=') else {
+            anyhow::bail!("--alias takes OLD=NEW, got `{a}`");
+        };
+        opts = opts.alias(old, new);
+    }
     if let Some(n) = args.processes {
         opts = opts.processes(n);
     }

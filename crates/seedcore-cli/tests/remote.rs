@@ -1432,3 +1432,33 @@ fn remote_workers_show_in_the_monitor_and_prometheus_by_host_and_pid() {
         "{prom}"
     );
 }
+
+#[test]
+fn a_renamed_task_serves_its_old_name_through_an_alias() {
+    let Some(redis) = Redis::start("alias", &[]) else {
+        return;
+    };
+    let worker = Command::new(BIN)
+        .args(["worker", "--redis", &redis.url(), "--processes", "1"])
+        .args(["--alias", "billing::v1::add=seedcore::worker::remote_add"])
+        .env("SEEDCORE_REMOTE_SECRET", SECRET)
+        .process_group(0)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _w = Worker(worker);
+    wait_workers(&redis, 1);
+    let sys = client(&redis);
+    const OLD: ProcessTask<(u64, u64), u64> = ProcessTask::external("billing::v1::add");
+    let f = sys.submit_remote(TaskOptions::new(), OLD, (2, 3)).unwrap();
+    assert_eq!(f.wait_timeout(LONG).expect("runs").unwrap(), 5);
+    // An unknown name is still refused, by name.
+    const NONE: ProcessTask<u8, u8> = ProcessTask::external("billing::v1::gone");
+    let e = sys
+        .submit_remote(TaskOptions::new(), NONE, 1)
+        .unwrap()
+        .wait_timeout(LONG)
+        .expect("answered")
+        .unwrap_err();
+    assert!(e.to_string().contains("billing::v1::gone"), "{e}");
+}

@@ -33,6 +33,10 @@ pub struct ServeOptions {
     pub prefetch: usize,
     /// The worker's name in heartbeats (default `host:pid`).
     pub name: Option<String>,
+    /// Task names as clients send them, mapped to the registered names
+    /// that run them: a task renamed (or moved to another module) keeps
+    /// serving clients that still send the old name.
+    pub aliases: Vec<(String, String)>,
 }
 
 impl Default for ServeOptions {
@@ -41,6 +45,7 @@ impl Default for ServeOptions {
             processes: std::thread::available_parallelism().map_or(1, |n| n.get()),
             prefetch: 64,
             name: None,
+            aliases: Vec::new(),
         }
     }
 }
@@ -61,6 +66,13 @@ impl ServeOptions {
     /// Sets the worker's name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Runs messages naming `old` with the registered task `new` (a task
+    /// renamed or moved while clients still send the old name).
+    pub fn alias(mut self, old: impl Into<String>, new: impl Into<String>) -> Self {
+        self.aliases.push((old.into(), new.into()));
         self
     }
 }
@@ -231,6 +243,7 @@ struct State {
     redis: redis::Client,
     me: String,
     capacity: usize,
+    aliases: Vec<(String, String)>,
     system: Arc<ConcurrentSystem>,
     held: Mutex<HashMap<String, Held>>,
     in_flight: AtomicUsize,
@@ -326,6 +339,7 @@ pub fn serve(config: RemoteConfig, options: ServeOptions) -> Result<WorkerHandle
         redis,
         me,
         capacity: options.processes * options.prefetch,
+        aliases: options.aliases.clone(),
         system: Arc::new(system),
         held: Mutex::new(HashMap::new()),
         in_flight: AtomicUsize::new(0),
@@ -789,7 +803,12 @@ async fn run(
     if cancel.try_recv().is_ok() {
         return WireOutcome::Cancelled;
     }
-    let Some(name) = crate::exec::process::find_task(&m.name) else {
+    let wanted = s
+        .aliases
+        .iter()
+        .find(|(old, _)| *old == m.name)
+        .map_or(m.name.as_str(), |(_, new)| new.as_str());
+    let Some(name) = crate::exec::process::find_task(wanted) else {
         s.refused.fetch_add(1, Ordering::Relaxed);
         return WireOutcome::Refused(format!("no task named `{}` on this worker", m.name));
     };
