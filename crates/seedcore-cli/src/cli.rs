@@ -49,9 +49,21 @@ pub(crate) enum Command {
 /// Flags of `seedcore worker`.
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
-    /// The Redis server: `redis://[user:password@]host:port[/db]`.
+    /// The Redis server: `redis://[user:password@]host:port[/db]`, or
+    /// `rediss://...` for TLS.
     #[arg(long)]
     pub(crate) redis: String,
+    /// A PEM file of CA certificates to trust for `rediss://`, besides the
+    /// system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_ca_file: Option<std::path::PathBuf>,
+    /// A PEM file with this worker's certificate chain, for a server that
+    /// asks for client certificates (mutual TLS); with --tls-key-file.
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    pub(crate) tls_cert_file: Option<std::path::PathBuf>,
+    /// A PEM file with the private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub(crate) tls_key_file: Option<std::path::PathBuf>,
     /// A file holding the shared secret (default: SEEDCORE_REMOTE_SECRET,
     /// else the file named by SEEDCORE_REMOTE_SECRET_FILE); never on the
     /// command line.
