@@ -49,14 +49,25 @@ pub(crate) enum Command {
 /// Flags of `seedcore worker`.
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
-    /// The Redis server: `redis://[user:password@]host:port[/db]`
-    /// (default: `remote.url` of the configuration).
+    /// The Redis server: `redis://[user:password@]host:port[/db]`, or
+    /// `rediss://...` for TLS (default: `remote.url` of the configuration).
     #[arg(long)]
     pub(crate) redis: Option<String>,
     /// A TOML configuration whose `[remote]` section sets the worker
     /// (`SEEDCORE_REMOTE_*` variables apply over it; flags over both).
     #[arg(long)]
     pub(crate) config: Option<std::path::PathBuf>,
+    /// A PEM file of CA certificates to trust for `rediss://`, besides the
+    /// system's roots (default: `remote.tls_ca_file`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_ca_file: Option<std::path::PathBuf>,
+    /// A PEM file with this worker's certificate chain, for a server that
+    /// asks for client certificates (mutual TLS); with --tls-key-file.
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    pub(crate) tls_cert_file: Option<std::path::PathBuf>,
+    /// A PEM file with the private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub(crate) tls_key_file: Option<std::path::PathBuf>,
     /// A file holding the shared secret (default: SEEDCORE_REMOTE_SECRET,
     /// else `remote.secret_file`); never on the command line.
     #[arg(long)]

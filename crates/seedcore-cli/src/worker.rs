@@ -116,6 +116,12 @@ pub(crate) fn run(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(ns) = &args.namespace {
         cfg = cfg.namespace(ns);
     }
+    if let Some(path) = &args.tls_ca_file {
+        cfg = cfg.tls_ca_file(path);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
+        cfg = cfg.tls_client_cert(cert, key);
+    }
     if args.list_dead {
         for d in seedcore::remote::dead_letters(&cfg, 100_000)? {
             println!(

@@ -496,6 +496,32 @@ config_keys! {
         parse |r| r.size(),
         check at_least_one;
 
+        /// A PEM file of CA certificates to trust for `rediss://`, besides
+        /// the system's roots.
+        tls_ca_file: Option<PathBuf> = None;
+        type "path", default "none",
+        parse |r| r.path().map(Some),
+        check ok;
+
+        /// A PEM file with the client's certificate chain, for a server
+        /// that asks for client certificates (with `remote.tls_client_key_file`).
+        tls_client_cert_file: Option<PathBuf> = None;
+        type "path", default "none",
+        parse |r| r.path().map(Some),
+        check |v, c| match (v, &c.remote.tls_client_key_file) {
+            (Some(_), None) => Err("needs remote.tls_client_key_file too".to_owned()),
+            _ => Ok(()),
+        };
+
+        /// A PEM file with the private key of `remote.tls_client_cert_file`.
+        tls_client_key_file: Option<PathBuf> = None;
+        type "path", default "none",
+        parse |r| r.path().map(Some),
+        check |v, c| match (v, &c.remote.tls_client_cert_file) {
+            (Some(_), None) => Err("needs remote.tls_client_cert_file too".to_owned()),
+            _ => Ok(()),
+        };
+
         /// How long a worker's graceful stop (SIGTERM) waits for its
         /// running tasks; what it has not started goes back at once.
         grace: Duration = Duration::from_secs(30);

@@ -27,14 +27,20 @@
 //! unknown task names, and count refusals in `{ns}:refused`. A worker runs
 //! an attempt only while it is in its client's live set (`{ns}:live:<client>`),
 //! so a message replayed after its attempt ended is refused.
+//!
+//! A `rediss://` URL connects over TLS (rustls, with the system's trust
+//! roots, a CA file and a client certificate where configured; see
+//! `tls.rs`); certificate checks cannot be turned off.
 
 pub(crate) mod client;
 pub(crate) mod ids;
 pub(crate) mod proto;
 pub(crate) mod streams;
+pub(crate) mod tls;
 pub(crate) mod worker;
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use ids::{RemoteClient, RemoteId};
@@ -46,8 +52,12 @@ pub use worker::{
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct RemoteConfig {
-    /// `redis://[user:password@]host:port[/db]`. `rediss://` (TLS) is
-    /// refused with [`RemoteError::TlsUnsupported`]: this build has no TLS.
+    /// `redis://[user:password@]host:port[/db]`, or
+    /// `rediss://[user:password@]host:port[/db]` for TLS: the server's
+    /// certificate must be valid for `host` and signed by a root the
+    /// system trusts or by a certificate of [`tls_ca_file`](Self::tls_ca_file).
+    /// Certificate checks cannot be turned off: `rediss://…/#insecure` is
+    /// refused with [`RemoteError::BadUrl`].
     pub url: String,
     /// The shared secret messages are signed with; the same on the client
     /// and every worker.
@@ -79,6 +89,19 @@ pub struct RemoteConfig {
     /// [`TaskError::WorkerDied`](crate::TaskError::WorkerDied) naming the
     /// count.
     pub max_deliveries: u32,
+    /// A PEM file of CA certificates trusted for `rediss://`, besides the
+    /// system's roots: the CA of a cloud provider's or a private server's
+    /// certificate. Read when the client or worker starts.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A PEM file with the client's certificate chain (leaf first), for a
+    /// server that asks for client certificates (mutual TLS); with
+    /// [`tls_client_key_file`](Self::tls_client_key_file).
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// A PEM file with the private key of
+    /// [`tls_client_cert_file`](Self::tls_client_cert_file) (PKCS#8,
+    /// PKCS#1 or SEC1, unencrypted). Its contents never appear in a
+    /// message.
+    pub tls_client_key_file: Option<PathBuf>,
 }
 
 /// The shortest secret accepted, in bytes.
@@ -106,6 +129,9 @@ impl RemoteConfig {
             message_ttl: Duration::from_secs(3600),
             reconnect_window: Duration::from_secs(30),
             max_deliveries: 3,
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
         }
     }
 
@@ -131,7 +157,37 @@ impl RemoteConfig {
         c.message_ttl = s.message_ttl;
         c.reconnect_window = s.reconnect_window;
         c.max_deliveries = u32::try_from(s.max_deliveries).unwrap_or(u32::MAX);
+        c.tls_ca_file = s.tls_ca_file.clone();
+        c.tls_client_cert_file = s.tls_client_cert_file.clone();
+        c.tls_client_key_file = s.tls_client_key_file.clone();
         Ok(c)
+    }
+
+    /// Trusts the CA certificates in the PEM file at `path` for a
+    /// `rediss://` URL, besides the system's roots. A file that cannot be
+    /// read or holds no certificate fails the start of the client or
+    /// worker with [`RemoteError::BadSetting`] naming it.
+    pub fn tls_ca_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.tls_ca_file = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Presents the certificate chain in the PEM file `cert` with the
+    /// private key in the PEM file `key` to a `rediss://` server that asks
+    /// for client certificates (mutual TLS). Files, so that the key never
+    /// appears in a command line; checked to belong together when the
+    /// client or worker starts.
+    pub fn tls_client_cert(mut self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Self {
+        self.tls_client_cert_file = Some(cert.as_ref().to_path_buf());
+        self.tls_client_key_file = Some(key.as_ref().to_path_buf());
+        self
+    }
+
+    /// Whether any TLS file is set.
+    pub(crate) fn has_tls_files(&self) -> bool {
+        self.tls_ca_file.is_some()
+            || self.tls_client_cert_file.is_some()
+            || self.tls_client_key_file.is_some()
     }
 
     /// Reads the shared secret from the file at `path` (one trailing
@@ -229,6 +285,9 @@ impl RemoteConfig {
                 "namespace must be non-empty, without braces".into(),
             ));
         }
+        if self.tls_client_cert_file.is_some() != self.tls_client_key_file.is_some() {
+            return Err(RemoteError::BadSetting(tls::CERT_AND_KEY.into()));
+        }
         Ok(())
     }
 }
@@ -245,6 +304,9 @@ impl fmt::Debug for RemoteConfig {
             .field("message_ttl", &self.message_ttl)
             .field("reconnect_window", &self.reconnect_window)
             .field("max_deliveries", &self.max_deliveries)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_client_cert_file", &self.tls_client_cert_file)
+            .field("tls_client_key_file", &self.tls_client_key_file)
             .finish()
     }
 }
@@ -261,9 +323,6 @@ pub enum RemoteError {
         /// What is wrong with it.
         reason: String,
     },
-    /// `rediss://` was asked for and this build has no TLS support.
-    #[error("`rediss://` (TLS) is not supported by this build of seedcore; use a TLS tunnel (stunnel, spiped) to reach the server, or redis:// on a trusted network")]
-    TlsUnsupported,
     /// Redis refused the credentials (wrong password or user).
     #[error("Redis at {url} refused the credentials: {reason}")]
     Auth {
@@ -272,18 +331,22 @@ pub enum RemoteError {
         /// Redis's answer.
         reason: String,
     },
-    /// The server could not be reached.
+    /// The server could not be reached, or (`rediss://`) the TLS
+    /// handshake failed: an untrusted or expired certificate, a name it
+    /// is not valid for, a client certificate the server refused.
     #[error("cannot connect to Redis at {url}: {reason}")]
     Connect {
         /// The URL, password hidden.
         url: String,
-        /// The OS's or the client's error.
+        /// The OS's, the TLS library's or the client's error.
         reason: String,
     },
     /// No shared secret was given.
     #[error("the remote executor needs a shared secret (RemoteConfig::secret or SEEDCORE_REMOTE_SECRET)")]
     NoSecret,
-    /// A setting is out of range.
+    /// A setting is out of range, or a file it names (the secret, a TLS
+    /// certificate or key) cannot be read or does not hold what it should;
+    /// the message names the file.
     #[error("invalid remote setting: {0}")]
     BadSetting(String),
     /// Redis answered an unexpected error (out of memory, a read-only

@@ -220,13 +220,18 @@ pub(crate) fn redact(url: &str) -> String {
 pub(crate) fn client(cfg: &RemoteConfig) -> Result<Client, RemoteError> {
     let url = redact(&cfg.url);
     if cfg.url.starts_with("rediss://") {
-        return Err(RemoteError::TlsUnsupported);
+        return super::tls::client(cfg, &url);
     }
     if !cfg.url.starts_with("redis://") && !cfg.url.starts_with("unix://") {
         return Err(RemoteError::BadUrl {
             url,
-            reason: "the scheme must be redis:// (or unix://)".into(),
+            reason: "the scheme must be redis://, rediss:// (TLS) or unix://".into(),
         });
+    }
+    if cfg.has_tls_files() {
+        return Err(RemoteError::BadSetting(format!(
+            "TLS files are set but {url} is not a rediss:// (TLS) URL"
+        )));
     }
     Client::open(cfg.url.as_str()).map_err(|e| RemoteError::BadUrl {
         url,
@@ -244,6 +249,14 @@ pub(crate) fn connect_error(cfg: &RemoteConfig, e: &RedisError) -> RemoteError {
         || text.contains("invalid password")
     {
         RemoteError::Auth { url, reason: text }
+    } else if text.contains("UnknownIssuer") {
+        RemoteError::Connect {
+            url,
+            reason: format!(
+                "{text} (no trusted CA signed the server's certificate: \
+                 name its CA with RemoteConfig::tls_ca_file or --tls-ca-file)"
+            ),
+        }
     } else {
         RemoteError::Connect { url, reason: text }
     }
