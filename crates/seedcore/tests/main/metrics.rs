@@ -3,7 +3,7 @@
 //! stats, percentiles within 1% of a known distribution, and the HTTP
 //! endpoint (feature `http`, hyper's, read with ureq).
 
-mod common;
+use crate::common;
 
 use seedcore::{ConcurrentSystem, ExecutorKind, Priority, TaskOptions};
 use std::collections::{BTreeMap, HashMap};

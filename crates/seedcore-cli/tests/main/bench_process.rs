@@ -3,7 +3,7 @@
 //! (metric, subject) pair is there, with a positive value, or (for a Python
 //! subject) as a skip line with a reason. Timings are never compared.
 
-mod common;
+use crate::common;
 
 /// Subjects that are part of this binary and must always be measured.
 const OWN: [(&str, &[&str]); 3] = [

@@ -7,7 +7,7 @@
 //! arguments and results over the frame limit, callbacks attached after
 //! shutdown, and the first tasks spread over idle workers.
 
-mod common;
+use crate::common;
 
 use common::eventually;
 use seedcore::{ConcurrentSystem, ShutdownMode, SubmitError, TaskError, TaskFuture, TaskOptions};

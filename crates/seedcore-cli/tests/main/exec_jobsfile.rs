@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-mod common;
+use crate::common;
 
 use common::BIN;
 

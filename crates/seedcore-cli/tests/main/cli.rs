@@ -6,7 +6,7 @@
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-mod common;
+use crate::common;
 
 use common::BIN;
 

@@ -2,7 +2,7 @@
 //! full pool, from an async task, and a `CancelQueued` shutdown of a
 //! process pool with work queued.
 
-mod common;
+use crate::common;
 
 use common::{eventually, process_builder as builder, wait_process as wait, PROCESS_WAIT};
 use seedcore::{ConcurrentSystem, ShutdownMode, TaskError, TaskOptions};

@@ -3,7 +3,7 @@
 //! value, or (for a Python peer) as a skip line with a reason. Timings are
 //! never compared.
 
-mod common;
+use crate::common;
 
 /// Pairs measured in this binary: always there, with a value.
 const OWN: [(&str, &str, &str); 6] = [

@@ -1,7 +1,7 @@
 //! Behaviour of thread tasks: values, errors, panics, priorities, timeouts,
 //! retries, cancellation, status and the ways to wait for a `TaskFuture`.
 
-mod common;
+use crate::common;
 
 use common::{eventually, spin_until_cancelled, Gate, MyError, LONG, PANIC_MARKER};
 use rand::{Rng, SeedableRng};

@@ -2,7 +2,7 @@
 //! errors in place and stop-on-error, backpressure, cancellation, chunk
 //! timeouts and retries, streams, folds, channels and pipelines.
 
-mod common;
+use crate::common;
 
 use common::{builder, eventually, system, Gate, LONG, PANIC_MARKER};
 use futures_util::StreamExt;

@@ -2,7 +2,7 @@
 //! free loopback port, with real `seedcore worker` processes. Skips with a
 //! printed reason where `redis-server` is not installed.
 
-mod common;
+use crate::common;
 
 use common::BIN;
 use seedcore::remote::{RemoteClient, RemoteConfig, RemoteError, RemoteId, ServeOptions};

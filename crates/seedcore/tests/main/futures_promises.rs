@@ -1,7 +1,7 @@
 //! What users of concurrent.futures rely on: nested waits in a full pool,
 //! cancelling twice, and bad map settings reported as errors.
 
-mod common;
+use crate::common;
 
 use common::LONG;
 use seedcore::{ChunkSize, SubmitError, TaskError, TaskErrorKind, TaskOptions};

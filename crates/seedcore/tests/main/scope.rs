@@ -1,7 +1,7 @@
 //! Scoped work: thread tasks and maps that borrow from the caller's stack,
 //! and a scope that does not return before their code has.
 
-mod common;
+use crate::common;
 
 use seedcore::{ConcurrentSystem, TaskError, TaskOptions};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

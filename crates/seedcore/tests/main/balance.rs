@@ -1,7 +1,7 @@
 //! The balancer: its decisions with a made-up clock and made-up readings,
 //! then the real pools growing under a burst and shrinking back.
 
-mod common;
+use crate::common;
 
 use common::{eventually, Gate, LONG};
 use seedcore::balance::{BalanceSettings, Balancer, EventKind, LoadReading, PoolReading, Readings};

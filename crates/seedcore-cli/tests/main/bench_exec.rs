@@ -2,7 +2,7 @@
 //! output: every subject of both workloads, measured or skipped with a
 //! reason (GNU parallel where it is not installed). No figure is judged.
 
-mod common;
+use crate::common;
 
 #[test]
 fn bench_exec_quick_json_has_every_subject_of_both_workloads() {

@@ -1,7 +1,7 @@
 //! Behaviour of completion callbacks on each executor: where they run,
 //! panics in them, callbacks on finished tasks, and `TaskHandle`.
 
-mod common;
+use crate::common;
 
 use common::{eventually, thread_name, Gate, LONG, PANIC_MARKER};
 use seedcore::{

@@ -2,7 +2,7 @@
 //! crashes, timeouts, cancellation, recycling, memory limits, priorities,
 //! shared memory, async tasks, hooks and shutdown.
 
-mod common;
+use crate::common;
 
 use common::eventually;
 use seedcore::{

@@ -2,7 +2,7 @@
 //! future, panics in the future and in its factory, retries with a fresh
 //! future, and priority order when the async slots are full.
 
-mod common;
+use crate::common;
 
 use common::{DropSignal, Gate, MyError, LONG, PANIC_MARKER};
 use rand::{Rng, SeedableRng};

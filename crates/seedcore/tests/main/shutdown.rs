@@ -1,7 +1,7 @@
 //! Behaviour of shutdown (graceful, immediate, by drop), services, and the
 //! stats identity after a mixed run.
 
-mod common;
+use crate::common;
 
 use common::{eventually, spin_until_cancelled, DropSignal, Gate, LONG, PANIC_MARKER};
 use seedcore::{

@@ -2,7 +2,7 @@
 //! limits, no deadlock across lock orders, lock timeouts, permit conflicts,
 //! and release after failures.
 
-mod common;
+use crate::common;
 
 use common::{eventually, Concurrency, Gate, LONG, PANIC_MARKER};
 use seedcore::{ConcurrentSystem, SubmitError, TaskError, TaskFuture, TaskOptions, TaskStatus};
