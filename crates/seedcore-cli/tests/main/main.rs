@@ -13,3 +13,4 @@ mod cli;
 mod exec;
 mod exec_jobsfile;
 mod remote;
+mod remote_tls;
