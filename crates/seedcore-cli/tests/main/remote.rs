@@ -1115,7 +1115,12 @@ fn results_and_retries_outlive_the_submitting_process() {
     let dir = temp_dir("byid");
     // The submitter runs and exits before any worker is up.
     let status = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "remote::detached_submitter", "--ignored", "--quiet"])
+        .args([
+            "--exact",
+            "remote::detached_submitter",
+            "--ignored",
+            "--quiet",
+        ])
         .env("SEEDCORE_TEST_REDIS", redis.url())
         .env("SEEDCORE_TEST_DIR", &dir)
         .stdout(Stdio::null())
