@@ -105,6 +105,7 @@ impl RetryOn {
     pub const ALL: RetryOn = RetryOn(15);
 
     /// The kinds as bits (a retry policy on the wire).
+    #[cfg(feature = "remote")]
     pub(crate) const fn bits(self) -> u8 {
         self.0
     }
@@ -199,12 +200,14 @@ impl RetryPolicy {
 
     /// The policy's parts (retries, backoff, jitter, which failures), as a
     /// message to a remote worker carries them.
+    #[cfg(feature = "remote")]
     pub(crate) fn parts(&self) -> (u32, Backoff, f64, u8) {
         (self.retries, self.backoff, self.jitter, self.on.0)
     }
 
     /// A policy from [`parts`](Self::parts); unknown failure bits are
     /// dropped.
+    #[cfg(feature = "remote")]
     pub(crate) fn from_parts(retries: u32, backoff: Backoff, jitter: f64, on: u8) -> Self {
         RetryPolicy {
             retries,
@@ -222,6 +225,7 @@ impl RetryPolicy {
 
     /// The longest delay before attempt `attempt + 1` (jitter at its
     /// widest).
+    #[cfg(feature = "remote")]
     pub(crate) fn delay_max(&self, attempt: u32) -> Duration {
         let secs = self.base_delay(attempt).as_secs_f64() * (1.0 + self.jitter);
         Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)

@@ -473,6 +473,7 @@ impl<B: Body> TaskCell<B> {
 
     /// [`end`](Self::end) with an outcome that is final: no retry follows
     /// (the executor retried already, as a remote worker does).
+    #[cfg(feature = "remote")]
     pub(crate) fn end_final(self: &Arc<Self>, a: Attempt, out: Result<B::Output, TaskError>) {
         self.end_with(a, out, false);
     }
