@@ -41,17 +41,60 @@ pub(crate) struct Shared {
     pub(crate) sched: Arc<Scheduler>,
     /// What each task record holds of `sched`: one pointer.
     pub(crate) sched_ref: crate::task::SchedRef,
-    pub(crate) threads: Arc<ThreadPool>,
-    pub(crate) asyncs: Arc<AsyncExec>,
-    pub(crate) process: Arc<ProcessPool>,
     /// The balancer thread, its events, and the monitor (balance/).
     pub(crate) balance: crate::balance::BalanceState,
-    /// The GPU executor, registered by the first GPU task (exec/gpu/).
-    #[cfg(feature = "cuda")]
-    pub(crate) gpu: crate::exec::gpu::GpuSlot,
-    /// The remote executor's slot, once attached (exec/remote/).
-    #[cfg(feature = "remote")]
-    pub(crate) remote: std::sync::OnceLock<(u8, Arc<crate::exec::remote::client::RemoteExec>)>,
+}
+
+impl Shared {
+    /// The thread pool (its slot is fixed at build).
+    pub(crate) fn threads(&self) -> &ThreadPool {
+        self.sched.registry.at(THREADS)
+    }
+
+    /// The async runtime (its slot is fixed at build).
+    pub(crate) fn asyncs(&self) -> &AsyncExec {
+        self.sched.registry.at(ASYNC)
+    }
+
+    /// The process pool (its slot is fixed at build).
+    pub(crate) fn process(&self) -> &ProcessPool {
+        self.sched.registry.at(PROCESSES)
+    }
+
+    /// The one way an executor joins a running system: into the table,
+    /// and seen by the balancer when it can change size.
+    pub(crate) fn register(self: &Arc<Self>, e: Arc<dyn Executor>) -> Result<u8, SubmitError> {
+        let slot = self.sched.register(e)?;
+        self.balance_new_executor();
+        Ok(slot)
+    }
+
+    /// The executor of `kind`, as its own type: started by `start` and
+    /// registered on first use (the GPU, command and remote executors). A
+    /// start that failed is not tried again: its error is the answer.
+    pub(crate) fn executor_or_start<E: Executor>(
+        self: &Arc<Self>,
+        kind: ExecutorKind,
+        start: impl FnOnce() -> Result<Arc<E>, SubmitError>,
+    ) -> Result<(u8, Arc<E>), SubmitError> {
+        self.sched.registry.get_or_add(
+            kind,
+            || self.sched.check_open(),
+            start,
+            || self.balance_new_executor(),
+        )
+    }
+
+    /// The executor of `kind`, as its own type, if it is registered.
+    pub(crate) fn executor<E: Executor>(&self, kind: ExecutorKind) -> Option<(u8, Arc<E>)> {
+        self.sched.registry.typed(kind)
+    }
+
+    fn balance_new_executor(self: &Arc<Self>) {
+        if let Err(e) = crate::balance::BalanceState::start(self) {
+            log::error!("seedcore: could not start the balancer thread: {e}");
+        }
+    }
 }
 
 /// An executor added with [`ConcurrentSystem::add_executor`]: pass it to
@@ -414,9 +457,9 @@ impl SystemBuilder {
         let sched = Arc::new(Scheduler::new(stats, timer, callbacks));
         let services = Arc::new(ServiceExec::new(config.name.clone()));
         let table: [(u8, Arc<dyn Executor>); 4] = [
-            (THREADS, threads.clone()),
-            (PROCESSES, process.clone()),
-            (ASYNC, asyncs.clone()),
+            (THREADS, threads),
+            (PROCESSES, process),
+            (ASYNC, asyncs),
             (SERVICES, services),
         ];
         for (slot, e) in table {
@@ -427,14 +470,7 @@ impl SystemBuilder {
             config,
             sched_ref: Arc::new(sched.clone() as Arc<dyn crate::task::Schedule>),
             sched,
-            threads,
-            asyncs,
-            process,
             balance: crate::balance::BalanceState::new(),
-            #[cfg(feature = "cuda")]
-            gpu: Default::default(),
-            #[cfg(feature = "remote")]
-            remote: std::sync::OnceLock::new(),
         });
         crate::balance::BalanceState::start(&shared).map_err(|e| os("balance.interval", e))?;
         let system = ConcurrentSystem { shared };
@@ -569,7 +605,7 @@ impl ConcurrentSystem {
         Fut: Future<Output = T> + Send + 'static,
         F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
     {
-        let body = AsyncBody::new(&self.shared.asyncs, move |cx: TaskContext| {
+        let body = AsyncBody::new(self.shared.asyncs(), move |cx: TaskContext| {
             factory(cx).map(Ok::<T, TaskError>)
         });
         self.submit_body(opts, ASYNC, body)
@@ -588,7 +624,7 @@ impl ConcurrentSystem {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
     {
-        let body = AsyncBody::new(&self.shared.asyncs, move |cx: TaskContext| {
+        let body = AsyncBody::new(self.shared.asyncs(), move |cx: TaskContext| {
             factory(cx).map(|r| r.map_err(TaskError::failed))
         });
         self.submit_body(opts, ASYNC, body)
@@ -672,7 +708,7 @@ impl ConcurrentSystem {
         if crate::exec::process::is_worker() {
             return Err(SubmitError::InsideWorker);
         }
-        self.shared.process.admit(name)
+        self.shared.process().admit(name)
     }
 
     /// Checks the encoded arguments against what one frame carries, then
@@ -709,7 +745,11 @@ impl ConcurrentSystem {
             });
         }
         let body = ProcessBody {
-            pool: self.shared.process.clone(),
+            pool: self
+                .shared
+                .executor::<ProcessPool>(ExecutorKind::Processes)
+                .expect("the process pool is built in")
+                .1,
             task: task.name(),
             args: bytes,
             fds,
@@ -747,11 +787,7 @@ impl ConcurrentSystem {
     /// built-in ones.
     pub fn add_executor<E: Executor>(&self, executor: E) -> Result<ExecutorHandle, SubmitError> {
         let kind = executor.kind();
-        let slot = self.shared.sched.register(Arc::new(executor))?;
-        // A resizable executor is balanced like the built-in ones.
-        if let Err(e) = crate::balance::BalanceState::start(&self.shared) {
-            log::error!("seedcore: could not start the balancer thread: {e}");
-        }
+        let slot = self.shared.register(Arc::new(executor))?;
         Ok(ExecutorHandle { slot, kind })
     }
 
@@ -790,24 +826,16 @@ impl ConcurrentSystem {
         self.submit_body(opts, slot, body)
     }
 
-    /// The command executor's slot, added on first use.
+    /// The command executor's slot, added on first use (unless the
+    /// application added its own).
     fn command_slot(&self) -> Result<u8, SubmitError> {
-        let find = || {
-            self.shared
-                .sched
-                .executors()
-                .find(|(_, e)| e.kind() == crate::command::KIND)
-                .map(|(s, _)| s)
-        };
-        if let Some(s) = find() {
-            return Ok(s);
-        }
         let settings = &self.shared.config.command;
-        match self.add_executor(crate::command::CommandExecutor::from_settings(settings)) {
-            Ok(h) => Ok(h.slot),
-            // Added by another thread meanwhile.
-            Err(e) => find().ok_or(e),
-        }
+        let (slot, _) = self.shared.executor_or_start(crate::command::KIND, || {
+            Ok(Arc::new(crate::command::CommandExecutor::from_settings(
+                settings,
+            )))
+        })?;
+        Ok(slot)
     }
 
     /// The configuration the system runs with.
@@ -873,7 +901,7 @@ impl ConcurrentSystem {
     /// threads above it exit now. The balancer does this by itself under
     /// its expand and shrink policies; this is the manual form.
     pub fn resize_threads(&self, target: usize) -> usize {
-        self.resize_on(&*self.shared.threads, target)
+        self.resize_on(self.shared.threads(), target)
     }
 
     /// Sets how many worker processes to keep, within
@@ -881,7 +909,7 @@ impl ConcurrentSystem {
     /// set; [`resize`](Self::resize) for [`ExecutorKind::Processes`].
     /// Starts the pool if it has not started yet.
     pub fn resize_processes(&self, target: usize) -> usize {
-        self.resize_on(&*self.shared.process, target)
+        self.resize_on(self.shared.process(), target)
     }
 
     /// Whether the system has stopped accepting tasks.

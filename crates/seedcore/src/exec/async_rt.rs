@@ -507,10 +507,10 @@ pub(crate) struct AsyncBody<T, F, Fut> {
 impl<T, F, Fut> AsyncBody<T, F, Fut> {
     /// A body run by `exec`, which must be the executor registered in the
     /// scheduler of the task this body goes into.
-    pub(crate) fn new(exec: &Arc<AsyncExec>, factory: F) -> Self {
+    pub(crate) fn new(exec: &AsyncExec, factory: F) -> Self {
         AsyncBody {
             factory,
-            exec: ExecRef(NonNull::from(&**exec)),
+            exec: ExecRef(NonNull::from(exec)),
             finished: AtomicU32::new(0),
             registered: AtomicU32::new(0),
             _out: PhantomData,

@@ -8,7 +8,7 @@
 //! shards. Each histogram is made at its row's first value and grows with
 //! the range of values seen, so rows never used cost nothing.
 
-use super::MAX_EXECUTORS;
+use super::registry::MAX_EXECUTORS;
 use crate::error::TaskErrorKind;
 use crate::observe::stats::{new_hdr, Histogram};
 use crate::observe::Stats;

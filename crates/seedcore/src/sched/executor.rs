@@ -61,7 +61,7 @@ use std::time::Instant;
 ///
 /// The scheduler calls it from any thread; it must not block in
 /// [`accept`](Self::accept) on work of its own.
-pub trait Executor: Send + Sync + 'static {
+pub trait Executor: std::any::Any + Send + Sync {
     /// Which executor this is: its row in stats, the monitor and metrics.
     fn kind(&self) -> ExecutorKind;
 
@@ -173,6 +173,17 @@ impl Runnable {
     /// executor that cannot run it any more, for example at shutdown).
     pub fn fail(&self, error: TaskError) -> bool {
         self.job.fail(error)
+    }
+
+    /// What the built-in executor of this task needs beyond [`run`](Self::run)
+    /// (the process pool's view of a process task, a GPU task's
+    /// placement), if the task carries a value of type `R`.
+    pub(crate) fn route<R: std::any::Any + Clone>(&self) -> Option<R> {
+        let mut found = None;
+        self.job
+            .clone()
+            .route(&mut |v| found = v.downcast_ref::<R>().cloned());
+        found
     }
 }
 

@@ -33,6 +33,7 @@ mod executor;
 pub(crate) mod idle;
 pub(crate) mod locks;
 mod queue;
+pub(crate) mod registry;
 pub(crate) mod timer;
 
 pub use background::ShutdownHandle;
@@ -53,13 +54,10 @@ use crossbeam_utils::CachePadded;
 use locks::LockTable;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use timer::Timer;
-
-/// Executors one system can hold (the built-in ones and those added).
-pub(crate) const MAX_EXECUTORS: usize = 16;
 
 /// How long cancelled work gets to notice its token once a shutdown has
 /// used its timeout, and the callback thread to run the last callbacks.
@@ -121,9 +119,8 @@ pub(crate) struct Scheduler {
     /// Set by an immediate shutdown asked for while a graceful one waits:
     /// the waiting one stops waiting and stops the work instead.
     escalate: AtomicBool,
-    executors: [OnceLock<Arc<dyn Executor>>; MAX_EXECUTORS],
-    /// Executors registered so far (registration is rare: under a lock).
-    registered: Mutex<usize>,
+    /// The executors, by slot and by kind.
+    pub(crate) registry: registry::Registry,
     /// Written by every submission: kept on a line of its own.
     next_id: CachePadded<AtomicU64>,
     shutdown_done: Mutex<Option<ShutdownReport>>,
@@ -139,8 +136,7 @@ impl Scheduler {
             closed: AtomicBool::new(false),
             cancel_all: AtomicBool::new(false),
             escalate: AtomicBool::new(false),
-            executors: std::array::from_fn(|_| OnceLock::new()),
-            registered: Mutex::new(0),
+            registry: registry::Registry::new(),
             next_id: CachePadded::new(AtomicU64::new(1)),
             shutdown_done: Mutex::new(None),
         }
@@ -148,40 +144,16 @@ impl Scheduler {
 
     /// Adds `e` to the table; its slot, which its tasks carry.
     pub(crate) fn register(&self, e: Arc<dyn Executor>) -> Result<u8, SubmitError> {
-        let mut n = self.registered.lock();
-        if self.is_closed() {
-            return Err(SubmitError::SystemClosed);
-        }
-        let kind = e.kind();
-        if self.executors().any(|(_, x)| x.kind() == kind) {
-            return Err(SubmitError::InvalidOptions(format!(
-                "an executor of kind `{kind}` is already registered"
-            )));
-        }
-        if *n >= MAX_EXECUTORS {
-            return Err(SubmitError::InvalidOptions(format!(
-                "a system holds at most {MAX_EXECUTORS} executors"
-            )));
-        }
-        let slot = *n;
-        let _ = self.executors[slot].set(e);
-        *n += 1;
-        Ok(slot as u8)
+        self.registry.add(e, || self.check_open())
     }
 
     /// The registered executors with their slots, in registration order.
     pub(crate) fn executors(&self) -> impl Iterator<Item = (u8, &Arc<dyn Executor>)> {
-        self.executors
-            .iter()
-            .map_while(|e| e.get())
-            .enumerate()
-            .map(|(i, e)| (i as u8, e))
+        self.registry.iter()
     }
 
     fn executor(&self, slot: u8) -> &Arc<dyn Executor> {
-        self.executors[slot as usize]
-            .get()
-            .expect("tasks carry registered slots")
+        self.registry.get(slot)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -219,7 +191,8 @@ impl Scheduler {
     /// Queues a fresh task, then closes the race with a concurrent
     /// shutdown (step 1).
     pub(crate) fn enqueue<B: Body>(&self, cell: Arc<TaskCell<B>>) -> TaskFuture<B::Output> {
-        B::enqueue(self, cell.clone());
+        self.executor(cell.header.exec())
+            .accept(Runnable::new(cell.clone()));
         if self.closed.load(Ordering::SeqCst) {
             cell.resolve(Err(TaskError::SystemShutdown));
         }

@@ -44,6 +44,7 @@ use super::{StopReason, TaskId, TaskStatus};
 use crate::error::{TaskError, TaskErrorKind};
 use crate::options::{Opts, Priority, TaskOptions};
 use parking_lot::Mutex;
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -293,6 +294,10 @@ pub(crate) trait Job: Send + Sync + 'static {
     /// (`since`: when the wait began).
     fn lock_deadline(&self, wait: u64, lock: Arc<str>, since: Instant);
 
+    /// Shows `visit` what the task's executor needs of it beyond
+    /// [`run`](Self::run) (see [`Body::route`]); nothing for most tasks.
+    fn route(self: Arc<Self>, visit: &mut dyn FnMut(&dyn Any));
+
     fn is_resolved(&self) -> bool {
         self.header().is_resolved()
     }
@@ -311,12 +316,13 @@ pub(crate) trait Body: Sized + Send + Sync + 'static {
     /// Runs (or starts) the begun attempt `a`; see [`Job::run`].
     fn start(cell: &Arc<TaskCell<Self>>, a: Attempt) -> bool;
 
-    /// Puts the task on its executor's queue; by default the executor in
-    /// the task's slot of `sched` (the task's own scheduler, passed in so
-    /// that a fresh submission bumps no reference count for it).
-    fn enqueue(sched: &dyn Schedule, cell: Arc<TaskCell<Self>>) {
-        let exec = cell.header.exec();
-        sched.enqueue(exec, cell);
+    /// What the executor needs of the task beyond running it, shown to
+    /// `visit` as a value of the executor's own type (the process pool's
+    /// view of a process task, a GPU task's placement): it travels with
+    /// the task's `Runnable` into `Executor::accept`, the one way in.
+    /// Nothing by default.
+    fn route(cell: Arc<TaskCell<Self>>, visit: &mut dyn FnMut(&dyn Any)) {
+        let _ = (cell, visit);
     }
 
     /// Asks the executor to really stop attempt `n`; by default the
@@ -512,8 +518,8 @@ impl<B: Body> TaskCell<B> {
         h.sched.attempt_reverted(h);
         self.release_locks();
         if !h.is_resolved() {
-            let sched = h.sched.clone();
-            B::enqueue(&**sched, self);
+            let (sched, exec) = (h.sched.clone(), h.exec());
+            sched.enqueue(exec, self);
         }
     }
 
@@ -586,8 +592,8 @@ impl<B: Body> Job for TaskCell<B> {
 
     fn schedule(self: Arc<Self>) {
         if self.requeue() {
-            let sched = self.header.sched.clone();
-            B::enqueue(&**sched, self);
+            let (sched, exec) = (self.header.sched.clone(), self.header.exec());
+            sched.enqueue(exec, self);
         }
     }
 
@@ -625,6 +631,10 @@ impl<B: Body> Job for TaskCell<B> {
                 }
             }
         }
+    }
+
+    fn route(self: Arc<Self>, visit: &mut dyn FnMut(&dyn Any)) {
+        B::route(self, visit);
     }
 
     fn lock_deadline(&self, wait: u64, lock: Arc<str>, since: Instant) {

@@ -17,15 +17,22 @@ pub enum ExecutorKind {
     Processes,
     /// The GPU executor (feature `cuda`): worker threads per CUDA device.
     Gpu,
+    /// The command executor: external commands, each in its own process
+    /// group.
+    Command,
+    /// The remote executor (feature `remote`): worker processes on other
+    /// machines, reached through Redis.
+    Remote,
     /// An executor added with
     /// [`ConcurrentSystem::add_executor`](crate::ConcurrentSystem::add_executor),
-    /// under its own name.
+    /// under its own name (which may not be a built-in executor's).
     Custom(&'static str),
 }
 
 impl ExecutorKind {
     /// The name used in metrics, logs and configuration (`threads`,
-    /// `async`, `services`, `processes`, `gpu`, or a custom executor's own).
+    /// `async`, `services`, `processes`, `gpu`, `command`, `remote`, or a
+    /// custom executor's own).
     pub fn name(self) -> &'static str {
         match self {
             ExecutorKind::Threads => "threads",
@@ -33,8 +40,27 @@ impl ExecutorKind {
             ExecutorKind::Services => "services",
             ExecutorKind::Processes => "processes",
             ExecutorKind::Gpu => "gpu",
+            ExecutorKind::Command => "command",
+            ExecutorKind::Remote => "remote",
             ExecutorKind::Custom(name) => name,
         }
+    }
+
+    /// Every built-in kind, in the order of the system's table.
+    pub const BUILT_IN: [ExecutorKind; 7] = [
+        ExecutorKind::Threads,
+        ExecutorKind::Processes,
+        ExecutorKind::Async,
+        ExecutorKind::Services,
+        ExecutorKind::Gpu,
+        ExecutorKind::Command,
+        ExecutorKind::Remote,
+    ];
+
+    /// The kind named `name` (as [`name`](Self::name) gives it), for the
+    /// built-in kinds; `None` for any other name.
+    pub fn built_in(name: &str) -> Option<ExecutorKind> {
+        Self::BUILT_IN.into_iter().find(|k| k.name() == name)
     }
 }
 

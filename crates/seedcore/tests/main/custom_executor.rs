@@ -475,3 +475,82 @@ fn every_error_kind_resolves_its_task_through_the_core() {
     }
     assert_eq!(system.stats().resolved(), 10);
 }
+
+/// Stats, metrics and the monitor key rows by name: the table takes one
+/// executor per name, and none under a built-in executor's name.
+#[test]
+fn an_executor_name_is_taken_once_and_built_in_names_are_reserved() {
+    let (system, _handle, _shared) = system_with_executor();
+    let failing = || Failing {
+        errors: Mutex::new(Vec::new()),
+    };
+    system.add_executor(failing()).unwrap();
+    for refused in [
+        system.add_executor(failing()),
+        system.add_executor(OneThread::start().0),
+    ] {
+        assert!(matches!(
+            refused,
+            Err(seedcore::SubmitError::InvalidOptions(_))
+        ));
+    }
+    struct Impostor(&'static str);
+    impl Executor for Impostor {
+        fn kind(&self) -> ExecutorKind {
+            ExecutorKind::Custom(self.0)
+        }
+        fn accept(&self, task: Runnable) {
+            task.run();
+        }
+        fn drain(&self) -> Vec<Runnable> {
+            Vec::new()
+        }
+        fn stop(&self, _deadline: Instant, _mode: ShutdownMode) -> StopReport {
+            StopReport::default()
+        }
+        fn stats(&self) -> ExecutorStats {
+            ExecutorStats::new(self.kind())
+        }
+    }
+    for name in [
+        "threads",
+        "processes",
+        "async",
+        "services",
+        "gpu",
+        "command",
+        "remote",
+    ] {
+        let e = system.add_executor(Impostor(name)).unwrap_err();
+        assert!(e.to_string().contains("built-in"), "{name}: {e}");
+    }
+    // The command executor, added on first use, is the built-in one.
+    let out = system
+        .submit_command(
+            TaskOptions::new(),
+            seedcore::command::CommandSpec::shell("exit 0"),
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(out.success());
+    let names: Vec<&str> = system
+        .stats()
+        .executors
+        .iter()
+        .map(|r| r.kind.name())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "threads",
+            "processes",
+            "async",
+            "services",
+            "one-thread",
+            "failing",
+            "command"
+        ]
+    );
+    system.shutdown(ShutdownMode::Immediate);
+}

@@ -40,7 +40,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The command executor's kind: its row in stats, the monitor and metrics.
-pub const KIND: ExecutorKind = ExecutorKind::Custom("command");
+pub const KIND: ExecutorKind = ExecutorKind::Command;
 
 /// What to run: a program with its arguments, or a shell line.
 #[derive(Debug, Clone, PartialEq, Eq)]

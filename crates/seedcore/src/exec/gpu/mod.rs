@@ -27,10 +27,10 @@ use crate::options::{TaskOptions, LEVELS};
 use crate::sched::timer::Timer;
 use crate::sched::ShutdownMode;
 use crate::sched::{join_by, Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
+use crate::task::StopReason;
 use crate::task::{
     caught, Attempt, Body, ExecutorKind, InTask, Job, TaskCell, TaskContext, TaskId,
 };
-use crate::task::{Schedule, StopReason};
 use context::{Lane, StreamPool};
 use cudarc::driver::CudaContext;
 use kernels::ModuleCache;
@@ -615,7 +615,8 @@ impl Executor for GpuExecutor {
     }
 
     fn accept(&self, task: Runnable) {
-        self.place(task, Route::default());
+        let route = task.route::<Route>().unwrap_or_default();
+        self.place(task, route);
     }
 
     fn stop_attempt(&self, task: TaskId, _attempt: u32, why: StopReason) {
@@ -747,7 +748,6 @@ impl Executor for GpuExecutor {
 /// [`GpuContext`], and where it may be placed.
 pub(crate) struct GpuBody<T, F> {
     f: F,
-    exec: Arc<GpuExecutor>,
     route: Route,
     _out: PhantomData<fn() -> T>,
 }
@@ -785,10 +785,9 @@ where
         false
     }
 
-    fn enqueue(_sched: &dyn Schedule, cell: Arc<TaskCell<Self>>) {
-        let exec = cell.body().exec.clone();
-        let route = cell.body().route;
-        exec.place(Runnable::new(cell), route);
+    /// Where the task may be placed.
+    fn route(cell: Arc<TaskCell<Self>>, visit: &mut dyn FnMut(&dyn std::any::Any)) {
+        visit(&cell.body().route);
     }
 }
 
@@ -811,9 +810,6 @@ fn task_error(e: BoxError, device: usize) -> TaskError {
     }
 }
 
-/// The system's GPU executor, registered on first use.
-pub(crate) type GpuSlot = std::sync::OnceLock<Result<(u8, Arc<GpuExecutor>), SubmitError>>;
-
 impl crate::ConcurrentSystem {
     /// Starts the GPU executor with `config` (feature `cuda`); without
     /// this, the first [`submit_gpu`](Self::submit_gpu) starts it with the
@@ -826,12 +822,9 @@ impl crate::ConcurrentSystem {
     fn gpu_executor(&self, config: &GpuConfig) -> Result<(u8, Arc<GpuExecutor>), SubmitError> {
         let shared = self.shared();
         shared.sched.check_open()?;
-        let slot = shared.gpu.get_or_init(|| {
-            let exec = GpuExecutor::start(&shared.config.name, config, shared.sched.timer.clone())?;
-            let slot = shared.sched.register(exec.clone())?;
-            Ok((slot, exec))
-        });
-        slot.clone()
+        shared.executor_or_start(ExecutorKind::Gpu, || {
+            GpuExecutor::start(&shared.config.name, config, shared.sched.timer.clone())
+        })
     }
 
     /// Runs `f` on a GPU (feature `cuda`) and returns its future at once.
@@ -890,7 +883,6 @@ impl crate::ConcurrentSystem {
         };
         let body = GpuBody {
             f: move |g: &GpuContext| f(g).map_err(|e| task_error(e.into(), g.device())),
-            exec,
             route,
             _out: PhantomData,
         };

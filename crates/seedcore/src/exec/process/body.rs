@@ -3,7 +3,8 @@
 
 use super::dispatch::{ProcessJob, ProcessPool};
 use crate::error::TaskError;
-use crate::task::{Attempt, Body, Deadline, Schedule, TaskCell};
+use crate::task::{Attempt, Body, Deadline, TaskCell};
+use std::any::Any;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,9 +36,10 @@ impl<T: Send + 'static> Body for ProcessBody<T> {
         false
     }
 
-    fn enqueue(_sched: &dyn Schedule, cell: Arc<TaskCell<Self>>) {
-        let pool = cell.body().pool.clone();
-        pool.push(cell);
+    /// The pool's view of the task: its name and encoded arguments.
+    fn route(cell: Arc<TaskCell<Self>>, visit: &mut dyn FnMut(&dyn Any)) {
+        let job: Arc<dyn ProcessJob> = cell;
+        visit(&job);
     }
 
     fn deadline(cell: &TaskCell<Self>, n: u32, limit: Duration) -> Deadline {

@@ -514,9 +514,14 @@ impl Executor for ProcessPool {
     /// Process tasks reach the pool through their own body; a closure task
     /// cannot cross into a worker process.
     fn accept(&self, task: Runnable) {
-        task.fail(TaskError::failed(
-            "the process pool runs registered process tasks only",
-        ));
+        match task.route::<Arc<dyn ProcessJob>>() {
+            Some(job) => self.push(job),
+            None => {
+                task.fail(TaskError::failed(
+                    "the process pool runs registered process tasks only",
+                ));
+            }
+        }
     }
 
     fn stop_attempt(&self, task: TaskId, attempt: u32, why: StopReason) {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// The executor's kind in stats, the monitor and metrics.
-pub(crate) const KIND: ExecutorKind = ExecutorKind::Custom("remote");
+pub(crate) const KIND: ExecutorKind = ExecutorKind::Remote;
 
 /// What the sender writes.
 enum Outgoing {
@@ -1036,7 +1036,7 @@ impl ConcurrentSystem {
         A: serde::Serialize,
         R: serde::de::DeserializeOwned + Send + 'static,
     {
-        let Some((slot, exec)) = self.shared().remote.get() else {
+        let Some((slot, exec)) = self.shared().executor::<RemoteExec>(KIND) else {
             return Err(SubmitError::InvalidOptions(
                 "no remote executor: build the system with SystemBuilder::remote(url)".into(),
             ));
@@ -1048,7 +1048,7 @@ impl ConcurrentSystem {
             ));
         }
         let (body, opts) = exec.body::<R>(task.name(), enc.bytes, rid, opts)?;
-        self.submit_body(opts, *slot, body)
+        self.submit_body(opts, slot, body)
     }
 
     /// The [`RemoteId`] of the remote task `task` submitted by this system
@@ -1058,7 +1058,7 @@ impl ConcurrentSystem {
     /// [`cancel`](super::RemoteClient::cancel) find the task by it from
     /// any process. `None` without a remote executor.
     pub fn remote_id(&self, task: TaskId) -> Option<RemoteId> {
-        let (_, exec) = self.shared().remote.get()?;
+        let (_, exec) = self.shared().executor::<RemoteExec>(KIND)?;
         let i = &exec.inner;
         let pending = i
             .pending
@@ -1075,16 +1075,14 @@ pub(crate) fn attach(
     shared: &Arc<crate::system::Shared>,
     config: RemoteConfig,
 ) -> Result<(), RemoteError> {
-    if shared.remote.get().is_some() {
+    if shared.executor::<RemoteExec>(KIND).is_some() {
         return Err(RemoteError::BadSetting(
             "a remote executor is attached already".into(),
         ));
     }
     let exec = Arc::new(RemoteExec::start(config)?);
-    let slot = shared
-        .sched
-        .register(exec.clone())
+    shared
+        .register(exec)
         .map_err(|e| RemoteError::BadSetting(e.to_string()))?;
-    let _ = shared.remote.set((slot, exec));
     Ok(())
 }

@@ -76,7 +76,7 @@ impl ConcurrentSystem {
         let local = listener.local_addr()?;
         let handle = self
             .shared()
-            .asyncs
+            .asyncs()
             .runtime_handle()
             .ok_or_else(|| io::Error::other("the system's async runtime could not start"))?;
         let listener = {
