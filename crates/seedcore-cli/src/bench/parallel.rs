@@ -22,7 +22,8 @@
 //! `tiny` is `i & 7` (N = 1,000,000; `mp_pool_imap_unordered` maps
 //! 100,000, since with one item per round trip 1,000,000 take about 40 s).
 //! The Python peers run in `python3` from `PATH` with start method fork,
-//! from the script `parallel_peers.py` embedded in this binary; if it
+//! from the script `parallel_peers.py` embedded in this binary, through
+//! the bench's Python harness ([`pyharness`](super::pyharness)); if it
 //! cannot run they are reported as skipped.
 //!
 //! The suite also checks its targets and says in a note whether each is
@@ -30,13 +31,13 @@
 //! process map ≤ 1/3 of `Pool.map` per item, CPU speedup ≥ 1.9 ×
 //! (`cores` = 2).
 
-use super::{note, Entry, Measurement, Scale, Skipped};
+use super::pyharness::Harness;
+use super::{note, Entry, Measurement, Scale};
 use anyhow::{ensure, Context};
 use rayon::prelude::*;
 use seedcore::{ChunkSize, ConcurrentSystem, ShutdownMode};
 use std::hint::black_box;
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The suite's name in reports.
@@ -51,6 +52,14 @@ const SPEEDUP: &str = "cpu_speedup";
 const PY_SCRIPT: &str = include_str!("parallel_peers.py");
 /// The Python peers, in report order.
 const PY_PEERS: [&str; 2] = ["mp_pool_map", "mp_pool_imap_unordered"];
+/// The one metric the Python peers report, with its unit.
+const PY_METRICS: [(&str, &str); 1] = [(TINY, "ns")];
+/// The script's side of the suite.
+const HARNESS: Harness = Harness {
+    suite: SUITE,
+    metrics: &PY_METRICS,
+    subjects: &PY_PEERS,
+};
 /// Chunks of the CPU-bound map (as in `shared/peers`).
 const CPU_CHUNKS: u64 = 64;
 
@@ -436,137 +445,31 @@ fn cpu_speedup(scale: Scale, sz: Sizes) -> anyhow::Result<Vec<(Measurement, f64)
     Ok(out)
 }
 
-/// `map_tiny_ns` for the Python peers; skipped entries if python3 or the
-/// script cannot run.
+/// `map_tiny_ns` for the Python peers, through the harness: `python3`
+/// from `PATH` runs `parallel_peers.py`; a peer it did not report (or
+/// every peer, where it cannot run) comes back skipped with the reason.
 fn python_tiny(scale: Scale, sz: Sizes) -> Vec<Entry> {
-    let skip_all = |why: String| -> Vec<Entry> {
-        PY_PEERS
-            .iter()
-            .map(|&subject| {
-                Entry::Skipped(Skipped {
-                    suite: SUITE,
-                    metric: TINY,
-                    subject,
-                    unit: "ns",
-                    reason: why.clone(),
-                })
-            })
-            .collect()
-    };
+    let args: Vec<String> = [
+        ("--workers", scale.workers),
+        ("--n", sz.tiny_n),
+        ("--n-imap", sz.imap_n),
+        ("--reps", sz.tiny_reps),
+        ("--imap-reps", sz.imap_reps),
+    ]
+    .into_iter()
+    .flat_map(|(flag, v)| [flag.to_string(), v.to_string()])
+    .collect();
+    let expected = PY_PEERS.map(|subject| (TINY, subject));
     let limit = Duration::from_secs(if scale.quick { 120 } else { 600 });
-    let out = match run_python(scale, sz, limit) {
-        Ok(out) => out,
-        Err(e) => return skip_all(format!("the Python peers did not run: {e:#}")),
-    };
-    let mut entries: Vec<Entry> = Vec::new();
-    for line in out.lines().filter(|l| !l.trim().is_empty()) {
-        match parse_line(line) {
-            Some(e) => entries.push(e),
-            None => note(&format!("python peers: ignored output line {line:?}")),
-        }
-    }
-    for subject in PY_PEERS {
-        let reported = entries.iter().any(|e| match e {
-            Entry::Measured(m) => m.subject == subject,
-            Entry::Skipped(s) => s.subject == subject,
-        });
-        if !reported {
-            entries.extend(
-                skip_all("the Python script did not report it (see its stderr above)".into())
-                    .into_iter()
-                    .filter(|e| matches!(e, Entry::Skipped(s) if s.subject == subject)),
-            );
-        }
-    }
-    entries.sort_by_key(|e| {
-        let s = match e {
-            Entry::Measured(m) => m.subject,
-            Entry::Skipped(s) => s.subject,
-        };
-        PY_PEERS.iter().position(|p| *p == s)
-    });
+    let mut entries = HARNESS.run_script(
+        Path::new("python3"),
+        ("parallel-peers", PY_SCRIPT),
+        &args,
+        &expected,
+        limit,
+    );
+    Entry::sort_in(&mut entries, &PY_METRICS, &PY_PEERS);
     entries
-}
-
-/// Runs the embedded script with `python3 -` (the script on stdin),
-/// killing it after `limit`; returns its stdout. Its stderr (progress
-/// notes) passes through.
-fn run_python(scale: Scale, sz: Sizes, limit: Duration) -> anyhow::Result<String> {
-    let mut child = Command::new("python3")
-        .arg("-")
-        .args(["--workers", &scale.workers.to_string()])
-        .args(["--n", &sz.tiny_n.to_string()])
-        .args(["--n-imap", &sz.imap_n.to_string()])
-        .args(["--reps", &sz.tiny_reps.to_string()])
-        .args(["--imap-reps", &sz.imap_reps.to_string()])
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("python3 cannot start")?;
-    {
-        let mut stdin = child.stdin.take().context("python3's stdin")?;
-        stdin.write_all(PY_SCRIPT.as_bytes())?;
-    }
-    let mut stdout = child.stdout.take().context("python3's stdout")?;
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break Some(st);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = reader.join().unwrap_or_default();
-    match status {
-        Some(st) if st.success() => Ok(out),
-        Some(st) if !out.trim().is_empty() => {
-            note(&format!(
-                "python peers exited with {st}; keeping what they reported"
-            ));
-            Ok(out)
-        }
-        Some(st) => anyhow::bail!("python3 exited with {st}"),
-        None => anyhow::bail!("python3 ran past {} s and was killed", limit.as_secs()),
-    }
-}
-
-/// One JSON line of the Python script, if it names a known peer and has
-/// positive samples or a skip reason.
-fn parse_line(line: &str) -> Option<Entry> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    if v["metric"] != TINY {
-        return None;
-    }
-    let subject = PY_PEERS.into_iter().find(|s| v["subject"] == *s)?;
-    if let Some(reason) = v["skipped"].as_str() {
-        return Some(Entry::Skipped(Skipped {
-            suite: SUITE,
-            metric: TINY,
-            subject,
-            unit: "ns",
-            reason: reason.to_string(),
-        }));
-    }
-    let samples: Vec<f64> = v["samples"]
-        .as_array()?
-        .iter()
-        .map(serde_json::Value::as_f64)
-        .collect::<Option<_>>()?;
-    if samples.is_empty() || samples.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return None;
-    }
-    Some(Entry::Measured(measurement(TINY, subject, "ns", samples)))
 }
 
 #[cfg(test)]
@@ -575,23 +478,21 @@ mod tests {
 
     #[test]
     fn parses_python_lines() {
-        let m = parse_line(
+        let m = HARNESS.parse_line(
             r#"{"metric": "map_tiny_ns", "subject": "mp_pool_map", "unit": "ns", "samples": [120.0, 130.0]}"#,
         );
         assert!(matches!(m, Some(Entry::Measured(m)) if m.value == 125.0));
-        let s = parse_line(
+        let s = HARNESS.parse_line(
             r#"{"metric": "map_tiny_ns", "subject": "mp_pool_imap_unordered", "unit": "ns", "skipped": "no"}"#,
         );
         assert!(matches!(s, Some(Entry::Skipped(s)) if s.reason == "no"));
-        assert!(
-            parse_line(r#"{"metric": "other", "subject": "mp_pool_map", "samples": [1.0]}"#)
-                .is_none()
-        );
-        assert!(parse_line(
-            r#"{"metric": "map_tiny_ns", "subject": "mp_pool_map", "samples": [0.0]}"#
-        )
-        .is_none());
-        assert!(parse_line("not json").is_none());
+        assert!(HARNESS
+            .parse_line(r#"{"metric": "other", "subject": "mp_pool_map", "samples": [1.0]}"#)
+            .is_none());
+        assert!(HARNESS
+            .parse_line(r#"{"metric": "map_tiny_ns", "subject": "mp_pool_map", "samples": [0.0]}"#)
+            .is_none());
+        assert!(HARNESS.parse_line("not json").is_none());
     }
 
     #[test]

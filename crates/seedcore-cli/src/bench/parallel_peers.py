@@ -1,8 +1,9 @@
 """Python peers of `seedcore bench parallel`.
 
-Embedded in the seedcore binary (bench/parallel.rs) and run by it with python3:
+Embedded in the seedcore binary (bench/parallel.rs), written to a temporary
+file and run by it with python3 (bench/pyharness.rs):
 
-    python3 - --workers W --n N --n-imap M --reps R --imap-reps Q
+    python3 parallel_peers.py --workers W --n N --n-imap M --reps R --imap-reps Q
 
 Workload `map_tiny_ns` (the style of shared/peers/python/bench.py): map a
 no-op task (`i & 7`) over range(N) with multiprocessing.Pool(W), start

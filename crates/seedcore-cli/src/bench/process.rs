@@ -36,7 +36,9 @@
 //! A peer that cannot run is reported as skipped, with the reason and how
 //! to install it.
 
-use super::pyharness::{install_pebble, probe, venv_dir, Harness, NO_PIP_ENV, PEBBLE};
+use super::pyharness::{
+    install_peers, module_version, python_version, venv_dir, Harness, InstallError, PEBBLE,
+};
 use super::report::percentile;
 use super::tiny::{expected, task};
 use super::{note, Entry, Measurement, Scale};
@@ -448,10 +450,7 @@ impl PythonEnv {
     /// what is missing becomes a reason to skip.
     fn prepare(install: bool) -> PythonEnv {
         let system = PathBuf::from("python3");
-        let version = match probe(
-            &system,
-            "import sys; print('%d.%d.%d' % sys.version_info[:3])",
-        ) {
+        let version = match python_version(&system) {
             Ok(v) => v,
             Err(e) => {
                 return PythonEnv {
@@ -461,7 +460,6 @@ impl PythonEnv {
                 }
             }
         };
-        let pebble_probe = "import pebble; print(pebble.__version__)";
         let found = |python: PathBuf, pebble: String, place: &str| PythonEnv {
             notes: vec![format!(
                 "process: Python peers: {} (Python {version}), pebble {pebble} ({place})",
@@ -470,12 +468,12 @@ impl PythonEnv {
             python: Ok(python),
             no_pebble: None,
         };
-        if let Ok(v) = probe(&system, pebble_probe) {
+        if let Ok(v) = module_version(&system, "pebble") {
             return found(system, v, "installed in the system Python");
         }
         let venv = venv_dir();
         let venv_python = venv.join("bin").join("python");
-        if let Ok(v) = probe(&venv_python, pebble_probe) {
+        if let Ok(v) = module_version(&venv_python, "pebble") {
             return found(venv_python, v, &format!("from {}", venv.display()));
         }
         let why = if !install {
@@ -484,11 +482,9 @@ impl PythonEnv {
                  {PEBBLE} with pip into {}, or install it yourself: `pip install {PEBBLE}`",
                 venv.display()
             )
-        } else if std::env::var_os(NO_PIP_ENV).is_some() {
-            format!("pebble is not installed (and {NO_PIP_ENV} forbids installing it)")
         } else {
-            match install_pebble(&system, &venv) {
-                Ok(()) => match probe(&venv_python, pebble_probe) {
+            match install_peers("process", &system, Some(&venv), &[PEBBLE]) {
+                Ok(()) => match module_version(&venv_python, "pebble") {
                     Ok(v) => {
                         return found(
                             venv_python,
@@ -498,7 +494,8 @@ impl PythonEnv {
                     }
                     Err(e) => format!("pebble was installed but does not import: {e}"),
                 },
-                Err(e) => format!(
+                Err(e @ InstallError::Forbidden) => format!("pebble is not installed (and {e})"),
+                Err(InstallError::Failed(e)) => format!(
                     "pebble is not installed, and installing {PEBBLE} into {} failed: {e}",
                     venv.display()
                 ),

@@ -4,9 +4,11 @@
 //! not report, or that could not run, comes back skipped with the reason;
 //! never a made-up figure. The `process` and `python` suites run
 //! `python_peers.py` for one workload and a list of peers
-//! ([`Harness::run`]); the `remote` suite runs `remote_peers.py`
-//! ([`Harness::run_script`]). The virtual environments and pip installs of
-//! every suite go through [`make_venv`] and [`pip_install`].
+//! ([`Harness::run`]); the `parallel` and `remote` suites run their own
+//! scripts ([`Harness::run_script`]). Every suite looks its interpreter and
+//! peers up with [`python_version`] and [`module_version`] (or [`probe`]),
+//! finds its virtual environment under [`venv_dir`], and installs missing
+//! peers with [`install_peers`], the one place that runs pip.
 
 use super::{note, Entry, Measurement, Scale};
 use std::io::Read;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 /// The script both suites run.
 const PY_SCRIPT: &str = include_str!("python_peers.py");
 /// Set (to anything) to forbid installing peers with pip.
-pub(super) const NO_PIP_ENV: &str = "SEEDCORE_BENCH_NO_PIP";
+const NO_PIP_ENV: &str = "SEEDCORE_BENCH_NO_PIP";
 /// Where to put the virtual environment for pebble, instead of the default.
 const VENV_ENV: &str = "SEEDCORE_PEERS_VENV";
 /// The pebble release installed when it is missing (the one of `shared/peers`).
@@ -263,20 +265,73 @@ pub(super) fn venv_dir() -> PathBuf {
     cache.join("seedcore").join("peers-venv")
 }
 
-/// Creates the virtual environment (if missing) and installs pebble into it.
-pub(super) fn install_pebble(python: &Path, venv: &Path) -> Result<(), String> {
+/// `python`'s version (`3.11.4`), or why it cannot run.
+pub(super) fn python_version(python: &Path) -> Result<String, String> {
+    probe(
+        python,
+        "import sys; print('%d.%d.%d' % sys.version_info[:3])",
+    )
+}
+
+/// The `__version__` of `module` in `python`'s environment, or why it does
+/// not import.
+pub(super) fn module_version(python: &Path, module: &str) -> Result<String, String> {
+    probe(
+        python,
+        &format!("import {module}; print({module}.__version__)"),
+    )
+}
+
+/// Why [`install_peers`] installed nothing.
+#[derive(Debug)]
+pub(super) enum InstallError {
+    /// [`NO_PIP_ENV`] is set: pip was not run.
+    Forbidden,
+    /// Making the virtual environment or pip failed, with its reason.
+    Failed(String),
+}
+
+impl std::fmt::Display for InstallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InstallError::Forbidden => write!(f, "{NO_PIP_ENV} forbids installing it"),
+            InstallError::Failed(e) => write!(f, "installing it with pip failed: {e}"),
+        }
+    }
+}
+
+/// Installs the pip requirements `specs` for suite `who`: into the virtual
+/// environment `venv` (made with `python` first, unless it has an
+/// interpreter already), or with no `venv` into `python`'s own
+/// environment. Refused when [`NO_PIP_ENV`] is set; says on stderr what it
+/// installs where, since pip may take minutes.
+pub(super) fn install_peers(
+    who: &str,
+    python: &Path,
+    venv: Option<&Path>,
+    specs: &[&str],
+) -> Result<(), InstallError> {
+    if std::env::var_os(NO_PIP_ENV).is_some() {
+        return Err(InstallError::Forbidden);
+    }
     note(&format!(
-        "pebble is missing: installing {PEBBLE} into {} with pip",
-        venv.display()
+        "{who}: installing {} into {} with pip",
+        specs.join(" "),
+        venv.unwrap_or(python).display()
     ));
-    let limit = Duration::from_secs(300);
-    make_venv(python, venv)?;
-    pip_install(&venv.join("bin").join("python"), &[PEBBLE], limit)
+    let target = match venv {
+        Some(venv) => {
+            make_venv(python, venv).map_err(InstallError::Failed)?;
+            venv.join("bin").join("python")
+        }
+        None => python.to_path_buf(),
+    };
+    pip_install(&target, specs).map_err(InstallError::Failed)
 }
 
 /// Creates the virtual environment `venv` with `python`, unless it has an
 /// interpreter already.
-pub(super) fn make_venv(python: &Path, venv: &Path) -> Result<(), String> {
+fn make_venv(python: &Path, venv: &Path) -> Result<(), String> {
     if venv.join("bin").join("python").exists() {
         return Ok(());
     }
@@ -289,7 +344,7 @@ pub(super) fn make_venv(python: &Path, venv: &Path) -> Result<(), String> {
 }
 
 /// `python -m pip install specs...` into that interpreter's environment.
-pub(super) fn pip_install(python: &Path, specs: &[&str], limit: Duration) -> Result<(), String> {
+fn pip_install(python: &Path, specs: &[&str]) -> Result<(), String> {
     let mut cmd = Command::new(python);
     cmd.args([
         "-m",
@@ -303,15 +358,19 @@ pub(super) fn pip_install(python: &Path, specs: &[&str], limit: Duration) -> Res
         "1",
     ])
     .args(specs);
-    check(run_with_limit(cmd, limit, true), "pip install")
+    // Generous: numpy or celery with its dependencies on a slow mirror.
+    check(
+        run_with_limit(cmd, Duration::from_secs(600), true),
+        "pip install",
+    )
 }
 
 /// What [`run_with_limit`] returns: the exit status (`None`: killed at the
 /// limit), stdout and stderr (when captured).
-pub(super) type RunResult = std::io::Result<(Option<ExitStatus>, String, String)>;
+type RunResult = std::io::Result<(Option<ExitStatus>, String, String)>;
 
 /// Turns a run into `Ok` when it exited with success, else a reason.
-pub(super) fn check(r: RunResult, what: &str) -> Result<(), String> {
+fn check(r: RunResult, what: &str) -> Result<(), String> {
     match r {
         Ok((Some(s), _, _)) if s.success() => Ok(()),
         Ok((Some(s), _, err)) => Err(format!("{what}: {s}: {}", last_line(err.as_bytes()))),
@@ -323,7 +382,7 @@ pub(super) fn check(r: RunResult, what: &str) -> Result<(), String> {
 /// Runs `cmd` with stdout captured (and stderr captured when
 /// `capture_stderr`, else shown on this process's stderr), killing it if it
 /// runs longer than `limit`.
-pub(super) fn run_with_limit(mut cmd: Command, limit: Duration, capture_stderr: bool) -> RunResult {
+fn run_with_limit(mut cmd: Command, limit: Duration, capture_stderr: bool) -> RunResult {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped());
     cmd.stderr(if capture_stderr {
         Stdio::piped()

@@ -19,10 +19,9 @@
 //! peers (pebble, loky, numpy) are installed with pip into that same
 //! environment; otherwise they are skipped with the reason.
 
-use super::pyharness::{pip_install, probe, Harness, NO_PIP_ENV, PEBBLE};
+use super::pyharness::{install_peers, module_version, python_version, Harness, PEBBLE};
 use super::{note, Entry, Scale};
 use std::path::PathBuf;
-use std::time::Duration;
 
 const SUITE: &str = "python";
 const TINY: &str = "tiny_task_ns";
@@ -73,10 +72,7 @@ impl Env {
         let python = std::env::var_os(PYTHON_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("python3"));
-        let version = match probe(
-            &python,
-            "import sys; print('%d.%d.%d' % sys.version_info[:3])",
-        ) {
+        let version = match python_version(&python) {
             Ok(v) => v,
             Err(e) => {
                 return Env {
@@ -89,12 +85,7 @@ impl Env {
                 }
             }
         };
-        let has = |module: &str| {
-            probe(
-                &python,
-                &format!("import {module}; print({module}.__version__)"),
-            )
-        };
+        let has = |module: &str| module_version(&python, module);
         let seedcore = has("seedcore").err().map(|e| {
             format!(
                 "seedcore is not installed in {} ({e}); install it from the checkout: \
@@ -107,20 +98,11 @@ impl Env {
             peers.into_iter().filter(|(m, _)| has(m).is_err()).collect();
         let mut install_error = None;
         if install && !missing.is_empty() {
-            if std::env::var_os(NO_PIP_ENV).is_some() {
-                install_error = Some(format!("{NO_PIP_ENV} forbids installing it"));
-            } else {
-                let specs: Vec<&str> = missing.iter().map(|(_, s)| *s).collect();
-                note(&format!(
-                    "python: installing {} into {} with pip",
-                    specs.join(" "),
-                    python.display()
-                ));
-                if let Err(e) = pip_install(&python, &specs, Duration::from_secs(600)) {
-                    install_error = Some(format!("installing it with pip failed: {e}"));
-                }
-                missing.retain(|(m, _)| has(m).is_err());
+            let specs: Vec<&str> = missing.iter().map(|(_, s)| *s).collect();
+            if let Err(e) = install_peers("python", &python, None, &specs) {
+                install_error = Some(e.to_string());
             }
+            missing.retain(|(m, _)| has(m).is_err());
         }
         let why = |module: &str| -> Option<String> {
             let (_, spec) = missing.iter().find(|(m, _)| *m == module)?;

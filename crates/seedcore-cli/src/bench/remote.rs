@@ -30,13 +30,13 @@
 //! `SEEDCORE_BENCH_INSTALL_PEERS=1`; `SEEDCORE_BENCH_NO_PIP` forbids it),
 //! and skipped with the reason otherwise.
 
-use super::pyharness::{make_venv, pip_install, probe, venv_dir, Harness, NO_PIP_ENV};
+use super::pyharness::{install_peers, probe, venv_dir, Harness};
 use super::report::percentile;
 use super::{note, Entry, Measurement, Scale};
 use anyhow::{ensure, Context};
 use seedcore::{ConcurrentSystem, ProcessTask, ShutdownMode, TaskOptions};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -397,19 +397,9 @@ impl PeersEnv {
             .collect();
         let mut install_error = None;
         if asked && !missing.is_empty() {
-            if std::env::var_os(NO_PIP_ENV).is_some() {
-                install_error = Some(format!("{NO_PIP_ENV} forbids installing it"));
-            } else {
-                note(&format!(
-                    "remote: installing {} into {} with pip",
-                    missing.join(" "),
-                    venv.display()
-                ));
-                let made = make_venv(std::path::Path::new("python3"), &venv)
-                    .and_then(|()| pip_install(&python, &missing, Duration::from_secs(600)));
-                if let Err(e) = made {
-                    install_error = Some(format!("installing it with pip failed: {e}"));
-                }
+            let made = install_peers("remote", Path::new("python3"), Some(&venv), &missing);
+            if let Err(e) = made {
+                install_error = Some(e.to_string());
             }
         }
         let peers: Vec<Result<String, String>> = PEERS

@@ -10,8 +10,9 @@
 //! for a size in bytes, held more: worse; for a rate such as GB/s, it moved
 //! more: better), then the skip reasons and the suites' notes.
 
-use super::{Entry, Measurement, Skipped};
-use std::io::Write;
+use super::Entry;
+use serde::Serialize;
+use std::io::{self, Write};
 
 /// Median of the samples (mean of the middle two for an even count).
 pub(crate) fn median(samples: &[f64]) -> f64 {
@@ -40,11 +41,7 @@ pub(crate) fn print(results: &[Entry], notes: &[String], json: bool) -> anyhow::
     let mut out = stdout.lock();
     if json {
         for e in results {
-            let line = match e {
-                Entry::Measured(m) => json_line(m)?,
-                Entry::Skipped(s) => skip_line(s)?,
-            };
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", json_line(e)?)?;
         }
     } else {
         write!(out, "{}", table(results, notes))?;
@@ -53,35 +50,77 @@ pub(crate) fn print(results: &[Entry], notes: &[String], json: bool) -> anyhow::
     Ok(())
 }
 
-/// One measurement as a JSON object with keys in the documented order and a
-/// space after each `:` and `,` as in DESIGN.md.
-fn json_line(m: &Measurement) -> anyhow::Result<String> {
-    let value = round(m.value);
-    let fields = [
-        ("suite", serde_json::to_string(m.suite)?),
-        ("metric", serde_json::to_string(m.metric)?),
-        ("subject", serde_json::to_string(m.subject)?),
-        ("value", serde_json::to_string(&value)?),
-        ("unit", serde_json::to_string(m.unit)?),
-    ];
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("\"{k}\": {v}"))
-        .collect();
-    Ok(format!("{{{}}}", body.join(", ")))
+/// One line of `--json`: the documented keys, in this order.
+#[derive(Debug, Serialize)]
+struct JsonLine<'a> {
+    suite: &'a str,
+    metric: &'a str,
+    subject: &'a str,
+    /// Rounded to one decimal place; `null` for a subject not measured.
+    value: Option<f64>,
+    unit: &'a str,
+    /// Why the subject was not measured; absent for a measured one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<&'a str>,
 }
 
-/// A skipped subject as a JSON object: the documented keys with a `null`
-/// value, then `"skipped"` with the reason.
-fn skip_line(s: &Skipped) -> anyhow::Result<String> {
-    Ok(format!(
-        "{{\"suite\": {}, \"metric\": {}, \"subject\": {}, \"value\": null, \"unit\": {}, \"skipped\": {}}}",
-        serde_json::to_string(s.suite)?,
-        serde_json::to_string(s.metric)?,
-        serde_json::to_string(s.subject)?,
-        serde_json::to_string(s.unit)?,
-        serde_json::to_string(&s.reason)?,
-    ))
+impl<'a> JsonLine<'a> {
+    fn of(e: &'a Entry) -> JsonLine<'a> {
+        match e {
+            Entry::Measured(m) => JsonLine {
+                suite: m.suite,
+                metric: m.metric,
+                subject: m.subject,
+                value: Some(round(m.value)),
+                unit: m.unit,
+                skipped: None,
+            },
+            Entry::Skipped(s) => JsonLine {
+                suite: s.suite,
+                metric: s.metric,
+                subject: s.subject,
+                value: None,
+                unit: s.unit,
+                skipped: Some(&s.reason),
+            },
+        }
+    }
+}
+
+/// serde_json's compact form with a space after each `:` and `,`: the
+/// shape `--json` has always printed (Python's `json.dumps` default), so
+/// that readers matching on text keep working.
+struct Spaced;
+
+impl serde_json::ser::Formatter for Spaced {
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+}
+
+/// One entry as its JSON line (without the newline).
+fn json_line(e: &Entry) -> anyhow::Result<String> {
+    let mut buf = Vec::new();
+    JsonLine::of(e).serialize(&mut serde_json::Serializer::with_formatter(
+        &mut buf, Spaced,
+    ))?;
+    Ok(String::from_utf8(buf)?)
 }
 
 /// Rounds to one decimal place (always printed as a float, e.g. `412.0`).
@@ -193,6 +232,7 @@ fn fmt_value(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::{Measurement, Skipped};
 
     fn measurement(subject: &'static str, value: f64) -> Measurement {
         Measurement {
@@ -235,7 +275,7 @@ mod tests {
 
     #[test]
     fn json_line_has_documented_shape() {
-        let line = json_line(&measurement("seedcore", 412.04)).unwrap();
+        let line = json_line(&m("seedcore", 412.04)).unwrap();
         assert_eq!(
             line,
             r#"{"suite": "threads", "metric": "tiny_task_ns", "subject": "seedcore", "value": 412.0, "unit": "ns"}"#
@@ -253,10 +293,7 @@ mod tests {
 
     #[test]
     fn skip_line_has_reason_and_null_value() {
-        let Entry::Skipped(s) = skipped("pebble", "not \"installed\"") else {
-            unreachable!()
-        };
-        let line = skip_line(&s).unwrap();
+        let line = json_line(&skipped("pebble", "not \"installed\"")).unwrap();
         assert_eq!(
             line,
             r#"{"suite": "process", "metric": "tiny_task_ns", "subject": "pebble", "value": null, "unit": "ns", "skipped": "not \"installed\""}"#

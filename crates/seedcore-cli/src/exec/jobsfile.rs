@@ -170,7 +170,7 @@ impl Job {
             None => {}
         }
         if let Some(r) = self.retries {
-            let r = super::run::retries_after_first(r);
+            let r = super::settings::retries_after_first(r);
             opts = opts.retry(RetryPolicy::retries(r).backoff(Backoff::Exponential {
                 initial: retry_delay,
                 factor: 2.0,

@@ -12,6 +12,7 @@ mod inputs;
 mod joblog;
 mod jobsfile;
 mod run;
+mod settings;
 mod shell;
 mod template;
 
@@ -116,6 +117,11 @@ impl std::fmt::Display for Usage {
 }
 
 impl std::error::Error for Usage {}
+
+/// A usage error with `msg`, as the `anyhow` error the steps return.
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(msg.into()))
+}
 
 /// Runs `seedcore exec`.
 pub(crate) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {

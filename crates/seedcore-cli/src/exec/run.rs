@@ -6,19 +6,29 @@
 //! inputs are read as they are needed and a halt or Ctrl-C leaves little
 //! queued; each finished job comes back through its future's callback on
 //! a channel, and the main thread alone writes stdout, stderr and the log.
+//!
+//! Steps of [`run`]: the flags are checked ([`Settings::parse`]), the inputs
+//! opened ([`Inputs::open`]), the job log, engine and progress bar set up
+//! ([`Run::start`]); then, until every job is done or the run stops, the
+//! window is filled ([`Run::fill_window`]) and what came back handled
+//! ([`Run::collect`], [`Run::check_interrupts`]); last, [`Run::finish`]
+//! prints what `--keep-order` still holds, waits for stopped jobs and
+//! picks the exit status.
 
 use super::inputs::{InputError, Parsed};
-use super::joblog::{JobLog, Record};
+use super::joblog::{Done, JobLog, Record};
+use super::jobsfile::Job;
+use super::settings::Settings;
 use super::shell::JobShell;
 use super::template::{JobPlace, Rendered, Template, TemplateError};
-use super::{ExecArgs, Usage};
+use super::{usage, ExecArgs};
 use anyhow::Context;
 use seedcore::command::{failed_output, CommandExecutor, CommandOutput, CommandSpec};
 use seedcore::{
     Backoff, ConcurrentSystem, RetryPolicy, TaskError, TaskHandle, TaskOptions, TaskStatus,
 };
 use std::collections::{HashMap, VecDeque};
-use std::io::{IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, StdoutLock, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -29,130 +39,6 @@ static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTS.fetch_add(1, Ordering::SeqCst);
-}
-
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Usage(msg.into()))
-}
-
-fn duration(s: &str, what: &str) -> anyhow::Result<Duration> {
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-    }
-    humantime::parse_duration(s).map_err(|e| usage(format!("--{what} {s}: {e}")))
-}
-
-fn bytes(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M') => (&s[..s.len() - 1], 1 << 20),
-        Some('G') => (&s[..s.len() - 1], 1 << 30),
-        Some('T') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    num.parse::<f64>()
-        .ok()
-        .filter(|v| *v >= 0.0)
-        .map(|v| (v * mult as f64) as u64)
-        .ok_or_else(|| usage(format!("--memfree {s}: not a size")))
-}
-
-/// `--halt`.
-#[derive(Debug, Clone, Copy)]
-struct Halt {
-    now: bool,
-    /// Fail after this many failures, or this percentage of jobs done.
-    count: Option<u64>,
-    percent: Option<f64>,
-}
-
-fn halt(s: &str) -> anyhow::Result<Option<Halt>> {
-    let bad = || {
-        usage(format!(
-            "--halt {s}: expected never, soon|now,fail=N or soon|now,fail=P%"
-        ))
-    };
-    match s {
-        "never" | "0" => return Ok(None),
-        "1" => {
-            return Ok(Some(Halt {
-                now: false,
-                count: Some(1),
-                percent: None,
-            }))
-        }
-        "2" => {
-            return Ok(Some(Halt {
-                now: true,
-                count: Some(1),
-                percent: None,
-            }))
-        }
-        _ => {}
-    }
-    let (when, rule) = s.split_once(',').ok_or_else(bad)?;
-    let now = match when {
-        "soon" => false,
-        "now" => true,
-        _ => return Err(bad()),
-    };
-    let v = rule.strip_prefix("fail=").ok_or_else(bad)?;
-    if let Some(p) = v.strip_suffix('%') {
-        let p: f64 = p.parse().map_err(|_| bad())?;
-        if !(0.0..=100.0).contains(&p) || p == 0.0 {
-            return Err(bad());
-        }
-        Ok(Some(Halt {
-            now,
-            count: None,
-            percent: Some(p),
-        }))
-    } else {
-        let n: u64 = v.parse().map_err(|_| bad())?;
-        if n == 0 {
-            return Err(bad());
-        }
-        Ok(Some(Halt {
-            now,
-            count: Some(n),
-            percent: None,
-        }))
-    }
-}
-
-/// Free memory and load: the system's, or a file's (tests).
-struct Readings {
-    file: Option<std::path::PathBuf>,
-}
-
-impl Readings {
-    /// (free bytes, 1-minute load).
-    fn read(&self) -> (u64, f64) {
-        if let Some(f) = &self.file {
-            let text = std::fs::read_to_string(f).unwrap_or_default();
-            let mut it = text.split_whitespace();
-            let mem = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            let load = it.next().and_then(|v| v.parse().ok()).unwrap_or(f64::MAX);
-            return (mem, load);
-        }
-        let mem = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find(|l| l.starts_with("MemAvailable:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-            .map_or(u64::MAX, |kb| kb * 1024);
-        let load = std::fs::read_to_string("/proc/loadavg")
-            .ok()
-            .and_then(|t| t.split_whitespace().next().and_then(|v| v.parse().ok()))
-            .unwrap_or(0.0);
-        (mem, load)
-    }
 }
 
 /// A finished job, as printed and logged.
@@ -176,403 +62,528 @@ impl Finished {
     }
 }
 
+/// A job submitted and not yet come back.
 struct Pending {
     line: String,
     inputs: Vec<String>,
     slot: usize,
 }
 
+/// Runs the jobs of `args`; the exit status as GNU parallel gives it.
 pub(super) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
-    if let Some(first) = args.rest.first() {
-        if first.starts_with('-') && first.len() > 1 {
-            return Err(usage(format!("unknown option: {first}")));
-        }
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (slots, auto) = match args.jobs.as_deref() {
-        None => (cores, false),
-        Some("auto") => (cores, true),
-        Some(j) => {
-            let n = if let Some(p) = j.strip_suffix('%') {
-                p.parse::<f64>()
-                    .ok()
-                    .map(|p| ((cores as f64 * p / 100.0).round() as usize).max(1))
-            } else {
-                j.parse::<usize>()
-                    .ok()
-                    .map(|n| if n == 0 { 256 } else { n })
-            };
-            (
-                n.ok_or_else(|| usage(format!("-j {j}: expected a number, N% or auto")))?,
-                false,
-            )
-        }
-    };
-    let timeout = args
-        .timeout
-        .as_deref()
-        .map(|t| duration(t, "timeout"))
-        .transpose()?;
-    let grace = duration(&args.grace, "grace")?;
-    let retry_delay = duration(&args.retry_delay, "retry-delay")?;
-    let halt = args.halt.as_deref().map(halt).transpose()?.flatten();
-    let memfree = args.memfree.as_deref().map(bytes).transpose()?;
-    let readings = Readings {
-        file: args.readings.clone(),
-    };
-    if (args.resume || args.resume_failed) && args.joblog.is_none() {
-        return Err(usage("--resume and --resume-failed need --joblog FILE"));
-    }
-    let shell = JobShell::find().map_err(usage)?;
-    let parsed = Parsed::parse(&args.rest).map_err(|e: InputError| usage(e.0))?;
-    let template = Template::parse(&parsed.command, parsed.width(), args.plus, &shell)
-        .map_err(|e: TemplateError| usage(e.0))?;
-    let mut total = parsed.count();
-    let mut jobs = parsed.into_jobs();
-    if template.uses_total() && total.is_none() {
-        // {##} and {0#} need the number of jobs: stdin is read to its end.
-        let all: Vec<_> = jobs.collect();
-        total = Some(all.iter().take_while(|j| j.is_ok()).count() as u64);
-        jobs = Box::new(all.into_iter());
-    }
-    // jobs file: its jobs instead of a template's.
-    let mut file_jobs = match &args.jobs_file {
-        Some(_) if !args.rest.is_empty() => {
-            return Err(usage("--jobs-file takes no command template or inputs"))
-        }
-        Some(p) => Some(super::jobsfile::open(p).map_err(usage)?),
-        None => None,
-    };
-    if let Some(list) = &file_jobs {
-        total = Some(list.len() as u64);
-    }
-
-    let (mut log, done_before) = match &args.joblog {
-        Some(p) if !args.dry_run => {
-            let (l, d) = JobLog::open(p, args.resume || args.resume_failed)
-                .map_err(|e| usage(format!("{e:#}")))?;
-            (Some(l), d)
-        }
-        _ => (None, Default::default()),
-    };
-    let skip = |seq: u64| match done_before.get(&seq) {
-        None => false,
-        Some(&succeeded) => args.resume || succeeded,
-    };
-
-    // The engine: a command executor of `slots` slots (fixed, or between
-    // 1 and 4x the cores with -j auto, through the balancer).
-    let system = ConcurrentSystem::builder()
-        .shutdown_timeout(grace + Duration::from_secs(5))
-        .build()
-        .context("cannot start the engine")?;
-    let exec = CommandExecutor::new(slots).grace(grace);
-    let exec = if auto {
-        exec.min_slots(1).max_slots(4 * cores)
-    } else {
-        exec.max_slots(slots)
-    };
-    system
-        .add_executor(exec)
-        .context("cannot start the command executor")?;
-    let max_slots = if auto { 4 * cores } else { slots };
-    // {%} needs a job per slot at most, and --halt starts no job after the
-    // one that trips it (as GNU parallel); otherwise a few queued ahead keep
-    // every slot busy.
-    let window = if template.uses_slot() || halt.is_some() {
-        max_slots
-    } else {
-        2 * max_slots + 2
-    };
-    let mut opts = TaskOptions::new();
-    if let Some(t) = timeout {
-        opts = opts.timeout(t);
-    }
-    // GNU parallel's --retries: tries in all, 0 for no limit.
-    let tries = args.retries.unwrap_or(1);
-    if tries != 1 {
-        opts = opts.retry(RetryPolicy::retries(retries_after_first(tries)).backoff(
-            Backoff::Exponential {
-                initial: retry_delay,
-                factor: 2.0,
-                max: Duration::from_secs(30),
-            },
-        ));
-    }
-
-    // SAFETY: the handler only increments an atomic, which is
-    // async-signal-safe.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-    }
-
-    let bar = (!args.no_bar && !args.dry_run && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::with_draw_target(
-            total,
-            indicatif::ProgressDrawTarget::stderr_with_hz(10),
-        );
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
-
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    let (tx, rx) = mpsc::channel::<(u64, Result<CommandOutput, TaskError>)>();
-    let mut running: HashMap<u64, (TaskHandle, Pending)> = HashMap::new();
-    let mut order: VecDeque<u64> = VecDeque::new();
-    let mut held: HashMap<u64, Finished> = HashMap::new();
-    let mut free_slots: Vec<usize> = (1..=max_slots).rev().collect();
-    let mut seq = 0u64;
-    let mut exhausted = false;
-    let mut stop = false;
-    let (mut finished, mut failed) = (0u64, 0u64);
-    let mut interrupts_seen = 0;
-    let mut input_error = None;
-
+    let settings = Settings::parse(&args)?;
+    let inputs = Inputs::open(&args)?;
+    let mut run = Run::start(&args, settings, inputs)?;
     loop {
-        // Fill the window.
-        while !stop && !exhausted && running.len() < window {
-            if memfree.is_some() || args.load.is_some() {
-                let (mem, load) = readings.read();
-                let mem_ok = memfree.map_or(true, |m| mem >= m);
-                let load_ok = args.load.map_or(true, |l| load < l);
-                if !(mem_ok && load_ok) {
-                    break;
-                }
+        run.fill_window()?;
+        if run.running.is_empty() && (run.exhausted || run.stop) {
+            break;
+        }
+        if !run.collect()? {
+            break;
+        }
+        run.out.flush()?;
+        run.check_interrupts();
+    }
+    run.finish()
+}
+
+/// A job's inputs, as the input sources give them.
+type JobInputs = Box<dyn Iterator<Item = Result<Vec<String>, InputError>>>;
+
+/// Where the jobs come from: a template and its inputs, or a jobs file.
+struct Inputs {
+    shell: JobShell,
+    template: Template,
+    jobs: JobInputs,
+    /// `--jobs-file`: its jobs instead of the template's.
+    file_jobs: Option<std::vec::IntoIter<Job>>,
+    /// The number of jobs, where it is known before they run.
+    total: Option<u64>,
+}
+
+impl Inputs {
+    /// Finds the job shell and parses the template and input sources (or
+    /// opens the jobs file).
+    fn open(args: &ExecArgs) -> anyhow::Result<Inputs> {
+        let shell = JobShell::find().map_err(usage)?;
+        let parsed = Parsed::parse(&args.rest).map_err(|e: InputError| usage(e.0))?;
+        let template = Template::parse(&parsed.command, parsed.width(), args.plus, &shell)
+            .map_err(|e: TemplateError| usage(e.0))?;
+        let mut total = parsed.count();
+        let mut jobs = parsed.into_jobs();
+        if template.uses_total() && total.is_none() {
+            // {##} and {0#} need the number of jobs: stdin is read to its end.
+            let all: Vec<_> = jobs.collect();
+            total = Some(all.iter().take_while(|j| j.is_ok()).count() as u64);
+            jobs = Box::new(all.into_iter());
+        }
+        let file_jobs = match &args.jobs_file {
+            Some(_) if !args.rest.is_empty() => {
+                return Err(usage("--jobs-file takes no command template or inputs"))
             }
-            // jobs file: each job brings its command and options.
-            if let Some(list) = &mut file_jobs {
+            Some(p) => Some(super::jobsfile::open(p).map_err(usage)?),
+            None => None,
+        };
+        if let Some(list) = &file_jobs {
+            total = Some(list.len() as u64);
+        }
+        Ok(Inputs {
+            shell,
+            template,
+            jobs,
+            file_jobs,
+            total,
+        })
+    }
+}
+
+/// A finished (or cancelled) job's sequence number and result, from its
+/// callback.
+type Outcome = (u64, Result<CommandOutput, TaskError>);
+
+/// A run under way: its engine, the jobs in flight and what has been
+/// counted. The main thread alone owns it.
+struct Run<'a> {
+    args: &'a ExecArgs,
+    settings: Settings,
+    inputs: Inputs,
+    log: Option<JobLog>,
+    /// `--resume`: what the job log shows done before.
+    done_before: Done,
+    system: ConcurrentSystem,
+    /// The options of a job (those of a jobs file's job may replace them).
+    opts: TaskOptions,
+    max_slots: usize,
+    /// Jobs submitted and not back at most.
+    window: usize,
+    bar: Option<indicatif::ProgressBar>,
+    out: BufWriter<StdoutLock<'static>>,
+    tx: mpsc::Sender<Outcome>,
+    rx: mpsc::Receiver<Outcome>,
+    running: HashMap<u64, (TaskHandle, Pending)>,
+    /// `--keep-order`: the jobs in input order, and the finished ones
+    /// waiting for those before them.
+    order: VecDeque<u64>,
+    held: HashMap<u64, Finished>,
+    /// `{%}`: the slot numbers not in use.
+    free_slots: Vec<usize>,
+    /// The last job's sequence number.
+    seq: u64,
+    /// No more jobs to read.
+    exhausted: bool,
+    /// Halted or interrupted: no more jobs to start.
+    stop: bool,
+    finished: u64,
+    failed: u64,
+    interrupts_seen: usize,
+    input_error: Option<String>,
+}
+
+impl<'a> Run<'a> {
+    /// Opens the job log, starts the engine (a command executor of the
+    /// slots: fixed, or between 1 and 4x the cores with `-j auto`, through
+    /// the balancer), catches Ctrl-C and shows the bar.
+    fn start(args: &'a ExecArgs, settings: Settings, inputs: Inputs) -> anyhow::Result<Run<'a>> {
+        let (log, done_before) = match &args.joblog {
+            Some(p) if !args.dry_run => {
+                let (l, d) = JobLog::open(p, args.resume || args.resume_failed)
+                    .map_err(|e| usage(format!("{e:#}")))?;
+                (Some(l), d)
+            }
+            _ => (None, Default::default()),
+        };
+        let grace = settings.grace;
+        let system = ConcurrentSystem::builder()
+            .shutdown_timeout(grace + Duration::from_secs(5))
+            .build()
+            .context("cannot start the engine")?;
+        let exec = CommandExecutor::new(settings.slots).grace(grace);
+        let exec = if settings.auto {
+            exec.min_slots(1).max_slots(4 * settings.cores)
+        } else {
+            exec.max_slots(settings.slots)
+        };
+        system
+            .add_executor(exec)
+            .context("cannot start the command executor")?;
+        let max_slots = settings.max_slots();
+        // {%} needs a job per slot at most, and --halt starts no job after the
+        // one that trips it (as GNU parallel); otherwise a few queued ahead keep
+        // every slot busy.
+        let window = if inputs.template.uses_slot() || settings.halt.is_some() {
+            max_slots
+        } else {
+            2 * max_slots + 2
+        };
+        let mut opts = TaskOptions::new();
+        if let Some(t) = settings.timeout {
+            opts = opts.timeout(t);
+        }
+        if settings.tries != 1 {
+            opts = opts.retry(
+                RetryPolicy::retries(super::settings::retries_after_first(settings.tries)).backoff(
+                    Backoff::Exponential {
+                        initial: settings.retry_delay,
+                        factor: 2.0,
+                        max: Duration::from_secs(30),
+                    },
+                ),
+            );
+        }
+
+        // SAFETY: the handler only increments an atomic, which is
+        // async-signal-safe.
+        unsafe {
+            libc::signal(
+                libc::SIGINT,
+                on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+
+        let bar = (!args.no_bar && !args.dry_run && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                inputs.total,
+                indicatif::ProgressDrawTarget::stderr_with_hz(10),
+            );
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+
+        let (tx, rx) = mpsc::channel();
+        Ok(Run {
+            args,
+            settings,
+            inputs,
+            log,
+            done_before,
+            system,
+            opts,
+            max_slots,
+            window,
+            bar,
+            out: BufWriter::with_capacity(64 * 1024, std::io::stdout().lock()),
+            tx,
+            rx,
+            running: HashMap::new(),
+            order: VecDeque::new(),
+            held: HashMap::new(),
+            free_slots: (1..=max_slots).rev().collect(),
+            seq: 0,
+            exhausted: false,
+            stop: false,
+            finished: 0,
+            failed: 0,
+            interrupts_seen: 0,
+            input_error: None,
+        })
+    }
+
+    /// Whether job `seq` is skipped: `--resume` skips the jobs the log
+    /// shows finished, `--resume-failed` those that succeeded.
+    fn skip(&self, seq: u64) -> bool {
+        match self.done_before.get(&seq) {
+            None => false,
+            Some(&succeeded) => self.args.resume || succeeded,
+        }
+    }
+
+    /// Reads and submits jobs until the window is full, the inputs end,
+    /// the run stops, or `--memfree` / `--load` hold the next one back.
+    fn fill_window(&mut self) -> anyhow::Result<()> {
+        while !self.stop && !self.exhausted && self.running.len() < self.window {
+            if !self.settings.resources_allow(self.args.load) {
+                break;
+            }
+            if let Some(list) = &mut self.inputs.file_jobs {
                 let Some(job) = list.next() else {
-                    exhausted = true;
+                    self.exhausted = true;
                     break;
                 };
-                seq += 1;
-                if skip(seq) {
-                    continue;
-                }
-                let (mut spec, line, job_opts) = job
-                    .into_spec(&opts, retry_delay, &shell)
-                    .map_err(|e| usage(format!("jobs file, job {seq}: {e}")))?;
-                if args.dry_run {
-                    writeln!(out, "{line}")?;
-                    continue;
-                }
-                if let Some(n) = args.nice {
-                    spec = spec.nice(n);
-                }
-                spec = with_env(spec, seq);
-                let tx = tx.clone();
-                let handle = system
-                    .submit_command(job_opts.unwrap_or_else(|| opts.clone()), spec)
-                    .context("cannot submit a job")?
-                    .on_complete(move |r| {
-                        let _ = tx.send((seq, r));
-                    });
-                let pending = Pending {
-                    line,
-                    inputs: Vec::new(),
-                    slot: 1,
-                };
-                running.insert(seq, (handle, pending));
-                if args.keep_order {
-                    order.push_back(seq);
+                self.seq += 1;
+                if !self.skip(self.seq) {
+                    self.submit_file_job(job)?;
                 }
                 continue;
             }
-            let inputs = match jobs.next() {
+            let inputs = match self.inputs.jobs.next() {
                 None => {
-                    exhausted = true;
+                    self.exhausted = true;
                     break;
                 }
                 Some(Err(e)) => {
-                    input_error = Some(e.0);
-                    exhausted = true;
+                    self.input_error = Some(e.0);
+                    self.exhausted = true;
                     break;
                 }
                 Some(Ok(i)) => i,
             };
-            seq += 1;
-            if skip(seq) {
-                continue;
-            }
-            let slot = if template.uses_slot() {
-                free_slots.pop().unwrap_or(1)
-            } else {
-                1
-            };
-            let place = JobPlace {
-                seq,
-                slot,
-                total: total.unwrap_or(0),
-                slots: max_slots,
-            };
-            let Rendered { line, argv } = template.render(&inputs, place);
-            if args.dry_run {
-                writeln!(out, "{line}")?;
-                continue;
-            }
-            let mut spec = match argv {
-                Some(mut words) => {
-                    let program = words.remove(0);
-                    CommandSpec::new(program).args(words)
-                }
-                None => CommandSpec::shell(line.clone()).shell_program(&shell.path),
-            };
-            if let Some(n) = args.nice {
-                spec = spec.nice(n);
-            }
-            spec = with_env(spec, seq);
-            let tx = tx.clone();
-            let handle = system
-                .submit_command(opts.clone(), spec)
-                .context("cannot submit a job")?
-                .on_complete(move |r| {
-                    let _ = tx.send((seq, r));
-                });
-            running.insert(seq, (handle, Pending { line, inputs, slot }));
-            if args.keep_order {
-                order.push_back(seq);
-            }
-            if let Some(b) = &bar {
-                if total.is_none() {
-                    b.set_length(seq);
-                }
+            self.seq += 1;
+            if !self.skip(self.seq) {
+                self.submit_template_job(inputs)?;
             }
         }
-        if running.is_empty() && (exhausted || stop) {
-            break;
+        Ok(())
+    }
+
+    /// A jobs file's job: its command and options (printed only, with
+    /// `--dry-run`).
+    fn submit_file_job(&mut self, job: Job) -> anyhow::Result<()> {
+        let seq = self.seq;
+        let (spec, line, job_opts) = job
+            .into_spec(&self.opts, self.settings.retry_delay, &self.inputs.shell)
+            .map_err(|e| usage(format!("jobs file, job {seq}: {e}")))?;
+        if self.args.dry_run {
+            writeln!(self.out, "{line}")?;
+            return Ok(());
         }
-        let gated = !exhausted && !stop && running.len() < window;
+        let opts = job_opts.unwrap_or_else(|| self.opts.clone());
+        let pending = Pending {
+            line,
+            inputs: Vec::new(),
+            slot: 1,
+        };
+        self.submit(spec, opts, pending)
+    }
+
+    /// The template's job for `inputs` (printed only, with `--dry-run`).
+    fn submit_template_job(&mut self, inputs: Vec<String>) -> anyhow::Result<()> {
+        let seq = self.seq;
+        let template = &self.inputs.template;
+        let slot = if template.uses_slot() {
+            self.free_slots.pop().unwrap_or(1)
+        } else {
+            1
+        };
+        let place = JobPlace {
+            seq,
+            slot,
+            total: self.inputs.total.unwrap_or(0),
+            slots: self.max_slots,
+        };
+        let Rendered { line, argv } = template.render(&inputs, place);
+        if self.args.dry_run {
+            writeln!(self.out, "{line}")?;
+            return Ok(());
+        }
+        let spec = match argv {
+            Some(mut words) => {
+                let program = words.remove(0);
+                CommandSpec::new(program).args(words)
+            }
+            None => CommandSpec::shell(line.clone()).shell_program(&self.inputs.shell.path),
+        };
+        self.submit(spec, self.opts.clone(), Pending { line, inputs, slot })?;
+        if let Some(b) = &self.bar {
+            if self.inputs.total.is_none() {
+                b.set_length(seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits job [`seq`](Self::seq) with `--nice` and GNU parallel's
+    /// variables; its result comes back on the channel.
+    fn submit(
+        &mut self,
+        mut spec: CommandSpec,
+        opts: TaskOptions,
+        pending: Pending,
+    ) -> anyhow::Result<()> {
+        let seq = self.seq;
+        if let Some(n) = self.args.nice {
+            spec = spec.nice(n);
+        }
+        spec = with_env(spec, seq);
+        let tx = self.tx.clone();
+        let handle = self
+            .system
+            .submit_command(opts, spec)
+            .context("cannot submit a job")?
+            .on_complete(move |r| {
+                let _ = tx.send((seq, r));
+            });
+        self.running.insert(seq, (handle, pending));
+        if self.args.keep_order {
+            self.order.push_back(seq);
+        }
+        Ok(())
+    }
+
+    /// Waits a little for a job to come back (less while the window has
+    /// room, so that a `--memfree` / `--load` gate is looked at again
+    /// soon), then handles it and every other that has come back. False
+    /// when none can come back any more.
+    fn collect(&mut self) -> anyhow::Result<bool> {
+        let gated = !self.exhausted && !self.stop && self.running.len() < self.window;
         let wait = if gated {
             Duration::from_millis(50)
         } else {
             Duration::from_millis(200)
         };
-        let mut next = match rx.recv_timeout(wait) {
+        let mut next = match self.rx.recv_timeout(wait) {
             Ok(r) => Some(r),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(false),
         };
         while let Some((s, result)) = next.take() {
-            let Some((_, pending)) = running.remove(&s) else {
+            let Some((_, pending)) = self.running.remove(&s) else {
                 continue;
             };
-            if template.uses_slot() {
-                free_slots.push(pending.slot);
+            if self.inputs.template.uses_slot() {
+                self.free_slots.push(pending.slot);
             }
-            let Some(f) = finish(s, pending, result, timeout, tries) else {
+            match finish(
+                s,
+                pending,
+                result,
+                self.settings.timeout,
+                self.settings.tries,
+            ) {
+                Some(f) => self.done(s, f)?,
                 // Cancelled (halt now, Ctrl-C): not done, so not logged.
-                if args.keep_order {
-                    order.retain(|&q| q != s);
-                }
-                next = rx.try_recv().ok();
-                continue;
-            };
-            finished += 1;
-            if f.failed() {
-                failed += 1;
+                None if self.args.keep_order => self.order.retain(|&q| q != s),
+                None => {}
             }
-            if let Some(l) = &mut log {
-                l.write(&Record {
-                    seq: f.seq,
-                    start: f.start,
-                    runtime: f.runtime,
-                    received: f.output.as_ref().map_or(0, |o| o.stdout.len()),
-                    exit: f.exit,
-                    signal: f.signal,
-                    command: &f.line,
-                })?;
-            }
-            if let Some(b) = &bar {
-                b.inc(1);
-                b.set_message(format!("running {} failed {failed}", running.len()));
-            }
-            if args.keep_order {
-                held.insert(s, f);
-                while let Some(f) = order.front().and_then(|q| held.remove(q)) {
-                    order.pop_front();
-                    emit(&mut out, &f, args.json, bar.as_ref())?;
-                }
-            } else {
-                emit(&mut out, &f, args.json, bar.as_ref())?;
-            }
-            if let Some(h) = halt {
-                let hit = h.count.is_some_and(|n| failed >= n)
-                    || h.percent.is_some_and(|p| {
-                        failed as f64 * 100.0 >= p * finished as f64 && failed > 0
-                    });
-                if hit && !stop {
-                    stop = true;
-                    eprintln!(
-                        "seedcore exec: halting after {failed} failed job{} (--halt {}), {} running{}",
-                        if failed == 1 { "" } else { "s" },
-                        args.halt.as_deref().unwrap_or(""),
-                        running.len(),
-                        if h.now { " killed" } else { " left to finish" }
-                    );
-                    // `now` kills the running jobs; `soon` lets them finish
-                    // but starts none of those queued in the window.
-                    for (t, _) in running.values() {
-                        if h.now || t.status() == TaskStatus::Queued {
-                            t.cancel();
-                        }
-                    }
-                }
-            }
-            next = rx.try_recv().ok();
+            next = self.rx.try_recv().ok();
         }
-        out.flush()?;
+        Ok(true)
+    }
+
+    /// Counts, logs and prints finished job `s` (in input order with
+    /// `--keep-order`), then checks `--halt`.
+    fn done(&mut self, s: u64, f: Finished) -> anyhow::Result<()> {
+        self.finished += 1;
+        if f.failed() {
+            self.failed += 1;
+        }
+        if let Some(l) = &mut self.log {
+            l.write(&Record {
+                seq: f.seq,
+                start: f.start,
+                runtime: f.runtime,
+                received: f.output.as_ref().map_or(0, |o| o.stdout.len()),
+                exit: f.exit,
+                signal: f.signal,
+                command: &f.line,
+            })?;
+        }
+        if let Some(b) = &self.bar {
+            b.inc(1);
+            b.set_message(format!(
+                "running {} failed {}",
+                self.running.len(),
+                self.failed
+            ));
+        }
+        let json = self.args.json;
+        if self.args.keep_order {
+            self.held.insert(s, f);
+            while let Some(f) = self.order.front().and_then(|q| self.held.remove(q)) {
+                self.order.pop_front();
+                emit(&mut self.out, &f, json, self.bar.as_ref())?;
+            }
+        } else {
+            emit(&mut self.out, &f, json, self.bar.as_ref())?;
+        }
+        self.check_halt();
+        Ok(())
+    }
+
+    /// Stops the run once `--halt` is tripped: `now` kills the running
+    /// jobs; `soon` lets them finish but starts none of those queued in
+    /// the window.
+    fn check_halt(&mut self) {
+        let Some(h) = self.settings.halt else {
+            return;
+        };
+        if !h.tripped(self.failed, self.finished) || self.stop {
+            return;
+        }
+        self.stop = true;
+        let failed = self.failed;
+        eprintln!(
+            "seedcore exec: halting after {failed} failed job{} (--halt {}), {} running{}",
+            if failed == 1 { "" } else { "s" },
+            self.args.halt.as_deref().unwrap_or(""),
+            self.running.len(),
+            if h.now { " killed" } else { " left to finish" }
+        );
+        for (t, _) in self.running.values() {
+            if h.now || t.status() == TaskStatus::Queued {
+                t.cancel();
+            }
+        }
+    }
+
+    /// The first Ctrl-C stops the run and cancels the running jobs (their
+    /// process groups get SIGTERM, then SIGKILL after the grace period); a
+    /// second kills them at once.
+    fn check_interrupts(&mut self) {
         let n = INTERRUPTS.load(Ordering::SeqCst);
-        if n > interrupts_seen {
-            if interrupts_seen == 0 {
-                eprintln!("seedcore exec: interrupted: stopping {} running jobs (Ctrl-C again kills them)", running.len());
-                stop = true;
-                for (h, _) in running.values() {
-                    h.cancel();
-                }
-            }
-            if n >= 2 {
-                kill_all(&system);
-            }
-            interrupts_seen = n;
+        if n <= self.interrupts_seen {
+            return;
         }
-    }
-    // Jobs held for --keep-order behind a cancelled one.
-    let mut rest: Vec<_> = held.into_values().collect();
-    rest.sort_by_key(|f| f.seq);
-    for f in &rest {
-        emit(&mut out, f, args.json, bar.as_ref())?;
-    }
-    out.flush()?;
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    // Stopped jobs (halt now, Ctrl-C) are resolved already but their
-    // children may still be ending (SIGTERM, the grace period): wait for
-    // them here, where a second Ctrl-C still kills them at once.
-    while !running_children(&system).is_empty() {
-        if INTERRUPTS.load(Ordering::SeqCst) >= 2 {
-            kill_all(&system);
+        if self.interrupts_seen == 0 {
+            eprintln!(
+                "seedcore exec: interrupted: stopping {} running jobs (Ctrl-C again kills them)",
+                self.running.len()
+            );
+            self.stop = true;
+            for (h, _) in self.running.values() {
+                h.cancel();
+            }
         }
-        std::thread::sleep(Duration::from_millis(10));
+        if n >= 2 {
+            kill_all(&self.system);
+        }
+        self.interrupts_seen = n;
     }
-    drop(system);
-    if let Some(e) = input_error {
-        eprintln!("seedcore exec: {e}");
-        return Ok(ExitCode::from(255));
+
+    /// Prints the jobs `--keep-order` held behind a cancelled one, waits
+    /// for stopped jobs' children and picks the exit status: 255 after an
+    /// input error, 130 after Ctrl-C, else the failed jobs (at most 101).
+    fn finish(mut self) -> anyhow::Result<ExitCode> {
+        let mut rest: Vec<_> = std::mem::take(&mut self.held).into_values().collect();
+        rest.sort_by_key(|f| f.seq);
+        for f in &rest {
+            emit(&mut self.out, f, self.args.json, self.bar.as_ref())?;
+        }
+        self.out.flush()?;
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        // Stopped jobs (halt now, Ctrl-C) are resolved already but their
+        // children may still be ending (SIGTERM, the grace period): wait for
+        // them here, where a second Ctrl-C still kills them at once.
+        while !running_children(&self.system).is_empty() {
+            if INTERRUPTS.load(Ordering::SeqCst) >= 2 {
+                kill_all(&self.system);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let Run {
+            system,
+            input_error,
+            interrupts_seen,
+            failed,
+            ..
+        } = self;
+        drop(system);
+        if let Some(e) = input_error {
+            eprintln!("seedcore exec: {e}");
+            return Ok(ExitCode::from(255));
+        }
+        if interrupts_seen > 0 {
+            return Ok(ExitCode::from(130));
+        }
+        Ok(ExitCode::from(failed.min(101) as u8))
     }
-    if interrupts_seen > 0 {
-        return Ok(ExitCode::from(130));
-    }
-    Ok(ExitCode::from(failed.min(101) as u8))
 }
 
 /// The process ids of the jobs' children running now.
@@ -598,16 +609,6 @@ fn now_epoch() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// The retries after the first try of GNU parallel's `--retries TRIES`
-/// (tries in all; 0 for no limit).
-pub(super) fn retries_after_first(tries: u32) -> u32 {
-    if tries == 0 {
-        u32::MAX
-    } else {
-        tries - 1
-    }
 }
 
 /// Adds the variables GNU parallel gives each job.

@@ -12,5 +12,6 @@ mod bench_process;
 mod cli;
 mod exec;
 mod exec_jobsfile;
+mod redis_server;
 mod remote;
 mod remote_tls;

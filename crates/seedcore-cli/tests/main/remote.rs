@@ -3,13 +3,12 @@
 //! printed reason where `redis-server` is not installed.
 
 use crate::common;
+use crate::redis_server::{free_port, installed, temp_dir, RedisServer};
 
 use common::BIN;
 use seedcore::remote::{RemoteClient, RemoteConfig, RemoteError, RemoteId, ServeOptions};
 use seedcore::{ConcurrentSystem, Priority, ProcessTask, TaskError, TaskOptions};
 use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -41,130 +40,11 @@ const MARKED: ProcessTask<(String, u64), u32> =
 const KILL_WORKER: ProcessTask<String, ()> =
     ProcessTask::external("seedcore::worker::remote_kill_worker");
 
-/// A `redis-server` of this test, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-    args: Vec<String>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "seedcore-remote-{tag}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-impl Redis {
-    /// Starts one, or `None` (with the reason printed) without redis-server.
-    fn start(tag: &str, extra: &[&str]) -> Option<Redis> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
-            return None;
-        }
-        let dir = temp_dir(tag);
-        let port = free_port();
-        let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Self::spawn(port, &dir, &args);
-        let r = Redis {
-            child,
-            port,
-            dir,
-            args,
-        };
-        r.wait_ready();
-        Some(r)
-    }
-
-    fn spawn(port: u16, dir: &Path, args: &[String]) -> Child {
-        Command::new("redis-server")
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--dir")
-            .arg(dir)
-            .args(args)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts")
-    }
-
-    fn wait_ready(&self) {
-        let port = self.port;
-        let ready = eventually(LONG, || {
-            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-                return false;
-            };
-            let _ = s.write_all(b"PING\r\n");
-            let mut buf = [0u8; 64];
-            // `+PONG`, or `-NOAUTH` from a server with a password: it answers.
-            matches!(s.read(&mut buf), Ok(n) if n > 0 && (buf[0] == b'+' || buf[0] == b'-') && !buf.starts_with(b"-LOADING"))
-        });
-        assert!(ready, "redis-server on port {port} never answered PING");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Kills the server (SIGKILL: nothing is flushed but what the append
-    /// log already has) and starts it again on the same port and folder.
-    fn restart(&mut self) {
-        self.kill();
-        self.start_again();
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn start_again(&mut self) {
-        self.child = Self::spawn(self.port, &self.dir, &self.args);
-        self.wait_ready();
-    }
-
-    fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// A `seedcore worker` process in its own process group, killed on drop.
 struct Worker(Child);
 
 impl Worker {
-    fn start(redis: &Redis, processes: usize, prefetch: usize) -> Worker {
+    fn start(redis: &RedisServer, processes: usize, prefetch: usize) -> Worker {
         let child = Command::new(BIN)
             .args(["worker", "--redis", &redis.url()])
             .env("SEEDCORE_REMOTE_SECRET", SECRET)
@@ -193,7 +73,7 @@ impl Drop for Worker {
     }
 }
 
-fn client(redis: &Redis) -> ConcurrentSystem {
+fn client(redis: &RedisServer) -> ConcurrentSystem {
     ConcurrentSystem::builder()
         .remote(redis.url())
         .remote_secret(SECRET)
@@ -202,7 +82,7 @@ fn client(redis: &Redis) -> ConcurrentSystem {
 }
 
 /// Waits until `n` workers have sent a heartbeat.
-fn wait_workers(redis: &Redis, n: usize) {
+fn wait_workers(redis: &RedisServer, n: usize) {
     let mut c = redis.conn();
     let ok = eventually(LONG, || {
         let len: usize = redis::cmd("HLEN")
@@ -214,7 +94,7 @@ fn wait_workers(redis: &Redis, n: usize) {
     assert!(ok, "{n} workers never sent a heartbeat");
 }
 
-fn queued(redis: &Redis) -> usize {
+fn queued(redis: &RedisServer) -> usize {
     let mut c = redis.conn();
     (0..=10)
         .map(|l| {
@@ -254,7 +134,7 @@ fn lines(path: &Path) -> Vec<u32> {
 
 #[test]
 fn round_trip_of_tasks_errors_and_timeouts() {
-    let Some(redis) = Redis::start("rt", &[]) else {
+    let Some(redis) = RedisServer::start("rt", &[]) else {
         return;
     };
     let _w = Worker::start(&redis, 1, 8);
@@ -295,7 +175,7 @@ fn round_trip_of_tasks_errors_and_timeouts() {
 
 #[test]
 fn higher_priorities_run_first_under_a_backlog() {
-    let Some(redis) = Redis::start("prio", &[]) else {
+    let Some(redis) = RedisServer::start("prio", &[]) else {
         return;
     };
     let sys = client(&redis);
@@ -335,7 +215,7 @@ fn higher_priorities_run_first_under_a_backlog() {
 
 #[test]
 fn a_task_cancelled_while_queued_never_runs() {
-    let Some(redis) = Redis::start("cancel", &[]) else {
+    let Some(redis) = RedisServer::start("cancel", &[]) else {
         return;
     };
     let _w = Worker::start(&redis, 1, 1);
@@ -373,7 +253,7 @@ fn a_task_cancelled_while_queued_never_runs() {
 
 #[test]
 fn three_worker_processes_share_the_work() {
-    let Some(redis) = Redis::start("three", &[]) else {
+    let Some(redis) = RedisServer::start("three", &[]) else {
         return;
     };
     let workers: Vec<Worker> = (0..3).map(|_| Worker::start(&redis, 1, 2)).collect();
@@ -396,7 +276,7 @@ fn three_worker_processes_share_the_work() {
 
 #[test]
 fn a_task_of_a_sigkilled_worker_completes_on_another_once() {
-    let Some(redis) = Redis::start("kill", &[]) else {
+    let Some(redis) = RedisServer::start("kill", &[]) else {
         return;
     };
     let a = Worker::start(&redis, 1, 4);
@@ -443,7 +323,7 @@ fn a_task_of_a_sigkilled_worker_completes_on_another_once() {
 
 #[test]
 fn forged_and_unsigned_messages_are_refused() {
-    let Some(redis) = Redis::start("forged", &[]) else {
+    let Some(redis) = RedisServer::start("forged", &[]) else {
         return;
     };
     let _w = Worker::start(&redis, 1, 4);
@@ -505,7 +385,7 @@ fn forged_and_unsigned_messages_are_refused() {
 
 #[test]
 fn redis_restarted_mid_run_loses_nothing_accepted() {
-    let Some(mut redis) = Redis::start(
+    let Some(mut redis) = RedisServer::start(
         "restart",
         &["--appendonly", "yes", "--appendfsync", "always"],
     ) else {
@@ -535,7 +415,7 @@ fn redis_restarted_mid_run_loses_nothing_accepted() {
 
 #[test]
 fn bad_urls_and_wrong_passwords_are_typed_errors() {
-    let Some(redis) = Redis::start("auth", &["--requirepass", "right"]) else {
+    let Some(redis) = RedisServer::start("auth", &["--requirepass", "right"]) else {
         return;
     };
     let serve = |url: String| {
@@ -559,7 +439,7 @@ fn bad_urls_and_wrong_passwords_are_typed_errors() {
         serve(format!("rediss://127.0.0.1:{}/", free_port())),
         RemoteError::Connect { .. }
     ));
-    let wrong = format!("redis://:wrong@127.0.0.1:{}/", redis.port);
+    let wrong = format!("redis://:wrong@127.0.0.1:{}/", redis.port());
     let e = serve(wrong.clone());
     assert!(matches!(e, RemoteError::Auth { .. }), "{e:?}");
     assert!(
@@ -579,7 +459,7 @@ fn bad_urls_and_wrong_passwords_are_typed_errors() {
     assert_eq!(e.field, "remote.url");
     assert!(e.reason.contains("refused the credentials"), "{e}");
     // And a right password works.
-    let right = format!("redis://:right@127.0.0.1:{}/", redis.port);
+    let right = format!("redis://:right@127.0.0.1:{}/", redis.port());
     let sys = ConcurrentSystem::builder()
         .remote(right)
         .remote_secret(SECRET)
@@ -622,11 +502,7 @@ fn bench_remote_reports_seedcore_celery_and_dramatiq() {
         10,
         "one line per metric and subject:\n{stdout}"
     );
-    let have_redis = Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if have_redis {
+    if installed() {
         for metric in ["tasks_per_s", "round_trip_p50_us", "round_trip_p99_us"] {
             let line = lines
                 .iter()
@@ -640,7 +516,10 @@ fn bench_remote_reports_seedcore_celery_and_dramatiq() {
     }
 }
 
-fn client_with(redis: &Redis, f: impl FnOnce(RemoteConfig) -> RemoteConfig) -> ConcurrentSystem {
+fn client_with(
+    redis: &RedisServer,
+    f: impl FnOnce(RemoteConfig) -> RemoteConfig,
+) -> ConcurrentSystem {
     ConcurrentSystem::builder()
         .remote_config(f(RemoteConfig::new(redis.url()).secret(SECRET)))
         .build()
@@ -656,7 +535,7 @@ fn remote_error(e: &TaskError) -> Option<&RemoteError> {
 
 #[test]
 fn redis_killed_for_good_fails_every_future_within_the_window() {
-    let Some(mut redis) = Redis::start("gone", &[]) else {
+    let Some(mut redis) = RedisServer::start("gone", &[]) else {
         return;
     };
     let _w = Worker::start(&redis, 1, 2);
@@ -726,7 +605,7 @@ fn redis_killed_for_good_fails_every_future_within_the_window() {
 
 #[test]
 fn errors_from_redis_fail_the_attempts() {
-    let Some(redis) = Redis::start("oom", &[]) else {
+    let Some(redis) = RedisServer::start("oom", &[]) else {
         return;
     };
     let _w = Worker::start(&redis, 1, 2);
@@ -772,7 +651,7 @@ fn errors_from_redis_fail_the_attempts() {
 
 #[test]
 fn redis_restarted_empty_pending_tasks_complete_once() {
-    let Some(mut redis) = Redis::start("empty", &[]) else {
+    let Some(mut redis) = RedisServer::start("empty", &[]) else {
         return;
     };
     let _w = Worker::start(&redis, 1, 1);
@@ -802,7 +681,7 @@ fn redis_restarted_empty_pending_tasks_complete_once() {
 
 #[test]
 fn a_poison_message_is_dead_lettered_after_max_deliveries() {
-    let Some(redis) = Redis::start("poison", &[]) else {
+    let Some(redis) = RedisServer::start("poison", &[]) else {
         return;
     };
     // A supervisor: a worker again whenever the last one died.
@@ -893,7 +772,7 @@ fn a_poison_message_is_dead_lettered_after_max_deliveries() {
 
 #[test]
 fn a_replayed_message_is_refused() {
-    let Some(redis) = Redis::start("replay", &[]) else {
+    let Some(redis) = RedisServer::start("replay", &[]) else {
         return;
     };
     let sys = client(&redis);
@@ -963,7 +842,7 @@ fn a_replayed_message_is_refused() {
 
 #[test]
 fn short_secrets_and_secrets_on_the_command_line_are_refused() {
-    let Some(redis) = Redis::start("secret", &[]) else {
+    let Some(redis) = RedisServer::start("secret", &[]) else {
         return;
     };
     let e = seedcore::remote::serve(
@@ -987,7 +866,7 @@ fn short_secrets_and_secrets_on_the_command_line_are_refused() {
     std::fs::write(&file, format!("{SECRET}\n")).unwrap();
     let mut w = Command::new(BIN)
         .args(["worker", "--redis"])
-        .arg(format!("redis://:hunter2@127.0.0.1:{}/", redis.port))
+        .arg(format!("redis://:hunter2@127.0.0.1:{}/", redis.port()))
         .arg("--secret-file")
         .arg(&file)
         .stderr(Stdio::piped())
@@ -1003,7 +882,7 @@ fn short_secrets_and_secrets_on_the_command_line_are_refused() {
 
 #[test]
 fn many_tasks_leave_redis_bounded() {
-    let Some(redis) = Redis::start("bounded", &[]) else {
+    let Some(redis) = RedisServer::start("bounded", &[]) else {
         return;
     };
     // 100,000 in a release build; fewer in a debug one, same assertions.
@@ -1072,7 +951,7 @@ fn many_tasks_leave_redis_bounded() {
 const FLAKY: ProcessTask<(String, u32), u32> =
     ProcessTask::external("seedcore::worker::remote_flaky");
 
-fn remote_config(redis: &Redis) -> RemoteConfig {
+fn remote_config(redis: &RedisServer) -> RemoteConfig {
     RemoteConfig::new(redis.url()).secret(SECRET)
 }
 
@@ -1109,7 +988,7 @@ fn detached_submitter() {
 
 #[test]
 fn results_and_retries_outlive_the_submitting_process() {
-    let Some(redis) = Redis::start("byid", &[]) else {
+    let Some(redis) = RedisServer::start("byid", &[]) else {
         return;
     };
     let dir = temp_dir("byid");
@@ -1186,7 +1065,7 @@ fn results_and_retries_outlive_the_submitting_process() {
 
 #[test]
 fn retries_run_on_the_worker_once_each() {
-    let Some(redis) = Redis::start("wretry", &[]) else {
+    let Some(redis) = RedisServer::start("wretry", &[]) else {
         return;
     };
     let dir = temp_dir("wretry");
@@ -1223,7 +1102,7 @@ fn retries_run_on_the_worker_once_each() {
 
 #[test]
 fn a_task_is_cancelled_by_id_from_another_client() {
-    let Some(redis) = Redis::start("cancelid", &[]) else {
+    let Some(redis) = RedisServer::start("cancelid", &[]) else {
         return;
     };
     let dir = temp_dir("cancelid");
@@ -1278,7 +1157,7 @@ fn a_task_is_cancelled_by_id_from_another_client() {
 
 #[test]
 fn a_graceful_stop_hands_back_what_it_has_not_started() {
-    let Some(redis) = Redis::start("handback", &[]) else {
+    let Some(redis) = RedisServer::start("handback", &[]) else {
         return;
     };
     let dir = temp_dir("handback");
@@ -1337,7 +1216,7 @@ fn a_graceful_stop_hands_back_what_it_has_not_started() {
 
 #[test]
 fn a_remote_section_configures_the_client_and_the_worker() {
-    let Some(redis) = Redis::start("section", &[]) else {
+    let Some(redis) = RedisServer::start("section", &[]) else {
         return;
     };
     let dir = temp_dir("section");
@@ -1395,7 +1274,7 @@ fn a_remote_section_configures_the_client_and_the_worker() {
 
 #[test]
 fn remote_workers_show_in_the_monitor_and_prometheus_by_host_and_pid() {
-    let Some(redis) = Redis::start("observe", &[]) else {
+    let Some(redis) = RedisServer::start("observe", &[]) else {
         return;
     };
     let w = Worker::start(&redis, 1, 4);
@@ -1441,7 +1320,7 @@ fn remote_workers_show_in_the_monitor_and_prometheus_by_host_and_pid() {
 
 #[test]
 fn a_renamed_task_serves_its_old_name_through_an_alias() {
-    let Some(redis) = Redis::start("alias", &[]) else {
+    let Some(redis) = RedisServer::start("alias", &[]) else {
         return;
     };
     let worker = Command::new(BIN)

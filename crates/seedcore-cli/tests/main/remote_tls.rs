@@ -5,9 +5,9 @@
 //! is missing.
 #![cfg(target_os = "linux")]
 
+use crate::redis_server::{free_port, RedisServer};
 use seedcore::remote::{RemoteConfig, RemoteError};
 use seedcore::{ConcurrentSystem, ProcessTask, TaskOptions};
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,24 +20,6 @@ const LONG: Duration = Duration::from_secs(60);
 
 const ADD: ProcessTask<(u64, u64), u64> = ProcessTask::external("seedcore::worker::remote_add");
 const ECHO: ProcessTask<String, String> = ProcessTask::external("seedcore::worker::remote_echo");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "seedcore-remote-tls-{tag}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// The `openssl` settings of the throwaway certificates: a CA, a server
 /// certificate for 127.0.0.1 and localhost, a client certificate.
@@ -159,85 +141,31 @@ fn make_certs(dir: &Path) -> bool {
     true
 }
 
-/// A TLS-only `redis-server` of this test (password [`PASSWORD`]), with
-/// its certificates; killed on drop.
-struct TlsRedis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
+/// A TLS-only `redis-server` of this test (password [`PASSWORD`]) with
+/// its certificates (`client_certs`: it asks clients for theirs), or
+/// `None` with the reason printed.
+fn tls_redis(tag: &str, client_certs: bool) -> Option<RedisServer> {
+    RedisServer::start_tls(
+        &format!("tls-{tag}"),
+        make_certs,
+        &[
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            if client_certs { "yes" } else { "no" },
+            "--requirepass",
+            PASSWORD,
+        ],
+    )
 }
 
-impl TlsRedis {
-    /// Starts one (`client_certs`: the server asks for client
-    /// certificates), or `None` with the reason printed.
-    fn start(tag: &str, client_certs: bool) -> Option<TlsRedis> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
-            return None;
-        }
-        let dir = temp_dir(tag);
-        if !make_certs(&dir) {
-            return None;
-        }
-        let port = free_port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .args([
-                "--tls-cert-file",
-                "server.pem",
-                "--tls-key-file",
-                "server.key",
-            ])
-            .args(["--tls-ca-cert-file", "ca.pem"])
-            .args([
-                "--tls-auth-clients",
-                if client_certs { "yes" } else { "no" },
-            ])
-            .args(["--requirepass", PASSWORD])
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let deadline = Instant::now() + LONG;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(_)) = child.try_wait() {
-                eprintln!("skipped: redis-server has no TLS support (it refused --tls-port)");
-                let _ = std::fs::remove_dir_all(&dir);
-                return None;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server never listened on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Some(TlsRedis { child, port, dir })
-    }
-
-    fn url(&self) -> String {
-        format!("rediss://:{PASSWORD}@127.0.0.1:{}/", self.port)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The server's `rediss://` URL, with its password.
+fn tls_url(redis: &RedisServer) -> String {
+    format!("rediss://:{PASSWORD}@127.0.0.1:{}/", redis.port())
 }
 
 /// A `seedcore worker` process in its own process group, killed on drop;
@@ -248,13 +176,13 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(redis: &TlsRedis, tls_args: &[&str]) -> Worker {
-        let log = redis.file(&format!("worker-{}.log", free_port()));
+    fn start(redis: &RedisServer, tls_args: &[&str]) -> Worker {
+        let log = redis.dir().join(format!("worker-{}.log", free_port()));
         let child = Command::new(BIN)
-            .args(["worker", "--redis", &redis.url(), "--processes", "2"])
+            .args(["worker", "--redis", &tls_url(redis), "--processes", "2"])
             .args(tls_args)
             .env("SEEDCORE_REMOTE_SECRET", SECRET)
-            .current_dir(&redis.dir)
+            .current_dir(redis.dir())
             .process_group(0)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -311,14 +239,14 @@ fn connect_error(cfg: RemoteConfig) -> (RemoteError, Duration) {
 
 #[test]
 fn tasks_round_trip_over_tls_with_a_ca_file() {
-    let Some(redis) = TlsRedis::start("ca", false) else {
+    let Some(redis) = tls_redis("ca", false) else {
         return;
     };
-    let ca = redis.file("ca.pem");
+    let ca = redis.dir().join("ca.pem");
     let worker = Worker::start(&redis, &["--tls-ca-file", ca.to_str().unwrap()]);
     let client = ConcurrentSystem::builder()
         .remote_config(
-            RemoteConfig::new(redis.url())
+            RemoteConfig::new(tls_url(&redis))
                 .secret(SECRET)
                 .tls_ca_file(&ca),
         )
@@ -329,11 +257,11 @@ fn tasks_round_trip_over_tls_with_a_ca_file() {
 
 #[test]
 fn an_untrusted_server_certificate_is_a_typed_error_not_a_hang() {
-    let Some(redis) = TlsRedis::start("untrusted", false) else {
+    let Some(redis) = tls_redis("untrusted", false) else {
         return;
     };
     // Without the CA file the system's roots do not know the test CA.
-    let (e, took) = connect_error(RemoteConfig::new(redis.url()).secret(SECRET));
+    let (e, took) = connect_error(RemoteConfig::new(tls_url(&redis)).secret(SECRET));
     let RemoteError::Connect { url, reason } = &e else {
         panic!("expected a connect error, got {e:?}");
     };
@@ -357,9 +285,9 @@ fn an_untrusted_server_certificate_is_a_typed_error_not_a_hang() {
     assert!(!said.contains(PASSWORD), "{said}");
 
     // A CA file that is not there is a setting error naming it.
-    let missing = redis.file("no-such-ca.pem");
+    let missing = redis.dir().join("no-such-ca.pem");
     let (e, _) = connect_error(
-        RemoteConfig::new(redis.url())
+        RemoteConfig::new(tls_url(&redis))
             .secret(SECRET)
             .tls_ca_file(&missing),
     );
@@ -368,11 +296,11 @@ fn an_untrusted_server_certificate_is_a_typed_error_not_a_hang() {
         "{e:?}"
     );
     // TLS files with a plain redis:// URL are refused, not ignored.
-    let plain = format!("redis://127.0.0.1:{}/", redis.port);
+    let plain = format!("redis://127.0.0.1:{}/", redis.port());
     let (e, _) = connect_error(
         RemoteConfig::new(plain)
             .secret(SECRET)
-            .tls_ca_file(redis.file("ca.pem")),
+            .tls_ca_file(redis.dir().join("ca.pem")),
     );
     assert!(
         matches!(&e, RemoteError::BadSetting(m) if m.contains("rediss://")),
@@ -382,13 +310,13 @@ fn an_untrusted_server_certificate_is_a_typed_error_not_a_hang() {
 
 #[test]
 fn mutual_tls_needs_the_client_certificate() {
-    let Some(redis) = TlsRedis::start("mutual", true) else {
+    let Some(redis) = tls_redis("mutual", true) else {
         return;
     };
     let (ca, cert, key) = (
-        redis.file("ca.pem"),
-        redis.file("client.pem"),
-        redis.file("client.key"),
+        redis.dir().join("ca.pem"),
+        redis.dir().join("client.pem"),
+        redis.dir().join("client.key"),
     );
     let path = |p: &PathBuf| p.to_str().unwrap().to_owned();
     let worker = Worker::start(
@@ -404,7 +332,7 @@ fn mutual_tls_needs_the_client_certificate() {
     );
     let client = ConcurrentSystem::builder()
         .remote_config(
-            RemoteConfig::new(redis.url())
+            RemoteConfig::new(tls_url(&redis))
                 .secret(SECRET)
                 .tls_ca_file(&ca)
                 .tls_client_cert(&cert, &key),
@@ -415,7 +343,7 @@ fn mutual_tls_needs_the_client_certificate() {
 
     // Without a client certificate the server ends the handshake.
     let (e, took) = connect_error(
-        RemoteConfig::new(redis.url())
+        RemoteConfig::new(tls_url(&redis))
             .secret(SECRET)
             .tls_ca_file(&ca),
     );
@@ -423,10 +351,10 @@ fn mutual_tls_needs_the_client_certificate() {
     assert!(took < Duration::from_secs(15), "took {took:?}");
     // A key that is not the certificate's is a setting error.
     let (e, _) = connect_error(
-        RemoteConfig::new(redis.url())
+        RemoteConfig::new(tls_url(&redis))
             .secret(SECRET)
             .tls_ca_file(&ca)
-            .tls_client_cert(&cert, redis.file("server.key")),
+            .tls_client_cert(&cert, redis.dir().join("server.key")),
     );
     assert!(
         matches!(&e, RemoteError::BadSetting(m) if m.contains("client.pem")),
