@@ -4,7 +4,7 @@
 //! for the memory it needs). One product is checked against the CPU.
 //!
 //! Run with `cargo run -p seedcore --features cuda --example batched_gemm`.
-//! Without a GPU it says so and exits 0.
+//! Without a GPU, NVRTC or cuBLAS it says so and exits 0.
 
 use rand::Rng;
 use seedcore::gpu::{gpu_devices, why_no_gpu, GpuError, GpuOptions};
@@ -12,12 +12,13 @@ use seedcore::ConcurrentSystem;
 use std::sync::Arc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(why) = why_no_gpu() {
+        println!("batched_gemm: cannot run ({why}); nothing to do");
+        return Ok(());
+    }
     let devices = gpu_devices();
     if devices.is_empty() {
-        println!(
-            "batched_gemm: no GPU to run on ({}); nothing to do",
-            why_no_gpu().unwrap_or("none listed")
-        );
+        println!("batched_gemm: no GPU listed; nothing to do");
         return Ok(());
     }
     for d in &devices {

@@ -3,10 +3,10 @@
 //! each result checked against the CPU.
 //!
 //! Run with `cargo run -p seedcore --features cuda --example saxpy`. Without
-//! a GPU it says so and exits 0.
+//! a GPU, NVRTC or cuBLAS it says so and exits 0.
 
 use seedcore::gpu::cudarc::driver::{LaunchConfig, PushKernelArg};
-use seedcore::gpu::{DeviceChoice, GpuError, GpuOptions};
+use seedcore::gpu::{why_no_gpu, DeviceChoice, GpuError, GpuOptions};
 use seedcore::{ConcurrentSystem, SubmitError};
 use std::sync::Arc;
 
@@ -18,6 +18,10 @@ extern "C" __global__ void saxpy(float a, const float *x, float *y, int n) {
 "#;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(why) = why_no_gpu() {
+        println!("saxpy: cannot run ({why}); nothing to do");
+        return Ok(());
+    }
     let system = ConcurrentSystem::new()?;
     let n = 1 << 20;
     let x: Arc<Vec<f32>> = Arc::new((0..n).map(|i| (i % 97) as f32 * 0.5).collect());

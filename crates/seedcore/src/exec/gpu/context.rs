@@ -6,7 +6,8 @@ use super::kernels::{self, BlasSlot};
 use super::{Device, GpuError};
 use crate::task::TaskContext;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchArgs, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, DriverError,
+    LaunchArgs, ValidAsZeroBits,
 };
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -16,6 +17,41 @@ use std::sync::Arc;
 pub(crate) struct Lane {
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) blas: BlasSlot,
+}
+
+impl Lane {
+    /// The sticky error the stream reports, if the device's context
+    /// faulted: `cuStreamQuery` returns it on every stream of the context
+    /// (and success or "not ready" otherwise). One driver call, made after
+    /// each task, whose stream is idle by then.
+    pub(crate) fn sticky_error(&self) -> Option<DriverError> {
+        // SAFETY: the stream is alive (the lane holds it) and its context
+        // is the device's primary context, which outlives it; the query
+        // only reads its state.
+        let r = unsafe { cudarc::driver::sys::cuStreamQuery(self.stream.cu_stream()) };
+        r.result().err().filter(is_sticky)
+    }
+}
+
+/// Whether `e` is a sticky error: one after which the context is unusable
+/// for the rest of the process, every later call failing the same way
+/// (the driver API's docs say so of each of these; an uncorrectable ECC
+/// error, besides, wants the device reset).
+pub(crate) fn is_sticky(e: &DriverError) -> bool {
+    use cudarc::driver::sys::cudaError_enum::*;
+    matches!(
+        e.0,
+        CUDA_ERROR_ILLEGAL_ADDRESS
+            | CUDA_ERROR_LAUNCH_TIMEOUT
+            | CUDA_ERROR_ASSERT
+            | CUDA_ERROR_HARDWARE_STACK_ERROR
+            | CUDA_ERROR_ILLEGAL_INSTRUCTION
+            | CUDA_ERROR_MISALIGNED_ADDRESS
+            | CUDA_ERROR_INVALID_ADDRESS_SPACE
+            | CUDA_ERROR_INVALID_PC
+            | CUDA_ERROR_LAUNCH_FAILED
+            | CUDA_ERROR_ECC_UNCORRECTABLE
+    )
 }
 
 /// The streams of one device: a task takes one for its attempt and gives
@@ -149,6 +185,15 @@ impl GpuContext {
         self.device.kernels.function(&self.device.ctx, src, name)
     }
 
+    /// The module of CUDA C source `src` compiled with NVRTC for the device
+    /// of `ctx` and loaded into it, as [`function`](Self::function)
+    /// compiles (CUBIN for the device's own `sm`; no cache), for code that
+    /// holds its own context outside a GPU task: a process worker bound
+    /// to one device, say.
+    pub fn compile_for(ctx: &Arc<CudaContext>, src: &str) -> Result<Arc<CudaModule>, GpuError> {
+        kernels::compile_module(ctx, src)
+    }
+
     /// A launch of `f` on the task's stream: add arguments with `arg` and
     /// call `launch` (unsafe: the arguments must match the kernel's).
     pub fn launch_builder<'a>(&'a self, f: &'a CudaFunction) -> LaunchArgs<'a> {
@@ -186,6 +231,35 @@ impl GpuContext {
                 requested: bytes as u64,
             },
             other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_sticky;
+    use cudarc::driver::sys::cudaError_enum::*;
+    use cudarc::driver::DriverError;
+
+    #[test]
+    fn faults_that_poison_the_context_are_sticky_and_others_are_not() {
+        for e in [
+            CUDA_ERROR_ILLEGAL_ADDRESS,
+            CUDA_ERROR_LAUNCH_FAILED,
+            CUDA_ERROR_LAUNCH_TIMEOUT,
+            CUDA_ERROR_ILLEGAL_INSTRUCTION,
+            CUDA_ERROR_MISALIGNED_ADDRESS,
+        ] {
+            assert!(is_sticky(&DriverError(e)), "{e:?}");
+        }
+        for e in [
+            CUDA_ERROR_OUT_OF_MEMORY,
+            CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES,
+            CUDA_ERROR_INVALID_VALUE,
+            CUDA_ERROR_NOT_READY,
+            CUDA_ERROR_UNSUPPORTED_PTX_VERSION,
+        ] {
+            assert!(!is_sticky(&DriverError(e)), "{e:?}");
         }
     }
 }

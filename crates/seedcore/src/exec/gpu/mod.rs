@@ -14,10 +14,39 @@
 //! end) is replaced, so the device keeps its concurrency. A kernel cannot
 //! be stopped from inside the process: isolating one needs a worker
 //! process bound to the device.
+//!
+//! # A device that faulted
+//!
+//! Some CUDA errors are sticky: after a kernel's illegal address, illegal
+//! instruction, failed launch or a launch killed for running too long,
+//! every later call on the device's context in this process fails the same
+//! way. The executor watches for them (in every driver error that becomes
+//! a [`GpuError`] on a worker, and on the task's stream after each task)
+//! and marks the device unhealthy for the rest of the process: placement
+//! passes over it, the tasks queued on it go to a healthy device, and a
+//! task bound to it (or with no healthy device left) fails with
+//! [`GpuError::DeviceFaulted`]. The stats show it (`gpu{N}_healthy` is 0)
+//! and count only healthy devices in the GPU row's capacity.
+//!
+//! # CUDA versions
+//!
+//! The driver, NVRTC and cuBLAS are loaded at run time, so seedcore builds
+//! without CUDA, and what is missing is reported by [`why_no_gpu`] before
+//! anything is called in it. cudarc's bindings are those of CUDA 13.0
+//! (its feature `cuda-13000`); cudarc builds for one CUDA major version and
+//! looks, on Linux, for `libnvrtc.so` then `libnvrtc.so.13` then
+//! `libnvrtc.so.12` (the same for `libcublas`; the driver is
+//! `libcuda.so.1`), so this loads on a CUDA 13 driver with the NVRTC and
+//! cuBLAS of CUDA 13 or 12. The driver must be CUDA 13 or newer: the
+//! bindings name calls that CUDA 13 added (`cuEventElapsedTime_v2`, say),
+//! which a CUDA 12 driver lacks; for one, build with cudarc's `cuda-12080`
+//! instead. Kernels are compiled to the device's own `sm` (CUBIN), so an
+//! NVRTC newer than the driver does not make PTX the driver cannot read.
 
 mod context;
 mod discovery;
 mod kernels;
+mod placement;
 
 pub use context::GpuContext;
 pub use discovery::{gpu_devices, why_no_gpu, GpuDevice};
@@ -35,12 +64,13 @@ use context::{Lane, StreamPool};
 use cudarc::driver::CudaContext;
 use kernels::ModuleCache;
 use parking_lot::{Condvar, Mutex};
+use placement::Pick;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -74,11 +104,29 @@ pub enum GpuError {
     /// A CUDA library is not installed.
     #[error("{0} is not installed")]
     Missing(&'static str),
+    /// The device's context faulted (a sticky CUDA error, such as an
+    /// illegal address in a kernel): it takes no new task for the rest of
+    /// the process. Where the task could go to any device, every device
+    /// had faulted and `device` is the first of them.
+    #[error("GPU {device} faulted ({cause}) and takes no new tasks")]
+    DeviceFaulted {
+        /// The device's ordinal.
+        device: usize,
+        /// The error that faulted it.
+        cause: String,
+    },
 }
 
 impl From<cudarc::driver::DriverError> for GpuError {
+    /// The error of a driver call. On a GPU worker, a sticky error marks
+    /// the worker's device unhealthy (see the module docs).
     fn from(e: cudarc::driver::DriverError) -> Self {
         use cudarc::driver::sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY;
+        if context::is_sticky(&e) {
+            if let Ok(Some((device, _))) = CURRENT.try_with(|c| c.borrow().clone()) {
+                device.mark_faulted(&e);
+            }
+        }
         if e.0 == CUDA_ERROR_OUT_OF_MEMORY {
             GpuError::OutOfMemory {
                 device: None,
@@ -184,10 +232,12 @@ pub(crate) struct Route {
     memory: u64,
 }
 
-/// A task on a device's queue, with the memory it reserved there.
+/// A task on a device's queue, with the memory it reserved there and
+/// where it may go (to place it again if the device faults).
 struct Placed {
     task: Runnable,
     reserve: u64,
+    route: Route,
 }
 
 /// One device: its context, streams, kernels, queue and figures.
@@ -209,9 +259,41 @@ pub(crate) struct Device {
     tasks: AtomicU64,
     busy_ns: AtomicU64,
     limit: usize,
+    /// The sticky error that faulted the context, once one did.
+    fault: OnceLock<String>,
 }
 
 impl Device {
+    /// Whether it may take tasks: its context has not faulted.
+    fn healthy(&self) -> bool {
+        self.fault.get().is_none()
+    }
+
+    /// Marks it unhealthy for the rest of the process (the first fault
+    /// is the one kept and logged).
+    pub(crate) fn mark_faulted(&self, e: &cudarc::driver::DriverError) {
+        let mut first = false;
+        self.fault.get_or_init(|| {
+            first = true;
+            e.to_string()
+        });
+        if first {
+            log::error!(
+                "seedcore: GPU {} ({}) faulted: {e}; it takes no new tasks",
+                self.ordinal,
+                self.name
+            );
+        }
+    }
+
+    /// Why it takes no task (its fault), for [`GpuError::DeviceFaulted`].
+    fn faulted_error(&self) -> TaskError {
+        TaskError::Failed(Box::new(GpuError::DeviceFaulted {
+            device: self.ordinal,
+            cause: self.fault.get().cloned().unwrap_or_default(),
+        }))
+    }
+
     fn available(&self) -> u64 {
         let free = self.free.load(Ordering::Relaxed);
         let unreserved = self
@@ -294,10 +376,22 @@ struct Placement {
     waiting: Vec<Waiter>,
 }
 
-enum Pick {
-    Go(usize),
-    Wait(u64),
-    Never(u64),
+impl placement::Figures for Arc<Device> {
+    fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+    fn healthy(&self) -> bool {
+        Device::healthy(self)
+    }
+    fn available(&self) -> u64 {
+        Device::available(self)
+    }
+    fn total(&self) -> u64 {
+        self.total
+    }
+    fn load(&self) -> usize {
+        Device::load(self)
+    }
 }
 
 /// The GPU executor of one system.
@@ -350,6 +444,7 @@ impl GpuExecutor {
                 tasks: AtomicU64::new(0),
                 busy_ns: AtomicU64::new(0),
                 limit,
+                fault: OnceLock::new(),
             }));
         }
         if devices.is_empty() {
@@ -403,42 +498,7 @@ impl GpuExecutor {
     }
 
     fn pick(&self, route: &Route) -> Pick {
-        let n = self.devices.len();
-        let fits = |d: &Device| route.memory == 0 || route.memory <= d.available();
-        // The candidates, as a range of indices: no allocation per task.
-        let (lo, hi) = match route.choice {
-            DeviceChoice::One(o) => match self.devices.iter().position(|d| d.ordinal == o) {
-                Some(i) => (i, i + 1),
-                None => (0, 0),
-            },
-            _ => (0, n),
-        };
-        let chosen = match route.choice {
-            DeviceChoice::Spread => {
-                let start = self.turn.fetch_add(1, Ordering::Relaxed);
-                (0..n)
-                    .map(|k| (start + k) % n)
-                    .find(|&i| fits(&self.devices[i]))
-            }
-            _ => (lo..hi)
-                .filter(|&i| fits(&self.devices[i]))
-                .min_by_key(|&i| {
-                    let d = &self.devices[i];
-                    (d.load(), std::cmp::Reverse(d.available()))
-                }),
-        };
-        if let Some(i) = chosen {
-            return Pick::Go(i);
-        }
-        let most_free = (lo..hi)
-            .map(|i| self.devices[i].available())
-            .max()
-            .unwrap_or(0);
-        if (lo..hi).any(|i| self.devices[i].total >= route.memory) {
-            Pick::Wait(most_free)
-        } else {
-            Pick::Never(most_free)
-        }
+        placement::pick(&self.devices, route.choice, route.memory, &self.turn)
     }
 
     fn go(&self, i: usize, task: Runnable, route: &Route) {
@@ -447,6 +507,7 @@ impl GpuExecutor {
         d.push(Placed {
             task,
             reserve: route.memory,
+            route: *route,
         });
     }
 
@@ -459,9 +520,13 @@ impl GpuExecutor {
         }
         if route.memory == 0 {
             // Nothing to reserve: no lock on the way to the device's queue.
-            if let Pick::Go(i) = self.pick(&route) {
-                self.go(i, task, &route);
-                return;
+            match self.pick(&route) {
+                Pick::Go(i) => return self.go(i, task, &route),
+                Pick::Faulted(i) => {
+                    task.fail(self.devices[i].faulted_error());
+                    return;
+                }
+                Pick::Wait(_) | Pick::Never(_) => {}
             }
         }
         // A check and a reservation that must not interleave with another.
@@ -478,6 +543,10 @@ impl GpuExecutor {
                     requested: route.memory,
                     available,
                 });
+            }
+            Pick::Faulted(i) => {
+                drop(pl);
+                task.fail(self.devices[i].faulted_error());
             }
             Pick::Wait(_) => {
                 let deadline = task
@@ -515,23 +584,25 @@ impl GpuExecutor {
             if w.task.is_done() {
                 continue;
             }
+            let memory = |available| TaskError::GpuMemory {
+                device: None,
+                requested: w.route.memory,
+                available,
+            };
             match self.pick(&w.route) {
                 Pick::Go(i) => self.go(i, w.task, &w.route),
                 Pick::Wait(available) if w.deadline.is_some_and(|d| d <= now) => {
-                    failed.push((w, available))
+                    failed.push((w.task, memory(available)))
                 }
                 Pick::Wait(_) => pl.waiting.push(w),
-                Pick::Never(available) => failed.push((w, available)),
+                Pick::Never(available) => failed.push((w.task, memory(available))),
+                Pick::Faulted(i) => failed.push((w.task, self.devices[i].faulted_error())),
             }
         }
         self.waiting.store(pl.waiting.len(), Ordering::SeqCst);
         drop(pl);
-        for (w, available) in failed {
-            w.task.fail(TaskError::GpuMemory {
-                device: None,
-                requested: w.route.memory,
-                available,
-            });
+        for (task, e) in failed {
+            task.fail(e);
         }
     }
 
@@ -565,11 +636,25 @@ fn work(exec: Weak<GpuExecutor>, dev: Arc<Device>, me: Arc<Worker>) {
             exec.release(&dev, p.reserve);
             continue;
         }
+        if !dev.healthy() {
+            // Queued before the device faulted: placed again, on a
+            // healthy device or failed.
+            exec.release(&dev, p.reserve);
+            exec.place(p.task, p.route);
+            continue;
+        }
         let lane = match dev.pool.take(&dev.ctx) {
             Ok(l) => l,
             Err(e) => {
-                p.task.fail(TaskError::failed(e));
                 exec.release(&dev, p.reserve);
+                if let GpuError::Driver(d) = &e {
+                    if context::is_sticky(d) {
+                        dev.mark_faulted(d);
+                        exec.place(p.task, p.route);
+                        continue;
+                    }
+                }
+                p.task.fail(TaskError::failed(e));
                 continue;
             }
         };
@@ -580,6 +665,10 @@ fn work(exec: Weak<GpuExecutor>, dev: Arc<Device>, me: Arc<Worker>) {
         p.task.run();
         dev.busy_ns
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        // A fault the task's code kept to itself still shows on its stream.
+        if let Some(e) = lane.sticky_error() {
+            dev.mark_faulted(&e);
+        }
         CURRENT.with(|c| c.borrow_mut().take());
         dev.running.fetch_sub(1, Ordering::Relaxed);
         dev.tasks.fetch_add(1, Ordering::Relaxed);
@@ -701,7 +790,9 @@ impl Executor for GpuExecutor {
             }
             drop(q);
             row.busy += d.running.load(Ordering::Relaxed);
-            row.target += d.limit;
+            if d.healthy() {
+                row.target += d.limit;
+            }
             d.refresh_free();
             let o = d.ordinal;
             let used = d.total.saturating_sub(d.free.load(Ordering::Relaxed));
@@ -722,6 +813,7 @@ impl Executor for GpuExecutor {
                     d.running.load(Ordering::Relaxed) as u64,
                 ),
                 (format!("gpu{o}_streams"), d.pool.made() as u64),
+                (format!("gpu{o}_healthy"), u64::from(d.healthy())),
                 (format!("gpu{o}_modules"), d.kernels.len() as u64),
             ]);
         }
