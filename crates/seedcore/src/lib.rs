@@ -230,9 +230,12 @@ pub mod process {
 
 /// GPU tasks (feature `cuda`): device discovery, the options and context of
 /// [`ConcurrentSystem::submit_gpu`], and the cudarc crate it is built on.
-/// The CUDA driver, NVRTC and cuBLAS are loaded at run time: without them
-/// [`gpu_devices`](gpu::gpu_devices) is empty and `submit_gpu` fails with
-/// [`SubmitError::NoGpu`] (present in every build).
+/// The CUDA driver, NVRTC and cuBLAS are loaded at run time. Without the
+/// driver [`gpu_devices`](gpu::gpu_devices) is empty and `submit_gpu` fails
+/// with [`SubmitError::NoGpu`] (present in every build); without NVRTC or
+/// cuBLAS tasks still run, and only compiling kernels or `sgemm` fails, with
+/// [`GpuError::Missing`](gpu::GpuError::Missing).
+/// [`why_no_gpu`](gpu::why_no_gpu) names the library that is missing.
 #[cfg(feature = "cuda")]
 pub mod gpu {
     pub use crate::exec::gpu::{
