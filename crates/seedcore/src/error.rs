@@ -46,7 +46,7 @@ pub enum TaskError {
         /// The worker's process id, where one was started.
         pid: Option<u32>,
         /// The task it was running, where it was running one.
-        task: Option<crate::TaskId>,
+        task: Option<crate::kind::TaskId>,
         /// What happened, for people.
         detail: String,
     },

@@ -157,35 +157,36 @@ pub mod balance;
 pub mod config;
 mod error;
 pub mod exec;
+mod kind;
 pub mod observe;
 mod options;
 pub mod parallel;
 mod sched;
+mod snapshot;
 mod sync;
 mod system;
 mod task;
 mod wire;
 
 // The everyday names, at the root.
-pub use balance::{ExpandPolicy, QueueFull, ShrinkPolicy};
 pub use config::{Config, ShutdownMode};
+pub use config::{ExpandPolicy, QueueFull, ShrinkPolicy};
+pub use config::{ProcessPriority, WorkerOutput};
 pub use error::{
     signal_name, BoxError, ConfigError, SubmitError, TaskError, TaskErrorKind, TaskPanic,
 };
-pub use exec::process::{init, is_worker, BatchTask, ProcessPriority, ProcessTask, WorkerOutput};
-pub use observe::Stats;
+pub use exec::process::{init, is_worker, BatchTask, ProcessTask};
+pub use kind::{ExecutorKind, TaskId};
 pub use options::{Backoff, Priority, RetryOn, RetryPolicy, TaskOptions};
 pub use parallel::{ChunkSize, Pipeline, Stage};
 pub use sched::callback::{CallbackExecutor, CallbackQueue};
 pub use sched::ShutdownHandle;
+pub use snapshot::Stats;
 pub use system::{
     ConcurrentSystem, ExecutorHandle, ShutdownReport, SystemBuilder, MAX_INITIALIZER_ARGS_BYTES,
 };
 pub use task::{as_completed, wait, AsCompleted, WaitFor, WaitSet, Waitable};
-pub use task::{
-    CancellationToken, ExecutorKind, SharedFuture, TaskContext, TaskFuture, TaskHandle, TaskId,
-    TaskStatus,
-};
+pub use task::{CancellationToken, SharedFuture, TaskContext, TaskFuture, TaskHandle, TaskStatus};
 pub use wire::shm::SharedBytes;
 
 /// The serde that process tasks' arguments and results go through, for

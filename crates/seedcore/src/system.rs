@@ -11,12 +11,12 @@ use crate::exec::async_rt::{AsyncBody, AsyncExec};
 use crate::exec::process::{ProcessBody, ProcessConfig, ProcessPool, ProcessTask};
 use crate::exec::service::ServiceExec;
 use crate::exec::thread::{PoolConfig, ThreadInit, ThreadPool};
-use crate::observe::stats::Stats;
 use crate::options::TaskOptions;
 use crate::sched::callback::{CallbackExecutor, CallbackQueue, Dispatcher};
 use crate::sched::counters::Counters;
 use crate::sched::timer::Timer;
 use crate::sched::{ClosureBody, Executor, Scheduler, ShutdownHandle};
+use crate::snapshot::Stats;
 use crate::task::{Body, ExecutorKind, TaskContext, TaskFuture};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
@@ -405,6 +405,7 @@ impl SystemBuilder {
         let config = self.config;
         let thread_init = self.thread_init;
         config.validate()?;
+        check_hooks(&config)?;
         // The builder's remote settings, else the `[remote]` section's.
         #[cfg(feature = "remote")]
         let remote = match remote {
@@ -482,6 +483,31 @@ impl SystemBuilder {
         }
         Ok(system)
     }
+}
+
+/// The process hooks name registered process tasks, when the workers run
+/// this executable (another program registers its own). Checked here, not
+/// in [`Config::validate`]: the configuration knows nothing of the
+/// registry.
+fn check_hooks(config: &Config) -> Result<(), ConfigError> {
+    let p = &config.processes;
+    if p.program.is_some() {
+        return Ok(());
+    }
+    for (key, hook) in [
+        ("processes.initializer", &p.initializer),
+        ("processes.finalizer", &p.finalizer),
+    ] {
+        if let Some(h) = hook {
+            if crate::exec::process::find(h).is_none() {
+                return Err(ConfigError::new(
+                    key,
+                    format!("`{h}` is not a registered process task"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The process pool's settings from `config`. Idle retirement above core

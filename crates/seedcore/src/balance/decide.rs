@@ -3,6 +3,7 @@
 
 use super::{BalanceEvent, EventKind, ExpandPolicy, ShrinkPolicy};
 use crate::config::Config;
+use crate::snapshot::LoadReading;
 use crate::task::ExecutorKind;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -116,38 +117,6 @@ impl PoolReading {
     pub fn cpu(mut self, cores: f64) -> Self {
         self.cpu = Some(cores);
         self
-    }
-}
-
-/// The machine's load at one sample.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct LoadReading {
-    /// Whole-machine CPU use, 0..=1.
-    pub cpu_load: f64,
-    /// Logical cores.
-    pub logical_cores: usize,
-    /// Memory available to new work, in bytes.
-    pub memory_available: u64,
-    /// Total memory, in bytes (0: unknown, and the memory gate is off).
-    pub memory_total: u64,
-}
-
-impl LoadReading {
-    /// A machine with `logical_cores` cores at `cpu_load` (0..=1), with
-    /// `memory_available` of `memory_total` bytes.
-    pub fn new(
-        cpu_load: f64,
-        logical_cores: usize,
-        memory_available: u64,
-        memory_total: u64,
-    ) -> Self {
-        LoadReading {
-            cpu_load,
-            logical_cores,
-            memory_available,
-            memory_total,
-        }
     }
 }
 

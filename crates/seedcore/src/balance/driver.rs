@@ -2,9 +2,10 @@
 //! system's state (events, counters, floors, the monitor), the global task
 //! limit's check, and the balancer's builder settings.
 
-use super::decide::{BalanceSettings, Balancer, LoadReading, PoolReading, Readings};
+use super::decide::{BalanceSettings, Balancer, PoolReading, Readings};
 use super::{BalanceEvent, EventKind, ExpandPolicy, QueueFull, ShrinkPolicy};
 use crate::error::SubmitError;
+use crate::snapshot::LoadReading;
 use crate::system::{Shared, SystemBuilder};
 use crate::task::ExecutorKind;
 use parking_lot::{Condvar, Mutex};

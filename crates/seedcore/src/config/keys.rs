@@ -1,12 +1,11 @@
 //! The key table: every setting, with its section, type, default,
 //! parser, check and documentation, in one place.
 
-use super::parse::check::{at_least_one, hook, max_over, ok, positive, share, some_at_least_one};
+use super::parse::check::{at_least_one, max_over, ok, positive, share, some_at_least_one};
 use super::parse::Raw;
+use super::policy::{ExpandPolicy, ProcessPriority, QueueFull, ShrinkPolicy, WorkerOutput};
 use super::table::{config_keys, Key};
 use super::{Secret, ShutdownMode};
-use crate::balance::{ExpandPolicy, QueueFull, ShrinkPolicy};
-use crate::exec::process::{ProcessPriority, WorkerOutput};
 use crate::sched::callback::CallbackExecutor;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -217,14 +216,14 @@ config_keys! {
         initializer: Option<String> = None;
         type "string", default "none",
         parse |r| r.text().map(Some),
-        check hook;
+        check ok;
 
         /// A registered process task (`fn()`) each worker runs before it
         /// exits.
         finalizer: Option<String> = None;
         type "string", default "none",
         parse |r| r.text().map(Some),
-        check hook;
+        check ok;
 
         /// Largest IPC frame, 4096 bytes to 4 GiB - 1; larger arguments
         /// are refused at submit.

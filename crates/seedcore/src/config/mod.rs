@@ -8,12 +8,15 @@
 
 mod keys;
 mod parse;
+mod policy;
 mod table;
 
 pub use keys::{
     AsyncConfig, BalanceConfig, CallbacksConfig, CommandSettings, Config, GpuSettings,
     ProcessesConfig, RemoteSettings, ThreadsConfig,
 };
+
+pub use policy::{ExpandPolicy, ProcessPriority, QueueFull, ShrinkPolicy, WorkerOutput};
 
 use crate::error::ConfigError;
 use keys::{KEYS, SECTIONS};
@@ -241,7 +244,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::ShrinkPolicy;
+    use crate::config::ShrinkPolicy;
     use crate::sched::callback::CallbackExecutor;
     use std::time::Duration;
 

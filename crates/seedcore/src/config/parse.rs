@@ -1,9 +1,8 @@
 //! Reading one raw value, from TOML or from the environment, as the type
 //! of its key. Errors are reasons only; the caller names the field.
 
+use super::policy::{ExpandPolicy, ProcessPriority, QueueFull, ShrinkPolicy, WorkerOutput};
 use super::ShutdownMode;
-use crate::balance::{ExpandPolicy, QueueFull, ShrinkPolicy};
-use crate::exec::process::{ProcessPriority, WorkerOutput};
 use crate::sched::callback::{CallbackExecutor, CallbackQueue};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -242,17 +241,6 @@ pub(super) mod check {
     pub(in crate::config) fn max_over(max: usize, core: usize, what: &str) -> Result<(), String> {
         if max < core {
             return Err(format!("must be at least {what} ({core}), got {max}"));
-        }
-        Ok(())
-    }
-
-    /// A process hook names a registered process task, when the workers
-    /// run this executable (another program registers its own).
-    pub(in crate::config) fn hook(v: &Option<String>, c: &Config) -> Result<(), String> {
-        if let (Some(h), None) = (v, &c.processes.program) {
-            if crate::exec::process::find(h).is_none() {
-                return Err(format!("`{h}` is not a registered process task"));
-            }
         }
         Ok(())
     }

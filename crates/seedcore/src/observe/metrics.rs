@@ -23,8 +23,8 @@
 //! `monitor` (the serialized [`MonitorSnapshot`]).
 
 use crate::observe::monitor::MonitorSnapshot;
-use crate::observe::stats::{Histogram, Stats};
 use crate::sched::ExecutorStats;
+use crate::snapshot::{Histogram, Stats};
 use crate::system::{stats_of, ConcurrentSystem, Shared};
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;

@@ -23,10 +23,9 @@
 
 pub(crate) mod metrics;
 pub(crate) mod monitor;
-pub(crate) mod stats;
 
+pub use crate::snapshot::{Histogram, Stats};
 #[cfg(feature = "http")]
 pub use metrics::MetricsServer;
 pub use metrics::PROMETHEUS_CONTENT_TYPE;
 pub use monitor::{MonitorSnapshot, WorkerReading};
-pub use stats::{Histogram, Stats};

@@ -10,9 +10,9 @@
 
 use super::registry::MAX_EXECUTORS;
 use crate::error::TaskErrorKind;
-use crate::observe::stats::{new_hdr, Histogram};
-use crate::observe::Stats;
 use crate::options::{Priority, LEVELS};
+use crate::snapshot::Stats;
+use crate::snapshot::{new_hdr, Histogram};
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::cell::Cell;

@@ -36,9 +36,10 @@ mod queue;
 pub(crate) mod registry;
 pub(crate) mod timer;
 
+pub use crate::snapshot::{ExecutorStats, WorkerInfo};
 pub use background::ShutdownHandle;
 pub(crate) use executor::ClosureBody;
-pub use executor::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
+pub use executor::{Executor, Runnable, StopReport};
 pub use queue::PriorityQueue;
 pub(crate) use queue::Ranked;
 

@@ -10,11 +10,12 @@ pub(crate) mod cell;
 pub(crate) mod completion;
 mod context;
 mod future;
-mod kind;
 mod many;
 mod shared;
 pub(crate) mod state;
 
+pub(crate) use crate::kind::TaskId;
+pub use crate::kind::{ExecutorKind, StopReason};
 pub(crate) use cell::{
     blocking, caught, in_task, set_blocker, Acquire, Attempt, Blocker, Body, Deadline, Header,
     InTask, Job, SchedRef, Schedule, StatClock, TaskCell, TaskRef,
@@ -22,29 +23,10 @@ pub(crate) use cell::{
 pub use context::{CancellationToken, TaskContext};
 pub(crate) use future::{off_runtime, spin_until, wait_blocking};
 pub use future::{TaskFuture, TaskHandle};
-pub use kind::{ExecutorKind, StopReason};
 pub use many::{as_completed, wait, AsCompleted, WaitFor, WaitSet, Waitable};
 pub use shared::SharedFuture;
 
 use crate::error::TaskErrorKind;
-
-/// The identifier of a task, unique within its system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(transparent)]
-pub struct TaskId(pub(crate) u64);
-
-impl TaskId {
-    /// The number behind the id.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl std::fmt::Display for TaskId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
 
 /// Where a task stands, from [`TaskFuture::status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -513,3 +513,22 @@ fn the_first_tasks_spread_over_the_workers_before_any_is_measured() {
     let _ = std::fs::remove_dir_all(&dir);
     shutdown_in_time(sys);
 }
+
+#[test]
+fn a_hook_that_names_no_registered_task_is_refused_at_build() {
+    for key in ["initializer", "finalizer"] {
+        let text = format!("[processes]\n{key} = \"no_such_task\"");
+        let config = seedcore::Config::from_toml_str(&text).unwrap();
+        let err = ConcurrentSystem::builder()
+            .config(config)
+            .build()
+            .expect_err(&text);
+        assert_eq!(err.field, format!("processes.{key}"), "{err}");
+        assert!(err.to_string().contains("no_such_task"), "{err}");
+    }
+    // Workers that run another program register their own tasks.
+    let text = "[processes]\nprogram = \"/bin/true\"\ninitializer = \"elsewhere\"";
+    let config = seedcore::Config::from_toml_str(text).unwrap();
+    let system = ConcurrentSystem::builder().config(config).build().unwrap();
+    system.shutdown(seedcore::ShutdownMode::Immediate);
+}

@@ -21,6 +21,7 @@ use super::reap::monitor;
 use super::status::StatusPage;
 use super::worker::{FINI_ENV, INIT_ARGS_ENV, INIT_ENV, MAX_FRAME_ENV};
 use super::{INDEX_ENV, STATUS_ENV, WORKER_ENV};
+pub use crate::config::{ProcessPriority, WorkerOutput};
 use crate::wire::frame::FrameReader;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -33,37 +34,6 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-
-/// OS scheduling priority of worker processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ProcessPriority {
-    /// Runs only when nothing else wants the CPU (nice 19).
-    Idle,
-    /// nice 10.
-    BelowNormal,
-    /// The parent's priority (nice 0).
-    #[default]
-    Normal,
-    /// nice -5 (needs privileges on most systems).
-    AboveNormal,
-    /// nice -10 (needs privileges on most systems).
-    High,
-    /// Real-time FIFO scheduling, where the OS allows it.
-    Realtime,
-}
-
-/// Where worker processes' stdout and stderr go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WorkerOutput {
-    /// Line by line to this process's stderr, each line prefixed with the
-    /// worker's index and pid and the task it was running.
-    #[default]
-    Forward,
-    /// Straight to this process's stdout and stderr.
-    Inherit,
-    /// Dropped.
-    Discard,
-}
 
 /// The process pool's part of [`Config`](crate::Config).
 #[derive(Debug, Clone)]

@@ -1,8 +1,8 @@
 //! The public snapshot of a system's counters ([`Stats`]) and its
 //! histograms.
 
-use crate::balance::BalanceEvent;
-use crate::sched::ExecutorStats;
+use super::BalanceEvent;
+use super::ExecutorStats;
 use std::time::Duration;
 
 /// Significant decimal digits every histogram keeps: a value is recorded

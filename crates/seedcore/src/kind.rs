@@ -1,6 +1,26 @@
-//! Which executor runs a task, and why an executor is asked to stop one.
+//! The names every layer shares: a task's id, which executor runs it, and
+//! why an executor is asked to stop one. A leaf: it imports nothing of the
+//! crate.
 
 use std::fmt;
+
+/// The identifier of a task, unique within its system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct TaskId(pub(crate) u64);
+
+impl TaskId {
+    /// The number behind the id.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
 
 /// An executor of a system. Stats, the monitor, the balancer and the
 /// metrics list executors by kind, so a new executor adds rows, not fields.
