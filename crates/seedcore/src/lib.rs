@@ -162,6 +162,8 @@ pub mod observe;
 mod options;
 pub mod parallel;
 mod sched;
+#[cfg(feature = "remote")]
+mod serve;
 mod snapshot;
 mod sync;
 mod system;
@@ -169,7 +171,7 @@ mod task;
 mod wire;
 
 // The everyday names, at the root.
-pub use config::{Config, ShutdownMode};
+pub use config::Config;
 pub use config::{ExpandPolicy, QueueFull, ShrinkPolicy};
 pub use config::{ProcessPriority, WorkerOutput};
 pub use error::{
@@ -181,6 +183,7 @@ pub use options::{Backoff, Priority, RetryOn, RetryPolicy, TaskOptions};
 pub use parallel::{ChunkSize, Pipeline, Stage};
 pub use sched::callback::{CallbackExecutor, CallbackQueue};
 pub use sched::ShutdownHandle;
+pub use sched::ShutdownMode;
 pub use snapshot::Stats;
 pub use system::{
     ConcurrentSystem, ExecutorHandle, ShutdownReport, SystemBuilder, MAX_INITIALIZER_ARGS_BYTES,
@@ -255,8 +258,11 @@ pub mod gpu {
 #[cfg(feature = "remote")]
 pub mod remote {
     pub use crate::exec::remote::{
-        dead_letters, requeue_dead_letter, serve, DeadLetter, RemoteClient, RemoteConfig,
-        RemoteError, RemoteId, ServeOptions, WorkerCounts, WorkerHandle, MIN_SECRET_BYTES,
+        RemoteClient, RemoteConfig, RemoteError, RemoteId, MIN_SECRET_BYTES,
+    };
+    pub use crate::serve::{
+        dead_letters, requeue_dead_letter, serve, DeadLetter, ServeOptions, WorkerCounts,
+        WorkerHandle,
     };
 }
 

@@ -1,12 +1,13 @@
 //! The balancer's thread (sample, decide, resize), its part of the
 //! system's state (events, counters, floors, the monitor), the global task
-//! limit's check, and the balancer's builder settings.
+//! limit's check. It reads the system through [`Balanced`], a narrow view.
 
 use super::decide::{BalanceSettings, Balancer, PoolReading, Readings};
 use super::{BalanceEvent, EventKind, ExpandPolicy, QueueFull, ShrinkPolicy};
+use crate::config::Config;
 use crate::error::SubmitError;
+use crate::sched::Scheduler;
 use crate::snapshot::LoadReading;
-use crate::system::{Shared, SystemBuilder};
 use crate::task::ExecutorKind;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
@@ -20,6 +21,17 @@ const EVENTS_KEPT: usize = 64;
 /// How often the balancer thread reads the machine's load and the worker
 /// processes' CPU (sysinfo needs 200 ms between CPU readings).
 const LOAD_EVERY: Duration = Duration::from_millis(250);
+
+/// What the balancer reads of a system, and nothing more: the system
+/// implements it, so that the balancer imports nothing above itself.
+pub(crate) trait Balanced: Send + Sync + 'static {
+    /// The configuration the system runs with.
+    fn config(&self) -> &Config;
+    /// The scheduler: its executors and counters.
+    fn sched(&self) -> &Scheduler;
+    /// The balancer's own part of the system.
+    fn balance(&self) -> &BalanceState;
+}
 
 /// Stop flag of the balancer thread, shared with it.
 #[derive(Default)]
@@ -65,22 +77,25 @@ impl BalanceState {
 
     /// Starts the balancer thread, if an executor can change size and it
     /// is not running yet (also called when an executor is added).
-    pub(crate) fn start(shared: &Arc<Shared>) -> std::io::Result<()> {
-        let mut thread = shared.balance.thread.lock();
-        if thread.is_some() || *shared.balance.control.stop.lock() {
+    pub(crate) fn start<V: Balanced>(shared: &Arc<V>) -> std::io::Result<()> {
+        let mut thread = shared.balance().thread.lock();
+        if thread.is_some() || *shared.balance().control.stop.lock() {
             return Ok(());
         }
-        let c = &shared.config;
+        let c = shared.config();
         let policies = c.balance.expand != ExpandPolicy::NoExpand
             || c.balance.shrink != ShrinkPolicy::NoShrink;
-        let resizable = shared.sched.executors().any(|(_, e)| e.stats().resizable());
+        let resizable = shared
+            .sched()
+            .executors()
+            .any(|(_, e)| e.stats().resizable());
         if !policies || !resizable {
             return Ok(());
         }
-        let balancer = Balancer::new(BalanceSettings::from_config(c), shared.balance.started);
+        let balancer = Balancer::new(BalanceSettings::from_config(c), shared.balance().started);
         let (weak, control, interval) = (
             Arc::downgrade(shared),
-            shared.balance.control.clone(),
+            shared.balance().control.clone(),
             c.balance.interval,
         );
         let h = std::thread::Builder::new()
@@ -148,21 +163,21 @@ impl BalanceState {
 
 /// The global task limit's check, on the submit path: called only when
 /// `max_pending_tasks` is set.
-pub(crate) fn admit(shared: &Shared, limit: u64) -> Result<(), SubmitError> {
-    if shared.sched.stats.pending() < limit {
+pub(crate) fn admit(shared: &dyn Balanced, limit: u64) -> Result<(), SubmitError> {
+    if shared.sched().stats.pending() < limit {
         return Ok(());
     }
-    let c = &shared.config;
+    let c = shared.config();
     if c.balance.on_queue_full == QueueFull::Wait && !crate::task::in_task() {
         let deadline = Instant::now() + c.balance.queue_full_timeout;
         let mut nap = Duration::from_micros(50);
         loop {
             std::thread::sleep(nap);
             nap = (nap * 2).min(Duration::from_millis(5));
-            if shared.sched.is_closed() {
+            if shared.sched().is_closed() {
                 return Err(SubmitError::SystemClosed);
             }
-            if shared.sched.stats.pending() < limit {
+            if shared.sched().stats.pending() < limit {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -170,7 +185,7 @@ pub(crate) fn admit(shared: &Shared, limit: u64) -> Result<(), SubmitError> {
             }
         }
     }
-    shared.balance.rejected.fetch_add(1, Ordering::Relaxed);
+    shared.balance().rejected.fetch_add(1, Ordering::Relaxed);
     Err(SubmitError::QueueFull { limit })
 }
 
@@ -224,9 +239,9 @@ impl Sampler {
         used
     }
 
-    fn read(&mut self, shared: &Shared, now: Instant) -> Readings {
-        let c = &shared.config;
-        let bs = &shared.balance;
+    fn read(&mut self, shared: &dyn Balanced, now: Instant) -> Readings {
+        let c = shared.config();
+        let bs = shared.balance();
         // This process's CPU use stands for the thread pool's (the pool
         // threads are most of what runs here); measured at every sample so
         // the window is always full.
@@ -240,7 +255,7 @@ impl Sampler {
             self.load = bs.monitor.load();
         }
         let mut r = Readings::new(now);
-        for (_, e) in shared.sched.executors() {
+        for (_, e) in shared.sched().executors() {
             let row = e.stats();
             // An executor that has not started (the process pool before its
             // first task) is not sampled: resizing it would start it.
@@ -274,7 +289,7 @@ impl Sampler {
             );
         }
         r.pending = match (c.balance.expand, c.balance.max_pending_tasks) {
-            (ExpandPolicy::BeforehandExpand, Some(_)) => shared.sched.stats.pending(),
+            (ExpandPolicy::BeforehandExpand, Some(_)) => shared.sched().stats.pending(),
             _ => 0,
         };
         r.load = self.load;
@@ -283,7 +298,12 @@ impl Sampler {
 }
 
 /// The balancer thread: sample, decide, resize, until stopped.
-fn run(weak: Weak<Shared>, control: Arc<Control>, mut balancer: Balancer, interval: Duration) {
+fn run<V: Balanced>(
+    weak: Weak<V>,
+    control: Arc<Control>,
+    mut balancer: Balancer,
+    interval: Duration,
+) {
     let mut sampler = Sampler::new(balancer.settings().expand_after);
     loop {
         {
@@ -296,7 +316,7 @@ fn run(weak: Weak<Shared>, control: Arc<Control>, mut balancer: Balancer, interv
             }
         }
         let Some(shared) = weak.upgrade() else { return };
-        let readings = sampler.read(&shared, Instant::now());
+        let readings = sampler.read(&*shared, Instant::now());
         let d = balancer.step(&readings);
         for e in &d.events {
             tracing::info!(
@@ -311,76 +331,11 @@ fn run(weak: Weak<Shared>, control: Arc<Control>, mut balancer: Balancer, interv
         }
         // Recorded before they take effect, so that whoever sees a pool
         // resized also sees the decision in the stats.
-        shared.balance.record(d.events);
+        shared.balance().record(d.events);
         for &(kind, target) in &d.targets {
-            if let Some((_, e)) = shared.sched.executors().find(|(_, e)| e.kind() == kind) {
+            if let Some((_, e)) = shared.sched().executors().find(|(_, e)| e.kind() == kind) {
                 e.resize(target);
             }
         }
-    }
-}
-
-/// The balancer's settings on the builder.
-impl SystemBuilder {
-    /// When the pools grow (default [`ExpandPolicy::AutoExpand`]).
-    pub fn expand_policy(mut self, p: ExpandPolicy) -> Self {
-        self.config_mut().balance.expand = p;
-        self
-    }
-
-    /// When the pools shrink (`balance.shrink`, default
-    /// [`ShrinkPolicy::AutoShrink`]); [`ShrinkPolicy::TimeoutShrink`] is also
-    /// what retires idle worker processes above core.
-    pub fn shrink_policy(mut self, p: ShrinkPolicy) -> Self {
-        self.config_mut().balance.shrink = p;
-        self
-    }
-
-    /// How long a thread or a worker process above core stays idle before
-    /// [`ShrinkPolicy::TimeoutShrink`] retires it (`balance.shrink_timeout`).
-    pub fn shrink_timeout(mut self, d: Duration) -> Self {
-        self.config_mut().balance.shrink_timeout = d;
-        self
-    }
-
-    /// How often the balancer samples the pools.
-    pub fn balance_interval(mut self, d: Duration) -> Self {
-        self.config_mut().balance.interval = d;
-        self
-    }
-
-    /// The global task limit: at most `n` tasks accepted and not yet
-    /// resolved; past it, submissions follow [`on_queue_full`](Self::on_queue_full).
-    pub fn max_pending_tasks(mut self, n: u64) -> Self {
-        self.config_mut().balance.max_pending_tasks = Some(n);
-        self
-    }
-
-    /// What a submission does at the global task limit; `timeout` bounds a
-    /// [`QueueFull::Wait`].
-    pub fn on_queue_full(mut self, mode: QueueFull, timeout: Duration) -> Self {
-        let c = self.config_mut();
-        c.balance.on_queue_full = mode;
-        c.balance.queue_full_timeout = timeout;
-        self
-    }
-
-    /// The fraction of the task limit at which
-    /// [`ExpandPolicy::BeforehandExpand`] grows ahead.
-    pub fn expand_threshold(mut self, fraction: f64) -> Self {
-        self.config_mut().balance.expand_threshold = fraction;
-        self
-    }
-
-    /// No pool grows while the machine's available memory is below `bytes`.
-    pub fn min_free_memory(mut self, bytes: u64) -> Self {
-        self.config_mut().balance.min_free_memory = Some(bytes);
-        self
-    }
-
-    /// No pool grows while the machine's CPU load (0..=1) is above `load`.
-    pub fn max_cpu_load(mut self, load: f64) -> Self {
-        self.config_mut().balance.max_cpu_load = Some(load);
-        self
     }
 }

@@ -37,4 +37,4 @@ mod driver;
 pub use crate::config::{ExpandPolicy, QueueFull, ShrinkPolicy};
 pub use crate::snapshot::{BalanceEvent, EventKind, LoadReading};
 pub use decide::{BalanceSettings, Balancer, Decision, PoolReading, Readings};
-pub(crate) use driver::{admit, BalanceState};
+pub(crate) use driver::{admit, BalanceState, Balanced};

@@ -5,8 +5,9 @@ use super::parse::check::{at_least_one, max_over, ok, positive, share, some_at_l
 use super::parse::Raw;
 use super::policy::{ExpandPolicy, ProcessPriority, QueueFull, ShrinkPolicy, WorkerOutput};
 use super::table::{config_keys, Key};
-use super::{Secret, ShutdownMode};
+use super::Secret;
 use crate::sched::callback::CallbackExecutor;
+use crate::sched::ShutdownMode;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;

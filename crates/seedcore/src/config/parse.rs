@@ -2,8 +2,8 @@
 //! of its key. Errors are reasons only; the caller names the field.
 
 use super::policy::{ExpandPolicy, ProcessPriority, QueueFull, ShrinkPolicy, WorkerOutput};
-use super::ShutdownMode;
 use crate::sched::callback::{CallbackExecutor, CallbackQueue};
+use crate::sched::ShutdownMode;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -23,9 +23,9 @@
 //! `monitor` (the serialized [`MonitorSnapshot`]).
 
 use crate::observe::monitor::MonitorSnapshot;
+use crate::observe::Observed;
 use crate::sched::ExecutorStats;
 use crate::snapshot::{Histogram, Stats};
-use crate::system::{stats_of, ConcurrentSystem, Shared};
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -37,45 +37,24 @@ use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-/// The content type of [`ConcurrentSystem::metrics_prometheus`].
+/// The content type of
+/// [`ConcurrentSystem::metrics_prometheus`](crate::ConcurrentSystem::metrics_prometheus).
 pub const PROMETHEUS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-impl ConcurrentSystem {
-    /// The stats and a fresh [`monitor`](Self::monitor) snapshot in the
-    /// OpenMetrics text format (which Prometheus reads; content type
-    /// [`PROMETHEUS_CONTENT_TYPE`](crate::observe::PROMETHEUS_CONTENT_TYPE)),
-    /// rendered by `prometheus-client`. Every series carries a `system`
-    /// label with the system's name; per-executor series an `executor`
-    /// label.
-    pub fn metrics_prometheus(&self) -> String {
-        render_prometheus(self.shared())
-    }
-
-    /// The stats, a fresh monitor snapshot and the configured bounds as one
-    /// JSON document with the members `name`, `uptime_s`, `closed`, `config`
-    /// (configured bounds and policies), `stats` (the serialized [`Stats`]:
-    /// its fields, `executors` as an array of rows `{executor, queued,
-    /// queue_depth, running, workers, busy, stuck, target, core, max,
-    /// pids}`, each histogram as described at [`Histogram`], plus
-    /// `resolved`, `pending` and `queued`) and `monitor` (the
-    /// [`MonitorSnapshot`], its `workers` each with their `executor`). This
-    /// is what `seedcore top` reads.
-    pub fn metrics_json(&self) -> String {
-        render_json(self.shared())
-    }
+/// The stats and a fresh monitor snapshot of `view`, as OpenMetrics text.
+pub(crate) fn render_prometheus(view: &dyn Observed) -> String {
+    let st = view.stats();
+    let mon = view.monitor();
+    prometheus(&view.config().name, &st, &mon)
 }
 
-pub(crate) fn render_prometheus(shared: &Shared) -> String {
-    let st = stats_of(shared);
-    let mon = crate::observe::monitor::snapshot_of(shared);
-    prometheus(&shared.config.name, &st, &mon)
-}
-
-pub(crate) fn render_json(shared: &Shared) -> String {
-    let st = stats_of(shared);
-    let mon = crate::observe::monitor::snapshot_of(shared);
-    json(shared, &st, &mon)
+/// The stats, a fresh monitor snapshot and the configured bounds of
+/// `view`, as one JSON document.
+pub(crate) fn render_json(view: &dyn Observed) -> String {
+    let st = view.stats();
+    let mon = view.monitor();
+    json(view, &st, &mon)
 }
 
 /// Label pairs of one series (the `system` label comes from the registry).
@@ -434,12 +413,12 @@ struct Document<'a> {
     monitor: &'a MonitorSnapshot,
 }
 
-fn json(shared: &Shared, st: &Stats, mon: &MonitorSnapshot) -> String {
-    let c = &shared.config;
+fn json(view: &dyn Observed, st: &Stats, mon: &MonitorSnapshot) -> String {
+    let c = view.config();
     let doc = Document {
         name: &c.name,
-        uptime_s: shared.balance.started().elapsed().as_secs_f64(),
-        closed: shared.sched.is_closed(),
+        uptime_s: view.uptime().as_secs_f64(),
+        closed: view.is_closed(),
         config: ConfigDoc {
             core_threads: c.threads.core,
             max_threads: c.threads.max,
@@ -465,6 +444,8 @@ fn json(shared: &Shared, st: &Stats, mon: &MonitorSnapshot) -> String {
     serde_json::to_string(&doc).expect("the metrics document serializes")
 }
 
+#[cfg(feature = "http")]
+pub(crate) use server::serve;
 #[cfg(feature = "http")]
 pub use server::MetricsServer;
 

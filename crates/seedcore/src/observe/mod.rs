@@ -24,6 +24,24 @@
 pub(crate) mod metrics;
 pub(crate) mod monitor;
 
+use crate::config::Config;
+use std::time::Duration;
+
+/// What the observers read of a system, and nothing more: the system
+/// implements it, so that observation imports nothing above itself.
+pub(crate) trait Observed: Send + Sync + 'static {
+    /// The configuration the system runs with.
+    fn config(&self) -> &Config;
+    /// A snapshot of the counters, queue depths and histograms.
+    fn stats(&self) -> Stats;
+    /// A fresh monitor snapshot (walks `/proc`).
+    fn monitor(&self) -> MonitorSnapshot;
+    /// Time since the system was built.
+    fn uptime(&self) -> Duration;
+    /// Whether the system has stopped accepting tasks.
+    fn is_closed(&self) -> bool;
+}
+
 pub use crate::snapshot::{Histogram, Stats};
 #[cfg(feature = "http")]
 pub use metrics::MetricsServer;

@@ -5,7 +5,7 @@
 //! The balancer thread reads the machine every 250 ms ([`Monitor::load`],
 //! two small files on Linux) and the worker processes' CPU while the
 //! process pool runs ([`Monitor::workers_cpu`]). The per-worker listing
-//! ([`ConcurrentSystem::monitor`]) walks `/proc` and is taken only when
+//! ([`ConcurrentSystem::monitor`](crate::ConcurrentSystem::monitor)) walks `/proc` and is taken only when
 //! asked for.
 //!
 //! CPU percentages are computed here, from each process's (or thread's)
@@ -16,9 +16,8 @@
 //! no memory of its own: threads show the process's
 //! resident memory at the top of the snapshot, not per thread.
 
-use crate::balance::LoadReading;
 use crate::sched::WorkerInfo;
-use crate::system::{ConcurrentSystem, Shared};
+use crate::snapshot::LoadReading;
 use crate::task::ExecutorKind;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -77,7 +76,7 @@ impl WorkerReading {
 }
 
 /// The machine and the workers at one moment, from
-/// [`ConcurrentSystem::monitor`].
+/// [`ConcurrentSystem::monitor`](crate::ConcurrentSystem::monitor).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct MonitorSnapshot {
@@ -363,29 +362,4 @@ fn state_name(s: sysinfo::ProcessStatus) -> String {
         _ => "unknown",
     }
     .to_owned()
-}
-
-/// A monitor snapshot of the system behind `shared`.
-pub(crate) fn snapshot_of(shared: &Shared) -> MonitorSnapshot {
-    let executors: Vec<(ExecutorKind, Vec<WorkerInfo>)> = shared
-        .sched
-        .executors()
-        .map(|(_, e)| (e.kind(), e.workers()))
-        .collect();
-    shared.balance.monitor.snapshot(&executors)
-}
-
-impl ConcurrentSystem {
-    /// Reads the machine (cores, memory, CPU load), this process, and the
-    /// workers of every executor (CPU of each worker thread, CPU and
-    /// resident memory of each worker process), listed in
-    /// [`MonitorSnapshot::workers`] with their executor.
-    ///
-    /// It walks `/proc` (on Linux), so it costs milliseconds: call it for a
-    /// dashboard or a log line, not per task. CPU percentages cover the time
-    /// since the previous call (the first call shows 0).
-    pub fn monitor(&self) -> MonitorSnapshot {
-        let shared = self.shared();
-        snapshot_of(shared)
-    }
 }

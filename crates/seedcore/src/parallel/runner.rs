@@ -18,8 +18,8 @@
 
 use super::chunk::{submit_error, ChunkOut, PendingChunk, Profile, ReadyChunk};
 use crate::error::{panic_message, TaskError};
+use crate::exec::process::encode_args;
 use crate::exec::process::{BatchItemError, BatchResults, BatchTask, ProcessTask, MAX_FDS};
-use crate::system::encode_args;
 use crate::{ConcurrentSystem, TaskContext, TaskFuture, TaskOptions};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;

@@ -62,7 +62,7 @@ use std::time::Instant;
 ///
 /// The scheduler calls it from any thread; it must not block in
 /// [`accept`](Self::accept) on work of its own.
-pub trait Executor: std::any::Any + Send + Sync {
+pub trait Executor: Send + Sync + 'static {
     /// Which executor this is: its row in stats, the monitor and metrics.
     fn kind(&self) -> ExecutorKind;
 

@@ -144,7 +144,7 @@ impl Scheduler {
     }
 
     /// Adds `e` to the table; its slot, which its tasks carry.
-    pub(crate) fn register(&self, e: Arc<dyn Executor>) -> Result<u8, SubmitError> {
+    pub(crate) fn register<E: Executor>(&self, e: Arc<E>) -> Result<u8, SubmitError> {
         self.registry.add(e, || self.check_open())
     }
 

@@ -19,10 +19,17 @@ pub(crate) const MAX_EXECUTORS: usize = 16;
 
 /// The table of one system's executors.
 pub(crate) struct Registry {
-    slots: [OnceLock<Arc<dyn Executor>>; MAX_EXECUTORS],
+    slots: [OnceLock<Entry>; MAX_EXECUTORS],
     /// Registration is rare: under a lock, which also makes an optional
     /// executor start once however many first uses race.
     adding: Mutex<Adding>,
+}
+
+/// One executor, as the scheduler calls it and as its own type (for the
+/// system's typed code).
+struct Entry {
+    exec: Arc<dyn Executor>,
+    typed: Arc<dyn Any + Send + Sync>,
 }
 
 #[derive(Default)]
@@ -44,9 +51,9 @@ impl Registry {
 
     /// Adds `e` to the table and returns its slot. `open` is checked under
     /// the table's lock (a closed system takes no executor).
-    pub(crate) fn add(
+    pub(crate) fn add<E: Executor>(
         &self,
-        e: Arc<dyn Executor>,
+        e: Arc<E>,
         open: impl FnOnce() -> Result<(), SubmitError>,
     ) -> Result<u8, SubmitError> {
         let mut adding = self.adding.lock();
@@ -54,7 +61,7 @@ impl Registry {
         self.add_locked(&mut adding, e)
     }
 
-    fn add_locked(&self, adding: &mut Adding, e: Arc<dyn Executor>) -> Result<u8, SubmitError> {
+    fn add_locked<E: Executor>(&self, adding: &mut Adding, e: Arc<E>) -> Result<u8, SubmitError> {
         let kind = e.kind();
         if let ExecutorKind::Custom(name) = kind {
             if ExecutorKind::built_in(name).is_some() {
@@ -74,7 +81,11 @@ impl Registry {
             )));
         }
         let slot = adding.len;
-        let _ = self.slots[slot].set(e);
+        let entry = Entry {
+            exec: e.clone(),
+            typed: e,
+        };
+        let _ = self.slots[slot].set(entry);
         adding.len += 1;
         Ok(slot as u8)
     }
@@ -126,11 +137,15 @@ impl Registry {
             .iter()
             .map_while(|e| e.get())
             .enumerate()
-            .map(|(i, e)| (i as u8, e))
+            .map(|(i, e)| (i as u8, &e.exec))
     }
 
     /// The executor in `slot`, which a task carries.
     pub(crate) fn get(&self, slot: u8) -> &Arc<dyn Executor> {
+        &self.entry(slot).exec
+    }
+
+    fn entry(&self, slot: u8) -> &Entry {
         self.slots[slot as usize]
             .get()
             .expect("tasks carry registered slots")
@@ -143,16 +158,17 @@ impl Registry {
 
     /// The executor of `kind`, as its own type `E`.
     pub(crate) fn typed<E: Executor>(&self, kind: ExecutorKind) -> Option<(u8, Arc<E>)> {
-        let (slot, e) = self.find(kind)?;
-        let any: Arc<dyn Any + Send + Sync> = e.clone();
-        Some((slot, any.downcast::<E>().ok()?))
+        let (slot, _) = self.find(kind)?;
+        let typed = self.entry(slot).typed.clone();
+        Some((slot, typed.downcast::<E>().ok()?))
     }
 
     /// The executor in `slot`, borrowed as its own type `E` (the built-in
     /// pools, whose slots are fixed at build).
     pub(crate) fn at<E: Executor>(&self, slot: u8) -> &E {
-        let e: &dyn Any = &**self.get(slot);
-        e.downcast_ref::<E>()
+        self.entry(slot)
+            .typed
+            .downcast_ref::<E>()
             .expect("the built-in slots hold their pools")
     }
 }
@@ -161,7 +177,7 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::exec::{ExecutorStats, Runnable, StopReport};
-    use crate::ShutdownMode;
+    use crate::sched::ShutdownMode;
     use std::time::Instant;
 
     #[derive(Debug)]

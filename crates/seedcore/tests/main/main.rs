@@ -26,6 +26,7 @@ mod custom_executor;
 mod futures_promises;
 #[cfg(feature = "cuda")]
 mod gpu;
+mod layers;
 mod locks;
 mod metrics;
 mod parallel;

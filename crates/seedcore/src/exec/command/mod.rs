@@ -26,9 +26,9 @@ pub use output::Captured;
 
 use crate::error::{signal_name, TaskError};
 use crate::options::LEVELS;
+use crate::sched::ShutdownMode;
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport, WorkerInfo};
 use crate::task::{ExecutorKind, StopReason, TaskContext, TaskId};
-use crate::ShutdownMode;
 use parking_lot::{Condvar, Mutex};
 use std::cell::RefCell;
 use std::ffi::OsString;

@@ -157,7 +157,7 @@ pub enum DeviceChoice {
 /// retries, locks, name), a memory request and a device choice.
 #[derive(Debug, Clone, Default)]
 pub struct GpuOptions {
-    task: TaskOptions,
+    pub(crate) task: TaskOptions,
     memory: u64,
     device: DeviceChoice,
 }
@@ -883,6 +883,38 @@ where
     }
 }
 
+impl GpuExecutor {
+    /// The task body of `f`, placed by `opts`. Fails for a device ordinal
+    /// that is not there.
+    pub(crate) fn body<T, E, F>(
+        &self,
+        opts: &GpuOptions,
+        f: F,
+    ) -> Result<impl Body<Output = T>, SubmitError>
+    where
+        T: Send + 'static,
+        E: Into<BoxError>,
+        F: Fn(&GpuContext) -> Result<T, E> + Send + Sync + 'static,
+    {
+        if let DeviceChoice::One(o) = opts.device {
+            if !self.ordinals().any(|d| d == o) {
+                let have: Vec<usize> = self.ordinals().collect();
+                return Err(SubmitError::InvalidOptions(format!(
+                    "no GPU of ordinal {o} (devices: {have:?})"
+                )));
+            }
+        }
+        Ok(GpuBody {
+            f: move |g: &GpuContext| f(g).map_err(|e| task_error(e.into(), g.device())),
+            route: Route {
+                choice: opts.device,
+                memory: opts.memory,
+            },
+            _out: PhantomData,
+        })
+    }
+}
+
 /// The task error of a GPU task's own error: running out of device memory
 /// is [`TaskError::GpuMemory`], the rest [`TaskError::Failed`].
 fn task_error(e: BoxError, device: usize) -> TaskError {
@@ -899,85 +931,5 @@ fn task_error(e: BoxError, device: usize) -> TaskError {
             other => TaskError::Failed(Box::new(other)),
         },
         Err(e) => TaskError::Failed(e),
-    }
-}
-
-impl crate::ConcurrentSystem {
-    /// Starts the GPU executor with `config` (feature `cuda`); without
-    /// this, the first [`submit_gpu`](Self::submit_gpu) starts it with the
-    /// `[gpu]` section of the system's configuration. Fails with [`SubmitError::NoGpu`] where
-    /// there is no usable GPU, and changes nothing if it already started.
-    pub fn start_gpu(&self, config: GpuConfig) -> Result<(), SubmitError> {
-        self.gpu_executor(&config).map(|_| ())
-    }
-
-    fn gpu_executor(&self, config: &GpuConfig) -> Result<(u8, Arc<GpuExecutor>), SubmitError> {
-        let shared = self.shared();
-        shared.sched.check_open()?;
-        shared.executor_or_start(ExecutorKind::Gpu, || {
-            GpuExecutor::start(&shared.config.name, config, shared.sched.timer.clone())
-        })
-    }
-
-    /// Runs `f` on a GPU (feature `cuda`) and returns its future at once.
-    ///
-    /// The task is placed by `opts` (device choice, memory request) and
-    /// runs on a worker of that device with a [`GpuContext`]: a stream of
-    /// its own and helpers to allocate, copy, compile and launch kernels
-    /// and multiply matrices. It has every task option (priority, timeout,
-    /// retries, locks, callbacks); `Err(e)` resolves
-    /// [`TaskError::Failed`], or [`TaskError::GpuMemory`] where `e` is a
-    /// [`GpuError::OutOfMemory`], and is retried by the policy.
-    ///
-    /// Fails at once with [`SubmitError::NoGpu`] where there is no usable
-    /// GPU, and with [`SubmitError::InvalidOptions`] for a device ordinal
-    /// that is not there.
-    ///
-    /// ```
-    /// use seedcore::gpu::GpuOptions;
-    /// use seedcore::{ConcurrentSystem, SubmitError};
-    ///
-    /// let system = ConcurrentSystem::new()?;
-    /// let sum = system.submit_gpu(GpuOptions::new(), |gpu| {
-    ///     let x = gpu.htod(&[1.0f32, 2.0, 3.0])?;
-    ///     Ok::<_, seedcore::gpu::GpuError>(gpu.dtoh(&x)?.iter().sum::<f32>())
-    /// });
-    /// match sum {
-    ///     Ok(f) => assert_eq!(f.wait()?, 6.0),
-    ///     Err(SubmitError::NoGpu(why)) => println!("no GPU: {why}"),
-    ///     Err(e) => return Err(e.into()),
-    /// }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn submit_gpu<T, E, F>(
-        &self,
-        opts: GpuOptions,
-        f: F,
-    ) -> Result<crate::TaskFuture<T>, SubmitError>
-    where
-        T: Send + 'static,
-        E: Into<BoxError>,
-        F: Fn(&GpuContext) -> Result<T, E> + Send + Sync + 'static,
-    {
-        let config = GpuConfig::from_settings(&self.shared().config.gpu);
-        let (slot, exec) = self.gpu_executor(&config)?;
-        if let DeviceChoice::One(o) = opts.device {
-            if !exec.ordinals().any(|d| d == o) {
-                let have: Vec<usize> = exec.ordinals().collect();
-                return Err(SubmitError::InvalidOptions(format!(
-                    "no GPU of ordinal {o} (devices: {have:?})"
-                )));
-            }
-        }
-        let route = Route {
-            choice: opts.device,
-            memory: opts.memory,
-        };
-        let body = GpuBody {
-            f: move |g: &GpuContext| f(g).map_err(|e| task_error(e.into(), g.device())),
-            route,
-            _out: PhantomData,
-        };
-        self.submit_body(opts.task, slot, body)
     }
 }

@@ -30,6 +30,7 @@
 mod batch;
 mod body;
 mod dispatch;
+mod encode;
 mod handle;
 mod proto;
 mod reap;
@@ -42,6 +43,7 @@ pub(crate) use crate::wire::frame::MAX_FDS;
 pub use batch::{BatchIntoIter, BatchItemError, BatchResults};
 pub(crate) use body::{Decode, ProcessBody};
 pub(crate) use dispatch::ProcessPool;
+pub(crate) use encode::{decode_result, encode_args, EncodedArgs};
 pub(crate) use registry::find;
 
 /// The registered name `name`, with the table's lifetime (remote workers).
@@ -49,6 +51,7 @@ pub(crate) use registry::find;
 pub(crate) fn find_task(name: &str) -> Option<&'static str> {
     find(name).map(|e| e.name)
 }
+pub use crate::config::{ProcessPriority, WorkerOutput};
 pub use crate::error::Raised;
 #[doc(hidden)]
 pub use registry::{
@@ -56,7 +59,6 @@ pub use registry::{
 };
 pub use registry::{BatchTask, ProcessTask, TaskEntry};
 pub(crate) use spawn::ProcessConfig;
-pub use spawn::{ProcessPriority, WorkerOutput};
 pub(crate) use worker::refuse_if_uninitialized;
 
 use std::sync::atomic::{AtomicBool, Ordering};

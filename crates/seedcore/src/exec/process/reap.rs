@@ -76,6 +76,9 @@ impl ProcessPool {
                         w.state.store(READY, Ordering::Release);
                         self.changed.notify_all();
                         self.pump();
+                        // A shrink asked for while it was starting passed
+                        // it over: with nothing to do, it goes now.
+                        self.trim();
                     }
                     Ok(FromWorker::Done { id, outcome }) => self.done(&w, id, outcome, fds),
                     Ok(FromWorker::StartFailed { why }) => {

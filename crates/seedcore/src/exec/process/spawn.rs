@@ -21,7 +21,7 @@ use super::reap::monitor;
 use super::status::StatusPage;
 use super::worker::{FINI_ENV, INIT_ARGS_ENV, INIT_ENV, MAX_FRAME_ENV};
 use super::{INDEX_ENV, STATUS_ENV, WORKER_ENV};
-pub use crate::config::{ProcessPriority, WorkerOutput};
+use crate::config::{ProcessPriority, WorkerOutput};
 use crate::wire::frame::FrameReader;
 use parking_lot::Mutex;
 use std::collections::HashMap;

@@ -185,7 +185,7 @@ impl RemoteClient {
                     .into(),
             ));
         }
-        let enc = crate::system::encode_args(args)?;
+        let enc = crate::exec::process::encode_args(args)?;
         if !enc.fds.is_empty() {
             return Err(SubmitError::Serialize(
                 "shared-memory buffers cannot travel to remote workers".into(),

@@ -37,16 +37,12 @@ pub(crate) mod ids;
 pub(crate) mod proto;
 pub(crate) mod streams;
 pub(crate) mod tls;
-pub(crate) mod worker;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use ids::{RemoteClient, RemoteId};
-pub use worker::{
-    dead_letters, requeue_dead_letter, serve, DeadLetter, ServeOptions, WorkerCounts, WorkerHandle,
-};
 
 /// Settings of the remote executor (client) and of a worker.
 #[derive(Clone)]

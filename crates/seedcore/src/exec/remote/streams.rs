@@ -2,6 +2,7 @@
 
 use super::{RemoteConfig, RemoteError};
 use crate::options::LEVELS;
+use crate::sched::WorkerInfo;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, Value};
 use std::time::Duration;
@@ -458,6 +459,57 @@ pub(crate) fn level_of(stream: &str) -> u8 {
         .next()
         .and_then(|l| l.parse().ok())
         .unwrap_or(0)
+}
+
+/// The field-value pairs of a hash, as RESP2 (a flat array) or RESP3 (a
+/// map) gives them.
+pub(crate) fn hash_pairs(v: &Value) -> Vec<(Vec<u8>, Vec<u8>)> {
+    match v {
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|kv| Some((bytes(&kv[0])?, bytes(kv.get(1)?)?)))
+            .collect(),
+        Value::Map(m) => m
+            .iter()
+            .filter_map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What the heartbeats in a `{ns}:workers` hash say.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub(crate) workers: Vec<WorkerInfo>,
+    pub(crate) held: usize,
+    pub(crate) reclaimed: u64,
+    pub(crate) duplicates: u64,
+}
+
+/// The live workers in a `{ns}:workers` hash, and what they hold.
+pub(crate) fn live_workers(v: &Value) -> Live {
+    let pairs = hash_pairs(v);
+    let now = super::proto::unix_ms();
+    let mut live = Live::default();
+    for (name, line) in pairs {
+        let line = String::from_utf8_lossy(&line);
+        let f: Vec<u64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
+        if f.len() < 7 {
+            continue;
+        }
+        let (ts, vt, pid, held, done) = (f[0], f[1], f[2], f[3], f[4]);
+        if now.saturating_sub(ts) > vt {
+            continue;
+        }
+        live.held += held as usize;
+        live.reclaimed += f[5];
+        live.duplicates += f[6];
+        let host = line.split(' ').nth(8).unwrap_or("?").to_owned();
+        let mut w = WorkerInfo::remote(pid as u32, String::from_utf8_lossy(&name), host);
+        w.tasks_done = done;
+        live.workers.push(w);
+    }
+    live
 }
 
 #[cfg(test)]

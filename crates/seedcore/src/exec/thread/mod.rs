@@ -453,6 +453,14 @@ impl ThreadPool {
                 self.idle.cancel();
                 continue;
             }
+            // A shrink asked for while this thread was busy or spinning woke
+            // only the threads asleep then: look before sleeping, or this
+            // one would stay until its keep-alive. (The request is stored
+            // before the wake-up's fence, which pairs with `prepare`'s.)
+            if self.take_shrink() {
+                self.idle.cancel();
+                break;
+            }
             let above_target = self.above_target(&self.state.lock());
             let timeout = above_target.then_some(self.keep_alive);
             let notified = self.idle.sleep(timeout);

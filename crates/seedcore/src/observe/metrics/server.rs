@@ -3,7 +3,7 @@
 //! runtime's blocking pool, since a monitor snapshot walks `/proc`.
 
 use super::{render_json, render_prometheus, PROMETHEUS_CONTENT_TYPE};
-use crate::system::{ConcurrentSystem, Shared};
+use crate::observe::Observed;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{mpsc, Arc, Weak};
+use std::sync::{mpsc, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -21,7 +21,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long dropping the server waits for its listener to close.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 
-/// A running metrics endpoint, from [`ConcurrentSystem::serve_metrics`].
+/// A running metrics endpoint, from
+/// [`ConcurrentSystem::serve_metrics`](crate::ConcurrentSystem::serve_metrics).
 /// Serves `GET /metrics` (OpenMetrics text) and `GET /stats.json` (JSON).
 ///
 /// Dropping it stops accepting connections and waits (2 s at most) until
@@ -61,46 +62,36 @@ impl Drop for MetricsServer {
     }
 }
 
-impl ConcurrentSystem {
-    /// Serves this system's metrics over HTTP on `addr` (for example
-    /// `"127.0.0.1:9400"`, or port 0 for any free port), on the system's
-    /// tokio runtime (started now if no async task started it yet):
-    /// `GET /metrics` (OpenMetrics text, which Prometheus reads) and
-    /// `GET /stats.json` (JSON, what `seedcore top` reads).
-    ///
-    /// Bind to a loopback address unless the network is trusted: the
-    /// endpoint has no authentication.
-    pub fn serve_metrics(&self, addr: impl ToSocketAddrs) -> io::Result<MetricsServer> {
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let local = listener.local_addr()?;
-        let handle = self
-            .shared()
-            .asyncs()
-            .runtime_handle()
-            .ok_or_else(|| io::Error::other("the system's async runtime could not start"))?;
-        let listener = {
-            let _in_runtime = handle.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
-        let (stop, stopped) = watch::channel(false);
-        let (done_tx, done) = mpsc::channel();
-        let shared = Arc::downgrade(self.shared());
-        handle.spawn(async move {
-            let _done = done_tx;
-            accept_loop(listener, shared, stopped).await;
-        });
-        Ok(MetricsServer {
-            addr: local,
-            stop: Some(stop),
-            done,
-        })
-    }
+/// Serves the metrics of the system seen through `view` on `addr`, on the
+/// runtime of `handle`.
+pub(crate) fn serve(
+    handle: &tokio::runtime::Handle,
+    view: Weak<dyn Observed>,
+    addr: impl ToSocketAddrs,
+) -> io::Result<MetricsServer> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let listener = {
+        let _in_runtime = handle.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    let (stop, stopped) = watch::channel(false);
+    let (done_tx, done) = mpsc::channel();
+    handle.spawn(async move {
+        let _done = done_tx;
+        accept_loop(listener, view, stopped).await;
+    });
+    Ok(MetricsServer {
+        addr: local,
+        stop: Some(stop),
+        done,
+    })
 }
 
 async fn accept_loop(
     listener: tokio::net::TcpListener,
-    shared: Weak<Shared>,
+    shared: Weak<dyn Observed>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -139,7 +130,7 @@ fn reply(status: StatusCode, kind: &'static str, body: String) -> Response<Full<
 
 async fn answer(
     req: Request<Incoming>,
-    shared: Weak<Shared>,
+    shared: Weak<dyn Observed>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     const TEXT: &str = "text/plain; charset=utf-8";
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -149,7 +140,7 @@ async fn answer(
             "only GET is served\n".into(),
         ));
     }
-    let render: fn(&Shared) -> String = match req.uri().path() {
+    let render: fn(&dyn Observed) -> String = match req.uri().path() {
         "/metrics" => render_prometheus,
         "/stats.json" => render_json,
         "/" => {
@@ -180,7 +171,7 @@ async fn answer(
         )
     };
     // The snapshot walks /proc: off the runtime's workers.
-    let body = tokio::task::spawn_blocking(move || shared.upgrade().map(|s| render(&s))).await;
+    let body = tokio::task::spawn_blocking(move || shared.upgrade().map(|s| render(&*s))).await;
     Ok(match body {
         Ok(Some(body)) => reply(StatusCode::OK, kind, body),
         _ => gone(),

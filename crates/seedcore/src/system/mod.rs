@@ -4,10 +4,18 @@
 //! timeouts, retries, locks, callbacks, stats, shutdown) is the
 //! scheduler's and the task core's, the same for every executor.
 
-use crate::balance::ShrinkPolicy;
-use crate::config::{Config, ShutdownMode};
+mod balance;
+#[cfg(feature = "cuda")]
+mod gpu;
+mod observe;
+#[cfg(feature = "remote")]
+mod remote;
+
+use crate::config::Config;
+use crate::config::ShrinkPolicy;
 use crate::error::{BoxError, ConfigError, SubmitError, TaskError};
 use crate::exec::async_rt::{AsyncBody, AsyncExec};
+use crate::exec::process::{decode_result, encode_args, EncodedArgs};
 use crate::exec::process::{ProcessBody, ProcessConfig, ProcessPool, ProcessTask};
 use crate::exec::service::ServiceExec;
 use crate::exec::thread::{PoolConfig, ThreadInit, ThreadPool};
@@ -15,6 +23,7 @@ use crate::options::TaskOptions;
 use crate::sched::callback::{CallbackExecutor, CallbackQueue, Dispatcher};
 use crate::sched::counters::Counters;
 use crate::sched::timer::Timer;
+use crate::sched::ShutdownMode;
 use crate::sched::{ClosureBody, Executor, Scheduler, ShutdownHandle};
 use crate::snapshot::Stats;
 use crate::task::{Body, ExecutorKind, TaskContext, TaskFuture};
@@ -63,7 +72,7 @@ impl Shared {
 
     /// The one way an executor joins a running system: into the table,
     /// and seen by the balancer when it can change size.
-    pub(crate) fn register(self: &Arc<Self>, e: Arc<dyn Executor>) -> Result<u8, SubmitError> {
+    pub(crate) fn register<E: Executor>(self: &Arc<Self>, e: Arc<E>) -> Result<u8, SubmitError> {
         let slot = self.sched.register(e)?;
         self.balance_new_executor();
         Ok(slot)
@@ -457,16 +466,15 @@ impl SystemBuilder {
         );
         let sched = Arc::new(Scheduler::new(stats, timer, callbacks));
         let services = Arc::new(ServiceExec::new(config.name.clone()));
-        let table: [(u8, Arc<dyn Executor>); 4] = [
-            (THREADS, threads),
-            (PROCESSES, process),
-            (ASYNC, asyncs),
-            (SERVICES, services),
+        // In the order of their fixed slots.
+        let room = "a new scheduler has room";
+        let slots = [
+            sched.register(threads).expect(room),
+            sched.register(process).expect(room),
+            sched.register(asyncs).expect(room),
+            sched.register(services).expect(room),
         ];
-        for (slot, e) in table {
-            let got = sched.register(e).expect("a new scheduler has room");
-            debug_assert_eq!(got, slot);
-        }
+        debug_assert_eq!(slots, [THREADS, PROCESSES, ASYNC, SERVICES]);
         let shared = Arc::new(Shared {
             config,
             sched_ref: Arc::new(sched.clone() as Arc<dyn crate::task::Schedule>),
@@ -581,7 +589,7 @@ impl ConcurrentSystem {
         shared.sched.check_open()?;
         opts.validate()?;
         if let Some(limit) = shared.config.balance.max_pending_tasks {
-            crate::balance::admit(shared, limit)?;
+            crate::balance::admit(&**shared, limit)?;
         }
         let cell = shared.sched.create(&shared.sched_ref, opts, slot, body)?;
         Ok(shared.sched.enqueue(cell))
@@ -986,54 +994,10 @@ impl fmt::Debug for ConcurrentSystem {
 
 /// A snapshot of the counters, the executors' rows and the balancer's
 /// events of `s` (for [`ConcurrentSystem::stats`] and the metrics server).
-pub(crate) fn stats_of(s: &Shared) -> Stats {
+fn stats_of(s: &Shared) -> Stats {
     let mut st = s.sched.snapshot();
     s.balance.fill_stats(&mut st);
     st
-}
-
-/// A process task's arguments encoded for its frame.
-pub(crate) struct EncodedArgs {
-    pub(crate) bytes: Vec<u8>,
-    /// The descriptors of the shared-memory buffers among them.
-    pub(crate) fds: Vec<std::os::fd::OwnedFd>,
-}
-
-/// Encodes process-task arguments; shared-memory buffers among them are
-/// collected as descriptors.
-pub(crate) fn encode_args<A: serde::Serialize + ?Sized>(
-    args: &A,
-) -> Result<EncodedArgs, SubmitError> {
-    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::wire::shm::collect_fds(|| crate::wire::codec::to_vec(args, 64))
-    }));
-    let (bytes, fds) = encoded.map_err(|p| {
-        SubmitError::Serialize(format!(
-            "the Serialize impl panicked: {}",
-            crate::error::panic_message(&*p)
-        ))
-    })?;
-    let bytes = bytes.map_err(|e| SubmitError::Serialize(crate::wire::why::describe(args, &e)))?;
-    Ok(EncodedArgs { bytes, fds })
-}
-
-/// Decodes a process task's result in the parent.
-fn decode_result<R: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    fds: Vec<std::os::fd::OwnedFd>,
-) -> Result<R, TaskError> {
-    // The result's `Deserialize` impl runs on the pool's reader thread: a
-    // panic there is this task's failure, not the reader's end.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::wire::shm::with_fds(fds, || postcard::from_bytes::<R>(bytes))
-    }));
-    match decoded {
-        Ok(r) => r.map_err(|e| TaskError::failed(format!("the result could not be decoded: {e}"))),
-        Err(p) => Err(TaskError::failed(format!(
-            "the result could not be decoded: its Deserialize impl panicked: {}",
-            crate::error::panic_message(&*p)
-        ))),
-    }
 }
 
 #[cfg(test)]

@@ -4,13 +4,13 @@
 //! result and acknowledges its entry in one script, sends heartbeats and
 //! takes over the entries of workers that stopped sending them.
 
-use super::proto::{self, unix_ms, ResultMessage, Signer, TaskMessage, WireOutcome};
-use super::streams::{self, Entry, Keys, GROUP};
-use super::{RemoteConfig, RemoteError};
 use crate::error::TaskError;
+use crate::exec::remote::proto::{self, unix_ms, ResultMessage, Signer, TaskMessage, WireOutcome};
+use crate::exec::remote::streams::{self, Entry, Keys, GROUP};
+use crate::exec::remote::{RemoteConfig, RemoteError};
 use crate::options::{Priority, TaskOptions, LEVELS};
-use crate::sched::WorkerInfo;
-use crate::{ConcurrentSystem, ShutdownMode};
+use crate::sched::ShutdownMode;
+use crate::system::ConcurrentSystem;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
@@ -1187,7 +1187,7 @@ async fn housekeeping(
     let (all,): (Value,) = pipe.query_async(conn).await?;
     let dead_after = (vt * 5).as_millis() as u64;
     let now = unix_ms();
-    for (name, line) in hash_pairs(&all) {
+    for (name, line) in streams::hash_pairs(&all) {
         let ts: u64 = String::from_utf8_lossy(&line)
             .split(' ')
             .next()
@@ -1230,20 +1230,6 @@ async fn housekeeping(
     Ok(())
 }
 
-fn hash_pairs(v: &Value) -> Vec<(Vec<u8>, Vec<u8>)> {
-    match v {
-        Value::Array(items) => items
-            .chunks(2)
-            .filter_map(|kv| Some((streams::bytes(&kv[0])?, streams::bytes(kv.get(1)?)?)))
-            .collect(),
-        Value::Map(m) => m
-            .iter()
-            .filter_map(|(k, v)| Some((streams::bytes(k)?, streams::bytes(v)?)))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// Cancels of running attempts, by pub/sub.
 async fn cancels(s: Arc<State>) {
     let mut n = 0;
@@ -1281,41 +1267,6 @@ async fn cancels(s: Arc<State>) {
         tokio::time::sleep(streams::backoff(n)).await;
         n = (n + 1).min(5);
     }
-}
-
-/// What the heartbeats in a `{ns}:workers` hash say.
-#[derive(Debug, Default)]
-pub(crate) struct Live {
-    pub(crate) workers: Vec<WorkerInfo>,
-    pub(crate) held: usize,
-    pub(crate) reclaimed: u64,
-    pub(crate) duplicates: u64,
-}
-
-/// The live workers in a `{ns}:workers` hash, and what they hold.
-pub(crate) fn live_workers(v: &Value) -> Live {
-    let pairs = hash_pairs(v);
-    let now = unix_ms();
-    let mut live = Live::default();
-    for (name, line) in pairs {
-        let line = String::from_utf8_lossy(&line);
-        let f: Vec<u64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
-        if f.len() < 7 {
-            continue;
-        }
-        let (ts, vt, pid, held, done) = (f[0], f[1], f[2], f[3], f[4]);
-        if now.saturating_sub(ts) > vt {
-            continue;
-        }
-        live.held += held as usize;
-        live.reclaimed += f[5];
-        live.duplicates += f[6];
-        let host = line.split(' ').nth(8).unwrap_or("?").to_owned();
-        let mut w = WorkerInfo::remote(pid as u32, String::from_utf8_lossy(&name), host);
-        w.tasks_done = done;
-        live.workers.push(w);
-    }
-    live
 }
 
 /// How many dead letters the dead-letter stream keeps (about; oldest
