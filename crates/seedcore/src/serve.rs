@@ -221,7 +221,7 @@ impl WorkerStopper {
 struct Held {
     level: u8,
     id: String,
-    /// The task's [`RemoteId`](super::RemoteId): cancels by id name it.
+    /// The task's [`RemoteId`](crate::remote::RemoteId): cancels by id name it.
     rid: String,
     client: u64,
     field: String,
@@ -1291,7 +1291,7 @@ pub struct DeadLetter {
     pub at_ms: u64,
     /// The attempt, as `<client>:<task>:<attempt>`.
     pub attempt: String,
-    /// The task's [`RemoteId`](super::RemoteId).
+    /// The task's [`RemoteId`](crate::remote::RemoteId).
     pub task_id: String,
 }
 

@@ -7,7 +7,7 @@
 //!
 //! [`Balancer`] is the decision alone: a plain struct fed one [`Readings`]
 //! per sample (each pool's sizes, queue depth and busy count, keyed by
-//! [`ExecutorKind`], the machine's load, the time) that answers a
+//! [`ExecutorKind`](crate::ExecutorKind), the machine's load, the time) that answers a
 //! [`Decision`] (new targets per executor, and events). It owns
 //! no thread and reads no clock, so tests drive it with made-up readings
 //! and made-up times. The balancer thread (`driver.rs`) takes the readings

@@ -65,6 +65,7 @@ config_keys! {
             }
             Ok(())
         };
+        builder name(impl Into<String>) => Into::into;
 
         /// What dropping the system, or a graceful shutdown that runs out
         /// of time, does with the work that is left.
@@ -72,12 +73,14 @@ config_keys! {
         type "`\"graceful\"` or `\"immediate\"`", default "`\"graceful\"`",
         parse |r| r.shutdown_mode(),
         check ok;
+        builder shutdown_mode;
 
         /// How long a shutdown waits for work and threads to finish.
         shutdown_timeout: Duration = Duration::from_secs(30);
         type "duration", default "`\"30s\"`",
         parse |r| r.duration(),
         check positive;
+        builder shutdown_timeout;
     }
 
     /// The thread pool.
@@ -87,6 +90,7 @@ config_keys! {
         type "integer", default "the number of logical cores",
         parse |r| r.count(),
         check at_least_one;
+        builder core_threads;
 
         /// Upper bound of pool threads, replacements of stuck threads
         /// included; at least `threads.core`.
@@ -94,6 +98,7 @@ config_keys! {
         type "integer", default "twice the number of logical cores",
         parse |r| r.count(),
         check |v, c| max_over(*v, c.threads.core, "threads.core");
+        builder max_threads;
 
         /// How long a thread above `threads.core` stays idle before it
         /// exits.
@@ -101,6 +106,7 @@ config_keys! {
         type "duration", default "`\"60s\"`",
         parse |r| r.duration(),
         check positive;
+        builder thread_keep_alive;
 
         /// Stack size of pool threads in bytes, at least 16 KiB.
         stack_size: Option<usize> = None;
@@ -110,6 +116,7 @@ config_keys! {
             Some(s) if s < 16 * 1024 => Err(format!("must be at least 16384 bytes, got {s}")),
             _ => Ok(()),
         };
+        builder thread_stack_size(usize) => Some;
     }
 
     /// The async runtime.
@@ -121,12 +128,14 @@ config_keys! {
         type "integer", default "the number of logical cores",
         parse |r| r.count(),
         check at_least_one;
+        builder async_threads;
 
         /// Async attempts running at once; more wait in priority order.
         max_tasks: usize = 10_000;
         type "integer", default "10000",
         parse |r| r.count(),
         check at_least_one;
+        builder max_async_tasks;
     }
 
     /// The worker processes that run process tasks.
@@ -136,12 +145,14 @@ config_keys! {
         type "integer", default "the number of logical cores",
         parse |r| r.count(),
         check at_least_one;
+        builder core_processes;
 
         /// Upper bound of worker processes; at least `processes.core`.
         max: usize = cores() * 2;
         type "integer", default "twice the number of logical cores",
         parse |r| r.count(),
         check |v, c| max_over(*v, c.processes.core, "processes.core");
+        builder max_processes;
 
         /// The program worker processes run.
         program: Option<PathBuf> = None;
@@ -149,6 +160,7 @@ config_keys! {
         default "this executable, which must call [`init`](crate::init) first thing in `main`",
         parse |r| r.path().map(Some),
         check ok;
+        builder process_program(impl Into<PathBuf>) => |v| Some(Into::into(v));
 
         /// Arguments for `processes.program` (in the environment: words
         /// separated by whitespace).
@@ -178,18 +190,21 @@ config_keys! {
         type "integer", default "16",
         parse |r| r.count(),
         check at_least_one;
+        builder process_prefetch;
 
         /// Async process tasks one worker runs at once.
         concurrency: usize = 16;
         type "integer", default "16",
         parse |r| r.count(),
         check at_least_one;
+        builder process_concurrency;
 
         /// Recycle a worker after this many tasks.
         max_tasks_per_process: Option<u64> = None;
         type "integer", default "no limit",
         parse |r| r.count().map(|n| Some(n as u64)),
         check some_at_least_one;
+        builder max_tasks_per_process(u64) => Some;
 
         /// Kill a worker whose resident memory passes this many bytes (at
         /// least 1 MiB) while it runs a task; the task resolves
@@ -203,6 +218,7 @@ config_keys! {
             }
             _ => Ok(()),
         };
+        builder max_memory_per_process(u64) => Some;
 
         /// OS scheduling priority of worker processes.
         priority: ProcessPriority = ProcessPriority::Normal;
@@ -210,6 +226,7 @@ config_keys! {
         default "`\"normal\"`",
         parse |r| r.priority(),
         check ok;
+        builder process_priority;
 
         /// A registered process task (`fn()`) each worker runs when it
         /// starts. To give it arguments, use
@@ -237,18 +254,21 @@ config_keys! {
             }
             Ok(())
         };
+        builder max_frame_bytes;
 
         /// Where worker stdout and stderr go.
         output: WorkerOutput = WorkerOutput::Forward;
         type "`\"forward\"`, `\"inherit\"` or `\"discard\"`", default "`\"forward\"`",
         parse |r| r.output(),
         check ok;
+        builder process_output;
 
         /// How long a new worker may take to say hello.
         start_timeout: Duration = Duration::from_secs(10);
         type "duration", default "`\"10s\"`",
         parse |r| r.duration(),
         check positive;
+        builder process_start_timeout;
     }
 
     /// The balancer, which grows and shrinks the thread pool and the
@@ -259,6 +279,7 @@ config_keys! {
         type "`\"none\"`, `\"auto\"` or `\"beforehand\"`", default "`\"auto\"`",
         parse |r| r.expand(),
         check ok;
+        builder expand_policy;
 
         /// When the pools shrink. `"timeout"` also turns on the process
         /// pool's own idle retirement: it retires each worker process above
@@ -269,6 +290,7 @@ config_keys! {
         type "`\"none\"`, `\"auto\"` or `\"timeout\"`", default "`\"auto\"`",
         parse |r| r.shrink(),
         check ok;
+        builder shrink_policy;
 
         /// Idle time after which `"timeout"` shrinking retires a thread or
         /// a worker process above core.
@@ -276,6 +298,7 @@ config_keys! {
         type "duration", default "`\"30s\"`",
         parse |r| r.duration(),
         check positive;
+        builder shrink_timeout;
 
         /// How often the balancer samples the pools (at least 1 ms).
         interval: Duration = Duration::from_millis(20);
@@ -287,12 +310,14 @@ config_keys! {
             }
             Ok(())
         };
+        builder balance_interval;
 
         /// The global task limit: tasks accepted and not yet resolved.
         max_pending_tasks: Option<u64> = None;
         type "integer", default "no limit",
         parse |r| r.count().map(|n| Some(n as u64)),
         check some_at_least_one;
+        builder max_pending_tasks(u64) => Some;
 
         /// What a submission does at the limit.
         on_queue_full: QueueFull = QueueFull::Fail;
@@ -312,6 +337,7 @@ config_keys! {
         type "fraction", default "0.5",
         parse |r| r.fraction(),
         check |v, _| share(*v);
+        builder expand_threshold;
 
         /// No pool grows while the machine's available memory is below
         /// this many bytes (like GNU parallel's `--memfree`).
@@ -319,6 +345,7 @@ config_keys! {
         type "size", default "no floor",
         parse |r| r.bytes().map(Some),
         check ok;
+        builder min_free_memory(u64) => Some;
 
         /// No pool grows while the machine's CPU load is above this
         /// fraction of all cores (0 to 1; like GNU parallel's `--load`).
@@ -326,6 +353,7 @@ config_keys! {
         type "fraction", default "no ceiling",
         parse |r| r.fraction().map(Some),
         check |v, _| v.map_or(Ok(()), share);
+        builder max_cpu_load(f64) => Some;
     }
 
     /// The command executor ([`submit_command`](crate::ConcurrentSystem::submit_command)),
@@ -538,5 +566,8 @@ config_keys! {
         type "`\"thread\"` or `\"queue\"`", default "`\"thread\"`",
         parse |r| r.callback_executor(),
         check ok;
+        builder callback_executor;
     }
 }
+
+pub(crate) use builder_setters;

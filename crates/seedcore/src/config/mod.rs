@@ -16,7 +16,9 @@ pub use keys::{
     ProcessesConfig, RemoteSettings, ThreadsConfig,
 };
 
+pub(crate) use keys::builder_setters;
 pub use policy::{ExpandPolicy, ProcessPriority, QueueFull, ShrinkPolicy, WorkerOutput};
+pub(crate) use table::builder_setter;
 
 use crate::error::ConfigError;
 use keys::{KEYS, SECTIONS};
@@ -46,6 +48,27 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<hidden>")
+    }
+}
+
+impl RemoteSettings {
+    /// The defaults, with the secret keys (`remote.secret`,
+    /// `remote.secret_file`) from their environment variables, read
+    /// through the key table: what a remote client or worker built from a
+    /// URL alone uses. A value the table cannot parse is left out; its
+    /// length is checked where the secret is used.
+    #[cfg(feature = "remote")]
+    pub(crate) fn with_env_secret() -> RemoteSettings {
+        let wanted: Vec<String> = KEYS
+            .iter()
+            .filter(|k| k.section == "remote" && k.name.starts_with("secret"))
+            .map(Key::env)
+            .collect();
+        let mut cfg = Config::default();
+        for var in std::env::vars().filter(|(k, _)| wanted.contains(k)) {
+            let _ = cfg.apply_env([var]);
+        }
+        cfg.remote
     }
 }
 

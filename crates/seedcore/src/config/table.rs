@@ -49,6 +49,7 @@ macro_rules! config_keys {
                 $tkey:ident: $tty:ty = $tdef:expr;
                 type $tkind:literal, default $tdefdoc:literal,
                 parse $tparse:expr, check $tcheck:expr;
+                $(builder $tsetter:ident $(($targ:ty) => $tconv:expr)?;)?
             )*
         }
         $(
@@ -59,6 +60,7 @@ macro_rules! config_keys {
                     $key:ident: $kty:ty = $kdef:expr;
                     type $kkind:literal, default $kdefdoc:literal,
                     parse $kparse:expr, check $kcheck:expr;
+                    $(builder $setter:ident $(($arg:ty) => $conv:expr)?;)?
                 )*
             }
         )*
@@ -180,7 +182,55 @@ macro_rules! config_keys {
                 )*
             )*
         ];
+
+        /// The builder's setters of the keys that name one (`builder`),
+        /// as methods of the impl block that invokes it (its type has
+        /// `config_mut`).
+        macro_rules! builder_setters {
+            () => {
+                $(
+                    $crate::config::builder_setter! {
+                        [$($tsetter $(, $targ => $tconv)?)?]
+                        $(#[doc = $tdoc])+
+                        #[doc = ""]
+                        #[doc = concat!("Key `", stringify!($tkey), "`.")]
+                        $tkey: $tty
+                    }
+                )*
+                $($(
+                    $crate::config::builder_setter! {
+                        [$($setter $(, $arg => $conv)?)?]
+                        $(#[doc = $kdoc])+
+                        #[doc = ""]
+                        #[doc = concat!("Key `", $sname, ".", stringify!($key), "`.")]
+                        $sfield.$key: $kty
+                    }
+                )*)*
+            };
+        }
     };
 }
 
+/// One setter of the builder, from a key of the table: none for a key
+/// that names no setter; else it sets the field to its argument, or to
+/// `conv(argument)`.
+macro_rules! builder_setter {
+    ([] $($key:tt)*) => {};
+    ([$setter:ident, $arg:ty => $conv:expr] $(#[$m:meta])* $($field:ident).+: $kty:ty) => {
+        $(#[$m])*
+        pub fn $setter(mut self, value: $arg) -> Self {
+            self.config_mut().$($field).+ = ($conv)(value);
+            self
+        }
+    };
+    ([$setter:ident] $(#[$m:meta])* $($field:ident).+: $kty:ty) => {
+        $(#[$m])*
+        pub fn $setter(mut self, value: $kty) -> Self {
+            self.config_mut().$($field).+ = value;
+            self
+        }
+    };
+}
+
+pub(crate) use builder_setter;
 pub(super) use config_keys;

@@ -66,7 +66,8 @@ impl ExecutorStats {
     }
 }
 
-/// One worker of an executor, as [`Executor::workers`] lists it.
+/// One worker of an executor, as
+/// [`Executor::workers`](crate::exec::Executor::workers) lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct WorkerInfo {

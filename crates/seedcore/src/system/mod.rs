@@ -11,8 +11,7 @@ mod observe;
 #[cfg(feature = "remote")]
 mod remote;
 
-use crate::config::Config;
-use crate::config::ShrinkPolicy;
+use crate::config::{Config, ExpandPolicy, ProcessPriority, ShrinkPolicy, WorkerOutput};
 use crate::error::{BoxError, ConfigError, SubmitError, TaskError};
 use crate::exec::async_rt::{AsyncBody, AsyncExec};
 use crate::exec::process::{decode_result, encode_args, EncodedArgs};
@@ -31,6 +30,7 @@ use futures_util::FutureExt;
 use parking_lot::Mutex;
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,86 +154,9 @@ impl SystemBuilder {
         self
     }
 
-    /// Pool threads kept running (`threads.core`).
-    pub fn core_threads(mut self, n: usize) -> Self {
-        self.config.threads.core = n;
-        self
-    }
-
-    /// Upper bound of pool threads (`threads.max`).
-    pub fn max_threads(mut self, n: usize) -> Self {
-        self.config.threads.max = n;
-        self
-    }
-
-    /// Idle time after which threads above core exit
-    /// (`threads.keep_alive`).
-    pub fn thread_keep_alive(mut self, d: Duration) -> Self {
-        self.config.threads.keep_alive = d;
-        self
-    }
-
-    /// Stack size of pool threads (`threads.stack_size`).
-    pub fn thread_stack_size(mut self, bytes: usize) -> Self {
-        self.config.threads.stack_size = Some(bytes);
-        self
-    }
-
-    /// Worker threads of the async runtime (`async.threads`).
-    pub fn async_threads(mut self, n: usize) -> Self {
-        self.config.r#async.threads = n;
-        self
-    }
-
-    /// Async attempts running at once (`async.max_tasks`).
-    pub fn max_async_tasks(mut self, n: usize) -> Self {
-        self.config.r#async.max_tasks = n;
-        self
-    }
-
-    /// Where completion callbacks run (`callbacks.executor`).
-    pub fn callback_executor(mut self, e: CallbackExecutor) -> Self {
-        self.config.callbacks.executor = e;
-        self
-    }
-
-    /// What dropping the system does (`shutdown_mode`).
-    pub fn shutdown_mode(mut self, m: ShutdownMode) -> Self {
-        self.config.shutdown_mode = m;
-        self
-    }
-
-    /// How long a shutdown waits (`shutdown_timeout`).
-    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
-        self.config.shutdown_timeout = d;
-        self
-    }
-
-    /// Prefix of thread names (`name`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = name.into();
-        self
-    }
-
-    /// Worker processes kept running once process tasks are used
-    /// (`processes.core`).
-    pub fn core_processes(mut self, n: usize) -> Self {
-        self.config.processes.core = n;
-        self
-    }
-
-    /// Upper bound of worker processes (`processes.max`).
-    pub fn max_processes(mut self, n: usize) -> Self {
-        self.config.processes.max = n;
-        self
-    }
-
-    /// The program worker processes run, instead of this executable
-    /// (`processes.program`).
-    pub fn process_program(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.config.processes.program = Some(path.into());
-        self
-    }
+    // One setter per key of the table that names one (config/keys.rs);
+    // the table's types are named here, where the setters expand.
+    crate::config::builder_setters!();
 
     /// Arguments for the worker program (`processes.args`).
     pub fn process_args<I, S>(mut self, args: I) -> Self
@@ -242,42 +165,6 @@ impl SystemBuilder {
         S: Into<std::ffi::OsString>,
     {
         self.config.processes.args = args.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Most sync tasks one worker process holds, running and sent ahead;
-    /// fewer when tasks are long (see [`ProcessesConfig::prefetch`]).
-    ///
-    /// [`ProcessesConfig::prefetch`]: crate::config::ProcessesConfig::prefetch
-    pub fn process_prefetch(mut self, n: usize) -> Self {
-        self.config.processes.prefetch = n;
-        self
-    }
-
-    /// Async process tasks one worker process runs at once
-    /// (`processes.concurrency`).
-    pub fn process_concurrency(mut self, n: usize) -> Self {
-        self.config.processes.concurrency = n;
-        self
-    }
-
-    /// Recycle a worker process after `n` tasks
-    /// (`processes.max_tasks_per_process`).
-    pub fn max_tasks_per_process(mut self, n: u64) -> Self {
-        self.config.processes.max_tasks_per_process = Some(n);
-        self
-    }
-
-    /// Kill a worker process whose resident memory passes `bytes` while it
-    /// runs a task (`processes.max_memory`).
-    pub fn max_memory_per_process(mut self, bytes: u64) -> Self {
-        self.config.processes.max_memory = Some(bytes);
-        self
-    }
-
-    /// OS scheduling priority of worker processes (`processes.priority`).
-    pub fn process_priority(mut self, p: crate::ProcessPriority) -> Self {
-        self.config.processes.priority = p;
         self
     }
 
@@ -367,26 +254,6 @@ impl SystemBuilder {
     /// (`processes.finalizer`).
     pub fn process_finalizer<A, R>(mut self, hook: ProcessTask<A, R>) -> Self {
         self.config.processes.finalizer = Some(hook.name().to_owned());
-        self
-    }
-
-    /// Largest IPC frame in bytes (`processes.max_frame_bytes`).
-    pub fn max_frame_bytes(mut self, n: usize) -> Self {
-        self.config.processes.max_frame_bytes = n;
-        self
-    }
-
-    /// Where the stdout and stderr of worker processes go
-    /// (`processes.output`).
-    pub fn process_output(mut self, o: crate::WorkerOutput) -> Self {
-        self.config.processes.output = o;
-        self
-    }
-
-    /// How long a new worker process may take to say hello
-    /// (`processes.start_timeout`).
-    pub fn process_start_timeout(mut self, d: Duration) -> Self {
-        self.config.processes.start_timeout = d;
         self
     }
 

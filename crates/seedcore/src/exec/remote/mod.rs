@@ -106,57 +106,60 @@ pub const MIN_SECRET_BYTES: usize = 32;
 impl RemoteConfig {
     /// Settings for `url`, with the secret from `SEEDCORE_REMOTE_SECRET`,
     /// else from the file named by `SEEDCORE_REMOTE_SECRET_FILE` (or none),
-    /// and the defaults: visibility timeout 30 s, result TTL 1 h, payload
-    /// limit 16 MiB, message TTL 1 h, reconnect window 30 s, 3 deliveries.
+    /// and the defaults of the `[remote]` section: visibility timeout 30 s,
+    /// result TTL 1 h, payload limit 16 MiB, message TTL 1 h, reconnect
+    /// window 30 s, 3 deliveries.
     pub fn new(url: impl Into<String>) -> Self {
-        let secret = match std::env::var("SEEDCORE_REMOTE_SECRET") {
-            Ok(s) => s.into_bytes(),
-            Err(_) => std::env::var_os("SEEDCORE_REMOTE_SECRET_FILE")
-                .and_then(|p| read_secret(std::path::Path::new(&p)).ok())
-                .unwrap_or_default(),
-        };
-        RemoteConfig {
-            url: url.into(),
-            secret,
-            namespace: "seedcore".into(),
-            visibility_timeout: Duration::from_secs(30),
-            result_ttl: Duration::from_secs(3600),
-            max_payload_bytes: 16 << 20,
-            message_ttl: Duration::from_secs(3600),
-            reconnect_window: Duration::from_secs(30),
-            max_deliveries: 3,
-            tls_ca_file: None,
-            tls_client_cert_file: None,
-            tls_client_key_file: None,
+        let s = crate::config::RemoteSettings::with_env_secret();
+        let mut c = Self::with(url.into(), &s);
+        if c.secret.is_empty() {
+            if let Some(path) = &s.secret_file {
+                c.secret = read_secret(path).unwrap_or_default();
+            }
         }
+        c
     }
 
     /// Settings from the `[remote]` section of a
     /// [`Config`](crate::Config) (a TOML file, `SEEDCORE_REMOTE_*`
     /// variables): the secret from `remote.secret` (environment only),
     /// else the file `remote.secret_file`, else as [`new`](Self::new).
-    /// [`RemoteError::BadSetting`] if `remote.url` is not set.
+    /// [`RemoteError::BadSetting`] if `remote.url` is not set or the secret
+    /// file cannot be read.
     pub fn from_settings(s: &crate::config::RemoteSettings) -> Result<Self, RemoteError> {
         let url = s.url.clone().ok_or_else(|| {
             RemoteError::BadSetting("remote.url is not set (SEEDCORE_REMOTE_URL)".into())
         })?;
-        let mut c = RemoteConfig::new(url);
-        if let Some(secret) = &s.secret {
-            c.secret = secret.expose().to_vec();
-        } else if let Some(path) = &s.secret_file {
-            c = c.secret_file(path)?;
+        let mut c = Self::with(url.clone(), s);
+        if s.secret.is_none() {
+            match &s.secret_file {
+                Some(path) => c = c.secret_file(path)?,
+                None => c.secret = RemoteConfig::new(url).secret,
+            }
         }
-        c.namespace = s.namespace.clone();
-        c.visibility_timeout = s.visibility_timeout;
-        c.result_ttl = s.result_ttl;
-        c.max_payload_bytes = s.max_payload_bytes;
-        c.message_ttl = s.message_ttl;
-        c.reconnect_window = s.reconnect_window;
-        c.max_deliveries = u32::try_from(s.max_deliveries).unwrap_or(u32::MAX);
-        c.tls_ca_file = s.tls_ca_file.clone();
-        c.tls_client_cert_file = s.tls_client_cert_file.clone();
-        c.tls_client_key_file = s.tls_client_key_file.clone();
         Ok(c)
+    }
+
+    /// `url` with the settings `s` (the secret file is the caller's).
+    fn with(url: String, s: &crate::config::RemoteSettings) -> Self {
+        RemoteConfig {
+            url,
+            secret: s
+                .secret
+                .as_ref()
+                .map(|x| x.expose().to_vec())
+                .unwrap_or_default(),
+            namespace: s.namespace.clone(),
+            visibility_timeout: s.visibility_timeout,
+            result_ttl: s.result_ttl,
+            max_payload_bytes: s.max_payload_bytes,
+            message_ttl: s.message_ttl,
+            reconnect_window: s.reconnect_window,
+            max_deliveries: u32::try_from(s.max_deliveries).unwrap_or(u32::MAX),
+            tls_ca_file: s.tls_ca_file.clone(),
+            tls_client_cert_file: s.tls_client_cert_file.clone(),
+            tls_client_key_file: s.tls_client_key_file.clone(),
+        }
     }
 
     /// Trusts the CA certificates in the PEM file at `path` for a
