@@ -54,8 +54,8 @@ pub use discovery::{gpu_devices, why_no_gpu, GpuDevice};
 use crate::error::{BoxError, SubmitError, TaskError};
 use crate::options::{TaskOptions, LEVELS};
 use crate::sched::timer::Timer;
-use crate::sched::ShutdownMode;
-use crate::sched::{join_by, Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
+use crate::sched::{join_by, spawn_latched, Latched, ShutdownMode};
+use crate::sched::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
 use crate::task::StopReason;
 use crate::task::{
     caught, Attempt, Body, ExecutorKind, InTask, Job, TaskCell, TaskContext, TaskId,
@@ -71,7 +71,6 @@ use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// An error of the GPU helpers of [`GpuContext`]. Returned from a GPU
@@ -361,7 +360,7 @@ struct Worker {
     done: AtomicU64,
     current: Mutex<Option<Arc<dyn Job>>>,
     stuck: AtomicBool,
-    handle: Mutex<Option<JoinHandle<()>>>,
+    handle: Mutex<Option<Latched>>,
 }
 
 /// A task waiting for device memory.
@@ -489,9 +488,10 @@ impl GpuExecutor {
         });
         let me = self.me.clone();
         let worker = w.clone();
-        let h = std::thread::Builder::new()
-            .name(w.name.clone())
-            .spawn(move || work(me, dev, worker))?;
+        let h = spawn_latched(
+            std::thread::Builder::new().name(w.name.clone()),
+            move || work(me, dev, worker),
+        )?;
         *w.handle.lock() = Some(h);
         self.workers.lock().push(w);
         Ok(())
@@ -758,9 +758,6 @@ impl Executor for GpuExecutor {
         for w in workers {
             let h = w.handle.lock().take();
             if let Some(h) = h {
-                if h.thread().id() == std::thread::current().id() {
-                    continue;
-                }
                 if !join_by(h, deadline) {
                     detached += 1;
                     if let Some(j) = w.current.lock().as_ref() {
