@@ -44,7 +44,7 @@ pub(crate) use latch::{join_by, spawn_latched, Latched};
 #[cfg(feature = "remote")]
 pub(crate) use latch::{Latch, LatchHold};
 pub use queue::PriorityQueue;
-pub(crate) use queue::Ranked;
+pub(crate) use queue::RankedQueue;
 
 use crate::error::{SubmitError, TaskError, TaskErrorKind};
 use crate::options::TaskOptions;
