@@ -9,14 +9,14 @@ use crate::exec::remote::proto::{self, unix_ms, ResultMessage, Signer, TaskMessa
 use crate::exec::remote::streams::{self, Entry, Keys, GROUP};
 use crate::exec::remote::{RemoteConfig, RemoteError};
 use crate::options::{Priority, TaskOptions, LEVELS};
-use crate::sched::ShutdownMode;
+use crate::sched::{Latch, ShutdownMode};
 use crate::system::ConcurrentSystem;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -109,7 +109,7 @@ impl WorkerHandle {
             reclaimed: s.reclaimed.load(Ordering::Relaxed),
             duplicates: s.duplicates.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
-            in_flight: s.in_flight.load(Ordering::Relaxed),
+            in_flight: s.in_flight.count(),
         }
     }
 
@@ -186,9 +186,7 @@ impl WorkerHandle {
                 }
             }
         }
-        while s.in_flight.load(Ordering::Acquire) > 0 && std::time::Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        s.in_flight.wait_until(until);
         if let Some(rt) = self.rt.take() {
             streams::close_runtime(rt);
         }
@@ -246,7 +244,8 @@ struct State {
     aliases: Vec<(String, String)>,
     system: Arc<ConcurrentSystem>,
     held: Mutex<HashMap<String, Held>>,
-    in_flight: AtomicUsize,
+    /// Entries held and not answered; a stop waits for it to open.
+    in_flight: Latch,
     /// Where XAUTOCLAIM goes on, per level.
     cursors: Mutex<Vec<String>>,
     wake: Notify,
@@ -342,7 +341,7 @@ pub fn serve(config: RemoteConfig, options: ServeOptions) -> Result<WorkerHandle
         aliases: options.aliases.clone(),
         system: Arc::new(system),
         held: Mutex::new(HashMap::new()),
-        in_flight: AtomicUsize::new(0),
+        in_flight: Latch::new(0),
         cursors: Mutex::new(vec!["0-0".to_owned(); LEVELS]),
         wake: Notify::new(),
         stopping: AtomicBool::new(false),
@@ -464,10 +463,10 @@ async fn reader(s: Arc<State>) {
         if s.stopping.load(Ordering::Acquire) {
             return;
         }
-        let held = s.in_flight.load(Ordering::Acquire);
+        let held = s.in_flight.count();
         if held >= s.capacity {
             let woken = s.wake.notified();
-            if s.in_flight.load(Ordering::Acquire) >= s.capacity {
+            if s.in_flight.count() >= s.capacity {
                 woken.await;
             }
             continue;
@@ -718,7 +717,7 @@ fn start(s: &Arc<State>, level: u8, e: Entry, msg: TaskMessage) {
             handed_back: false,
         },
     );
-    s.in_flight.fetch_add(1, Ordering::AcqRel);
+    s.in_flight.add(1);
     let st = s.clone();
     tokio::spawn(async move {
         let outcome = run(&st, &key, &msg, crx).await;
@@ -731,7 +730,7 @@ fn start(s: &Arc<State>, level: u8, e: Entry, msg: TaskMessage) {
             back
         };
         if back {
-            st.in_flight.fetch_sub(1, Ordering::AcqRel);
+            st.in_flight.sub(1);
             st.wake.notify_waiters();
         } else {
             answer(&st, level, id, &msg, outcome, true);
@@ -1028,7 +1027,7 @@ async fn writer(
         }
         drop(held);
         s.done.fetch_add(freed as u64, Ordering::Relaxed);
-        s.in_flight.fetch_sub(freed, Ordering::AcqRel);
+        s.in_flight.sub(freed);
         s.wake.notify_waiters();
     }
 }
@@ -1074,7 +1073,7 @@ async fn beat(
         reclaimed: s.reclaimed.load(Ordering::Relaxed),
         duplicates: s.duplicates.load(Ordering::Relaxed),
         refused: s.refused.load(Ordering::Relaxed),
-        in_flight: s.in_flight.load(Ordering::Relaxed),
+        in_flight: s.in_flight.count(),
     };
     let line = format!(
         "{} {} {} {} {} {} {} {} {}",
@@ -1117,9 +1116,7 @@ async fn beat(
     // from where the last beat stopped in each stream.
     let reclaim = redis::Script::new(streams::RECLAIM);
     for l in streams::levels() {
-        let room = s
-            .capacity
-            .saturating_sub(s.in_flight.load(Ordering::Acquire));
+        let room = s.capacity.saturating_sub(s.in_flight.count());
         if room == 0 || s.stopping.load(Ordering::Acquire) {
             break;
         }

@@ -38,8 +38,8 @@
 
 use crate::error::{panic_message, TaskError};
 use crate::sched::idle::Idle;
-use crate::sched::join_by;
 use crate::sched::WorkerInfo;
+use crate::sched::{join_by, spawn_latched, Latched};
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, ShutdownMode, StopReport};
 use crate::task::{
     set_blocker, Attempt, Blocker, Body, ExecutorKind, InTask, Job, StopReason, TaskCell,
@@ -55,7 +55,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Runtime};
 
@@ -81,12 +80,12 @@ pub(crate) struct AsyncExec {
     limit: usize,
     threads: usize,
     name: String,
-    drivers: Mutex<Vec<JoinHandle<()>>>,
+    drivers: Mutex<Vec<Latched>>,
     /// Drivers blocked in a wait on a future, and the stand-ins started
     /// for them (see [`Blocker`]).
     blocked: AtomicUsize,
     standins: AtomicUsize,
-    standin_threads: Mutex<Vec<JoinHandle<()>>>,
+    standin_threads: Mutex<Vec<Latched>>,
     /// Driver thread ids with the tasks each has polled, for the monitor.
     driver_info: Mutex<Vec<(u32, String, Arc<AtomicU64>)>>,
     started: OnceLock<Option<Handle>>,
@@ -224,9 +223,9 @@ impl AsyncExec {
         name: String,
         handle: &Handle,
         standin: bool,
-    ) -> std::io::Result<JoinHandle<()>> {
+    ) -> std::io::Result<Latched> {
         let (me, handle) = (self.me.clone(), handle.clone());
-        std::thread::Builder::new().name(name).spawn(move || {
+        spawn_latched(std::thread::Builder::new().name(name), move || {
             if let Some(me) = me.upgrade() {
                 me.drive(&handle, standin);
             }

@@ -9,16 +9,16 @@
 
 use crate::error::TaskError;
 use crate::sched::ShutdownMode;
-use crate::sched::{join_by, Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
+use crate::sched::{join_by, spawn_latched, Latched};
+use crate::sched::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
 use crate::task::{ExecutorKind, Job};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// A service task and the thread that runs it.
-type Service = (Arc<dyn Job>, JoinHandle<()>);
+type Service = (Arc<dyn Job>, Latched);
 
 /// The service executor of one system.
 pub(crate) struct ServiceExec {
@@ -45,9 +45,10 @@ impl Executor for ServiceExec {
     fn accept(&self, task: Runnable) {
         let job = task.job().clone();
         let name = task.name().unwrap_or("service").to_owned();
-        let spawned = std::thread::Builder::new()
-            .name(format!("{}-service-{name}", self.name))
-            .spawn(move || task.run());
+        let spawned = spawn_latched(
+            std::thread::Builder::new().name(format!("{}-service-{name}", self.name)),
+            move || task.run(),
+        );
         match spawned {
             Ok(h) => {
                 self.services.lock().push((job.clone(), h));

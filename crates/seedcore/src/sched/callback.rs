@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub(crate) type Callback = Box<dyn FnOnce() + Send>;
@@ -151,7 +150,7 @@ fn run_guarded(cb: Callback, stats: Option<&Counters>) {
 pub(crate) enum Dispatcher {
     Thread {
         tx: Mutex<Option<Sender<Callback>>>,
-        thread: Mutex<Option<JoinHandle<()>>>,
+        thread: Mutex<Option<super::Latched>>,
     },
     Tokio(tokio::runtime::Handle, Arc<Counters>),
     Queue(CallbackQueue),
@@ -167,13 +166,14 @@ impl Dispatcher {
             CallbackExecutor::Thread => {
                 let (tx, rx): (Sender<Callback>, Receiver<Callback>) =
                     crossbeam_channel::unbounded();
-                let thread = std::thread::Builder::new()
-                    .name(format!("{name}-callbacks"))
-                    .spawn(move || {
+                let thread = super::spawn_latched(
+                    std::thread::Builder::new().name(format!("{name}-callbacks")),
+                    move || {
                         for cb in rx {
                             run_guarded(cb, Some(&stats));
                         }
-                    })?;
+                    },
+                )?;
                 Dispatcher::Thread {
                     tx: Mutex::new(Some(tx)),
                     thread: Mutex::new(Some(thread)),

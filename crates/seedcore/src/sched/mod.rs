@@ -31,6 +31,7 @@ pub(crate) mod callback;
 pub(crate) mod counters;
 mod executor;
 pub(crate) mod idle;
+mod latch;
 pub(crate) mod locks;
 mod queue;
 pub(crate) mod registry;
@@ -40,8 +41,11 @@ pub use crate::snapshot::{ExecutorStats, WorkerInfo};
 pub use background::ShutdownHandle;
 pub(crate) use executor::ClosureBody;
 pub use executor::{Executor, Runnable, StopReport};
+pub(crate) use latch::{join_by, spawn_latched, Latched};
+#[cfg(feature = "remote")]
+pub(crate) use latch::{Latch, LatchHold};
 pub use queue::PriorityQueue;
-pub(crate) use queue::Ranked;
+pub(crate) use queue::RankedQueue;
 
 use crate::error::{SubmitError, TaskError, TaskErrorKind};
 use crate::options::TaskOptions;
@@ -56,7 +60,6 @@ use locks::LockTable;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use timer::Timer;
 
@@ -317,24 +320,6 @@ impl Scheduler {
             job.fail(TaskError::Cancelled);
         }
     }
-}
-
-/// Joins `h` if its thread ends by `deadline`; `false` if it still runs
-/// then, and is left detached (user code cannot be stopped from outside).
-/// The calling thread's own handle counts as joined: a thread cannot wait
-/// for itself, and a shutdown may run on one of the threads it stops.
-pub(crate) fn join_by(h: JoinHandle<()>, deadline: Instant) -> bool {
-    if h.thread().id() == std::thread::current().id() {
-        return true;
-    }
-    while !h.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if !h.is_finished() {
-        return false;
-    }
-    let _ = h.join();
-    true
 }
 
 impl Schedule for Scheduler {

@@ -27,6 +27,7 @@ pub use output::Captured;
 use crate::error::{signal_name, TaskError};
 use crate::options::LEVELS;
 use crate::sched::ShutdownMode;
+use crate::sched::{join_by, spawn_latched, Latched};
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport, WorkerInfo};
 use crate::task::{ExecutorKind, StopReason, TaskContext, TaskId};
 use parking_lot::{Condvar, Mutex};
@@ -36,7 +37,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The command executor's kind: its row in stats, the monitor and metrics.
@@ -265,7 +265,7 @@ struct Slot {
 }
 
 /// A slot and its thread (taken by a shutdown to join it).
-type Worker = (Arc<Slot>, Option<JoinHandle<()>>);
+type Worker = (Arc<Slot>, Option<Latched>);
 
 #[derive(Debug)]
 struct Inner {
@@ -424,9 +424,10 @@ impl Inner {
                 done: AtomicU64::new(0),
             });
             let (inner, s) = (self.clone(), slot.clone());
-            let h = std::thread::Builder::new()
-                .name(format!("seedcore-cmd-{}", slot.index + 1))
-                .spawn(move || worker(inner, s));
+            let h = spawn_latched(
+                std::thread::Builder::new().name(format!("seedcore-cmd-{}", slot.index + 1)),
+                move || worker(inner, s),
+            );
             match h {
                 Ok(h) => slots.push((slot, Some(h))),
                 Err(e) => {
@@ -624,7 +625,7 @@ impl Executor for CommandExecutor {
         if mode == ShutdownMode::Immediate {
             self.inner.kill_all();
         }
-        let handles: Vec<JoinHandle<()>> = self
+        let handles: Vec<Latched> = self
             .inner
             .slots
             .lock()
@@ -632,23 +633,18 @@ impl Executor for CommandExecutor {
             .filter_map(|(_, h)| h.take())
             .collect();
         let mut detached = 0;
-        let mut killed = false;
+        let mut extra = None;
         for h in handles {
-            while !h.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
+            if !h.wait_until(deadline) {
+                // Past the deadline: the children go (once), their workers
+                // end.
+                let by = *extra.get_or_insert_with(|| {
+                    self.inner.kill_all();
+                    Instant::now() + Duration::from_millis(500)
+                });
+                h.wait_until(by);
             }
-            if !h.is_finished() && !killed {
-                // Past the deadline: the children go, their workers end.
-                self.inner.kill_all();
-                killed = true;
-                let extra = Instant::now() + Duration::from_millis(500);
-                while !h.is_finished() && Instant::now() < extra {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            if h.is_finished() {
-                let _ = h.join();
-            } else {
+            if !join_by(h, Instant::now()) {
                 detached += 1;
             }
         }

@@ -52,10 +52,11 @@ pub use context::GpuContext;
 pub use discovery::{gpu_devices, why_no_gpu, GpuDevice};
 
 use crate::error::{BoxError, SubmitError, TaskError};
-use crate::options::{TaskOptions, LEVELS};
+use crate::options::TaskOptions;
+use crate::sched::idle::Idle;
 use crate::sched::timer::Timer;
-use crate::sched::ShutdownMode;
-use crate::sched::{join_by, Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
+use crate::sched::{join_by, spawn_latched, Latched, ShutdownMode};
+use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport, WorkerInfo};
 use crate::task::StopReason;
 use crate::task::{
     caught, Attempt, Body, ExecutorKind, InTask, Job, TaskCell, TaskContext, TaskId,
@@ -63,15 +64,13 @@ use crate::task::{
 use context::{Lane, StreamPool};
 use cudarc::driver::CudaContext;
 use kernels::ModuleCache;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use placement::Pick;
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// An error of the GPU helpers of [`GpuContext`]. Returned from a GPU
@@ -252,8 +251,11 @@ pub(crate) struct Device {
     free: AtomicU64,
     /// Memory requested by the tasks placed here and not ended.
     reserved: AtomicU64,
-    queue: Mutex<[VecDeque<Placed>; LEVELS]>,
-    wake: Condvar,
+    queue: PriorityQueue<Placed>,
+    /// Where its workers sleep when the queue is empty.
+    idle: Idle,
+    /// Tasks in `queue`, for the load and the watch after a task: one
+    /// load instead of a scan of the levels.
     queued: AtomicUsize,
     running: AtomicUsize,
     tasks: AtomicU64,
@@ -317,15 +319,15 @@ impl Device {
     }
 
     fn push(&self, p: Placed) {
-        let level = p.task.priority().level() as usize;
         self.queued.fetch_add(1, Ordering::Relaxed);
-        self.queue.lock()[level].push_back(p);
-        self.wake.notify_one();
+        self.queue.push(p.task.priority(), p);
+        self.idle.notify_one();
     }
 
     /// The next task, or `None` once `closed` is set. Right after a task
     /// (`spin`) it watches the queue for a few microseconds before it
-    /// parks: a task that follows at once then starts without a wake-up.
+    /// sleeps: a task that follows at once then starts without a wake-up.
+    /// It sleeps by the protocol of `sched/idle.rs`, as pool threads do.
     fn next(&self, closed: &AtomicBool, spin: bool) -> Option<Placed> {
         if spin {
             let until = Instant::now() + SPIN;
@@ -336,16 +338,20 @@ impl Device {
                 std::hint::spin_loop();
             }
         }
-        let mut q = self.queue.lock();
         loop {
             if closed.load(Ordering::SeqCst) {
                 return None;
             }
-            if let Some(p) = q.iter_mut().find_map(|l| l.pop_front()) {
+            if let Some(p) = self.queue.pop() {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
                 return Some(p);
             }
-            self.wake.wait(&mut q);
+            self.idle.prepare();
+            if closed.load(Ordering::SeqCst) || !self.queue.is_empty() {
+                self.idle.cancel();
+                continue;
+            }
+            self.idle.sleep(None);
         }
     }
 }
@@ -361,7 +367,7 @@ struct Worker {
     done: AtomicU64,
     current: Mutex<Option<Arc<dyn Job>>>,
     stuck: AtomicBool,
-    handle: Mutex<Option<JoinHandle<()>>>,
+    handle: Mutex<Option<Latched>>,
 }
 
 /// A task waiting for device memory.
@@ -437,8 +443,8 @@ impl GpuExecutor {
                 total: d.total_memory,
                 free: AtomicU64::new(d.free_memory),
                 reserved: AtomicU64::new(0),
-                queue: Mutex::new(std::array::from_fn(|_| VecDeque::new())),
-                wake: Condvar::new(),
+                queue: PriorityQueue::new(),
+                idle: Idle::new(),
                 queued: AtomicUsize::new(0),
                 running: AtomicUsize::new(0),
                 tasks: AtomicU64::new(0),
@@ -489,9 +495,10 @@ impl GpuExecutor {
         });
         let me = self.me.clone();
         let worker = w.clone();
-        let h = std::thread::Builder::new()
-            .name(w.name.clone())
-            .spawn(move || work(me, dev, worker))?;
+        let h = spawn_latched(
+            std::thread::Builder::new().name(w.name.clone()),
+            move || work(me, dev, worker),
+        )?;
         *w.handle.lock() = Some(h);
         self.workers.lock().push(w);
         Ok(())
@@ -734,13 +741,10 @@ impl Executor for GpuExecutor {
             .collect();
         self.waiting.store(0, Ordering::SeqCst);
         for d in &self.devices {
-            let mut q = d.queue.lock();
-            for l in q.iter_mut() {
-                for p in l.drain(..) {
-                    d.queued.fetch_sub(1, Ordering::Relaxed);
-                    d.reserved.fetch_sub(p.reserve, Ordering::Relaxed);
-                    out.push(p.task);
-                }
+            while let Some(p) = d.queue.pop() {
+                d.queued.fetch_sub(1, Ordering::Relaxed);
+                d.reserved.fetch_sub(p.reserve, Ordering::Relaxed);
+                out.push(p.task);
             }
         }
         out
@@ -750,17 +754,13 @@ impl Executor for GpuExecutor {
         let _ = mode;
         self.closed.store(true, Ordering::SeqCst);
         for d in &self.devices {
-            let _q = d.queue.lock();
-            d.wake.notify_all();
+            d.idle.notify_all();
         }
         let workers = std::mem::take(&mut *self.workers.lock());
         let mut detached = 0;
         for w in workers {
             let h = w.handle.lock().take();
             if let Some(h) = h {
-                if h.thread().id() == std::thread::current().id() {
-                    continue;
-                }
                 if !join_by(h, deadline) {
                     detached += 1;
                     if let Some(j) = w.current.lock().as_ref() {
@@ -783,12 +783,10 @@ impl Executor for GpuExecutor {
         drop(workers);
         row.queued = self.waiting.load(Ordering::Relaxed);
         for d in &self.devices {
-            let q = d.queue.lock();
-            for (lvl, l) in q.iter().enumerate() {
-                row.queue_depth[lvl] += l.len();
-                row.queued += l.len();
+            for (lvl, n) in d.queue.depths().into_iter().enumerate() {
+                row.queue_depth[lvl] += n;
+                row.queued += n;
             }
-            drop(q);
             row.busy += d.running.load(Ordering::Relaxed);
             if d.healthy() {
                 row.target += d.limit;

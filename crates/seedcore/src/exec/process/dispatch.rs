@@ -35,11 +35,11 @@ use super::status::now_ns;
 use crate::error::{SubmitError, TaskError};
 use crate::sched::timer::Timer;
 use crate::sched::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
-use crate::sched::{Ranked, ShutdownMode};
+use crate::sched::{RankedQueue, ShutdownMode};
 use crate::task::{Attempt, Deadline, ExecutorKind, Job, StopReason, TaskId};
 use crate::wire::frame::OutFrame;
 use parking_lot::{Condvar, Mutex};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -73,13 +73,12 @@ pub(crate) trait ProcessJob: Job {
 /// Tasks picked for one worker, sent in one write.
 type Batch = (Arc<Worker>, Vec<Arc<dyn ProcessJob>>);
 
-/// A task in the pool's queue: most urgent first, then the oldest.
-pub(super) type Queued = Ranked<Arc<dyn ProcessJob>>;
+/// A task in the pool's queue (most urgent first, then the oldest).
+pub(super) type Queued = Arc<dyn ProcessJob>;
 
 /// What the pool lock guards.
 pub(super) struct PoolState {
-    pub(super) queue: BinaryHeap<Queued>,
-    pub(super) seq: u64,
+    pub(super) queue: RankedQueue<Queued>,
     pub(super) workers: Vec<Arc<Worker>>,
     pub(super) next_index: usize,
     pub(super) started: bool,
@@ -138,8 +137,7 @@ impl ProcessPool {
         Arc::new_cyclic(|me| ProcessPool {
             cfg,
             state: Mutex::new(PoolState {
-                queue: BinaryHeap::new(),
-                seq: 0,
+                queue: RankedQueue::new(),
                 workers: Vec::new(),
                 next_index: 0,
                 started: false,
@@ -235,13 +233,7 @@ impl ProcessPool {
                 return;
             }
             self.ensure_started(&mut st);
-            st.seq += 1;
-            let seq = st.seq;
-            st.queue.push(Queued {
-                level: job.header().priority().level(),
-                seq,
-                item: job,
-            });
+            st.queue.push(job.header().priority(), job);
         }
         self.pump();
     }
@@ -253,13 +245,13 @@ impl ProcessPool {
         let doomed = {
             let mut st = self.state.lock();
             while let Some(top) = st.queue.peek() {
-                if top.item.is_resolved() {
+                if top.is_resolved() {
                     // Cancelled while queued: it takes no worker's slot.
                     st.queue.pop();
                     continue;
                 }
-                let is_async = top.item.is_async();
-                let level = top.level;
+                let is_async = top.is_async();
+                let level = top.header().priority().level();
                 let cap = if is_async {
                     self.cfg.concurrency
                 } else {
@@ -316,8 +308,8 @@ impl ProcessPool {
                 w.sent.fetch_add(1, Ordering::AcqRel);
                 w.holds_async.store(is_async, Ordering::Release);
                 match batches.iter_mut().find(|(b, _)| Arc::ptr_eq(b, &w)) {
-                    Some((_, jobs)) => jobs.push(q.item),
-                    None => batches.push((w, vec![q.item])),
+                    Some((_, jobs)) => jobs.push(q),
+                    None => batches.push((w, vec![q])),
                 }
             }
             std::mem::take(&mut st.doomed)
@@ -502,7 +494,7 @@ impl ProcessPool {
     /// Removes every queued task (immediate shutdown).
     fn drain_jobs(&self) -> Vec<Arc<dyn Job>> {
         let mut st = self.state.lock();
-        st.queue.drain().map(|q| q.item as Arc<dyn Job>).collect()
+        st.queue.drain().map(|q| q as Arc<dyn Job>).collect()
     }
 }
 
@@ -548,9 +540,7 @@ impl Executor for ProcessPool {
     fn stats(&self) -> ExecutorStats {
         let mut row = ExecutorStats::new(ExecutorKind::Processes);
         let st = self.state.lock();
-        for q in st.queue.iter() {
-            row.queue_depth[q.level as usize] += 1;
-        }
+        row.queue_depth = st.queue.depths();
         row.queued = st.queue.len();
         let live = st
             .workers

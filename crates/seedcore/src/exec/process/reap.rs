@@ -340,7 +340,7 @@ impl ProcessPool {
             st.queue.drain().collect::<Vec<Queued>>()
         };
         for q in queued {
-            q.item.fail(TaskError::SystemShutdown);
+            q.fail(TaskError::SystemShutdown);
         }
         let mut st = self.state.lock();
         let mut killed: Option<Instant> = None;

@@ -129,7 +129,7 @@ impl ProcessPool {
         });
         let queued: Vec<Queued> = st.queue.drain().collect();
         st.doomed
-            .extend(queued.into_iter().map(|q| (q.item, why.clone())));
+            .extend(queued.into_iter().map(|q| (q, why.clone())));
     }
 
     /// Tries starting a worker again after a failed start, waiting longer

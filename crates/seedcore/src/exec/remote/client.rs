@@ -13,7 +13,7 @@ use super::{RemoteConfig, RemoteError};
 use crate::error::{SubmitError, TaskError};
 use crate::options::{RetryOn, RetryPolicy, TaskOptions, LEVELS};
 use crate::sched::ShutdownMode;
-use crate::sched::{Executor, ExecutorStats, Runnable, StopReport, WorkerInfo};
+use crate::sched::{Executor, ExecutorStats, Latch, LatchHold, Runnable, StopReport, WorkerInfo};
 use crate::task::{Attempt, Body, ExecutorKind, Job, StopReason, TaskCell, TaskId};
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
@@ -61,6 +61,8 @@ struct Pending {
     /// When its message expires (Unix ms), and how long it was valid.
     expires_ms: u64,
     life: Duration,
+    /// Counts it in `Inner::unanswered` until it is dropped.
+    _unanswered: LatchHold,
 }
 
 /// A remote task as the executor holds it.
@@ -81,6 +83,8 @@ pub(crate) struct Inner {
     client_id: u64,
     redis: redis::Client,
     pending: Mutex<HashMap<(u64, u32), Pending>>,
+    /// Open when no attempt is pending: what a graceful stop waits for.
+    unanswered: Arc<Latch>,
     out: mpsc::UnboundedSender<Outgoing>,
     closed: AtomicBool,
     depth: [AtomicUsize; LEVELS],
@@ -231,6 +235,7 @@ impl Inner {
                 sig: sig.clone(),
                 expires_ms: msg.expires_ms,
                 life: Duration::from_millis(life),
+                _unanswered: self.unanswered.hold(),
             },
         );
         let key = (msg.task, a.n);
@@ -454,6 +459,7 @@ impl RemoteExec {
             client_id: fastrand::u64(1..),
             redis,
             pending: Mutex::new(HashMap::new()),
+            unanswered: Arc::new(Latch::new(0)),
             out: tx,
             closed: AtomicBool::new(false),
             depth: Default::default(),
@@ -567,9 +573,7 @@ impl Executor for RemoteExec {
     fn stop(&self, deadline: Instant, mode: ShutdownMode) -> StopReport {
         let i = &self.inner;
         if mode == ShutdownMode::Graceful {
-            while !i.pending.lock().is_empty() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            i.unanswered.wait_until(deadline);
         }
         i.closed.store(true, Ordering::Release);
         let left: Vec<Pending> = i.pending.lock().drain().map(|(_, p)| p).collect();

@@ -24,11 +24,12 @@ use super::proto::{FromWorker, ToWorker};
 use super::registry::{self, EntryKind, Outcome};
 use super::status::StatusPage;
 use super::{INDEX_ENV, STATUS_ENV, WORKER_ENV};
-use crate::sched::Ranked;
+use crate::options::Priority;
+use crate::sched::RankedQueue;
 use crate::wire::frame::{FrameError, FrameReader};
 use outbox::Outbox;
 use parking_lot::Mutex;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -233,8 +234,7 @@ fn serve(
         }
     }
     let mut reader = FrameReader::new(read_half, max_frame);
-    let mut queue: BinaryHeap<Ranked<Pending>> = BinaryHeap::new();
-    let mut seq = 0u64;
+    let mut queue: RankedQueue<Pending> = RankedQueue::new();
     let mut runtime: Option<tokio::runtime::Runtime> = None;
     // Async tasks running, by id; the handle aborts one that is cancelled.
     let running_async: Arc<Mutex<HashMap<u64, Option<tokio::task::AbortHandle>>>> = Arc::default();
@@ -263,22 +263,23 @@ fn serve(
                         args,
                         boxed,
                     }) => {
-                        seq += 1;
-                        queue.push(Ranked {
-                            level: priority,
-                            seq,
-                            item: Pending {
+                        // The parent sends levels it accepted; anything
+                        // else waits behind every real level.
+                        let p = Priority::new(priority).unwrap_or(Priority::IDLE);
+                        queue.push(
+                            p,
+                            Pending {
                                 id,
                                 task,
                                 args,
                                 fds,
                                 boxed,
                             },
-                        });
+                        );
                     }
                     Ok(ToWorker::Cancel { id }) => {
                         let before = queue.len();
-                        queue.retain(|p| p.item.id != id);
+                        queue.retain(|p| p.id != id);
                         let aborted = running_async
                             .lock()
                             .remove(&id)
@@ -311,7 +312,7 @@ fn serve(
         if let Some(code) = exit {
             break code;
         }
-        let Some(Ranked { item: mut p, .. }) = queue.pop() else {
+        let Some(mut p) = queue.pop() else {
             continue;
         };
         // Arguments over the frame limit came in shared memory.
