@@ -237,7 +237,9 @@ config_keys! {
         check ok;
 
         /// A registered process task (`fn()`) each worker runs before it
-        /// exits.
+        /// exits. Like `processes.initializer`, a name no task has is
+        /// refused when the system is built (unless `processes.program`
+        /// runs another program).
         finalizer: Option<String> = None;
         type "string", default "none",
         parse |r| r.text().map(Some),

@@ -370,14 +370,6 @@ mod tests {
             ("[processes]\nmax_memory = \"1KiB\"", "processes.max_memory"),
             ("[processes]\npriority = \"urgent\"", "processes.priority"),
             (
-                "[processes]\ninitializer = \"no-such-task\"",
-                "processes.initializer",
-            ),
-            (
-                "[processes]\nfinalizer = \"no-such-task\"",
-                "processes.finalizer",
-            ),
-            (
                 "[processes]\nmax_frame_bytes = 10",
                 "processes.max_frame_bytes",
             ),
