@@ -330,14 +330,7 @@ mod on_gpu {
                     })
                 })
                 .collect();
-            let mut done = Vec::with_capacity(tasks);
-            for h in handles {
-                done.extend(
-                    h.join()
-                        .map_err(|_| anyhow!("a submitting thread panicked"))??,
-                );
-            }
-            Ok(done)
+            join_all(handles, tasks, "a submitting thread")
         })?;
         let rate = tasks as f64 / started.elapsed().as_secs_f64();
         Ok((rate, in_order(done, tasks)))
@@ -389,17 +382,27 @@ mod on_gpu {
                     })
                 })
                 .collect();
-            let mut done = Vec::with_capacity(tasks);
-            for h in handles {
-                done.extend(
-                    h.join()
-                        .map_err(|_| anyhow!("a direct thread panicked"))??,
-                );
-            }
-            Ok(done)
+            join_all(handles, tasks, "a direct thread")
         })?;
         let rate = tasks as f64 / started.elapsed().as_secs_f64();
         Ok((rate, in_order(done, tasks)))
+    }
+
+    /// What one thread of a round did: each task's index and checksum.
+    type Done = anyhow::Result<Vec<(usize, Checksum)>>;
+
+    /// Joins the threads that ran `tasks` tasks and gathers what each did;
+    /// `who` names them in the error of one that panicked.
+    fn join_all(
+        handles: Vec<std::thread::ScopedJoinHandle<'_, Done>>,
+        tasks: usize,
+        who: &str,
+    ) -> Done {
+        let mut done = Vec::with_capacity(tasks);
+        for h in handles {
+            done.extend(h.join().map_err(|_| anyhow!("{who} panicked"))??);
+        }
+        Ok(done)
     }
 
     /// The checksums by task index.

@@ -564,13 +564,10 @@ fn worker_processes_are_bound_to_one_gpu_each() {
     }
 }
 
-#[test]
-fn gpu_process_tasks_hung_or_faulting_kill_only_their_worker() {
-    if devices_or_skip("gpu_process_tasks_hung_or_faulting_kill_only_their_worker").is_none() {
-        return;
-    }
-    let system = ConcurrentSystem::builder()
-        .name("gpu-workers")
+/// A system of one worker process bound to device 0.
+fn one_gpu_worker(name: &str) -> ConcurrentSystem {
+    ConcurrentSystem::builder()
+        .name(name)
         .core_threads(1)
         .core_processes(1)
         .max_processes(1)
@@ -578,7 +575,15 @@ fn gpu_process_tasks_hung_or_faulting_kill_only_their_worker() {
         .process_output(seedcore::WorkerOutput::Discard)
         .shutdown_timeout(Duration::from_secs(10))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn gpu_process_tasks_hung_or_faulting_kill_only_their_worker() {
+    if devices_or_skip("gpu_process_tasks_hung_or_faulting_kill_only_their_worker").is_none() {
+        return;
+    }
+    let system = one_gpu_worker("gpu-workers");
     let run = |kernel: &str, opts: TaskOptions| {
         system
             .submit_process(opts, gpu_in_worker, kernel.to_owned())
@@ -604,16 +609,7 @@ fn a_device_whose_context_faulted_takes_no_new_tasks() {
     }
     // A fault poisons the device's context for its whole process: it
     // happens in a worker process of its own, never in this one.
-    let system = ConcurrentSystem::builder()
-        .name("gpu-fault")
-        .core_threads(1)
-        .core_processes(1)
-        .max_processes(1)
-        .process_gpu_devices(["0"])
-        .process_output(seedcore::WorkerOutput::Discard)
-        .shutdown_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let system = one_gpu_worker("gpu-fault");
     let (fault, any, one, healthy) = system
         .submit_process(
             TaskOptions::new().timeout(Duration::from_secs(60)),
