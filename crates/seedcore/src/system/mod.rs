@@ -142,8 +142,8 @@ pub struct SystemBuilder {
 pub const MAX_INITIALIZER_ARGS_BYTES: usize = 32 << 10;
 
 impl SystemBuilder {
-    /// The settings, for builder methods defined next to their feature
-    /// (the balancer's are in balance/driver.rs).
+    /// The settings, for the setters generated from the key table and
+    /// those written in other files of this module.
     pub(crate) fn config_mut(&mut self) -> &mut Config {
         &mut self.config
     }
