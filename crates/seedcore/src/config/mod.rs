@@ -54,9 +54,9 @@ impl std::fmt::Debug for Secret {
 impl RemoteSettings {
     /// The defaults, with the secret keys (`remote.secret`,
     /// `remote.secret_file`) from their environment variables, read
-    /// through the key table: what a remote client or worker built from a
-    /// URL alone uses. A value the table cannot parse is left out; its
-    /// length is checked where the secret is used.
+    /// through the key table: where a remote client or worker built from a
+    /// URL alone finds its secret. A value the table cannot parse is left
+    /// out; its length is checked where the secret is used.
     #[cfg(feature = "remote")]
     pub(crate) fn with_env_secret() -> RemoteSettings {
         let wanted: Vec<String> = KEYS

@@ -195,8 +195,7 @@ impl Scheduler {
     /// Queues a fresh task, then closes the race with a concurrent
     /// shutdown (step 1).
     pub(crate) fn enqueue<B: Body>(&self, cell: Arc<TaskCell<B>>) -> TaskFuture<B::Output> {
-        self.executor(cell.header.exec())
-            .accept(Runnable::new(cell.clone()));
+        Schedule::enqueue(self, cell.clone());
         if self.closed.load(Ordering::SeqCst) {
             cell.resolve(Err(TaskError::SystemShutdown));
         }
@@ -367,8 +366,9 @@ impl Schedule for Scheduler {
         }
     }
 
-    fn enqueue(&self, exec: u8, job: Arc<dyn Job>) {
-        self.executor(exec).accept(Runnable::new(job));
+    fn enqueue(&self, job: Arc<dyn Job>) {
+        self.executor(job.header().exec())
+            .accept(Runnable::new(job));
     }
 
     fn stop_attempt(&self, exec: u8, id: TaskId, n: u32, why: StopReason) {

@@ -171,6 +171,15 @@ impl Registry {
             .downcast_ref::<E>()
             .expect("the built-in slots hold their pools")
     }
+
+    /// [`at`](Self::at), shared: for a task body that keeps its pool.
+    pub(crate) fn arc_at<E: Executor>(&self, slot: u8) -> Arc<E> {
+        self.entry(slot)
+            .typed
+            .clone()
+            .downcast::<E>()
+            .unwrap_or_else(|_| panic!("the built-in slots hold their pools"))
+    }
 }
 
 #[cfg(test)]

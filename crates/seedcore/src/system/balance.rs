@@ -1,9 +1,26 @@
-//! The builder's setting that sets two keys at once (the others are
-//! generated from the key table).
+//! What the balancer reads of the system (the narrow view it implements
+//! for it), and the builder's setting that sets two of its keys at once
+//! (the others are generated from the key table).
 
-use super::SystemBuilder;
-use crate::config::QueueFull;
+use super::{Shared, SystemBuilder};
+use crate::balance::{BalanceState, Balanced};
+use crate::config::{Config, QueueFull};
+use crate::sched::Scheduler;
 use std::time::Duration;
+
+impl Balanced for Shared {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn sched(&self) -> &Scheduler {
+        &self.sched
+    }
+
+    fn balance(&self) -> &BalanceState {
+        &self.balance
+    }
+}
 
 impl SystemBuilder {
     /// What a submission does at the global task limit; `timeout` bounds a

@@ -95,6 +95,7 @@ impl Shared {
     }
 
     /// The executor of `kind`, as its own type, if it is registered.
+    #[cfg(feature = "remote")]
     pub(crate) fn executor<E: Executor>(&self, kind: ExecutorKind) -> Option<(u8, Arc<E>)> {
         self.sched.registry.typed(kind)
     }
@@ -646,11 +647,7 @@ impl ConcurrentSystem {
             });
         }
         let body = ProcessBody {
-            pool: self
-                .shared
-                .executor::<ProcessPool>(ExecutorKind::Processes)
-                .expect("the process pool is built in")
-                .1,
+            pool: self.shared.sched.registry.arc_at(PROCESSES),
             task: task.name(),
             args: bytes,
             fds,

@@ -1,12 +1,11 @@
-//! What the observers read of the system (the narrow views it implements
+//! What the observers read of the system (the narrow view it implements
 //! for them), and the system's observation methods.
 
 use super::{stats_of, ConcurrentSystem, Shared};
-use crate::balance::{BalanceState, Balanced};
 use crate::config::Config;
 use crate::kind::ExecutorKind;
 use crate::observe::{MonitorSnapshot, Observed};
-use crate::sched::{Scheduler, WorkerInfo};
+use crate::sched::WorkerInfo;
 use crate::snapshot::Stats;
 use std::time::Duration;
 
@@ -34,20 +33,6 @@ impl Observed for Shared {
 
     fn is_closed(&self) -> bool {
         self.sched.is_closed()
-    }
-}
-
-impl Balanced for Shared {
-    fn config(&self) -> &Config {
-        &self.config
-    }
-
-    fn sched(&self) -> &Scheduler {
-        &self.sched
-    }
-
-    fn balance(&self) -> &BalanceState {
-        &self.balance
     }
 }
 

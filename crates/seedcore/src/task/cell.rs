@@ -83,8 +83,8 @@ pub(crate) trait Schedule: Send + Sync + 'static {
     /// Runs `action` at `at` on the timer; a `backoff` action also runs
     /// (early) when the system stops, a deadline is dropped then.
     fn schedule_at(&self, at: Instant, backoff: bool, action: Box<dyn FnOnce() + Send>);
-    /// Queues `job` on the executor in slot `exec`.
-    fn enqueue(&self, exec: u8, job: Arc<dyn Job>);
+    /// Queues `job` on the executor in its slot.
+    fn enqueue(&self, job: Arc<dyn Job>);
     /// Asks the executor in slot `exec` to stop attempt `n` of task `id`.
     fn stop_attempt(&self, exec: u8, id: TaskId, n: u32, why: StopReason);
     /// Runs `callback` on the callback executor.
@@ -518,8 +518,8 @@ impl<B: Body> TaskCell<B> {
         h.sched.attempt_reverted(h);
         self.release_locks();
         if !h.is_resolved() {
-            let (sched, exec) = (h.sched.clone(), h.exec());
-            sched.enqueue(exec, self);
+            let sched = h.sched.clone();
+            sched.enqueue(self);
         }
     }
 
@@ -592,8 +592,8 @@ impl<B: Body> Job for TaskCell<B> {
 
     fn schedule(self: Arc<Self>) {
         if self.requeue() {
-            let (sched, exec) = (self.header.sched.clone(), self.header.exec());
-            sched.enqueue(exec, self);
+            let sched = self.header.sched.clone();
+            sched.enqueue(self);
         }
     }
 

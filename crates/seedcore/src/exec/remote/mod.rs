@@ -110,14 +110,10 @@ impl RemoteConfig {
     /// result TTL 1 h, payload limit 16 MiB, message TTL 1 h, reconnect
     /// window 30 s, 3 deliveries.
     pub fn new(url: impl Into<String>) -> Self {
-        let s = crate::config::RemoteSettings::with_env_secret();
-        let mut c = Self::with(url.into(), &s);
-        if c.secret.is_empty() {
-            if let Some(path) = &s.secret_file {
-                c.secret = read_secret(path).unwrap_or_default();
-            }
+        RemoteConfig {
+            secret: env_secret(),
+            ..Self::with(url.into(), &crate::config::RemoteSettings::default())
         }
-        c
     }
 
     /// Settings from the `[remote]` section of a
@@ -130,14 +126,15 @@ impl RemoteConfig {
         let url = s.url.clone().ok_or_else(|| {
             RemoteError::BadSetting("remote.url is not set (SEEDCORE_REMOTE_URL)".into())
         })?;
-        let mut c = Self::with(url.clone(), s);
-        if s.secret.is_none() {
-            match &s.secret_file {
-                Some(path) => c = c.secret_file(path)?,
-                None => c.secret = RemoteConfig::new(url).secret,
-            }
+        let c = Self::with(url, s);
+        match (&s.secret, &s.secret_file) {
+            (Some(_), _) => Ok(c),
+            (None, Some(path)) => c.secret_file(path),
+            (None, None) => Ok(RemoteConfig {
+                secret: env_secret(),
+                ..c
+            }),
         }
-        Ok(c)
     }
 
     /// `url` with the settings `s` (the secret file is the caller's).
@@ -369,6 +366,18 @@ pub enum RemoteError {
 }
 
 /// Reads a secret file: its bytes, one trailing newline dropped.
+/// The secret from `SEEDCORE_REMOTE_SECRET`, else from the file named by
+/// `SEEDCORE_REMOTE_SECRET_FILE` (read through the key table); empty if
+/// neither gives one.
+fn env_secret() -> Vec<u8> {
+    let s = crate::config::RemoteSettings::with_env_secret();
+    match (s.secret, s.secret_file) {
+        (Some(secret), _) => secret.expose().to_vec(),
+        (None, Some(path)) => read_secret(&path).unwrap_or_default(),
+        (None, None) => Vec::new(),
+    }
+}
+
 fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, RemoteError> {
     let mut b = std::fs::read(path).map_err(|e| {
         RemoteError::BadSetting(format!(
