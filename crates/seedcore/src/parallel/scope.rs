@@ -16,7 +16,7 @@
 
 use crate::error::{BoxError, SubmitError, TaskError};
 use crate::options::TaskOptions;
-use crate::system::ConcurrentSystem;
+use crate::system::{ConcurrentSystem, THREADS};
 use crate::task::completion::Completion;
 use crate::task::{spin_until, wait_blocking, TaskContext, TaskHandle, TaskId};
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -337,11 +337,16 @@ impl ConcurrentSystem {
     /// same time, and returns both results, as `rayon::join` does: both may
     /// borrow from the caller's stack. If no pool thread has taken `b` by
     /// the time `a` returns, the calling thread runs `b` itself, so a join
-    /// never waits for a thread; called from a thread task, the pool keeps
-    /// its capacity while the caller waits for `b`.
+    /// never waits for a thread. While a pool thread runs `b`, a caller
+    /// that is itself a pool thread runs other queued work of the pool
+    /// (rayon's way), and any other caller sleeps.
+    ///
+    /// `b` is not a task: it has no id, future, timeout or retries, and it
+    /// does not count in [`stats`](Self::stats); it is queued at the
+    /// priority of the task that joins (normal outside a task).
     ///
     /// A panic in either closure is raised again here, after both have
-    /// stopped (`b`'s with its message).
+    /// stopped (`a`'s first, with its own payload).
     ///
     /// ```
     /// use seedcore::ConcurrentSystem;
@@ -364,27 +369,9 @@ impl ConcurrentSystem {
     where
         A: FnOnce() -> RA,
         B: FnOnce() -> RB + Send,
-        RB: Send + 'static,
+        RB: Send,
     {
-        // Whoever takes `b` out runs it: a pool thread, or the caller once
-        // `a` is done.
-        let b = Mutex::new(Some(b));
-        self.scope(|s| {
-            let task = s.submit_thread(TaskOptions::new(), |_| b.lock().take().map(|b| b()));
-            let ra = a();
-            if let Some(b) = b.lock().take() {
-                if let Ok(task) = &task {
-                    task.cancel();
-                }
-                return (ra, b());
-            }
-            let task = task.expect("a task that was not submitted never takes its closure");
-            match task.wait() {
-                Ok(Some(rb)) => (ra, rb),
-                Ok(None) => unreachable!("only the task could take the closure"),
-                Err(TaskError::Panicked(p)) => std::panic::resume_unwind(Box::new(p.to_string())),
-                Err(e) => panic!("the second closure of a join did not finish: {e}"),
-            }
-        })
+        let shared = self.shared();
+        crate::exec::thread::join::join(shared.threads(), &shared.sched_ref, THREADS, a, b)
     }
 }

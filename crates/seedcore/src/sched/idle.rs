@@ -78,16 +78,18 @@ impl Idle {
     }
 
     /// Step 2: after publishing work, wake one sleeper if there is one.
-    pub(crate) fn notify_one(&self) {
+    /// `false`: nobody was asleep (or about to be).
+    pub(crate) fn notify_one(&self) -> bool {
         fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) == 0 {
-            return;
+            return false;
         }
         let mut tokens = lock(&self.tokens);
         if *tokens < self.sleepers.load(Ordering::SeqCst) {
             *tokens += 1;
             self.cv.notify_one();
         }
+        true
     }
 
     /// Wakes every sleeper (shutdown, or a batch of work).

@@ -5,7 +5,8 @@ use crate::common;
 
 use seedcore::{ConcurrentSystem, TaskError, TaskOptions};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[test]
 fn tasks_and_maps_borrow_from_the_stack() {
@@ -147,6 +148,57 @@ fn a_panic_in_the_second_closure_of_a_join_is_raised_with_its_message() {
         .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap();
     assert!(msg.contains("second side failed"), "{msg}");
+}
+
+#[test]
+fn a_pool_thread_waiting_on_a_stolen_half_runs_queued_work_meanwhile() {
+    // Two threads: the task that joins holds one, the stolen half the
+    // other. The half waits for a task queued after it; only the joining
+    // thread is free to run that task, and it must, on its own thread.
+    let system = Arc::new(
+        ConcurrentSystem::builder()
+            .core_threads(2)
+            .max_threads(2)
+            .build()
+            .unwrap(),
+    );
+    let sys = system.clone();
+    let outer = system
+        .submit_thread(TaskOptions::new(), move |_| {
+            let b_started = AtomicBool::new(false);
+            // Set by the queued task, with the thread it ran on.
+            let ran_on = Arc::new(Mutex::new(None));
+            let seen = ran_on.clone();
+            let ((), waited) = sys.join(
+                || {
+                    while !b_started.load(Ordering::SeqCst) {
+                        std::hint::spin_loop();
+                    }
+                    let seen = seen.clone();
+                    drop(
+                        sys.submit_thread(TaskOptions::new(), move |_| {
+                            *seen.lock().unwrap() = Some(std::thread::current().id());
+                        })
+                        .unwrap(),
+                    );
+                },
+                || {
+                    b_started.store(true, Ordering::SeqCst);
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while ran_on.lock().unwrap().is_none() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    ran_on.lock().unwrap().is_some()
+                },
+            );
+            let helper = ran_on.lock().unwrap().take();
+            (waited, helper == Some(std::thread::current().id()))
+        })
+        .unwrap();
+    let (waited, on_joining_thread) = outer.wait().unwrap();
+    assert!(waited, "the queued task did not run within 20 s");
+    assert!(on_joining_thread, "the queued task ran on another thread");
+    assert_eq!(system.stats().submitted, 2, "join halves are not tasks");
 }
 
 #[test]

@@ -18,10 +18,15 @@
 //! 3. Each thread exits after its current task; `stop` joins those that
 //!    exit before the deadline and detaches (and reports) the rest.
 
+pub(crate) mod join;
+
+use crate::options::Priority;
 use crate::sched::idle::Idle;
 use crate::sched::ShutdownMode;
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport, WorkerInfo};
-use crate::task::{set_blocker, Blocker, ExecutorKind, Job, StopReason, TaskId};
+use crate::task::{
+    off_runtime, set_blocker, spin_until, Blocker, ExecutorKind, Job, StopReason, TaskId,
+};
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -53,6 +58,10 @@ thread_local! {
     /// Whether this thread is a pool thread (a shutdown started from a task
     /// must not wait for that task, nor for its own thread).
     static IN_POOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The pool (by address) and slot of the calling pool thread: a join
+    /// waiting on it runs that pool's queued work meanwhile.
+    static WORKER: std::cell::RefCell<Option<(usize, Arc<WorkerSlot>)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// The calling thread's OS id, for the monitor.
@@ -111,6 +120,10 @@ const MAX_COMPENSATING: usize = 256;
 /// be tracked against the wrong task (the thread's slot records one running
 /// task), and a low-priority queued task could run ahead of a higher one
 /// that another thread would have taken first.
+///
+/// A join's wait does help (`join.rs`, [`ThreadPool::wait_helping`]): it
+/// has no timeout, and the half it waits for already runs on another
+/// thread, so the waiting thread's place is free to lend.
 impl Blocker for ThreadPool {
     fn begin(&self) {
         let Some(me) = self.me.upgrade() else { return };
@@ -155,6 +168,11 @@ pub(crate) struct ThreadPool {
     broken: Mutex<Option<String>>,
     /// `broken` is set (read on the submit path without the lock).
     is_broken: AtomicBool,
+    /// Pool threads parked in a join's wait; a push with no idle thread
+    /// to wake wakes one of these.
+    helpers: Mutex<Vec<std::thread::Thread>>,
+    /// `helpers.len()`, read without the lock on the submit path.
+    helping: AtomicUsize,
     me: std::sync::Weak<ThreadPool>,
 }
 
@@ -219,6 +237,8 @@ impl ThreadPool {
             init: cfg.init,
             broken: Mutex::new(None),
             is_broken: AtomicBool::new(false),
+            helpers: Mutex::new(Vec::new()),
+            helping: AtomicUsize::new(0),
             me: me.clone(),
         });
         {
@@ -256,11 +276,14 @@ impl ThreadPool {
         Ok(())
     }
 
-    /// Queues `job` and wakes a sleeping thread if there is one.
+    /// Queues `job` and wakes a sleeping thread if there is one (else a
+    /// thread parked in a join, which helps meanwhile).
     fn push(&self, job: Arc<dyn Job>) {
         let p = job.header().priority();
         self.queue.push(p, job);
-        self.idle.notify_one();
+        if !self.idle.notify_one() {
+            self.wake_helper();
+        }
         // SeqCst, as the store in `initialize`: either this sees the flag,
         // or the initializer's drain sees this task.
         if self.is_broken.load(Ordering::SeqCst) {
@@ -299,6 +322,95 @@ impl ThreadPool {
                 self.fail_broken();
                 false
             }
+        }
+    }
+
+    /// Runs `job` on the calling thread, recorded in its `slot`.
+    fn run_job(slot: &WorkerSlot, job: Arc<dyn Job>) {
+        // The slot keeps the task until the next one replaces it, or until
+        // the thread goes idle: one lock per task, not two. A finished
+        // task found there at shutdown is already resolved, and failing it
+        // again is a no-op.
+        *slot.current.lock() = Some(job.clone());
+        slot.running
+            .store(job.header().id.as_u64(), Ordering::Release);
+        job.run();
+        slot.running.store(0, Ordering::Release);
+        slot.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The calling thread's slot, if it is a thread of this pool.
+    fn own_slot(&self) -> Option<Arc<WorkerSlot>> {
+        let me = self as *const ThreadPool as usize;
+        WORKER.with(|w| match &*w.borrow() {
+            Some((pool, slot)) if *pool == me => Some(slot.clone()),
+            _ => None,
+        })
+    }
+
+    /// The priority of the task the calling thread runs, if it is a
+    /// thread of this pool running one.
+    fn current_priority(&self) -> Option<Priority> {
+        let slot = self.own_slot()?;
+        let job = slot.current.lock();
+        job.as_ref().map(|j| j.header().priority())
+    }
+
+    /// Blocks until `done()`. A thread of this pool runs the pool's queued
+    /// work meanwhile (most urgent first; a task that needs a lock the
+    /// waiting task holds parks as a lock waiter, as anywhere) and parks
+    /// when there is none; any other thread parks. Whoever makes `done()`
+    /// true must unpark the waiting thread.
+    fn wait_helping(&self, done: &dyn Fn() -> bool) {
+        if spin_until(done) {
+            return;
+        }
+        let Some(slot) = self.own_slot() else {
+            off_runtime(|| {
+                while !done() {
+                    std::thread::park();
+                }
+            });
+            return;
+        };
+        // What the slot recorded before: restored after each helped job,
+        // so that the monitor and a deadline see the waiting task again.
+        let outer_job = slot.current.lock().clone();
+        let outer_id = slot.running.load(Ordering::Acquire);
+        loop {
+            if done() {
+                return;
+            }
+            if let Some(job) = self.queue.pop() {
+                Self::run_job(&slot, job);
+                *slot.current.lock() = outer_job.clone();
+                slot.running.store(outer_id, Ordering::Release);
+                continue;
+            }
+            if !self.queue.is_empty() || spin_until(|| done() || !self.queue.is_empty()) {
+                continue;
+            }
+            // Announce, then look again: a push either sees the count or
+            // its job is seen here (the fences pair with `notify_one`'s).
+            self.helping.fetch_add(1, Ordering::SeqCst);
+            self.helpers.lock().push(std::thread::current());
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if !done() && self.queue.is_empty() {
+                std::thread::park();
+            }
+            let me = std::thread::current().id();
+            self.helpers.lock().retain(|t| t.id() != me);
+            self.helping.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Unparks one pool thread parked in a join's wait, if there is one.
+    fn wake_helper(&self) {
+        if self.helping.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if let Some(t) = self.helpers.lock().pop() {
+            t.unpark();
         }
     }
 
@@ -414,19 +526,12 @@ impl ThreadPool {
             done: AtomicU64::new(0),
         });
         self.state.lock().slots.push(slot.clone());
+        let me = Arc::as_ptr(&self) as usize;
+        WORKER.with(|w| *w.borrow_mut() = Some((me, slot.clone())));
         self.started.notify_all();
         'outer: loop {
             if let Some(job) = self.queue.pop() {
-                // The slot keeps the task until the next one replaces it, or
-                // until the thread goes idle: one lock per task, not two. A
-                // finished task found there at shutdown is already resolved,
-                // and failing it again is a no-op.
-                *slot.current.lock() = Some(job.clone());
-                slot.running
-                    .store(job.header().id.as_u64(), Ordering::Release);
-                job.run();
-                slot.running.store(0, Ordering::Release);
-                slot.done.fetch_add(1, Ordering::Relaxed);
+                Self::run_job(&slot, job);
                 if slot.abandoned.load(Ordering::Acquire) && self.rejoin(&slot) {
                     break;
                 }
@@ -475,6 +580,7 @@ impl ThreadPool {
                 break;
             }
         }
+        WORKER.with(|w| w.borrow_mut().take());
         let mut st = self.state.lock();
         st.alive -= 1;
         if slot.abandoned.load(Ordering::Acquire) {

@@ -1,0 +1,199 @@
+//! `join`'s second half as the pool sees it: a job that runs a closure
+//! borrowed from the joining thread's stack, once, on whichever thread
+//! claims it first.
+//!
+//! # How a join runs
+//!
+//! The joining thread queues a [`JoinJob`] for `b`, runs `a` itself, then
+//! claims `b` back. If no pool thread has claimed it meanwhile, it runs
+//! `b` inline and the queued job is left as an empty shell that does
+//! nothing when popped. If a pool thread claimed it, the joining thread
+//! waits for its latch: a thread of the same pool runs other queued work
+//! while it waits (rayon's way: the stolen half runs on another thread and
+//! needs nothing from this one), any other thread parks until the claimer
+//! unparks it.
+//!
+//! A join half is not a task: it has no id, no future, no retries and no
+//! timeout, and it does not count in the system's task figures, as
+//! `rayon::join` spawns no task. Its priority is that of the task that
+//! joins, so a join inside an urgent task stays urgent.
+//!
+//! # Soundness
+//!
+//! The job points at the stack frame of [`join`] with its lifetime erased.
+//! The frame is read only by the thread that wins the claim, and [`join`]
+//! does not return (nor unwind: `a`'s panic is caught) before it has
+//! claimed the job itself or seen the claimer's latch open. The claimer
+//! opens the latch as its last touch of the frame; the latch and the
+//! waiter to unpark live in the job's own allocation.
+
+use super::ThreadPool;
+use crate::error::TaskError;
+use crate::options::{Priority, TaskOptions};
+use crate::task::{Header, InTask, Job, SchedRef, TaskId};
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::Thread;
+use std::time::Instant;
+
+/// The job waits in the queue; nobody has claimed it.
+const PENDING: u8 = 0;
+/// Claimed: by a pool thread (which runs it) or by the joining thread.
+const CLAIMED: u8 = 1;
+
+/// `b` and its result, on the joining thread's stack.
+struct Half<B, RB> {
+    b: UnsafeCell<Option<B>>,
+    out: UnsafeCell<Option<std::thread::Result<RB>>>,
+}
+
+/// What the claimer calls through the erased pointer.
+trait RunHalf {
+    /// Runs `b` and stores its result (or its panic).
+    ///
+    /// # Safety
+    /// Only the claimer may call it, once, while the frame lives.
+    unsafe fn run(&self);
+}
+
+impl<B: FnOnce() -> RB, RB> RunHalf for Half<B, RB> {
+    unsafe fn run(&self) {
+        // SAFETY: the claimer is the only one touching the cells (the
+        // joining thread reads `out` only after the latch opens).
+        let b = unsafe { (*self.b.get()).take() };
+        if let Some(b) = b {
+            let out = catch_unwind(AssertUnwindSafe(b));
+            // SAFETY: as above.
+            unsafe { *self.out.get() = Some(out) };
+        }
+    }
+}
+
+/// The queued half of one join.
+pub(crate) struct JoinJob {
+    header: Header,
+    claim: AtomicU8,
+    /// The claimer has finished with the frame.
+    done: AtomicBool,
+    /// The joining thread, unparked when `done` is set.
+    waiter: Thread,
+    half: *const (dyn RunHalf + 'static),
+}
+
+// SAFETY: `half` is dereferenced only by the claimer, under the protocol
+// of the module's soundness note; everything else is `Send + Sync`.
+unsafe impl Send for JoinJob {}
+// SAFETY: as for `Send`: shared references never reach the frame unclaimed.
+unsafe impl Sync for JoinJob {}
+
+impl JoinJob {
+    /// Claims the job; `true` for the first caller only.
+    fn claim(&self) -> bool {
+        self.claim
+            .compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+}
+
+impl Job for JoinJob {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn run(self: Arc<Self>) -> bool {
+        if self.claim() {
+            // A blocking wait inside `b` is a wait inside a task: its pool
+            // thread is stood in for, as for any task.
+            let _in_task = InTask::enter();
+            // SAFETY: claimed, and the joining thread waits for `done`.
+            unsafe { (*self.half).run() };
+            self.done.store(true, Ordering::Release);
+            self.waiter.unpark();
+        }
+        false
+    }
+
+    /// Never queued again: it has no retries and waits for no lock.
+    fn schedule(self: Arc<Self>) {}
+
+    /// Nothing to resolve: a half that no pool thread runs (a shutdown
+    /// drained it) is claimed back and run by the joining thread.
+    fn fail(&self, _e: TaskError) -> bool {
+        false
+    }
+
+    fn deadline(self: Arc<Self>, _n: u32) {}
+
+    fn lock_deadline(&self, _wait: u64, _lock: Arc<str>, _since: Instant) {}
+
+    fn route(self: Arc<Self>, _visit: &mut dyn FnMut(&dyn Any)) {}
+
+    fn is_resolved(&self) -> bool {
+        self.is_done()
+    }
+}
+
+/// Runs `a` here and `b` on `pool` (or here, if no thread takes it first);
+/// panics of either are raised again once both have stopped, `a`'s first.
+pub(crate) fn join<A, B, RA, RB>(
+    pool: &ThreadPool,
+    sched: &SchedRef,
+    exec: u8,
+    a: A,
+    b: B,
+) -> (RA, RB)
+where
+    A: FnOnce() -> RA,
+    B: FnOnce() -> RB + Send,
+    RB: Send,
+{
+    let half = Half {
+        b: UnsafeCell::new(Some(b)),
+        out: UnsafeCell::new(None),
+    };
+    let erased: *const (dyn RunHalf + '_) = &half;
+    // SAFETY: only the lifetime changes; see the module's soundness note.
+    let erased: *const (dyn RunHalf + 'static) = unsafe { std::mem::transmute(erased) };
+    let priority = pool.current_priority().unwrap_or(Priority::NORMAL);
+    let job = Arc::new(JoinJob {
+        header: Header::new(
+            TaskId(0),
+            TaskOptions::new().priority(priority),
+            sched.clone(),
+            exec,
+        ),
+        claim: AtomicU8::new(PENDING),
+        done: AtomicBool::new(false),
+        waiter: std::thread::current(),
+        half: erased,
+    });
+    pool.push(job.clone());
+    let ra = catch_unwind(AssertUnwindSafe(a));
+    let rb = if job.claim() {
+        // Nobody took it: run it here, unless `a` panicked.
+        match &ra {
+            Ok(_) => {
+                // SAFETY: claimed by this thread; the frame is ours.
+                unsafe { half.run() };
+                half.out.into_inner()
+            }
+            Err(_) => None,
+        }
+    } else {
+        pool.wait_helping(&|| job.is_done());
+        half.out.into_inner()
+    };
+    let ra = ra.unwrap_or_else(|p: Box<dyn Any + Send>| resume_unwind(p));
+    match rb {
+        Some(Ok(rb)) => (ra, rb),
+        Some(Err(p)) => resume_unwind(p),
+        None => unreachable!("the second half of a join ran once"),
+    }
+}
