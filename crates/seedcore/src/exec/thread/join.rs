@@ -29,8 +29,8 @@
 
 use super::ThreadPool;
 use crate::error::TaskError;
-use crate::options::{Priority, TaskOptions};
-use crate::task::{Header, InTask, Job, SchedRef, TaskId};
+use crate::options::Priority;
+use crate::task::{Header, InTask, Job, SchedRef};
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -74,7 +74,10 @@ impl<B: FnOnce() -> RB, RB> RunHalf for Half<B, RB> {
 
 /// The queued half of one join.
 pub(crate) struct JoinJob {
-    header: Header,
+    /// The pool's shared header for the half's priority (see
+    /// [`ThreadPool::join_header`]): a join touches no reference count
+    /// shared between threads.
+    header: *const Header,
     claim: AtomicU8,
     /// The claimer has finished with the frame.
     done: AtomicBool,
@@ -84,7 +87,8 @@ pub(crate) struct JoinJob {
 }
 
 // SAFETY: `half` is dereferenced only by the claimer, under the protocol
-// of the module's soundness note; everything else is `Send + Sync`.
+// of the module's soundness note; `header` points into the pool, which
+// outlives every job in its queue and slots; the rest is `Send + Sync`.
 unsafe impl Send for JoinJob {}
 // SAFETY: as for `Send`: shared references never reach the frame unclaimed.
 unsafe impl Sync for JoinJob {}
@@ -104,7 +108,8 @@ impl JoinJob {
 
 impl Job for JoinJob {
     fn header(&self) -> &Header {
-        &self.header
+        // SAFETY: see `JoinJob::header`.
+        unsafe { &*self.header }
     }
 
     fn run(self: Arc<Self>) -> bool {
@@ -163,12 +168,7 @@ where
     let erased: *const (dyn RunHalf + 'static) = unsafe { std::mem::transmute(erased) };
     let priority = pool.current_priority().unwrap_or(Priority::NORMAL);
     let job = Arc::new(JoinJob {
-        header: Header::new(
-            TaskId(0),
-            TaskOptions::new().priority(priority),
-            sched.clone(),
-            exec,
-        ),
+        header: pool.join_header(sched, exec, priority),
         claim: AtomicU8::new(PENDING),
         done: AtomicBool::new(false),
         waiter: std::thread::current(),

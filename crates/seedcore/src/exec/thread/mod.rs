@@ -20,12 +20,13 @@
 
 pub(crate) mod join;
 
-use crate::options::Priority;
+use crate::options::{Priority, TaskOptions, LEVELS};
 use crate::sched::idle::Idle;
 use crate::sched::ShutdownMode;
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport, WorkerInfo};
 use crate::task::{
-    off_runtime, set_blocker, spin_until, Blocker, ExecutorKind, Job, StopReason, TaskId,
+    off_runtime, set_blocker, spin_until, Blocker, ExecutorKind, Header, Job, SchedRef, StopReason,
+    TaskId,
 };
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -173,6 +174,9 @@ pub(crate) struct ThreadPool {
     helpers: Mutex<Vec<std::thread::Thread>>,
     /// `helpers.len()`, read without the lock on the submit path.
     helping: AtomicUsize,
+    /// The headers of join halves, one per priority level, made at the
+    /// first join (see `join.rs`).
+    join_headers: std::sync::OnceLock<Box<[Header]>>,
     me: std::sync::Weak<ThreadPool>,
 }
 
@@ -239,6 +243,7 @@ impl ThreadPool {
             is_broken: AtomicBool::new(false),
             helpers: Mutex::new(Vec::new()),
             helping: AtomicUsize::new(0),
+            join_headers: std::sync::OnceLock::new(),
             me: me.clone(),
         });
         {
@@ -354,6 +359,25 @@ impl ThreadPool {
         let slot = self.own_slot()?;
         let job = slot.current.lock();
         job.as_ref().map(|j| j.header().priority())
+    }
+
+    /// The header a join half queued at `p` shares with every other one:
+    /// it lives as long as the pool.
+    fn join_header(&self, sched: &SchedRef, exec: u8, p: Priority) -> *const Header {
+        let headers = self.join_headers.get_or_init(|| {
+            (0..LEVELS as u8)
+                .map(|level| {
+                    let p = Priority::new(level).unwrap_or(Priority::NORMAL);
+                    Header::new(
+                        TaskId(0),
+                        TaskOptions::new().priority(p),
+                        sched.clone(),
+                        exec,
+                    )
+                })
+                .collect()
+        });
+        &headers[usize::from(p.level()).min(headers.len() - 1)]
     }
 
     /// Blocks until `done()`. A thread of this pool runs the pool's queued
