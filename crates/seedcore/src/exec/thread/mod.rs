@@ -386,15 +386,14 @@ impl ThreadPool {
     /// when there is none; any other thread parks. Whoever makes `done()`
     /// true must unpark the waiting thread.
     fn wait_helping(&self, done: &dyn Fn() -> bool) {
-        if spin_until(done) {
-            return;
-        }
         let Some(slot) = self.own_slot() else {
-            off_runtime(|| {
-                while !done() {
-                    std::thread::park();
-                }
-            });
+            if !spin_until(done) {
+                off_runtime(|| {
+                    while !done() {
+                        std::thread::park();
+                    }
+                });
+            }
             return;
         };
         // What the slot recorded before: restored after each helped job,
