@@ -2,8 +2,11 @@
 //! record per finished job, `Seq Host Starttime JobRuntime Send Receive
 //! Exitval Signal Command` (Host `:`, Send 0, Receive the bytes the job
 //! wrote to stdout, newlines in the command written as NUL), appended and
-//! synced to disk before the next, so a crash of the runner loses nothing
-//! the log shows. `--joblog +FILE` appends to FILE without a header.
+//! synced to disk. The records of the jobs that came back together are
+//! written with one `write` and synced once, before their output is
+//! printed: a crash loses at most records not yet synced (those jobs run
+//! again on `--resume`) and may tear the last one, which names no job.
+//! `--joblog +FILE` appends to FILE without a header.
 //!
 //! `--resume` skips every job the log names; `--resume-failed` only those
 //! with a record of Exitval 0 and Signal 0. Both read GNU parallel's logs
@@ -41,6 +44,8 @@ pub(crate) struct Record<'a> {
 #[derive(Debug)]
 pub(crate) struct JobLog {
     file: File,
+    /// Records added and not yet written and synced.
+    pending: String,
 }
 
 /// What an earlier log says: seq → whether one of its records shows it
@@ -115,26 +120,53 @@ impl JobLog {
                 file.write_all(b"\n")?;
             }
         }
-        Ok((JobLog { file }, done))
+        Ok((
+            JobLog {
+                file,
+                pending: String::new(),
+            },
+            done,
+        ))
     }
 
-    /// Appends one record and syncs it to disk.
-    pub(crate) fn write(&mut self, r: &Record<'_>) -> anyhow::Result<()> {
-        let line = format!("{}\n", format_record(r));
-        self.file.write_all(line.as_bytes())?;
+    /// Adds one record; [`sync`](Self::sync) writes it.
+    pub(crate) fn add(&mut self, r: &Record<'_>) {
+        push_record(&mut self.pending, r);
+        self.pending.push('\n');
+    }
+
+    /// Writes the records added since the last call in one `write` and
+    /// syncs them to disk (one sync for a batch, not one per record).
+    pub(crate) fn sync(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all(self.pending.as_bytes());
+        self.pending.clear();
+        r?;
         self.file.sync_data().context("cannot sync the joblog")?;
         Ok(())
     }
 }
 
-/// A record as GNU parallel writes it (without its newline).
-fn format_record(r: &Record<'_>) -> String {
+/// Appends a record as GNU parallel writes it (without its newline) to `out`.
+fn push_record(out: &mut String, r: &Record<'_>) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        "{}\t:\t{:.3}\t{:10.3}\t0\t{}\t{}\t{}\t",
+        r.seq, r.start, r.runtime, r.received, r.exit, r.signal
+    );
     // GNU parallel: "Newlines make it hard to parse the joblog".
-    let command = r.command.replace('\n', "\0");
-    format!(
-        "{}\t:\t{:.3}\t{:10.3}\t0\t{}\t{}\t{}\t{}",
-        r.seq, r.start, r.runtime, r.received, r.exit, r.signal, command
-    )
+    out.extend(r.command.chars().map(|c| if c == '\n' { '\0' } else { c }));
+}
+
+/// A record as GNU parallel writes it (without its newline).
+#[cfg(test)]
+fn format_record(r: &Record<'_>) -> String {
+    let mut s = String::new();
+    push_record(&mut s, r);
+    s
 }
 
 #[cfg(test)]
