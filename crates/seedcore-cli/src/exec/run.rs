@@ -461,8 +461,8 @@ impl<'a> Run<'a> {
                 None => {}
             }
         }
-        // The jobs that came back together are logged with one sync, before
-        // any of them is printed.
+        // The jobs that came back together go to the log's writer at once
+        // (one write and one sync for them, or with later ones).
         if let Some(l) = &mut self.log {
             for f in &batch {
                 l.add(&Record {
@@ -475,7 +475,7 @@ impl<'a> Run<'a> {
                     command: &f.line,
                 });
             }
-            l.sync()?;
+            l.flush()?;
         }
         for f in batch.drain(..) {
             self.done(f)?;
@@ -585,6 +585,10 @@ impl<'a> Run<'a> {
                 kill_all(&self.system);
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+        // Every record written and synced before the run says it is done.
+        if let Some(l) = &mut self.log {
+            l.finish()?;
         }
         let Run {
             system,
