@@ -2,8 +2,14 @@
 //! record per finished job, `Seq Host Starttime JobRuntime Send Receive
 //! Exitval Signal Command` (Host `:`, Send 0, Receive the bytes the job
 //! wrote to stdout, newlines in the command written as NUL), appended and
-//! synced to disk before the next, so a crash of the runner loses nothing
-//! the log shows. `--joblog +FILE` appends to FILE without a header.
+//! synced to disk by a writer thread of the log's own, so that no job
+//! waits for the disk: it writes the records of the jobs that came back
+//! together with one `write` as they come, and syncs at most every 10 ms
+//! (one sync for all written since the last). A crash of the runner loses
+//! at most records not yet written, one of the machine those not yet
+//! synced (those jobs run again on `--resume`); either may tear the last
+//! record, which names no job.
+//! `--joblog +FILE` appends to FILE without a header.
 //!
 //! `--resume` skips every job the log names; `--resume-failed` only those
 //! with a record of Exitval 0 and Signal 0. Both read GNU parallel's logs
@@ -18,6 +24,9 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The header line.
 pub(crate) const HEADER: &str =
@@ -40,7 +49,11 @@ pub(crate) struct Record<'a> {
 /// An open job log.
 #[derive(Debug)]
 pub(crate) struct JobLog {
-    file: File,
+    /// Records added and not yet handed to the writer.
+    pending: String,
+    /// To the writer thread; `None` once [`finish`](Self::finish)ed.
+    tx: Option<mpsc::Sender<String>>,
+    writer: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 /// What an earlier log says: seq → whether one of its records shows it
@@ -115,26 +128,109 @@ impl JobLog {
                 file.write_all(b"\n")?;
             }
         }
-        Ok((JobLog { file }, done))
+        let (tx, rx) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("seedcore-joblog".into())
+            .spawn(move || write_and_sync(file, rx))
+            .context("cannot start the joblog writer")?;
+        Ok((
+            JobLog {
+                pending: String::new(),
+                tx: Some(tx),
+                writer: Some(writer),
+            },
+            done,
+        ))
     }
 
-    /// Appends one record and syncs it to disk.
-    pub(crate) fn write(&mut self, r: &Record<'_>) -> anyhow::Result<()> {
-        let line = format!("{}\n", format_record(r));
-        self.file.write_all(line.as_bytes())?;
-        self.file.sync_data().context("cannot sync the joblog")?;
-        Ok(())
+    /// Adds one record; [`flush`](Self::flush) hands it to the writer.
+    pub(crate) fn add(&mut self, r: &Record<'_>) {
+        push_record(&mut self.pending, r);
+        self.pending.push('\n');
+    }
+
+    /// Hands the records added since the last call to the writer thread,
+    /// which writes and syncs them without holding up the caller. An error
+    /// of the writer (a full disk) comes back here, from the next call.
+    pub(crate) fn flush(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        match &self.tx {
+            Some(tx) if tx.send(batch).is_ok() => Ok(()),
+            // The writer has stopped: its error says why.
+            _ => self.finish(),
+        }
+    }
+
+    /// Flushes, then waits until the writer has written and synced every
+    /// record; its error, if it had one.
+    pub(crate) fn finish(&mut self) -> anyhow::Result<()> {
+        if !self.pending.is_empty() {
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(std::mem::take(&mut self.pending));
+            }
+        }
+        self.tx = None;
+        match self.writer.take().map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e).context("cannot write the joblog"),
+            Some(Err(_)) => anyhow::bail!("the joblog writer panicked"),
+        }
     }
 }
 
-/// A record as GNU parallel writes it (without its newline).
-fn format_record(r: &Record<'_>) -> String {
+impl Drop for JobLog {
+    /// A run that ends early (an error) still gets its records on disk.
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+/// The least time between two syncs of the log: a sync costs the disk's
+/// journal a commit, and a run of short jobs would otherwise pay one per job.
+const SYNC_EVERY: Duration = Duration::from_millis(10);
+
+/// The writer thread: each batch is written as it comes (a killed runner
+/// loses none of it), and synced with those that come within
+/// [`SYNC_EVERY`] of the last sync, until the sender is gone.
+fn write_and_sync(mut file: File, rx: mpsc::Receiver<String>) -> std::io::Result<()> {
+    let mut last_sync: Option<Instant> = None;
+    while let Ok(first) = rx.recv() {
+        file.write_all(first.as_bytes())?;
+        if let Some(due) = last_sync.map(|t| t + SYNC_EVERY) {
+            while let Some(left) = due.checked_duration_since(Instant::now()) {
+                match rx.recv_timeout(left) {
+                    Ok(more) => file.write_all(more.as_bytes())?,
+                    Err(_) => break,
+                }
+            }
+        }
+        file.sync_data()?;
+        last_sync = Some(Instant::now());
+    }
+    Ok(())
+}
+
+/// Appends a record as GNU parallel writes it (without its newline) to `out`.
+fn push_record(out: &mut String, r: &Record<'_>) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        "{}\t:\t{:.3}\t{:10.3}\t0\t{}\t{}\t{}\t",
+        r.seq, r.start, r.runtime, r.received, r.exit, r.signal
+    );
     // GNU parallel: "Newlines make it hard to parse the joblog".
-    let command = r.command.replace('\n', "\0");
-    format!(
-        "{}\t:\t{:.3}\t{:10.3}\t0\t{}\t{}\t{}\t{}",
-        r.seq, r.start, r.runtime, r.received, r.exit, r.signal, command
-    )
+    out.extend(r.command.chars().map(|c| if c == '\n' { '\0' } else { c }));
+}
+
+/// A record as GNU parallel writes it (without its newline).
+#[cfg(test)]
+fn format_record(r: &Record<'_>) -> String {
+    let mut s = String::new();
+    push_record(&mut s, r);
+    s
 }
 
 #[cfg(test)]

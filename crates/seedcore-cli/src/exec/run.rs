@@ -4,8 +4,9 @@
 //!
 //! The loop keeps a small window of jobs submitted (twice the slots), so
 //! inputs are read as they are needed and a halt or Ctrl-C leaves little
-//! queued; each finished job comes back through its future's callback on
-//! a channel, and the main thread alone writes stdout, stderr and the log.
+//! queued; each finished job comes back on a channel (sent by the thread
+//! that resolves it), and the main thread alone writes stdout, stderr and
+//! the log.
 //!
 //! Steps of [`run`]: the flags are checked ([`Settings::parse`]), the inputs
 //! opened ([`Inputs::open`]), the job log, engine and progress bar set up
@@ -138,8 +139,8 @@ impl Inputs {
     }
 }
 
-/// A finished (or cancelled) job's sequence number and result, from its
-/// callback.
+/// A finished (or cancelled) job's sequence number and result, sent when
+/// it resolves.
 type Outcome = (u64, Result<CommandOutput, TaskError>);
 
 /// A run under way: its engine, the jobs in flight and what has been
@@ -178,6 +179,9 @@ struct Run<'a> {
     failed: u64,
     interrupts_seen: usize,
     input_error: Option<String>,
+    /// The jobs [`collect`](Self::collect) got back in one go (kept for
+    /// its allocation).
+    batch: Vec<Finished>,
 }
 
 impl<'a> Run<'a> {
@@ -281,6 +285,7 @@ impl<'a> Run<'a> {
             failed: 0,
             interrupts_seen: 0,
             input_error: None,
+            batch: Vec::new(),
         })
     }
 
@@ -405,7 +410,10 @@ impl<'a> Run<'a> {
             .system
             .submit_command(opts, spec)
             .context("cannot submit a job")?
-            .on_complete(move |r| {
+            // A send on an unbounded channel is short and never blocks: it
+            // runs on the thread that resolves the job, with no hop through
+            // the callback executor's thread per job.
+            .on_resolved(move |r| {
                 let _ = tx.send((seq, r));
             });
         self.running.insert(seq, (handle, pending));
@@ -431,7 +439,9 @@ impl<'a> Run<'a> {
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(false),
         };
+        let mut batch = std::mem::take(&mut self.batch);
         while let Some((s, result)) = next.take() {
+            next = self.rx.try_recv().ok();
             let Some((_, pending)) = self.running.remove(&s) else {
                 continue;
             };
@@ -445,33 +455,42 @@ impl<'a> Run<'a> {
                 self.settings.timeout,
                 self.settings.tries,
             ) {
-                Some(f) => self.done(s, f)?,
+                Some(f) => batch.push(f),
                 // Cancelled (halt now, Ctrl-C): not done, so not logged.
                 None if self.args.keep_order => self.order.retain(|&q| q != s),
                 None => {}
             }
-            next = self.rx.try_recv().ok();
         }
+        // The jobs that came back together go to the log's writer at once
+        // (one write and one sync for them, or with later ones).
+        if let Some(l) = &mut self.log {
+            for f in &batch {
+                l.add(&Record {
+                    seq: f.seq,
+                    start: f.start,
+                    runtime: f.runtime,
+                    received: f.output.as_ref().map_or(0, |o| o.stdout.len()),
+                    exit: f.exit,
+                    signal: f.signal,
+                    command: &f.line,
+                });
+            }
+            l.flush()?;
+        }
+        for f in batch.drain(..) {
+            self.done(f)?;
+        }
+        self.batch = batch;
         Ok(true)
     }
 
-    /// Counts, logs and prints finished job `s` (in input order with
-    /// `--keep-order`), then checks `--halt`.
-    fn done(&mut self, s: u64, f: Finished) -> anyhow::Result<()> {
+    /// Counts and prints finished job `f` (logged already; in input order
+    /// with `--keep-order`), then checks `--halt`.
+    fn done(&mut self, f: Finished) -> anyhow::Result<()> {
+        let s = f.seq;
         self.finished += 1;
         if f.failed() {
             self.failed += 1;
-        }
-        if let Some(l) = &mut self.log {
-            l.write(&Record {
-                seq: f.seq,
-                start: f.start,
-                runtime: f.runtime,
-                received: f.output.as_ref().map_or(0, |o| o.stdout.len()),
-                exit: f.exit,
-                signal: f.signal,
-                command: &f.line,
-            })?;
         }
         if let Some(b) = &self.bar {
             b.inc(1);
@@ -566,6 +585,10 @@ impl<'a> Run<'a> {
                 kill_all(&self.system);
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+        // Every record written and synced before the run says it is done.
+        if let Some(l) = &mut self.log {
+            l.finish()?;
         }
         let Run {
             system,

@@ -24,7 +24,11 @@
 //! redirections, globs, `~`, `#`, assignments), and its command is a
 //! program in `PATH` (not a shell keyword, builtin or exported function),
 //! the same words are started directly, without a shell: the result is
-//! the same and the job starts faster.
+//! the same and the job starts faster. `echo`, `true` and `false` are
+//! builtins whose programs in `/bin` or `/usr/bin` do what every Bourne
+//! shell's builtin does as long as no argument starts with `-` (an
+//! option to some of them) or holds a `\` (an escape to dash's `echo`):
+//! a job of theirs whose arguments are so is started directly too.
 
 use super::shell::{which, JobShell, Quoting};
 use std::fmt;
@@ -68,12 +72,24 @@ enum Piece {
     Break,
 }
 
+/// How a template's jobs start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// In the shell.
+    Shell,
+    /// Directly: the line needs no shell.
+    Direct,
+    /// Directly when the job's arguments are plain (see [`PLAIN_BUILTINS`]),
+    /// else in the shell.
+    PlainArgs,
+}
+
 /// A parsed template.
 #[derive(Debug, Clone)]
 pub(crate) struct Template {
     pieces: Vec<Piece>,
     /// Whether the line needs the shell.
-    shell: bool,
+    start: Start,
     /// How inputs are quoted.
     quoting: Quoting,
     /// No command: each input line is itself the command.
@@ -204,6 +220,25 @@ const SHELL_WORDS: &[&str] = &[
     "noglob",
     "nocorrect",
 ];
+
+/// Builtins whose programs (coreutils', busybox's) print and exit as
+/// every Bourne shell's builtin does for arguments that neither start with
+/// `-` (`--help`, `-n`, `-e`) nor hold a `\` (dash's and ksh's `echo`
+/// expand escapes): with such arguments the program may run instead.
+const PLAIN_BUILTINS: &[&str] = &["echo", "true", "false"];
+
+/// Whether `name` in `PATH` is a program of the system's own directories
+/// (`/bin`, `/usr/bin`), not a user's program of the same name.
+fn system_program(name: &str) -> bool {
+    which(name)
+        .and_then(|p| std::fs::canonicalize(p.parent()?).ok())
+        .is_some_and(|d| d == std::path::Path::new("/bin") || d == std::path::Path::new("/usr/bin"))
+}
+
+/// Whether a job's argument is plain for [`PLAIN_BUILTINS`].
+fn plain_arg(a: &str) -> bool {
+    !a.starts_with('-') && !a.contains('\\')
+}
 
 /// Characters with a meaning to some Bourne shell.
 fn is_meta(c: char) -> bool {
@@ -371,16 +406,17 @@ impl Template {
             [Piece::Text(t), Piece::Break, ..] | [Piece::Text(t)] => Some(t),
             _ => None,
         };
-        let program = first.filter(|w| {
-            !SHELL_WORDS.contains(w)
-                && !w.contains('=')
-                && std::env::var_os(format!("BASH_FUNC_{w}%%")).is_none()
-                && which(w).is_some()
-        });
-        let needs_shell = meta || words.is_empty() || !shell.direct || program.is_none();
+        let function = |w: &str| std::env::var_os(format!("BASH_FUNC_{w}%%")).is_some();
+        let start = match first {
+            _ if meta || words.is_empty() || !shell.direct => Start::Shell,
+            Some(w) if function(w) || w.contains('=') => Start::Shell,
+            Some(w) if PLAIN_BUILTINS.contains(&w) && system_program(w) => Start::PlainArgs,
+            Some(w) if !SHELL_WORDS.contains(&w) && which(w).is_some() => Start::Direct,
+            _ => Start::Shell,
+        };
         Ok(Template {
             pieces,
-            shell: needs_shell,
+            start,
             quoting: shell.quoting,
             raw: words.is_empty(),
         })
@@ -398,10 +434,10 @@ impl Template {
             .any(|p| matches!(p, Piece::Total | Piece::Seq { padded: true }))
     }
 
-    /// Whether jobs are run by the shell.
+    /// Whether jobs are run by the shell (whatever their arguments).
     #[cfg(test)]
     pub(crate) fn uses_shell(&self) -> bool {
-        self.shell
+        self.start == Start::Shell
     }
 
     /// The command of the job with `inputs` at `at`.
@@ -441,7 +477,7 @@ impl Template {
                 other => line.push_str(&number(other).unwrap_or_default()),
             }
         }
-        if self.shell {
+        if self.start == Start::Shell {
             return Rendered { line, argv: None };
         }
         let mut words = Vec::new();
@@ -473,6 +509,9 @@ impl Template {
             }
         }
         words.extend(word);
+        if self.start == Start::PlainArgs && !words[1..].iter().all(|a| plain_arg(a)) {
+            return Rendered { line, argv: None };
+        }
         Rendered {
             line,
             argv: Some(words),
@@ -819,9 +858,22 @@ mod tests {
         assert!(!t(&["cut", "-d,", "-f1", "{}"], 1).uses_shell());
         assert!(t(&["cat {} | wc"], 1).uses_shell());
         assert!(t(&["exit", "{}"], 1).uses_shell());
-        // Builtins that are programs too: the shell's own runs.
-        assert!(t(&["echo", "{}"], 1).uses_shell());
+        // Builtins that are programs too: the shell's own runs...
         assert!(t(&["printf", "%s", "{}"], 1).uses_shell());
+        assert!(t(&["kill", "{}"], 1).uses_shell());
+        // ...but for echo, true and false, the program where the
+        // arguments give it nothing to do otherwise (no option, no escape).
+        if system_program("echo") {
+            let argv = |w: &[&str], i: &str| t(w, 1).render(&[i.into()], at(1)).argv;
+            assert_eq!(
+                argv(&["echo"], "a b"),
+                Some(vec!["echo".into(), "a b".into()])
+            );
+            assert_eq!(argv(&["echo", "x", "{}"], "-n"), None);
+            assert_eq!(argv(&["echo", "{}"], "a\\tb"), None);
+            assert_eq!(argv(&["echo", "-e", "{}"], "a"), None);
+            assert_eq!(argv(&["true"], "--help"), None);
+        }
         assert!(t(&["FOO=1", "env"], 1).uses_shell());
         assert!(t(&["cat", "=x"], 1).uses_shell());
         assert!(t(&[], 1).uses_shell());

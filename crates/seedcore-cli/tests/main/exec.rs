@@ -802,6 +802,35 @@ fn jobs_run_in_the_shell_gnu_parallel_picks() {
 }
 
 #[test]
+fn echo_true_and_false_give_the_shells_own_results_started_directly_or_not() {
+    // Plain arguments may start the programs; options and escapes go to the
+    // shell's builtin: every job prints what the shell's `echo` prints.
+    let inputs = ["a", "b  c", "", "-n", "x\\ty", "--help", "-e", "a\\c"];
+    for shell in ["/bin/sh", "/bin/bash", "/bin/dash"] {
+        if !Path::new(shell).exists() {
+            continue;
+        }
+        let mut args = vec!["-k", "echo", ":::"];
+        args.extend(inputs);
+        let o = exec_env(&args, &[("PARALLEL_SHELL", Some(shell))]);
+        let want: String = inputs
+            .iter()
+            .map(|i| {
+                let line = format!("echo '{}'", i.replace('\'', "'\\''"));
+                let out = Command::new(shell).args(["-c", &line]).output().unwrap();
+                stdout(&out)
+            })
+            .collect();
+        assert_eq!(stdout(&o), want, "{shell}: {}", stderr(&o));
+        assert_eq!(code(&o), 0, "{shell}");
+    }
+    let o = exec(&["true", ":::", "a", "--help", "--version"]);
+    assert_eq!((code(&o), stdout(&o)), (0, String::new()), "{}", stderr(&o));
+    let o = exec(&["false", ":::", "a", "--help", "--version"]);
+    assert_eq!((code(&o), stdout(&o)), (3, String::new()), "{}", stderr(&o));
+}
+
+#[test]
 fn input_lines_keep_a_carriage_return_and_values_split_at_newlines() {
     let o = exec_stdin(&["-k", "printf '[%s]\\n' {}"], b"a\r\nb\n\nc");
     assert_eq!(stdout(&o), "[a\r]\n[b]\n[]\n[c]\n");

@@ -89,7 +89,25 @@ pub(crate) fn collect<'a>(
         child.stderr.take().map(|s| File::from(OwnedFd::from(s))),
     ];
     let sinks = [out, err];
-    let mut chunk = vec![0u8; 64 * 1024];
+    CHUNK.with_borrow_mut(|chunk| read_until_exit(&exit, &mut streams, sinks, chunk))
+}
+
+thread_local! {
+    /// The read buffer of a command worker, kept for its next child (not
+    /// one allocated and zeroed per command).
+    static CHUNK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`collect`]'s loop: `streams` into `sinks` until the child exits.
+fn read_until_exit(
+    exit: &ExitWatch,
+    streams: &mut [Option<File>; 2],
+    sinks: [&mut Sink<'_>; 2],
+    chunk: &mut Vec<u8>,
+) -> io::Result<()> {
+    if chunk.is_empty() {
+        chunk.resize(64 * 1024, 0);
+    }
     while streams.iter().any(Option::is_some) {
         let mut fds = [
             pollfd(streams[0].as_ref().map(|s| s.as_raw_fd())),
@@ -111,7 +129,7 @@ pub(crate) fn collect<'a>(
                 continue;
             }
             if let Some(s) = stream {
-                match s.read(&mut chunk) {
+                match s.read(chunk) {
                     Ok(0) => *stream = None,
                     Ok(n) => sinks[k].push(&chunk[..n])?,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -122,7 +140,7 @@ pub(crate) fn collect<'a>(
         if streams.iter().any(Option::is_some) && exit.exited(fds[2].revents != 0) {
             for (k, stream) in streams.iter_mut().enumerate() {
                 if let Some(s) = stream.take() {
-                    drain_now(s, sinks[k], &mut chunk)?;
+                    drain_now(s, sinks[k], chunk)?;
                 }
             }
         }
