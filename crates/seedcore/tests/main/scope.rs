@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use seedcore::{ConcurrentSystem, TaskError, TaskOptions};
+use seedcore::{ConcurrentSystem, Priority, TaskError, TaskOptions};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -199,6 +199,68 @@ fn a_pool_thread_waiting_on_a_stolen_half_runs_queued_work_meanwhile() {
     assert!(waited, "the queued task did not run within 20 s");
     assert!(on_joining_thread, "the queued task ran on another thread");
     assert_eq!(system.stats().submitted, 2, "join halves are not tasks");
+}
+
+#[test]
+fn a_join_half_is_queued_at_the_priority_of_the_task_that_joins() {
+    // One thread is held at a gate while a high-priority task on the other
+    // queues normal tasks, then joins: once the gate opens, the free
+    // thread takes the join's half before the normal tasks queued earlier.
+    let system = Arc::new(
+        ConcurrentSystem::builder()
+            .core_threads(2)
+            .max_threads(2)
+            .build()
+            .unwrap(),
+    );
+    let gate = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(AtomicBool::new(false));
+    let (g, h) = (gate.clone(), held.clone());
+    let blocker = system
+        .submit_thread(TaskOptions::new(), move |_| {
+            h.store(true, Ordering::SeqCst);
+            while !g.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .unwrap();
+    while !held.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let sys = system.clone();
+    let outer = system
+        .submit_thread(TaskOptions::new().priority(Priority::HIGH), move |_| {
+            let order = Arc::new(AtomicUsize::new(0));
+            let normal: Vec<_> = (0..5)
+                .map(|_| {
+                    let order = order.clone();
+                    sys.submit_thread(TaskOptions::new(), move |_| {
+                        order.fetch_add(1, Ordering::SeqCst)
+                    })
+                    .unwrap()
+                })
+                .collect();
+            let b_started = AtomicBool::new(false);
+            let ((), b_at) = sys.join(
+                || {
+                    gate.store(true, Ordering::SeqCst);
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while !b_started.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                },
+                || {
+                    b_started.store(true, Ordering::SeqCst);
+                    order.fetch_add(1, Ordering::SeqCst)
+                },
+            );
+            let normal: Vec<usize> = normal.into_iter().map(|f| f.wait().unwrap()).collect();
+            (b_at, normal)
+        })
+        .unwrap();
+    let (b_at, normal) = outer.wait().unwrap();
+    blocker.wait().unwrap();
+    assert_eq!(b_at, 0, "the half ran after normal tasks: {normal:?}");
 }
 
 #[test]

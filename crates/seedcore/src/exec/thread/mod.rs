@@ -53,6 +53,9 @@ struct WorkerSlot {
     current: Mutex<Option<Arc<dyn Job>>>,
     /// Tasks this thread has run.
     done: AtomicU64,
+    /// The priority level of the task this thread runs (the level a join
+    /// inside it queues its half at).
+    level: std::sync::atomic::AtomicU8,
 }
 
 thread_local! {
@@ -339,6 +342,8 @@ impl ThreadPool {
         *slot.current.lock() = Some(job.clone());
         slot.running
             .store(job.header().id.as_u64(), Ordering::Release);
+        slot.level
+            .store(job.header().state.level, Ordering::Relaxed);
         job.run();
         slot.running.store(0, Ordering::Release);
         slot.done.fetch_add(1, Ordering::Relaxed);
@@ -346,19 +351,22 @@ impl ThreadPool {
 
     /// The calling thread's slot, if it is a thread of this pool.
     fn own_slot(&self) -> Option<Arc<WorkerSlot>> {
+        self.with_own_slot(Arc::clone)
+    }
+
+    /// `f` of the calling thread's slot, if it is a thread of this pool.
+    fn with_own_slot<R>(&self, f: impl FnOnce(&Arc<WorkerSlot>) -> R) -> Option<R> {
         let me = self as *const ThreadPool as usize;
         WORKER.with(|w| match &*w.borrow() {
-            Some((pool, slot)) if *pool == me => Some(slot.clone()),
+            Some((pool, slot)) if *pool == me => Some(f(slot)),
             _ => None,
         })
     }
 
     /// The priority of the task the calling thread runs, if it is a
-    /// thread of this pool running one.
+    /// thread of this pool.
     fn current_priority(&self) -> Option<Priority> {
-        let slot = self.own_slot()?;
-        let job = slot.current.lock();
-        job.as_ref().map(|j| j.header().priority())
+        self.with_own_slot(|s| Priority::from_level(s.level.load(Ordering::Relaxed)))
     }
 
     /// The header a join half queued at `p` shares with every other one:
@@ -400,6 +408,7 @@ impl ThreadPool {
         // so that the monitor and a deadline see the waiting task again.
         let outer_job = slot.current.lock().clone();
         let outer_id = slot.running.load(Ordering::Acquire);
+        let outer_level = slot.level.load(Ordering::Relaxed);
         loop {
             if done() {
                 return;
@@ -408,6 +417,7 @@ impl ThreadPool {
                 Self::run_job(&slot, job);
                 *slot.current.lock() = outer_job.clone();
                 slot.running.store(outer_id, Ordering::Release);
+                slot.level.store(outer_level, Ordering::Relaxed);
                 continue;
             }
             if !self.queue.is_empty() || spin_until(|| done() || !self.queue.is_empty()) {
@@ -547,6 +557,7 @@ impl ThreadPool {
             name: std::thread::current().name().unwrap_or_default().to_owned(),
             current: Mutex::new(None),
             done: AtomicU64::new(0),
+            level: std::sync::atomic::AtomicU8::new(Priority::NORMAL.level()),
         });
         self.state.lock().slots.push(slot.clone());
         let me = Arc::as_ptr(&self) as usize;
