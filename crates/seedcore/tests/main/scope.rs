@@ -150,18 +150,23 @@ fn a_panic_in_the_second_closure_of_a_join_is_raised_with_its_message() {
     assert!(msg.contains("second side failed"), "{msg}");
 }
 
-#[test]
-fn a_pool_thread_waiting_on_a_stolen_half_runs_queued_work_meanwhile() {
-    // Two threads: the task that joins holds one, the stolen half the
-    // other. The half waits for a task queued after it; only the joining
-    // thread is free to run that task, and it must, on its own thread.
-    let system = Arc::new(
+/// A pool of exactly two threads, shared with the tasks that use it.
+fn two_thread_system() -> Arc<ConcurrentSystem> {
+    Arc::new(
         ConcurrentSystem::builder()
             .core_threads(2)
             .max_threads(2)
             .build()
             .unwrap(),
-    );
+    )
+}
+
+#[test]
+fn a_pool_thread_waiting_on_a_stolen_half_runs_queued_work_meanwhile() {
+    // Two threads: the task that joins holds one, the stolen half the
+    // other. The half waits for a task queued after it; only the joining
+    // thread is free to run that task, and it must, on its own thread.
+    let system = two_thread_system();
     let sys = system.clone();
     let outer = system
         .submit_thread(TaskOptions::new(), move |_| {
@@ -206,13 +211,7 @@ fn a_join_half_is_queued_at_the_priority_of_the_task_that_joins() {
     // One thread is held at a gate while a high-priority task on the other
     // queues normal tasks, then joins: once the gate opens, the free
     // thread takes the join's half before the normal tasks queued earlier.
-    let system = Arc::new(
-        ConcurrentSystem::builder()
-            .core_threads(2)
-            .max_threads(2)
-            .build()
-            .unwrap(),
-    );
+    let system = two_thread_system();
     let gate = Arc::new(AtomicBool::new(false));
     let held = Arc::new(AtomicBool::new(false));
     let (g, h) = (gate.clone(), held.clone());
