@@ -9,7 +9,9 @@
 //! - `join_tree_us` (subjects `seedcore`, `rayon_join`): a recursive sum
 //!   of `0..2^20` split in halves by `join` down to leaves of 4,096 values
 //!   (255 joins per tree), started from the main thread (rayon's inside
-//!   `ThreadPool::install`). Timed: one tree; the sum is checked.
+//!   `ThreadPool::install`); subject `seedcore_in_task` starts it in a
+//!   thread task instead, so that every closure runs on the pool's
+//!   threads as rayon's do. Timed: one tree; the sum is checked.
 //!
 //! Reported: the median over the repetitions. Lower is better.
 
@@ -161,6 +163,31 @@ pub(crate) fn seedcore_join(scale: Scale) -> anyhow::Result<Measurement> {
     let sys = system(scale)?;
     let m = measure(JOIN_METRIC, "seedcore", scale, || {
         timed_tree(|| seedcore_tree(&sys, 0, TREE))
+    })?;
+    sys.shutdown(ShutdownMode::Graceful);
+    Ok(m)
+}
+
+/// `ConcurrentSystem::join`, recursively, from a thread task (every
+/// closure then runs on the pool's threads, as rayon's inside `install`).
+pub(crate) fn seedcore_join_in_task(scale: Scale) -> anyhow::Result<Measurement> {
+    let sys = system(scale)?;
+    let m = measure(JOIN_METRIC, "seedcore_in_task", scale, || {
+        let mut failed = None;
+        let us = timed_tree(|| {
+            let sum = sys.scope(|s| -> anyhow::Result<u64> {
+                let tree = s.submit_thread(TaskOptions::new(), |_| seedcore_tree(&sys, 0, TREE))?;
+                Ok(tree.wait()?)
+            });
+            sum.unwrap_or_else(|e| {
+                failed = Some(e);
+                0
+            })
+        });
+        match failed {
+            Some(e) => Err(e.context("join tree in a thread task")),
+            None => us,
+        }
     })?;
     sys.shutdown(ShutdownMode::Graceful);
     Ok(m)

@@ -24,7 +24,7 @@
 //!   workload of [`super::queued`]; seedcore queues `submit_thread` tasks
 //!   with default options behind `cores` gated workers. Lower is better.
 //! - `scope_us` (subjects `seedcore`, `rayon_scope`) and `join_tree_us`
-//!   (subjects `seedcore`, `rayon_join`): work that borrows from the stack,
+//!   (subjects `seedcore`, `seedcore_in_task`, `rayon_join`): work that borrows from the stack,
 //!   workloads of [`super::scoped`].
 
 use super::queued::{self, Gate};
@@ -55,6 +55,7 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<Vec<Measurement>> {
         scoped::seedcore_scope(scale)?,
         scoped::rayon_scope(scale)?,
         scoped::seedcore_join(scale)?,
+        scoped::seedcore_join_in_task(scale)?,
         scoped::rayon_join(scale)?,
     ])
 }

@@ -126,6 +126,7 @@ fn bench_threads_quick_json_has_every_subject() {
         ("scope_us", "seedcore", "us"),
         ("scope_us", "rayon_scope", "us"),
         ("join_tree_us", "seedcore", "us"),
+        ("join_tree_us", "seedcore_in_task", "us"),
         ("join_tree_us", "rayon_join", "us"),
     ] {
         assert!(
