@@ -150,9 +150,9 @@ fn rayon_tree(lo: u64, hi: u64) -> u64 {
 }
 
 /// Times one tree whose sum `run` returns, and checks it.
-fn timed_tree(run: impl FnOnce() -> u64) -> anyhow::Result<f64> {
+fn timed_tree(run: impl FnOnce() -> anyhow::Result<u64>) -> anyhow::Result<f64> {
     let t = Instant::now();
-    let s = black_box(run());
+    let s = black_box(run()?);
     let us = t.elapsed().as_secs_f64() * 1e6;
     ensure!(s == tree_sum(), "join tree: wrong sum {s}");
     Ok(us)
@@ -162,7 +162,7 @@ fn timed_tree(run: impl FnOnce() -> u64) -> anyhow::Result<f64> {
 pub(crate) fn seedcore_join(scale: Scale) -> anyhow::Result<Measurement> {
     let sys = system(scale)?;
     let m = measure(JOIN_METRIC, "seedcore", scale, || {
-        timed_tree(|| seedcore_tree(&sys, 0, TREE))
+        timed_tree(|| Ok(seedcore_tree(&sys, 0, TREE)))
     })?;
     sys.shutdown(ShutdownMode::Graceful);
     Ok(m)
@@ -173,21 +173,12 @@ pub(crate) fn seedcore_join(scale: Scale) -> anyhow::Result<Measurement> {
 pub(crate) fn seedcore_join_in_task(scale: Scale) -> anyhow::Result<Measurement> {
     let sys = system(scale)?;
     let m = measure(JOIN_METRIC, "seedcore_in_task", scale, || {
-        let mut failed = None;
-        let us = timed_tree(|| {
-            let sum = sys.scope(|s| -> anyhow::Result<u64> {
+        timed_tree(|| {
+            sys.scope(|s| {
                 let tree = s.submit_thread(TaskOptions::new(), |_| seedcore_tree(&sys, 0, TREE))?;
                 Ok(tree.wait()?)
-            });
-            sum.unwrap_or_else(|e| {
-                failed = Some(e);
-                0
             })
-        });
-        match failed {
-            Some(e) => Err(e.context("join tree in a thread task")),
-            None => us,
-        }
+        })
     })?;
     sys.shutdown(ShutdownMode::Graceful);
     Ok(m)
@@ -197,7 +188,7 @@ pub(crate) fn seedcore_join_in_task(scale: Scale) -> anyhow::Result<Measurement>
 pub(crate) fn rayon_join(scale: Scale) -> anyhow::Result<Measurement> {
     let pool = rayon_pool(scale)?;
     measure(JOIN_METRIC, "rayon_join", scale, || {
-        timed_tree(|| pool.install(|| rayon_tree(0, TREE)))
+        timed_tree(|| Ok(pool.install(|| rayon_tree(0, TREE))))
     })
 }
 

@@ -179,9 +179,6 @@ struct Run<'a> {
     failed: u64,
     interrupts_seen: usize,
     input_error: Option<String>,
-    /// The jobs [`collect`](Self::collect) got back in one go (kept for
-    /// its allocation).
-    batch: Vec<Finished>,
 }
 
 impl<'a> Run<'a> {
@@ -285,7 +282,6 @@ impl<'a> Run<'a> {
             failed: 0,
             interrupts_seen: 0,
             input_error: None,
-            batch: Vec::new(),
         })
     }
 
@@ -439,7 +435,7 @@ impl<'a> Run<'a> {
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(false),
         };
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut batch = Vec::new();
         while let Some((s, result)) = next.take() {
             next = self.rx.try_recv().ok();
             let Some((_, pending)) = self.running.remove(&s) else {
@@ -477,10 +473,9 @@ impl<'a> Run<'a> {
             }
             l.flush()?;
         }
-        for f in batch.drain(..) {
+        for f in batch {
             self.done(f)?;
         }
-        self.batch = batch;
         Ok(true)
     }
 

@@ -365,7 +365,6 @@ pub enum RemoteError {
     Expired(Duration),
 }
 
-/// Reads a secret file: its bytes, one trailing newline dropped.
 /// The secret from `SEEDCORE_REMOTE_SECRET`, else from the file named by
 /// `SEEDCORE_REMOTE_SECRET_FILE` (read through the key table); empty if
 /// neither gives one.
@@ -378,6 +377,7 @@ fn env_secret() -> Vec<u8> {
     }
 }
 
+/// Reads a secret file: its bytes, one trailing newline dropped.
 fn read_secret(path: &std::path::Path) -> Result<Vec<u8>, RemoteError> {
     let mut b = std::fs::read(path).map_err(|e| {
         RemoteError::BadSetting(format!(

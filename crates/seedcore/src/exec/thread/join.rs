@@ -34,15 +34,10 @@ use crate::task::{Header, InTask, Job, SchedRef};
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 use std::time::Instant;
-
-/// The job waits in the queue; nobody has claimed it.
-const PENDING: u8 = 0;
-/// Claimed: by a pool thread (which runs it) or by the joining thread.
-const CLAIMED: u8 = 1;
 
 /// `b` and its result, on the joining thread's stack.
 struct Half<B, RB> {
@@ -78,7 +73,8 @@ pub(crate) struct JoinJob {
     /// [`ThreadPool::join_header`]): a join touches no reference count
     /// shared between threads.
     header: *const Header,
-    claim: AtomicU8,
+    /// Taken by a pool thread (which runs it) or by the joining thread.
+    claimed: AtomicBool,
     /// The claimer has finished with the frame.
     done: AtomicBool,
     /// The joining thread, unparked when `done` is set.
@@ -96,13 +92,7 @@ unsafe impl Sync for JoinJob {}
 impl JoinJob {
     /// Claims the job; `true` for the first caller only.
     fn claim(&self) -> bool {
-        self.claim
-            .compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
+        !self.claimed.swap(true, Ordering::AcqRel)
     }
 }
 
@@ -140,8 +130,9 @@ impl Job for JoinJob {
 
     fn route(self: Arc<Self>, _visit: &mut dyn FnMut(&dyn Any)) {}
 
+    /// The claimer has finished with the frame.
     fn is_resolved(&self) -> bool {
-        self.is_done()
+        self.done.load(Ordering::Acquire)
     }
 }
 
@@ -169,7 +160,7 @@ where
     let priority = pool.current_priority().unwrap_or(Priority::NORMAL);
     let job = Arc::new(JoinJob {
         header: pool.join_header(sched, exec, priority),
-        claim: AtomicU8::new(PENDING),
+        claimed: AtomicBool::new(false),
         done: AtomicBool::new(false),
         waiter: std::thread::current(),
         half: erased,
@@ -187,7 +178,7 @@ where
             Err(_) => None,
         }
     } else {
-        pool.wait_helping(&|| job.is_done());
+        pool.wait_helping(&|| job.is_resolved());
         half.out.into_inner()
     };
     let ra = ra.unwrap_or_else(|p: Box<dyn Any + Send>| resume_unwind(p));

@@ -349,11 +349,6 @@ impl ThreadPool {
         slot.done.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The calling thread's slot, if it is a thread of this pool.
-    fn own_slot(&self) -> Option<Arc<WorkerSlot>> {
-        self.with_own_slot(Arc::clone)
-    }
-
     /// `f` of the calling thread's slot, if it is a thread of this pool.
     fn with_own_slot<R>(&self, f: impl FnOnce(&Arc<WorkerSlot>) -> R) -> Option<R> {
         let me = self as *const ThreadPool as usize;
@@ -394,7 +389,7 @@ impl ThreadPool {
     /// when there is none; any other thread parks. Whoever makes `done()`
     /// true must unpark the waiting thread.
     fn wait_helping(&self, done: &dyn Fn() -> bool) {
-        let Some(slot) = self.own_slot() else {
+        let Some(slot) = self.with_own_slot(Arc::clone) else {
             if !spin_until(done) {
                 off_runtime(|| {
                     while !done() {
