@@ -312,6 +312,11 @@ impl Opts {
         Arc::make_mut(self.0.get_or_insert_with(Default::default))
     }
 
+    /// Whether every option is at its default.
+    pub(crate) fn is_default(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// The timeout of each attempt, if any.
     pub(crate) fn get_timeout(&self) -> Option<Duration> {
         self.0.as_ref().and_then(|e| e.timeout)

@@ -113,6 +113,53 @@ fn an_async_waiter_is_woken_with_the_value() {
     });
 }
 
+#[test]
+fn the_owners_note_stays_until_the_result_comes() {
+    loom::model(|| {
+        let c = Arc::new(Completion::<u32>::with_note(42));
+        assert_eq!(c.note(), Some(42));
+        // A waiter that gives up hands the note back.
+        assert_eq!(c.wait_deadline(std::time::Instant::now()), None);
+        assert_eq!(c.note(), Some(42));
+        let c2 = c.clone();
+        let t = thread::spawn(move || assert!(c2.complete(3).won()));
+        let note = c.note();
+        assert!(
+            note.is_none() || note == Some(42),
+            "a note, or no note once resolved"
+        );
+        assert_eq!(c.wait(), 3);
+        assert_eq!(c.note(), None);
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn a_completion_drops_what_it_holds_once() {
+    loom::model(|| {
+        let value = Arc::new(());
+        // A result never taken.
+        let c = Completion::<Arc<()>>::new();
+        assert!(c.complete(value.clone()).won());
+        assert_eq!(Arc::strong_count(&value), 2);
+        drop(c);
+        assert_eq!(Arc::strong_count(&value), 1);
+        // A callback never run.
+        let c = Completion::<u32>::new();
+        let held = value.clone();
+        c.on_complete(Box::new(move |_| drop(held)));
+        assert_eq!(Arc::strong_count(&value), 2);
+        drop(c);
+        assert_eq!(Arc::strong_count(&value), 1);
+        // A result taken: the completion drops nothing more.
+        let c = Completion::<Arc<()>>::new();
+        assert!(c.complete(value.clone()).won());
+        drop(c.try_take());
+        drop(c);
+        assert_eq!(Arc::strong_count(&value), 1);
+    });
+}
+
 /// A queue as the pool sees it: counters of items published and taken.
 struct Work {
     published: AtomicUsize,

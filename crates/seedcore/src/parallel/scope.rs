@@ -372,6 +372,6 @@ impl ConcurrentSystem {
         RB: Send,
     {
         let shared = self.shared();
-        crate::exec::thread::join::join(shared.threads(), &shared.sched_ref, THREADS, a, b)
+        crate::exec::thread::join::join(shared.threads(), &shared.env, THREADS, a, b)
     }
 }

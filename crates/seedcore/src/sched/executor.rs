@@ -154,7 +154,7 @@ impl Runnable {
 
     /// The task's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.job.header().opts.get_name()
+        self.job.header().opts().get_name()
     }
 
     /// Whether the task has resolved (for example cancelled while queued):

@@ -55,7 +55,7 @@ impl LockTable {
     pub(crate) fn forget(&self, h: &Header) {
         let id = h.id;
         let mut map = self.locks.lock();
-        for s in h.opts.locks() {
+        for s in h.opts().locks() {
             if let Some(l) = map.get_mut(&s.name) {
                 l.waiters.retain(|w| w.header().id != id);
             }
@@ -65,7 +65,7 @@ impl LockTable {
     /// Takes every lock of `job`, or parks `job` on the first one that is
     /// not free.
     pub(crate) fn acquire(&self, job: &Arc<dyn Job>) -> Acquire {
-        let specs = job.header().opts.locks();
+        let specs = job.header().opts().locks();
         let mut map = self.locks.lock();
         for s in specs {
             let l = map.entry(s.name.clone()).or_insert_with(|| LockState {

@@ -51,7 +51,7 @@ use crate::error::{SubmitError, TaskError, TaskErrorKind};
 use crate::options::TaskOptions;
 use crate::task::StopReason;
 use crate::task::{
-    in_task, Acquire, Body, Header, Job, SchedRef, Schedule, TaskCell, TaskFuture, TaskId,
+    in_task, Acquire, Body, EnvRef, Header, Job, Schedule, TaskCell, TaskFuture, TaskId,
 };
 use callback::Dispatcher;
 use counters::Counters;
@@ -176,7 +176,7 @@ impl Scheduler {
     /// (the options were validated and the task admitted).
     pub(crate) fn create<B: Body>(
         &self,
-        sched: &SchedRef,
+        env: &EnvRef,
         opts: TaskOptions,
         slot: u8,
         body: B,
@@ -187,7 +187,7 @@ impl Scheduler {
                 .map_err(SubmitError::InvalidOptions)?;
         }
         let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let header = Header::new(id, opts, sched.clone(), slot);
+        let header = Header::new(id, opts, env, slot);
         self.stats.submitted();
         Ok(Arc::new(TaskCell::new(header, body)))
     }
@@ -351,7 +351,7 @@ impl Schedule for Scheduler {
     }
 
     fn release(&self, h: &Header) {
-        self.locks.release(h.opts.locks());
+        self.locks.release(h.opts().locks());
     }
 
     fn forget_waiter(&self, h: &Header) {

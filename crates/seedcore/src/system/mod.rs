@@ -49,7 +49,7 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) sched: Arc<Scheduler>,
     /// What each task record holds of `sched`: one pointer.
-    pub(crate) sched_ref: crate::task::SchedRef,
+    pub(crate) env: crate::task::EnvRef,
     /// The balancer thread, its events, and the monitor (balance/).
     pub(crate) balance: crate::balance::BalanceState,
 }
@@ -345,7 +345,9 @@ impl SystemBuilder {
         debug_assert_eq!(slots, [THREADS, PROCESSES, ASYNC, SERVICES]);
         let shared = Arc::new(Shared {
             config,
-            sched_ref: Arc::new(sched.clone() as Arc<dyn crate::task::Schedule>),
+            env: crate::task::TaskEnv::new(Arc::new(
+                sched.clone() as Arc<dyn crate::task::Schedule>
+            )),
             sched,
             balance: crate::balance::BalanceState::new(),
         });
@@ -459,7 +461,7 @@ impl ConcurrentSystem {
         if let Some(limit) = shared.config.balance.max_pending_tasks {
             crate::balance::admit(&**shared, limit)?;
         }
-        let cell = shared.sched.create(&shared.sched_ref, opts, slot, body)?;
+        let cell = shared.sched.create(&shared.env, opts, slot, body)?;
         Ok(shared.sched.enqueue(cell))
     }
 

@@ -105,6 +105,14 @@ fn spans_wanted() -> bool {
 /// the OS clock's. Deadlines stay on `std::time::Instant`.
 pub(crate) type StatClock = quanta::Instant;
 
+/// The origin of [`stamp`]s.
+static EPOCH: LazyLock<StatClock> = LazyLock::new(StatClock::now);
+
+/// `t` as one word: nanoseconds since [`EPOCH`] (584 years of range).
+fn stamp(t: StatClock) -> u64 {
+    u64::try_from(t.saturating_duration_since(*EPOCH).as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// One attempt, as its executor holds it between begin and end.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Attempt {
@@ -124,20 +132,42 @@ pub(crate) enum Deadline {
 /// What every executor knows about a task.
 ///
 /// Every queued task holds one, so it is kept to what every task needs:
-/// the options other than the priority are one shared pointer, the
-/// executor's slot and the priority sit in the padding of the state, and an
-/// attempt's tracing span lives in a side table while a subscriber wants it.
+/// the scheduler and the options other than the priority are one shared
+/// pointer ([`TaskEnv`]), the executor's slot and the priority sit in the
+/// padding of the state, the submission time waits in the task's
+/// completion until the first attempt starts, and an attempt's tracing
+/// span lives in a side table while a subscriber wants it.
 pub(crate) struct Header {
     pub(crate) id: TaskId,
-    pub(crate) opts: Opts,
-    pub(crate) sched: SchedRef,
+    env: EnvRef,
     pub(crate) state: TaskState,
-    submitted_at: StatClock,
 }
 
 /// A task's scheduler: one pointer, to the trait object its system keeps
-/// once (a task record holds it for every queued task).
+/// once.
 pub(crate) type SchedRef = Arc<Arc<dyn Schedule>>;
+
+/// What a task shares with others: its scheduler and its options other
+/// than the priority. Every task of a system submitted with default
+/// options points at the system's one; a task with options of its own has
+/// one of its own. A task record holds one pointer for both.
+pub(crate) struct TaskEnv {
+    pub(crate) sched: SchedRef,
+    pub(crate) opts: Opts,
+}
+
+/// A shared [`TaskEnv`].
+pub(crate) type EnvRef = Arc<TaskEnv>;
+
+impl TaskEnv {
+    /// The environment of a system's tasks with default options.
+    pub(crate) fn new(sched: SchedRef) -> EnvRef {
+        Arc::new(TaskEnv {
+            sched,
+            opts: Opts::default(),
+        })
+    }
+}
 
 /// The spans of the attempts that run now, by the address of their task's
 /// header; see [`Header::open_span`].
@@ -148,15 +178,34 @@ static SPANS: LazyLock<Mutex<HashMap<usize, tracing::Span>>> = LazyLock::new(Def
 static OPEN_SPANS: AtomicUsize = AtomicUsize::new(0);
 
 impl Header {
-    pub(crate) fn new(id: TaskId, opts: TaskOptions, sched: SchedRef, exec: u8) -> Self {
+    /// `env`: the system's environment for tasks with default options.
+    pub(crate) fn new(id: TaskId, opts: TaskOptions, env: &EnvRef, exec: u8) -> Self {
         let (priority, opts) = opts.into_parts();
+        let env = if opts.is_default() {
+            env.clone()
+        } else {
+            Arc::new(TaskEnv {
+                sched: env.sched.clone(),
+                opts,
+            })
+        };
         Header {
             id,
-            opts,
-            sched,
+            env,
             state: TaskState::new(exec, priority.level()),
-            submitted_at: StatClock::now(),
         }
+    }
+
+    /// The task's scheduler.
+    #[inline]
+    pub(crate) fn sched(&self) -> &SchedRef {
+        &self.env.sched
+    }
+
+    /// The task's options other than the priority.
+    #[inline]
+    pub(crate) fn opts(&self) -> &Opts {
+        &self.env.opts
     }
 
     /// The executor's slot in the scheduler's table.
@@ -182,9 +231,9 @@ impl Header {
             parent: None,
             "attempt",
             task = self.id.0,
-            name = self.opts.get_name(),
+            name = self.opts().get_name(),
             priority = self.state.level,
-            executor = self.sched.kind_of(self.exec()).name(),
+            executor = self.sched().kind_of(self.exec()).name(),
             attempt = n,
         );
         if SPANS.lock().insert(self.span_key(), span).is_none() {
@@ -219,7 +268,7 @@ impl Header {
     }
 
     pub(crate) fn is_cancelled(&self, attempt: u32) -> bool {
-        self.state.is_cancelled(attempt) || self.sched.is_cancelling()
+        self.state.is_cancelled(attempt) || self.sched().is_cancelling()
     }
 
     /// Sets the cancellation token of every attempt, present and future.
@@ -329,7 +378,7 @@ pub(crate) trait Body: Sized + Send + Sync + 'static {
     /// executor in the task's slot.
     fn stop(cell: &TaskCell<Self>, n: u32, why: StopReason) {
         let h = &cell.header;
-        h.sched.stop_attempt(h.exec(), h.id, n, why);
+        h.sched().stop_attempt(h.exec(), h.id, n, why);
     }
 
     /// Whether attempt `n` has run for `limit` when its deadline fires.
@@ -357,7 +406,7 @@ impl<B: Body> TaskCell<B> {
     pub(crate) fn new(header: Header, body: B) -> Self {
         TaskCell {
             header,
-            completion: Completion::new(),
+            completion: Completion::with_note(stamp(StatClock::now())),
             body,
         }
     }
@@ -380,11 +429,11 @@ impl<B: Body> TaskCell<B> {
             // A still-running attempt (a timed-out thread, a cancelled
             // task) sees its token set.
             h.cancel_all_attempts();
-            if !h.opts.locks().is_empty() && h.state.phase().1 == Phase::WaitingLock {
-                h.sched.forget_waiter(h);
+            if !h.opts().locks().is_empty() && h.state.phase().1 == Phase::WaitingLock {
+                h.sched().forget_waiter(h);
             }
         }
-        h.sched.resolved(h, kind);
+        h.sched().resolved(h, kind);
         let won = self.completion.complete(r.map_err(Box::new)).won();
         debug_assert!(won, "the outcome CAS decides the only completer");
         true
@@ -393,18 +442,18 @@ impl<B: Body> TaskCell<B> {
     /// Takes the task's locks, or parks it. `false`: do not run now.
     fn take_locks(self: &Arc<Self>) -> bool {
         let h = &self.header;
-        if h.opts.locks().is_empty() {
+        if h.opts().locks().is_empty() {
             return true;
         }
         let me: Arc<dyn Job> = self.clone();
-        match h.sched.acquire(&me) {
+        match h.sched().acquire(&me) {
             Acquire::Taken => true,
             Acquire::Waiting(lock) => {
                 if let LockWait::First(w) = h.state.transition_to_lock_wait() {
-                    if let Some(lt) = h.opts.get_lock_timeout() {
+                    if let Some(lt) = h.opts().get_lock_timeout() {
                         let weak = Arc::downgrade(&me);
                         let since = Instant::now();
-                        h.sched.schedule_at(
+                        h.sched().schedule_at(
                             since + lt,
                             false,
                             Box::new(move || {
@@ -426,8 +475,8 @@ impl<B: Body> TaskCell<B> {
 
     fn release_locks(&self) {
         let h = &self.header;
-        if !h.opts.locks().is_empty() {
-            h.sched.release(h);
+        if !h.opts().locks().is_empty() {
+            h.sched().release(h);
         }
     }
 
@@ -446,12 +495,21 @@ impl<B: Body> TaskCell<B> {
             }
         };
         let started = StatClock::now();
-        let waited = (n == 1).then(|| started.saturating_duration_since(h.submitted_at));
-        h.sched.attempt_started(h, waited);
+        // A first attempt's queue wait: the completion keeps the submission
+        // time until a result comes.
+        let waited = if n == 1 {
+            let submitted = self.completion.note().unwrap_or(u64::MAX);
+            Some(Duration::from_nanos(
+                stamp(started).saturating_sub(submitted),
+            ))
+        } else {
+            None
+        };
+        h.sched().attempt_started(h, waited);
         if spans_wanted() {
             h.open_span(n);
         }
-        if let Some(t) = h.opts.get_timeout() {
+        if let Some(t) = h.opts().get_timeout() {
             self.arm_deadline(n, Instant::now() + t);
         }
         Some(Attempt { n, started })
@@ -460,7 +518,7 @@ impl<B: Body> TaskCell<B> {
     fn arm_deadline(self: &Arc<Self>, n: u32, at: Instant) {
         let me: Arc<dyn Job> = self.clone();
         let weak = Arc::downgrade(&me);
-        self.header.sched.schedule_at(
+        self.header.sched().schedule_at(
             at,
             false,
             Box::new(move || {
@@ -487,7 +545,7 @@ impl<B: Body> TaskCell<B> {
     fn end_with(self: &Arc<Self>, a: Attempt, out: Result<B::Output, TaskError>, retry: bool) {
         let h = &self.header;
         let ran = a.started.elapsed();
-        h.sched.attempt_ended(h, ran);
+        h.sched().attempt_ended(h, ran);
         self.release_locks();
         let span = h.take_span();
         let _in_span = span.as_ref().map(tracing::Span::enter);
@@ -511,14 +569,14 @@ impl<B: Body> TaskCell<B> {
         let h = &self.header;
         drop(h.take_span());
         if !h.state.revert(a.n).won() {
-            h.sched.attempt_ended(h, Duration::ZERO);
+            h.sched().attempt_ended(h, Duration::ZERO);
             self.release_locks();
             return;
         }
-        h.sched.attempt_reverted(h);
+        h.sched().attempt_reverted(h);
         self.release_locks();
         if !h.is_resolved() {
-            let sched = h.sched.clone();
+            let sched = h.sched().clone();
             sched.enqueue(self);
         }
     }
@@ -534,12 +592,12 @@ impl<B: Body> TaskCell<B> {
             Err(e) => e,
         };
         let h = &self.header;
-        let retry = h.opts.get_retry();
-        if !retry.should_retry(n, &e) || h.is_resolved() || h.sched.is_cancelling() {
+        let retry = h.opts().get_retry();
+        if !retry.should_retry(n, &e) || h.is_resolved() || h.sched().is_cancelling() {
             self.resolve(Err(e));
             return;
         }
-        h.sched.retried(h);
+        h.sched().retried(h);
         h.state.transition_to_backoff(n);
         let delay = retry.delay(n);
         tracing::info!(
@@ -554,7 +612,7 @@ impl<B: Body> TaskCell<B> {
             me.schedule();
         } else {
             // A strong reference: a detached task still runs its retries.
-            h.sched.schedule_at(
+            h.sched().schedule_at(
                 Instant::now() + delay,
                 true,
                 Box::new(move || me.schedule()),
@@ -566,7 +624,7 @@ impl<B: Body> TaskCell<B> {
     /// task was then resolved `Cancelled`).
     fn requeue(&self) -> bool {
         let h = &self.header;
-        if h.sched.is_cancelling() {
+        if h.sched().is_cancelling() {
             self.resolve(Err(TaskError::Cancelled));
             return false;
         }
@@ -592,7 +650,7 @@ impl<B: Body> Job for TaskCell<B> {
 
     fn schedule(self: Arc<Self>) {
         if self.requeue() {
-            let sched = self.header.sched.clone();
+            let sched = self.header.sched().clone();
             sched.enqueue(self);
         }
     }
@@ -612,7 +670,7 @@ impl<B: Body> Job for TaskCell<B> {
         if h.is_resolved() || h.state.phase() != (n, Phase::Running) {
             return;
         }
-        let limit = h.opts.get_timeout().unwrap_or_default();
+        let limit = h.opts().get_timeout().unwrap_or_default();
         match B::deadline(&self, n, limit) {
             Deadline::NotBefore(at) => self.arm_deadline(n, at),
             Deadline::Passed => {
@@ -643,7 +701,7 @@ impl<B: Body> Job for TaskCell<B> {
             return;
         }
         let waited = since.elapsed();
-        h.sched.forget_waiter(h);
+        h.sched().forget_waiter(h);
         self.resolve(Err(TaskError::LockTimeout {
             lock: lock.to_string(),
             waited,
@@ -757,11 +815,10 @@ mod tests {
     }
 
     #[test]
-    fn a_no_op_task_record_fits_an_88_byte_allocation() {
-        // An allocator's size class for it is then at most 96 bytes (mimalloc
-        // serves 96-byte requests from 112-byte blocks), and with the
-        // queue's 24 bytes a slot a queued no-op task costs at most 128.
-        assert!(record_bytes(&|_: &TaskContext| Ok(())) <= 88);
+    fn a_no_op_task_record_fits_a_64_byte_allocation() {
+        // 64 bytes is an allocator's size class (mimalloc's included), so
+        // with the queue's 24 bytes a slot a queued no-op task costs 88.
+        assert!(record_bytes(&|_: &TaskContext| Ok(())) <= 64);
         assert!(size_of::<Outcome<()>>() == size_of::<usize>());
     }
 }

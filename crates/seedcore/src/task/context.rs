@@ -33,7 +33,7 @@ impl TaskContext {
 
     /// The task's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.job.header().opts.get_name()
+        self.job.header().opts().get_name()
     }
 
     /// Whether this attempt should stop.

@@ -90,7 +90,7 @@ impl<T: Send + 'static> TaskFuture<T> {
     where
         F: FnOnce(Result<T, TaskError>) + Send + 'static,
     {
-        let sched = self.task.header().sched.clone();
+        let sched = self.task.header().sched().clone();
         self.on_resolved_inline(move |r| sched.dispatch(Box::new(move || callback(r))))
     }
 

@@ -17,8 +17,8 @@ pub(crate) mod state;
 pub(crate) use crate::kind::TaskId;
 pub use crate::kind::{ExecutorKind, StopReason};
 pub(crate) use cell::{
-    blocking, caught, in_task, set_blocker, Acquire, Attempt, Blocker, Body, Deadline, Header,
-    InTask, Job, SchedRef, Schedule, StatClock, TaskCell, TaskRef,
+    blocking, caught, in_task, set_blocker, Acquire, Attempt, Blocker, Body, Deadline, EnvRef,
+    Header, InTask, Job, SchedRef, Schedule, StatClock, TaskCell, TaskEnv, TaskRef,
 };
 pub use context::{CancellationToken, TaskContext};
 pub(crate) use future::{off_runtime, spin_until, wait_blocking};

@@ -163,7 +163,7 @@ impl<T: Clone + Send + 'static> TaskFuture<T> {
     /// Turns this future, which has one reader, into a [`SharedFuture`]
     /// that any number of clones, threads, awaiters and callbacks can read.
     pub fn shared(self) -> SharedFuture<T> {
-        let sched = Arc::clone(&self.job().header().sched);
+        let sched = Arc::clone(self.job().header().sched());
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 result: None,

@@ -559,7 +559,7 @@ impl GpuExecutor {
                 let deadline = task
                     .job()
                     .header()
-                    .opts
+                    .opts()
                     .get_timeout()
                     .map(|t| Instant::now() + t);
                 if let Some(at) = deadline {

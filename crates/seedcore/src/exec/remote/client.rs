@@ -194,7 +194,7 @@ impl Inner {
         // The core's deadline covers every attempt on the worker: the
         // message lives as long.
         let life = h
-            .opts
+            .opts()
             .get_timeout()
             .map_or(self.cfg.message_ttl.as_millis() as u64, |t| {
                 t.as_millis() as u64

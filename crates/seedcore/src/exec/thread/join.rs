@@ -30,7 +30,7 @@
 use super::ThreadPool;
 use crate::error::TaskError;
 use crate::options::Priority;
-use crate::task::{Header, InTask, Job, SchedRef};
+use crate::task::{EnvRef, Header, InTask, Job};
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -138,13 +138,7 @@ impl Job for JoinJob {
 
 /// Runs `a` here and `b` on `pool` (or here, if no thread takes it first);
 /// panics of either are raised again once both have stopped, `a`'s first.
-pub(crate) fn join<A, B, RA, RB>(
-    pool: &ThreadPool,
-    sched: &SchedRef,
-    exec: u8,
-    a: A,
-    b: B,
-) -> (RA, RB)
+pub(crate) fn join<A, B, RA, RB>(pool: &ThreadPool, env: &EnvRef, exec: u8, a: A, b: B) -> (RA, RB)
 where
     A: FnOnce() -> RA,
     B: FnOnce() -> RB + Send,
@@ -159,7 +153,7 @@ where
     let erased: *const (dyn RunHalf + 'static) = unsafe { std::mem::transmute(erased) };
     let priority = pool.current_priority().unwrap_or(Priority::NORMAL);
     let job = Arc::new(JoinJob {
-        header: pool.join_header(sched, exec, priority),
+        header: pool.join_header(env, exec, priority),
         claimed: AtomicBool::new(false),
         done: AtomicBool::new(false),
         waiter: std::thread::current(),

@@ -25,7 +25,7 @@ use crate::sched::idle::Idle;
 use crate::sched::ShutdownMode;
 use crate::sched::{Executor, ExecutorStats, PriorityQueue, Runnable, StopReport, WorkerInfo};
 use crate::task::{
-    off_runtime, set_blocker, spin_until, Blocker, ExecutorKind, Header, Job, SchedRef, StopReason,
+    off_runtime, set_blocker, spin_until, Blocker, EnvRef, ExecutorKind, Header, Job, StopReason,
     TaskId,
 };
 use parking_lot::{Condvar, Mutex};
@@ -366,17 +366,12 @@ impl ThreadPool {
 
     /// The header a join half queued at `p` shares with every other one:
     /// it lives as long as the pool.
-    fn join_header(&self, sched: &SchedRef, exec: u8, p: Priority) -> *const Header {
+    fn join_header(&self, env: &EnvRef, exec: u8, p: Priority) -> *const Header {
         let headers = self.join_headers.get_or_init(|| {
             (0..LEVELS as u8)
                 .map(|level| {
                     let p = Priority::new(level).unwrap_or(Priority::NORMAL);
-                    Header::new(
-                        TaskId(0),
-                        TaskOptions::new().priority(p),
-                        sched.clone(),
-                        exec,
-                    )
+                    Header::new(TaskId(0), TaskOptions::new().priority(p), env, exec)
                 })
                 .collect()
         });
