@@ -869,6 +869,37 @@ fn stats_count_attempts_and_fill_the_histograms() {
 }
 
 #[test]
+fn the_queue_wait_of_a_task_is_the_time_from_submission_to_its_start() {
+    // One thread: the second task waits behind the first, and is waited on
+    // while it is queued (a registered waiter must not lose the
+    // submission time).
+    let system = common::system("t-qwait", 1, 1);
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let first = system
+        .submit_thread(TaskOptions::new(), move |_| {
+            entered_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(80));
+        })
+        .unwrap();
+    entered_rx.recv().unwrap();
+    let queued_at = Instant::now();
+    let second = system
+        .submit_thread(TaskOptions::new(), move |_| queued_at.elapsed())
+        .unwrap();
+    let waited = second.wait().unwrap();
+    first.wait().unwrap();
+    let st = system.stats();
+    assert_eq!(st.queue_wait.count(), 2);
+    let longest = st.queue_wait.max();
+    // What the task saw at its start bounds what was recorded then, give
+    // or take the histogram's 0.1%.
+    assert!(
+        longest >= Duration::from_millis(50) && longest <= waited + waited / 100,
+        "recorded {longest:?}, the task saw {waited:?}"
+    );
+}
+
+#[test]
 fn context_exposes_name_and_attempt() {
     let system = common::system("t-ctx", 1, 2);
     let fut = system
