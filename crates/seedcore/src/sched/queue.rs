@@ -88,6 +88,14 @@ impl<T> PriorityQueue<T> {
         None
     }
 
+    /// The most urgent level that holds an item (`0` the most urgent).
+    pub fn most_urgent_level(&self) -> Option<u8> {
+        self.levels
+            .iter()
+            .position(|l| !l.is_empty())
+            .map(|i| i as u8)
+    }
+
     /// Whether every level is empty.
     pub fn is_empty(&self) -> bool {
         self.levels.iter().all(Injector::is_empty)

@@ -127,6 +127,60 @@ fn recursive_join_on_a_one_thread_pool_neither_deadlocks_nor_loses_work() {
 }
 
 #[test]
+fn recursive_joins_inside_tasks_on_two_threads_run_every_half_once() {
+    // Joins inside tasks keep their halves on their thread's deque, where
+    // the other thread steals: several trees at once, each leaf counted.
+    fn sum(system: &ConcurrentSystem, v: &[u64], leaves: &AtomicUsize) -> u64 {
+        if v.len() <= 32 {
+            leaves.fetch_add(1, Ordering::Relaxed);
+            return v.iter().sum();
+        }
+        let (l, r) = v.split_at(v.len() / 2);
+        let (a, b) = system.join(|| sum(system, l, leaves), || sum(system, r, leaves));
+        a + b
+    }
+    let system = two_thread_system();
+    let v: Arc<Vec<u64>> = Arc::new((1..=8_192).collect());
+    let leaves = Arc::new(AtomicUsize::new(0));
+    let trees: Vec<_> = (0..8)
+        .map(|_| {
+            let (sys, v, leaves) = (system.clone(), v.clone(), leaves.clone());
+            system
+                .submit_thread(TaskOptions::new(), move |_| sum(&sys, &v, &leaves))
+                .unwrap()
+        })
+        .collect();
+    for t in trees {
+        assert_eq!(t.wait().unwrap(), 8_192 * 8_193 / 2);
+    }
+    assert_eq!(leaves.load(Ordering::Relaxed), 8 * 256);
+    assert_eq!(system.stats().submitted, 8, "join halves are not tasks");
+}
+
+#[test]
+fn a_panic_in_a_stolen_half_inside_a_task_fails_that_task_only() {
+    let system = two_thread_system();
+    let sys = system.clone();
+    let failing = system
+        .submit_thread(TaskOptions::new(), move |_| {
+            sys.join(
+                // Long enough that the other thread steals the second half.
+                || std::thread::sleep(Duration::from_millis(50)),
+                || -> u32 { panic!("stolen half failed") },
+            )
+        })
+        .unwrap();
+    let err = failing.wait().unwrap_err();
+    assert!(err.to_string().contains("stolen half failed"), "{err}");
+    // The pool still serves joins and tasks.
+    let sys = system.clone();
+    let ok = system
+        .submit_thread(TaskOptions::new(), move |_| sys.join(|| 1, || 2))
+        .unwrap();
+    assert_eq!(ok.wait().unwrap(), (1, 2));
+}
+
+#[test]
 fn a_panic_in_the_second_closure_of_a_join_is_raised_with_its_message() {
     let system = ConcurrentSystem::builder().core_threads(2).build().unwrap();
     let ran_a = std::sync::atomic::AtomicBool::new(false);

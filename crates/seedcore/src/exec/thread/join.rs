@@ -6,12 +6,21 @@
 //!
 //! The joining thread queues a [`JoinJob`] for `b`, runs `a` itself, then
 //! claims `b` back. If no pool thread has claimed it meanwhile, it runs
-//! `b` inline and the queued job is left as an empty shell that does
-//! nothing when popped. If a pool thread claimed it, the joining thread
-//! waits for its latch: a thread of the same pool runs other queued work
-//! while it waits (rayon's way: the stolen half runs on another thread and
-//! needs nothing from this one), any other thread parks until the claimer
+//! `b` inline. If a pool thread claimed it, the joining thread waits for
+//! its latch: a thread of the same pool runs other queued work while it
+//! waits (rayon's way: the stolen half runs on another thread and needs
+//! nothing from this one), any other thread parks until the claimer
 //! unparks it.
+//!
+//! Where the job waits depends on who joins. A pool thread (a join inside
+//! a thread task) pushes it on its own deque, as rayon's workers do: no
+//! other thread touches it unless one is idle and steals it, and once `a`
+//! returns the job is on top (the joins inside `a` took theirs off), so
+//! taking it back is a pop from the thread's own end. Idle threads steal a
+//! half before a queued task that is less urgent than the joining task,
+//! after one that is more urgent. Any other thread queues the job on the
+//! pool's queue at the joining task's priority; taken back by its joiner,
+//! it stays there as an empty shell that does nothing when popped.
 //!
 //! A join half is not a task: it has no id, no future, no retries and no
 //! timeout, and it does not count in the system's task figures, as
@@ -159,8 +168,11 @@ where
         waiter: std::thread::current(),
         half: erased,
     });
-    pool.push(job.clone());
+    let local = pool.push_half(&job);
     let ra = catch_unwind(AssertUnwindSafe(a));
+    if local {
+        pool.take_back_half(&job);
+    }
     let rb = if job.claim() {
         // Nobody took it: run it here, unless `a` panicked.
         match &ra {

@@ -28,7 +28,9 @@ use crate::task::{
     off_runtime, set_blocker, spin_until, Blocker, EnvRef, ExecutorKind, Header, Job, StopReason,
     TaskId,
 };
-use parking_lot::{Condvar, Mutex};
+use crossbeam_deque::{Steal, Stealer, Worker};
+use join::JoinJob;
+use parking_lot::{Condvar, Mutex, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -56,17 +58,25 @@ struct WorkerSlot {
     /// The priority level of the task this thread runs (the level a join
     /// inside it queues its half at).
     level: std::sync::atomic::AtomicU8,
+    /// The far end of this thread's deque of join halves, where idle
+    /// threads steal from.
+    halves: Stealer<Arc<JoinJob>>,
 }
 
 thread_local! {
     /// Whether this thread is a pool thread (a shutdown started from a task
     /// must not wait for that task, nor for its own thread).
     static IN_POOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// The pool (by address) and slot of the calling pool thread: a join
-    /// waiting on it runs that pool's queued work meanwhile.
-    static WORKER: std::cell::RefCell<Option<(usize, Arc<WorkerSlot>)>> =
+    /// The pool (by address), slot and deque of join halves of the
+    /// calling pool thread: a join inside a task queues its half there,
+    /// and a join waiting on it runs that pool's queued work meanwhile.
+    static WORKER: std::cell::RefCell<Option<PoolThread>> =
         const { std::cell::RefCell::new(None) };
 }
+
+/// A pool thread as it knows itself: its pool (by address), its slot and
+/// the near end of its deque of join halves.
+type PoolThread = (usize, Arc<WorkerSlot>, Worker<Arc<JoinJob>>);
 
 /// The calling thread's OS id, for the monitor.
 pub(crate) fn os_thread_id() -> u32 {
@@ -177,6 +187,9 @@ pub(crate) struct ThreadPool {
     helpers: Mutex<Vec<std::thread::Thread>>,
     /// `helpers.len()`, read without the lock on the submit path.
     helping: AtomicUsize,
+    /// The slots of the threads in `work`, for idle threads to steal join
+    /// halves from (`state.slots` without the pool's lock).
+    thieves: RwLock<Vec<Arc<WorkerSlot>>>,
     /// The headers of join halves, one per priority level, made at the
     /// first join (see `join.rs`).
     join_headers: std::sync::OnceLock<Box<[Header]>>,
@@ -246,6 +259,7 @@ impl ThreadPool {
             is_broken: AtomicBool::new(false),
             helpers: Mutex::new(Vec::new()),
             helping: AtomicUsize::new(0),
+            thieves: RwLock::new(Vec::new()),
             join_headers: std::sync::OnceLock::new(),
             me: me.clone(),
         });
@@ -353,7 +367,7 @@ impl ThreadPool {
     fn with_own_slot<R>(&self, f: impl FnOnce(&Arc<WorkerSlot>) -> R) -> Option<R> {
         let me = self as *const ThreadPool as usize;
         WORKER.with(|w| match &*w.borrow() {
-            Some((pool, slot)) if *pool == me => Some(f(slot)),
+            Some((pool, slot, _)) if *pool == me => Some(f(slot)),
             _ => None,
         })
     }
@@ -403,14 +417,14 @@ impl ThreadPool {
             if done() {
                 return;
             }
-            if let Some(job) = self.queue.pop() {
+            if let Some(job) = self.next_job(&slot) {
                 Self::run_job(&slot, job);
                 *slot.current.lock() = outer_job.clone();
                 slot.running.store(outer_id, Ordering::Release);
                 slot.level.store(outer_level, Ordering::Relaxed);
                 continue;
             }
-            if !self.queue.is_empty() || spin_until(|| done() || !self.queue.is_empty()) {
+            if self.has_work() || spin_until(|| done() || self.has_work()) {
                 continue;
             }
             // Announce, then look again: a push either sees the count or
@@ -418,13 +432,92 @@ impl ThreadPool {
             self.helping.fetch_add(1, Ordering::SeqCst);
             self.helpers.lock().push(std::thread::current());
             std::sync::atomic::fence(Ordering::SeqCst);
-            if !done() && self.queue.is_empty() {
+            if !done() && !self.has_work() {
                 std::thread::park();
             }
             let me = std::thread::current().id();
             self.helpers.lock().retain(|t| t.id() != me);
             self.helping.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// Queues a join's half: on the calling thread's own deque if it is a
+    /// thread of this pool (`true`), else on the pool's queue. Wakes a
+    /// sleeping thread either way, so that it can take it.
+    fn push_half(&self, job: &Arc<JoinJob>) -> bool {
+        let me = self as *const ThreadPool as usize;
+        let local = WORKER.with(|w| match &*w.borrow() {
+            Some((pool, _, halves)) if *pool == me => {
+                halves.push(job.clone());
+                true
+            }
+            _ => false,
+        });
+        if !local {
+            self.push(job.clone());
+        } else if !self.idle.notify_one() {
+            self.wake_helper();
+        }
+        local
+    }
+
+    /// Takes `job` back off the calling thread's deque if nobody took it
+    /// (it is then on top: the joins inside its `a` took theirs off).
+    fn take_back_half(&self, job: &Arc<JoinJob>) {
+        WORKER.with(|w| {
+            if let Some((_, _, halves)) = &*w.borrow() {
+                match halves.pop() {
+                    Some(top) if Arc::ptr_eq(&top, job) => {}
+                    // Ours was taken; this one is older: it stays on top.
+                    Some(older) => halves.push(older),
+                    None => {}
+                }
+            }
+        });
+    }
+
+    /// The next job for the pool thread of `own`: its own newest join half,
+    /// then a half of another thread running work at least as urgent as
+    /// anything queued, then the most urgent queued job, then any half.
+    fn next_job(&self, own: &WorkerSlot) -> Option<Arc<dyn Job>> {
+        let mine = WORKER.with(|w| w.borrow().as_ref().and_then(|(_, _, h)| h.pop()));
+        if let Some(j) = mine {
+            return Some(j);
+        }
+        let queued = self.queue.most_urgent_level();
+        if queued.is_some() {
+            if let Some(j) = self.steal_half(own, queued) {
+                return Some(j);
+            }
+        }
+        self.queue.pop().or_else(|| self.steal_half(own, None))
+    }
+
+    /// A join half from another thread's deque whose task's level is at
+    /// most `up_to` (any, without it).
+    fn steal_half(&self, own: &WorkerSlot, up_to: Option<u8>) -> Option<Arc<dyn Job>> {
+        let thieves = self.thieves.read();
+        for s in thieves.iter() {
+            if std::ptr::eq(&**s, own) || s.halves.is_empty() {
+                continue;
+            }
+            if up_to.is_some_and(|l| s.level.load(Ordering::Relaxed) > l) {
+                continue;
+            }
+            loop {
+                match s.halves.steal() {
+                    Steal::Success(j) => return Some(j),
+                    Steal::Empty => break,
+                    Steal::Retry => std::hint::spin_loop(),
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether anything waits: a queued job or a join half on any deque.
+    fn has_work(&self) -> bool {
+        !self.queue.is_empty() || self.thieves.read().iter().any(|s| !s.halves.is_empty())
     }
 
     /// Unparks one pool thread parked in a join's wait, if there is one.
@@ -539,6 +632,7 @@ impl ThreadPool {
             self.exited.notify_all();
             return;
         }
+        let halves = Worker::new_lifo();
         let slot = Arc::new(WorkerSlot {
             abandoned: AtomicBool::new(false),
             running: AtomicU64::new(0),
@@ -548,13 +642,15 @@ impl ThreadPool {
             current: Mutex::new(None),
             done: AtomicU64::new(0),
             level: std::sync::atomic::AtomicU8::new(Priority::NORMAL.level()),
+            halves: halves.stealer(),
         });
         self.state.lock().slots.push(slot.clone());
+        self.thieves.write().push(slot.clone());
         let me = Arc::as_ptr(&self) as usize;
-        WORKER.with(|w| *w.borrow_mut() = Some((me, slot.clone())));
+        WORKER.with(|w| *w.borrow_mut() = Some((me, slot.clone(), halves)));
         self.started.notify_all();
         'outer: loop {
-            if let Some(job) = self.queue.pop() {
+            if let Some(job) = self.next_job(&slot) {
                 Self::run_job(&slot, job);
                 if slot.abandoned.load(Ordering::Acquire) && self.rejoin(&slot) {
                     break;
@@ -565,7 +661,7 @@ impl ThreadPool {
                 break;
             }
             for i in 0..SPIN_ROUNDS {
-                if !self.queue.is_empty() {
+                if self.has_work() {
                     continue 'outer;
                 }
                 if i < SPIN_ROUNDS / 2 {
@@ -578,7 +674,7 @@ impl ThreadPool {
             }
             slot.current.lock().take();
             self.idle.prepare();
-            if !self.queue.is_empty() || self.stopping.load(Ordering::Acquire) {
+            if self.has_work() || self.stopping.load(Ordering::Acquire) {
                 self.idle.cancel();
                 continue;
             }
@@ -605,6 +701,7 @@ impl ThreadPool {
             }
         }
         WORKER.with(|w| w.borrow_mut().take());
+        self.thieves.write().retain(|s| !Arc::ptr_eq(s, &slot));
         let mut st = self.state.lock();
         st.alive -= 1;
         if slot.abandoned.load(Ordering::Acquire) {
