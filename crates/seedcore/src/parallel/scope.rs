@@ -3,7 +3,7 @@
 //!
 //! # Soundness
 //!
-//! A scoped task's code is kept in a slot (`Slot`) that the task's
+//! A scoped task's code is kept in its slot (`Slot`), which the task's
 //! `'static` body reads under a read lock for each call. When the scope's
 //! closure returns (or panics), the scope first waits until every task it
 //! submitted has resolved, then closes each slot under its write lock: that
@@ -11,8 +11,17 @@
 //! running on its thread) and drops the code on the scope's thread. After
 //! that no call can begin — a body that finds its slot empty resolves an
 //! error without touching the code — so nothing borrowed outlives the
-//! scope. The lifetimes are erased only inside the slot, which never lets
-//! the code out.
+//! scope. The lifetimes are erased only on the slot's trait objects, whose
+//! methods never let the code out; the slot itself may outlive the scope
+//! (the task's record holds it), but only with its code dropped.
+//!
+//! # Cost
+//!
+//! A scoped task costs its task, one slot (code, result and the scope's
+//! count in one allocation) and the callback that hands the result over.
+//! The scope counts unresolved tasks atomically; its end spins briefly
+//! before it sleeps, since tiny tasks resolve within microseconds and a
+//! sleep and wake-up cost more than that.
 
 use crate::error::{BoxError, SubmitError, TaskError};
 use crate::options::TaskOptions;
@@ -21,28 +30,55 @@ use crate::task::completion::Completion;
 use crate::task::{spin_until, wait_blocking, TaskContext, TaskHandle, TaskId};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A scoped task's code, with its borrows erased; see the module's
-/// soundness note.
-type Code<T> = ScopedCode<'static, T>;
+/// A scoped task's result, as its future and the scope's count see it.
+type Outcome<T> = Result<T, TaskError>;
 
-/// A scoped task's code as submitted, borrowing for `'a`.
-type ScopedCode<'a, T> = Box<dyn Fn(&TaskContext) -> Result<T, BoxError> + Send + Sync + 'a>;
+/// Where a scoped task's code lives until its scope closes, next to the
+/// result that its future reads.
+struct Slot<T, F> {
+    code: RwLock<Option<F>>,
+    result: Completion<Outcome<T>>,
+}
 
-/// Where a scoped task's code lives until its scope closes.
-struct Slot<T>(RwLock<Option<Code<T>>>);
+/// A slot as the task's body, its callback and its future use it, with
+/// the code's type (and borrows) hidden.
+trait Run<T>: Send + Sync {
+    /// One call of the code, unless the scope has closed the slot.
+    fn call(&self, cx: &TaskContext) -> Result<T, BoxError>;
+    /// Where the task's result is handed over.
+    fn result(&self) -> &Completion<Outcome<T>>;
+}
+
+impl<T, F> Run<T> for Slot<T, F>
+where
+    T: Send,
+    F: Fn(&TaskContext) -> Result<T, BoxError> + Send + Sync,
+{
+    fn call(&self, cx: &TaskContext) -> Result<T, BoxError> {
+        match &*self.code.read() {
+            Some(code) => code(cx),
+            None => Err("the scope of this task has ended".into()),
+        }
+    }
+
+    fn result(&self) -> &Completion<Outcome<T>> {
+        &self.result
+    }
+}
 
 /// What a scope closes when it ends.
 trait Closable: Send + Sync {
     fn close(&self);
 }
 
-impl<T: 'static> Closable for Slot<T> {
+impl<T: Send, F: Send + Sync> Closable for Slot<T, F> {
     fn close(&self) {
         // Waits for calls in progress, then drops the code here.
-        drop(self.0.write().take());
+        drop(self.code.write().take());
     }
 }
 
@@ -51,20 +87,46 @@ impl<T: 'static> Closable for Slot<T> {
 struct ScopeState {
     /// The slots to close when the scope ends.
     slots: Mutex<Vec<Arc<dyn Closable>>>,
-    /// Tasks submitted and not yet resolved.
-    pending: Mutex<usize>,
+    /// Tasks submitted and not yet resolved; counted without a lock, as
+    /// every task's resolution counts down.
+    pending: AtomicUsize,
+    /// Taken by the scope's end around its sleep, and by the last task to
+    /// resolve before it wakes the end, so that the wake-up cannot fall
+    /// between the end's look at `pending` and its sleep.
+    lock: Mutex<()>,
     /// Signalled when `pending` reaches zero.
     settled: Condvar,
 }
 
 impl ScopeState {
+    /// One more task to wait for.
+    fn submitted(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// One task of this scope has resolved.
     fn resolved(&self) {
-        let mut pending = self.pending.lock();
-        *pending -= 1;
-        if *pending == 0 {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _g = self.lock.lock();
             self.settled.notify_all();
         }
+    }
+
+    /// Whether every task submitted so far has resolved.
+    fn is_settled(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
+    }
+
+    /// Blocks until every task submitted so far has resolved.
+    fn wait(&self) {
+        // Tiny tasks resolve within the spin; a sleep costs a wake-up.
+        let settled = spin_until(|| self.is_settled());
+        wait_blocking(settled, || {
+            let mut g = self.lock.lock();
+            while !self.is_settled() {
+                self.settled.wait(&mut g);
+            }
+        });
     }
 }
 
@@ -82,7 +144,7 @@ impl std::fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scope")
             .field("tasks", &self.state.slots.lock().len())
-            .field("pending", &*self.state.pending.lock())
+            .field("pending", &self.state.pending.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -94,7 +156,7 @@ pub struct ScopedFuture<'scope, T> {
     /// The result, handed over by the task as it resolves, so that the
     /// scope learns of every resolution as it happens (a cancel or a
     /// timeout included) while this future is waited on.
-    result: Arc<Completion<Result<T, TaskError>>>,
+    slot: Arc<dyn Run<T> + 'scope>,
     handle: TaskHandle,
     _scope: PhantomData<&'scope ()>,
 }
@@ -105,7 +167,7 @@ impl<T: Send + 'static> ScopedFuture<'_, T> {
     pub fn wait(self) -> Result<T, TaskError> {
         // A decided task hands its result over in a moment.
         let decided = spin_until(|| self.handle.is_done());
-        wait_blocking(decided, || self.result.wait())
+        wait_blocking(decided, || self.slot.result().wait())
     }
 
     /// Blocks until the task resolves or `timeout` passes; on timeout the
@@ -113,7 +175,7 @@ impl<T: Send + 'static> ScopedFuture<'_, T> {
     pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, Self> {
         let deadline = Instant::now() + timeout;
         match wait_blocking(self.handle.is_done(), || {
-            self.result.wait_deadline(deadline)
+            self.slot.result().wait_deadline(deadline)
         }) {
             Some(r) => Ok(r),
             None => Err(self),
@@ -184,32 +246,34 @@ impl<'scope> Scope<'scope, '_> {
         T: Send + 'static,
         F: Fn(&TaskContext) -> Result<T, BoxError> + Send + Sync + 'scope,
     {
-        let code: ScopedCode<'scope, T> = Box::new(f);
+        let slot = Arc::new(Slot {
+            code: RwLock::new(Some(f)),
+            result: Completion::new(),
+        });
+        let run: Arc<dyn Run<T> + 'scope> = slot.clone();
         // SAFETY: only the lifetime bound of the trait object changes (same
         // layout). The code stays in the slot, which this scope closes
         // before `'scope` ends: after every call in progress has returned,
         // and so that no call begins afterwards (see the module docs).
-        let code: Code<T> = unsafe { std::mem::transmute(code) };
-        let slot = Arc::new(Slot(RwLock::new(Some(code))));
-        let reader = slot.clone();
-        let future =
-            self.system
-                .submit_thread_fallible(opts, move |cx| match &*reader.0.read() {
-                    Some(code) => code(cx),
-                    None => Err("the scope of this task has ended".into()),
-                })?;
-        self.state.slots.lock().push(slot);
-        *self.state.pending.lock() += 1;
-        let result = Arc::new(Completion::new());
-        let (into, state) = (result.clone(), self.state.clone());
+        let erased: Arc<dyn Run<T>> = unsafe { std::mem::transmute(run.clone()) };
+        let reader = erased.clone();
+        let future = self
+            .system
+            .submit_thread_fallible(opts, move |cx| reader.call(cx))?;
+        let closable: Arc<dyn Closable + 'scope> = slot;
+        // SAFETY: as above; closing is what ends the borrows.
+        let closable: Arc<dyn Closable> = unsafe { std::mem::transmute(closable) };
+        self.state.slots.lock().push(closable);
+        self.state.submitted();
+        let state = self.state.clone();
         // Runs on the resolving thread (here, if it has resolved already):
         // stores the result for the future, then counts the task settled.
         let handle = future.on_resolved_inline(move |r| {
-            let _ = into.complete(r);
+            let _ = erased.result().complete(r);
             state.resolved();
         });
         Ok(ScopedFuture {
-            result,
+            slot: run,
             handle,
             _scope: PhantomData,
         })
@@ -272,15 +336,7 @@ impl<'scope> Scope<'scope, '_> {
     /// Waits for every task to resolve, then closes their slots (which
     /// waits for calls still running).
     fn finish(&self) {
-        {
-            let mut pending = self.state.pending.lock();
-            let settled = *pending == 0;
-            wait_blocking(settled, || {
-                while *pending > 0 {
-                    self.state.settled.wait(&mut pending);
-                }
-            });
-        }
+        self.state.wait();
         let slots = std::mem::take(&mut *self.state.slots.lock());
         for slot in slots {
             slot.close();

@@ -344,3 +344,60 @@ fn cancelling_a_queued_scoped_task_resolves_it_cancelled_and_the_scope_ends() {
         "a cancelled queued task never runs"
     );
 }
+
+#[test]
+fn a_scope_whose_count_reached_zero_still_waits_for_tasks_submitted_later() {
+    let system = common::system("scope-recount", 2, 2);
+    let open = common::Gate::new();
+    let ran = AtomicUsize::new(0);
+    system.scope(|s| {
+        // Every task so far has resolved: the scope's count is back at zero.
+        s.submit_thread(TaskOptions::new(), |_| ran.fetch_add(1, Ordering::SeqCst))
+            .unwrap()
+            .wait()
+            .unwrap();
+        // Neither is waited on here: the scope's end waits for both.
+        let _ = s
+            .submit_thread(TaskOptions::new(), |_| {
+                open.wait();
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        let _ = s
+            .submit_thread(TaskOptions::new(), |_| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                open.open();
+            })
+            .unwrap();
+    });
+    assert_eq!(ran.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_scoped_task_s_code_is_dropped_on_the_scope_s_thread_before_it_returns() {
+    /// Records the thread that drops it.
+    struct Witness<'a>(&'a Mutex<Option<std::thread::ThreadId>>);
+    impl Drop for Witness<'_> {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = Some(std::thread::current().id());
+        }
+    }
+    let system = common::system("scope-drop", 2, 2);
+    let dropped_on = Mutex::new(None);
+    system.scope(|s| {
+        let witness = Witness(&dropped_on);
+        let f = s
+            .submit_thread(TaskOptions::new(), move |_| {
+                let _ = &witness;
+                1
+            })
+            .unwrap();
+        assert_eq!(f.wait().unwrap(), 1);
+        // The task has resolved, yet its code is kept until the scope ends.
+        assert_eq!(*dropped_on.lock().unwrap(), None);
+    });
+    assert_eq!(
+        *dropped_on.lock().unwrap(),
+        Some(std::thread::current().id())
+    );
+}
