@@ -5,21 +5,24 @@
 //!
 //! A scoped task's code is kept in its slot (`Slot`), which the task's
 //! `'static` body reads under a read lock for each call. When the scope's
-//! closure returns (or panics), the scope first waits until every task it
-//! submitted has resolved, then closes each slot under its write lock: that
+//! closure returns (or panics), the scope takes each slot in turn, waits
+//! until its task has resolved, then closes it under its write lock: that
 //! waits for any call still running (an attempt past its timeout keeps
 //! running on its thread) and drops the code on the scope's thread. After
 //! that no call can begin — a body that finds its slot empty resolves an
-//! error without touching the code — so nothing borrowed outlives the
-//! scope. The lifetimes are erased only on the slot's trait objects, whose
-//! methods never let the code out; the slot itself may outlive the scope
-//! (the task's record holds it), but only with its code dropped.
+//! error without touching the code. A call still running may submit more
+//! tasks to the scope, so the scope ends only when it finds no slot left
+//! to close; then nothing borrowed outlives it. The lifetimes are erased
+//! only on the slot's trait objects, whose methods never let the code out;
+//! the slot itself may outlive the scope (the task's record holds it), but
+//! only with its code dropped.
 //!
 //! # Cost
 //!
-//! A scoped task costs its task, one slot (code, result and the scope's
-//! count in one allocation) and the callback that hands the result over.
-//! The scope counts unresolved tasks atomically; its end spins briefly
+//! A scoped task costs its task, one slot (code, result and resolution
+//! mark in one allocation) and the callback that hands the result over.
+//! Each task marks only its own slot as it resolves, so tasks that end at
+//! the same time share no counter. The scope's end spins briefly on a slot
 //! before it sleeps, since tiny tasks resolve within microseconds and a
 //! sleep and wake-up cost more than that.
 
@@ -30,18 +33,26 @@ use crate::task::completion::Completion;
 use crate::task::{spin_until, wait_blocking, TaskContext, TaskHandle, TaskId};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A scoped task's result, as its future and the scope's count see it.
+/// A scoped task's result, as its future sees it.
 type Outcome<T> = Result<T, TaskError>;
 
 /// Where a scoped task's code lives until its scope closes, next to the
-/// result that its future reads.
+/// result that its future reads and the mark the scope's end waits for.
 struct Slot<T, F> {
     code: RwLock<Option<F>>,
     result: Completion<Outcome<T>>,
+    /// Whether the task has resolved (its result is handed over).
+    resolved: AtomicBool,
+    /// Taken by the scope's end around its sleep, and by the task as it
+    /// resolves before it wakes the end, so that the wake-up cannot fall
+    /// between the end's look at `resolved` and its sleep.
+    lock: Mutex<()>,
+    /// Signalled when the task resolves.
+    settled: Condvar,
 }
 
 /// A slot as the task's body, its callback and its future use it, with
@@ -51,6 +62,8 @@ trait Run<T>: Send + Sync {
     fn call(&self, cx: &TaskContext) -> Result<T, BoxError>;
     /// Where the task's result is handed over.
     fn result(&self) -> &Completion<Outcome<T>>;
+    /// Hands the task's result over and marks it resolved.
+    fn resolve(&self, r: Outcome<T>);
 }
 
 impl<T, F> Run<T> for Slot<T, F>
@@ -68,65 +81,44 @@ where
     fn result(&self) -> &Completion<Outcome<T>> {
         &self.result
     }
+
+    fn resolve(&self, r: Outcome<T>) {
+        let _ = self.result.complete(r);
+        self.resolved.store(true, Ordering::Release);
+        let _g = self.lock.lock();
+        self.settled.notify_all();
+    }
 }
 
-/// What a scope closes when it ends.
+/// A slot as its scope's end sees it.
 trait Closable: Send + Sync {
+    /// Whether the slot's task has resolved.
+    fn is_resolved(&self) -> bool;
+    /// Blocks until the slot's task has resolved.
+    fn wait(&self);
+    /// Drops the code, once no call is in progress.
     fn close(&self);
 }
 
 impl<T: Send, F: Send + Sync> Closable for Slot<T, F> {
-    fn close(&self) {
-        // Waits for calls in progress, then drops the code here.
-        drop(self.code.write().take());
-    }
-}
-
-/// The tasks of one scope.
-#[derive(Default)]
-struct ScopeState {
-    /// The slots to close when the scope ends.
-    slots: Mutex<Vec<Arc<dyn Closable>>>,
-    /// Tasks submitted and not yet resolved; counted without a lock, as
-    /// every task's resolution counts down.
-    pending: AtomicUsize,
-    /// Taken by the scope's end around its sleep, and by the last task to
-    /// resolve before it wakes the end, so that the wake-up cannot fall
-    /// between the end's look at `pending` and its sleep.
-    lock: Mutex<()>,
-    /// Signalled when `pending` reaches zero.
-    settled: Condvar,
-}
-
-impl ScopeState {
-    /// One more task to wait for.
-    fn submitted(&self) {
-        self.pending.fetch_add(1, Ordering::AcqRel);
+    fn is_resolved(&self) -> bool {
+        self.resolved.load(Ordering::Acquire)
     }
 
-    /// One task of this scope has resolved.
-    fn resolved(&self) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _g = self.lock.lock();
-            self.settled.notify_all();
-        }
-    }
-
-    /// Whether every task submitted so far has resolved.
-    fn is_settled(&self) -> bool {
-        self.pending.load(Ordering::Acquire) == 0
-    }
-
-    /// Blocks until every task submitted so far has resolved.
     fn wait(&self) {
         // Tiny tasks resolve within the spin; a sleep costs a wake-up.
-        let settled = spin_until(|| self.is_settled());
-        wait_blocking(settled, || {
+        let resolved = spin_until(|| self.is_resolved());
+        wait_blocking(resolved, || {
             let mut g = self.lock.lock();
-            while !self.is_settled() {
+            while !self.is_resolved() {
                 self.settled.wait(&mut g);
             }
         });
+    }
+
+    fn close(&self) {
+        // Waits for calls in progress, then drops the code here.
+        drop(self.code.write().take());
     }
 }
 
@@ -134,7 +126,8 @@ impl ScopeState {
 /// it may borrow anything that outlives the scope.
 pub struct Scope<'scope, 'env: 'scope> {
     system: &'scope ConcurrentSystem,
-    state: Arc<ScopeState>,
+    /// The slots of the tasks submitted and not yet closed.
+    slots: Mutex<Vec<Arc<dyn Closable>>>,
     // Invariant in both lifetimes, as `std::thread::Scope` is.
     _scope: PhantomData<&'scope mut &'scope ()>,
     _env: PhantomData<&'env mut &'env ()>,
@@ -142,9 +135,11 @@ pub struct Scope<'scope, 'env: 'scope> {
 
 impl std::fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slots = self.slots.lock();
+        let pending = slots.iter().filter(|s| !s.is_resolved()).count();
         f.debug_struct("Scope")
-            .field("tasks", &self.state.slots.lock().len())
-            .field("pending", &self.state.pending.load(Ordering::Relaxed))
+            .field("tasks", &slots.len())
+            .field("pending", &pending)
             .finish()
     }
 }
@@ -249,6 +244,9 @@ impl<'scope> Scope<'scope, '_> {
         let slot = Arc::new(Slot {
             code: RwLock::new(Some(f)),
             result: Completion::new(),
+            resolved: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            settled: Condvar::new(),
         });
         let run: Arc<dyn Run<T> + 'scope> = slot.clone();
         // SAFETY: only the lifetime bound of the trait object changes (same
@@ -263,15 +261,9 @@ impl<'scope> Scope<'scope, '_> {
         let closable: Arc<dyn Closable + 'scope> = slot;
         // SAFETY: as above; closing is what ends the borrows.
         let closable: Arc<dyn Closable> = unsafe { std::mem::transmute(closable) };
-        self.state.slots.lock().push(closable);
-        self.state.submitted();
-        let state = self.state.clone();
-        // Runs on the resolving thread (here, if it has resolved already):
-        // stores the result for the future, then counts the task settled.
-        let handle = future.on_resolved_inline(move |r| {
-            let _ = erased.result().complete(r);
-            state.resolved();
-        });
+        self.slots.lock().push(closable);
+        // Runs on the resolving thread (here, if it has resolved already).
+        let handle = future.on_resolved_inline(move |r| erased.resolve(r));
         Ok(ScopedFuture {
             slot: run,
             handle,
@@ -333,13 +325,19 @@ impl<'scope> Scope<'scope, '_> {
         }
     }
 
-    /// Waits for every task to resolve, then closes their slots (which
-    /// waits for calls still running).
+    /// Waits for each task to resolve and closes its slot (which waits
+    /// for a call still running), until no slot is left: a call may
+    /// submit more tasks until its slot is closed.
     fn finish(&self) {
-        self.state.wait();
-        let slots = std::mem::take(&mut *self.state.slots.lock());
-        for slot in slots {
-            slot.close();
+        loop {
+            let slots = std::mem::take(&mut *self.slots.lock());
+            if slots.is_empty() {
+                return;
+            }
+            for slot in slots {
+                slot.wait();
+                slot.close();
+            }
         }
     }
 }
@@ -372,7 +370,7 @@ impl ConcurrentSystem {
     {
         let scope = Scope {
             system: self,
-            state: Arc::new(ScopeState::default()),
+            slots: Mutex::new(Vec::new()),
             _scope: PhantomData,
             _env: PhantomData,
         };

@@ -401,3 +401,30 @@ fn a_scoped_task_s_code_is_dropped_on_the_scope_s_thread_before_it_returns() {
         Some(std::thread::current().id())
     );
 }
+
+#[test]
+fn a_task_submitted_by_a_call_running_past_its_timeout_still_ends_within_the_scope() {
+    let system = common::system("scope-late-submit", 2, 4);
+    let release = common::Gate::new();
+    let ran = AtomicBool::new(false);
+    system.scope(|s| {
+        let f = s
+            .submit_thread(
+                TaskOptions::new().timeout(Duration::from_millis(20)),
+                |_| {
+                    // Still running once its task has resolved timed out:
+                    // its slot is not closed yet, so it may submit more.
+                    release.wait();
+                    let _ = s
+                        .submit_thread(TaskOptions::new(), |_| ran.store(true, Ordering::SeqCst))
+                        .unwrap();
+                },
+            )
+            .unwrap();
+        assert!(matches!(f.wait(), Err(TaskError::TimedOut(_))));
+        release.open();
+    });
+    // The scope waited for the late task too, not only for those it knew
+    // of when its closure returned.
+    assert!(ran.load(Ordering::SeqCst));
+}
