@@ -148,9 +148,10 @@ impl std::fmt::Debug for Scope<'_, '_> {
 /// its scope.
 #[must_use = "the scope waits for the task anyway; its result is lost"]
 pub struct ScopedFuture<'scope, T> {
-    /// The result, handed over by the task as it resolves, so that the
-    /// scope learns of every resolution as it happens (a cancel or a
-    /// timeout included) while this future is waited on.
+    /// The task's slot, where the task hands its result over as it
+    /// resolves and marks itself resolved, so that the scope's end sees
+    /// every resolution (a cancel or a timeout included) even while this
+    /// future is waited on.
     slot: Arc<dyn Run<T> + 'scope>,
     handle: TaskHandle,
     _scope: PhantomData<&'scope ()>,
