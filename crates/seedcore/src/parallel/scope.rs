@@ -3,16 +3,28 @@
 //!
 //! # Soundness
 //!
-//! A scoped task's code is kept in a slot (`Slot`) that the task's
+//! A scoped task's code is kept in its slot (`Slot`), which the task's
 //! `'static` body reads under a read lock for each call. When the scope's
-//! closure returns (or panics), the scope first waits until every task it
-//! submitted has resolved, then closes each slot under its write lock: that
+//! closure returns (or panics), the scope takes each slot in turn, waits
+//! until its task has resolved, then closes it under its write lock: that
 //! waits for any call still running (an attempt past its timeout keeps
 //! running on its thread) and drops the code on the scope's thread. After
 //! that no call can begin — a body that finds its slot empty resolves an
-//! error without touching the code — so nothing borrowed outlives the
-//! scope. The lifetimes are erased only inside the slot, which never lets
-//! the code out.
+//! error without touching the code. A call still running may submit more
+//! tasks to the scope, so the scope ends only when it finds no slot left
+//! to close; then nothing borrowed outlives it. The lifetimes are erased
+//! only on the slot's trait objects, whose methods never let the code out;
+//! the slot itself may outlive the scope (the task's record holds it), but
+//! only with its code dropped.
+//!
+//! # Cost
+//!
+//! A scoped task costs its task, one slot (code, result and resolution
+//! mark in one allocation) and the callback that hands the result over.
+//! Each task marks only its own slot as it resolves, so tasks that end at
+//! the same time share no counter. The scope's end spins briefly on a slot
+//! before it sleeps, since tiny tasks resolve within microseconds and a
+//! sleep and wake-up cost more than that.
 
 use crate::error::{BoxError, SubmitError, TaskError};
 use crate::options::TaskOptions;
@@ -21,50 +33,92 @@ use crate::task::completion::Completion;
 use crate::task::{spin_until, wait_blocking, TaskContext, TaskHandle, TaskId};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A scoped task's code, with its borrows erased; see the module's
-/// soundness note.
-type Code<T> = ScopedCode<'static, T>;
+/// A scoped task's result, as its future sees it.
+type Outcome<T> = Result<T, TaskError>;
 
-/// A scoped task's code as submitted, borrowing for `'a`.
-type ScopedCode<'a, T> = Box<dyn Fn(&TaskContext) -> Result<T, BoxError> + Send + Sync + 'a>;
-
-/// Where a scoped task's code lives until its scope closes.
-struct Slot<T>(RwLock<Option<Code<T>>>);
-
-/// What a scope closes when it ends.
-trait Closable: Send + Sync {
-    fn close(&self);
-}
-
-impl<T: 'static> Closable for Slot<T> {
-    fn close(&self) {
-        // Waits for calls in progress, then drops the code here.
-        drop(self.0.write().take());
-    }
-}
-
-/// The tasks of one scope.
-#[derive(Default)]
-struct ScopeState {
-    /// The slots to close when the scope ends.
-    slots: Mutex<Vec<Arc<dyn Closable>>>,
-    /// Tasks submitted and not yet resolved.
-    pending: Mutex<usize>,
-    /// Signalled when `pending` reaches zero.
+/// Where a scoped task's code lives until its scope closes, next to the
+/// result that its future reads and the mark the scope's end waits for.
+struct Slot<T, F> {
+    code: RwLock<Option<F>>,
+    result: Completion<Outcome<T>>,
+    /// Whether the task has resolved (its result is handed over).
+    resolved: AtomicBool,
+    /// Taken by the scope's end around its sleep, and by the task as it
+    /// resolves before it wakes the end, so that the wake-up cannot fall
+    /// between the end's look at `resolved` and its sleep.
+    lock: Mutex<()>,
+    /// Signalled when the task resolves.
     settled: Condvar,
 }
 
-impl ScopeState {
-    /// One task of this scope has resolved.
-    fn resolved(&self) {
-        let mut pending = self.pending.lock();
-        *pending -= 1;
-        if *pending == 0 {
-            self.settled.notify_all();
+/// A slot as the task's body, its callback and its future use it, with
+/// the code's type (and borrows) hidden.
+trait Run<T>: Send + Sync {
+    /// One call of the code, unless the scope has closed the slot.
+    fn call(&self, cx: &TaskContext) -> Result<T, BoxError>;
+    /// Where the task's result is handed over.
+    fn result(&self) -> &Completion<Outcome<T>>;
+    /// Hands the task's result over and marks it resolved.
+    fn resolve(&self, r: Outcome<T>);
+}
+
+impl<T, F> Run<T> for Slot<T, F>
+where
+    T: Send,
+    F: Fn(&TaskContext) -> Result<T, BoxError> + Send + Sync,
+{
+    fn call(&self, cx: &TaskContext) -> Result<T, BoxError> {
+        match &*self.code.read() {
+            Some(code) => code(cx),
+            None => Err("the scope of this task has ended".into()),
         }
+    }
+
+    fn result(&self) -> &Completion<Outcome<T>> {
+        &self.result
+    }
+
+    fn resolve(&self, r: Outcome<T>) {
+        let _ = self.result.complete(r);
+        self.resolved.store(true, Ordering::Release);
+        let _g = self.lock.lock();
+        self.settled.notify_all();
+    }
+}
+
+/// A slot as its scope's end sees it.
+trait Closable: Send + Sync {
+    /// Whether the slot's task has resolved.
+    fn is_resolved(&self) -> bool;
+    /// Blocks until the slot's task has resolved.
+    fn wait(&self);
+    /// Drops the code, once no call is in progress.
+    fn close(&self);
+}
+
+impl<T: Send, F: Send + Sync> Closable for Slot<T, F> {
+    fn is_resolved(&self) -> bool {
+        self.resolved.load(Ordering::Acquire)
+    }
+
+    fn wait(&self) {
+        // Tiny tasks resolve within the spin; a sleep costs a wake-up.
+        let resolved = spin_until(|| self.is_resolved());
+        wait_blocking(resolved, || {
+            let mut g = self.lock.lock();
+            while !self.is_resolved() {
+                self.settled.wait(&mut g);
+            }
+        });
+    }
+
+    fn close(&self) {
+        // Waits for calls in progress, then drops the code here.
+        drop(self.code.write().take());
     }
 }
 
@@ -72,7 +126,8 @@ impl ScopeState {
 /// it may borrow anything that outlives the scope.
 pub struct Scope<'scope, 'env: 'scope> {
     system: &'scope ConcurrentSystem,
-    state: Arc<ScopeState>,
+    /// The slots of the tasks submitted and not yet closed.
+    slots: Mutex<Vec<Arc<dyn Closable>>>,
     // Invariant in both lifetimes, as `std::thread::Scope` is.
     _scope: PhantomData<&'scope mut &'scope ()>,
     _env: PhantomData<&'env mut &'env ()>,
@@ -80,9 +135,11 @@ pub struct Scope<'scope, 'env: 'scope> {
 
 impl std::fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slots = self.slots.lock();
+        let pending = slots.iter().filter(|s| !s.is_resolved()).count();
         f.debug_struct("Scope")
-            .field("tasks", &self.state.slots.lock().len())
-            .field("pending", &*self.state.pending.lock())
+            .field("tasks", &slots.len())
+            .field("pending", &pending)
             .finish()
     }
 }
@@ -91,10 +148,11 @@ impl std::fmt::Debug for Scope<'_, '_> {
 /// its scope.
 #[must_use = "the scope waits for the task anyway; its result is lost"]
 pub struct ScopedFuture<'scope, T> {
-    /// The result, handed over by the task as it resolves, so that the
-    /// scope learns of every resolution as it happens (a cancel or a
-    /// timeout included) while this future is waited on.
-    result: Arc<Completion<Result<T, TaskError>>>,
+    /// The task's slot, where the task hands its result over as it
+    /// resolves and marks itself resolved, so that the scope's end sees
+    /// every resolution (a cancel or a timeout included) even while this
+    /// future is waited on.
+    slot: Arc<dyn Run<T> + 'scope>,
     handle: TaskHandle,
     _scope: PhantomData<&'scope ()>,
 }
@@ -105,7 +163,7 @@ impl<T: Send + 'static> ScopedFuture<'_, T> {
     pub fn wait(self) -> Result<T, TaskError> {
         // A decided task hands its result over in a moment.
         let decided = spin_until(|| self.handle.is_done());
-        wait_blocking(decided, || self.result.wait())
+        wait_blocking(decided, || self.slot.result().wait())
     }
 
     /// Blocks until the task resolves or `timeout` passes; on timeout the
@@ -113,7 +171,7 @@ impl<T: Send + 'static> ScopedFuture<'_, T> {
     pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, Self> {
         let deadline = Instant::now() + timeout;
         match wait_blocking(self.handle.is_done(), || {
-            self.result.wait_deadline(deadline)
+            self.slot.result().wait_deadline(deadline)
         }) {
             Some(r) => Ok(r),
             None => Err(self),
@@ -184,32 +242,31 @@ impl<'scope> Scope<'scope, '_> {
         T: Send + 'static,
         F: Fn(&TaskContext) -> Result<T, BoxError> + Send + Sync + 'scope,
     {
-        let code: ScopedCode<'scope, T> = Box::new(f);
+        let slot = Arc::new(Slot {
+            code: RwLock::new(Some(f)),
+            result: Completion::new(),
+            resolved: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            settled: Condvar::new(),
+        });
+        let run: Arc<dyn Run<T> + 'scope> = slot.clone();
         // SAFETY: only the lifetime bound of the trait object changes (same
         // layout). The code stays in the slot, which this scope closes
         // before `'scope` ends: after every call in progress has returned,
         // and so that no call begins afterwards (see the module docs).
-        let code: Code<T> = unsafe { std::mem::transmute(code) };
-        let slot = Arc::new(Slot(RwLock::new(Some(code))));
-        let reader = slot.clone();
-        let future =
-            self.system
-                .submit_thread_fallible(opts, move |cx| match &*reader.0.read() {
-                    Some(code) => code(cx),
-                    None => Err("the scope of this task has ended".into()),
-                })?;
-        self.state.slots.lock().push(slot);
-        *self.state.pending.lock() += 1;
-        let result = Arc::new(Completion::new());
-        let (into, state) = (result.clone(), self.state.clone());
-        // Runs on the resolving thread (here, if it has resolved already):
-        // stores the result for the future, then counts the task settled.
-        let handle = future.on_resolved_inline(move |r| {
-            let _ = into.complete(r);
-            state.resolved();
-        });
+        let erased: Arc<dyn Run<T>> = unsafe { std::mem::transmute(run.clone()) };
+        let reader = erased.clone();
+        let future = self
+            .system
+            .submit_thread_fallible(opts, move |cx| reader.call(cx))?;
+        let closable: Arc<dyn Closable + 'scope> = slot;
+        // SAFETY: as above; closing is what ends the borrows.
+        let closable: Arc<dyn Closable> = unsafe { std::mem::transmute(closable) };
+        self.slots.lock().push(closable);
+        // Runs on the resolving thread (here, if it has resolved already).
+        let handle = future.on_resolved_inline(move |r| erased.resolve(r));
         Ok(ScopedFuture {
-            result,
+            slot: run,
             handle,
             _scope: PhantomData,
         })
@@ -269,21 +326,19 @@ impl<'scope> Scope<'scope, '_> {
         }
     }
 
-    /// Waits for every task to resolve, then closes their slots (which
-    /// waits for calls still running).
+    /// Waits for each task to resolve and closes its slot (which waits
+    /// for a call still running), until no slot is left: a call may
+    /// submit more tasks until its slot is closed.
     fn finish(&self) {
-        {
-            let mut pending = self.state.pending.lock();
-            let settled = *pending == 0;
-            wait_blocking(settled, || {
-                while *pending > 0 {
-                    self.state.settled.wait(&mut pending);
-                }
-            });
-        }
-        let slots = std::mem::take(&mut *self.state.slots.lock());
-        for slot in slots {
-            slot.close();
+        loop {
+            let slots = std::mem::take(&mut *self.slots.lock());
+            if slots.is_empty() {
+                return;
+            }
+            for slot in slots {
+                slot.wait();
+                slot.close();
+            }
         }
     }
 }
@@ -316,7 +371,7 @@ impl ConcurrentSystem {
     {
         let scope = Scope {
             system: self,
-            state: Arc::new(ScopeState::default()),
+            slots: Mutex::new(Vec::new()),
             _scope: PhantomData,
             _env: PhantomData,
         };

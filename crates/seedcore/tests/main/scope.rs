@@ -398,3 +398,87 @@ fn cancelling_a_queued_scoped_task_resolves_it_cancelled_and_the_scope_ends() {
         "a cancelled queued task never runs"
     );
 }
+
+#[test]
+fn a_scope_whose_count_reached_zero_still_waits_for_tasks_submitted_later() {
+    let system = common::system("scope-recount", 2, 2);
+    let open = common::Gate::new();
+    let ran = AtomicUsize::new(0);
+    system.scope(|s| {
+        // Every task so far has resolved: the scope's count is back at zero.
+        s.submit_thread(TaskOptions::new(), |_| ran.fetch_add(1, Ordering::SeqCst))
+            .unwrap()
+            .wait()
+            .unwrap();
+        // Neither is waited on here: the scope's end waits for both.
+        let _ = s
+            .submit_thread(TaskOptions::new(), |_| {
+                open.wait();
+                ran.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        let _ = s
+            .submit_thread(TaskOptions::new(), |_| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                open.open();
+            })
+            .unwrap();
+    });
+    assert_eq!(ran.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_scoped_task_s_code_is_dropped_on_the_scope_s_thread_before_it_returns() {
+    /// Records the thread that drops it.
+    struct Witness<'a>(&'a Mutex<Option<std::thread::ThreadId>>);
+    impl Drop for Witness<'_> {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = Some(std::thread::current().id());
+        }
+    }
+    let system = common::system("scope-drop", 2, 2);
+    let dropped_on = Mutex::new(None);
+    system.scope(|s| {
+        let witness = Witness(&dropped_on);
+        let f = s
+            .submit_thread(TaskOptions::new(), move |_| {
+                let _ = &witness;
+                1
+            })
+            .unwrap();
+        assert_eq!(f.wait().unwrap(), 1);
+        // The task has resolved, yet its code is kept until the scope ends.
+        assert_eq!(*dropped_on.lock().unwrap(), None);
+    });
+    assert_eq!(
+        *dropped_on.lock().unwrap(),
+        Some(std::thread::current().id())
+    );
+}
+
+#[test]
+fn a_task_submitted_by_a_call_running_past_its_timeout_still_ends_within_the_scope() {
+    let system = common::system("scope-late-submit", 2, 4);
+    let release = common::Gate::new();
+    let ran = AtomicBool::new(false);
+    system.scope(|s| {
+        let f = s
+            .submit_thread(
+                TaskOptions::new().timeout(Duration::from_millis(20)),
+                |_| {
+                    // Still running once its task has resolved timed out:
+                    // its slot is not closed yet, so it may submit more.
+                    release.wait();
+                    let _ = s
+                        .submit_thread(TaskOptions::new(), |_| ran.store(true, Ordering::SeqCst))
+                        .unwrap();
+                },
+            )
+            .unwrap();
+        assert!(matches!(f.wait(), Err(TaskError::TimedOut(_))));
+        release.open();
+    });
+    // The scope waited for the late task too, not only for those it knew
+    // of when its closure returned.
+    assert!(ran.load(Ordering::SeqCst));
+}
