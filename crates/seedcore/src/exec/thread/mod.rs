@@ -74,9 +74,17 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// A pool thread as it knows itself: its pool (by address), its slot and
-/// the near end of its deque of join halves.
-type PoolThread = (usize, Arc<WorkerSlot>, Worker<Arc<JoinJob>>);
+/// A pool thread as it knows itself.
+struct PoolThread {
+    /// Its pool, by address.
+    pool: usize,
+    slot: Arc<WorkerSlot>,
+    /// The near end of its deque of join halves.
+    halves: Worker<Arc<JoinJob>>,
+    /// The other threads of its pool as of `ThreadPool::thieves_epoch`
+    /// `.0`: looking at their deques between two tasks then takes no lock.
+    peers: std::cell::RefCell<(u64, Vec<Arc<WorkerSlot>>)>,
+}
 
 /// The calling thread's OS id, for the monitor.
 pub(crate) fn os_thread_id() -> u32 {
@@ -190,6 +198,8 @@ pub(crate) struct ThreadPool {
     /// The slots of the threads in `work`, for idle threads to steal join
     /// halves from (`state.slots` without the pool's lock).
     thieves: RwLock<Vec<Arc<WorkerSlot>>>,
+    /// Changes of `thieves` (stored under its write lock).
+    thieves_epoch: AtomicU64,
     /// The headers of join halves, one per priority level, made at the
     /// first join (see `join.rs`).
     join_headers: std::sync::OnceLock<Box<[Header]>>,
@@ -260,6 +270,7 @@ impl ThreadPool {
             helpers: Mutex::new(Vec::new()),
             helping: AtomicUsize::new(0),
             thieves: RwLock::new(Vec::new()),
+            thieves_epoch: AtomicU64::new(0),
             join_headers: std::sync::OnceLock::new(),
             me: me.clone(),
         });
@@ -367,7 +378,7 @@ impl ThreadPool {
     fn with_own_slot<R>(&self, f: impl FnOnce(&Arc<WorkerSlot>) -> R) -> Option<R> {
         let me = self as *const ThreadPool as usize;
         WORKER.with(|w| match &*w.borrow() {
-            Some((pool, slot, _)) if *pool == me => Some(f(slot)),
+            Some(t) if t.pool == me => Some(f(&t.slot)),
             _ => None,
         })
     }
@@ -417,7 +428,7 @@ impl ThreadPool {
             if done() {
                 return;
             }
-            if let Some(job) = self.next_job(&slot) {
+            if let Some(job) = self.next_job() {
                 Self::run_job(&slot, job);
                 *slot.current.lock() = outer_job.clone();
                 slot.running.store(outer_id, Ordering::Release);
@@ -447,8 +458,8 @@ impl ThreadPool {
     fn push_half(&self, job: &Arc<JoinJob>) -> bool {
         let me = self as *const ThreadPool as usize;
         let local = WORKER.with(|w| match &*w.borrow() {
-            Some((pool, _, halves)) if *pool == me => {
-                halves.push(job.clone());
+            Some(t) if t.pool == me => {
+                t.halves.push(job.clone());
                 true
             }
             _ => false,
@@ -465,43 +476,64 @@ impl ThreadPool {
     /// (it is then on top: the joins inside its `a` took theirs off).
     fn take_back_half(&self, job: &Arc<JoinJob>) {
         WORKER.with(|w| {
-            if let Some((_, _, halves)) = &*w.borrow() {
-                match halves.pop() {
+            if let Some(t) = &*w.borrow() {
+                match t.halves.pop() {
                     Some(top) if Arc::ptr_eq(&top, job) => {}
                     // Ours was taken; this one is older: it stays on top.
-                    Some(older) => halves.push(older),
+                    Some(older) => t.halves.push(older),
                     None => {}
                 }
             }
         });
     }
 
-    /// The next job for the pool thread of `own`: its own newest join half,
-    /// then a half of another thread running work at least as urgent as
-    /// anything queued, then the most urgent queued job, then any half.
-    fn next_job(&self, own: &WorkerSlot) -> Option<Arc<dyn Job>> {
-        let mine = WORKER.with(|w| w.borrow().as_ref().and_then(|(_, _, h)| h.pop()));
-        if let Some(j) = mine {
-            return Some(j);
-        }
-        let queued = self.queue.most_urgent_level();
-        if queued.is_some() {
-            if let Some(j) = self.steal_half(own, queued) {
-                return Some(j);
+    /// The next job for the calling thread of this pool: its own newest
+    /// join half, then a half of another thread running work at least as
+    /// urgent as anything queued, then the most urgent queued job, then any
+    /// half.
+    fn next_job(&self) -> Option<Arc<dyn Job>> {
+        let me = self as *const ThreadPool as usize;
+        WORKER.with(|w| {
+            let w = w.borrow();
+            let t = w.as_ref().filter(|t| t.pool == me)?;
+            if let Some(j) = t.halves.pop() {
+                return Some(j as Arc<dyn Job>);
             }
-        }
-        self.queue.pop().or_else(|| self.steal_half(own, None))
+            let peers = self.peers(t);
+            if peers.iter().any(|s| !s.halves.is_empty()) {
+                if let Some(level) = self.queue.most_urgent_level() {
+                    if let Some(j) = Self::steal_half(&peers, Some(level)) {
+                        return Some(j);
+                    }
+                }
+            } else {
+                return self.queue.pop();
+            }
+            self.queue.pop().or_else(|| Self::steal_half(&peers, None))
+        })
     }
 
-    /// A join half from another thread's deque whose task's level is at
+    /// The other threads of this pool, as `t` (the calling thread) last
+    /// saw them, refreshed if they changed since.
+    fn peers<'a>(&self, t: &'a PoolThread) -> std::cell::Ref<'a, Vec<Arc<WorkerSlot>>> {
+        let epoch = self.thieves_epoch.load(Ordering::Acquire);
+        if t.peers.borrow().0 != epoch {
+            let thieves = self.thieves.read();
+            let others = thieves
+                .iter()
+                .filter(|s| !Arc::ptr_eq(s, &t.slot))
+                .cloned()
+                .collect();
+            *t.peers.borrow_mut() = (self.thieves_epoch.load(Ordering::Acquire), others);
+        }
+        std::cell::Ref::map(t.peers.borrow(), |p| &p.1)
+    }
+
+    /// A join half from one of `peers`' deques whose task's level is at
     /// most `up_to` (any, without it).
-    fn steal_half(&self, own: &WorkerSlot, up_to: Option<u8>) -> Option<Arc<dyn Job>> {
-        let thieves = self.thieves.read();
-        for s in thieves.iter() {
-            if std::ptr::eq(&**s, own) || s.halves.is_empty() {
-                continue;
-            }
-            if up_to.is_some_and(|l| s.level.load(Ordering::Relaxed) > l) {
+    fn steal_half(peers: &[Arc<WorkerSlot>], up_to: Option<u8>) -> Option<Arc<dyn Job>> {
+        for s in peers {
+            if s.halves.is_empty() || up_to.is_some_and(|l| s.level.load(Ordering::Relaxed) > l) {
                 continue;
             }
             loop {
@@ -515,9 +547,26 @@ impl ThreadPool {
         None
     }
 
-    /// Whether anything waits: a queued job or a join half on any deque.
+    /// Changes the thread list thieves look at, and says so.
+    fn set_thieves(&self, change: impl FnOnce(&mut Vec<Arc<WorkerSlot>>)) {
+        let mut t = self.thieves.write();
+        change(&mut t);
+        self.thieves_epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// Whether anything waits for the calling thread of this pool: a
+    /// queued job or a join half on a deque.
     fn has_work(&self) -> bool {
-        !self.queue.is_empty() || self.thieves.read().iter().any(|s| !s.halves.is_empty())
+        if !self.queue.is_empty() {
+            return true;
+        }
+        let me = self as *const ThreadPool as usize;
+        WORKER.with(|w| match &*w.borrow() {
+            Some(t) if t.pool == me => {
+                !t.halves.is_empty() || self.peers(t).iter().any(|s| !s.halves.is_empty())
+            }
+            _ => self.thieves.read().iter().any(|s| !s.halves.is_empty()),
+        })
     }
 
     /// Unparks one pool thread parked in a join's wait, if there is one.
@@ -645,12 +694,19 @@ impl ThreadPool {
             halves: halves.stealer(),
         });
         self.state.lock().slots.push(slot.clone());
-        self.thieves.write().push(slot.clone());
+        self.set_thieves(|t| t.push(slot.clone()));
         let me = Arc::as_ptr(&self) as usize;
-        WORKER.with(|w| *w.borrow_mut() = Some((me, slot.clone(), halves)));
+        WORKER.with(|w| {
+            *w.borrow_mut() = Some(PoolThread {
+                pool: me,
+                slot: slot.clone(),
+                halves,
+                peers: std::cell::RefCell::new((u64::MAX, Vec::new())),
+            })
+        });
         self.started.notify_all();
         'outer: loop {
-            if let Some(job) = self.next_job(&slot) {
+            if let Some(job) = self.next_job() {
                 Self::run_job(&slot, job);
                 if slot.abandoned.load(Ordering::Acquire) && self.rejoin(&slot) {
                     break;
@@ -701,7 +757,7 @@ impl ThreadPool {
             }
         }
         WORKER.with(|w| w.borrow_mut().take());
-        self.thieves.write().retain(|s| !Arc::ptr_eq(s, &slot));
+        self.set_thieves(|t| t.retain(|s| !Arc::ptr_eq(s, &slot)));
         let mut st = self.state.lock();
         st.alive -= 1;
         if slot.abandoned.load(Ordering::Acquire) {
