@@ -117,17 +117,9 @@ impl<R> Locked<'_, R> {
     /// Moves the state out, leaving `Taken` (which owns nothing).
     fn take(&mut self) -> Slot<R> {
         let tag = std::mem::replace(&mut *self.tag, Tag::Taken);
-        // SAFETY: the lock is held, and the tag says which field the
-        // payload holds; it now says `Taken`, so the field is read once.
-        unsafe {
-            let p = (*self.payload.get()).assume_init_read();
-            match tag {
-                Tag::Empty => Slot::Empty(p.note),
-                Tag::Waiting => Slot::Waiting(ManuallyDrop::into_inner(p.waiting)),
-                Tag::Ready => Slot::Ready(ManuallyDrop::into_inner(p.ready)),
-                Tag::Taken => Slot::Taken,
-            }
-        }
+        // SAFETY: the lock is held, and `tag` was the payload's tag; it now
+        // says `Taken`, so the field is read once.
+        unsafe { read(tag, self.payload) }
     }
 
     /// The note of an `Empty` slot.
@@ -173,20 +165,32 @@ impl<R> Locked<'_, R> {
     }
 }
 
+/// The state `payload` holds under `tag`, moved out.
+///
+/// # Safety
+/// `tag` is the payload's tag, nobody else reads or writes the payload
+/// meanwhile, and what is moved out is not read again (the caller retags
+/// the payload `Taken` or drops it).
+unsafe fn read<R>(tag: Tag, payload: &UnsafeCell<MaybeUninit<Payload<R>>>) -> Slot<R> {
+    // SAFETY: as the caller promises; the tag names the field read.
+    unsafe {
+        let p = (*payload.get()).assume_init_read();
+        match tag {
+            Tag::Empty => Slot::Empty(p.note),
+            Tag::Waiting => Slot::Waiting(ManuallyDrop::into_inner(p.waiting)),
+            Tag::Ready => Slot::Ready(ManuallyDrop::into_inner(p.ready)),
+            Tag::Taken => Slot::Taken,
+        }
+    }
+}
+
 impl<R> Drop for Completion<R> {
     fn drop(&mut self) {
         // Drops what the payload holds, as the tag says.
         let tag = *self.tag.get_mut().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: `&mut self`: nobody else can look; the tag says which
-        // field is there.
-        unsafe {
-            let p = self.payload.get_mut().assume_init_mut();
-            match tag {
-                Tag::Waiting => ManuallyDrop::drop(&mut p.waiting),
-                Tag::Ready => ManuallyDrop::drop(&mut p.ready),
-                Tag::Empty | Tag::Taken => {}
-            }
-        }
+        // SAFETY: `&mut self`: nobody else can look, and the completion is
+        // gone after this.
+        drop(unsafe { read(tag, &self.payload) });
     }
 }
 

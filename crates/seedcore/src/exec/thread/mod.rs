@@ -374,13 +374,15 @@ impl ThreadPool {
         slot.done.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `f` of the calling thread, if it is a thread of this pool.
+    fn with_own<R>(&self, f: impl FnOnce(&PoolThread) -> R) -> Option<R> {
+        let me = self as *const ThreadPool as usize;
+        WORKER.with(|w| w.borrow().as_ref().filter(|t| t.pool == me).map(f))
+    }
+
     /// `f` of the calling thread's slot, if it is a thread of this pool.
     fn with_own_slot<R>(&self, f: impl FnOnce(&Arc<WorkerSlot>) -> R) -> Option<R> {
-        let me = self as *const ThreadPool as usize;
-        WORKER.with(|w| match &*w.borrow() {
-            Some(t) if t.pool == me => Some(f(&t.slot)),
-            _ => None,
-        })
+        self.with_own(|t| f(&t.slot))
     }
 
     /// The priority of the task the calling thread runs, if it is a
@@ -456,14 +458,7 @@ impl ThreadPool {
     /// thread of this pool (`true`), else on the pool's queue. Wakes a
     /// sleeping thread either way, so that it can take it.
     fn push_half(&self, job: &Arc<JoinJob>) -> bool {
-        let me = self as *const ThreadPool as usize;
-        let local = WORKER.with(|w| match &*w.borrow() {
-            Some(t) if t.pool == me => {
-                t.halves.push(job.clone());
-                true
-            }
-            _ => false,
-        });
+        let local = self.with_own(|t| t.halves.push(job.clone())).is_some();
         if !local {
             self.push(job.clone());
         } else if !self.idle.notify_one() {
@@ -475,15 +470,11 @@ impl ThreadPool {
     /// Takes `job` back off the calling thread's deque if nobody took it
     /// (it is then on top: the joins inside its `a` took theirs off).
     fn take_back_half(&self, job: &Arc<JoinJob>) {
-        WORKER.with(|w| {
-            if let Some(t) = &*w.borrow() {
-                match t.halves.pop() {
-                    Some(top) if Arc::ptr_eq(&top, job) => {}
-                    // Ours was taken; this one is older: it stays on top.
-                    Some(older) => t.halves.push(older),
-                    None => {}
-                }
-            }
+        self.with_own(|t| match t.halves.pop() {
+            Some(top) if Arc::ptr_eq(&top, job) => {}
+            // Ours was taken; this one is older: it stays on top.
+            Some(older) => t.halves.push(older),
+            None => {}
         });
     }
 
@@ -492,25 +483,21 @@ impl ThreadPool {
     /// urgent as anything queued, then the most urgent queued job, then any
     /// half.
     fn next_job(&self) -> Option<Arc<dyn Job>> {
-        let me = self as *const ThreadPool as usize;
-        WORKER.with(|w| {
-            let w = w.borrow();
-            let t = w.as_ref().filter(|t| t.pool == me)?;
+        self.with_own(|t| {
             if let Some(j) = t.halves.pop() {
                 return Some(j as Arc<dyn Job>);
             }
             let peers = self.peers(t);
-            if peers.iter().any(|s| !s.halves.is_empty()) {
-                if let Some(level) = self.queue.most_urgent_level() {
-                    if let Some(j) = Self::steal_half(&peers, Some(level)) {
-                        return Some(j);
-                    }
-                }
-            } else {
+            if peers.iter().all(|s| s.halves.is_empty()) {
                 return self.queue.pop();
             }
-            self.queue.pop().or_else(|| Self::steal_half(&peers, None))
+            let urgent = self.queue.most_urgent_level();
+            urgent
+                .and_then(|level| Self::steal_half(&peers, Some(level)))
+                .or_else(|| self.queue.pop())
+                .or_else(|| Self::steal_half(&peers, None))
         })
+        .flatten()
     }
 
     /// The other threads of this pool, as `t` (the calling thread) last
@@ -560,13 +547,10 @@ impl ThreadPool {
         if !self.queue.is_empty() {
             return true;
         }
-        let me = self as *const ThreadPool as usize;
-        WORKER.with(|w| match &*w.borrow() {
-            Some(t) if t.pool == me => {
-                !t.halves.is_empty() || self.peers(t).iter().any(|s| !s.halves.is_empty())
-            }
-            _ => self.thieves.read().iter().any(|s| !s.halves.is_empty()),
+        self.with_own(|t| {
+            !t.halves.is_empty() || self.peers(t).iter().any(|s| !s.halves.is_empty())
         })
+        .unwrap_or_else(|| self.thieves.read().iter().any(|s| !s.halves.is_empty()))
     }
 
     /// Unparks one pool thread parked in a join's wait, if there is one.
