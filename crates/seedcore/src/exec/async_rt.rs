@@ -5,36 +5,40 @@
 //!
 //! * A submitted attempt waits in `new`, the priority queue, until a driver
 //!   has a free slot (`async.max_tasks` attempts run at once) and starts
-//!   it: the attempt's future is built and polled once, on the driver,
-//!   at once. Most futures finish in that first poll, and then the attempt
-//!   has cost one task allocation (async-task's) and no trip through
-//!   tokio's scheduler.
-//! * A future that returns `Pending` is woken like any other: its waker
-//!   pushes it on `woken`, and a driver polls it again. Drivers serve
-//!   `woken` before `new` (started attempts before waiting ones).
+//!   it: the attempt's future is built in the task record and polled once,
+//!   on the driver, at once. Most futures finish in that first poll, and
+//!   then the task has cost its one allocation and no trip through tokio's
+//!   scheduler; the driver keeps the attempt's slot for its next start.
+//! * A future that returns `Pending` is woken like any other: its waker is
+//!   the task record, which waking pushes on `woken`, and a driver polls
+//!   it again. Drivers serve `woken` before `new` (started attempts before
+//!   waiting ones).
 //! * Drivers run inside the runtime's context (`Handle::enter`), so a
 //!   future may use tokio's timers, I/O and `tokio::spawn`; the runtime's
 //!   own workers drive the timers and the I/O and run what is spawned.
 //!
 //! # Stopping an attempt
 //!
-//! An attempt still pending after its first poll registers its async-task
-//! handle in `pending`; a deadline, a cancel or a shutdown takes it out and
-//! drops it, which cancels the task: its future is dropped by a driver (or
-//! at once if it is idle), and the attempt guard inside the future reports
-//! the end. The guard and the registration agree under `pending`'s lock
-//! and the attempt's `finished` and `registered` marks (`SeqCst`), so a
-//! handle is never left registered for an attempt that ended.
+//! An attempt still pending after its first poll is registered in
+//! `pending`, by task id. A deadline or a cancel finds it there and marks
+//! its future to be dropped (`CANCEL`, see [`AsyncBody`]); a driver drops
+//! it in place and reports the end. A stop that came during the first poll
+//! found nothing registered: the first poll looks at the task's cancel
+//! token once it returns. A retry that begins while the timed-out future
+//! is still there (its poll blocks) waits for it to be dropped: two
+//! attempts of one task never run at once.
 //!
 //! # Shutdown
 //!
 //! 1. `stopped`: no new attempt starts; queued ones resolve
 //!    `SystemShutdown`.
-//! 2. Every pending attempt is cancelled (its handle dropped); drivers drop
-//!    the futures as they come round.
+//! 2. Every pending attempt is cancelled; drivers drop the futures as they
+//!    come round.
 //! 3. Drivers exit once `woken` is empty, and are joined up to the
 //!    deadline (one stuck in a poll is detached and counted).
-//! 4. What is left in `woken` is dropped here; the runtime stops.
+//! 4. What is left in `woken` is dropped here; the runtime stops, and what
+//!    it woke or left pending is dropped here too (a future holds its own
+//!    task record, so none may be left behind).
 
 use crate::error::{panic_message, TaskError};
 use crate::sched::idle::Idle;
@@ -46,15 +50,17 @@ use crate::task::{
     TaskContext, TaskId,
 };
 use crossbeam_deque::{Injector, Steal};
-use futures_util::FutureExt;
 use parking_lot::Mutex;
+use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Runtime};
 
@@ -73,7 +79,7 @@ pub(crate) struct AsyncExec {
     /// Attempts waiting for a slot, by priority.
     new: PriorityQueue<Arc<dyn Job>>,
     /// Started attempts whose futures were woken.
-    woken: Injector<async_task::Runnable>,
+    woken: Injector<Arc<dyn Started>>,
     idle: Idle,
     /// Attempts begun and not ended.
     running: AtomicUsize,
@@ -90,8 +96,9 @@ pub(crate) struct AsyncExec {
     driver_info: Mutex<Vec<(u32, String, Arc<AtomicU64>)>>,
     started: OnceLock<Option<Handle>>,
     runtime: Mutex<Option<Runtime>>,
-    /// Attempts pending past their first poll: their tasks, to cancel.
-    pending: Mutex<HashMap<TaskId, async_task::Task<()>>>,
+    /// Attempts pending past their first poll: their task records, for a
+    /// stop or a shutdown to find.
+    pending: Mutex<HashMap<TaskId, Arc<dyn Started>>>,
     /// No new attempt starts.
     stopped: AtomicBool,
     /// Drivers exit once `woken` is empty.
@@ -189,32 +196,43 @@ impl AsyncExec {
         }
     }
 
-    /// A woken future to poll, or an attempt to start.
-    fn next(&self) -> Option<Work> {
+    /// A woken future to poll, or an attempt to start. `spare`: the
+    /// calling driver holds a free slot (see [`drive`](Self::drive)).
+    fn next(&self, spare: &mut bool) -> Option<Work> {
         loop {
             match self.woken.steal() {
-                Steal::Success(r) => return Some(Work::Poll(r)),
+                Steal::Success(r) => {
+                    // A poll may block the driver: its spare slot should
+                    // not be held meanwhile.
+                    if std::mem::take(spare) {
+                        self.slot_done();
+                    }
+                    return Some(Work::Poll(r));
+                }
                 Steal::Retry => continue,
                 Steal::Empty => break,
             }
         }
-        if self.stopped.load(Ordering::Acquire) || self.new.is_empty() || !self.take_slot() {
+        if self.stopped.load(Ordering::Acquire)
+            || self.new.is_empty()
+            || !(std::mem::take(spare) || self.take_slot())
+        {
             return None;
         }
         match self.new.pop() {
             Some(job) => Some(Work::Start(job)),
             None => {
-                self.running.fetch_sub(1, Ordering::SeqCst);
+                *spare = true;
                 None
             }
         }
     }
 
-    fn has_work(&self) -> bool {
+    fn has_work(&self, spare: bool) -> bool {
         !self.woken.is_empty()
             || (!self.new.is_empty()
                 && !self.stopped.load(Ordering::SeqCst)
-                && self.running.load(Ordering::SeqCst) < self.limit)
+                && (spare || self.running.load(Ordering::SeqCst) < self.limit))
     }
 
     /// Starts a thread named `name` that runs [`drive`](Self::drive).
@@ -246,21 +264,27 @@ impl AsyncExec {
                 done.clone(),
             ));
         }
+        // A slot this driver took and still holds: an attempt that ends in
+        // its first poll hands its slot back to the driver, for the next
+        // start, so that a stream of short tasks does not bounce `running`
+        // between the drivers. Given back before a poll of a woken future
+        // (which may block) and before the driver sleeps.
+        let mut spare = false;
         'outer: loop {
-            if let Some(w) = self.next() {
+            if let Some(w) = self.next(&mut spare) {
                 // A future that blocks on another task's future then keeps
                 // the executor's capacity (see `Blocker`).
                 let _in_task = InTask::enter();
                 match w {
-                    Work::Poll(r) => {
-                        r.run();
-                    }
+                    Work::Poll(r) => r.poll_again(),
                     Work::Start(job) => {
-                        if !job.run() {
-                            // Not begun (resolved while queued, or parked on
-                            // a lock): its slot is free again.
-                            self.running.fetch_sub(1, Ordering::SeqCst);
-                        }
+                        KEEP_SLOT.with(|k| k.set(KeepSlot::Offered));
+                        let begun = job.run();
+                        let back = KEEP_SLOT.with(|k| k.replace(KeepSlot::No));
+                        // Not begun (resolved while queued, or parked on a
+                        // lock), or ended in its first poll: the slot is
+                        // free again.
+                        spare = !begun || back == KeepSlot::Back;
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -270,7 +294,7 @@ impl AsyncExec {
                 break;
             }
             for i in 0..SPIN_ROUNDS {
-                if self.has_work() {
+                if self.has_work(spare) {
                     continue 'outer;
                 }
                 if i < SPIN_ROUNDS / 2 {
@@ -279,12 +303,18 @@ impl AsyncExec {
                     std::thread::yield_now();
                 }
             }
+            if std::mem::take(&mut spare) {
+                self.slot_done();
+            }
             self.idle.prepare();
-            if self.has_work() || self.exiting.load(Ordering::SeqCst) {
+            if self.has_work(false) || self.exiting.load(Ordering::SeqCst) {
                 self.idle.cancel();
                 continue;
             }
             self.idle.sleep(standin.then_some(STANDIN_NAP));
+        }
+        if spare {
+            self.slot_done();
         }
     }
 
@@ -324,10 +354,22 @@ impl AsyncExec {
         }
     }
 
-    /// Cancels the pending attempt of `task` (its future is dropped).
-    fn cancel_pending(&self, task: TaskId) {
-        let t = self.pending.lock().remove(&task);
-        drop(t);
+    /// Puts a woken attempt on `woken` for a driver.
+    fn push_woken(&self, started: Arc<dyn Started>) {
+        self.woken.push(started);
+        self.idle.notify_one();
+    }
+
+    /// Takes every record off `woken`.
+    fn drain_woken(&self) -> Vec<Arc<dyn Started>> {
+        let mut out = Vec::new();
+        loop {
+            match self.woken.steal() {
+                Steal::Success(r) => out.push(r),
+                Steal::Retry => continue,
+                Steal::Empty => return out,
+            }
+        }
     }
 
     fn drain_new(&self) -> Vec<Arc<dyn Job>> {
@@ -335,8 +377,22 @@ impl AsyncExec {
     }
 }
 
+/// Whether the driver on this thread takes back the slot of the attempt
+/// it starts, if that attempt ends in its first poll.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeepSlot {
+    No,
+    Offered,
+    /// The attempt ended and left its slot to the driver.
+    Back,
+}
+
+thread_local! {
+    static KEEP_SLOT: std::cell::Cell<KeepSlot> = const { std::cell::Cell::new(KeepSlot::No) };
+}
+
 enum Work {
-    Poll(async_task::Runnable),
+    Poll(Arc<dyn Started>),
     Start(Arc<dyn Job>),
 }
 
@@ -379,8 +435,13 @@ impl Executor for AsyncExec {
         }
     }
 
-    fn stop_attempt(&self, task: TaskId, _attempt: u32, _why: StopReason) {
-        self.cancel_pending(task);
+    fn stop_attempt(&self, task: TaskId, attempt: u32, _why: StopReason) {
+        // Not registered: in its first poll, which looks at the task's
+        // cancel token once the poll returns.
+        let started = self.pending.lock().get(&task).cloned();
+        if let Some(started) = started {
+            started.cancel(Some(attempt));
+        }
     }
 
     fn drain(&self) -> Vec<Runnable> {
@@ -393,9 +454,10 @@ impl Executor for AsyncExec {
         for job in self.drain_new() {
             job.fail(TaskError::SystemShutdown);
         }
-        let pending: Vec<async_task::Task<()>> =
-            self.pending.lock().drain().map(|(_, t)| t).collect();
-        drop(pending);
+        let pending: Vec<Arc<dyn Started>> = self.pending.lock().values().cloned().collect();
+        for started in pending {
+            started.cancel(None);
+        }
         self.exiting.store(true, Ordering::SeqCst);
         self.idle.notify_all();
         let mut detached = 0;
@@ -409,12 +471,8 @@ impl Executor for AsyncExec {
             }
         }
         // Futures woken after the drivers left: dropped here.
-        loop {
-            match self.woken.steal() {
-                Steal::Success(r) => drop(r),
-                Steal::Retry => continue,
-                Steal::Empty => break,
-            }
+        for started in self.drain_woken() {
+            started.close();
         }
         if let Some(rt) = self.runtime.lock().take() {
             if Handle::try_current().is_ok() {
@@ -424,6 +482,12 @@ impl Executor for AsyncExec {
                 let left = deadline.saturating_duration_since(Instant::now());
                 rt.shutdown_timeout(left.max(Duration::from_millis(10)));
             }
+        }
+        // Futures the runtime's wind-down woke, or that nobody woke: a
+        // future holds its own record, so each is dropped here.
+        let left: Vec<Arc<dyn Started>> = self.pending.lock().values().cloned().collect();
+        for started in self.drain_woken().into_iter().chain(left) {
+            started.close();
         }
         if detached > 0 {
             log::warn!(
@@ -463,12 +527,7 @@ impl Executor for AsyncExec {
     }
 }
 
-thread_local! {
-    /// The attempt whose first poll runs on this thread now.
-    static FIRST_POLL: std::cell::Cell<Option<(TaskId, u32)>> = const { std::cell::Cell::new(None) };
-}
-
-/// The executor as a waker's schedule function sees it.
+/// The executor as an async task's body sees it.
 #[derive(Clone, Copy)]
 struct ExecRef(NonNull<AsyncExec>);
 
@@ -481,27 +540,78 @@ unsafe impl Sync for ExecRef {}
 impl ExecRef {
     fn get(&self) -> &AsyncExec {
         // SAFETY: the executor is registered in its scheduler's table, which
-        // holds an `Arc` to it and never drops an entry; every task that can
-        // reach this pointer (its body, or the schedule function of its
-        // attempt's future, which runs only while that future exists and
-        // holds the task) holds an `Arc` to that scheduler.
+        // holds an `Arc` to it and never drops an entry; the pointer is
+        // reached only through a task record (its body; a waker is the
+        // record itself), and every task holds an `Arc` to its scheduler.
         unsafe { self.0.as_ref() }
     }
 }
 
+/// A started attempt, as the drivers and the waker see its task record:
+/// the record holds the attempt's future, so a start allocates nothing.
+trait Started: Send + Sync {
+    /// A driver polls the attempt's future again, or drops it if it was
+    /// stopped.
+    fn poll_again(self: Arc<Self>);
+    /// Stops the live future if it belongs to an attempt up to `n` (any
+    /// attempt if `None`): a driver drops it.
+    fn cancel(self: Arc<Self>, n: Option<u32>);
+    /// Drops the live future here, unless a driver is polling it (a
+    /// shutdown's last step, once the drivers have gone).
+    fn close(self: Arc<Self>);
+}
+
+/// The bits of [`AsyncBody::state`]; the attempt of the live future is
+/// the upper half.
+mod bits {
+    /// A thread owns the future slot: it polls, installs or drops.
+    pub(super) const RUNNING: u64 = 1;
+    /// The record is in `woken`, or its owner puts it there on release.
+    pub(super) const SCHEDULED: u64 = 2;
+    /// The slot holds an attempt's future.
+    pub(super) const LIVE: u64 = 4;
+    /// The live future is to be dropped, not polled.
+    pub(super) const CANCEL: u64 = 8;
+    /// The record is in `pending` (it outlived its first poll).
+    pub(super) const REGISTERED: u64 = 16;
+    /// The attempt number in a state word.
+    pub(super) fn attempt(s: u64) -> u32 {
+        (s >> 32) as u32
+    }
+}
+use bits::{CANCEL, LIVE, REGISTERED, RUNNING, SCHEDULED};
+
 /// The body of an async task: a factory, so that a retry gets a fresh
-/// future.
+/// future, and the slot of the live attempt's future.
+///
+/// # The slot
+///
+/// `live` is read and written only by the thread that set `RUNNING` in
+/// `state` (or that installed a future into an empty slot, which sets
+/// `RUNNING` with `LIVE`): a driver polling it, a driver dropping it, or a
+/// shutdown closing it once the drivers have gone. Wakers and cancels only
+/// set bits, and put the record on `woken` when they set `SCHEDULED` on a
+/// record nobody runs, so the record is on `woken` at most once. A future
+/// is never moved once installed: it is polled and dropped in place.
+///
+/// An attempt whose predecessor's future is still in the slot (a timed
+/// out attempt still being dropped) waits in `next`; the thread that
+/// empties the slot starts it.
 pub(crate) struct AsyncBody<T, F, Fut> {
     factory: F,
     /// Not an `Arc`: one shared reference count bumped per task costs more
     /// than the rest of a start.
     exec: ExecRef,
-    /// The last attempt whose future ended, and the last one registered in
-    /// `pending` (see the module docs).
-    finished: AtomicU32,
-    registered: AtomicU32,
-    _out: PhantomData<fn() -> (T, Fut)>,
+    state: AtomicU64,
+    next: Mutex<Option<Attempt>>,
+    live: UnsafeCell<Option<(Attempt, Fut)>>,
+    _out: PhantomData<fn() -> T>,
 }
+
+// SAFETY: the future is reached only by the one thread that owns the slot
+// (see the type's docs), so it needs only to be `Send`; the factory is
+// shared and called from any driver.
+unsafe impl<T, F: Send + Sync, Fut: Send> Sync for AsyncBody<T, F, Fut> {}
 
 impl<T, F, Fut> AsyncBody<T, F, Fut> {
     /// A body run by `exec`, which must be the executor registered in the
@@ -510,8 +620,9 @@ impl<T, F, Fut> AsyncBody<T, F, Fut> {
         AsyncBody {
             factory,
             exec: ExecRef(NonNull::from(exec)),
-            finished: AtomicU32::new(0),
-            registered: AtomicU32::new(0),
+            state: AtomicU64::new(0),
+            next: Mutex::new(None),
+            live: UnsafeCell::new(None),
             _out: PhantomData,
         }
     }
@@ -521,52 +632,308 @@ impl<T, F, Fut> AsyncBody<T, F, Fut> {
     }
 }
 
-/// Ends an async attempt however its future goes: finished, or dropped by
-/// a deadline, a cancel or a shutdown.
-struct AttemptGuard<T, F, Fut>
-where
-    AsyncBody<T, F, Fut>: Body<Output = T>,
-{
-    cell: Arc<TaskCell<AsyncBody<T, F, Fut>>>,
-    a: Attempt,
-    out: Option<Result<T, TaskError>>,
-}
+type Cell<T, F, Fut> = TaskCell<AsyncBody<T, F, Fut>>;
 
-impl<T, F, Fut> AttemptGuard<T, F, Fut>
+impl<T, F, Fut> AsyncBody<T, F, Fut>
 where
-    AsyncBody<T, F, Fut>: Body<Output = T>,
+    T: Send + 'static,
+    F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
 {
-    /// The attempt's future finished with `out`; the drop reports it.
-    fn finish(mut self, out: Result<T, TaskError>) {
-        self.out = Some(out);
+    /// Installs attempt `a`'s future into the empty slot and polls it
+    /// once, here; or leaves `a` in `next` while the slot is taken.
+    fn begin_attempt(cell: &Arc<Cell<T, F, Fut>>, a: Attempt) {
+        let body = cell.body();
+        if body.exec().stopped.load(Ordering::SeqCst) {
+            // No new attempt starts once the executor stops.
+            cell.end(a, Err(TaskError::Cancelled));
+            body.exec().slot_done();
+            return;
+        }
+        let mut s = body.state.load(Ordering::Acquire);
+        loop {
+            if s & LIVE != 0 {
+                let mut next = body.next.lock();
+                // Under the lock: the thread that empties the slot clears
+                // `LIVE` before it looks at `next`.
+                s = body.state.load(Ordering::Acquire);
+                if s & LIVE != 0 {
+                    *next = Some(a);
+                    drop(next);
+                    // The old attempt has ended; make sure its future goes.
+                    cell.clone().cancel(Some(a.n));
+                    return;
+                }
+                continue;
+            }
+            // Nobody else writes the state of an empty slot.
+            let owned = RUNNING | LIVE | (u64::from(a.n) << 32);
+            match body
+                .state
+                .compare_exchange(s, owned, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        // The factory runs here, inside the runtime's context: it may build
+        // timers and I/O.
+        let ctx = TaskContext::new(cell.clone(), a.n);
+        let fut = match catch_unwind(AssertUnwindSafe(|| (body.factory)(ctx))) {
+            Ok(fut) => fut,
+            Err(p) => {
+                let out = Err(TaskError::Panicked(panic_message(&*p).into()));
+                return Self::ended(cell, a, out, true);
+            }
+        };
+        // SAFETY: this thread owns the slot (`RUNNING`), which is empty.
+        unsafe { *body.live.get() = Some((a, fut)) };
+        match Self::poll_live(cell) {
+            Some(out) => Self::finish(cell, out, true),
+            None => {
+                // Pending: registered, so that a stop or a shutdown finds it.
+                let exec = body.exec();
+                let me: Arc<dyn Started> = cell.clone();
+                exec.pending.lock().insert(cell.header.id, me);
+                body.state.fetch_or(REGISTERED, Ordering::SeqCst);
+                // A deadline or a cancel that came during the first poll
+                // found nothing registered; a shutdown drained `pending`.
+                if cell.header.is_cancelled(a.n) || exec.stopped.load(Ordering::SeqCst) {
+                    body.state.fetch_or(CANCEL, Ordering::SeqCst);
+                }
+                Self::release(cell);
+            }
+        }
+    }
+
+    /// Polls the live future once; its output if it finished (or
+    /// panicked). The caller owns the slot, which holds a future.
+    fn poll_live(cell: &Arc<Cell<T, F, Fut>>) -> Option<Result<T, TaskError>> {
+        let waker = futures_util::task::waker_ref(cell);
+        let mut cx = Context::from_waker(&waker);
+        // SAFETY: the caller owns the slot; the future lives in the task
+        // record, which never moves, until it is dropped in place.
+        let fut = unsafe {
+            let (_, fut) = (*cell.body().live.get())
+                .as_mut()
+                .expect("a live attempt has a future");
+            Pin::new_unchecked(fut)
+        };
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx))) {
+            Ok(Poll::Ready(out)) => Some(out),
+            Ok(Poll::Pending) => None,
+            Err(p) => Some(Err(TaskError::Panicked(panic_message(&*p).into()))),
+        }
+    }
+
+    /// Gives up the slot after a poll that left the future pending: the
+    /// record goes back on `woken` if it was woken meanwhile, and the
+    /// future is dropped here if it was stopped.
+    fn release(cell: &Arc<Cell<T, F, Fut>>) {
+        let body = cell.body();
+        let mut s = body.state.load(Ordering::Acquire);
+        loop {
+            if s & CANCEL != 0 {
+                return Self::finish(cell, Err(TaskError::Cancelled), false);
+            }
+            match body
+                .state
+                .compare_exchange(s, s & !RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        if s & SCHEDULED != 0 {
+            body.exec().push_woken(cell.clone());
+        }
+    }
+
+    /// Ends the live attempt with `out`: drops its future in place, empties
+    /// the slot, reports the end, frees the executor slot, and starts the
+    /// attempt waiting in `next`. The caller owns the slot.
+    fn finish(cell: &Arc<Cell<T, F, Fut>>, out: Result<T, TaskError>, first: bool) {
+        let body = cell.body();
+        // SAFETY: the caller owns the slot.
+        let a = unsafe { drop_in_slot(body.live.get()) };
+        Self::ended(cell, a.expect("a live attempt has a future"), out, first);
+    }
+
+    /// The rest of [`finish`](Self::finish), for attempt `a`, whose slot
+    /// holds no future now (or never held one: its factory panicked).
+    /// `first`: it ends in the first poll, which the driver's start runs
+    /// (the driver may take its slot back).
+    fn ended(cell: &Arc<Cell<T, F, Fut>>, a: Attempt, out: Result<T, TaskError>, first: bool) {
+        let body = cell.body();
+        let exec = body.exec();
+        if body.state.load(Ordering::Acquire) & REGISTERED != 0 {
+            // Before the slot empties: the next attempt registers under the
+            // same id once it is installed.
+            exec.pending.lock().remove(&cell.header.id);
+        }
+        body.state.store(u64::from(a.n) << 32, Ordering::Release);
+        cell.end(a, out);
+        let kept = first
+            && KEEP_SLOT.with(|k| {
+                let offered = k.get() == KeepSlot::Offered;
+                if offered {
+                    k.set(KeepSlot::Back);
+                }
+                offered
+            });
+        if !kept {
+            exec.slot_done();
+        }
+        let next = body.next.lock().take();
+        if let Some(next) = next {
+            Self::begin_attempt(cell, next);
+        }
     }
 }
 
-impl<T, F, Fut> Drop for AttemptGuard<T, F, Fut>
+/// Drops the future in `slot` in place (a panic in its drop is caught) and
+/// empties the slot; the attempt it belonged to.
+///
+/// # Safety
+///
+/// The caller owns the slot.
+unsafe fn drop_in_slot<Fut>(slot: *mut Option<(Attempt, Fut)>) -> Option<Attempt> {
+    /// Empties the slot even if the future's drop panics, so that it is
+    /// never dropped twice.
+    struct Empty<Fut>(*mut Option<(Attempt, Fut)>);
+    impl<Fut> Drop for Empty<Fut> {
+        fn drop(&mut self) {
+            // SAFETY: the value was dropped in place (or is being
+            // unwound from); writing does not drop it again.
+            unsafe { std::ptr::write(self.0, None) };
+        }
+    }
+    // SAFETY: as the caller promises.
+    let a = unsafe { (*slot).as_ref().map(|(a, _)| *a) }?;
+    let dropped = catch_unwind(AssertUnwindSafe(|| {
+        let _empty = Empty(slot);
+        // SAFETY: the future is dropped where it was pinned; `_empty`
+        // marks the slot empty afterwards.
+        unsafe { std::ptr::drop_in_place(slot) };
+    }));
+    if let Err(p) = dropped {
+        log::error!(
+            "seedcore: an async task's future panicked while dropped: {}",
+            panic_message(&*p)
+        );
+    }
+    Some(a)
+}
+
+impl<T, F, Fut> Started for Cell<T, F, Fut>
 where
-    AsyncBody<T, F, Fut>: Body<Output = T>,
+    T: Send + 'static,
+    F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
 {
-    fn drop(&mut self) {
-        let body = self.cell.body();
-        let n = self.a.n;
-        let id = self.cell.header.id;
-        if FIRST_POLL.with(|p| p.get()) == Some((id, n)) {
-            // Ended in its first poll, on the thread that started it:
-            // nothing is registered yet, and that thread reads this mark
-            // after the poll.
-            body.finished.store(n, Ordering::Relaxed);
-        } else {
-            body.finished.store(n, Ordering::SeqCst);
+    fn poll_again(self: Arc<Self>) {
+        let body = self.body();
+        let mut s = body.state.load(Ordering::Acquire);
+        loop {
+            if s & LIVE == 0 || s & RUNNING != 0 {
+                // Not reached while the record is on `woken` (see the
+                // body's docs); nothing to poll.
+                return;
+            }
+            match body.state.compare_exchange(
+                s,
+                (s | RUNNING) & !SCHEDULED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
         }
-        if body.registered.load(Ordering::SeqCst) == n {
-            let exec = body.exec();
-            let t = exec.pending.lock().remove(&id);
-            // Dropping our own finished task is a no-op for it.
-            drop(t);
+        if s & CANCEL != 0 {
+            return AsyncBody::finish(&self, Err(TaskError::Cancelled), false);
         }
-        let out = self.out.take().unwrap_or(Err(TaskError::Cancelled));
-        self.cell.end(self.a, out);
-        body.exec().slot_done();
+        match AsyncBody::poll_live(&self) {
+            Some(out) => AsyncBody::finish(&self, out, false),
+            None => AsyncBody::release(&self),
+        }
+    }
+
+    fn cancel(self: Arc<Self>, n: Option<u32>) {
+        let body = self.body();
+        let mut s = body.state.load(Ordering::Acquire);
+        loop {
+            let newer = n.is_some_and(|n| bits::attempt(s) > n);
+            if s & LIVE == 0 || s & CANCEL != 0 || newer {
+                return;
+            }
+            let mut to = s | CANCEL;
+            if s & (RUNNING | SCHEDULED) == 0 {
+                to |= SCHEDULED;
+            }
+            match body
+                .state
+                .compare_exchange(s, to, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        if s & (RUNNING | SCHEDULED) == 0 {
+            let exec = body.exec;
+            exec.get().push_woken(self);
+        }
+    }
+
+    fn close(self: Arc<Self>) {
+        let body = self.body();
+        let mut s = body.state.load(Ordering::Acquire);
+        loop {
+            if s & LIVE == 0 || s & RUNNING != 0 {
+                return;
+            }
+            match body.state.compare_exchange(
+                s,
+                (s | RUNNING | CANCEL) & !SCHEDULED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        AsyncBody::finish(&self, Err(TaskError::Cancelled), false);
+    }
+}
+
+/// The waker of an async task is its record: waking puts it on `woken`
+/// unless it is there already or being polled (its poller then puts it
+/// back).
+impl<T, F, Fut> futures_util::task::ArcWake for Cell<T, F, Fut>
+where
+    T: Send + 'static,
+    F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
+{
+    fn wake_by_ref(me: &Arc<Self>) {
+        let body = me.body();
+        let mut s = body.state.load(Ordering::Acquire);
+        loop {
+            if s & LIVE == 0 || s & SCHEDULED != 0 {
+                // Ended (a late waker), or already due for a poll.
+                return;
+            }
+            match body
+                .state
+                .compare_exchange(s, s | SCHEDULED, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        if s & RUNNING == 0 {
+            body.exec().push_woken(me.clone());
+        }
     }
 }
 
@@ -578,54 +945,10 @@ where
 {
     type Output = T;
 
-    /// Builds the attempt's future and polls it once, here, on the driver.
+    /// Builds the attempt's future in the task record and polls it once,
+    /// here, on the driver.
     fn start(cell: &Arc<TaskCell<Self>>, a: Attempt) -> bool {
-        let guard = AttemptGuard {
-            cell: cell.clone(),
-            a,
-            out: None,
-        };
-        let fut = async move {
-            // The factory runs here, inside the runtime's context: it may
-            // build timers and I/O.
-            let ctx = TaskContext::new(guard.cell.clone(), guard.a.n);
-            let made = catch_unwind(AssertUnwindSafe(|| (guard.cell.body().factory)(ctx)));
-            let out = match made {
-                Err(p) => Err(TaskError::Panicked(panic_message(&*p).into())),
-                Ok(fut) => match AssertUnwindSafe(fut).catch_unwind().await {
-                    Ok(r) => r,
-                    Err(p) => Err(TaskError::Panicked(panic_message(&*p).into())),
-                },
-            };
-            guard.finish(out);
-        };
-        let exec = cell.body().exec;
-        let schedule = move |r: async_task::Runnable| {
-            let e = exec.get();
-            e.woken.push(r);
-            e.idle.notify_one();
-        };
-        let (runnable, task) = async_task::spawn(fut, schedule);
-        let id = cell.header.id;
-        let outer = FIRST_POLL.with(|p| p.replace(Some((id, a.n))));
-        runnable.run();
-        FIRST_POLL.with(|p| p.set(outer));
-        let body = cell.body();
-        if body.finished.load(Ordering::SeqCst) >= a.n {
-            // Done in its first poll: nothing to register.
-            return true;
-        }
-        body.registered.store(a.n, Ordering::SeqCst);
-        {
-            let mut pending = body.exec().pending.lock();
-            if body.finished.load(Ordering::SeqCst) < a.n {
-                pending.insert(id, task);
-            }
-        }
-        // A deadline or a cancel that came during the first poll.
-        if cell.header.is_cancelled(a.n) {
-            body.exec().cancel_pending(id);
-        }
+        Self::begin_attempt(cell, a);
         true
     }
 }

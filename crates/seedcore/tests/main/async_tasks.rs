@@ -235,6 +235,68 @@ fn async_retry_on_timeout_gets_a_fresh_future() {
     rx.recv_timeout(LONG).unwrap();
 }
 
+/// Pushes "dropped N" on `.0` when dropped: the end of attempt N's future.
+struct Logged(Arc<Mutex<Vec<String>>>, u32);
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().push(format!("dropped {}", self.1));
+    }
+}
+
+#[test]
+fn a_retry_waits_until_the_timed_out_future_that_still_polls_is_dropped() {
+    // Attempt 1 blocks its driver inside a poll past its timeout, so the
+    // retry begins while attempt 1's future still exists. Two attempts of
+    // one task never run at once: attempt 2's future is built once attempt
+    // 1's is dropped.
+    let system = common::builder("a-retrybusy")
+        .async_threads(2)
+        .build()
+        .unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (release, released) = mpsc::channel::<()>();
+    let released = Arc::new(Mutex::new(released));
+    let ev = events.clone();
+    let fut = system
+        .submit_async(
+            TaskOptions::new()
+                .timeout(Duration::from_millis(500))
+                .retry(RetryPolicy::retries(1).on(RetryOn::TIMEOUT)),
+            move |ctx| {
+                let n = ctx.attempt();
+                ev.lock().unwrap().push(format!("built {n}"));
+                let guard = Logged(ev.clone(), n);
+                let released = released.clone();
+                async move {
+                    let _guard = guard;
+                    if n == 1 {
+                        // Blocks the driver, as a future must not.
+                        let _ = released.lock().unwrap().recv_timeout(LONG);
+                    }
+                    n
+                }
+            },
+        )
+        .unwrap();
+    let waited = Instant::now();
+    while system.stats().attempts < 2 {
+        assert!(waited.elapsed() < LONG, "attempt 2 never began");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(events.lock().unwrap().clone(), ["built 1"]);
+    release.send(()).unwrap();
+    assert_eq!(fut.wait_timeout(LONG).ok().unwrap().unwrap(), 2);
+    let events = events.lock().unwrap().clone();
+    assert_eq!(events, ["built 1", "dropped 1", "built 2", "dropped 2"]);
+    let stats = system.stats();
+    assert_eq!(
+        (stats.retried, stats.timed_out),
+        (1, 0),
+        "one retry, which succeeded"
+    );
+}
+
 #[test]
 fn async_fallible_error_resolves_failed_with_source() {
     let system = common::system("a-failed", 1, 2);
