@@ -501,3 +501,74 @@ fn an_async_task_that_blocks_on_an_async_future_with_one_driver_still_resolves()
         common::row(&system.stats(), seedcore::ExecutorKind::Async)
     );
 }
+
+/// Counts its drops in `.0`.
+struct CountDrop(Arc<AtomicU32>);
+
+impl Drop for CountDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn wakes_cancels_and_deadlines_racing_on_many_futures_resolve_each_and_drop_each() {
+    // Futures woken from their own poll (yields) and from tokio's timer
+    // thread, cancelled from this thread and timed out by the scheduler's,
+    // all at once: every task resolves with what its kind allows, and every
+    // future that was built is dropped once.
+    let system = common::builder("a-storm").async_threads(2).build().unwrap();
+    let (built, dropped) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut futs = Vec::new();
+    for i in 0..2_000u32 {
+        let kind = rng.gen_range(0..4u8);
+        let opts = if kind == 3 {
+            TaskOptions::new().timeout(Duration::from_micros(rng.gen_range(50..2_000)))
+        } else {
+            TaskOptions::new()
+        };
+        let (b, d) = (built.clone(), dropped.clone());
+        let fut = system
+            .submit_async(opts, move |_| {
+                b.fetch_add(1, Ordering::SeqCst);
+                let guard = CountDrop(d.clone());
+                async move {
+                    let _guard = guard;
+                    for _ in 0..i % 5 {
+                        tokio::task::yield_now().await;
+                    }
+                    tokio::time::sleep(Duration::from_micros(u64::from(i % 7) * 100)).await;
+                    i
+                }
+            })
+            .unwrap();
+        futs.push((i, kind, fut));
+    }
+    for (_, kind, fut) in &futs {
+        if *kind == 2 {
+            fut.cancel();
+        }
+    }
+    for (i, kind, fut) in futs {
+        let out = fut.wait_timeout(LONG).ok().expect("a task never resolved");
+        match (kind, out) {
+            (_, Ok(v)) => assert_eq!(v, i),
+            (2, Err(e)) => assert!(e.is_cancelled(), "task {i}: {e:?}"),
+            (3, Err(TaskError::TimedOut(_))) => {}
+            (_, Err(e)) => panic!("task {i} of kind {kind}: {e:?}"),
+        }
+    }
+    // Cancelled and timed-out futures are dropped by a driver after their
+    // task resolved.
+    let waited = Instant::now();
+    while dropped.load(Ordering::SeqCst) != built.load(Ordering::SeqCst) {
+        assert!(
+            waited.elapsed() < LONG,
+            "{} futures built, {} dropped",
+            built.load(Ordering::SeqCst),
+            dropped.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
