@@ -630,6 +630,12 @@ impl<T, F, Fut> AsyncBody<T, F, Fut> {
     fn exec(&self) -> &AsyncExec {
         self.exec.get()
     }
+
+    /// Moves `state` by `f` (`None`: leaves it); the state it moved from.
+    fn update(&self, f: impl FnMut(u64) -> Option<u64>) -> Result<u64, u64> {
+        self.state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, f)
+    }
 }
 
 type Cell<T, F, Fut> = TaskCell<AsyncBody<T, F, Fut>>;
@@ -731,21 +737,10 @@ where
     /// future is dropped here if it was stopped.
     fn release(cell: &Arc<Cell<T, F, Fut>>) {
         let body = cell.body();
-        let mut s = body.state.load(Ordering::Acquire);
-        loop {
-            if s & CANCEL != 0 {
-                return Self::finish(cell, Err(TaskError::Cancelled), false);
-            }
-            match body
-                .state
-                .compare_exchange(s, s & !RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(now) => s = now,
-            }
-        }
-        if s & SCHEDULED != 0 {
-            body.exec().push_woken(cell.clone());
+        match body.update(|s| (s & CANCEL == 0).then_some(s & !RUNNING)) {
+            Err(_) => Self::finish(cell, Err(TaskError::Cancelled), false),
+            Ok(s) if s & SCHEDULED != 0 => body.exec().push_woken(cell.clone()),
+            Ok(_) => {}
         }
     }
 
@@ -832,24 +827,14 @@ where
     Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
 {
     fn poll_again(self: Arc<Self>) {
-        let body = self.body();
-        let mut s = body.state.load(Ordering::Acquire);
-        loop {
-            if s & LIVE == 0 || s & RUNNING != 0 {
-                // Not reached while the record is on `woken` (see the
-                // body's docs); nothing to poll.
-                return;
-            }
-            match body.state.compare_exchange(
-                s,
-                (s | RUNNING) & !SCHEDULED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(now) => s = now,
-            }
-        }
+        // Not live or owned: not reached while the record is on `woken`
+        // (see the body's docs); nothing to poll.
+        let Ok(s) = self
+            .body()
+            .update(|s| (s & LIVE != 0 && s & RUNNING == 0).then_some((s | RUNNING) & !SCHEDULED))
+        else {
+            return;
+        };
         if s & CANCEL != 0 {
             return AsyncBody::finish(&self, Err(TaskError::Cancelled), false);
         }
@@ -860,49 +845,30 @@ where
     }
 
     fn cancel(self: Arc<Self>, n: Option<u32>) {
-        let body = self.body();
-        let mut s = body.state.load(Ordering::Acquire);
-        loop {
+        let exec = self.body().exec;
+        let Ok(s) = self.body().update(|s| {
             let newer = n.is_some_and(|n| bits::attempt(s) > n);
             if s & LIVE == 0 || s & CANCEL != 0 || newer {
-                return;
+                return None;
             }
-            let mut to = s | CANCEL;
-            if s & (RUNNING | SCHEDULED) == 0 {
-                to |= SCHEDULED;
-            }
-            match body
-                .state
-                .compare_exchange(s, to, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(now) => s = now,
-            }
-        }
+            // Nobody runs it and it is not on `woken`: it goes there.
+            let idle = s & (RUNNING | SCHEDULED) == 0;
+            Some(s | CANCEL | if idle { SCHEDULED } else { 0 })
+        }) else {
+            return;
+        };
         if s & (RUNNING | SCHEDULED) == 0 {
-            let exec = body.exec;
             exec.get().push_woken(self);
         }
     }
 
     fn close(self: Arc<Self>) {
-        let body = self.body();
-        let mut s = body.state.load(Ordering::Acquire);
-        loop {
-            if s & LIVE == 0 || s & RUNNING != 0 {
-                return;
-            }
-            match body.state.compare_exchange(
-                s,
-                (s | RUNNING | CANCEL) & !SCHEDULED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(now) => s = now,
-            }
+        let owned = self.body().update(|s| {
+            (s & LIVE != 0 && s & RUNNING == 0).then_some((s | RUNNING | CANCEL) & !SCHEDULED)
+        });
+        if owned.is_ok() {
+            AsyncBody::finish(&self, Err(TaskError::Cancelled), false);
         }
-        AsyncBody::finish(&self, Err(TaskError::Cancelled), false);
     }
 }
 
@@ -917,21 +883,9 @@ where
 {
     fn wake_by_ref(me: &Arc<Self>) {
         let body = me.body();
-        let mut s = body.state.load(Ordering::Acquire);
-        loop {
-            if s & LIVE == 0 || s & SCHEDULED != 0 {
-                // Ended (a late waker), or already due for a poll.
-                return;
-            }
-            match body
-                .state
-                .compare_exchange(s, s | SCHEDULED, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(now) => s = now,
-            }
-        }
-        if s & RUNNING == 0 {
+        // Not live (a late waker), or already due for a poll: nothing to do.
+        let woke = body.update(|s| (s & LIVE != 0 && s & SCHEDULED == 0).then_some(s | SCHEDULED));
+        if woke.is_ok_and(|s| s & RUNNING == 0) {
             body.exec().push_woken(me.clone());
         }
     }

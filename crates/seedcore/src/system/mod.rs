@@ -498,7 +498,10 @@ impl ConcurrentSystem {
 
     /// Runs the future made by `factory` on the system's async runtime. The
     /// factory is called once per attempt, so a retry gets a fresh future.
-    /// A timeout or a cancel drops the future at once.
+    /// A timeout or a cancel drops the future at once (once its poll
+    /// returns: a future that blocks inside `poll` cannot be stopped, and
+    /// its retry starts after it is dropped, as two attempts of one async
+    /// task never run at once).
     pub fn submit_async<T, Fut, F>(
         &self,
         opts: TaskOptions,

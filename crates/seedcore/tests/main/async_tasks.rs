@@ -551,7 +551,9 @@ fn wakes_cancels_and_deadlines_racing_on_many_futures_resolve_each_and_drop_each
         }
     }
     for (i, kind, fut) in futs {
-        let out = fut.wait_timeout(LONG).ok().expect("a task never resolved");
+        let out = fut
+            .wait_timeout(LONG)
+            .unwrap_or_else(|_| panic!("task {i} never resolved"));
         match (kind, out) {
             (_, Ok(v)) => assert_eq!(v, i),
             (2, Err(e)) => assert!(e.is_cancelled(), "task {i}: {e:?}"),
