@@ -48,7 +48,8 @@ pub(crate) const SERVICES: u8 = 3;
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) sched: Arc<Scheduler>,
-    /// What each task record holds of `sched`: one pointer.
+    /// The environment (`sched` and default options) that every task
+    /// record with default options points at.
     pub(crate) env: crate::task::EnvRef,
     /// The balancer thread, its events, and the monitor (balance/).
     pub(crate) balance: crate::balance::BalanceState,
@@ -345,9 +346,7 @@ impl SystemBuilder {
         debug_assert_eq!(slots, [THREADS, PROCESSES, ASYNC, SERVICES]);
         let shared = Arc::new(Shared {
             config,
-            env: crate::task::TaskEnv::new(Arc::new(
-                sched.clone() as Arc<dyn crate::task::Schedule>
-            )),
+            env: crate::task::TaskEnv::new(sched.clone()),
             sched,
             balance: crate::balance::BalanceState::new(),
         });

@@ -143,9 +143,8 @@ pub(crate) struct Header {
     pub(crate) state: TaskState,
 }
 
-/// A task's scheduler: one pointer, to the trait object its system keeps
-/// once.
-pub(crate) type SchedRef = Arc<Arc<dyn Schedule>>;
+/// A task's scheduler (a task record reaches it through its [`TaskEnv`]).
+pub(crate) type SchedRef = Arc<dyn Schedule>;
 
 /// What a task shares with others: its scheduler and its options other
 /// than the priority. Every task of a system submitted with default
