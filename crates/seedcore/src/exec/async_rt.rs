@@ -204,9 +204,7 @@ impl AsyncExec {
                 Steal::Success(r) => {
                     // A poll may block the driver: its spare slot should
                     // not be held meanwhile.
-                    if std::mem::take(spare) {
-                        self.slot_done();
-                    }
+                    self.give_back(spare);
                     return Some(Work::Poll(r));
                 }
                 Steal::Retry => continue,
@@ -225,6 +223,13 @@ impl AsyncExec {
                 *spare = true;
                 None
             }
+        }
+    }
+
+    /// Frees the driver's spare slot, if it holds one.
+    fn give_back(&self, spare: &mut bool) {
+        if std::mem::take(spare) {
+            self.slot_done();
         }
     }
 
@@ -303,9 +308,7 @@ impl AsyncExec {
                     std::thread::yield_now();
                 }
             }
-            if std::mem::take(&mut spare) {
-                self.slot_done();
-            }
+            self.give_back(&mut spare);
             self.idle.prepare();
             if self.has_work(false) || self.exiting.load(Ordering::SeqCst) {
                 self.idle.cancel();
@@ -313,9 +316,7 @@ impl AsyncExec {
             }
             self.idle.sleep(standin.then_some(STANDIN_NAP));
         }
-        if spare {
-            self.slot_done();
-        }
+        self.give_back(&mut spare);
     }
 
     /// Whether the calling stand-in may exit: there are more stand-ins
@@ -360,15 +361,24 @@ impl AsyncExec {
         self.idle.notify_one();
     }
 
-    /// Takes every record off `woken`.
-    fn drain_woken(&self) -> Vec<Arc<dyn Started>> {
-        let mut out = Vec::new();
+    /// The attempts registered in `pending` now.
+    fn pending_now(&self) -> Vec<Arc<dyn Started>> {
+        self.pending.lock().values().cloned().collect()
+    }
+
+    /// Drops every future left on `woken` or in `pending` (once the
+    /// drivers have gone): a future holds its own record, so none may be
+    /// left behind.
+    fn close_left(&self) {
         loop {
             match self.woken.steal() {
-                Steal::Success(r) => out.push(r),
+                Steal::Success(r) => r.close(),
                 Steal::Retry => continue,
-                Steal::Empty => return out,
+                Steal::Empty => break,
             }
+        }
+        for started in self.pending_now() {
+            started.close();
         }
     }
 
@@ -389,6 +399,17 @@ enum KeepSlot {
 
 thread_local! {
     static KEEP_SLOT: std::cell::Cell<KeepSlot> = const { std::cell::Cell::new(KeepSlot::No) };
+}
+
+/// Hands the slot of an attempt that ended in its first poll back to the
+/// driver on this thread, if it offered to take it; `false` if not.
+fn hand_slot_back() -> bool {
+    KEEP_SLOT.with(|k| {
+        k.get() == KeepSlot::Offered && {
+            k.set(KeepSlot::Back);
+            true
+        }
+    })
 }
 
 enum Work {
@@ -454,8 +475,7 @@ impl Executor for AsyncExec {
         for job in self.drain_new() {
             job.fail(TaskError::SystemShutdown);
         }
-        let pending: Vec<Arc<dyn Started>> = self.pending.lock().values().cloned().collect();
-        for started in pending {
+        for started in self.pending_now() {
             started.cancel(None);
         }
         self.exiting.store(true, Ordering::SeqCst);
@@ -470,10 +490,9 @@ impl Executor for AsyncExec {
                 detached += 1;
             }
         }
-        // Futures woken after the drivers left: dropped here.
-        for started in self.drain_woken() {
-            started.close();
-        }
+        // What the drivers left: futures woken after they went, and any
+        // still registered.
+        self.close_left();
         if let Some(rt) = self.runtime.lock().take() {
             if Handle::try_current().is_ok() {
                 // Blocking inside a runtime would panic; let it wind down.
@@ -483,12 +502,8 @@ impl Executor for AsyncExec {
                 rt.shutdown_timeout(left.max(Duration::from_millis(10)));
             }
         }
-        // Futures the runtime's wind-down woke, or that nobody woke: a
-        // future holds its own record, so each is dropped here.
-        let left: Vec<Arc<dyn Started>> = self.pending.lock().values().cloned().collect();
-        for started in self.drain_woken().into_iter().chain(left) {
-            started.close();
-        }
+        // And those the runtime's wind-down woke.
+        self.close_left();
         if detached > 0 {
             log::warn!(
                 "seedcore: {detached} async driver(s) still polling at shutdown were detached"
@@ -636,6 +651,14 @@ impl<T, F, Fut> AsyncBody<T, F, Fut> {
         self.state
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, f)
     }
+
+    /// Takes the slot of a live future nobody owns, setting `also`
+    /// (and taking the record off its `SCHEDULED` mark); the state before.
+    fn own(&self, also: u64) -> Result<u64, u64> {
+        self.update(|s| {
+            (s & LIVE != 0 && s & RUNNING == 0).then_some((s | RUNNING | also) & !SCHEDULED)
+        })
+    }
 }
 
 type Cell<T, F, Fut> = TaskCell<AsyncBody<T, F, Fut>>;
@@ -656,30 +679,17 @@ where
             body.exec().slot_done();
             return;
         }
-        let mut s = body.state.load(Ordering::Acquire);
-        loop {
-            if s & LIVE != 0 {
-                let mut next = body.next.lock();
-                // Under the lock: the thread that empties the slot clears
-                // `LIVE` before it looks at `next`.
-                s = body.state.load(Ordering::Acquire);
-                if s & LIVE != 0 {
-                    *next = Some(a);
-                    drop(next);
-                    // The old attempt has ended; make sure its future goes.
-                    cell.clone().cancel(Some(a.n));
-                    return;
-                }
-                continue;
-            }
-            // Nobody else writes the state of an empty slot.
-            let owned = RUNNING | LIVE | (u64::from(a.n) << 32);
-            match body
-                .state
-                .compare_exchange(s, owned, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                Err(now) => s = now,
+        let owned = RUNNING | LIVE | (u64::from(a.n) << 32);
+        while body.update(|s| (s & LIVE == 0).then_some(owned)).is_err() {
+            let mut next = body.next.lock();
+            // Under the lock: the thread that empties the slot clears
+            // `LIVE` before it looks at `next`.
+            if body.state.load(Ordering::Acquire) & LIVE != 0 {
+                *next = Some(a);
+                drop(next);
+                // The old attempt has ended; make sure its future goes.
+                cell.clone().cancel(Some(a.n));
+                return;
             }
         }
         // The factory runs here, inside the runtime's context: it may build
@@ -701,12 +711,11 @@ where
                 let exec = body.exec();
                 let me: Arc<dyn Started> = cell.clone();
                 exec.pending.lock().insert(cell.header.id, me);
-                body.state.fetch_or(REGISTERED, Ordering::SeqCst);
                 // A deadline or a cancel that came during the first poll
                 // found nothing registered; a shutdown drained `pending`.
-                if cell.header.is_cancelled(a.n) || exec.stopped.load(Ordering::SeqCst) {
-                    body.state.fetch_or(CANCEL, Ordering::SeqCst);
-                }
+                let stop = cell.header.is_cancelled(a.n) || exec.stopped.load(Ordering::SeqCst);
+                let cancel = if stop { CANCEL } else { 0 };
+                body.state.fetch_or(REGISTERED | cancel, Ordering::SeqCst);
                 Self::release(cell);
             }
         }
@@ -768,15 +777,7 @@ where
         }
         body.state.store(u64::from(a.n) << 32, Ordering::Release);
         cell.end(a, out);
-        let kept = first
-            && KEEP_SLOT.with(|k| {
-                let offered = k.get() == KeepSlot::Offered;
-                if offered {
-                    k.set(KeepSlot::Back);
-                }
-                offered
-            });
-        if !kept {
+        if !(first && hand_slot_back()) {
             exec.slot_done();
         }
         let next = body.next.lock().take();
@@ -829,10 +830,7 @@ where
     fn poll_again(self: Arc<Self>) {
         // Not live or owned: not reached while the record is on `woken`
         // (see the body's docs); nothing to poll.
-        let Ok(s) = self
-            .body()
-            .update(|s| (s & LIVE != 0 && s & RUNNING == 0).then_some((s | RUNNING) & !SCHEDULED))
-        else {
+        let Ok(s) = self.body().own(0) else {
             return;
         };
         if s & CANCEL != 0 {
@@ -863,10 +861,7 @@ where
     }
 
     fn close(self: Arc<Self>) {
-        let owned = self.body().update(|s| {
-            (s & LIVE != 0 && s & RUNNING == 0).then_some((s | RUNNING | CANCEL) & !SCHEDULED)
-        });
-        if owned.is_ok() {
+        if self.body().own(CANCEL).is_ok() {
             AsyncBody::finish(&self, Err(TaskError::Cancelled), false);
         }
     }
