@@ -30,7 +30,7 @@ use crate::task::{
 };
 use crossbeam_deque::{Steal, Stealer, Worker};
 use join::JoinJob;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -81,7 +81,7 @@ struct PoolThread {
     slot: Arc<WorkerSlot>,
     /// The near end of its deque of join halves.
     halves: Worker<Arc<JoinJob>>,
-    /// The other threads of its pool as of `ThreadPool::thieves_epoch`
+    /// The other threads of its pool as of `ThreadPool::slots_epoch`
     /// `.0`: looking at their deques between two tasks then takes no lock.
     peers: std::cell::RefCell<(u64, Vec<Arc<WorkerSlot>>)>,
 }
@@ -195,11 +195,10 @@ pub(crate) struct ThreadPool {
     helpers: Mutex<Vec<std::thread::Thread>>,
     /// `helpers.len()`, read without the lock on the submit path.
     helping: AtomicUsize,
-    /// The slots of the threads in `work`, for idle threads to steal join
-    /// halves from (`state.slots` without the pool's lock).
-    thieves: RwLock<Vec<Arc<WorkerSlot>>>,
-    /// Changes of `thieves` (stored under its write lock).
-    thieves_epoch: AtomicU64,
+    /// Changes of `state.slots` (counted under the pool's lock), so that
+    /// a thread looks at the others' deques through its own copy of the
+    /// list and takes the lock only when it changed.
+    slots_epoch: AtomicU64,
     /// The headers of join halves, one per priority level, made at the
     /// first join (see `join.rs`).
     join_headers: std::sync::OnceLock<Box<[Header]>>,
@@ -269,8 +268,7 @@ impl ThreadPool {
             is_broken: AtomicBool::new(false),
             helpers: Mutex::new(Vec::new()),
             helping: AtomicUsize::new(0),
-            thieves: RwLock::new(Vec::new()),
-            thieves_epoch: AtomicU64::new(0),
+            slots_epoch: AtomicU64::new(0),
             join_headers: std::sync::OnceLock::new(),
             me: me.clone(),
         });
@@ -503,15 +501,16 @@ impl ThreadPool {
     /// The other threads of this pool, as `t` (the calling thread) last
     /// saw them, refreshed if they changed since.
     fn peers<'a>(&self, t: &'a PoolThread) -> std::cell::Ref<'a, Vec<Arc<WorkerSlot>>> {
-        let epoch = self.thieves_epoch.load(Ordering::Acquire);
+        let epoch = self.slots_epoch.load(Ordering::Acquire);
         if t.peers.borrow().0 != epoch {
-            let thieves = self.thieves.read();
-            let others = thieves
+            let st = self.state.lock();
+            let others = st
+                .slots
                 .iter()
                 .filter(|s| !Arc::ptr_eq(s, &t.slot))
                 .cloned()
                 .collect();
-            *t.peers.borrow_mut() = (self.thieves_epoch.load(Ordering::Acquire), others);
+            *t.peers.borrow_mut() = (self.slots_epoch.load(Ordering::Acquire), others);
         }
         std::cell::Ref::map(t.peers.borrow(), |p| &p.1)
     }
@@ -534,13 +533,6 @@ impl ThreadPool {
         None
     }
 
-    /// Changes the thread list thieves look at, and says so.
-    fn set_thieves(&self, change: impl FnOnce(&mut Vec<Arc<WorkerSlot>>)) {
-        let mut t = self.thieves.write();
-        change(&mut t);
-        self.thieves_epoch.fetch_add(1, Ordering::Release);
-    }
-
     /// Whether anything waits for the calling thread of this pool: a
     /// queued job or a join half on a deque.
     fn has_work(&self) -> bool {
@@ -550,7 +542,7 @@ impl ThreadPool {
         self.with_own(|t| {
             !t.halves.is_empty() || self.peers(t).iter().any(|s| !s.halves.is_empty())
         })
-        .unwrap_or_else(|| self.thieves.read().iter().any(|s| !s.halves.is_empty()))
+        .unwrap_or_else(|| self.state.lock().slots.iter().any(|s| !s.halves.is_empty()))
     }
 
     /// Unparks one pool thread parked in a join's wait, if there is one.
@@ -677,8 +669,11 @@ impl ThreadPool {
             level: std::sync::atomic::AtomicU8::new(Priority::NORMAL.level()),
             halves: halves.stealer(),
         });
-        self.state.lock().slots.push(slot.clone());
-        self.set_thieves(|t| t.push(slot.clone()));
+        {
+            let mut st = self.state.lock();
+            st.slots.push(slot.clone());
+            self.slots_epoch.fetch_add(1, Ordering::Release);
+        }
         let me = Arc::as_ptr(&self) as usize;
         WORKER.with(|w| {
             *w.borrow_mut() = Some(PoolThread {
@@ -741,7 +736,6 @@ impl ThreadPool {
             }
         }
         WORKER.with(|w| w.borrow_mut().take());
-        self.set_thieves(|t| t.retain(|s| !Arc::ptr_eq(s, &slot)));
         let mut st = self.state.lock();
         st.alive -= 1;
         if slot.abandoned.load(Ordering::Acquire) {
@@ -749,6 +743,7 @@ impl ThreadPool {
         }
         st.exited.push(std::thread::current().id());
         st.slots.retain(|s| !Arc::ptr_eq(s, &slot));
+        self.slots_epoch.fetch_add(1, Ordering::Release);
         self.exited.notify_all();
     }
 
