@@ -502,15 +502,6 @@ fn an_async_task_that_blocks_on_an_async_future_with_one_driver_still_resolves()
     );
 }
 
-/// Counts its drops in `.0`.
-struct CountDrop(Arc<AtomicU32>);
-
-impl Drop for CountDrop {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 #[test]
 fn wakes_cancels_and_deadlines_racing_on_many_futures_resolve_each_and_drop_each() {
     // Futures woken from their own poll (yields) and from tokio's timer
@@ -518,7 +509,8 @@ fn wakes_cancels_and_deadlines_racing_on_many_futures_resolve_each_and_drop_each
     // all at once: every task resolves with what its kind allows, and every
     // future that was built is dropped once.
     let system = common::builder("a-storm").async_threads(2).build().unwrap();
-    let (built, dropped) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let built = Arc::new(AtomicU32::new(0));
+    let (dropped_tx, dropped_rx) = mpsc::channel();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut futs = Vec::new();
     for i in 0..2_000u32 {
@@ -528,11 +520,11 @@ fn wakes_cancels_and_deadlines_racing_on_many_futures_resolve_each_and_drop_each
         } else {
             TaskOptions::new()
         };
-        let (b, d) = (built.clone(), dropped.clone());
+        let (b, d) = (built.clone(), dropped_tx.clone());
         let fut = system
             .submit_async(opts, move |_| {
                 b.fetch_add(1, Ordering::SeqCst);
-                let guard = CountDrop(d.clone());
+                let guard = DropSignal(d.clone());
                 async move {
                     let _guard = guard;
                     for _ in 0..i % 5 {
@@ -563,14 +555,12 @@ fn wakes_cancels_and_deadlines_racing_on_many_futures_resolve_each_and_drop_each
     }
     // Cancelled and timed-out futures are dropped by a driver after their
     // task resolved.
-    let waited = Instant::now();
-    while dropped.load(Ordering::SeqCst) != built.load(Ordering::SeqCst) {
-        assert!(
-            waited.elapsed() < LONG,
-            "{} futures built, {} dropped",
-            built.load(Ordering::SeqCst),
-            dropped.load(Ordering::SeqCst)
-        );
-        std::thread::sleep(Duration::from_millis(5));
+    let mut dropped = 0;
+    while dropped != built.load(Ordering::SeqCst) {
+        dropped_rx.recv_timeout(LONG).unwrap_or_else(|_| {
+            let built = built.load(Ordering::SeqCst);
+            panic!("{built} futures built, {dropped} dropped")
+        });
+        dropped += 1;
     }
 }
