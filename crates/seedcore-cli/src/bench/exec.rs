@@ -13,8 +13,9 @@
 //! `docs/exec.md`). `seedcore exec` and GNU parallel both keep a job log
 //! (synced to disk) and retry a failed job once (`--joblog`, `--retries
 //! 2`), as a run that can be resumed would; xargs has neither. Every
-//! subject's stdout goes to `/dev/null`. GNU parallel absent: reported
-//! skipped with the reason.
+//! subject's stdout goes to `/dev/null`. The subjects take turns, one
+//! repetition each, five rounds; reported: the median. GNU parallel absent:
+//! reported skipped with the reason.
 
 use super::{note, report::median, Entry, Measurement, Scale, Skipped};
 use anyhow::{bail, Context};
@@ -66,7 +67,7 @@ fn has(program: &str) -> bool {
 }
 
 pub(crate) fn run(scale: Scale) -> anyhow::Result<(Vec<Entry>, Vec<String>)> {
-    let (n, reps) = if scale.quick { (200, 1) } else { (2000, 3) };
+    let (n, reps) = if scale.quick { (200, 1) } else { (2000, 5) };
     let j = scale.workers.to_string();
     let input: Vec<u8> = (1..=n)
         .map(|i| format!("{i}\n"))
@@ -84,7 +85,7 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<(Vec<Entry>, Vec<String>)> {
     let mut entries = Vec::new();
     for (metric, program) in WORKLOADS {
         note(&format!(
-            "{metric}: {n} `{program}` jobs, -j {j}, {reps} repetitions"
+            "{metric}: {n} `{program}` jobs, -j {j}, {reps} rounds, the subjects taking turns"
         ));
         type Build<'a> = Box<dyn Fn() -> Command + 'a>;
         let subjects: [(&'static str, Result<(), &str>, Build<'_>); 3] = [
@@ -121,46 +122,45 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<(Vec<Entry>, Vec<String>)> {
                 }),
             ),
         ];
-        for (subject, available, build) in subjects {
-            if let Err(reason) = available {
-                entries.push(Entry::Skipped(Skipped {
-                    suite: SUITE,
-                    metric,
-                    subject,
-                    unit: UNIT,
-                    reason: reason.to_string(),
-                }));
-                continue;
-            }
-            let mut samples = Vec::new();
-            let mut failure = None;
-            for _ in 0..reps {
+        // The subjects take turns, one repetition each, so that a drift in
+        // the machine's load hits all of them alike; a peer that fails
+        // drops out of the later rounds.
+        let mut samples: [Vec<f64>; 3] = Default::default();
+        let mut failed: [Option<String>; 3] = Default::default();
+        for _ in 0..reps {
+            for (k, (subject, available, build)) in subjects.iter().enumerate() {
+                if available.is_err() || failed[k].is_some() {
+                    continue;
+                }
                 match timed(build(), &input) {
-                    Ok(secs) => samples.push(n as f64 / secs),
-                    Err(e) => {
-                        failure = Some(format!("{e:#}"));
-                        break;
-                    }
+                    Ok(secs) => samples[k].push(n as f64 / secs),
+                    Err(e) if *subject == "seedcore" => bail!("seedcore exec failed: {e:#}"),
+                    Err(e) => failed[k] = Some(format!("{e:#}")),
                 }
             }
-            match failure {
-                Some(reason) if subject != "seedcore" => entries.push(Entry::Skipped(Skipped {
+        }
+        for (k, (subject, available, _)) in subjects.iter().enumerate() {
+            let why = match (available, failed[k].take()) {
+                (Err(reason), _) => Some(reason.to_string()),
+                (Ok(()), failure) => failure,
+            };
+            entries.push(match why {
+                Some(reason) => Entry::Skipped(Skipped {
                     suite: SUITE,
                     metric,
                     subject,
                     unit: UNIT,
                     reason,
-                })),
-                Some(reason) => bail!("seedcore exec failed: {reason}"),
-                None => entries.push(Entry::Measured(Measurement {
+                }),
+                None => Entry::Measured(Measurement {
                     suite: SUITE,
                     metric,
                     subject,
-                    value: median(&samples),
+                    value: median(&samples[k]),
                     unit: UNIT,
-                    samples,
-                })),
-            }
+                    samples: std::mem::take(&mut samples[k]),
+                }),
+            });
         }
     }
     let _ = std::fs::remove_dir_all(&home);

@@ -228,3 +228,30 @@ pub(crate) fn helper_child() -> Option<ExitCode> {
 pub(crate) fn note(msg: &str) {
     eprintln!("# {msg}");
 }
+
+/// One subject of an [`interleaved`] measurement: its name and one timed
+/// repetition, which checks its own result and returns its figure.
+pub(crate) type Subject<'a> = (&'static str, Box<dyn FnMut() -> anyhow::Result<f64> + 'a>);
+
+/// Runs one untimed warm-up of each subject, then `reps` rounds in which
+/// every subject runs one repetition in turn; returns each subject's
+/// samples, in the subjects' order.
+///
+/// Subjects compared by a ratio run this way rather than one after the
+/// other: on a shared machine the load drifts over a run, and taking turns
+/// makes a drift hit every side of a ratio alike.
+pub(crate) fn interleaved(
+    reps: usize,
+    subjects: &mut [Subject<'_>],
+) -> anyhow::Result<Vec<Vec<f64>>> {
+    for (_, rep) in subjects.iter_mut() {
+        rep()?;
+    }
+    let mut samples = vec![Vec::with_capacity(reps); subjects.len()];
+    for _ in 0..reps {
+        for ((_, rep), out) in subjects.iter_mut().zip(&mut samples) {
+            out.push(rep()?);
+        }
+    }
+    Ok(samples)
+}

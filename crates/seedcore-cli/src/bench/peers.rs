@@ -32,10 +32,9 @@ pub(crate) fn rayon_pool(scale: Scale) -> anyhow::Result<rayon::ThreadPool> {
         .context("building the rayon pool")
 }
 
-/// `rayon::ThreadPool::spawn` with an atomic latch.
-pub(crate) fn rayon_spawn(scale: Scale) -> anyhow::Result<Measurement> {
-    let pool = rayon_pool(scale)?;
-    tiny::measure("rayon_spawn", scale, |n| {
+/// One repetition of `rayon_spawn`: `ThreadPool::spawn` with an atomic latch.
+pub(crate) fn rayon_spawn(pool: &rayon::ThreadPool) -> tiny::Rep<'_> {
+    Box::new(move |n| {
         timed(|| {
             let latch = Latch::new(n);
             for i in 0..n as u64 {
@@ -48,7 +47,7 @@ pub(crate) fn rayon_spawn(scale: Scale) -> anyhow::Result<Measurement> {
 }
 
 /// A tokio multi-thread runtime with `cores` workers.
-fn tokio_runtime(scale: Scale) -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn tokio_runtime(scale: Scale) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio_builder(scale)
         .build()
         .context("building the tokio runtime")
@@ -61,17 +60,12 @@ fn tokio_builder(scale: Scale) -> tokio::runtime::Builder {
     b
 }
 
-/// `Handle::spawn` from the main thread, then await every `JoinHandle`.
-pub(crate) fn tokio_spawn(scale: Scale) -> anyhow::Result<Measurement> {
-    tokio_spawn_as(tiny::METRIC, scale)
-}
-
-/// [`tokio_spawn`] reported under `metric` (`async_task_ns`: the peer of
-/// seedcore's async tasks).
-pub(crate) fn tokio_spawn_as(metric: &'static str, scale: Scale) -> anyhow::Result<Measurement> {
-    let rt = tokio_runtime(scale)?;
+/// One repetition of `tokio_spawn`: `Handle::spawn` from the main thread,
+/// then await every `JoinHandle` (the peer of seedcore's thread tasks, and
+/// of its async tasks under `async_task_ns`).
+pub(crate) fn tokio_spawn(rt: &tokio::runtime::Runtime) -> tiny::Rep<'_> {
     let handle = rt.handle().clone();
-    tiny::measure_as(metric, "tokio_spawn", scale, |n| {
+    Box::new(move |n| {
         timed(|| {
             let mut hs = Vec::with_capacity(n);
             for i in 0..n as u64 {

@@ -13,12 +13,14 @@
 //!   thread task instead, so that every closure runs on the pool's
 //!   threads as rayon's do. Timed: one tree; the sum is checked.
 //!
-//! Reported: the median over the repetitions. Lower is better.
+//! The subjects of a metric take turns, one repetition each
+//! ([`interleaved`]). Reported: the median over the repetitions. Lower is
+//! better.
 
 use super::peers::rayon_pool;
 use super::threads::system;
 use super::tiny::task;
-use super::{note, Measurement, Scale};
+use super::{interleaved, note, Measurement, Scale, Subject};
 use anyhow::ensure;
 use seedcore::{ConcurrentSystem, ShutdownMode, TaskOptions};
 use std::hint::black_box;
@@ -52,23 +54,26 @@ fn leaf(lo: u64, hi: u64) -> u64 {
     (lo..hi).map(task).sum()
 }
 
-/// One warm-up, then `reps` timed repetitions of `rep` (µs each).
-fn measure(
+/// The subjects of `metric`, their repetitions taking turns
+/// ([`interleaved`]); each repetition returns µs.
+fn measure_together(
     metric: &'static str,
-    subject: &'static str,
     scale: Scale,
-    mut rep: impl FnMut() -> anyhow::Result<f64>,
-) -> anyhow::Result<Measurement> {
+    mut subjects: Vec<Subject<'_>>,
+) -> anyhow::Result<Vec<Measurement>> {
     let reps = reps(scale);
+    let names: Vec<&'static str> = subjects.iter().map(|(s, _)| *s).collect();
     note(&format!(
-        "{metric}: {subject}: {} workers, 1 warm-up + {reps} reps",
+        "{metric}: {}: {} workers, 1 warm-up + {reps} reps, taking turns",
+        names.join(", "),
         scale.workers
     ));
-    rep()?;
-    let samples = (0..reps)
-        .map(|_| rep())
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Measurement::of(SUITE, metric, subject, "us", samples))
+    let samples = interleaved(reps, &mut subjects)?;
+    Ok(names
+        .into_iter()
+        .zip(samples)
+        .map(|(subject, v)| Measurement::of(SUITE, metric, subject, "us", v))
+        .collect())
 }
 
 /// Checks that every task of a scope wrote its own index's result.
@@ -79,51 +84,59 @@ fn check_scope(out: &[u64]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `ConcurrentSystem::scope` with unwaited tasks writing into a borrowed vector.
-pub(crate) fn seedcore_scope(scale: Scale) -> anyhow::Result<Measurement> {
+/// `scope_us` of seedcore and rayon.
+pub(crate) fn scope(scale: Scale) -> anyhow::Result<Vec<Measurement>> {
     let sys = system(scale)?;
-    let tasks = 4 * scale.workers;
-    let m = measure(SCOPE_METRIC, "seedcore", scale, || {
-        let mut out = vec![0u64; tasks];
-        let t = Instant::now();
-        for _ in 0..SCOPES {
-            sys.scope(|s| -> anyhow::Result<()> {
-                for (i, slot) in out.iter_mut().enumerate() {
-                    let slot = std::sync::Mutex::new(slot);
-                    // Ended by the scope, not waited on here.
-                    drop(s.submit_thread(TaskOptions::new(), move |_| {
-                        **slot.lock().unwrap_or_else(|e| e.into_inner()) = task(i as u64) + 1;
-                    })?);
-                }
-                Ok(())
-            })?;
-        }
-        let us = t.elapsed().as_secs_f64() * 1e6 / SCOPES as f64;
-        check_scope(&out)?;
-        Ok(us)
-    })?;
-    sys.shutdown(ShutdownMode::Graceful);
-    Ok(m)
-}
-
-/// `rayon::ThreadPool::scope` with the same tasks.
-pub(crate) fn rayon_scope(scale: Scale) -> anyhow::Result<Measurement> {
     let pool = rayon_pool(scale)?;
     let tasks = 4 * scale.workers;
-    measure(SCOPE_METRIC, "rayon_scope", scale, || {
-        let mut out = vec![0u64; tasks];
-        let t = Instant::now();
-        for _ in 0..SCOPES {
-            pool.scope(|s| {
-                for (i, slot) in out.iter_mut().enumerate() {
-                    s.spawn(move |_| *slot = task(i as u64) + 1);
-                }
-            });
-        }
-        let us = t.elapsed().as_secs_f64() * 1e6 / SCOPES as f64;
-        check_scope(&out)?;
-        Ok(us)
-    })
+    let m = measure_together(
+        SCOPE_METRIC,
+        scale,
+        vec![
+            ("seedcore", Box::new(|| seedcore_scope(&sys, tasks))),
+            ("rayon_scope", Box::new(|| rayon_scope(&pool, tasks))),
+        ],
+    );
+    sys.shutdown(ShutdownMode::Graceful);
+    m
+}
+
+/// One repetition of `ConcurrentSystem::scope` with unwaited tasks writing
+/// into a borrowed vector.
+fn seedcore_scope(sys: &ConcurrentSystem, tasks: usize) -> anyhow::Result<f64> {
+    let mut out = vec![0u64; tasks];
+    let t = Instant::now();
+    for _ in 0..SCOPES {
+        sys.scope(|s| -> anyhow::Result<()> {
+            for (i, slot) in out.iter_mut().enumerate() {
+                let slot = std::sync::Mutex::new(slot);
+                // Ended by the scope, not waited on here.
+                drop(s.submit_thread(TaskOptions::new(), move |_| {
+                    **slot.lock().unwrap_or_else(|e| e.into_inner()) = task(i as u64) + 1;
+                })?);
+            }
+            Ok(())
+        })?;
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / SCOPES as f64;
+    check_scope(&out)?;
+    Ok(us)
+}
+
+/// One repetition of `rayon::ThreadPool::scope` with the same tasks.
+fn rayon_scope(pool: &rayon::ThreadPool, tasks: usize) -> anyhow::Result<f64> {
+    let mut out = vec![0u64; tasks];
+    let t = Instant::now();
+    for _ in 0..SCOPES {
+        pool.scope(|s| {
+            for (i, slot) in out.iter_mut().enumerate() {
+                s.spawn(move |_| *slot = task(i as u64) + 1);
+            }
+        });
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / SCOPES as f64;
+    check_scope(&out)?;
+    Ok(us)
 }
 
 /// The join tree over `lo..hi` on seedcore.
@@ -158,38 +171,33 @@ fn timed_tree(run: impl FnOnce() -> anyhow::Result<u64>) -> anyhow::Result<f64> 
     Ok(us)
 }
 
-/// `ConcurrentSystem::join`, recursively, from the main thread.
-pub(crate) fn seedcore_join(scale: Scale) -> anyhow::Result<Measurement> {
+/// `join_tree_us` of seedcore (the tree started from the main thread, and
+/// from a thread task, so that every closure runs on the pool's threads as
+/// rayon's do inside `install`) and of rayon.
+pub(crate) fn join(scale: Scale) -> anyhow::Result<Vec<Measurement>> {
     let sys = system(scale)?;
-    let m = measure(JOIN_METRIC, "seedcore", scale, || {
-        timed_tree(|| Ok(seedcore_tree(&sys, 0, TREE)))
-    })?;
-    sys.shutdown(ShutdownMode::Graceful);
-    Ok(m)
-}
-
-/// `ConcurrentSystem::join`, recursively, from a thread task (every
-/// closure then runs on the pool's threads, as rayon's inside `install`).
-pub(crate) fn seedcore_join_in_task(scale: Scale) -> anyhow::Result<Measurement> {
-    let sys = system(scale)?;
-    let m = measure(JOIN_METRIC, "seedcore_in_task", scale, || {
+    let pool = rayon_pool(scale)?;
+    let from_main = || timed_tree(|| Ok(seedcore_tree(&sys, 0, TREE)));
+    let in_task = || {
         timed_tree(|| {
             sys.scope(|s| {
                 let tree = s.submit_thread(TaskOptions::new(), |_| seedcore_tree(&sys, 0, TREE))?;
                 Ok(tree.wait()?)
             })
         })
-    })?;
+    };
+    let rayon = || timed_tree(|| Ok(pool.install(|| rayon_tree(0, TREE))));
+    let m = measure_together(
+        JOIN_METRIC,
+        scale,
+        vec![
+            ("seedcore", Box::new(from_main)),
+            ("seedcore_in_task", Box::new(in_task)),
+            ("rayon_join", Box::new(rayon)),
+        ],
+    );
     sys.shutdown(ShutdownMode::Graceful);
-    Ok(m)
-}
-
-/// `rayon::join`, recursively, inside `ThreadPool::install`.
-pub(crate) fn rayon_join(scale: Scale) -> anyhow::Result<Measurement> {
-    let pool = rayon_pool(scale)?;
-    measure(JOIN_METRIC, "rayon_join", scale, || {
-        timed_tree(|| Ok(pool.install(|| rayon_tree(0, TREE))))
-    })
+    m
 }
 
 #[cfg(test)]

@@ -38,26 +38,49 @@ use seedcore::{
 };
 use std::time::{Duration, Instant};
 
-/// Runs every subject of the suite, in the order of the report.
+/// Runs every subject of the suite, in the order of the report. Subjects
+/// compared by a ratio take turns ([`super::interleaved`]).
 pub(crate) fn run(scale: Scale) -> anyhow::Result<Vec<Measurement>> {
-    Ok(vec![
-        seedcore_tiny(scale)?,
-        peers::rayon_spawn(scale)?,
-        peers::tokio_spawn(scale)?,
-        peers::tokio_spawn_blocking(scale)?,
-        seedcore_async(scale)?,
-        peers::tokio_spawn_as(ASYNC_METRIC, scale)?,
-        seedcore_priority_latency(scale)?,
+    let mut out = Vec::new();
+    {
+        let sys = system(scale)?;
+        let pool = peers::rayon_pool(scale)?;
+        let rt = peers::tokio_runtime(scale)?;
+        out.extend(tiny::measure_together(
+            tiny::METRIC,
+            scale,
+            vec![
+                ("seedcore", seedcore_tiny(&sys)),
+                ("rayon_spawn", peers::rayon_spawn(&pool)),
+                ("tokio_spawn", peers::tokio_spawn(&rt)),
+            ],
+        )?);
+        sys.shutdown(ShutdownMode::Graceful);
+    }
+    out.push(peers::tokio_spawn_blocking(scale)?);
+    {
+        let sys = system(scale)?;
+        let rt = peers::tokio_runtime(scale)?;
+        out.extend(tiny::measure_together(
+            ASYNC_METRIC,
+            scale,
+            vec![
+                ("seedcore", seedcore_async(&sys)),
+                ("tokio_spawn", peers::tokio_spawn(&rt)),
+            ],
+        )?);
+        sys.shutdown(ShutdownMode::Graceful);
+    }
+    out.push(seedcore_priority_latency(scale)?);
+    out.extend([
         seedcore_queued(scale)?,
         peers::rayon_queued(scale)?,
         peers::tokio_queued(scale)?,
         peers::tokio_blocking_queued(scale)?,
-        scoped::seedcore_scope(scale)?,
-        scoped::rayon_scope(scale)?,
-        scoped::seedcore_join(scale)?,
-        scoped::seedcore_join_in_task(scale)?,
-        scoped::rayon_join(scale)?,
-    ])
+    ]);
+    out.extend(scoped::scope(scale)?);
+    out.extend(scoped::join(scale)?);
+    Ok(out)
 }
 
 /// A seedcore system whose thread pool (and async runtime) has exactly
@@ -71,19 +94,17 @@ pub(super) fn system(scale: Scale) -> anyhow::Result<ConcurrentSystem> {
         .context("building the seedcore system")
 }
 
-/// The tiny-task workload on a fresh system, under `metric`: `submit`
-/// submits task `i`, then every future is waited on in order.
-fn seedcore_workload(
-    metric: &'static str,
-    scale: Scale,
-    submit: impl Fn(&ConcurrentSystem, u64) -> Result<TaskFuture<u64>, SubmitError>,
-) -> anyhow::Result<Measurement> {
-    let sys = system(scale)?;
-    let m = tiny::measure_as(metric, "seedcore", scale, |n| {
+/// One repetition of the tiny-task workload on `sys`: `submit` submits
+/// task `i`, then every future is waited on in order.
+fn seedcore_rep<'a>(
+    sys: &'a ConcurrentSystem,
+    submit: impl Fn(&ConcurrentSystem, u64) -> Result<TaskFuture<u64>, SubmitError> + 'a,
+) -> tiny::Rep<'a> {
+    Box::new(move |n| {
         timed(|| {
             let mut fs = Vec::with_capacity(n);
             for i in 0..n as u64 {
-                fs.push(submit(&sys, i)?);
+                fs.push(submit(sys, i)?);
             }
             let mut s = 0u64;
             for f in fs {
@@ -91,14 +112,12 @@ fn seedcore_workload(
             }
             Ok(s)
         })
-    })?;
-    sys.shutdown(ShutdownMode::Graceful);
-    Ok(m)
+    })
 }
 
 /// Tiny-task throughput of `submit_thread` + `TaskFuture::wait`.
-fn seedcore_tiny(scale: Scale) -> anyhow::Result<Measurement> {
-    seedcore_workload(tiny::METRIC, scale, |sys, i| {
+fn seedcore_tiny(sys: &ConcurrentSystem) -> tiny::Rep<'_> {
+    seedcore_rep(sys, |sys, i| {
         sys.submit_thread(TaskOptions::new(), move |_: &TaskContext| task(i))
     })
 }
@@ -107,8 +126,8 @@ fn seedcore_tiny(scale: Scale) -> anyhow::Result<Measurement> {
 const ASYNC_METRIC: &str = "async_task_ns";
 
 /// Tiny-task throughput of `submit_async` + `TaskFuture::wait`.
-fn seedcore_async(scale: Scale) -> anyhow::Result<Measurement> {
-    seedcore_workload(ASYNC_METRIC, scale, |sys, i| {
+fn seedcore_async(sys: &ConcurrentSystem) -> tiny::Rep<'_> {
+    seedcore_rep(sys, |sys, i| {
         sys.submit_async(TaskOptions::new(), move |_| async move { task(i) })
     })
 }

@@ -7,9 +7,8 @@
 //! the last result is summed; pool construction and one warm-up repetition are
 //! outside the measurement. Reported: the median ns/task over the repetitions.
 
-use super::report::median;
-use super::{note, Measurement, Scale};
-use anyhow::ensure;
+use super::{interleaved, note, Measurement, Scale, Subject};
+use anyhow::{ensure, Context};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -46,39 +45,52 @@ pub(crate) fn measure(
     scale: Scale,
     rep: impl FnMut(usize) -> anyhow::Result<(Duration, u64)>,
 ) -> anyhow::Result<Measurement> {
-    measure_as(METRIC, subject, scale, rep)
+    let mut m = measure_together(METRIC, scale, vec![(subject, Box::new(rep))])?;
+    m.pop().context("no measurement")
 }
 
-/// [`measure`] under another metric name (the same workload run as async
-/// tasks is `async_task_ns`).
-pub(crate) fn measure_as(
+/// One repetition of the workload for a subject: runs `n` tasks and
+/// returns the elapsed time with the sum of their results.
+pub(crate) type Rep<'a> = Box<dyn FnMut(usize) -> anyhow::Result<(Duration, u64)> + 'a>;
+
+/// The workload under `metric` for several subjects whose repetitions take
+/// turns ([`interleaved`]): one warm-up of each, then the measured rounds;
+/// every sum is checked. One measurement per subject, in their order.
+pub(crate) fn measure_together(
     metric: &'static str,
-    subject: &'static str,
     scale: Scale,
-    mut rep: impl FnMut(usize) -> anyhow::Result<(Duration, u64)>,
-) -> anyhow::Result<Measurement> {
+    subjects: Vec<(&'static str, Rep<'_>)>,
+) -> anyhow::Result<Vec<Measurement>> {
     let (n, reps) = size(scale);
     let want = expected(n);
+    let names: Vec<&'static str> = subjects.iter().map(|(s, _)| *s).collect();
     note(&format!(
-        "{metric}: {subject}: N={n}, {} workers, 1 warm-up + {reps} reps",
-        scale.workers
+        "{metric}: {}: N={n}, {} workers, 1 warm-up + {reps} reps{}",
+        names.join(", "),
+        scale.workers,
+        if names.len() > 1 {
+            ", taking turns"
+        } else {
+            ""
+        }
     ));
-    let (_, s) = rep(n)?;
-    ensure!(s == want, "{subject}: wrong sum in warm-up: {s} != {want}");
-    let mut samples = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let (t, s) = rep(n)?;
-        ensure!(s == want, "{subject}: wrong sum: {s} != {want}");
-        samples.push(t.as_secs_f64() * 1e9 / n as f64);
-    }
-    Ok(Measurement {
-        suite: "threads",
-        metric,
-        subject,
-        value: median(&samples),
-        unit: "ns",
-        samples,
-    })
+    let mut timed: Vec<Subject<'_>> = subjects
+        .into_iter()
+        .map(|(subject, mut rep)| -> Subject<'_> {
+            let per_task = move || {
+                let (t, s) = rep(n)?;
+                ensure!(s == want, "{subject}: wrong sum: {s} != {want}");
+                Ok(t.as_secs_f64() * 1e9 / n as f64)
+            };
+            (subject, Box::new(per_task))
+        })
+        .collect();
+    let samples = interleaved(reps, &mut timed)?;
+    Ok(names
+        .into_iter()
+        .zip(samples)
+        .map(|(subject, v)| Measurement::of("threads", metric, subject, "ns", v))
+        .collect())
 }
 
 /// A countdown latch with an atomic sum, for peers whose spawn returns no handle
