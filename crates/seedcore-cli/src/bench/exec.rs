@@ -17,7 +17,7 @@
 //! repetition each, five rounds; reported: the median. GNU parallel absent:
 //! reported skipped with the reason.
 
-use super::{note, report::median, Entry, Measurement, Scale, Skipped};
+use super::{note, report::median, rotation, Entry, Measurement, Scale, Skipped};
 use anyhow::{bail, Context};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -122,13 +122,14 @@ pub(crate) fn run(scale: Scale) -> anyhow::Result<(Vec<Entry>, Vec<String>)> {
                 }),
             ),
         ];
-        // The subjects take turns, one repetition each, so that a drift in
-        // the machine's load hits all of them alike; a peer that fails
-        // drops out of the later rounds.
+        // The subjects take turns, one repetition each, each round starting
+        // with the next one, so that a drift in the machine's load hits all
+        // of them alike; a peer that fails drops out of the later rounds.
         let mut samples: [Vec<f64>; 3] = Default::default();
         let mut failed: [Option<String>; 3] = Default::default();
-        for _ in 0..reps {
-            for (k, (subject, available, build)) in subjects.iter().enumerate() {
+        for round in 0..reps {
+            for k in rotation(round, subjects.len()) {
+                let (subject, available, build) = &subjects[k];
                 if available.is_err() || failed[k].is_some() {
                     continue;
                 }

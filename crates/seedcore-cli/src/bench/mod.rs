@@ -234,8 +234,10 @@ pub(crate) fn note(msg: &str) {
 pub(crate) type Subject<'a> = (&'static str, Box<dyn FnMut() -> anyhow::Result<f64> + 'a>);
 
 /// Runs one untimed warm-up of each subject, then `reps` rounds in which
-/// every subject runs one repetition in turn; returns each subject's
-/// samples, in the subjects' order.
+/// every subject runs one repetition in turn (each round starting with the
+/// next subject: what one run leaves behind, such as a warm cache or a
+/// peer's exiting threads, then falls on each in turn); returns each
+/// subject's samples, in the subjects' order.
 ///
 /// Subjects compared by a ratio run this way rather than one after the
 /// other: on a shared machine the load drifts over a run, and taking turns
@@ -247,11 +249,18 @@ pub(crate) fn interleaved(
     for (_, rep) in subjects.iter_mut() {
         rep()?;
     }
-    let mut samples = vec![Vec::with_capacity(reps); subjects.len()];
-    for _ in 0..reps {
-        for ((_, rep), out) in subjects.iter_mut().zip(&mut samples) {
-            out.push(rep()?);
+    let k = subjects.len();
+    let mut samples = vec![Vec::with_capacity(reps); k];
+    for round in 0..reps {
+        for i in rotation(round, k) {
+            samples[i].push((subjects[i].1)()?);
         }
     }
     Ok(samples)
+}
+
+/// The order of `k` subjects in round `round` of a measurement that takes
+/// turns: `round % k`, then the ones after it, wrapping around.
+pub(crate) fn rotation(round: usize, k: usize) -> impl Iterator<Item = usize> {
+    (0..k).map(move |i| (round + i) % k)
 }

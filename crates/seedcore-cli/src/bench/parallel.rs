@@ -4,9 +4,10 @@
 //! Every pool has as many workers as there are cores; each is built and
 //! warmed up (one untimed repetition) before the clock starts, and every
 //! repetition checks its result. Reported: the median over the repetitions.
-//! Subjects measured in this process alternate their repetitions (seedcore,
-//! rayon, seedcore, ...), so that a change in the machine's load (other
-//! work on a shared 2-core machine) hits both sides of a ratio alike.
+//! Subjects measured in this process take turns, one repetition each, each
+//! round starting with the next ([`interleaved`](super::interleaved)), so
+//! that a change in the machine's load (other work on a shared 2-core
+//! machine) hits both sides of a ratio alike.
 //!
 //! | metric | unit | subject | what is timed |
 //! | --- | --- | --- | --- |
@@ -32,7 +33,7 @@
 //! (`cores` = 2).
 
 use super::pyharness::Harness;
-use super::{note, Entry, Measurement, Scale};
+use super::{interleaved, note, Entry, Measurement, Scale, Subject};
 use anyhow::{ensure, Context};
 use rayon::prelude::*;
 use seedcore::{ChunkSize, ConcurrentSystem, ShutdownMode};
@@ -290,17 +291,26 @@ fn hash_pair(
         );
         Ok(ns)
     };
-    ours()?;
-    theirs()?;
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..sz.hash_reps {
-        a.push(ours()?);
-        b.push(theirs()?);
-    }
+    let mut subjects: [Subject<'_>; 2] = [
+        ("seedcore_threads", Box::new(ours)),
+        ("rayon_par_iter", Box::new(theirs)),
+    ];
+    let samples = interleaved(sz.hash_reps, &mut subjects);
     sys.shutdown(ShutdownMode::Graceful);
+    let mut samples = samples?.into_iter();
     Ok((
-        measurement(HASH, "seedcore_threads", "ns", a),
-        measurement(HASH, "rayon_par_iter", "ns", b),
+        measurement(
+            HASH,
+            "seedcore_threads",
+            "ns",
+            samples.next().unwrap_or_default(),
+        ),
+        measurement(
+            HASH,
+            "rayon_par_iter",
+            "ns",
+            samples.next().unwrap_or_default(),
+        ),
     ))
 }
 
