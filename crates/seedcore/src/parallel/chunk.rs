@@ -30,7 +30,10 @@ use std::time::{Duration, Instant};
 pub enum ChunkSize {
     /// Tuned while the map runs: start with one item, measure, grow until a
     /// chunk takes about 500 µs on threads or 1 ms on processes, at most
-    /// 65,536 items.
+    /// 65,536 items. When the input's length is known, a long map's chunks
+    /// grow further, to a quarter of what is left per worker and at most 8
+    /// times that time, and shrink back near the end, so that the workers
+    /// finish together.
     #[default]
     Auto,
     /// Exactly this many items per chunk (the last one may hold fewer);
@@ -202,8 +205,16 @@ pub(crate) struct Profile {
 /// between completions times the pool's width over the items completed
 /// (processes: this counts the IPC overhead too, so the chunks grow until
 /// it is amortised). The estimate is smoothed, and the size moves toward
-/// `target / cost` by at most ÷4 and ×4 (×16 for a throughput estimate,
-/// which cannot overshoot) per finished chunk.
+/// its goal by at most ÷4 and ×4 (×16 for a throughput estimate, which
+/// cannot overshoot) per finished chunk.
+///
+/// The goal is `target / cost` items. Where the items left in the input
+/// are known ([`left`](Self::left)), it is rather their share
+/// `left / (GUIDED_SHARES × width)` (guided self-scheduling), kept within
+/// `target / cost` and `GUIDED_SPAN × target / cost`: a long map then runs
+/// in few long chunks (each costs a task and a wake-up of the consumer),
+/// and the chunks shrink as the input runs out, so that no worker is left
+/// with a long chunk while the others idle at the end.
 #[derive(Debug)]
 pub(crate) struct Sizer {
     fixed: Option<usize>,
@@ -217,7 +228,15 @@ pub(crate) struct Sizer {
     window: (Instant, usize),
     /// Upper bound learned from the runner (frame size).
     cap: usize,
+    /// Items left in the input (pulled or not), where known.
+    left: Option<u64>,
 }
+
+/// Guided chunks: the share of the items left that one chunk takes is one
+/// in this many per worker.
+const GUIDED_SHARES: f64 = 2.0;
+/// Guided chunks take at most this many times the target.
+const GUIDED_SPAN: f64 = 8.0;
 
 impl Sizer {
     pub(crate) fn new(size: ChunkSize, profile: Profile) -> Sizer {
@@ -239,12 +258,34 @@ impl Sizer {
             est_ns: None,
             window: (Instant::now(), 0),
             cap: usize::MAX,
+            left: None,
         }
     }
 
     /// Items for the next chunk.
     pub(crate) fn size(&self) -> usize {
-        self.fixed.unwrap_or(self.current).min(self.cap).max(1)
+        let n = match (self.fixed, self.guided()) {
+            (Some(n), _) => n,
+            // Near the input's end the share left is smaller than the size
+            // reached: shrink at once, not one finished chunk later.
+            (None, Some(share)) => self.current.min(share),
+            (None, None) => self.current,
+        };
+        n.min(self.cap).max(1)
+    }
+
+    /// The input holds `left` more items (pulled or not), where known.
+    pub(crate) fn left(&mut self, left: Option<u64>) {
+        self.left = left;
+    }
+
+    /// The guided goal (see the type's docs), once an item's cost is
+    /// estimated and where the items left are known.
+    fn guided(&self) -> Option<usize> {
+        let (est, left) = (self.est_ns?, self.left?);
+        let plain = self.target_ns / est.max(0.5);
+        let share = left as f64 / (GUIDED_SHARES * self.width);
+        Some(to_items(share.clamp(plain, plain * GUIDED_SPAN)).clamp(self.min, self.max))
     }
 
     /// The runner could fit only `n` items in one chunk.
@@ -281,15 +322,22 @@ impl Sizer {
             None => per_item,
         };
         self.est_ns = Some(est);
-        let want = (self.target_ns / est.max(0.5)).round();
-        let want = if want >= usize::MAX as f64 {
-            usize::MAX
-        } else {
-            want as usize
-        };
+        let want = self
+            .guided()
+            .unwrap_or_else(|| to_items(self.target_ns / est.max(0.5)));
         let lo = (self.current / 4).max(self.min);
         let hi = self.current.saturating_mul(step).min(self.max);
         self.current = want.clamp(lo.min(hi), hi).clamp(self.min, self.max);
+    }
+}
+
+/// `n` items, rounded, saturating at `usize::MAX`.
+fn to_items(n: f64) -> usize {
+    let n = n.round();
+    if n >= usize::MAX as f64 {
+        usize::MAX
+    } else {
+        n as usize
     }
 }
 
@@ -335,6 +383,32 @@ mod tests {
         // Items got 10x slower: shrink.
         s.observe(5_000, Some(5_000_000));
         assert!(s.size() < 5_000);
+    }
+
+    #[test]
+    fn a_map_of_known_length_takes_longer_chunks_and_shrinks_them_near_its_end() {
+        let mut s = Sizer::new(ChunkSize::Auto, profile());
+        // 100 ns per item: the plain goal is 5,000 items, 40,000 at most
+        // when guided.
+        s.left(Some(1_000_000));
+        s.observe(1, Some(100));
+        assert_eq!(s.size(), 4, "still at most x4 per finished chunk");
+        for _ in 0..10 {
+            let n = s.size();
+            s.observe(n, Some(100 * n as u64));
+        }
+        assert_eq!(s.size(), 40_000, "8 times the target while much is left");
+        // 100,000 left: a quarter per worker is 25,000.
+        s.left(Some(100_000));
+        assert_eq!(s.size(), 25_000, "shrinks at once near the end");
+        // Never below the plain goal.
+        s.left(Some(1_000));
+        assert_eq!(s.size(), 5_000);
+        // A fixed size is never guided.
+        let mut f = Sizer::new(ChunkSize::Fixed(10), profile());
+        f.left(Some(1_000_000));
+        f.observe(10, Some(1_000));
+        assert_eq!(f.size(), 10);
     }
 
     #[test]

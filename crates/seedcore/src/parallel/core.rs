@@ -192,6 +192,14 @@ impl<'a, T, R> Core<'a, T, R> {
                 }
                 return;
             }
+            // Items left: those carried and, where known, the input's.
+            let left = if self.input_done {
+                Some(0)
+            } else {
+                src.len_hint()
+            };
+            self.sizer
+                .left(left.map(|n| n.saturating_add(self.carry.len() as u64)));
             let want = self.sizer.size();
             let mut starved = false;
             if !self.input_done && self.carry.len() < want {

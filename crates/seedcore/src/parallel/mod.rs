@@ -77,7 +77,8 @@ pub(crate) trait Source<T>: Send {
     /// dispatches work), and returns `Ready`.
     fn pull(&mut self, buf: &mut Vec<T>, want: usize, cx: &mut Context<'_>) -> Pull;
 
-    /// The exact number of items left, when known (for the progress bar).
+    /// The exact number of items left, when known (for the progress bar,
+    /// and for the chunk sizes near the end of a map).
     fn len_hint(&self) -> Option<u64> {
         None
     }
