@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 pub enum ChunkSize {
     /// Tuned while the map runs: start with one item, measure, grow until a
     /// chunk takes about 500 µs on threads or 1 ms on processes, at most
-    /// 65,536 items. When the input's length is known, a long map's chunks
-    /// grow further, to a quarter of what is left per worker and at most 8
-    /// times that time, and shrink back near the end, so that the workers
-    /// finish together.
+    /// 65,536 items. When the input's length is known (and the map's
+    /// options have no timeout, which applies per chunk), a long map's
+    /// chunks grow further, to a quarter of what is left per worker and at
+    /// most 8 times that time, and shrink back near the end, so that the
+    /// workers finish together.
     #[default]
     Auto,
     /// Exactly this many items per chunk (the last one may hold fewer);

@@ -192,8 +192,12 @@ impl<'a, T, R> Core<'a, T, R> {
                 }
                 return;
             }
-            // Items left: those carried and, where known, the input's.
-            let left = if self.input_done {
+            // Items left: those carried and, where known, the input's. A
+            // chunk's timeout was chosen for chunks of the plain target: a
+            // map with one is not guided.
+            let left = if self.opts.get_timeout().is_some() {
+                None
+            } else if self.input_done {
                 Some(0)
             } else {
                 src.len_hint()

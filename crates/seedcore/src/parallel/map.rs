@@ -226,9 +226,9 @@ star_fn!(A, B, C, D, E, G, H, J);
 ///   map measures what an item costs (run time inside the thread task, or
 ///   completed items per second for processes) and grows the chunks until
 ///   one takes about 500 µs on threads, 1 ms on processes. Where the
-///   input's length is known (an exact `size_hint`), a long map's chunks
-///   grow up to 8 times longer, and shrink back as the input runs out, so
-///   that the workers finish together.
+///   input's length is known (an exact `size_hint`) and the options set no
+///   timeout, a long map's chunks grow up to 8 times longer, and shrink
+///   back as the input runs out, so that the workers finish together.
 /// * **Options apply per chunk.** The priority, timeout, locks and retry
 ///   policy given with `.options(..)` are those of each chunk task. A
 ///   timeout is therefore per chunk attempt (use `ChunkSize::Fixed(1)` for a

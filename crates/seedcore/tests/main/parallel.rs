@@ -267,6 +267,37 @@ fn automatic_chunks_stay_within_their_bound() {
 }
 
 #[test]
+fn a_long_map_of_known_length_runs_in_fewer_chunks_unless_it_has_a_timeout() {
+    let sys = system("par-guided", 2, 2);
+    // About a microsecond an item: the plain 500 µs target is some 500
+    // items a chunk, 400 chunks for the map.
+    let item = |i: u64| {
+        let mut x = i | 1;
+        for _ in 0..400 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        std::hint::black_box(x);
+        i + 1
+    };
+    let n = 200_000u64;
+    let chunks = |opts: TaskOptions| {
+        let before = sys.stats().submitted;
+        let out = sys.map(0..n, item).options(opts).collect_vec().unwrap();
+        assert!(out.iter().copied().eq(1..=n), "results out of order");
+        sys.stats().submitted - before
+    };
+    let guided = chunks(TaskOptions::new());
+    // A timeout applies per chunk: such a map keeps the plain chunks.
+    let plain = chunks(TaskOptions::new().timeout(Duration::from_secs(60)));
+    assert!(
+        guided * 3 <= plain,
+        "guided: {guided} chunks, with a timeout: {plain}"
+    );
+}
+
+#[test]
 fn cancelling_a_map_cancels_its_chunks() {
     let sys = system("par-cancel", 2, 4);
     let ran = Arc::new(AtomicUsize::new(0));
