@@ -229,10 +229,6 @@ pub(crate) fn note(msg: &str) {
     eprintln!("# {msg}");
 }
 
-/// The pause before each timed repetition of an [`interleaved`]
-/// measurement: long enough for idle pool threads to go to sleep.
-const SETTLE: std::time::Duration = std::time::Duration::from_millis(10);
-
 /// One subject of an [`interleaved`] measurement: its name and one timed
 /// repetition, which checks its own result and returns its figure.
 pub(crate) type Subject<'a> = (&'static str, Box<dyn FnMut() -> anyhow::Result<f64> + 'a>);
@@ -245,10 +241,7 @@ pub(crate) type Subject<'a> = (&'static str, Box<dyn FnMut() -> anyhow::Result<f
 ///
 /// Subjects compared by a ratio run this way rather than one after the
 /// other: on a shared machine the load drifts over a run, and taking turns
-/// makes a drift hit every side of a ratio alike. Each timed repetition
-/// starts after a [`SETTLE`] pause, so that the threads of the subject
-/// before (rayon's and seedcore's spin a while before they sleep) do not
-/// take the cores from the next one.
+/// makes a drift hit every side of a ratio alike.
 pub(crate) fn interleaved(
     reps: usize,
     subjects: &mut [Subject<'_>],
@@ -260,7 +253,6 @@ pub(crate) fn interleaved(
     let mut samples = vec![Vec::with_capacity(reps); k];
     for round in 0..reps {
         for i in rotation(round, k) {
-            std::thread::sleep(SETTLE);
             samples[i].push((subjects[i].1)()?);
         }
     }
