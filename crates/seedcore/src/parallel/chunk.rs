@@ -32,9 +32,9 @@ pub enum ChunkSize {
     /// chunk takes about 500 µs on threads or 1 ms on processes, at most
     /// 65,536 items. When the input's length is known (and the map's
     /// options have no timeout, which applies per chunk), a long map's
-    /// chunks grow further, to a quarter of what is left per worker and at
-    /// most 8 times that time, and shrink back near the end, so that the
-    /// workers finish together.
+    /// chunks grow further, each taking half of one worker's share of the
+    /// items left, up to 8 times that time, and shrink back near the end,
+    /// so that the workers finish together.
     #[default]
     Auto,
     /// Exactly this many items per chunk (the last one may hold fewer);
