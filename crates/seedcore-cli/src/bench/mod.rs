@@ -264,3 +264,21 @@ pub(crate) fn interleaved(
 pub(crate) fn rotation(round: usize, k: usize) -> impl Iterator<Item = usize> {
     (0..k).map(move |i| (round + i) % k)
 }
+
+/// [`interleaved`], reported: one [`Measurement`] of `suite`'s `metric`
+/// per subject, in the subjects' order.
+pub(crate) fn measured_in_turns(
+    suite: &'static str,
+    metric: &'static str,
+    unit: &'static str,
+    reps: usize,
+    mut subjects: Vec<Subject<'_>>,
+) -> anyhow::Result<Vec<Measurement>> {
+    let names: Vec<&'static str> = subjects.iter().map(|(s, _)| *s).collect();
+    let samples = interleaved(reps, &mut subjects)?;
+    Ok(names
+        .into_iter()
+        .zip(samples)
+        .map(|(subject, v)| Measurement::of(suite, metric, subject, unit, v))
+        .collect())
+}

@@ -33,7 +33,7 @@
 //! (`cores` = 2).
 
 use super::pyharness::Harness;
-use super::{interleaved, note, Entry, Measurement, Scale, Subject};
+use super::{measured_in_turns, note, Entry, Measurement, Scale, Subject};
 use anyhow::{ensure, Context};
 use rayon::prelude::*;
 use seedcore::{ChunkSize, ConcurrentSystem, ShutdownMode};
@@ -291,27 +291,16 @@ fn hash_pair(
         );
         Ok(ns)
     };
-    let mut subjects: [Subject<'_>; 2] = [
+    let subjects: Vec<Subject<'_>> = vec![
         ("seedcore_threads", Box::new(ours)),
         ("rayon_par_iter", Box::new(theirs)),
     ];
-    let samples = interleaved(sz.hash_reps, &mut subjects);
+    let measured = measured_in_turns(SUITE, HASH, "ns", sz.hash_reps, subjects);
     sys.shutdown(ShutdownMode::Graceful);
-    let mut samples = samples?.into_iter();
-    Ok((
-        measurement(
-            HASH,
-            "seedcore_threads",
-            "ns",
-            samples.next().unwrap_or_default(),
-        ),
-        measurement(
-            HASH,
-            "rayon_par_iter",
-            "ns",
-            samples.next().unwrap_or_default(),
-        ),
-    ))
+    match <[Measurement; 2]>::try_from(measured?) {
+        Ok([ours, theirs]) => Ok((ours, theirs)),
+        Err(_) => anyhow::bail!("{HASH}: not one measurement per subject"),
+    }
 }
 
 /// `map_tiny_ns` for seedcore's process map.

@@ -14,13 +14,13 @@
 //!   threads as rayon's do. Timed: one tree; the sum is checked.
 //!
 //! The subjects of a metric take turns, one repetition each
-//! ([`interleaved`]). Reported: the median over the repetitions. Lower is
+//! ([`interleaved`](super::interleaved)). Reported: the median over the repetitions. Lower is
 //! better.
 
 use super::peers::rayon_pool;
 use super::threads::system;
 use super::tiny::task;
-use super::{interleaved, note, Measurement, Scale, Subject};
+use super::{measured_in_turns, note, Measurement, Scale, Subject};
 use anyhow::ensure;
 use seedcore::{ConcurrentSystem, ShutdownMode, TaskOptions};
 use std::hint::black_box;
@@ -55,11 +55,11 @@ fn leaf(lo: u64, hi: u64) -> u64 {
 }
 
 /// The subjects of `metric`, their repetitions taking turns
-/// ([`interleaved`]); each repetition returns µs.
+/// ([`interleaved`](super::interleaved)); each repetition returns µs.
 fn measure_together(
     metric: &'static str,
     scale: Scale,
-    mut subjects: Vec<Subject<'_>>,
+    subjects: Vec<Subject<'_>>,
 ) -> anyhow::Result<Vec<Measurement>> {
     let reps = reps(scale);
     let names: Vec<&'static str> = subjects.iter().map(|(s, _)| *s).collect();
@@ -68,12 +68,7 @@ fn measure_together(
         names.join(", "),
         scale.workers
     ));
-    let samples = interleaved(reps, &mut subjects)?;
-    Ok(names
-        .into_iter()
-        .zip(samples)
-        .map(|(subject, v)| Measurement::of(SUITE, metric, subject, "us", v))
-        .collect())
+    measured_in_turns(SUITE, metric, "us", reps, subjects)
 }
 
 /// Checks that every task of a scope wrote its own index's result.

@@ -7,7 +7,7 @@
 //! the last result is summed; pool construction and one warm-up repetition are
 //! outside the measurement. Reported: the median ns/task over the repetitions.
 
-use super::{interleaved, note, Measurement, Scale, Subject};
+use super::{measured_in_turns, note, Measurement, Scale, Subject};
 use anyhow::{ensure, Context};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -54,7 +54,7 @@ pub(crate) fn measure(
 pub(crate) type Rep<'a> = Box<dyn FnMut(usize) -> anyhow::Result<(Duration, u64)> + 'a>;
 
 /// The workload under `metric` for several subjects whose repetitions take
-/// turns ([`interleaved`]): one warm-up of each, then the measured rounds;
+/// turns ([`measured_in_turns`]): one warm-up of each, then the measured rounds;
 /// every sum is checked. One measurement per subject, in their order.
 pub(crate) fn measure_together(
     metric: &'static str,
@@ -74,7 +74,7 @@ pub(crate) fn measure_together(
             ""
         }
     ));
-    let mut timed: Vec<Subject<'_>> = subjects
+    let timed: Vec<Subject<'_>> = subjects
         .into_iter()
         .map(|(subject, mut rep)| -> Subject<'_> {
             let per_task = move || {
@@ -85,12 +85,7 @@ pub(crate) fn measure_together(
             (subject, Box::new(per_task))
         })
         .collect();
-    let samples = interleaved(reps, &mut timed)?;
-    Ok(names
-        .into_iter()
-        .zip(samples)
-        .map(|(subject, v)| Measurement::of("threads", metric, subject, "ns", v))
-        .collect())
+    measured_in_turns("threads", metric, "ns", reps, timed)
 }
 
 /// A countdown latch with an atomic sum, for peers whose spawn returns no handle
