@@ -41,3 +41,45 @@ pub fn bench_json(suite: &str, env: &[(&str, &str)]) -> (String, Vec<serde_json:
         .collect();
     (stdout, lines)
 }
+
+/// A fresh folder `seedcore-{name}-{pid}` in the temporary folder, removed
+/// with what it holds when dropped, so that a test run leaves nothing
+/// behind. It reads as the `Path` it is.
+#[derive(Debug)]
+pub struct TestDir(std::path::PathBuf);
+
+impl TestDir {
+    /// Creates the folder (emptied first, if a run with the same pid left
+    /// one).
+    pub fn new(name: &str) -> TestDir {
+        let d = std::env::temp_dir().join(format!("seedcore-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TestDir(d)
+    }
+}
+
+impl std::ops::Deref for TestDir {
+    type Target = std::path::PathBuf;
+    fn deref(&self) -> &std::path::PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TestDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TestDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -8,13 +8,13 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common;
 
-use common::BIN;
+use common::{TestDir, BIN};
 
 /// The binary, its jobs run by `/bin/sh` whatever shell started the tests
 /// (tests of the shell's choice set their own).
@@ -54,12 +54,9 @@ fn code(o: &Output) -> i32 {
     o.status.code().expect("exited, not killed")
 }
 
-/// A fresh directory for one test.
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("seedcore-exec-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory for one test, removed when the test ends.
+fn dir(name: &str) -> TestDir {
+    TestDir::new(&format!("exec-{name}"))
 }
 
 fn gone(pid: u32) -> bool {

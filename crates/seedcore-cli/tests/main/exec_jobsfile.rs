@@ -2,12 +2,11 @@
 //! TOML jobs with their own command, env, cwd, retries and timeout;
 //! malformed files are usage errors.
 
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use crate::common;
 
-use common::BIN;
+use common::{TestDir, BIN};
 
 /// The binary, its jobs run by `/bin/sh` whatever shell started the tests
 /// (tests of the shell's choice set their own).
@@ -27,11 +26,9 @@ fn exec(args: &[&str]) -> Output {
         .expect("the seedcore binary runs")
 }
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("seedcore-jobsfile-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory for one test, removed when the test ends.
+fn dir(name: &str) -> TestDir {
+    TestDir::new(&format!("jobsfile-{name}"))
 }
 
 fn text(b: &[u8]) -> String {

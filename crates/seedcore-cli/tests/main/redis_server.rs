@@ -7,9 +7,11 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::common::TestDir;
 
 /// How long a server may take to answer.
 const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -23,15 +25,10 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// A fresh folder `seedcore-remote-{tag}-…` in the temporary folder.
-pub(crate) fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "seedcore-remote-{tag}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder `seedcore-remote-{tag}-…` in the temporary folder,
+/// removed when dropped.
+pub(crate) fn temp_dir(tag: &str) -> TestDir {
+    TestDir::new(&format!("remote-{tag}-{}", free_port()))
 }
 
 /// Whether `redis-server` can be started at all.
@@ -48,7 +45,7 @@ pub(crate) fn installed() -> bool {
 pub(crate) struct RedisServer {
     child: Child,
     port: u16,
-    dir: PathBuf,
+    dir: TestDir,
     /// The arguments after the port and folder, kept for a restart.
     args: Vec<String>,
     /// Listening on a TLS port only: ready once it accepts a connection
@@ -98,7 +95,7 @@ impl RedisServer {
         Some(r)
     }
 
-    fn spawn(dir: PathBuf, extra: &[&str], tls: bool) -> RedisServer {
+    fn spawn(dir: TestDir, extra: &[&str], tls: bool) -> RedisServer {
         let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
             .iter()
             .chain(extra)
@@ -216,8 +213,8 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // The folder goes with `dir`, once the server is gone.
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
