@@ -730,10 +730,14 @@ fn a_job_is_done_when_its_shell_exits_though_a_child_keeps_its_output_open() {
     let d = dir("detached");
     let release = d.join("release");
     let log = d.join("log");
-    // The child holds stdout and stderr until the test releases it.
+    // The child holds stdout and stderr until the test releases it (or
+    // its folder is gone: a failed test must not leave it running).
     let mut child = seedcore()
         .args(["exec", "--joblog", log.to_str().unwrap()])
-        .arg("(while [ ! -e {} ]; do sleep 0.02; done) & echo started")
+        .arg(format!(
+            "(while [ -d {} ] && [ ! -e {{}} ]; do sleep 0.02; done) & echo started",
+            d.display()
+        ))
         .arg(":::")
         .arg(&release)
         .stdin(Stdio::null())
