@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 __all__ = [
     "ConfigError",
+    "NotPicklable",
     "SubmitError",
     "TaskError",
     "TaskTimedOut",
@@ -42,6 +43,13 @@ class ConfigError(ValueError):
 
     def __reduce__(self):
         return (type(self), (self.field, self.reason))
+
+
+class NotPicklable(TypeError, pickle.PicklingError):
+    """A process task's call or result that cannot be pickled. Raised by
+    ``submit`` for the call, by ``result()`` for the result; both a
+    ``TypeError`` and a ``pickle.PicklingError``, so the handlers written
+    for either catch it."""
 
 
 class SubmitError(RuntimeError):

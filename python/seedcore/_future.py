@@ -39,7 +39,14 @@ _MAKE = threading.Lock()
 
 class _Waiters(list):
     """``concurrent.futures.wait``'s waiter list of one future: appending
-    a waiter arms the future's notification."""
+    a waiter arms the future's notification.
+
+    ``cf.wait`` and ``cf.as_completed`` read ``_state`` and then add their
+    waiter, holding ``_condition`` throughout; a future they read as
+    finished is counted already, so it must not notify that waiter again
+    (``as_completed`` would yield it twice). One they read as pending is
+    notified when it finishes, even if that happened just before the
+    waiter was added."""
 
     __slots__ = ("_future",)
 
@@ -49,7 +56,18 @@ class _Waiters(list):
 
     def append(self, waiter) -> None:  # noqa: D401 - list API
         super().append(waiter)
-        self._future._arm()
+        f = self._future
+        if f._seen_finished is not None and threading.get_ident() in f._seen_finished:
+            f._skip(waiter)
+            return
+        f._arm()
+
+    def remove(self, waiter) -> None:  # noqa: D401 - list API
+        super().remove(waiter)
+        # Its id may be reused by a later waiter, which must be told.
+        notified = self._future._notified
+        if notified is not None:
+            notified.discard(id(waiter))
 
 
 def _run_callback(fn: Callable, fut: "TaskFuture") -> None:
@@ -86,6 +104,8 @@ class TaskFuture(cf.Future, Generic[T]):
         self._cbs: Optional[list] = None
         self._armed = False
         self._notified: Optional[set] = None
+        # Threads that read ``_state`` as finished (see ``_Waiters``).
+        self._seen_finished: Optional[set] = None
 
     # --- what concurrent.futures reads --------------------------------
     @property
@@ -100,7 +120,13 @@ class TaskFuture(cf.Future, Generic[T]):
 
     @property
     def _state(self) -> str:
-        return _CF_STATE[self._h.state()]
+        code = self._h.state()
+        if code >= _OK:
+            seen = self._seen_finished
+            if seen is None:
+                seen = self._seen_finished = set()
+            seen.add(threading.get_ident())
+        return _CF_STATE[code]
 
     @_state.setter
     def _state(self, value: str) -> None:
@@ -126,6 +152,14 @@ class TaskFuture(cf.Future, Generic[T]):
             self._armed = True
         if not self._h.arm(self._fire):
             self._fire()
+
+    def _skip(self, waiter) -> None:
+        """Counts ``waiter`` as told: it saw this future finished."""
+        with self._condition:
+            notified = self._notified
+            if notified is None:
+                notified = self._notified = set()
+            notified.add(id(waiter))
 
     def _fire(self) -> None:
         """Tells every waiter and runs every callback, each once."""

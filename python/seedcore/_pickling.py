@@ -89,7 +89,10 @@ def _close_all(buffers: List[Wire]) -> None:
 
 def dumps(obj: Any, what: str = "the value") -> Tuple[Wire, List[Wire]]:
     """``obj`` pickled: ``(payload, buffers)`` ready to cross. Raises
-    ``TypeError`` naming what cannot be pickled."""
+    :class:`~seedcore.NotPicklable` (a ``TypeError``) naming what cannot be
+    pickled."""
+    from ._errors import NotPicklable
+
     buffers: List[Wire] = []
     try:
         data = pickle.dumps(obj, 5, buffer_callback=_out_of_band(buffers))
@@ -98,7 +101,7 @@ def dumps(obj: Any, what: str = "the value") -> Tuple[Wire, List[Wire]]:
         buffers = []
         cp = _cloudpickle()
         if cp is None:
-            raise TypeError(
+            raise NotPicklable(
                 f"{what} cannot be pickled ({first}); process tasks take module-level "
                 f"functions and picklable arguments (install cloudpickle for lambdas and closures)"
             ) from first
@@ -106,7 +109,7 @@ def dumps(obj: Any, what: str = "the value") -> Tuple[Wire, List[Wire]]:
             data = cp.dumps(obj, 5, buffer_callback=_out_of_band(buffers))
         except Exception as second:
             _close_all(buffers)
-            raise TypeError(f"{what} cannot be pickled, even by cloudpickle: {second}") from second
+            raise NotPicklable(f"{what} cannot be pickled, even by cloudpickle: {second}") from second
     if len(data) < SHM_THRESHOLD:
         return data, buffers
     return _to_memfd(memoryview(data)), buffers

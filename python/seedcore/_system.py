@@ -140,6 +140,14 @@ def _worker_command() -> Tuple[str, List[str]]:
     return sys.executable, args
 
 
+def _handed_out(values: List[Any]) -> Iterator[Any]:
+    """Yields a chunk's values in order, keeping none once yielded (a
+    map's caller may drop a result while the map goes on)."""
+    values.reverse()
+    while values:
+        yield values.pop()
+
+
 class _AsyncLoop:
     """The event loop on which ``submit_async`` coroutines run, in a
     thread of its own, started on first use."""
@@ -261,9 +269,16 @@ class ConcurrentSystem:
         if "program" not in procs:
             program, args = _worker_command()
         init = None
-        if initializer is not None:
+        if initializer is not None or program is not None:
+            # The workers also take this process's multiprocessing authkey
+            # (as spawned children do), so that a Manager's proxies passed
+            # to a task can reach their manager. It travels with the
+            # initializer, never on the (public) command line.
+            import multiprocessing
+
+            authkey = bytes(multiprocessing.current_process().authkey)
             try:
-                init = pickle.dumps((initializer, tuple(initargs)), 5)
+                init = pickle.dumps((initializer, tuple(initargs), authkey), 5)
             except Exception as e:
                 raise TypeError(f"the initializer cannot be pickled: {e}") from e
         toml_text = text_prefix + ("\n" if text_prefix else "") + _to_toml(cfg)
@@ -412,16 +427,35 @@ class ConcurrentSystem:
                 return None
             return max(0.0, deadline - time.monotonic())
 
+        # The first window is submitted now, at the call (as the standard
+        # library's ``map`` does), not at the first ``next``.
         try:
             fill()
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+        return self._results(pending, fill, left, ordered)
+
+    @staticmethod
+    def _results(
+        pending: "collections.deque[TaskFuture]",
+        fill: Callable[[], None],
+        left: Callable[[], Optional[float]],
+        ordered: bool,
+    ) -> Iterator[Any]:
+        """The results of a map whose first window is submitted; stopping
+        early (an error, a timeout, ``close``) cancels every chunk not
+        handed back, the one being waited on included."""
+        try:
             if ordered:
                 while pending:
-                    f = pending.popleft()
                     try:
-                        out = f.result(left())
+                        out = pending[0].result(left())
                     finally:
                         fill()
-                    yield from out
+                    pending.popleft()
+                    yield from _handed_out(out)
             else:
                 while pending:
                     done, _ = cf.wait(list(pending), timeout=left(), return_when=cf.FIRST_COMPLETED)
@@ -431,7 +465,7 @@ class ConcurrentSystem:
                         pending.remove(f)
                     fill()
                     for f in done:
-                        yield from f.result()
+                        yield from _handed_out(f.result())
         finally:
             for f in pending:
                 f.cancel()
@@ -447,8 +481,9 @@ class ConcurrentSystem:
         **options: Any,
     ) -> Iterator[T]:
         """``fn`` over the iterables (zipped), results in order, like
-        ``Executor.map`` and ``Pool.imap``: lazily, with at most ``window``
-        chunks in flight, so an endless generator works. ``chunksize``
+        ``Executor.map`` and ``Pool.imap``: the first ``window`` chunks are
+        submitted at the call, then one more as each is handed back, so an
+        endless generator works. ``chunksize``
         defaults to ``Pool.map``'s rule where the input has a length, else
         1. ``timeout`` counts from this call; past it ``TimeoutError`` is
         raised. Stopping the iteration cancels what is in flight. ``pool``
@@ -535,6 +570,11 @@ class ConcurrentSystem:
         if mode is None:
             mode = "cancel_queued" if cancel_futures else "graceful"
         self._rs.shutdown(mode, wait)
+        if not wait:
+            # It stays listed, its event loop running for the coroutines
+            # still under way: the interpreter's exit waits for that work
+            # (as concurrent.futures' does), then stops the loop.
+            return
         with self._lock:
             loop, self._async = self._async, None
         if loop is not None:

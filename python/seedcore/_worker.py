@@ -104,10 +104,15 @@ def run(payload: Any, buffers: List[Any]) -> tuple:
 
 
 def initialize(payload: bytes) -> None:
-    """Runs the pickled initializer ``(fn, args)`` of this worker."""
+    """Takes the parent's ``multiprocessing`` authkey and runs the pickled
+    initializer of this worker, if any: ``(fn or None, args, authkey)``."""
+    import multiprocessing
+
+    fn, args, authkey = pickle.loads(payload)
+    multiprocessing.current_process().authkey = authkey
     _prepare()
-    fn, args = pickle.loads(payload)
-    fn(*args)
+    if fn is not None:
+        fn(*args)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

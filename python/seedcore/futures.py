@@ -20,12 +20,19 @@ Differences from the standard library, all deliberate:
 * ``shutdown(cancel_futures=True)`` cancels every task that has not
   started; the standard library also runs the few it already moved to its
   call queue.
-* ``map`` submits lazily, at most ``buffersize`` (default: a few per
-  worker) chunks ahead, so an endless iterable works; its ``timeout``
-  counts from the call, as in the standard library.
+* ``map`` takes Python 3.14's ``buffersize`` on every Python version:
+  with it, only that many chunks are submitted ahead of the results
+  read, so an endless iterable works; without it every item is
+  submitted at the call, as in the standard library.
 * ``submit`` also takes seedcore's task options as keyword arguments
   (``priority``, ``timeout``, ``retries``, ...), which are therefore not
   passed to the function (see :data:`seedcore.OPTION_NAMES`).
+* A call that cannot be pickled raises :class:`seedcore.NotPicklable`
+  (a ``TypeError`` and a ``pickle.PicklingError``) at ``submit``, not
+  from ``result()``.
+* ``initargs`` are pickled as any argument: ``multiprocessing``'s own
+  ``Value``, ``Lock`` and ``Queue`` cannot be passed (a Manager's proxies
+  can).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import concurrent.futures.thread  # noqa: F401 - makes cf.thread.BrokenThreadPool reachable
 import os
+import sys
 import threading
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -71,13 +79,27 @@ class _Executor(cf.Executor):
         chunksize: int = 1,
         buffersize: Optional[int] = None,
     ) -> Iterator[Any]:
-        """``Executor.map``: results in order; ``timeout`` from this call."""
+        """``Executor.map``: results in order; ``timeout`` from this call.
+        Every item is submitted at the call, as in the standard library;
+        with ``buffersize`` (Python 3.14's option) only that many chunks
+        are submitted ahead of the results read, so an endless iterable
+        works."""
+        if buffersize is not None:
+            if not isinstance(buffersize, int) or isinstance(buffersize, bool):
+                raise TypeError("buffersize must be an integer or None")
+            if buffersize < 1:
+                raise ValueError("buffersize must be None or > 0")
         with self._lock:
             if self._shutdown or self._system is None:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             system = self._system
         return system.map(
-            fn, *iterables, timeout=timeout, chunksize=chunksize, pool=self._pool, window=buffersize
+            fn,
+            *iterables,
+            timeout=timeout,
+            chunksize=chunksize,
+            pool=self._pool,
+            window=sys.maxsize if buffersize is None else buffersize,
         )
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -121,7 +143,9 @@ class ProcessPoolExecutor(_Executor):
                 )
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        processes: dict = {"core": max_workers, "max": max_workers}
+        # A task's prints reach this process's own stdout and stderr
+        # untouched, as from the standard library's workers.
+        processes: dict = {"core": max_workers, "max": max_workers, "output": "inherit"}
         if max_tasks_per_child is not None:
             if not isinstance(max_tasks_per_child, int) or max_tasks_per_child < 1:
                 raise ValueError("max_tasks_per_child must be >= 1")
@@ -177,23 +201,30 @@ class ThreadPoolExecutor(_Executor):
             **top,
         )
 
+    def _broken_error(self) -> "cf.thread.BrokenThreadPool":
+        e = cf.thread.BrokenThreadPool(
+            "A thread initializer failed, the thread pool is not usable anymore"
+        )
+        e.__cause__ = self._broken
+        return e
+
     def _run(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-        if self._initializer is not None:
-            tid = threading.get_ident()
-            if tid not in self._inited:
-                with self._init_lock:
-                    if self._broken is not None:
-                        raise cf.thread.BrokenThreadPool(
-                            f"a thread initializer failed: {self._broken!r}"
-                        ) from self._broken
-                    try:
-                        self._initializer(*self._initargs)
-                    except BaseException as e:
-                        self._broken = e
-                        raise cf.thread.BrokenThreadPool(
-                            f"a thread initializer failed: {e!r}"
-                        ) from e
-                    self._inited.add(tid)
+        # Once an initializer failed, nothing more runs (queued tasks
+        # included), as in the standard library.
+        if self._broken is not None:
+            raise self._broken_error()
+        tid = threading.get_ident()
+        if tid not in self._inited:
+            with self._init_lock:
+                if self._broken is not None:
+                    raise self._broken_error()
+                try:
+                    self._initializer(*self._initargs)  # type: ignore[misc]
+                except BaseException as e:
+                    cf._base.LOGGER.critical("Exception in initializer:", exc_info=True)
+                    self._broken = e
+                    raise self._broken_error() from e
+                self._inited.add(tid)
         return fn(*args, **kwargs)
 
     def _submitter(self) -> Callable[..., TaskFuture]:
@@ -204,6 +235,8 @@ class ThreadPoolExecutor(_Executor):
         run = self._run
 
         def submit(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
+            if self._broken is not None:
+                raise self._broken_error()
             opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _opts()}
             return system.submit_thread(run, fn, args, kwargs, **opts)
 

@@ -172,3 +172,24 @@ async def async_square(x, delay=0.0):
 
     await asyncio.sleep(delay)
     return x * x
+
+
+def print_both(i):
+    print(f"out {i}", flush=True)
+    print(f"err {i}", file=sys.stderr, flush=True)
+    return i
+
+
+def put_into(queue, value):
+    queue.put(value)
+    return value
+
+
+class Big:
+    """An object whose collection a test watches."""
+
+    def __init__(self, n=1024):
+        self.buf = bytearray(n)
+
+    def size(self):
+        return len(self.buf)

@@ -222,6 +222,30 @@ fn options(opts: Option<&Bound<'_, PyDict>>) -> PyResult<TaskOptions> {
     Ok(o)
 }
 
+thread_local! {
+    /// Whether Python knows this pool thread by its name.
+    static NAMED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Gives the calling pool thread's name to Python's `threading` the
+/// first time it runs Python code, so that `threading.current_thread()`
+/// and the logging module's `threadName` show the pool's names (as
+/// `thread_name_prefix` promises) rather than `Dummy-N`.
+fn name_python_thread(py: Python<'_>) {
+    if NAMED.with(|n| n.replace(true)) {
+        return;
+    }
+    if let Some(name) = std::thread::current().name() {
+        let named = py
+            .import("threading")
+            .and_then(|t| t.call_method0("current_thread"))
+            .and_then(|t| t.setattr("name", name));
+        if let Err(e) = named {
+            e.write_unraisable(py, None);
+        }
+    }
+}
+
 /// A coroutine's `concurrent.futures.Future`, cancelled if the attempt is
 /// dropped (timeout, cancel) before it finished.
 struct CancelOnDrop(Option<Py<PyAny>>);
@@ -317,13 +341,22 @@ impl System {
         let sys = self.sys(py)?;
         let body = keep(func);
         let k = body.clone();
+        // With one attempt the callable (and what it holds) goes as soon
+        // as that attempt ends, under the GIL held then, as
+        // concurrent.futures lets a finished task's callable go.
+        let one_attempt = o.get_retry().max_retries() == 0;
         let fut = py
             .detach(|| {
                 sys.submit_thread_fallible(o, move |_cx| {
                     Python::attach(|py| {
-                        kept(py, &k)
+                        name_python_thread(py);
+                        let out = kept(py, &k)
                             .and_then(|f| f.call0(py))
-                            .map_err(|e| PyFailure::new(py, e))
+                            .map_err(|e| PyFailure::new(py, e));
+                        if one_attempt {
+                            drop(k.lock().take());
+                        }
+                        out
                     })
                 })
             })

@@ -38,7 +38,8 @@ pub(crate) struct Reply {
     pub(crate) buffers: Vec<SharedBytes>,
 }
 
-/// The initializer: pickled `(fn, args)`.
+/// The initializer: pickled `(fn or None, args, authkey)` (see
+/// `seedcore._worker.initialize`).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Init {
     pub(crate) payload: SharedBytes,

@@ -1,0 +1,205 @@
+"""More of what concurrent.futures' users rely on, each found broken once:
+waiting on futures some of which are done, work left running by
+``shutdown(wait=False)`` at exit, ``map`` submitting at the call, a
+timed-out ``map`` cancelling its item, a broken thread pool refusing work,
+prints from workers, Manager proxies, thread names, references let go."""
+
+import concurrent.futures as cf
+import gc
+import logging
+import multiprocessing
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import weakref
+
+import pytest
+
+import seedcore
+import tasks
+from conftest import wait_until
+from seedcore.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+EXECUTORS = [ProcessPoolExecutor, ThreadPoolExecutor]
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(params=EXECUTORS, ids=["process", "thread"])
+def executor(request):
+    ex = request.param(max_workers=2)
+    yield ex
+    ex.shutdown(wait=True)
+
+
+def test_as_completed_and_wait_over_done_and_pending_futures(executor):
+    executor.submit(tasks.noop).result(timeout=60)
+    for _ in range(3):
+        fast = executor.submit(tasks.noop)
+        slow = executor.submit(tasks.sleep_then, 0.5, "slow")
+        fast.result(timeout=30)
+        got = list(cf.as_completed([fast, slow], timeout=30))
+        assert got == [fast, slow]
+        fast = executor.submit(tasks.noop)
+        slow = executor.submit(tasks.sleep_then, 0.5, "slow")
+        fast.result(timeout=30)
+        for when in (cf.ALL_COMPLETED, cf.FIRST_EXCEPTION):
+            done, not_done = cf.wait([fast, slow], timeout=30, return_when=when)
+            assert done == {fast, slow} and not not_done
+        # A plain future in the mix.
+        plain = cf.Future()
+        plain.set_result(1)
+        slow = executor.submit(tasks.sleep_then, 0.3, "slow")
+        assert list(cf.as_completed([plain, fast, slow], timeout=30))[-1] is slow
+
+
+def _run_script(body, timeout=120):
+    script = textwrap.dedent(body)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+@pytest.mark.parametrize("kind", ["ProcessPoolExecutor", "ThreadPoolExecutor"])
+def test_shutdown_without_waiting_still_runs_the_work_before_exit(tmp_path, kind):
+    out = tmp_path / "ran"
+    r = _run_script(
+        f"""
+        import tasks
+        from seedcore.futures import {kind}
+        if __name__ == "__main__":
+            ex = {kind}(max_workers=2)
+            for i in range(6):
+                ex.submit(tasks.append_line, {str(out)!r}, str(i), 0.2)
+            ex.shutdown(wait=False)
+            print("main done", flush=True)
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    assert "main done" in r.stdout
+    ended = sorted(line.split()[1] for line in out.read_text().splitlines() if line.startswith("end"))
+    assert ended == [str(i) for i in range(6)]
+
+
+def test_map_submits_at_the_call(executor, tmp_path):
+    out = tmp_path / "ran"
+    executor.map(tasks.append_line, [str(out)] * 10, [str(i) for i in range(10)])
+    executor.shutdown(wait=True)
+    ended = sorted(int(line.split()[1]) for line in out.read_text().splitlines() if line.startswith("end"))
+    assert ended == list(range(10))
+
+
+def test_map_timeout_counts_from_the_call(executor):
+    executor.submit(tasks.noop).result(timeout=60)
+    it = executor.map(tasks.sleep_then, [5.0], timeout=1.0)
+    time.sleep(1.5)
+    t = time.monotonic()
+    with pytest.raises(cf.TimeoutError):
+        next(it)
+    # Counted from the call, the deadline had passed: no second wait.
+    assert time.monotonic() - t < 0.7
+
+
+def test_map_with_buffersize_reads_an_endless_iterable(executor):
+    import itertools
+
+    it = executor.map(tasks.square, itertools.count(), buffersize=2)
+    assert [next(it) for _ in range(5)] == [0, 1, 4, 9, 16]
+    it.close()
+    with pytest.raises(ValueError):
+        executor.map(tasks.square, [1], buffersize=0)
+
+
+def test_a_timed_out_map_cancels_the_item_it_waited_on(tmp_path):
+    log = tmp_path / "log"
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        gate = threading.Event()
+        first = ex.submit(gate.wait, 30)
+        try:
+            gen = ex.map(tasks.append_line, [str(log)] * 2, ["second", "third"], timeout=0)
+            with pytest.raises(cf.TimeoutError):
+                next(gen)
+            gen.close()
+        finally:
+            gate.set()
+        assert first.result(timeout=30)
+    assert not log.exists(), log.read_text()
+
+
+def test_a_failed_thread_initializer_breaks_the_pool_for_later_submits(caplog):
+    ex = ThreadPoolExecutor(max_workers=2, initializer=tasks.init_fails)
+    try:
+        with caplog.at_level(logging.CRITICAL, logger="concurrent.futures"):
+            with pytest.raises(cf.thread.BrokenThreadPool):
+                ex.submit(tasks.noop).result(timeout=30)
+        with pytest.raises(cf.thread.BrokenThreadPool):
+            ex.submit(tasks.noop)
+        assert any("initializer" in r.getMessage() for r in caplog.records)
+    finally:
+        ex.shutdown(wait=True)
+
+
+def test_a_process_tasks_prints_reach_stdout_and_stderr_as_they_are():
+    r = _run_script(
+        """
+        import tasks
+        from seedcore.futures import ProcessPoolExecutor
+        if __name__ == "__main__":
+            with ProcessPoolExecutor(max_workers=1) as ex:
+                assert list(ex.map(tasks.print_both, range(2))) == [0, 1]
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["out 0", "out 1"]
+    assert [line for line in r.stderr.splitlines() if line.startswith("err")] == ["err 0", "err 1"]
+
+
+def test_a_managers_proxies_reach_process_tasks():
+    with multiprocessing.Manager() as m:
+        q = m.Queue()
+        with ProcessPoolExecutor(max_workers=1) as ex:
+            assert ex.submit(tasks.put_into, q, 42).result(timeout=60) == 42
+        assert q.get(timeout=10) == 42
+
+
+def test_thread_tasks_run_on_threads_named_after_the_prefix():
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="crawler") as ex:
+        names = {ex.submit(lambda: threading.current_thread().name).result(timeout=30) for _ in range(20)}
+    assert names and all(n.startswith("crawler") for n in names), names
+
+
+def test_a_finished_tasks_callable_is_let_go(executor):
+    if isinstance(executor, ProcessPoolExecutor):
+        pytest.skip("a process task's callable is pickled at submit; nothing is held")
+    big = tasks.Big()
+    collected = threading.Event()
+    ref = weakref.ref(big, lambda _: collected.set())
+    fut = executor.submit(big.size)
+    del big
+    assert fut.result(timeout=30) == 1024
+    gc.collect()
+    assert collected.wait(10), "the finished task's callable is still held"
+    assert ref() is None
+
+
+def test_map_keeps_no_result_it_handed_out(executor):
+    for obj in executor.map(tasks.Big, range(5)):
+        ref = weakref.ref(obj)
+        del obj
+        gc.collect()
+        assert ref() is None
+
+
+def test_what_cannot_be_pickled_is_a_pickling_error():
+    with ProcessPoolExecutor(max_workers=1) as ex:
+        lock = threading.Lock()
+        with pytest.raises(pickle.PicklingError):
+            ex.submit(tasks.echo, lock)
+        with pytest.raises(TypeError):
+            ex.submit(tasks.echo, lock)
+        with pytest.raises(seedcore.NotPicklable):
+            ex.submit(tasks.unpicklable_result).result(timeout=60)
