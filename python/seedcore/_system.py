@@ -312,8 +312,12 @@ class ConcurrentSystem:
         (seconds, or ``(initial, factor, max)``), ``jitter``, ``lock`` (a
         name or names), ``limit`` (``(name, permits)`` or a dict),
         ``lock_timeout``, ``name``."""
+        return self._submit_process(fn, args, kwargs, _split(kwargs))
+
+    def _submit_process(self, fn: Callable, args: tuple, kwargs: Dict[str, Any], opts: Dict[str, Any]) -> TaskFuture:
+        """``fn(*args, **kwargs)`` in a worker process, with the task
+        options ``opts`` (every keyword goes to ``fn``)."""
         rs = self._sys()
-        opts = _split(kwargs)
         payload, buffers = _pickling.dumps_call(fn, args, kwargs)
         return self._future(rs.submit_process(payload, buffers, opts))
 
@@ -323,8 +327,12 @@ class ConcurrentSystem:
         the deadline (``TaskTimedOut``); the Python code itself cannot be
         stopped and runs on, its result discarded (use a process task for
         code that must be stopped)."""
+        return self._submit_thread(fn, args, kwargs, _split(kwargs))
+
+    def _submit_thread(self, fn: Callable, args: tuple, kwargs: Dict[str, Any], opts: Dict[str, Any]) -> TaskFuture:
+        """``fn(*args, **kwargs)`` on the thread pool, with the task options
+        ``opts`` (every keyword goes to ``fn``)."""
         rs = self._sys()
-        opts = _split(kwargs)
         call = (lambda: fn(*args, **kwargs)) if (args or kwargs) else fn
         return self._future(rs.submit_thread(call, opts))
 

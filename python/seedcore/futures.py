@@ -24,9 +24,10 @@ Differences from the standard library, all deliberate:
   with it, only that many chunks are submitted ahead of the results
   read, so an endless iterable works; without it every item is
   submitted at the call, as in the standard library.
-* ``submit`` also takes seedcore's task options as keyword arguments
-  (``priority``, ``timeout``, ``retries``, ...), which are therefore not
-  passed to the function (see :data:`seedcore.OPTION_NAMES`).
+* ``submit_with(options, fn, *args, **kwargs)`` is ``submit`` with
+  seedcore's task options (``{"priority": 0, "timeout": 5}``, see
+  :data:`seedcore.OPTION_NAMES`); ``submit`` passes every keyword to the
+  function, as the standard library does.
 * A call that cannot be pickled raises :class:`seedcore.NotPicklable`
   (a ``TypeError`` and a ``pickle.PicklingError``) at ``submit``, not
   from ``result()``.
@@ -42,7 +43,7 @@ import concurrent.futures.thread  # noqa: F401 - makes cf.thread.BrokenThreadPoo
 import os
 import sys
 import threading
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 from ._errors import SystemShutdown
 from ._future import TaskFuture
@@ -59,17 +60,34 @@ class _Executor(cf.Executor):
         self._shutdown = False
         self._lock = threading.Lock()
 
-    def _submitter(self) -> Callable[..., TaskFuture]:
+    def _submitter(self) -> Callable[[Callable, tuple, dict, dict], TaskFuture]:
+        """``submit(fn, args, kwargs, options)`` of this executor's pool."""
         raise NotImplementedError
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
-        """Schedules ``fn(*args, **kwargs)``; returns its future. Raises
-        ``RuntimeError`` after :meth:`shutdown`."""
+        """Schedules ``fn(*args, **kwargs)``; returns its future. Every
+        keyword goes to ``fn``, as in the standard library (seedcore's task
+        options go through :meth:`submit_with`). Raises ``RuntimeError``
+        after :meth:`shutdown`."""
+        return self.submit_with(None, fn, *args, **kwargs)
+
+    def submit_with(
+        self, options: Optional[Dict[str, Any]], fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> TaskFuture:
+        """:meth:`submit` with seedcore's task options, a dict of
+        :data:`seedcore.OPTION_NAMES` (``{"priority": 0, "timeout": 5,
+        "retries": 2}``)."""
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - set(_opts()))
+        if unknown:
+            raise ValueError(
+                f"unknown task options {unknown}; the options are {sorted(_opts())}"
+            )
         with self._lock:
             if self._shutdown or self._system is None:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             submit = self._submitter()
-        return submit(fn, *args, **kwargs)
+        return submit(fn, args, kwargs, opts)
 
     def map(
         self,
@@ -160,9 +178,9 @@ class ProcessPoolExecutor(_Executor):
             initargs=initargs,
         )
 
-    def _submitter(self) -> Callable[..., TaskFuture]:
+    def _submitter(self) -> Callable[[Callable, tuple, dict, dict], TaskFuture]:
         assert self._system is not None
-        return self._system.submit_process
+        return self._system._submit_process
 
 
 class ThreadPoolExecutor(_Executor):
@@ -227,18 +245,17 @@ class ThreadPoolExecutor(_Executor):
                 self._inited.add(tid)
         return fn(*args, **kwargs)
 
-    def _submitter(self) -> Callable[..., TaskFuture]:
+    def _submitter(self) -> Callable[[Callable, tuple, dict, dict], TaskFuture]:
         assert self._system is not None
         system = self._system
         if self._initializer is None:
-            return system.submit_thread
+            return system._submit_thread
         run = self._run
 
-        def submit(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
+        def submit(fn: Callable, args: tuple, kwargs: dict, opts: dict) -> TaskFuture:
             if self._broken is not None:
                 raise self._broken_error()
-            opts = {k: kwargs.pop(k) for k in list(kwargs) if k in _opts()}
-            return system.submit_thread(run, fn, args, kwargs, **opts)
+            return system._submit_thread(run, (fn, args, kwargs), {}, opts)
 
         return submit
 

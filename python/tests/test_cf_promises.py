@@ -203,3 +203,24 @@ def test_what_cannot_be_pickled_is_a_pickling_error():
             ex.submit(tasks.echo, lock)
         with pytest.raises(seedcore.NotPicklable):
             ex.submit(tasks.unpicklable_result).result(timeout=60)
+
+
+def fetch(url, timeout=None, name=None, priority=None):
+    return (url, timeout, name, priority)
+
+
+def test_submit_passes_every_keyword_to_the_function():
+    # requests.get(url, timeout=5) style: the keywords are the function's.
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        assert ex.submit(fetch, "u", timeout=0.01, name="n", priority=3).result(timeout=30) == (
+            "u", 0.01, "n", 3)
+        # seedcore's task options have their own door.
+        f = ex.submit_with({"timeout": 0.2}, tasks.sleep_then, 5)
+        with pytest.raises(seedcore.TaskTimedOut):
+            f.result(timeout=30)
+        assert ex.submit_with({"priority": 0}, fetch, "u", timeout=1).result(timeout=30)[1] == 1
+        with pytest.raises(ValueError, match="unknown task options"):
+            ex.submit_with({"prio": 0}, fetch, "u")
+    with ProcessPoolExecutor(max_workers=1) as ex:
+        assert ex.submit(tasks.add, 1, 2, c=3).result(timeout=60) == 6
+        assert ex.submit_with({"retries": 1}, tasks.add, 1, 2, c=4).result(timeout=60) == 7
