@@ -62,18 +62,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@atexit.register
 def _shutdown_all() -> None:
     # Before the interpreter tears down: running thread tasks still get the
     # GIL, and no worker outlives this process. A normal exit lets submitted
     # work finish (as concurrent.futures does); an exit on an uncaught
     # exception (Ctrl-C included) stops it: workers killed, queue cancelled.
+    # It runs where concurrent.futures' own exit runs: before the atexit
+    # handlers, which therefore cannot submit any more (as there).
     mode = "immediate" if getattr(sys, "last_type", None) is not None else None
     for s in list(_LIVE):
         try:
             s.shutdown(wait=True, mode=mode)
         except BaseException:  # noqa: BLE001 - exiting anyway
             pass
+
+
+if hasattr(threading, "_register_atexit"):
+    threading._register_atexit(_shutdown_all)  # type: ignore[attr-defined]
+else:  # pragma: no cover - Python < 3.9
+    atexit.register(_shutdown_all)
 
 
 def _toml_value(v: Any, where: str) -> str:

@@ -86,6 +86,9 @@ class _Executor(cf.Executor):
         with self._lock:
             if self._shutdown or self._system is None:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._system.closed:
+                # Shut down by the interpreter's exit, not by this executor.
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             submit = self._submitter()
         return submit(fn, args, kwargs, opts)
 

@@ -224,3 +224,24 @@ def test_submit_passes_every_keyword_to_the_function():
     with ProcessPoolExecutor(max_workers=1) as ex:
         assert ex.submit(tasks.add, 1, 2, c=3).result(timeout=60) == 6
         assert ex.submit_with({"retries": 1}, tasks.add, 1, 2, c=4).result(timeout=60) == 7
+
+
+@pytest.mark.parametrize("kind", ["ProcessPoolExecutor", "ThreadPoolExecutor"])
+def test_an_atexit_handler_cannot_submit_any_more(kind):
+    r = _run_script(
+        f"""
+        import atexit
+        @atexit.register
+        def run_last():
+            try:
+                t.submit(id, None)
+            except RuntimeError as e:
+                print("runtime-error:", e)
+        from seedcore.futures import {kind}
+        if __name__ == "__main__":
+            t = {kind}(2)
+            t.submit(id, 42).result()
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "runtime-error: cannot schedule new futures after interpreter shutdown"
