@@ -4,9 +4,10 @@
 //! What differs from GNU parallel is listed in `docs/exec.md`.
 //!
 //! Exit status: the number of failed jobs (a non-zero exit, a signal, a
-//! timeout, a command that cannot start), capped at 101; 130 after Ctrl-C;
-//! 255 for a usage error (unknown option, bad template, missing input
-//! file, unreadable job log).
+//! timeout, a command that cannot start), capped at 101 (`--halt` may give
+//! another, as in GNU parallel); 130 after Ctrl-C; 141 when the reader of
+//! the output goes away; 255 for a usage error (unknown option, bad
+//! template, missing input file, unreadable job log).
 
 mod inputs;
 mod joblog;
@@ -23,9 +24,17 @@ use std::process::ExitCode;
 /// Flags of `seedcore exec`.
 #[derive(Debug, Args)]
 pub(crate) struct ExecArgs {
-    /// Jobs at once: a number, or `auto` (start at the number of cores and
-    /// let the balancer grow and shrink it). Default: the number of cores.
-    #[arg(short = 'j', long = "jobs")]
+    /// Jobs at once: a number (0: 256), `+N` or `-N` (the number of cores
+    /// plus or minus N), `N%` of the cores, or `auto` (start at the number
+    /// of cores and let the balancer grow and shrink it). Default: the
+    /// number of cores.
+    #[arg(
+        short = 'j',
+        long = "jobs",
+        short_alias = 'P',
+        alias = "max-procs",
+        allow_hyphen_values = true
+    )]
     pub(crate) jobs: Option<String>,
     /// Kill a job (its whole process group: SIGTERM, then SIGKILL after
     /// --grace) that runs longer than this (seconds, or `1m30s`).
@@ -43,11 +52,16 @@ pub(crate) struct ExecArgs {
     #[arg(long, default_value = "100ms")]
     pub(crate) retry_delay: String,
     /// Print outputs in the order of the inputs, not of completion.
-    #[arg(short = 'k', long)]
+    #[arg(short = 'k', long, alias = "keeporder")]
     pub(crate) keep_order: bool,
-    /// Stop early: `never`, `soon,fail=N`, `now,fail=N`, `soon,fail=P%`, `now,fail=P%`
-    /// (`soon` lets running jobs finish, `now` kills them).
-    #[arg(long)]
+    /// Stop early: `never`, or `soon` or `now` (`soon` lets running jobs
+    /// finish, `now` kills them) with `fail=`, `success=` or `done=` a
+    /// number of jobs or a percentage of them (`now,fail=1`,
+    /// `soon,success=3`, `now,fail=20%`); the older `0`, `1`, `2`, `-1`,
+    /// `-2` and `P%` too. The exit status is GNU parallel's: the failed
+    /// job's own with `fail=1`, the percentage failed with `fail=P%`, 0
+    /// once `success=` is met.
+    #[arg(long, alias = "halt-on-error", allow_hyphen_values = true)]
     pub(crate) halt: Option<String>,
     /// Write one record per finished job to FILE, in GNU parallel's
     /// format (Seq Host Starttime JobRuntime Send Receive Exitval Signal
@@ -73,7 +87,7 @@ pub(crate) struct ExecArgs {
     #[arg(long)]
     pub(crate) json: bool,
     /// Print the commands instead of running them.
-    #[arg(long)]
+    #[arg(long, alias = "dryrun")]
     pub(crate) dry_run: bool,
     /// Run the jobs with this nice value.
     #[arg(long)]
@@ -131,6 +145,17 @@ pub(crate) fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             eprintln!("seedcore exec: {e:#}");
             Ok(ExitCode::from(255))
         }
+        // The reader of the output went away (`| head`): stop quietly, with
+        // the status of a process SIGPIPE ended, as GNU parallel does.
+        Err(e) if broken_pipe(&e) => Ok(ExitCode::from(128 + libc::SIGPIPE as u8)),
         Err(e) => Err(e),
     }
+}
+
+/// Whether `e` is a write to a closed pipe.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -19,7 +19,7 @@
 use super::inputs::{InputError, Parsed};
 use super::joblog::{Done, JobLog, Record};
 use super::jobsfile::Job;
-use super::settings::Settings;
+use super::settings::{Settings, Tally};
 use super::shell::JobShell;
 use super::template::{JobPlace, Rendered, Template, TemplateError};
 use super::{usage, ExecArgs};
@@ -177,6 +177,11 @@ struct Run<'a> {
     stop: bool,
     finished: u64,
     failed: u64,
+    /// The exit status of the last failed job (255 for one killed or not
+    /// started), for `--halt fail=1`'s exit status.
+    last_failure: Option<u8>,
+    /// Whether `--halt` stopped the run.
+    halted: bool,
     interrupts_seen: usize,
     input_error: Option<String>,
 }
@@ -280,6 +285,8 @@ impl<'a> Run<'a> {
             stop: false,
             finished: 0,
             failed: 0,
+            last_failure: None,
+            halted: false,
             interrupts_seen: 0,
             input_error: None,
         })
@@ -486,6 +493,10 @@ impl<'a> Run<'a> {
         self.finished += 1;
         if f.failed() {
             self.failed += 1;
+            self.last_failure = Some(match u8::try_from(f.exit) {
+                Ok(code) if f.signal == 0 && code != 0 => code,
+                _ => 255,
+            });
         }
         if let Some(b) = &self.bar {
             b.inc(1);
@@ -516,14 +527,15 @@ impl<'a> Run<'a> {
         let Some(h) = self.settings.halt else {
             return;
         };
-        if !h.tripped(self.failed, self.finished) || self.stop {
+        if !h.tripped(self.tally()) || self.stop {
             return;
         }
         self.stop = true;
-        let failed = self.failed;
+        self.halted = true;
+        let (failed, finished) = (self.failed, self.finished);
         eprintln!(
-            "seedcore exec: halting after {failed} failed job{} (--halt {}), {} running{}",
-            if failed == 1 { "" } else { "s" },
+            "seedcore exec: halting after {finished} finished job{} ({failed} failed; --halt {}), {} running{}",
+            if finished == 1 { "" } else { "s" },
             self.args.halt.as_deref().unwrap_or(""),
             self.running.len(),
             if h.now { " killed" } else { " left to finish" }
@@ -532,6 +544,15 @@ impl<'a> Run<'a> {
             if h.now || t.status() == TaskStatus::Queued {
                 t.cancel();
             }
+        }
+    }
+
+    /// Where the run stands, for `--halt`.
+    fn tally(&self) -> Tally {
+        Tally {
+            finished: self.finished,
+            failed: self.failed,
+            total: self.inputs.total,
         }
     }
 
@@ -585,6 +606,11 @@ impl<'a> Run<'a> {
         if let Some(l) = &mut self.log {
             l.finish()?;
         }
+        let tally = self.tally();
+        let halt_status = self
+            .settings
+            .halt
+            .and_then(|h| h.exit_status(tally, self.halted, self.last_failure));
         let Run {
             system,
             input_error,
@@ -599,6 +625,9 @@ impl<'a> Run<'a> {
         }
         if interrupts_seen > 0 {
             return Ok(ExitCode::from(130));
+        }
+        if let Some(code) = halt_status {
+            return Ok(ExitCode::from(code));
         }
         Ok(ExitCode::from(failed.min(101) as u8))
     }

@@ -49,13 +49,23 @@ impl Settings {
                     p.parse::<f64>()
                         .ok()
                         .map(|p| ((cores as f64 * p / 100.0).round() as usize).max(1))
+                } else if let Some(more) = j.strip_prefix('+') {
+                    // GNU parallel: +N and -N add to and take from the cores.
+                    more.parse::<usize>().ok().map(|n| cores + n)
+                } else if let Some(fewer) = j.strip_prefix('-') {
+                    fewer
+                        .parse::<usize>()
+                        .ok()
+                        .map(|n| cores.saturating_sub(n).max(1))
                 } else {
                     j.parse::<usize>()
                         .ok()
                         .map(|n| if n == 0 { 256 } else { n })
                 };
                 (
-                    n.ok_or_else(|| usage(format!("-j {j}: expected a number, N% or auto")))?,
+                    n.ok_or_else(|| {
+                        usage(format!("-j {j}: expected a number, +N, -N, N% or auto"))
+                    })?,
                     false,
                 )
             }
@@ -134,79 +144,139 @@ fn bytes(s: &str) -> anyhow::Result<u64> {
         .ok_or_else(|| usage(format!("--memfree {s}: not a size")))
 }
 
-/// `--halt`.
+/// `--halt`: GNU parallel's `when,why=limit`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Halt {
     /// `now`: kill the running jobs; `soon`: let them finish.
     pub(super) now: bool,
-    /// Stop after this many failures...
-    count: Option<u64>,
-    /// ...or once the failures are this percentage of the jobs done.
-    percent: Option<f64>,
+    /// Which jobs count.
+    why: Why,
+    /// How many of them trip it.
+    limit: Limit,
+}
+
+/// What `--halt` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// `fail=`: failed jobs.
+    Fail,
+    /// `success=`: jobs that succeeded.
+    Success,
+    /// `done=`: finished jobs, either way.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// This many jobs.
+    Count(u64),
+    /// This percentage of the jobs.
+    Percent(f64),
+}
+
+/// Where a run stands, for `--halt`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tally {
+    pub(super) finished: u64,
+    pub(super) failed: u64,
+    /// The number of jobs, where known before they ran.
+    pub(super) total: Option<u64>,
+}
+
+impl Tally {
+    /// `n` jobs as a percentage of the run's jobs (of those finished, when
+    /// their number is not known).
+    fn percent(&self, n: u64) -> f64 {
+        let of = self
+            .total
+            .filter(|t| *t > 0)
+            .unwrap_or(self.finished)
+            .max(1);
+        n as f64 * 100.0 / of as f64
+    }
 }
 
 impl Halt {
-    /// Whether `failed` failures out of `finished` jobs done trip it.
-    pub(super) fn tripped(&self, failed: u64, finished: u64) -> bool {
-        self.count.is_some_and(|n| failed >= n)
-            || self
-                .percent
-                .is_some_and(|p| failed as f64 * 100.0 >= p * finished as f64 && failed > 0)
+    /// Whether the run, at `t`, trips it.
+    pub(super) fn tripped(&self, t: Tally) -> bool {
+        let n = match self.why {
+            Why::Fail => t.failed,
+            Why::Success => t.finished - t.failed,
+            Why::Done => t.finished,
+        };
+        n > 0
+            && match self.limit {
+                Limit::Count(c) => n >= c,
+                Limit::Percent(p) => t.percent(n) >= p,
+            }
+    }
+
+    /// The exit status GNU parallel gives a run with this rule, at `t`
+    /// (`last_failure`: the exit status of the last failed job, 255 for
+    /// one killed or not started), or `None` for the usual one (the
+    /// number of failed jobs).
+    pub(super) fn exit_status(
+        &self,
+        t: Tally,
+        tripped: bool,
+        last_failure: Option<u8>,
+    ) -> Option<u8> {
+        match (self.why, self.limit) {
+            (Why::Fail, Limit::Count(1)) => Some(last_failure.unwrap_or(0)),
+            // Rounded up, as GNU parallel does (2 of 6 is 34).
+            (Why::Fail, Limit::Percent(_)) => Some(t.percent(t.failed).ceil().min(100.0) as u8),
+            (Why::Success, _) if tripped => Some(0),
+            _ => None,
+        }
     }
 }
 
 fn halt(s: &str) -> anyhow::Result<Option<Halt>> {
     let bad = || {
         usage(format!(
-            "--halt {s}: expected never, soon|now,fail=N or soon|now,fail=P%"
+            "--halt {s}: expected never, or soon|now with fail=, success= or done= \
+             N or P% (soon,fail=1), or 0, 1, 2, -1, -2, P%"
         ))
     };
-    match s {
+    // GNU parallel's older forms.
+    let (when, rule) = match s {
         "never" | "0" => return Ok(None),
-        "1" => {
-            return Ok(Some(Halt {
-                now: false,
-                count: Some(1),
-                percent: None,
-            }))
+        "1" => ("soon", "fail=1".to_owned()),
+        "2" => ("now", "fail=1".to_owned()),
+        "-1" => ("soon", "success=1".to_owned()),
+        "-2" => ("now", "success=1".to_owned()),
+        p if p.ends_with('%') && !p.contains(',') => ("soon", format!("fail={p}")),
+        _ => {
+            let (w, r) = s.split_once(',').ok_or_else(bad)?;
+            (w, r.to_owned())
         }
-        "2" => {
-            return Ok(Some(Halt {
-                now: true,
-                count: Some(1),
-                percent: None,
-            }))
-        }
-        _ => {}
-    }
-    let (when, rule) = s.split_once(',').ok_or_else(bad)?;
+    };
     let now = match when {
         "soon" => false,
         "now" => true,
         _ => return Err(bad()),
     };
-    let v = rule.strip_prefix("fail=").ok_or_else(bad)?;
-    if let Some(p) = v.strip_suffix('%') {
+    let (why, v) = rule.split_once('=').ok_or_else(bad)?;
+    let why = match why {
+        "fail" => Why::Fail,
+        "success" => Why::Success,
+        "done" => Why::Done,
+        _ => return Err(bad()),
+    };
+    let limit = if let Some(p) = v.strip_suffix('%') {
         let p: f64 = p.parse().map_err(|_| bad())?;
-        if !(0.0..=100.0).contains(&p) || p == 0.0 {
+        if !(p > 0.0 && p <= 100.0) {
             return Err(bad());
         }
-        Ok(Some(Halt {
-            now,
-            count: None,
-            percent: Some(p),
-        }))
+        Limit::Percent(p)
     } else {
         let n: u64 = v.parse().map_err(|_| bad())?;
         if n == 0 {
             return Err(bad());
         }
-        Ok(Some(Halt {
-            now,
-            count: Some(n),
-            percent: None,
-        }))
-    }
+        Limit::Count(n)
+    };
+    Ok(Some(Halt { now, why, limit }))
 }
 
 /// Free memory and load: the system's, or a file's (tests).

@@ -68,8 +68,9 @@ enum Piece {
     },
     /// `{##}`: the number of jobs.
     Total,
-    /// Whitespace between words.
-    Break,
+    /// Whitespace between words, as the template has it (the shell gets
+    /// the line as written: newlines, runs of spaces, tabs).
+    Break(String),
 }
 
 /// How a template's jobs start.
@@ -94,6 +95,9 @@ pub(crate) struct Template {
     quoting: Quoting,
     /// No command: each input line is itself the command.
     raw: bool,
+    /// A replacement string in the command word: as GNU parallel, no
+    /// input is quoted (the inputs are commands, or parts of one).
+    unquoted: bool,
 }
 
 /// A template that cannot be used.
@@ -235,6 +239,18 @@ fn system_program(name: &str) -> bool {
         .is_some_and(|d| d == std::path::Path::new("/bin") || d == std::path::Path::new("/usr/bin"))
 }
 
+/// Whether the kernel can start the program at `path` itself: a binary
+/// or a `#!` script. A script without that line is run by the shell (as
+/// `execvp` and GNU parallel do), so it must not be started directly.
+fn starts_itself(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    head[..n].starts_with(b"\x7fELF") || head[..n].starts_with(b"#!")
+}
+
 /// Whether a job's argument is plain for [`PLAIN_BUILTINS`].
 fn plain_arg(a: &str) -> bool {
     !a.starts_with('-') && !a.contains('\\')
@@ -355,6 +371,9 @@ impl Template {
         let mut text = String::new();
         let mut any_repl = false;
         let mut meta = false;
+        // Still in the command word: before the first whitespace or `=`.
+        let mut in_first = true;
+        let mut unquoted = false;
         let mut rest = line.as_str();
         let flush = |text: &mut String, pieces: &mut Vec<Piece>| {
             if !text.is_empty() {
@@ -374,15 +393,19 @@ impl Template {
                         flush(&mut text, &mut pieces);
                         pieces.push(p);
                         any_repl = true;
+                        unquoted |= in_first;
                         rest = &rest[end + 1..];
                         continue;
                     }
                 }
             }
+            in_first &= !c.is_whitespace() && c != '=';
             if c.is_whitespace() {
                 flush(&mut text, &mut pieces);
-                if !matches!(pieces.last(), Some(Piece::Break) | None) {
-                    pieces.push(Piece::Break);
+                if let Some(Piece::Break(b)) = pieces.last_mut() {
+                    b.push(c);
+                } else {
+                    pieces.push(Piece::Break(c.to_string()));
                 }
             } else {
                 // `=word` is a path lookup to zsh.
@@ -393,25 +416,26 @@ impl Template {
         }
         flush(&mut text, &mut pieces);
         if !any_repl {
-            if !matches!(pieces.last(), Some(Piece::Break) | None) {
-                pieces.push(Piece::Break);
+            match pieces.last_mut() {
+                Some(Piece::Break(b)) => b.push(' '),
+                Some(_) => pieces.push(Piece::Break(" ".into())),
+                None => {}
             }
             pieces.push(Piece::Input(None, Part::Whole));
         }
-        while matches!(pieces.last(), Some(Piece::Break)) {
-            pieces.pop();
-        }
         // The command word, when it is plain text.
         let first: Option<&str> = match pieces.as_slice() {
-            [Piece::Text(t), Piece::Break, ..] | [Piece::Text(t)] => Some(t),
+            [Piece::Text(t), Piece::Break(_), ..] | [Piece::Text(t)] => Some(t),
             _ => None,
         };
         let function = |w: &str| std::env::var_os(format!("BASH_FUNC_{w}%%")).is_some();
         let start = match first {
-            _ if meta || words.is_empty() || !shell.direct => Start::Shell,
+            _ if meta || unquoted || words.is_empty() || !shell.direct => Start::Shell,
             Some(w) if function(w) || w.contains('=') => Start::Shell,
             Some(w) if PLAIN_BUILTINS.contains(&w) && system_program(w) => Start::PlainArgs,
-            Some(w) if !SHELL_WORDS.contains(&w) && which(w).is_some() => Start::Direct,
+            Some(w) if !SHELL_WORDS.contains(&w) && which(w).is_some_and(|p| starts_itself(&p)) => {
+                Start::Direct
+            }
             _ => Start::Shell,
         };
         Ok(Template {
@@ -419,6 +443,7 @@ impl Template {
             start,
             quoting: shell.quoting,
             raw: words.is_empty(),
+            unquoted,
         })
     }
 
@@ -459,20 +484,24 @@ impl Template {
                 _ => return None,
             })
         };
+        let quoted = |s: String| {
+            if self.unquoted {
+                s
+            } else {
+                quote(&s, self.quoting)
+            }
+        };
         let mut line = String::new();
         for p in &self.pieces {
             match p {
                 Piece::Text(t) => line.push_str(t),
-                Piece::Break => line.push(' '),
+                Piece::Break(b) => line.push_str(b),
                 Piece::Input(None, part) => {
-                    let all: Vec<String> = inputs
-                        .iter()
-                        .map(|i| quote(&apply(i, *part), self.quoting))
-                        .collect();
+                    let all: Vec<String> = inputs.iter().map(|i| quoted(apply(i, *part))).collect();
                     line.push_str(&all.join(" "));
                 }
                 Piece::Input(Some(i), part) => {
-                    line.push_str(&quote(&apply(input(inputs, *i), *part), self.quoting))
+                    line.push_str(&quoted(apply(input(inputs, *i), *part)))
                 }
                 other => line.push_str(&number(other).unwrap_or_default()),
             }
@@ -484,7 +513,7 @@ impl Template {
         let mut word: Option<String> = None;
         for p in &self.pieces {
             match p {
-                Piece::Break => words.extend(word.take()),
+                Piece::Break(_) => words.extend(word.take()),
                 Piece::Text(t) => word.get_or_insert_with(String::new).push_str(t),
                 Piece::Input(Some(i), part) => word
                     .get_or_insert_with(String::new)
@@ -840,6 +869,56 @@ mod tests {
         assert_eq!(quote("it's", Quoting::Rc), "it''''s");
         assert_eq!(quote("a b;c", Quoting::Rc), "a' 'b';'c");
         assert_eq!(quote("plain-1.2", Quoting::Rc), "plain-1.2");
+    }
+
+    #[test]
+    fn the_line_keeps_the_templates_own_whitespace() {
+        // GNU parallel 20221122: parallel --dry-run $'\n echo start {}\n echo end {}' ::: a
+        assert_eq!(
+            line(&["\n echo start {}\n echo end {}\n"], &["a"]),
+            "\n echo start a\n echo end a\n"
+        );
+        assert_eq!(
+            line(&["printf '%s  |\t%s\\n' {} x"], &["a b"]),
+            "printf '%s  |\t%s\\n' 'a b' x"
+        );
+        // Separate words are joined by one space, as GNU parallel joins them.
+        assert_eq!(line(&["echo", "{}", "x"], &["a"]), "echo a x");
+        // parallel --dry-run 'echo a  ' ::: b
+        assert_eq!(line(&["echo a  "], &["b"]), "echo a   b");
+        // A comment line stays a line of its own.
+        assert!(t(&["# say it\necho {}"], 1).uses_shell());
+    }
+
+    #[test]
+    fn a_program_without_a_shebang_line_goes_to_the_shell() {
+        let dir = std::env::temp_dir().join(format!("seedcore-noshebang-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("ns");
+        std::fs::write(&script, "echo hi $1\n").unwrap();
+        let with_line = dir.join("sb");
+        std::fs::write(&with_line, "#!/bin/sh\necho hi $1\n").unwrap();
+        for p in [&script, &with_line] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let ns = script.to_str().unwrap();
+        let sb = with_line.to_str().unwrap();
+        assert!(t(&[ns, "{}"], 1).uses_shell());
+        assert!(!t(&[sb, "{}"], 1).uses_shell());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_replacement_string_in_the_command_word_leaves_every_input_unquoted() {
+        // GNU parallel 20221122: parallel --dry-run {} x ::: 'echo a'
+        assert_eq!(line(&["{}", "x"], &["echo a"]), "echo a x");
+        assert_eq!(line(&["{1}", "{2}"], &["echo", "a  b"]), "echo a  b");
+        assert_eq!(line(&["./my_{}"], &["a  b"]), "./my_a  b");
+        assert!(t(&["{}"], 1).uses_shell());
+        // After `=` or a space the command word is over: inputs are quoted.
+        assert_eq!(line(&["X={}", "env"], &["a b"]), "X='a b' env");
+        assert_eq!(line(&["echo", "{}"], &["a b"]), "echo 'a b'");
     }
 
     #[test]

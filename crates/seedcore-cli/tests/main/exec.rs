@@ -259,21 +259,20 @@ fn halt_now_kills_at_the_first_failure_and_halt_soon_lets_running_jobs_finish() 
     ]);
     assert_eq!(stdout(&o), "0\n1\n1\n");
     assert_eq!(code(&o), 2);
-    // Half of the finished jobs failed.
-    let o = exec(&[
-        "-j1",
-        "--halt",
-        "soon,fail=50%",
-        "echo {}; exit {}",
-        ":::",
-        "0",
-        "0",
-        "1",
-        "1",
-        "0",
-        "0",
-    ]);
-    assert_eq!(stdout(&o), "0\n0\n1\n1\n");
+    // A percentage is of all the jobs: 2 of 6 never reach half, and the
+    // status is the percentage that failed, rounded up (GNU parallel's 34).
+    let six = |exits: [&'static str; 6]| {
+        let mut args = vec!["-j1", "--halt", "soon,fail=50%", "echo {}; exit {}", ":::"];
+        args.extend(exits);
+        exec(&args)
+    };
+    let o = six(["0", "0", "1", "1", "0", "0"]);
+    assert_eq!(
+        (stdout(&o), code(&o)),
+        ("0\n0\n1\n1\n0\n0\n".to_owned(), 34)
+    );
+    let o = six(["1", "1", "1", "0", "0", "0"]);
+    assert_eq!((stdout(&o), code(&o)), ("1\n1\n1\n".to_owned(), 50));
     let o = exec(&["--halt", "sometimes", "true", ":::", "1"]);
     assert_eq!(code(&o), 255);
 }
@@ -1027,6 +1026,125 @@ fn matches_gnu_parallel_where_it_is_installed() {
             vec!["-k", "echo", "{+/}", "{..}", ":::", "a/b.c.d"],
             "/bin/sh",
         ),
+        // The template's own whitespace: newlines, runs of spaces, a comment.
+        (
+            vec!["-k", "\n echo start {}\n echo end {}\n", ":::", "a", "b"],
+            "/bin/sh",
+        ),
+        (
+            vec!["-k", "printf '%s  |  %s\\n' {} x; # note", ":::", "a"],
+            "/bin/sh",
+        ),
+        (vec!["-k", "# say it\necho {}", ":::", "a", "b"], "/bin/sh"),
+        // A replacement string in the command word: inputs are commands.
+        (
+            vec!["-k", "{}", ":::", "echo a  b", "printf %s\\n x"],
+            "/bin/sh",
+        ),
+        (
+            vec!["-k", "{1}", "{2}", ":::", "echo", ":::", "a  b"],
+            "/bin/sh",
+        ),
+        // --halt's exit statuses.
+        (
+            vec![
+                "-j1",
+                "-k",
+                "--halt",
+                "now,fail=1",
+                "echo {}; exit {}",
+                ":::",
+                "0",
+                "3",
+                "0",
+            ],
+            "/bin/sh",
+        ),
+        (
+            vec![
+                "-j1",
+                "-k",
+                "--halt",
+                "soon,fail=20%",
+                "echo {}; exit {}",
+                ":::",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+            ],
+            "/bin/sh",
+        ),
+        (
+            vec![
+                "-j1",
+                "-k",
+                "--halt",
+                "now,fail=30%",
+                "echo {}; exit {}",
+                ":::",
+                "1",
+                "1",
+                "1",
+                "1",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+                "0",
+            ],
+            "/bin/sh",
+        ),
+        (
+            vec![
+                "-j1",
+                "-k",
+                "--halt",
+                "now,success=1",
+                "echo {}; exit {}",
+                ":::",
+                "1",
+                "1",
+                "0",
+                "1",
+            ],
+            "/bin/sh",
+        ),
+        (
+            vec![
+                "-j1",
+                "-k",
+                "--halt-on-error",
+                "2",
+                "echo {}; exit {}",
+                ":::",
+                "0",
+                "7",
+                "0",
+            ],
+            "/bin/sh",
+        ),
+        // Other names of -j, -k and --dry-run.
+        (
+            vec![
+                "-P",
+                "2",
+                "--keeporder",
+                "--dryrun",
+                "echo",
+                ":::",
+                "a",
+                "b",
+            ],
+            "/bin/sh",
+        ),
     ];
     for (args, shell) in &cases {
         let (ours, gnu) = both(args, shell, &home);
@@ -1114,4 +1232,117 @@ fn matches_gnu_parallel_where_it_is_installed() {
         "1\n2\n1\n3\n4\n6\n",
         "GNU parallel ran 1 and 2, this runner 1 again (failed), 3 and 4, GNU parallel 6"
     );
+}
+
+#[test]
+fn halt_gives_gnu_parallels_exit_statuses() {
+    let run = |halt: &str, exits: &[&str]| {
+        let mut args = vec!["-j1", "-k", "--halt", halt, "echo {}; exit {}", ":::"];
+        args.extend(exits);
+        let o = exec(&args);
+        (code(&o), stdout(&o).lines().count())
+    };
+    // fail=1: the failed job's own status, and nothing after it starts.
+    assert_eq!(run("now,fail=1", &["0", "3", "0"]), (3, 2));
+    assert_eq!(run("soon,fail=1", &["0", "200", "0"]), (200, 2));
+    // fail=P%: of all the jobs; the status is the percentage that failed.
+    let ten = ["1", "0", "0", "0", "0", "0", "0", "0", "0", "0"];
+    assert_eq!(run("soon,fail=20%", &ten), (10, 10));
+    let ten = ["1", "1", "1", "1", "0", "0", "0", "0", "0", "0"];
+    assert_eq!(run("now,fail=30%", &ten), (30, 3));
+    // success= and done=, and the older forms.
+    assert_eq!(run("now,success=1", &["1", "1", "0", "1"]), (0, 3));
+    assert_eq!(run("-1", &["1", "0", "1"]), (0, 2));
+    assert_eq!(run("soon,done=2", &["0", "5", "0"]), (1, 2));
+    assert_eq!(run("2", &["0", "7", "0"]), (7, 2));
+    let o = exec(&["--halt", "later,fail=1", "true", ":::", "a"]);
+    assert_eq!(code(&o), 255, "{}", stderr(&o));
+}
+
+#[test]
+fn jobs_can_be_counted_from_the_cores_and_named_as_gnu_parallel_names_them() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slots = |j: &str| {
+        // Jobs long enough that every slot gets one.
+        let o = exec(&[
+            "-j",
+            j,
+            "sleep 0.2; echo {%}",
+            ":::",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "6",
+            "7",
+            "8",
+        ]);
+        assert_eq!(code(&o), 0, "-j {j}: {}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .map(|l| l.parse::<usize>().unwrap())
+            .max()
+            .unwrap()
+    };
+    assert_eq!(slots("+1"), (cores + 1).min(8));
+    assert_eq!(slots("-100"), 1);
+    assert_eq!(slots(&format!("-{}", cores.saturating_sub(1))), 1);
+    let o = exec(&[
+        "-P",
+        "1",
+        "--keeporder",
+        "--dryrun",
+        "echo",
+        ":::",
+        "b",
+        "a",
+    ]);
+    assert_eq!((code(&o), stdout(&o)), (0, "echo b\necho a\n".to_owned()));
+}
+
+#[test]
+fn a_script_without_a_shebang_line_runs_in_the_shell() {
+    let d = dir("noshebang");
+    let script = d.join("ns");
+    std::fs::write(&script, "echo hi $1\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = exec(&[script.to_str().unwrap(), ":::", "a"]);
+    assert_eq!(
+        (code(&o), stdout(&o)),
+        (0, "hi a\n".to_owned()),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_run_quietly() {
+    // `seedcore exec ... | head -1`: the status of a process SIGPIPE ended,
+    // and no error message.
+    let mut child = seedcore()
+        .args(["exec", "-k", "echo", "::::", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = (1..=2000).map(|i| format!("{i}\n")).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 2];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    drop(out);
+    let st = wait_exit(&mut child).expect("the run ends once its reader is gone");
+    feeder.join().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(st.code(), Some(141), "{err}");
+    assert!(err.is_empty(), "{err}");
 }
