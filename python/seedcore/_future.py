@@ -70,6 +70,20 @@ class _Waiters(list):
             notified.discard(id(waiter))
 
 
+# The modules whose done callbacks are made to run on any thread.
+_THREAD_SAFE_CALLBACKS = frozenset({"asyncio.futures"})
+
+
+class _Direct:
+    """A done callback that runs where the future resolves, whatever the
+    system's callback route."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+
+
 def _run_callback(fn: Callable, fut: "TaskFuture") -> None:
     try:
         fn(fut)
@@ -187,7 +201,9 @@ class TaskFuture(cf.Future, Generic[T]):
 
     def _dispatch(self, fn: Callable) -> None:
         route = self._route
-        if route is None:
+        if isinstance(fn, _Direct):
+            _run_callback(fn.fn, self)
+        elif route is None:
             _run_callback(fn, self)
         elif isinstance(route, asyncio.AbstractEventLoop):
             try:
@@ -241,15 +257,23 @@ class TaskFuture(cf.Future, Generic[T]):
         ok, value = h.outcome()
         if ok:
             return None
-        if isinstance(value, cf.CancelledError):
+        # Only a cancelled task raises here; a task whose own code raised
+        # CancelledError failed with it, and returns it as any exception.
+        if h.state() == _CANCELLED:
             raise value
         return value
 
     def add_done_callback(self, fn: Callable[["TaskFuture[T]"], Any]) -> None:
         """Calls ``fn(future)`` once the task resolves: at once on this
         thread if it already has, else on the system's callback executor.
-        Any number may be added; an exception in one is logged."""
+        Any number may be added; an exception in one is logged. asyncio's
+        own callbacks (``await``, ``wrap_future``, ``run_in_executor``) are
+        thread-safe and always run on the notifier thread: routed to a
+        :class:`CallbackQueue` or a loop that is not running, an ``await``
+        would never wake."""
         if not self._h.done():
+            if getattr(fn, "__module__", None) in _THREAD_SAFE_CALLBACKS:
+                fn = _Direct(fn)
             with self._condition:
                 if self._cbs is None:
                     self._cbs = []

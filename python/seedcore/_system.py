@@ -45,6 +45,8 @@ OPTION_NAMES = frozenset(
 )
 
 _SECTIONS = ("threads", "async", "processes", "balance", "callbacks", "command")
+# The shutdown timeout unless one is configured: no limit, in effect.
+_NO_SHUTDOWN_LIMIT = "3650days"
 _TOP = ("name", "shutdown_mode", "shutdown_timeout")
 
 _LIVE: "weakref.WeakSet[ConcurrentSystem]" = weakref.WeakSet()
@@ -62,6 +64,23 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# Systems dropped while their work went on: kept until the exit has
+# waited for them.
+_DRAINING: List[Any] = []
+
+
+def _drain(rs: Any, pid: int) -> None:
+    """The finalizer of a dropped system: lets its work finish in the
+    background (a forked child leaves its parent's system alone)."""
+    if os.getpid() != pid:
+        return
+    try:
+        rs.shutdown("graceful", False)
+    except Exception:  # noqa: BLE001 - a finalizer must not raise
+        return
+    _DRAINING.append(rs)
+
+
 def _shutdown_all() -> None:
     # Before the interpreter tears down: running thread tasks still get the
     # GIL, and no worker outlives this process. A normal exit lets submitted
@@ -73,6 +92,11 @@ def _shutdown_all() -> None:
     for s in list(_LIVE):
         try:
             s.shutdown(wait=True, mode=mode)
+        except BaseException:  # noqa: BLE001 - exiting anyway
+            pass
+    for rs in _DRAINING:
+        try:
+            rs.shutdown(mode or "graceful", True)
         except BaseException:  # noqa: BLE001 - exiting anyway
             pass
 
@@ -147,12 +171,121 @@ def _worker_command() -> Tuple[str, List[str]]:
     return sys.executable, args
 
 
-def _handed_out(values: List[Any]) -> Iterator[Any]:
-    """Yields a chunk's values in order, keeping none once yielded (a
-    map's caller may drop a result while the map goes on)."""
-    values.reverse()
-    while values:
-        yield values.pop()
+class _MapIterator:
+    """The results of a map whose first window is submitted: in input order
+    (``ordered``) or as they complete. A failed item raises its exception;
+    with ``stop_on_error`` (``map``, as ``Executor.map``) that ends the
+    iteration, else (``imap``, as ``Pool.imap``) the next call goes on with
+    the next result. A timeout of the map's own ``timeout`` raises
+    ``TimeoutError`` and ends it; stopping early (``close``, or dropping
+    the iterator) cancels every chunk not handed back. No result is kept
+    once handed out."""
+
+    def __init__(
+        self,
+        pending: "collections.deque[TaskFuture]",
+        fill: Callable[[], None],
+        left: Callable[[], Optional[float]],
+        ordered: bool,
+        stop_on_error: bool,
+    ) -> None:
+        self._pending = pending
+        self._fill = fill
+        self._left = left
+        self._ordered = ordered
+        self._stop_on_error = stop_on_error
+        # The chunk being handed out, reversed; finished chunks not yet
+        # read (as they completed).
+        self._values: List[Any] = []
+        self._ready: "collections.deque[TaskFuture]" = collections.deque()
+        self._closed = False
+        # An iterator dropped before its first result leaves the work be:
+        # ``ex.map(fn, items)`` alone runs every item, as in the standard
+        # library.
+        self._started = False
+
+    def __iter__(self) -> "_MapIterator":
+        return self
+
+    def __next__(self) -> Any:
+        return self._step(None)
+
+    def next(self, timeout: Optional[float] = None) -> Any:
+        """The next result, as ``Pool.imap``'s iterator gives it: waits up to
+        ``timeout`` seconds, then raises ``multiprocessing.TimeoutError``
+        (the iteration can go on)."""
+        return self._step(timeout)
+
+    def close(self) -> None:
+        """Stops the map: cancels every chunk not handed back."""
+        self._closed = True
+        pending, self._pending = list(self._pending), collections.deque()
+        ready, self._ready = list(self._ready), collections.deque()
+        self._values = []
+        for f in pending + ready:
+            f.cancel()
+
+    def __del__(self) -> None:
+        if not self._started:
+            return
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit
+            pass
+
+    def _budget(self, timeout: Optional[float]) -> Tuple[Optional[float], bool]:
+        """How long this step may wait, and whether that is the map's own
+        deadline (rather than ``next``'s ``timeout``)."""
+        left = self._left()
+        if timeout is None or (left is not None and left <= timeout):
+            return left, left is not None
+        return max(0.0, timeout), False
+
+    def _timed_out(self, own: bool) -> BaseException:
+        if own:
+            self.close()
+            return cf.TimeoutError()
+        import multiprocessing
+
+        return multiprocessing.TimeoutError()
+
+    def _take(self, f: TaskFuture) -> Any:
+        """Hands out the finished chunk ``f``: its first value."""
+        try:
+            out = f.result(0)
+        except BaseException:
+            if self._stop_on_error:
+                self.close()
+            raise
+        out.reverse()
+        self._values = out
+        return self._step(None)
+
+    def _step(self, timeout: Optional[float]) -> Any:
+        self._started = True
+        while True:
+            if self._values:
+                return self._values.pop()
+            if self._ready:
+                return self._take(self._ready.popleft())
+            if self._closed or not self._pending:
+                self._closed = True
+                raise StopIteration
+            wait, own = self._budget(timeout)
+            if self._ordered:
+                f = self._pending[0]
+                if not f.wait(wait):
+                    raise self._timed_out(own)
+                self._pending.popleft()
+                self._fill()
+                return self._take(f)
+            done, _ = cf.wait(list(self._pending), timeout=wait, return_when=cf.FIRST_COMPLETED)
+            if not done:
+                raise self._timed_out(own)
+            for f in done:
+                self._pending.remove(f)
+            self._fill()
+            self._ready.extend(done)
 
 
 class _AsyncLoop:
@@ -288,9 +421,18 @@ class ConcurrentSystem:
                 init = pickle.dumps((initializer, tuple(initargs), authkey), 5)
             except Exception as e:
                 raise TypeError(f"the initializer cannot be pickled: {e}") from e
+        if "shutdown_timeout" not in cfg and not text_prefix:
+            # A shutdown that lets the work finish waits for all of it, as
+            # concurrent.futures' does (the core's default gives up after
+            # 30 s and cancels what is left). Ctrl-C still stops it.
+            cfg["shutdown_timeout"] = _NO_SHUTDOWN_LIMIT
         toml_text = text_prefix + ("\n" if text_prefix else "") + _to_toml(cfg)
         self._rs = _RustSystem(toml_text, program, args, init)
         self._pid = os.getpid()
+        # Dropped with work under way, it still finishes that work (as a
+        # dropped concurrent.futures executor does), and the exit waits.
+        self._finalizer = weakref.finalize(self, _drain, self._rs, self._pid)
+        self._finalizer.atexit = False
         self._async: Optional[_AsyncLoop] = None
         self._lock = threading.Lock()
         _LIVE.add(self)
@@ -401,7 +543,8 @@ class ConcurrentSystem:
         window: Optional[int],
         options: Dict[str, Any],
         sized: Optional[int],
-    ) -> Iterator[Any]:
+        stop_on_error: bool = True,
+    ) -> "_MapIterator":
         if pool not in ("process", "thread"):
             raise ValueError(f"pool must be \"process\" or \"thread\", not {pool!r}")
         if chunksize is None:
@@ -450,40 +593,7 @@ class ConcurrentSystem:
             for f in pending:
                 f.cancel()
             raise
-        return self._results(pending, fill, left, ordered)
-
-    @staticmethod
-    def _results(
-        pending: "collections.deque[TaskFuture]",
-        fill: Callable[[], None],
-        left: Callable[[], Optional[float]],
-        ordered: bool,
-    ) -> Iterator[Any]:
-        """The results of a map whose first window is submitted; stopping
-        early (an error, a timeout, ``close``) cancels every chunk not
-        handed back, the one being waited on included."""
-        try:
-            if ordered:
-                while pending:
-                    try:
-                        out = pending[0].result(left())
-                    finally:
-                        fill()
-                    pending.popleft()
-                    yield from _handed_out(out)
-            else:
-                while pending:
-                    done, _ = cf.wait(list(pending), timeout=left(), return_when=cf.FIRST_COMPLETED)
-                    if not done:
-                        raise cf.TimeoutError()
-                    for f in done:
-                        pending.remove(f)
-                    fill()
-                    for f in done:
-                        yield from _handed_out(f.result())
-        finally:
-            for f in pending:
-                f.cancel()
+        return _MapIterator(pending, fill, left, ordered, stop_on_error)
 
     def map(
         self,
@@ -521,27 +631,50 @@ class ConcurrentSystem:
         )
 
     def imap(self, fn: Callable[..., T], iterable: Iterable[Any], chunksize: int = 1, **kw: Any) -> Iterator[T]:
-        """``Pool.imap``: results in order, lazily."""
+        """``Pool.imap``: results in order, lazily. A failed item raises
+        its exception from ``next`` and the iteration goes on; ``next(timeout)``
+        is there too."""
         return self._map(fn, iterable, star=False, ordered=True, chunksize=chunksize,
                          pool=kw.pop("pool", "process"), timeout=kw.pop("timeout", None),
-                         window=kw.pop("window", None), options=kw, sized=None)
+                         window=kw.pop("window", None), options=kw, sized=None,
+                         stop_on_error=False)
 
     def imap_unordered(
         self, fn: Callable[..., T], iterable: Iterable[Any], chunksize: int = 1, **kw: Any
     ) -> Iterator[T]:
-        """``Pool.imap_unordered``: results as they complete, lazily."""
+        """``Pool.imap_unordered``: results as they complete, lazily; a
+        failed item raises from ``next`` and the iteration goes on."""
         return self._map(fn, iterable, star=False, ordered=False, chunksize=chunksize,
                          pool=kw.pop("pool", "process"), timeout=kw.pop("timeout", None),
-                         window=kw.pop("window", None), options=kw, sized=None)
+                         window=kw.pop("window", None), options=kw, sized=None,
+                         stop_on_error=False)
 
     def starmap(
         self, fn: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None, **kw: Any
     ) -> List[T]:
-        """``Pool.starmap``: ``fn(*args)`` for each tuple, as a list."""
+        """``Pool.starmap``: ``fn(*args)`` for each tuple, as a list. As
+        there, every item runs; the first failure (in input order) is then
+        raised."""
         items = list(iterable)
-        return list(self._map(fn, items, star=True, ordered=True, chunksize=chunksize,
-                              pool=kw.pop("pool", "process"), timeout=kw.pop("timeout", None),
-                              window=kw.pop("window", None), options=kw, sized=len(items)))
+        it: _MapIterator = self._map(fn, items, star=True, ordered=True, chunksize=chunksize,
+                       pool=kw.pop("pool", "process"), timeout=kw.pop("timeout", None),
+                       window=kw.pop("window", None), options=kw, sized=len(items),
+                       stop_on_error=False)
+        out: List[T] = []
+        first: Optional[Exception] = None
+        while True:
+            try:
+                out.append(next(it))
+            except StopIteration:
+                break
+            except Exception as e:  # noqa: BLE001 - raised once all have run
+                if isinstance(e, cf.TimeoutError) and it._closed:
+                    raise  # the map's own timeout: nothing more comes
+                if first is None:
+                    first = e
+        if first is not None:
+            raise first
+        return out
 
     # --- observing -------------------------------------------------------
     def stats(self) -> Dict[str, Any]:
@@ -594,6 +727,7 @@ class ConcurrentSystem:
             loop, self._async = self._async, None
         if loop is not None:
             loop.stop()
+        self._finalizer.detach()
         _LIVE.discard(self)
 
     def __enter__(self) -> "ConcurrentSystem":

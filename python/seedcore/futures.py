@@ -1,10 +1,11 @@
 """``concurrent.futures`` executors on seedcore: change the import, keep
 the code.
 
-``ProcessPoolExecutor`` and ``ThreadPoolExecutor`` are real
-``concurrent.futures.Executor`` subclasses whose ``submit`` returns real
-``concurrent.futures.Future`` objects (:class:`seedcore.TaskFuture`), so
-``cf.wait``, ``cf.as_completed``, ``loop.run_in_executor`` and every
+``ProcessPoolExecutor`` and ``ThreadPoolExecutor`` are subclasses of the
+standard library's (none of whose machinery they use), so a check such as
+asyncio's ``set_default_executor`` accepts them; their ``submit`` returns
+real ``concurrent.futures.Future`` objects (:class:`seedcore.TaskFuture`),
+so ``cf.wait``, ``cf.as_completed``, ``loop.run_in_executor`` and every
 library that takes an executor accept them unchanged.
 
 Differences from the standard library, all deliberate:
@@ -123,6 +124,20 @@ class _Executor(cf.Executor):
             window=sys.maxsize if buffersize is None else buffersize,
         )
 
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        # Ctrl-C out of the block stops the work (workers killed, queue
+        # cancelled), as ConcurrentSystem's own block does; anything else
+        # lets it finish, as concurrent.futures does.
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            with self._lock:
+                self._shutdown = True
+                system = self._system
+            if system is not None:
+                system.shutdown(wait=True, mode="immediate")
+        else:
+            self.shutdown(wait=True)
+        return False
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ``Executor.shutdown``: pending futures run unless
         ``cancel_futures``; ``wait`` blocks until they are done."""
@@ -133,7 +148,7 @@ class _Executor(cf.Executor):
             system.shutdown(wait, cancel_futures=cancel_futures)
 
 
-class ProcessPoolExecutor(_Executor):
+class ProcessPoolExecutor(_Executor, cf.ProcessPoolExecutor):
     """``concurrent.futures.ProcessPoolExecutor`` on seedcore's process
     pool: ``max_workers`` worker processes (default: the CPU count),
     ``initializer(*initargs)`` in each, ``max_tasks_per_child`` to recycle
@@ -186,7 +201,7 @@ class ProcessPoolExecutor(_Executor):
         return self._system._submit_process
 
 
-class ThreadPoolExecutor(_Executor):
+class ThreadPoolExecutor(_Executor, cf.ThreadPoolExecutor):
     """``concurrent.futures.ThreadPoolExecutor`` on seedcore's thread pool:
     ``max_workers`` threads (default ``min(32, cpu_count + 4)``),
     ``initializer(*initargs)`` on each before its first task."""

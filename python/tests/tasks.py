@@ -193,3 +193,15 @@ class Big:
 
     def size(self):
         return len(self.buf)
+
+
+def fail_on(x, bad):
+    if x == bad:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+def raise_cancelled():
+    import concurrent.futures
+
+    raise concurrent.futures.CancelledError("an inner future was cancelled")

@@ -245,3 +245,164 @@ def test_an_atexit_handler_cannot_submit_any_more(kind):
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "runtime-error: cannot schedule new futures after interpreter shutdown"
+
+
+def test_imap_goes_on_after_a_failed_item_as_pool_imap_does(system):
+    import functools
+
+    fail_on_3 = functools.partial(tasks.fail_on, bad=3)
+    for it in (
+        system.imap(fail_on_3, range(8)),
+        system.imap(fail_on_3, range(8), pool="thread"),
+    ):
+        got = []
+        while True:
+            try:
+                got.append(next(it))
+            except StopIteration:
+                break
+            except ValueError as e:
+                got.append(str(e))
+        assert got == [0, 1, 2, "bad item 3", 4, 5, 6, 7]
+    got, errors = [], 0
+    it = system.imap_unordered(functools.partial(tasks.fail_on, bad=5), range(8))
+    while True:
+        try:
+            got.append(next(it))
+        except StopIteration:
+            break
+        except ValueError:
+            errors += 1
+    assert sorted(got) == [0, 1, 2, 3, 4, 6, 7] and errors == 1
+    # Pool.imap's next(timeout).
+    it = system.imap(tasks.sleep_then, [5.0], pool="thread")
+    with pytest.raises(multiprocessing.TimeoutError):
+        it.next(timeout=0.05)
+    it.close()
+    # map stops at the first failure, as Executor.map does.
+    it = system.map(fail_on_3, range(8), chunksize=1)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError):
+        next(it)
+    with pytest.raises(StopIteration):
+        next(it)
+
+
+def test_starmap_runs_every_item_then_raises_the_first_failure(system, tmp_path):
+    out = tmp_path / "ran"
+    args = [(str(out), None, "not a number")] + [(str(out), str(i)) for i in range(6)]
+    with pytest.raises(TypeError):
+        system.starmap(tasks.append_line, args, chunksize=1)
+    ended = sorted(line for line in out.read_text().splitlines() if line.startswith("end"))
+    assert len(ended) == 6
+
+
+def test_a_task_raising_cancelled_error_itself_fails_with_it():
+    import asyncio
+
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        f = ex.submit(tasks.raise_cancelled)
+        assert f.wait(30)
+        assert not f.cancelled()
+        assert isinstance(f.exception(), cf.CancelledError)
+
+        async def main():
+            return await asyncio.wait_for(ex.submit(tasks.raise_cancelled), 30)
+
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(main())
+
+
+def test_await_wakes_whatever_the_callback_route():
+    import asyncio
+
+    queue = seedcore.CallbackQueue()
+    other = asyncio.new_event_loop()  # never run
+    try:
+        for route in (queue, other):
+            with seedcore.ConcurrentSystem(threads={"core": 1, "max": 1}, callbacks=route) as s:
+                async def main():
+                    return await asyncio.wait_for(asyncio.wrap_future(s.submit_thread(tasks.square, 7)), 30)
+
+                assert asyncio.run(main()) == 49
+    finally:
+        other.close()
+
+
+def test_the_executors_are_the_standard_librarys_kinds():
+    import asyncio
+
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        assert isinstance(ex, cf.ThreadPoolExecutor)
+
+        async def main():
+            asyncio.get_running_loop().set_default_executor(ex)
+            return await asyncio.to_thread(tasks.square, 6)
+
+        assert asyncio.run(main()) == 36
+    with ProcessPoolExecutor(max_workers=1) as ex:
+        assert isinstance(ex, cf.ProcessPoolExecutor)
+
+
+def test_a_graceful_shutdown_waits_for_all_the_work_however_long():
+    with seedcore.ConcurrentSystem(threads={"core": 1, "max": 1}) as s:
+        fs = [s.submit_thread(tasks.sleep_then, 0.3, i) for i in range(4)]
+        s.shutdown(wait=True)
+        assert [f.result(timeout=0) for f in fs] == [0, 1, 2, 3]
+    # The configured limit still applies where one is set.
+    s = seedcore.ConcurrentSystem(threads={"core": 1, "max": 1}, shutdown_timeout="200ms")
+    fs = [s.submit_thread(tasks.sleep_then, 0.5, i) for i in range(3)]
+    s.shutdown(wait=True)
+    assert any(f.cancelled() for f in fs)
+
+
+@pytest.mark.parametrize("kind", ["ProcessPoolExecutor", "ThreadPoolExecutor"])
+def test_a_dropped_executors_work_still_runs_before_exit(tmp_path, kind):
+    out = tmp_path / "ran"
+    r = _run_script(
+        f"""
+        import gc
+        import tasks
+        from seedcore.futures import {kind}
+        if __name__ == "__main__":
+            ex = {kind}(max_workers=2)
+            for i in range(4):
+                ex.submit(tasks.append_line, {str(out)!r}, str(i), 0.2)
+            del ex
+            gc.collect()
+            print("main done", flush=True)
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    ended = sorted(line.split()[1] for line in out.read_text().splitlines() if line.startswith("end"))
+    assert ended == [str(i) for i in range(4)]
+
+
+def test_ctrl_c_out_of_an_executors_with_block_stops_the_work():
+    import signal
+
+    from conftest import pid_alive
+
+    script = textwrap.dedent(
+        """
+        import tasks
+        from seedcore.futures import ProcessPoolExecutor
+        if __name__ == "__main__":
+            with ProcessPoolExecutor(max_workers=2) as ex:
+                pids = {ex.submit(tasks.pid).result(timeout=30) for _ in range(10)}
+                print(" ".join(map(str, pids)), flush=True)
+                ex.submit(tasks.sleep_then, 60).result()
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + sys.path))
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    pids = [int(x) for x in p.stdout.readline().split()]
+    time.sleep(0.5)
+    sent = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    p.wait(30)
+    assert time.monotonic() - sent < 10, "the running task was waited for"
+    assert "KeyboardInterrupt" in p.stderr.read()
+    for pid in pids:
+        assert wait_until(lambda: not pid_alive(pid), 10), f"worker {pid} outlived Ctrl-C"
