@@ -178,8 +178,8 @@ class _MapIterator:
     iteration, else (``imap``, as ``Pool.imap``) the next call goes on with
     the next result. A timeout of the map's own ``timeout`` raises
     ``TimeoutError`` and ends it; stopping early (``close``, or dropping
-    the iterator) cancels every chunk not handed back. No result is kept
-    once handed out."""
+    the iterator once it has been read) cancels every chunk not handed
+    back. No result is kept once handed out."""
 
     def __init__(
         self,
