@@ -29,9 +29,10 @@ Differences from the standard library, all deliberate:
   seedcore's task options (``{"priority": 0, "timeout": 5}``, see
   :data:`seedcore.OPTION_NAMES`); ``submit`` passes every keyword to the
   function, as the standard library does.
-* A call that cannot be pickled raises :class:`seedcore.NotPicklable`
-  (a ``TypeError`` and a ``pickle.PicklingError``) at ``submit``, not
-  from ``result()``.
+* A call that cannot be pickled gives a future (a plain
+  ``concurrent.futures.Future``) whose ``result()`` raises
+  :class:`seedcore.NotPicklable`, both a ``TypeError`` and a
+  ``pickle.PicklingError``.
 * ``initargs`` are pickled as any argument: ``multiprocessing``'s own
   ``Value``, ``Lock`` and ``Queue`` cannot be passed (a Manager's proxies
   can).
@@ -46,7 +47,7 @@ import sys
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
-from ._errors import SystemShutdown
+from ._errors import NotPicklable, SystemShutdown
 from ._future import TaskFuture
 from ._system import ConcurrentSystem
 
@@ -91,7 +92,14 @@ class _Executor(cf.Executor):
                 # Shut down by the interpreter's exit, not by this executor.
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             submit = self._submitter()
-        return submit(fn, args, kwargs, opts)
+        try:
+            return submit(fn, args, kwargs, opts)
+        except NotPicklable as e:
+            # As the standard library: the future fails (result() raises),
+            # so a batch of submits is not cut short by one bad call.
+            failed: cf.Future = cf.Future()
+            failed.set_exception(e)
+            return failed  # type: ignore[return-value]
 
     def map(
         self,
