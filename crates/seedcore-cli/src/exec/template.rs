@@ -401,6 +401,8 @@ impl Template {
             }
             in_first &= !c.is_whitespace() && c != '=';
             if c.is_whitespace() {
+                // A newline ends a command: only the shell can run the line.
+                meta |= c == '\n';
                 flush(&mut text, &mut pieces);
                 if let Some(Piece::Break(b)) = pieces.last_mut() {
                     b.push(c);
@@ -888,6 +890,9 @@ mod tests {
         assert_eq!(line(&["echo a  "], &["b"]), "echo a   b");
         // A comment line stays a line of its own.
         assert!(t(&["# say it\necho {}"], 1).uses_shell());
+        // Two commands on two lines are two commands.
+        assert!(t(&["echo {}\necho two"], 1).uses_shell());
+        assert!(t(&["cat {}\ncat x"], 1).uses_shell());
     }
 
     #[test]

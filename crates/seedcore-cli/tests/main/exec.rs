@@ -1036,6 +1036,7 @@ fn matches_gnu_parallel_where_it_is_installed() {
             "/bin/sh",
         ),
         (vec!["-k", "# say it\necho {}", ":::", "a", "b"], "/bin/sh"),
+        (vec!["-k", "echo {}\necho two", ":::", "a"], "/bin/sh"),
         // A replacement string in the command word: inputs are commands.
         (
             vec!["-k", "{}", ":::", "echo a  b", "printf %s\\n x"],
