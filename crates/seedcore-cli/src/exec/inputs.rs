@@ -5,7 +5,8 @@
 //! these, the lines of stdin, read as they come.
 //!
 //! As in GNU parallel, a line ends at `\n` alone (a `\r` before it stays
-//! in the input), and a `:::` value holding newlines is that many values.
+//! in the input), a `:::` value holding newlines is that many values, and
+//! a `:::` with no values is one empty value.
 
 use std::io::{self, BufRead};
 
@@ -79,6 +80,9 @@ impl Parsed {
                 for f in values {
                     groups.push(read_lines(f)?);
                 }
+            } else if values.is_empty() {
+                // GNU parallel: a `:::` with no values gives one empty value.
+                groups.push(vec![String::new()]);
             } else {
                 groups.push(
                     values
@@ -210,6 +214,15 @@ mod tests {
         assert_eq!(got, ["a\r", "b", "", "c"]);
         assert_eq!(lines(&b"x\n"[..]).count(), 1);
         assert!(lines(&b"\xff\n"[..]).next().unwrap().is_err());
+        // parallel echo ::: a b ::: : the empty group is one empty value.
+        assert_eq!(
+            jobs(&["echo", ":::", "a", "b", ":::"]),
+            [["a", ""], ["b", ""]]
+        );
+        assert_eq!(
+            jobs(&["echo", ":::", "a", ":::", ":::", "b"]),
+            [["a", "", "b"]]
+        );
         // parallel echo ::: $'a\n' b: three jobs, a, an empty one, b.
         assert_eq!(jobs(&["echo", ":::", "a\n", "b"]), [["a"], [""], ["b"]]);
     }
