@@ -18,6 +18,17 @@ def system():
         yield s
 
 
+@pytest.fixture(params=["process", "thread"])
+def executor(request):
+    """A drop-in executor of each kind, with two workers."""
+    from seedcore.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    kind = ProcessPoolExecutor if request.param == "process" else ThreadPoolExecutor
+    ex = kind(max_workers=2)
+    yield ex
+    ex.shutdown(wait=True)
+
+
 def wait_until(predicate, timeout=10.0, step=0.02):
     """Polls ``predicate`` until it is true or ``timeout`` passes."""
     import time

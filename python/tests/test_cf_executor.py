@@ -11,14 +11,6 @@ import pytest
 import tasks
 from seedcore.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-EXECUTORS = [ProcessPoolExecutor, ThreadPoolExecutor]
-
-
-@pytest.fixture(params=EXECUTORS, ids=["process", "thread"])
-def executor(request):
-    ex = request.param(max_workers=2)
-    yield ex
-    ex.shutdown(wait=True)
 
 
 def test_submit(executor):

@@ -222,17 +222,23 @@ def test_ctrl_c_interrupts_a_wait_on_a_result(tmp_path):
     assert p.wait(30) == 0
 
 
-def test_ctrl_c_out_of_a_with_block_stops_the_work_and_exits(tmp_path):
+@pytest.mark.parametrize("block", [
+    "seedcore.ConcurrentSystem(processes={'core': 2, 'max': 2})",
+    "seedcore.futures.ProcessPoolExecutor(max_workers=2)",
+], ids=["system", "executor"])
+def test_ctrl_c_out_of_a_with_block_stops_the_work_and_exits(tmp_path, block):
     script = tmp_path / "interrupted.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(textwrap.dedent(f"""
         import seedcore
+        import seedcore.futures
         import tasks
 
         if __name__ == "__main__":
-            with seedcore.ConcurrentSystem(processes={"core": 2, "max": 2}) as s:
-                pids = {s.submit_process(tasks.pid).result(timeout=30) for _ in range(10)}
+            with {block} as s:
+                submit = getattr(s, "submit_process", getattr(s, "submit", None))
+                pids = {{submit(tasks.pid).result(timeout=30) for _ in range(10)}}
                 print(" ".join(map(str, pids)), flush=True)
-                s.submit_process(tasks.sleep_then, 60).result()
+                submit(tasks.sleep_then, 60).result()
     """))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__)] + sys.path))
     p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,

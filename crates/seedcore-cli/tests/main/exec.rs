@@ -985,6 +985,12 @@ fn matches_gnu_parallel_where_it_is_installed() {
     let inputs = inputs.to_str().unwrap();
     let parts =
         "printf '%s|' {} {.} {/} {//} {/.} {+/} {+.} {..} {...} {+..} {+...} {/..} {/...}; echo";
+    // One job a value of `exits`, each exiting with it, under --halt `rule`.
+    let halt = |rule: &'static str, exits: &'static str| {
+        let mut args = vec!["-j1", "-k", "--halt", rule, "echo {}; exit {}", ":::"];
+        args.extend(exits.split(' '));
+        args
+    };
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["-k", "--plus", parts, "::::", inputs], "/bin/sh"),
         (
@@ -1047,77 +1053,10 @@ fn matches_gnu_parallel_where_it_is_installed() {
             "/bin/sh",
         ),
         // --halt's exit statuses.
-        (
-            vec![
-                "-j1",
-                "-k",
-                "--halt",
-                "now,fail=1",
-                "echo {}; exit {}",
-                ":::",
-                "0",
-                "3",
-                "0",
-            ],
-            "/bin/sh",
-        ),
-        (
-            vec![
-                "-j1",
-                "-k",
-                "--halt",
-                "soon,fail=20%",
-                "echo {}; exit {}",
-                ":::",
-                "1",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-            ],
-            "/bin/sh",
-        ),
-        (
-            vec![
-                "-j1",
-                "-k",
-                "--halt",
-                "now,fail=30%",
-                "echo {}; exit {}",
-                ":::",
-                "1",
-                "1",
-                "1",
-                "1",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-                "0",
-            ],
-            "/bin/sh",
-        ),
-        (
-            vec![
-                "-j1",
-                "-k",
-                "--halt",
-                "now,success=1",
-                "echo {}; exit {}",
-                ":::",
-                "1",
-                "1",
-                "0",
-                "1",
-            ],
-            "/bin/sh",
-        ),
+        (halt("now,fail=1", "0 3 0"), "/bin/sh"),
+        (halt("soon,fail=20%", "1 0 0 0 0 0 0 0 0 0"), "/bin/sh"),
+        (halt("now,fail=30%", "1 1 1 1 0 0 0 0 0 0"), "/bin/sh"),
+        (halt("now,success=1", "1 1 0 1"), "/bin/sh"),
         (
             vec![
                 "-j1",
@@ -1264,21 +1203,10 @@ fn halt_gives_gnu_parallels_exit_statuses() {
 fn jobs_can_be_counted_from_the_cores_and_named_as_gnu_parallel_names_them() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = |j: &str| {
-        // Jobs long enough that every slot gets one.
-        let o = exec(&[
-            "-j",
-            j,
-            "sleep 0.2; echo {%}",
-            ":::",
-            "1",
-            "2",
-            "3",
-            "4",
-            "5",
-            "6",
-            "7",
-            "8",
-        ]);
+        // Eight jobs long enough that every slot gets one.
+        let mut args = vec!["-j", j, "sleep 0.2; echo {%}", ":::"];
+        args.extend("1 2 3 4 5 6 7 8".split(' '));
+        let o = exec(&args);
         assert_eq!(code(&o), 0, "-j {j}: {}", stderr(&o));
         stdout(&o)
             .lines()
