@@ -33,7 +33,9 @@ pub enum TaskError {
         /// How long it waited.
         waited: Duration,
     },
-    /// The system shut down before the task could run.
+    /// The system shut down before the task could run, or while it still
+    /// ran when a shutdown's time ran out (its thread was detached; what
+    /// its code returns later is dropped).
     SystemShutdown,
     /// The worker process running the task died (crash, abort, signal, OOM
     /// kill), or worker processes could not be started.

@@ -253,7 +253,8 @@ star_fn!(A, B, C, D, E, G, H, J);
 ///   until it asks for more.
 /// * **Cancellation.** Dropping a [`MapIter`], a [`MapStream`] or a
 ///   [`PipelineIter`](crate::parallel::PipelineIter), or calling its `cancel()`, cancels every outstanding
-///   chunk task (a running thread chunk stops before its next item).
+///   chunk task (a running thread chunk stops at its next check of the
+///   token, about 64 times a chunk: within a 64th of its items).
 /// * **Blocking.** Iterating a map blocks the calling thread while it waits.
 ///   Iterated from inside a thread task of the same system, the pool starts
 ///   a thread to stand in for the waiting one while the wait lasts (as for
@@ -264,7 +265,7 @@ star_fn!(A, B, C, D, E, G, H, J);
 ///   `Executor.map(timeout=..)`). Results that arrive in time are yielded
 ///   as usual, even when read after the deadline; once it has passed and
 ///   the map would wait, it cancels every outstanding chunk (queued ones
-///   never start, a running thread chunk stops before its next item, a
+///   never start, a running thread chunk stops within a 64th of its items, a
 ///   running process task is stopped as a cancel stops it), yields one
 ///   [`TaskError::TimedOut`] in place of everything not done, and ends.
 #[must_use = "a map does nothing until .ordered(), .unordered() or a fold"]

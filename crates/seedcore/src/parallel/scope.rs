@@ -400,8 +400,9 @@ impl ConcurrentSystem {
     /// does not count in [`stats`](Self::stats); it is queued at the
     /// priority of the task that joins (normal outside a task).
     ///
-    /// A panic in either closure is raised again here, after both have
-    /// stopped (`a`'s first, with its own payload).
+    /// Both closures always run, as with `rayon::join`: a panic in either
+    /// is raised again here once both have returned or panicked (`a`'s
+    /// first, with its own payload).
     ///
     /// ```
     /// use seedcore::ConcurrentSystem;

@@ -204,6 +204,30 @@ fn a_panic_in_the_second_closure_of_a_join_is_raised_with_its_message() {
     assert!(msg.contains("second side failed"), "{msg}");
 }
 
+#[test]
+fn both_closures_of_a_join_run_even_when_the_first_panics() {
+    // rayon's promise: "no matter what happens, both closures will always
+    // be executed". One thread: nobody steals `b`, the joiner runs it.
+    let system = ConcurrentSystem::builder()
+        .core_threads(1)
+        .max_threads(1)
+        .build()
+        .unwrap();
+    let ran_b = std::sync::atomic::AtomicBool::new(false);
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        system.join(
+            || -> u32 { panic!("first side failed") },
+            || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                ran_b.store(true, std::sync::atomic::Ordering::SeqCst);
+            },
+        )
+    }))
+    .expect_err("the panic is raised");
+    assert!(ran_b.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(err.downcast_ref::<&str>(), Some(&"first side failed"));
+}
+
 /// A pool of exactly two threads, shared with the tasks that use it.
 fn two_thread_system() -> Arc<ConcurrentSystem> {
     Arc::new(

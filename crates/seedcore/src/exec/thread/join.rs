@@ -146,7 +146,8 @@ impl Job for JoinJob {
 }
 
 /// Runs `a` here and `b` on `pool` (or here, if no thread takes it first);
-/// panics of either are raised again once both have stopped, `a`'s first.
+/// both always run, and panics of either are raised again once both have
+/// stopped, `a`'s first.
 pub(crate) fn join<A, B, RA, RB>(pool: &ThreadPool, env: &EnvRef, exec: u8, a: A, b: B) -> (RA, RB)
 where
     A: FnOnce() -> RA,
@@ -174,15 +175,11 @@ where
         pool.take_back_half(&job);
     }
     let rb = if job.claim() {
-        // Nobody took it: run it here, unless `a` panicked.
-        match &ra {
-            Ok(_) => {
-                // SAFETY: claimed by this thread; the frame is ours.
-                unsafe { half.run() };
-                half.out.into_inner()
-            }
-            Err(_) => None,
-        }
+        // Nobody took it: run it here, even if `a` panicked (as rayon's
+        // join, both closures always run; `a`'s panic is raised after).
+        // SAFETY: claimed by this thread; the frame is ours.
+        unsafe { half.run() };
+        half.out.into_inner()
     } else {
         pool.wait_helping(&|| job.is_resolved());
         half.out.into_inner()
