@@ -417,10 +417,15 @@ class ConcurrentSystem:
             import multiprocessing
 
             authkey = bytes(multiprocessing.current_process().authkey)
-            try:
-                init = pickle.dumps((initializer, tuple(initargs), authkey), 5)
-            except Exception as e:
-                raise TypeError(f"the initializer cannot be pickled: {e}") from e
+            call = None
+            if initializer is not None:
+                try:
+                    call = pickle.dumps((initializer, tuple(initargs)), 5)
+                except Exception as e:
+                    raise TypeError(f"the initializer cannot be pickled: {e}") from e
+            # Two layers: the worker reads the authkey before it imports the
+            # parent's main module, and unpickles the call after.
+            init = pickle.dumps((authkey, call), 5)
         if "shutdown_timeout" not in cfg and not text_prefix:
             # A shutdown that lets the work finish waits for all of it, as
             # concurrent.futures' does (the core's default gives up after

@@ -104,14 +104,16 @@ def run(payload: Any, buffers: List[Any]) -> tuple:
 
 
 def initialize(payload: bytes) -> None:
-    """Takes the parent's ``multiprocessing`` authkey and runs the pickled
-    initializer of this worker, if any: ``(fn or None, args, authkey)``."""
+    """Takes the parent's ``multiprocessing`` authkey, prepares the worker
+    (the parent's ``sys.path`` and main module), then runs the pickled
+    initializer, if any: ``(authkey, pickled (fn, args) or None)``."""
     import multiprocessing
 
-    fn, args, authkey = pickle.loads(payload)
+    authkey, call = pickle.loads(payload)
     multiprocessing.current_process().authkey = authkey
     _prepare()
-    if fn is not None:
+    if call is not None:
+        fn, args = pickle.loads(call)
         fn(*args)
 
 

@@ -38,7 +38,7 @@ pub(crate) struct Reply {
     pub(crate) buffers: Vec<SharedBytes>,
 }
 
-/// The initializer: pickled `(fn or None, args, authkey)` (see
+/// The initializer: pickled `(authkey, pickled (fn, args) or None)` (see
 /// `seedcore._worker.initialize`).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Init {
