@@ -49,7 +49,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 from ._errors import NotPicklable, SystemShutdown
 from ._future import TaskFuture
-from ._system import ConcurrentSystem
+from ._system import OPTION_NAMES, ConcurrentSystem
 
 __all__ = ["ProcessPoolExecutor", "ThreadPoolExecutor", "TaskFuture"]
 
@@ -80,10 +80,10 @@ class _Executor(cf.Executor):
         :data:`seedcore.OPTION_NAMES` (``{"priority": 0, "timeout": 5,
         "retries": 2}``)."""
         opts = dict(options or {})
-        unknown = sorted(set(opts) - set(_opts()))
+        unknown = sorted(set(opts) - OPTION_NAMES)
         if unknown:
             raise ValueError(
-                f"unknown task options {unknown}; the options are {sorted(_opts())}"
+                f"unknown task options {unknown}; the options are {sorted(OPTION_NAMES)}"
             )
         with self._lock:
             if self._shutdown or self._system is None:
@@ -136,24 +136,23 @@ class _Executor(cf.Executor):
         # Ctrl-C out of the block stops the work (workers killed, queue
         # cancelled), as ConcurrentSystem's own block does; anything else
         # lets it finish, as concurrent.futures does.
-        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
-            with self._lock:
-                self._shutdown = True
-                system = self._system
-            if system is not None:
-                system.shutdown(wait=True, mode="immediate")
-        else:
-            self.shutdown(wait=True)
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        self._stop(wait=True, mode="immediate" if interrupted else None)
         return False
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ``Executor.shutdown``: pending futures run unless
         ``cancel_futures``; ``wait`` blocks until they are done."""
+        self._stop(wait, cancel_futures=cancel_futures)
+
+    def _stop(self, wait: bool, **how: Any) -> None:
+        """Refuses new work and shuts the system down ``how`` (the keywords
+        of :meth:`ConcurrentSystem.shutdown`)."""
         with self._lock:
             self._shutdown = True
             system = self._system
         if system is not None:
-            system.shutdown(wait, cancel_futures=cancel_futures)
+            system.shutdown(wait, **how)
 
 
 class ProcessPoolExecutor(_Executor, cf.ProcessPoolExecutor):
@@ -284,12 +283,6 @@ class ThreadPoolExecutor(_Executor, cf.ThreadPoolExecutor):
             return system._submit_thread(run, (fn, args, kwargs), {}, opts)
 
         return submit
-
-
-def _opts():
-    from ._system import OPTION_NAMES
-
-    return OPTION_NAMES
 
 
 # Referenced for the docs.
